@@ -1,0 +1,410 @@
+"""rr as a mitmproxy addon: `mitmdump -s rr_addon/addon.py` or `rr run`.
+
+The glue is thin: options in `load()`, the configuration snapshot built in
+`configure()` and swapped by a background watcher, hooks that turn flows
+into `RequestFacts`, ask `decide()`, and turn the Outcome into a response or
+an injection. Any exception inside rr answers 500 and forwards nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import socket
+import time
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import server_hooks
+
+from rr_addon import audit, flows, settings, wire
+from rr_addon.core import reasons
+from rr_addon.core.decide import decide
+from rr_addon.core.snapshot import Snapshot
+from rr_addon.core.types import Decision, Outcome
+from rr_addon.crypto import Keyring, MasterKeyError, master_keys
+from rr_addon.store import config_store
+from rr_addon.store.db import DatabaseError, check_schema, make_engine
+
+logger = logging.getLogger("rr")
+
+_AUDITED = "_rr_audited"
+_STARTED = "_rr_started"
+
+
+class ClientState:
+    """What rr remembers about one client connection. (A plain class: mitmproxy
+    loads this file as a script module, where dataclasses cannot resolve it.)"""
+
+    __slots__ = ("tunnel_authorization", "connect_policy", "refusals")
+
+    def __init__(self) -> None:
+        self.tunnel_authorization: tuple[str, ...] = ()
+        # (host, port) -> whether connections it opens may reach private addresses
+        self.connect_policy: dict[tuple[str, int], bool] = {}
+        self.refusals: dict[tuple[str, int], Decision] = {}
+
+
+def fail_closed(hook):
+    """Any exception in a flow hook answers 500 internal-error and forwards nothing."""
+
+    @functools.wraps(hook)
+    def wrapper(self: RR, flow: http.HTTPFlow):
+        try:
+            return hook(self, flow)
+        except Exception:
+            logger.exception("rr internal error in %s hook, request %s; answering 500", hook.__name__, flow.id)
+            self.fail(flow)
+
+    return wrapper
+
+
+class RR:
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.clients: dict[str, ClientState] = {}
+        self._engine = None
+        self._keyring: Keyring | None = None
+        self._watcher: asyncio.Task | None = None
+        self._failed_version: int | None = None
+        self._pinned: dict[str, tuple[str, int]] = {}
+        self.audit: audit.AuditWriter | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "rr_database_url", str, "", "rr database URL (default: $RR_DATABASE_URL, else sqlite:///$RR_HOME/rr.db)."
+        )
+        loader.add_option("rr_reload_interval", float, 1.0, "Seconds between checks for a new rr configuration version.")
+        loader.add_option("rr_audit_file", str, "", "Append one JSON audit record per request to this file (JSON lines).")
+
+    def configure(self, updated: set[str]) -> None:
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager connects upstream on CONNECT, before rr has decided anything.
+            logger.info("rr sets connection_strategy=lazy: nothing connects upstream before a decision")
+            ctx.options.update(connection_strategy="lazy")
+        if "rr_database_url" in updated:
+            self._open_store(ctx.options.rr_database_url or None)
+        if "rr_audit_file" in updated:
+            self._open_audit(ctx.options.rr_audit_file)
+
+    def _open_store(self, url: str | None) -> None:
+        try:
+            engine = make_engine(url)
+            check_schema(engine)
+            keyring = Keyring(master_keys(settings.home()))
+            snapshot = config_store.load_snapshot(engine, keyring)
+        except (DatabaseError, MasterKeyError, LookupError) as e:
+            raise exceptions.OptionsError(f"rr: {e}") from None
+        except Exception as e:
+            raise exceptions.OptionsError(f"rr: cannot load the configuration: {e}") from None
+        self._engine, self._keyring, self.snapshot = engine, keyring, snapshot
+        logger.info(
+            "rr enforces configuration version %d (%d proxies, %d targets) from %s",
+            snapshot.version,
+            len(snapshot.proxies),
+            len(snapshot.targets),
+            settings.redacted_url(str(engine.url)),
+        )
+
+    def _open_audit(self, path: str) -> None:
+        old = self.audit
+        sinks: list = [audit.LogSink()]
+        if path:
+            sinks.append(audit.JsonLinesSink(Path(path)))
+        self.audit = audit.AuditWriter(sinks)
+        if old is not None:
+            old.close()
+
+    def running(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+            self.audit = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+    async def _watch(self) -> None:
+        """Swap in new configuration versions; keep the running one on any failure."""
+        unreachable = False
+        while True:
+            await asyncio.sleep(ctx.options.rr_reload_interval)
+            if self._engine is None or self._keyring is None or self.snapshot is None:
+                continue
+            try:
+                version = await asyncio.to_thread(config_store.current_version, self._engine)
+            except Exception as e:
+                if not unreachable:
+                    logger.warning("rr: database unreachable (%s); still enforcing version %d", e, self.snapshot.version)
+                unreachable = True
+                continue
+            if unreachable:
+                logger.info("rr: database reachable again")
+                unreachable = False
+            if version == self.snapshot.version or version == self._failed_version:
+                continue
+            try:
+                snap = await asyncio.to_thread(config_store.load_snapshot, self._engine, self._keyring)
+            except Exception as e:
+                self._failed_version = version
+                logger.error(
+                    "rr: configuration version %d failed to load, still enforcing version %d: %s",
+                    version,
+                    self.snapshot.version,
+                    e,
+                )
+                continue
+            self.snapshot = snap
+            logger.info("rr now enforces configuration version %d", snap.version)
+
+    # ------------------------------------------------------------------ connections
+
+    def client_connected(self, client) -> None:
+        self.clients[client.id] = ClientState()
+
+    def client_disconnected(self, client) -> None:
+        self.clients.pop(client.id, None)
+
+    def _client(self, client_id: str) -> ClientState:
+        state = self.clients.get(client_id)
+        if state is None:
+            state = self.clients[client_id] = ClientState()
+        return state
+
+    @fail_closed
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # The credential travels only on the CONNECT: keep it for the tunnel, off the flow.
+        values = tuple(flow.request.headers.get_all("proxy-authorization"))
+        if values:
+            del flow.request.headers["proxy-authorization"]
+        self._client(flow.client_conn.id).tunnel_authorization = values
+        snap = self.snapshot
+        if snap is not None and flow.request.port not in snap.connect_ports:
+            self.answer(flow, Decision.deny("unknown-target", reasons.CONNECT_PORT_NOT_ALLOWED))
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Refuse connections no governed request asked for, and (unless the
+        target allows it) any whose host resolves to a private address; pin
+        the checked address so DNS cannot change between check and connect."""
+        server = data.server
+        try:
+            if server.via is not None or server.address is None:
+                return
+            state = self.clients.get(data.client.id)
+            host, port = server.address[0], server.address[1]
+            allow_private = state.connect_policy.get((host, port)) if state else None
+            if allow_private is None:
+                server.error = "rr refused: no governed request for this destination"
+                return
+            if allow_private:
+                return
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = [info[4][0] for info in infos]
+            bad = next((a for a in addresses if _is_private(a)), None)
+            if bad is not None:
+                state.refusals[(host, port)] = Decision.deny(
+                    "access-denied", reasons.PRIVATE_ADDRESS, scope="target", rule="allow_private_addresses", detail=f"{host} -> {bad}"
+                )
+                server.error = f"rr refused: {host} resolves to private address {bad}"
+                return
+            if addresses:
+                self._pinned[server.id] = server.address
+                server.address = (addresses[0], port)
+        except socket.gaierror:
+            return  # let mitmproxy fail the connection: 502 upstream-unavailable
+        except Exception:
+            logger.exception("rr internal error in server_connect; refusing the connection")
+            server.error = "rr internal error"
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._unpin(data.server)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._unpin(data.server)
+
+    def _unpin(self, server) -> None:
+        original = self._pinned.pop(server.id, None)
+        if original is not None:
+            server.address = original
+
+    def tcp_start(self, flow) -> None:
+        logger.info("rr closes a tunnel that carries no HTTP (%s)", flow.client_conn.peername)
+        flow.kill()
+
+    def udp_start(self, flow) -> None:
+        logger.info("rr closes a UDP flow (%s)", flow.client_conn.peername)
+        flow.kill()
+
+    # ------------------------------------------------------------------ requests
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        setattr(flow, _STARTED, time.monotonic())
+        snap = self.snapshot
+        if snap is None:
+            self.answer(flow, Decision.deny("internal-error", reasons.NO_CONFIGURATION))
+            return
+        state = self._client(flow.client_conn.id)
+        facts = flows.request_facts(flow, state.tunnel_authorization)
+        outcome = decide(snap, facts, time.time())
+        flows.strip_headers(flow.request, outcome.strip_headers)
+        self.record(flow, outcome, snap)
+        if not outcome.decision.allowed and not outcome.report_only:
+            self.answer(flow, outcome.decision)
+            return
+        assert outcome.route is not None
+        target = snap.targets[outcome.route.target]
+        name = outcome.route.target_credential
+        if name is not None:
+            injection = target.credentials[name].injection
+            if not injection.empty:
+                flows.show_injection(flow.request, injection)
+        key = (flow.request.host, flow.request.port)
+        policy = state.connect_policy.get(key, True)
+        state.connect_policy[key] = policy and target.allow_private_addresses
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if "rr" not in flow.metadata or flow.response is None:
+            return
+        flow.response.headers["rr-request-id"] = flow.id
+        if flow.metadata["rr"]["result"] == "allow":
+            flow.response.stream = _ByteCounter()
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        if "rr" in flow.metadata:
+            self.finish(flow)
+
+    @fail_closed
+    def error(self, flow: http.HTTPFlow) -> None:
+        if "rr" not in flow.metadata or getattr(flow, _AUDITED, False):
+            return
+        meta = flow.metadata["rr"]
+        if flow.response is None and meta["result"] != "deny":
+            state = self.clients.get(flow.client_conn.id)
+            refusal = state.refusals.pop((flow.request.host, flow.request.port), None) if state else None
+            msg = flow.error.msg if flow.error else ""
+            if refusal is not None:
+                decision = refusal
+            elif "timed out" in msg.lower() or "timeout" in msg.lower():
+                decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=msg)
+            else:
+                decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=msg)
+            wire.answer_errors_with(flow, flows.decision_response(decision, flow.id))
+            meta.update(result="deny", code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
+            meta["status"] = decision.status
+        self.finish(flow)
+
+    # ------------------------------------------------------------------ helpers
+
+    def answer(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        wire.detach(flow.request)
+        flow.response = flows.decision_response(decision, flow.id)
+
+    def fail(self, flow: http.HTTPFlow) -> None:
+        wire.detach(flow.request)
+        flow.response = flows.error_response("internal-error", reasons.INTERNAL_ERROR, flow.id)
+        meta = flow.metadata.setdefault("rr", {})
+        meta.update(result="error", code="internal-error", reason=reasons.INTERNAL_ERROR, status=500)
+        flow.comment = "rr error internal-error"
+        flow.marked = ":no_entry:"
+
+    def record(self, flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot) -> None:
+        d = outcome.decision
+        result = d.result if d.allowed or not outcome.report_only else "would-deny"
+        ident, route = outcome.identity, outcome.route
+        flow.metadata["rr"] = {
+            "result": result,
+            "status": d.status,
+            "code": d.code,
+            "reason": d.reason,
+            "scope": d.scope,
+            "rule": d.rule,
+            "proxy": ident.proxy if ident else None,
+            "credential": ident.credential if ident else None,
+            "channel": ident.channel if ident else None,
+            "target": route.target if route else None,
+            "target_credential": route.target_credential if route else None,
+            "config_version": snap.version,
+        }
+        if result == "allow":
+            flow.comment = f"rr allow {route.target}/{route.target_credential or '-'}" if route else "rr allow"
+        else:
+            where = f" {d.scope}/{d.rule}" if d.rule else ""
+            flow.comment = f"rr {result} {d.code}{where}"
+            flow.marked = ":warning:" if result == "would-deny" else ":no_entry:"
+
+    def finish(self, flow: http.HTTPFlow) -> None:
+        """Write the flow's one audit record."""
+        if getattr(flow, _AUDITED, False) or self.audit is None:
+            return
+        setattr(flow, _AUDITED, True)
+        meta = flow.metadata["rr"]
+        started = getattr(flow, _STARTED, None)
+        req, resp = flow.request, flow.response
+        stream = getattr(resp, "stream", None) if resp is not None else None
+        bytes_out = stream.count if isinstance(stream, _ByteCounter) else (len(resp.raw_content or b"") if resp is not None else 0)
+        self.audit.submit(
+            audit.new_record(
+                request_id=flow.id,
+                result=meta["result"],
+                status=resp.status_code if resp is not None else meta["status"],
+                code=meta["code"],
+                reason=meta["reason"],
+                scope=meta["scope"],
+                rule=meta["rule"],
+                proxy=meta["proxy"],
+                credential=meta["credential"],
+                channel=meta["channel"],
+                target=meta["target"],
+                target_credential=meta["target_credential"],
+                method=req.method,
+                scheme=req.scheme,
+                host=req.host,
+                port=req.port,
+                path=req.path.partition("?")[0],
+                client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                bytes_in=len(req.raw_content or b""),
+                bytes_out=bytes_out,
+                latency_ms=round((time.monotonic() - started) * 1000, 3) if started else None,
+                config_version=meta["config_version"],
+            )
+        )
+
+
+class _ByteCounter:
+    """Streams a response body through unchanged, counting its bytes."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, chunk: bytes) -> bytes:
+        self.count += len(chunk)
+        return chunk
+
+
+def _is_private(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+
+
+wire.install()
+
+addons = [RR()]

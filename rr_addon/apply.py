@@ -1,0 +1,124 @@
+"""`rr apply`: read files, validate everything, resolve secrets, compile a
+trial snapshot, and only then write — all in one transaction, or nothing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from sqlalchemy.engine import Engine
+
+from rr_addon.config import schema, validate
+from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
+from rr_addon.core.digests import basic_digest, token_digest
+from rr_addon.core.snapshot import CompileError, compile_snapshot
+from rr_addon.crypto import Keyring
+from rr_addon.store import config_store
+from rr_addon.store.config_store import Change, Desired, Stored
+
+
+@dataclass
+class Prepared:
+    stored: Stored
+    desired: Desired
+    changes: list[Change]
+
+    @property
+    def changed(self) -> bool:
+        return any(c.action != "unchanged" for c in self.changes)
+
+
+def source_label(ref: object) -> str:
+    if isinstance(ref, EnvSecret):
+        return f"env:{ref.env}"
+    if isinstance(ref, FileSecret):
+        return f"file:{ref.file}"
+    return "literal"
+
+
+def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: Mapping[str, str] = os.environ) -> Prepared:
+    config, source = load_files(paths)
+    errors = validate.check(config, source)
+    stored = config_store.read(engine, keyring)
+    target_secrets, caller_digests = _resolve(config, source, stored, env, errors)
+    if errors:
+        raise ConfigErrors(errors)
+
+    # Compile what the data planes would compile, so apply refuses what they would.
+    plaintext = stored.target_secrets(keyring)
+    for key, (value, _) in target_secrets.items():
+        if value is not None:
+            plaintext[key] = value
+    digests = dict(stored.caller_digests)
+    for key, (digest, _) in caller_digests.items():
+        if digest is not None:
+            digests[key] = digest
+    try:
+        compile_snapshot(config, version=stored.version + 1, hmac_key=stored.hmac_key, target_secrets=plaintext, caller_digests=digests)
+    except CompileError as e:
+        raise ConfigErrors([ConfigError(",".join(map(str, paths)), "", str(e))]) from None
+
+    desired = Desired(config, target_secrets, caller_digests)
+    return Prepared(stored, desired, config_store.plan(stored, desired, keyring))
+
+
+def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping[str, str], errors: list[ConfigError]):
+    target_secrets: dict = {}
+    caller_digests: dict = {}
+    stored_proxies = {p.name: {c.name: c for c in p.credentials} for p in stored.config.proxies}
+
+    def err(section: str, obj: str, cred: str, index: int, message: str) -> None:
+        errors.append(
+            ConfigError(
+                source.file_of(section, obj),
+                f"{section}[{obj}].credentials[{cred}].secret",
+                message,
+                source.line_of(section, obj, ("credentials", index, "secret")),
+            )
+        )
+
+    for t in config.targets:
+        base = source.base_dirs.get(("targets", t.name), Path.cwd())
+        for i, c in enumerate(t.credentials):
+            if not c.needs_secret:
+                if c.secret is not None:
+                    err("targets", t.name, c.name, i, f"a '{c.kind}' credential takes no secret")
+                continue
+            if c.secret is None:
+                if (t.name, c.name) not in stored.target_secrets_enc:
+                    err("targets", t.name, c.name, i, "required for a new credential")
+                target_secrets[(t.name, c.name)] = (None, None)
+                continue
+            try:
+                target_secrets[(t.name, c.name)] = (resolve_secret(c.secret, base, env), source_label(c.secret))
+            except ValueError as e:
+                err("targets", t.name, c.name, i, str(e))
+
+    for p in config.proxies:
+        base = source.base_dirs.get(("proxies", p.name), Path.cwd())
+        for i, c in enumerate(p.credentials):
+            old = stored_proxies.get(p.name, {}).get(c.name)
+            if c.secret is None:
+                if old is None:
+                    err("proxies", p.name, c.name, i, "required for a new credential")
+                elif old.auth != c.auth or getattr(old, "username", None) != getattr(c, "username", None):
+                    err("proxies", p.name, c.name, i, "auth or username changed: give the secret again")
+                caller_digests[(p.name, c.name)] = (None, None)
+                continue
+            try:
+                secret = resolve_secret(c.secret, base, env)
+            except ValueError as e:
+                err("proxies", p.name, c.name, i, str(e))
+                continue
+            if isinstance(c, schema.BasicCaller):
+                digest = basic_digest(stored.hmac_key, c.username, secret)
+            else:
+                digest = token_digest(stored.hmac_key, secret)
+            caller_digests[(p.name, c.name)] = (digest, source_label(c.secret))
+    return target_secrets, caller_digests
+
+
+def apply(prepared: Prepared, engine: Engine, keyring: Keyring, applied_from: str) -> int:
+    return config_store.write(engine, prepared.stored, prepared.desired, keyring, applied_from)

@@ -1,0 +1,259 @@
+"""The configuration language (CONTRACT §2) as pydantic models.
+
+These models validate one YAML document's shape and types; references between
+objects are checked in `rr_addon.config.validate`. They are pure data (no I/O),
+so the policy core may compile them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+
+from rr_addon.core.hosts import parse_host_pattern
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not HEADER_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1)]
+Effect = Literal["allow", "deny"]
+
+
+class EnvSecret(Model):
+    env: str = Field(min_length=1)
+
+
+class FileSecret(Model):
+    file: str = Field(min_length=1)
+
+
+def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
+    if isinstance(value, (EnvSecret, FileSecret)):
+        return value
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, ref),) = value.items()
+        if key in ("env", "file") and isinstance(ref, str) and ref:
+            return EnvSecret(env=ref) if key == "env" else FileSecret(file=ref)
+    raise ValueError("a secret is a non-empty string, {env: NAME} or {file: PATH}")
+
+
+# A secret is a literal string, {env: NAME} or {file: PATH}; resolved by `rr apply`.
+SecretRef = Annotated[Union[str, EnvSecret, FileSecret], PlainValidator(_secret_ref)]
+
+
+# --------------------------------------------------------------------------
+# Target credentials: upstream secrets rr injects.
+
+
+class _TargetCredential(Model):
+    name: Name
+    secret: SecretRef | None = None  # omitted on an existing credential: keep the stored one
+    description: str | None = None
+
+    _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+    @property
+    def needs_secret(self) -> bool:
+        return True
+
+
+class ApiKeyCredential(_TargetCredential):
+    kind: Literal["api_key"]
+    header: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ApiKeyCredential:
+        if (self.header is None) == (self.query is None):
+            raise ValueError("an api_key credential needs exactly one of 'header' or 'query'")
+        if self.header is not None:
+            _header_name(self.header)
+        return self
+
+
+class BearerCredential(_TargetCredential):
+    kind: Literal["bearer"]
+
+
+class BasicCredential(_TargetCredential):
+    kind: Literal["basic"]
+    username: str = Field(min_length=1)
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, v: str) -> str:
+        if ":" in v:
+            raise ValueError("a basic username cannot contain ':'")
+        return v
+
+
+class JwtCredential(_TargetCredential):
+    """A static JWT sent as `Authorization: Bearer <jwt>` (or in `header`)."""
+
+    kind: Literal["jwt"]
+    header: str = "Authorization"
+    prefix: str = "Bearer "
+
+    _check_header = field_validator("header")(lambda cls, v: _header_name(v))
+
+
+class CustomCredential(_TargetCredential):
+    """Header (and query) templates; `{secret}` is replaced by the secret."""
+
+    kind: Literal["custom"]
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _templates(self) -> CustomCredential:
+        if not self.headers and not self.query:
+            raise ValueError("a custom credential needs 'headers' or 'query' templates")
+        for name in self.headers:
+            _header_name(name)
+        for name, template in {**self.headers, **self.query}.items():
+            try:
+                template.format(secret="")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"template for {name!r} may only use {{secret}} ({e})") from None
+        return self
+
+
+class NoneCredential(_TargetCredential):
+    kind: Literal["none"]
+
+    @property
+    def needs_secret(self) -> bool:
+        return False
+
+
+TargetCredential = Annotated[
+    Union[ApiKeyCredential, BearerCredential, BasicCredential, JwtCredential, CustomCredential, NoneCredential],
+    Field(discriminator="kind"),
+]
+
+
+class Target(Model):
+    name: Name
+    hosts: list[str] = Field(min_length=1)
+    schemes: list[Literal["https", "http"]] = Field(default_factory=lambda: ["https"])
+    default_effect: Effect = "allow"
+    allow_private_addresses: bool = False
+    caller_headers: list[str] = Field(default_factory=list)
+    credentials: list[TargetCredential] = Field(default_factory=list)
+    description: str | None = None
+
+    _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for h in hosts:
+            parse_host_pattern(h)
+        return hosts
+
+    @field_validator("caller_headers")
+    @classmethod
+    def _caller_headers(cls, names: list[str]) -> list[str]:
+        for n in names:
+            _header_name(n)
+            if n.lower() in ("proxy-authorization", "x-rr-authorization", "authorization", "host", "cookie"):
+                raise ValueError(f"{n!r} cannot be a caller header")
+        return names
+
+
+# --------------------------------------------------------------------------
+# Proxies and their credentials (caller identities).
+
+
+class _ProxyCredential(Model):
+    name: Name
+    secret: SecretRef | None = None
+    active: bool = True
+    expires_at: datetime | None = None
+    target_credentials: dict[str, str] = Field(default_factory=dict)
+    description: str | None = None
+
+    _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+    @field_validator("expires_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)
+        return v
+
+
+class ApiKeyCaller(_ProxyCredential):
+    auth: Literal["api_key"]
+
+
+class BearerCaller(_ProxyCredential):
+    auth: Literal["bearer"]
+
+
+class JwtCaller(_ProxyCredential):
+    """A static JWT string compared like a bearer token (not verified; see jwt_verify)."""
+
+    auth: Literal["jwt"]
+
+
+class BasicCaller(_ProxyCredential):
+    auth: Literal["basic"]
+    username: str = Field(min_length=1)
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, v: str) -> str:
+        if ":" in v:
+            raise ValueError("a basic username cannot contain ':'")
+        return v
+
+
+ProxyCredential = Annotated[
+    Union[ApiKeyCaller, BearerCaller, JwtCaller, BasicCaller],
+    Field(discriminator="auth"),
+]
+
+
+class ProxyTarget(Model):
+    target: Name
+    credential: str | None = None  # omitted: the target's only credential, if it has exactly one
+
+
+class Proxy(Model):
+    name: Name
+    active: bool = True
+    mode: Literal["enforce", "report"] = "enforce"
+    default_effect: Effect = "allow"
+    targets: list[ProxyTarget] = Field(default_factory=list)
+    credentials: list[ProxyCredential] = Field(default_factory=list)
+    description: str | None = None
+
+    _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+
+class Config(Model):
+    targets: list[Target] = Field(default_factory=list)
+    proxies: list[Proxy] = Field(default_factory=list)

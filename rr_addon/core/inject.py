@@ -1,0 +1,55 @@
+"""What a target credential adds to a request.
+
+An Injection lists header and query values twice: the real (wire) value,
+which only ever reaches the upstream connection, and the shown value with a
+placeholder naming the credential, which is what the flow — and therefore
+mitmweb, `-w` dumps and logs — carries.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from rr_addon.config import schema
+
+
+def placeholder(target: str, credential: str) -> str:
+    return f"[rr:{target}/{credential}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    label: str  # "target/credential"
+    headers: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
+    secrets: tuple[str, ...] = ()  # every value derived from the secret, for scrubbing echoes
+
+    @property
+    def empty(self) -> bool:
+        return not self.headers and not self.query
+
+
+def build_injection(target: str, cred: schema._TargetCredential, secret: str | None) -> Injection:
+    label = f"{target}/{cred.name}"
+    ph = placeholder(target, cred.name)
+    if isinstance(cred, schema.NoneCredential):
+        return Injection(label)
+    assert secret is not None, f"{label}: no secret"
+    if isinstance(cred, schema.ApiKeyCredential):
+        if cred.header is not None:
+            return Injection(label, headers=((cred.header, secret, ph),), secrets=(secret,))
+        assert cred.query is not None
+        return Injection(label, query=((cred.query, secret, ph),), secrets=(secret,))
+    if isinstance(cred, schema.BearerCredential):
+        return Injection(label, headers=(("Authorization", f"Bearer {secret}", f"Bearer {ph}"),), secrets=(secret,))
+    if isinstance(cred, schema.BasicCredential):
+        token = base64.b64encode(f"{cred.username}:{secret}".encode()).decode()
+        return Injection(label, headers=(("Authorization", f"Basic {token}", f"Basic {ph}"),), secrets=(secret, token))
+    if isinstance(cred, schema.JwtCredential):
+        return Injection(label, headers=((cred.header, cred.prefix + secret, cred.prefix + ph),), secrets=(secret,))
+    if isinstance(cred, schema.CustomCredential):
+        headers = tuple((n, t.format(secret=secret), t.format(secret=ph)) for n, t in cred.headers.items())
+        query = tuple((n, t.format(secret=secret), t.format(secret=ph)) for n, t in cred.query.items())
+        return Injection(label, headers=headers, query=query, secrets=(secret,))
+    raise AssertionError(f"unhandled credential kind {type(cred).__name__}")

@@ -1,0 +1,31 @@
+"""The fixed reason sentences of every decision.
+
+Tests assert these exact strings: they are part of the contract with the
+people reading audit records, so change them deliberately.
+"""
+
+ALLOWED = "all scopes allow"
+
+# 401 unauthenticated
+NO_CREDENTIAL = "no caller credential presented"
+MALFORMED_CREDENTIAL = "malformed caller credential"
+AMBIGUOUS_CREDENTIAL = "conflicting caller credentials"
+UNKNOWN_CREDENTIAL = "caller credential matches no proxy credential"
+EXPIRED_CREDENTIAL = "caller credential expired"
+INACTIVE_CREDENTIAL = "caller credential inactive"
+INACTIVE_PROXY = "proxy inactive"
+
+# 403 unknown-target
+UNKNOWN_TARGET = "host is not a target of this proxy"
+SCHEME_NOT_ALLOWED = "scheme not allowed for this target"
+CONNECT_PORT_NOT_ALLOWED = "no target allows this port"
+
+# 403 access-denied (connection-time)
+PRIVATE_ADDRESS = "target host resolves to a private address"
+
+# 5xx
+NO_CONFIGURATION = "no configuration loaded"
+INTERNAL_ERROR = "internal error in rr"
+UPSTREAM_UNAVAILABLE = "upstream connection failed"
+UPSTREAM_TIMEOUT = "upstream timed out"
+TUNNEL_NOT_HTTP = "tunnel carries no HTTP"

@@ -1,0 +1,186 @@
+"""Compile a validated configuration into the immutable snapshot the proxy reads.
+
+Everything that can be done once is done here: host patterns indexed,
+credential digests put in dicts, injections rendered. The request path only
+does dictionary lookups on the result, so its cost does not grow with the
+number of targets or credentials. A reload builds a new Snapshot and swaps
+one reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from rr_addon.config import schema
+from rr_addon.core.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
+from rr_addon.core.inject import Injection, build_injection
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCredential:
+    target: str
+    name: str
+    kind: str
+    injection: Injection
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    schemes: frozenset[str]
+    default_effect: str
+    allow_private_addresses: bool
+    caller_headers: tuple[str, ...]
+    credentials: Mapping[str, TargetCredential]
+    hosts: tuple[HostPattern, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A proxy credential as the request path needs it."""
+
+    proxy: str
+    name: str
+    auth: str
+    digest: bytes
+    username: str | None
+    active: bool
+    expires_at: float | None  # epoch seconds
+    target_credentials: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A target bound to a proxy, with the target credential it injects."""
+
+    target: Target
+    credential: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    name: str
+    active: bool
+    mode: str
+    default_effect: str
+    routes: HostIndex[Binding]
+    callers: Mapping[str, Caller]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    hmac_key: bytes
+    proxies: Mapping[str, Proxy]
+    targets: Mapping[str, Target]
+    by_token: Mapping[bytes, Caller]  # token digest -> caller
+    by_basic: Mapping[bytes, Caller]  # basic (username, secret) digest -> caller
+    caller_headers: HostIndex[tuple[str, ...]]  # host -> extra caller-credential headers
+    connect_ports: frozenset[int]  # ports some target allows (CONNECT to others is refused)
+    secrets: tuple[str, ...] = field(default=())  # every injected secret value, for scrubbing
+
+    def caller_headers_for(self, host: str, port: int, scheme: str) -> tuple[str, ...]:
+        return self.caller_headers.lookup(host, port, scheme) or ()
+
+
+class CompileError(ValueError):
+    pass
+
+
+def compile_snapshot(
+    config: schema.Config,
+    *,
+    version: int,
+    hmac_key: bytes,
+    target_secrets: Mapping[tuple[str, str], str],
+    caller_digests: Mapping[tuple[str, str], bytes],
+) -> Snapshot:
+    """Build the snapshot. `target_secrets` maps (target, credential) to the
+    plaintext secret; `caller_digests` maps (proxy, credential) to its digest."""
+    targets: dict[str, Target] = {}
+    all_secrets: list[str] = []
+    header_sets: dict[HostPattern, set[str]] = {}
+    ports: set[int] = set()
+    for t in config.targets:
+        creds = {}
+        for c in t.credentials:
+            secret = target_secrets.get((t.name, c.name))
+            if c.needs_secret and secret is None:
+                raise CompileError(f"targets[{t.name}].credentials[{c.name}]: no stored secret")
+            inj = build_injection(t.name, c, secret)
+            all_secrets.extend(inj.secrets)
+            creds[c.name] = TargetCredential(t.name, c.name, c.kind, inj)
+        patterns = tuple(parse_host_pattern(h) for h in t.hosts)
+        for p in patterns:
+            header_sets.setdefault(p, set()).update(h.lower() for h in t.caller_headers)
+            if p.port is not None:
+                ports.add(p.port)
+            else:
+                ports.update(DEFAULT_PORTS[s] for s in t.schemes)
+        targets[t.name] = Target(
+            name=t.name,
+            schemes=frozenset(t.schemes),
+            default_effect=t.default_effect,
+            allow_private_addresses=t.allow_private_addresses,
+            caller_headers=tuple(h.lower() for h in t.caller_headers),
+            credentials=MappingProxyType(creds),
+            hosts=patterns,
+        )
+
+    proxies: dict[str, Proxy] = {}
+    by_token: dict[bytes, Caller] = {}
+    by_basic: dict[bytes, Caller] = {}
+    for p in config.proxies:
+        entries = []
+        for pt in p.targets:
+            target = targets[pt.target]
+            cred = pt.credential
+            if cred is None and len(target.credentials) == 1:
+                cred = next(iter(target.credentials))
+            binding = Binding(target, cred)
+            entries.extend((pattern, binding) for pattern in target.hosts)
+        callers = {}
+        for c in p.credentials:
+            digest = caller_digests.get((p.name, c.name))
+            if digest is None:
+                raise CompileError(f"proxies[{p.name}].credentials[{c.name}]: no stored secret digest")
+            caller = Caller(
+                proxy=p.name,
+                name=c.name,
+                auth=c.auth,
+                digest=digest,
+                username=getattr(c, "username", None),
+                active=c.active,
+                expires_at=c.expires_at.timestamp() if c.expires_at else None,
+                target_credentials=MappingProxyType(dict(c.target_credentials)),
+            )
+            index = by_basic if c.auth == "basic" else by_token
+            if digest in index:
+                other = index[digest]
+                raise CompileError(
+                    f"proxies[{p.name}].credentials[{c.name}]: same secret as proxies[{other.proxy}].credentials[{other.name}]"
+                )
+            index[digest] = caller
+            callers[c.name] = caller
+        proxies[p.name] = Proxy(
+            name=p.name,
+            active=p.active,
+            mode=p.mode,
+            default_effect=p.default_effect,
+            routes=HostIndex(entries),
+            callers=MappingProxyType(callers),
+        )
+
+    return Snapshot(
+        version=version,
+        hmac_key=hmac_key,
+        proxies=MappingProxyType(proxies),
+        targets=MappingProxyType(targets),
+        by_token=MappingProxyType(by_token),
+        by_basic=MappingProxyType(by_basic),
+        caller_headers=HostIndex((p, tuple(sorted(h))) for p, h in header_sets.items() if h),
+        connect_ports=frozenset(ports),
+        secrets=tuple(sorted(set(all_secrets), key=len, reverse=True)),
+    )

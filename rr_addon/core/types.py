@@ -1,0 +1,116 @@
+"""Values that flow through the policy core: request facts in, a Decision out.
+
+Everything here is immutable and free of I/O, so the same values serve the
+proxy, `rr explain` and the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# Status codes and rr codes of CONTRACT §8. One code, one status.
+STATUS = {
+    "unauthenticated": 401,
+    "unknown-target": 403,
+    "access-denied": 403,
+    "quota-exceeded": 429,
+    "invalid-request": 400,
+    "payload-too-large": 413,
+    "unsupported-media-type": 415,
+    "unfilterable-response": 422,
+    "upstream-unavailable": 502,
+    "upstream-credential-error": 502,
+    "response-too-large": 502,
+    "upstream-timeout": 504,
+    "internal-error": 500,
+}
+
+ALLOW = "allow"
+DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """Everything the core may know about a request. Built once per request by
+    the glue (`rr_addon.flows`); header names are lower-case, values decoded."""
+
+    method: str
+    scheme: str
+    host: str
+    port: int
+    path: str  # origin-form path including the query string, as received
+    headers: tuple[tuple[str, str], ...] = ()
+    # Proxy-Authorization values sent on the CONNECT that opened this tunnel.
+    tunnel_authorization: tuple[str, ...] = ()
+    body: bytes | None = None
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: an authenticated proxy credential."""
+
+    proxy: str
+    credential: str
+    auth: str
+    channel: str  # where the credential was found (proxy-authorization, x-rr-authorization, ...)
+    claims: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of the policy for one request.
+
+    `reason` is one of the fixed sentences in `rr_addon.core.reasons`; `scope`
+    and `rule` name what decided (None when nothing specific did)."""
+
+    result: str  # "allow" | "deny"
+    status: int
+    code: str | None = None
+    scope: str | None = None
+    rule: str | None = None
+    reason: str = ""
+    detail: str | None = None  # extra human-readable context (never a secret)
+
+    @property
+    def allowed(self) -> bool:
+        return self.result == ALLOW
+
+    @classmethod
+    def deny(
+        cls,
+        code: str,
+        reason: str,
+        *,
+        scope: str | None = None,
+        rule: str | None = None,
+        detail: str | None = None,
+    ) -> Decision:
+        return cls(DENY, STATUS[code], code, scope, rule, reason, detail)
+
+    @classmethod
+    def allow(cls, reason: str, *, scope: str | None = None, rule: str | None = None) -> Decision:
+        return cls(ALLOW, 200, None, scope, rule, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A request mapped to a target and the target credential to inject."""
+
+    target: str
+    target_credential: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What `decide()` returns: the decision plus what the glue needs to act on it."""
+
+    decision: Decision
+    identity: Identity | None = None
+    route: Route | None = None
+    # Request headers (lower-case names) to remove before anything else sees the flow.
+    strip_headers: frozenset[str] = field(default_factory=frozenset)
+    report_only: bool = False  # proxy in report mode: a deny is recorded, not enforced

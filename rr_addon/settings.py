@@ -1,0 +1,37 @@
+"""Where rr keeps its state, from the environment (the CLI and the addon share this).
+
+RR_HOME          directory for the embedded database, key file and CA (default: current directory)
+RR_DATABASE_URL  SQLAlchemy URL (default: sqlite:///<RR_HOME>/rr.db)
+RR_MASTER_KEY    Fernet key(s), comma-separated (default: <RR_HOME>/rr.key)
+RR_REDIS_URL     optional shared counters
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("RR_HOME") or ".").expanduser().resolve()
+
+
+def database_url(override: str | None = None) -> str:
+    url = override or os.environ.get("RR_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{home() / 'rr.db'}"
+
+
+def confdir() -> Path:
+    return home() / "certs"
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"

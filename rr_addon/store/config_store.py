@@ -1,0 +1,264 @@
+"""Reading and writing the configuration: the one place that maps `Config`
+objects to rows. `apply` writes a whole configuration in one transaction and
+bumps the version data planes watch; `load_snapshot` is what they call."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from rr_addon.config import schema
+from rr_addon.core.snapshot import Snapshot, compile_snapshot
+from rr_addon.crypto import Keyring
+from rr_addon.store.db import session
+from rr_addon.store.tables import (
+    ConfigState,
+    ProxyCredentialRow,
+    ProxyRow,
+    TargetCredentialRow,
+    TargetRow,
+    utcnow,
+)
+
+
+class ConcurrentChange(Exception):
+    pass
+
+
+@dataclass
+class Stored:
+    version: int
+    config: schema.Config  # secrets omitted
+    hmac_key: bytes
+    target_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    caller_digests: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    sources: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # (section, obj, cred) -> source
+
+    def target_secrets(self, keyring: Keyring) -> dict[tuple[str, str], str]:
+        return {k: keyring.decrypt(v).decode("utf-8") for k, v in self.target_secrets_enc.items()}
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create | update | delete | unchanged
+    kind: str  # target | target credential | proxy | proxy credential
+    name: str
+    detail: str = ""
+
+
+def initialise(engine: Engine, keyring: Keyring) -> bool:
+    """Create the state row with a fresh digest key. Returns False if it existed."""
+    with session(engine) as s:
+        if s.get(ConfigState, 1) is not None:
+            return False
+        s.add(ConfigState(id=1, version=0, hmac_key_enc=keyring.encrypt(os.urandom(32))))
+        s.commit()
+        return True
+
+
+def current_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        row = conn.execute(select(ConfigState.version).where(ConfigState.id == 1)).first()
+    if row is None:
+        raise LookupError("database is not initialised: run `rr init`")
+    return row[0]
+
+
+def read(engine: Engine, keyring: Keyring) -> Stored:
+    with session(engine) as s:
+        state = s.get(ConfigState, 1)
+        if state is None:
+            raise LookupError("database is not initialised: run `rr init`")
+        stored = Stored(version=state.version, config=schema.Config(), hmac_key=keyring.decrypt(state.hmac_key_enc))
+        creds_by_target: dict[int, list[TargetCredentialRow]] = {}
+        for c in s.exec(select(TargetCredentialRow).order_by(TargetCredentialRow.id)):
+            creds_by_target.setdefault(c.target_id, []).append(c)
+        targets = []
+        for t in s.exec(select(TargetRow).order_by(TargetRow.id)):
+            creds = creds_by_target.get(t.id, [])
+            targets.append(schema.Target.model_validate({**t.spec, "credentials": [c.spec for c in creds]}))
+            for c in creds:
+                if c.secret_enc is not None:
+                    stored.target_secrets_enc[(t.name, c.name)] = c.secret_enc
+                stored.sources[("targets", t.name, c.name)] = c.secret_source
+        creds_by_proxy: dict[int, list[ProxyCredentialRow]] = {}
+        for c in s.exec(select(ProxyCredentialRow).order_by(ProxyCredentialRow.id)):
+            creds_by_proxy.setdefault(c.proxy_id, []).append(c)
+        proxies = []
+        for p in s.exec(select(ProxyRow).order_by(ProxyRow.id)):
+            creds = creds_by_proxy.get(p.id, [])
+            proxies.append(schema.Proxy.model_validate({**p.spec, "credentials": [c.spec for c in creds]}))
+            for c in creds:
+                stored.caller_digests[(p.name, c.name)] = c.secret_digest
+                stored.sources[("proxies", p.name, c.name)] = c.secret_source
+        stored.config = schema.Config(targets=targets, proxies=proxies)
+        return stored
+
+
+def load_snapshot(engine: Engine, keyring: Keyring) -> Snapshot:
+    stored = read(engine, keyring)
+    return compile_snapshot(
+        stored.config,
+        version=stored.version,
+        hmac_key=stored.hmac_key,
+        target_secrets=stored.target_secrets(keyring),
+        caller_digests=stored.caller_digests,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def target_spec(t: schema.Target) -> dict:
+    return t.model_dump(mode="json", exclude={"credentials"}, exclude_none=True)
+
+
+def credential_spec(c: schema.BaseModel) -> dict:
+    return c.model_dump(mode="json", exclude={"secret"}, exclude_none=True)
+
+
+def proxy_spec(p: schema.Proxy) -> dict:
+    return p.model_dump(mode="json", exclude={"credentials"}, exclude_none=True)
+
+
+@dataclass
+class Desired:
+    """A configuration ready to write: secrets resolved (None = keep stored)."""
+
+    config: schema.Config
+    target_secrets: dict[tuple[str, str], tuple[str | None, str | None]]  # -> (plaintext, source)
+    caller_digests: dict[tuple[str, str], tuple[bytes | None, str | None]]  # -> (digest, source)
+
+
+def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
+    """Differences between what is stored and what is desired, in a stable order."""
+    changes: list[Change] = []
+    old_targets = {t.name: t for t in stored.config.targets}
+    old_proxies = {p.name: p for p in stored.config.proxies}
+    for t in desired.config.targets:
+        old = old_targets.pop(t.name, None)
+        changes.append(_compare("target", t.name, old and target_spec(old), target_spec(t)))
+        old_creds = {c.name: c for c in (old.credentials if old else [])}
+        for c in t.credentials:
+            oc = old_creds.pop(c.name, None)
+            secret, _ = desired.target_secrets.get((t.name, c.name), (None, None))
+            secret_changed = False
+            if oc is not None and secret is not None:
+                enc = stored.target_secrets_enc.get((t.name, c.name))
+                secret_changed = enc is None or keyring.decrypt(enc).decode() != secret
+            changes.append(
+                _compare("target credential", f"{t.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
+            )
+        changes += [Change("delete", "target credential", f"{t.name}/{n}") for n in old_creds]
+    changes += [Change("delete", "target", n) for n in old_targets]
+    for p in desired.config.proxies:
+        old = old_proxies.pop(p.name, None)
+        changes.append(_compare("proxy", p.name, old and proxy_spec(old), proxy_spec(p)))
+        old_creds = {c.name: c for c in (old.credentials if old else [])}
+        for c in p.credentials:
+            oc = old_creds.pop(c.name, None)
+            digest, _ = desired.caller_digests.get((p.name, c.name), (None, None))
+            secret_changed = oc is not None and digest is not None and stored.caller_digests.get((p.name, c.name)) != digest
+            changes.append(
+                _compare("proxy credential", f"{p.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
+            )
+        changes += [Change("delete", "proxy credential", f"{p.name}/{n}") for n in old_creds]
+    changes += [Change("delete", "proxy", n) for n in old_proxies]
+    return changes
+
+
+def _compare(kind: str, name: str, old: dict | None, new: dict, secret_changed: bool = False) -> Change:
+    if old is None:
+        return Change("create", kind, name)
+    fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if secret_changed:
+        fields.append("secret")
+    if not fields:
+        return Change("unchanged", kind, name)
+    return Change("update", kind, name, ", ".join(fields))
+
+
+def write(engine: Engine, stored: Stored, desired: Desired, keyring: Keyring, applied_from: str) -> int:
+    """Replace the stored configuration with `desired` in one transaction.
+    Raises ConcurrentChange if someone else applied since `stored` was read."""
+    now = utcnow()
+    with session(engine) as s:
+        bumped = s.execute(
+            update(ConfigState)
+            .where(ConfigState.id == 1, ConfigState.version == stored.version)
+            .values(version=ConfigState.version + 1, updated_at=now, applied_from=applied_from[:500])
+        )
+        if bumped.rowcount != 1:
+            s.rollback()
+            raise ConcurrentChange("the configuration changed while this apply ran; run it again")
+
+        old_targets = {r.name: r for r in s.exec(select(TargetRow))}
+        keep_targets = set()
+        for t in desired.config.targets:
+            row = old_targets.get(t.name)
+            if row is None:
+                row = TargetRow(name=t.name, spec=target_spec(t))
+                s.add(row)
+                s.flush()
+            else:
+                row.spec, row.updated_at = target_spec(t), now
+            keep_targets.add(t.name)
+            old_creds = {c.name: c for c in s.exec(select(TargetCredentialRow).where(TargetCredentialRow.target_id == row.id))}
+            for c in t.credentials:
+                secret, source = desired.target_secrets.get((t.name, c.name), (None, None))
+                crow = old_creds.pop(c.name, None)
+                if crow is None:
+                    crow = TargetCredentialRow(target_id=row.id, name=c.name, kind=c.kind, spec=credential_spec(c))
+                    s.add(crow)
+                crow.kind, crow.spec, crow.updated_at = c.kind, credential_spec(c), now
+                if not c.needs_secret:
+                    crow.secret_enc, crow.secret_source = None, None
+                elif secret is not None:
+                    crow.secret_enc, crow.secret_source = keyring.encrypt(secret.encode("utf-8")), source
+            for crow in old_creds.values():
+                s.delete(crow)
+        for name, row in old_targets.items():
+            if name not in keep_targets:
+                _delete_children(s, TargetCredentialRow, TargetCredentialRow.target_id, row.id)
+                s.delete(row)
+
+        old_proxies = {r.name: r for r in s.exec(select(ProxyRow))}
+        keep_proxies = set()
+        for p in desired.config.proxies:
+            row = old_proxies.get(p.name)
+            if row is None:
+                row = ProxyRow(name=p.name, spec=proxy_spec(p))
+                s.add(row)
+                s.flush()
+            else:
+                row.spec, row.updated_at = proxy_spec(p), now
+            keep_proxies.add(p.name)
+            old_creds = {c.name: c for c in s.exec(select(ProxyCredentialRow).where(ProxyCredentialRow.proxy_id == row.id))}
+            for c in p.credentials:
+                digest, source = desired.caller_digests.get((p.name, c.name), (None, None))
+                crow = old_creds.pop(c.name, None)
+                if crow is None:
+                    assert digest is not None
+                    crow = ProxyCredentialRow(proxy_id=row.id, name=c.name, auth=c.auth, spec=credential_spec(c), secret_digest=digest)
+                    s.add(crow)
+                crow.auth, crow.spec, crow.updated_at = c.auth, credential_spec(c), now
+                if digest is not None:
+                    crow.secret_digest, crow.secret_source = digest, source
+            for crow in old_creds.values():
+                s.delete(crow)
+        for name, row in old_proxies.items():
+            if name not in keep_proxies:
+                _delete_children(s, ProxyCredentialRow, ProxyCredentialRow.proxy_id, row.id)
+                s.delete(row)
+        s.commit()
+        return stored.version + 1
+
+
+def _delete_children(s, table, column, parent_id: int) -> None:
+    for child in s.exec(select(table).where(column == parent_id)):
+        s.delete(child)

@@ -1,0 +1,112 @@
+"""Engines, sessions and schema management. The only module that opens connections."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, create_engine
+
+from rr_addon import settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message says why and what to do."""
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = settings.database_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise DatabaseError("RR_DATABASE_URL is not a valid database URL") from None
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")  # the driver we ship
+    kwargs: dict = {}
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            parent = Path(db).parent
+            if not parent.is_dir():
+                raise DatabaseError(f"cannot open database {db}: directory {parent} does not exist")
+            if not Path(db).exists():
+                # create it private: it holds ciphertext and digests, but no one else needs them
+                Path(db).touch(mode=0o600)
+        kwargs["connect_args"] = {"timeout": 10, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    engine = create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+@contextmanager
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory(str(MIGRATIONS))
+    return script.get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as e:
+        raise DatabaseError(f"cannot open database {settings.redacted_url(str(engine.url))}: {_first_line(e)}") from None
+
+
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """Upgrade the schema to head. Returns (before, after)."""
+    before = current_revision(engine)
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    except SQLAlchemyError as e:
+        raise DatabaseError(f"migration failed on {settings.redacted_url(str(engine.url))}: {_first_line(e)}") from None
+    return before, head_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise DatabaseError unless the schema is at the head revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current is None:
+        raise DatabaseError(f"database {settings.redacted_url(str(engine.url))} is not initialised: run `rr init`")
+    if current != head:
+        raise DatabaseError(f"database schema is at {current}, this rr needs {head}: run `rr migrate`")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(getattr(e, "orig", None) or e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__

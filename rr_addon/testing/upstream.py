@@ -1,0 +1,118 @@
+"""A local TLS upstream that records every request it receives and echoes it
+back as JSON. Used by the end-to-end tests, `scripts/demo` and the benchmark.
+
+Paths:
+  /anything...        echo {method, path, headers, body}
+  /status/<code>      that status, with the echo
+  /bytes/<n>          a JSON document of about n bytes
+  /echo-header/<h>    returns the named request header's value in the body
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from rr_addon.testing.certs import TestPKI
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+@dataclass
+class Recorder:
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, r: Received) -> None:
+        with self.lock:
+            self.requests.append(r)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.requests)
+
+
+def big_document(size: int) -> bytes:
+    item = {"id": "cus_0000000000", "email": "someone@example.com", "card": "4242424242424242", "note": "x" * 40}
+    one = len(json.dumps(item)) + 2
+    return json.dumps({"object": "list", "data": [dict(item, id=f"cus_{i:010d}") for i in range(max(1, size // one))]}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    recorder: Recorder
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        rec = Received(self.command, self.path, list(self.headers.items()), body)
+        self.recorder.add(rec)
+        status = 200
+        path = self.path.split("?")[0]
+        if path.startswith("/bytes/"):
+            payload = big_document(int(path.rsplit("/", 1)[1]))
+        elif path.startswith("/echo-header/"):
+            payload = json.dumps({"value": self.headers.get(path.rsplit("/", 1)[1])}).encode()
+        else:
+            if path.startswith("/status/"):
+                status = int(path.rsplit("/", 1)[1])
+            payload = json.dumps(
+                {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body.decode("utf-8", "replace")}
+            ).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class Upstream:
+    """`with Upstream(pki) as up:` serves on 127.0.0.1:<up.port> over TLS."""
+
+    def __init__(self, pki: TestPKI, host: str = "127.0.0.1", port: int = 0):
+        self.recorder = Recorder()
+        handler = type("Handler", (_Handler,), {"recorder": self.recorder})
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="upstream", daemon=True)
+
+    def __enter__(self) -> Upstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def received(self) -> list[Received]:
+        return self.recorder.snapshot()

@@ -1,0 +1,136 @@
+"""Where rr touches bytes on their way to a connection, below every view.
+
+mitmproxy hands a flow to its views (mitmweb's list, REST API and live
+updates; `-w`) after every hook, so a secret set on a flow in any hook is
+visible. rr therefore never puts a secret on a flow: the flow carries a
+placeholder, and the real value is applied to a private copy of the request
+at the moment mitmproxy passes the request headers to the upstream
+connection layer (HTTP/1, HTTP/2 and HTTP/3 alike). Nothing but that
+connection ever sees the copy.
+
+The same seam lets rr answer a failed upstream connection with its own JSON
+error instead of mitmproxy's HTML page.
+
+This wraps `HttpLayer.event_to_child`, mitmproxy's single routing point for
+HTTP events between streams and connections. `install()` is idempotent and
+checks the shape it relies on, so a mitmproxy that changed it fails loudly at
+start instead of leaking or forwarding without secrets.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from typing import Callable
+
+from mitmproxy import http
+from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
+from mitmproxy.proxy.layers.http._events import (
+    RequestHeaders,
+    ResponseData,
+    ResponseEndOfMessage,
+    ResponseHeaders,
+    ResponseProtocolError,
+)
+
+from rr_addon.core.inject import Injection
+
+logger = logging.getLogger(__name__)
+
+_PLAN = "_rr_injection"  # attribute on http.Request: the Injection to apply on the wire
+_ANSWER = "_rr_error_answer"  # attribute on HTTPFlow: the response to send instead of a protocol error
+_MARK = "_rr_wrapped"
+
+
+def attach(request: http.Request, injection: Injection) -> None:
+    """Have `injection` applied to this request when it is sent upstream."""
+    setattr(request, _PLAN, injection)
+
+
+def detach(request: http.Request) -> None:
+    if hasattr(request, _PLAN):
+        delattr(request, _PLAN)
+
+
+def attached(request: http.Request) -> Injection | None:
+    return getattr(request, _PLAN, None)
+
+
+def answer_errors_with(flow: http.HTTPFlow, response: http.Response) -> None:
+    """If this flow's upstream fails before a response arrives, send `response`."""
+    setattr(flow, _ANSWER, response)
+
+
+def query_suffix(injection: Injection, *, wire: bool) -> str:
+    """The query parameters the injection appends, encoded."""
+    from urllib.parse import quote
+
+    pairs = [(n, w if wire else s) for n, w, s in injection.query]
+    return "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in pairs)
+
+
+def wire_request(request: http.Request, injection: Injection) -> http.Request | None:
+    """A private copy of `request` with the real secret values. None if the
+    flow no longer carries the placeholders rr put there (fail closed)."""
+    wire = copy.copy(request)
+    wire.data = copy.copy(request.data)
+    headers = request.headers.copy()
+    for name, value, shown in injection.headers:
+        if headers.get(name) != shown:
+            return None
+        headers[name] = value
+    wire.data.headers = headers
+    if injection.query:
+        shown_q, real_q = query_suffix(injection, wire=False), query_suffix(injection, wire=True)
+        path = request.data.path
+        if not path.endswith(shown_q.encode()):
+            return None
+        wire.data.path = path[: len(path) - len(shown_q)] + real_q.encode()
+    return wire
+
+
+def _route(self: HttpLayer, child, event, _original: Callable):
+    if not isinstance(child, HttpStream):
+        if type(event) is RequestHeaders:
+            injection = getattr(event.request, _PLAN, None)
+            if injection is not None:
+                wire = wire_request(event.request, injection)
+                if wire is None:
+                    logger.error("rr: placeholders were changed after the decision; sending the request without secrets")
+                else:
+                    event = RequestHeaders(
+                        stream_id=event.stream_id, request=wire, end_stream=event.end_stream, replay_flow=event.replay_flow
+                    )
+        elif type(event) is ResponseProtocolError:
+            stream = self.streams.get(event.stream_id)
+            flow = getattr(stream, "flow", None)
+            answer = getattr(flow, _ANSWER, None) if flow is not None else None
+            if answer is not None:
+                delattr(flow, _ANSWER)
+                return _send_response(self, child, event.stream_id, answer, _original)
+    return _original(self, child, event)
+
+
+def _send_response(self: HttpLayer, child, stream_id: int, response: http.Response, _original: Callable):
+    yield from _original(self, child, ResponseHeaders(stream_id, response, end_stream=False))
+    yield from _original(self, child, ResponseData(stream_id, response.content or b""))
+    yield from _original(self, child, ResponseEndOfMessage(stream_id))
+
+
+def install() -> None:
+    current = HttpLayer.event_to_child
+    if getattr(current, _MARK, False):
+        return
+    params = list(inspect.signature(current).parameters)
+    if params != ["self", "child", "event"] or not hasattr(RequestHeaders, "__dataclass_fields__"):
+        raise RuntimeError(f"rr cannot install its wire hook on this mitmproxy (HttpLayer.event_to_child{params})")
+    fields = RequestHeaders.__dataclass_fields__
+    if not {"request", "end_stream", "replay_flow"} <= set(fields):
+        raise RuntimeError("rr cannot install its wire hook: RequestHeaders changed shape")
+
+    def event_to_child(self, child, event):
+        return _route(self, child, event, current)
+
+    setattr(event_to_child, _MARK, True)
+    HttpLayer.event_to_child = event_to_child  # type: ignore[method-assign]

@@ -23,6 +23,7 @@ from mitmproxy.proxy import server_hooks
 from rr_addon import audit, flows, settings, wire
 from rr_addon.core import reasons
 from rr_addon.core.decide import decide
+from rr_addon.core.scrub import StreamScrubber, scrub_bytes, scrub_text
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
@@ -57,7 +58,7 @@ def fail_closed(hook):
             return hook(self, flow)
         except Exception:
             logger.exception("rr internal error in %s hook, request %s; answering 500", hook.__name__, flow.id)
-            self.fail(flow)
+            self.fail(flow, final=hook.__name__ in ("response", "error"))
 
     return wrapper
 
@@ -89,7 +90,7 @@ class RR:
             ctx.options.update(connection_strategy="lazy")
         if "rr_database_url" in updated:
             self._open_store(ctx.options.rr_database_url or None)
-        if "rr_audit_file" in updated:
+        if "rr_audit_file" in updated or self.audit is None:
             self._open_audit(ctx.options.rr_audit_file)
 
     def _open_store(self, url: str | None) -> None:
@@ -279,14 +280,33 @@ class RR:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "rr" not in flow.metadata or flow.response is None:
             return
-        flow.response.headers["rr-request-id"] = flow.id
-        if flow.metadata["rr"]["result"] == "allow":
-            flow.response.stream = _ByteCounter()
+        resp = flow.response
+        if flow.metadata["rr"]["result"] in ("allow", "would-deny"):
+            injection = wire.attached(flow.request)
+            pairs = injection.scrub if injection is not None else ()
+            if pairs:
+                for name, value in list(resp.headers.items(multi=True)):
+                    clean = scrub_text(value, pairs)
+                    if clean != value:
+                        resp.headers.set_all(name, [scrub_text(v, pairs) for v in resp.headers.get_all(name)])
+            if pairs and resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+                pass  # encoded: buffered, scrubbed decoded in `response`
+            else:
+                resp.stream = StreamScrubber(pairs)
+        resp.headers["rr-request-id"] = flow.id
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        if "rr" in flow.metadata:
-            self.finish(flow)
+        if "rr" not in flow.metadata:
+            return
+        injection = wire.attached(flow.request)
+        resp = flow.response
+        if injection is not None and injection.scrub and resp is not None and not resp.stream and resp.raw_content:
+            content = resp.content or b""
+            clean = scrub_bytes(content, injection.scrub)
+            if clean != content:
+                resp.content = clean
+        self.finish(flow)
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
@@ -314,13 +334,23 @@ class RR:
         wire.detach(flow.request)
         flow.response = flows.decision_response(decision, flow.id)
 
-    def fail(self, flow: http.HTTPFlow) -> None:
+    def fail(self, flow: http.HTTPFlow, *, final: bool) -> None:
+        """Answer 500 and forward nothing; `final` when the flow's last hook failed (audit it now)."""
         wire.detach(flow.request)
         flow.response = flows.error_response("internal-error", reasons.INTERNAL_ERROR, flow.id)
-        meta = flow.metadata.setdefault("rr", {})
-        meta.update(result="error", code="internal-error", reason=reasons.INTERNAL_ERROR, status=500)
+        old = flow.metadata.get("rr")
+        meta = dict.fromkeys(("proxy", "credential", "channel", "target", "target_credential", "scope", "rule", "config_version"))
+        if isinstance(old, dict):
+            meta.update({k: old.get(k) for k in meta})
+        meta.update(result="error", status=500, code="internal-error", reason=reasons.INTERNAL_ERROR)
+        flow.metadata["rr"] = meta
         flow.comment = "rr error internal-error"
         flow.marked = ":no_entry:"
+        if final:
+            try:
+                self.finish(flow)
+            except Exception:
+                logger.exception("rr could not write the audit record of request %s", flow.id)
 
     def record(self, flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot) -> None:
         d = outcome.decision
@@ -351,12 +381,11 @@ class RR:
         """Write the flow's one audit record."""
         if getattr(flow, _AUDITED, False) or self.audit is None:
             return
-        setattr(flow, _AUDITED, True)
         meta = flow.metadata["rr"]
         started = getattr(flow, _STARTED, None)
         req, resp = flow.request, flow.response
         stream = getattr(resp, "stream", None) if resp is not None else None
-        bytes_out = stream.count if isinstance(stream, _ByteCounter) else (len(resp.raw_content or b"") if resp is not None else 0)
+        bytes_out = stream.count if isinstance(stream, StreamScrubber) else (len(resp.raw_content or b"") if resp is not None else 0)
         self.audit.submit(
             audit.new_record(
                 request_id=flow.id,
@@ -383,19 +412,7 @@ class RR:
                 config_version=meta["config_version"],
             )
         )
-
-
-class _ByteCounter:
-    """Streams a response body through unchanged, counting its bytes."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, chunk: bytes) -> bytes:
-        self.count += len(chunk)
-        return chunk
+        setattr(flow, _AUDITED, True)
 
 
 def _is_private(address: str) -> bool:

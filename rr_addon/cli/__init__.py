@@ -31,18 +31,21 @@ err_console = Console(stderr=True)
 ADDON_PATH = Path(__file__).resolve().parent.parent / "addon.py"
 
 
-class Fatal(Exception):
-    """A clear, expected failure: print the message and exit 1."""
+def die(message: str) -> typer.Exit:
+    """A clear, expected failure: print the message; the caller raises the returned Exit (status 1)."""
+    err_console.print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
 
 
 def _store():
-    """Engine and keyring of an initialised database, or Fatal."""
+    """Engine and keyring of an initialised database, or exit with the reason."""
     try:
         engine = make_engine()
         check_schema(engine)
         keyring = Keyring(master_keys(settings.home()))
+        config_store.check_key(engine, keyring)
     except (DatabaseError, MasterKeyError) as e:
-        raise Fatal(str(e)) from None
+        raise die(str(e)) from None
     return engine, keyring
 
 
@@ -61,7 +64,7 @@ def init() -> None:
         keyring = Keyring(master_keys(home))
         fresh = config_store.initialise(engine, keyring)
     except (DatabaseError, MasterKeyError) as e:
-        raise Fatal(str(e)) from None
+        raise die(str(e)) from None
     url = settings.redacted_url(str(engine.url))
     console.print(f"database: {url} schema {after}" + (" (migrated)" if before != after else ""))
     if not fresh:
@@ -85,7 +88,7 @@ def migrate_schema() -> None:
         engine = make_engine()
         before, after = migrate(engine)
     except DatabaseError as e:
-        raise Fatal(str(e)) from None
+        raise die(str(e)) from None
     console.print(f"schema {before or '(empty)'} -> {after}")
 
 
@@ -102,7 +105,7 @@ def apply(
     try:
         prepared = prepare(file, engine, keyring)
     except ConfigErrors as e:
-        err_console.print(render.errors_table(e.errors))
+        err_console.print(render.errors_text(e.errors), soft_wrap=True)
         raise typer.Exit(1)
     console.print(render.changes_table(prepared.changes, "planned changes" if dry_run else "changes"))
     if dry_run:
@@ -114,7 +117,7 @@ def apply(
     try:
         version = do_apply(prepared, engine, keyring, ",".join(str(f) for f in file))
     except config_store.ConcurrentChange as e:
-        raise Fatal(str(e)) from None
+        raise die(str(e)) from None
     console.print(f"[green]applied[/green]: configuration version {version}; running proxies pick it up within seconds")
 
 
@@ -181,10 +184,10 @@ def env(
     stored = config_store.read(engine, keyring)
     p = next((p for p in stored.config.proxies if p.name == proxy), None)
     if p is None:
-        raise Fatal(f"no proxy {proxy!r}")
+        raise die(f"no proxy {proxy!r}") from None
     c = next((c for c in p.credentials if c.name == credential), None)
     if c is None:
-        raise Fatal(f"proxy {proxy!r} has no credential {credential!r}")
+        raise die(f"proxy {proxy!r} has no credential {credential!r}") from None
     source = stored.sources.get(("proxies", proxy, credential)) or ""
     notes = []
     if source.startswith("env:"):
@@ -206,8 +209,4 @@ def env(
 
 
 def main() -> None:
-    try:
-        app()
-    except Fatal as e:
-        err_console.print(f"[bold red]rr:[/bold red] {e}")
-        sys.exit(1)
+    app()

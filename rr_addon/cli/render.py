@@ -25,15 +25,17 @@ def changes_table(changes: Iterable[Change], title: str) -> Table:
     return table
 
 
-def errors_table(errors: Iterable[ConfigError]) -> Table:
-    table = Table(title="configuration errors: nothing was written", title_justify="left", title_style="bold red")
-    table.add_column("file")
-    table.add_column("line", justify="right")
-    table.add_column("object.field")
-    table.add_column("problem", style="red")
+def errors_text(errors: Iterable[ConfigError]) -> Text:
+    """Compiler-style lines (file:line: object.field: problem): easy to read, grep and click."""
+    errors = list(errors)
+    text = Text(f"{len(errors)} configuration error{'s' if len(errors) != 1 else ''}; nothing was written\n", style="bold red")
     for e in errors:
-        table.add_row(e.file, str(e.line or ""), e.path or "-", e.message)
-    return table
+        where = e.file + (f":{e.line}" if e.line else "")
+        text.append(where + ": ", style="bold")
+        if e.path:
+            text.append(e.path + ": ", style="cyan")
+        text.append(e.message + "\n")
+    return text
 
 
 def env_lines(variables: dict[str, str], notes: list[str]) -> str:

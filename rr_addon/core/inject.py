@@ -9,9 +9,11 @@ mitmweb, `-w` dumps and logs — carries.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from rr_addon.config import schema
+from rr_addon.core.scrub import replacement_pairs
 
 
 def placeholder(target: str, credential: str) -> str:
@@ -24,6 +26,11 @@ class Injection:
     headers: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
     query: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
     secrets: tuple[str, ...] = ()  # every value derived from the secret, for scrubbing echoes
+    scrub: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False)  # (secret, placeholder) byte pairs
+
+    def __post_init__(self) -> None:
+        forms = {*self.secrets, *(quote(s, safe="") for s in self.secrets)}
+        object.__setattr__(self, "scrub", replacement_pairs(forms, placeholder(*self.label.split("/", 1))))
 
     @property
     def empty(self) -> bool:

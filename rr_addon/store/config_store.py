@@ -60,6 +60,14 @@ def initialise(engine: Engine, keyring: Keyring) -> bool:
         return True
 
 
+def check_key(engine: Engine, keyring: Keyring) -> None:
+    """Raise MasterKeyError unless `keyring` decrypts this database's secrets."""
+    with session(engine) as s:
+        state = s.get(ConfigState, 1)
+        if state is not None:
+            keyring.decrypt(state.hmac_key_enc)
+
+
 def current_version(engine: Engine) -> int:
     with engine.connect() as conn:
         row = conn.execute(select(ConfigState.version).where(ConfigState.id == 1)).first()

@@ -92,16 +92,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Upstream:
-    """`with Upstream(pki) as up:` serves on 127.0.0.1:<up.port> over TLS."""
+    """`with Upstream(pki) as up:` serves on 127.0.0.1:<up.port>."""
 
-    def __init__(self, pki: TestPKI, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, pki: TestPKI | None, host: str = "127.0.0.1", port: int = 0):
+        """Serves TLS with `pki`, or plain HTTP when pki is None."""
         self.recorder = Recorder()
         handler = type("Handler", (_Handler,), {"recorder": self.recorder})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(pki.server_cert, pki.server_key)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        if pki is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(pki.server_cert, pki.server_key)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="upstream", daemon=True)
 

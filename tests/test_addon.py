@@ -1,0 +1,184 @@
+"""The addon's hooks with mitmproxy's own test helpers (taddons/tflow), on a real embedded database."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from mitmproxy import exceptions, http
+from mitmproxy.test import taddons, tflow, tutils
+from typer.testing import CliRunner
+
+from rr_addon import wire
+from rr_addon.addon import RR
+from rr_addon.cli import app
+
+UPSTREAM = "sk_live_wire_only"
+POLICY = f"""
+targets:
+  - name: api
+    hosts: ["api.test"]
+    credentials:
+      - {{name: live, kind: bearer, secret: {UPSTREAM}}}
+      - {{name: q, kind: api_key, query: key, secret: "q s&cret"}}
+proxies:
+  - name: p
+    targets: [{{target: api, credential: live}}]
+    credentials:
+      - {{name: c, auth: api_key, secret: caller-key}}
+      - {{name: cq, auth: api_key, secret: caller-q, target_credentials: {{api: q}}}}
+"""
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RR_HOME", str(tmp_path))
+    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
+    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
+    (tmp_path / "p.yaml").write_text(POLICY)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    r = runner.invoke(app, ["apply", "-f", str(tmp_path / "p.yaml")])
+    assert r.exit_code == 0, r.output
+    return tmp_path
+
+
+@pytest.fixture
+def rr(home):
+    addon = RR()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, rr_database_url=f"sqlite:///{home}/rr.db")
+        yield addon
+
+
+def flow(host="api.test", port=443, path="/v1/x", headers=()):
+    req = tutils.treq(host=host, port=port, scheme=b"https", path=path.encode(), headers=http.Headers(list(headers)), content=b"")
+    return tflow.tflow(req=req)
+
+
+def body(f):
+    return json.loads(f.response.content)
+
+
+def test_configure_loads_snapshot(rr):
+    assert rr.snapshot is not None and rr.snapshot.version == 1
+
+
+def test_bad_database_is_an_options_error(home):
+    addon = RR()
+    with taddons.context(addon) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="rr: cannot open database"):
+            tctx.configure(addon, rr_database_url=f"sqlite:///{home}/missing/dir/rr.db")
+
+
+def test_allowed_request_shows_placeholder_and_strips_caller_credential(rr):
+    f = flow(headers=[(b"X-RR-Authorization", b"Bearer caller-key"), (b"Accept", b"*/*")])
+    rr.requestheaders(f)
+    assert f.response is None
+    assert f.request.headers["Authorization"] == "Bearer [rr:api/live]"
+    assert "X-RR-Authorization" not in f.request.headers
+    assert UPSTREAM not in json.dumps(f.get_state(), default=repr)
+    injection = wire.attached(f.request)
+    assert injection is not None and injection.label == "api/live"
+    # the wire copy carries the secret; the flow keeps the placeholder
+    wired = wire.wire_request(f.request, injection)
+    assert wired.headers["Authorization"] == f"Bearer {UPSTREAM}"
+    assert f.request.headers["Authorization"] == "Bearer [rr:api/live]"
+    assert f.metadata["rr"]["result"] == "allow" and f.comment == "rr allow api/live"
+
+
+def test_query_injection_replaces_caller_params(rr):
+    f = flow(path="/v1/x?a=1&key=mine&b=2", headers=[(b"X-RR-Authorization", b"caller-q")])
+    rr.requestheaders(f)
+    assert f.request.path == "/v1/x?a=1&b=2&key=%5Brr%3Aapi%2Fq%5D"
+    wired = wire.wire_request(f.request, wire.attached(f.request))
+    assert wired.path == "/v1/x?a=1&b=2&key=q%20s%26cret"
+
+
+def test_wire_refuses_when_placeholders_were_changed(rr):
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    f.request.headers["Authorization"] = "Bearer something-else"
+    assert wire.wire_request(f.request, wire.attached(f.request)) is None
+
+
+def test_unauthenticated_answer(rr):
+    f = flow(headers=[(b"Authorization", b"Bearer wrong")])
+    rr.requestheaders(f)
+    assert f.response.status_code == 401
+    assert f.response.headers["content-type"] == "application/json"
+    assert f.response.headers["rr-proxy-code"] == "unauthenticated"
+    assert f.response.headers["rr-request-id"] == f.id
+    assert body(f)["error"]["code"] == "unauthenticated"
+    assert body(f)["error"]["request_id"] == f.id
+    assert "Authorization" not in f.request.headers  # a mistyped secret never shows in a view
+    assert wire.attached(f.request) is None
+    assert f.marked and f.comment == "rr deny unauthenticated"
+
+
+def test_unknown_target(rr):
+    f = flow(host="elsewhere.test", headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    assert f.response.status_code == 403 and body(f)["error"]["code"] == "unknown-target"
+
+
+def test_connect_credential_binds_to_the_client_connection(rr):
+    connect = tflow.tflow(req=tutils.treq(method=b"CONNECT", host="api.test", port=443, path=b"", headers=http.Headers([(b"Proxy-Authorization", b"Basic " + base64.b64encode(b"x:caller-key"))])))
+    rr.client_connected(connect.client_conn)
+    rr.http_connect(connect)
+    assert connect.response is None
+    assert "Proxy-Authorization" not in connect.request.headers
+    inner = flow()
+    inner.client_conn = connect.client_conn
+    rr.requestheaders(inner)
+    assert inner.response is None and inner.metadata["rr"]["credential"] == "c"
+    other = flow()  # another client connection: the tunnel's credential does not apply
+    rr.requestheaders(other)
+    assert other.response.status_code == 401
+    rr.client_disconnected(connect.client_conn)
+    assert connect.client_conn.id not in rr.clients
+
+
+def test_connect_to_a_port_no_target_allows(rr):
+    connect = tflow.tflow(req=tutils.treq(method=b"CONNECT", host="api.test", port=22, path=b""))
+    rr.http_connect(connect)
+    assert connect.response.status_code == 403
+    assert json.loads(connect.response.content)["error"]["message"] == "no target allows this port"
+
+
+class Exploding:
+    def __getattr__(self, name):
+        raise RuntimeError("boom")
+
+
+def test_exception_fails_closed(rr, caplog):
+    rr.snapshot = Exploding()
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    assert f.response.status_code == 500
+    assert body(f)["error"] == {"code": "internal-error", "message": "internal error in rr", "request_id": f.id}
+    assert wire.attached(f.request) is None
+    assert f"request {f.id}" in caplog.text and "RuntimeError: boom" in caplog.text
+
+
+def test_exception_in_response_hook_replaces_the_response(rr):
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    f.response = tutils.tresp()
+    f.metadata["rr"] = Exploding()  # anything inside rr breaking
+    rr.response(f)
+    assert f.response.status_code == 500 and body(f)["error"]["code"] == "internal-error"
+
+
+def test_no_configuration_fails_closed(rr):
+    rr.snapshot = None
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    assert f.response.status_code == 500 and body(f)["error"]["message"] == "no configuration loaded"
+
+
+def test_tunnel_without_http_is_closed(rr):
+    f = tflow.ttcpflow()
+    rr.tcp_start(f)
+    assert f.error is not None and f.error.msg == "Connection killed."

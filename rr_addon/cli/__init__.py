@@ -168,7 +168,9 @@ def run(
 
     err_console.print(
         f"rr: starting {'mitmweb' if web else 'mitmdump'}; CA certificate {confdir / 'mitmproxy-ca-cert.pem'}\n"
-        "rr: point a workload at it with the output of `rr env --proxy NAME --credential NAME`"
+        "rr: point a workload at it with the output of `rr env --proxy NAME --credential NAME`",
+        soft_wrap=True,
+        highlight=False,
     )
     sys.exit(mitmmain.mitmweb(args) if web else mitmmain.mitmdump(args))
 

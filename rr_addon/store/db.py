@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +19,9 @@ from sqlmodel import Session, create_engine
 from rr_addon import settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Alembic announces its dialect at INFO on every schema check; rr reports what matters itself.
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 
 class DatabaseError(Exception):

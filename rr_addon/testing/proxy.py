@@ -74,6 +74,12 @@ class ProxyProcess:
             wait_for_port(self.web_port, timeout, self.proc, self.log)
         return self
 
+    def run_to_exit(self, timeout: float = 30.0) -> int:
+        """For processes expected to refuse to start: wait for the exit code."""
+        with self.log.open("ab") as logf:
+            proc = subprocess.run(self.cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT, timeout=timeout)
+        return proc.returncode
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None

@@ -365,3 +365,35 @@ def test_flows_logs_and_dumps_hold_no_secret(proxy, upstream):
         assert secret.encode() not in raw, secret
     placeholders = [f.request.headers.get("Authorization") for f in flows if isinstance(f, HTTPFlow) and f.request.headers.get("Authorization")]
     assert "Bearer [rr:api/live]" in placeholders
+
+
+@pytest.mark.parametrize(
+    "values, reason",
+    [
+        ([b"Basic !!!notbase64"], "malformed caller credential"),
+        ([b"Basic " + base64.b64encode(b"nocolon")], "malformed caller credential"),
+        ([b"Basic " + base64.b64encode(b"u:\xff\xfe")], "malformed caller credential"),
+        ([b"Bearer " + b"a" * 65536], "malformed caller credential"),
+        ([b"Bearer KEY_main", b"Bearer KEY_ci"], "conflicting caller credentials"),
+        ([b"Bearer \xff\xfe"], "caller credential matches no proxy credential"),
+    ],
+    ids=["bad-base64", "no-colon", "non-utf8-pair", "64kb", "differing-copies", "non-utf8-token"],
+)
+def test_malformed_proxy_authorization_on_connect(proxy, raw, values, reason):
+    before = raw.accepted()
+    ctx = ssl.create_default_context(cafile=str(proxy.ca))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        head = f"CONNECT 127.0.0.1:{raw.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+        head += b"".join(b"Proxy-Authorization: " + v + b"\r\n" for v in values) + b"\r\n"
+        s.sendall(head)
+        resp = http.client.HTTPResponse(s, method="CONNECT")
+        resp.begin()
+        assert resp.status == 200
+        with ctx.wrap_socket(s, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            inner = http.client.HTTPResponse(tls)
+            inner.begin()
+            body = json.loads(inner.read())
+    assert inner.status == 401
+    assert body["error"]["code"] == "unauthenticated" and body["error"]["message"].startswith(reason)
+    assert raw.accepted() - before == 0

@@ -1,0 +1,30 @@
+"""A proxy that cannot load its configuration never starts serving: a clear
+message and a non-zero exit, for `rr run` and for `mitmdump -s rr_addon/addon.py`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from rr_addon.testing.proxy import BIN, ProxyProcess
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["rr-run", "mitmdump-s"])
+def test_unusable_database_exits_non_zero(tmp_path, direct):
+    p = ProxyProcess(tmp_path, direct=direct, env={"RR_DATABASE_URL": f"sqlite:///{tmp_path}/missing/rr.db"})
+    assert p.run_to_exit() == 1
+    assert "cannot open database" in p.log_text()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["rr-run", "mitmdump-s"])
+def test_uninitialised_database_says_run_init(tmp_path, direct):
+    p = ProxyProcess(tmp_path, direct=direct)
+    assert p.run_to_exit() == 1
+    assert "not initialised: run `rr init`" in p.log_text()
+
+
+def test_rr_run_help_lists_mitmproxy_passthrough():
+    out = subprocess.run([str(BIN / "rr"), "run", "--help"], capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0 and "Other arguments go to mitmproxy" in out.stdout

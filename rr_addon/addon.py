@@ -9,6 +9,7 @@ an injection. Any exception inside rr answers 500 and forwards nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -16,13 +17,15 @@ import socket
 import time
 from pathlib import Path
 
-from mitmproxy import ctx, exceptions, http
+from collections.abc import Sequence
+
+from mitmproxy import command, ctx, exceptions, flow, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
 from rr_addon import audit, flows, settings, wire
 from rr_addon.core import reasons
-from rr_addon.core.decide import decide
+from rr_addon.core.decide import Admission, Limits, admit, authorize, too_large
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes, scrub_text
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
@@ -34,6 +37,7 @@ logger = logging.getLogger("rr")
 
 _AUDITED = "_rr_audited"
 _STARTED = "_rr_started"
+_PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 
 
 class ClientState:
@@ -82,6 +86,12 @@ class RR:
         )
         loader.add_option("rr_reload_interval", float, 1.0, "Seconds between checks for a new rr configuration version.")
         loader.add_option("rr_audit_file", str, "", "Append one JSON audit record per request to this file (JSON lines).")
+        loader.add_option(
+            "rr_inspect_limit",
+            int,
+            1024 * 1024,
+            "Largest request body (bytes) rr reads for body rules; a larger body is refused with 413 when body rules apply.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
@@ -257,24 +267,60 @@ class RR:
         if snap is None:
             self.answer(flow, Decision.deny("internal-error", reasons.NO_CONFIGURATION))
             return
-        state = self._client(flow.client_conn.id)
-        facts = flows.request_facts(flow, state.tunnel_authorization)
-        outcome = decide(snap, facts, time.time())
-        flows.strip_headers(flow.request, outcome.strip_headers)
+        facts = flows.request_facts(flow, self._client(flow.client_conn.id).tunnel_authorization)
+        admitted = admit(snap, facts, time.time())
+        flows.strip_headers(flow.request, admitted.strip_headers)
+        if isinstance(admitted, Outcome):
+            self.conclude(flow, admitted, snap)
+            return
+        if admitted.path.target != flow.request.path:
+            flow.request.path = admitted.path.target  # the upstream receives exactly the path the rules checked
+        if admitted.needs_body:
+            length = flow.request.headers.get("content-length", "")
+            refused = too_large(admitted, int(length) if length.isdigit() else None, self.limits)
+            if refused is not None:
+                self.conclude(flow, refused, snap)
+            else:
+                setattr(flow, _PENDING, (admitted, facts))  # decided in `request`, once the body is in
+            return
+        self.conclude(flow, authorize(admitted, facts, self.limits), snap, admitted)
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        pending = getattr(flow, _PENDING, None)
+        if pending is None or flow.response is not None:
+            return
+        delattr(flow, _PENDING)
+        admitted, facts = pending
+        snap = self.snapshot
+        try:
+            body = flow.request.get_content(strict=True) or b""
+        except ValueError:
+            outcome = admitted.outcome(Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID))
+        else:
+            outcome = authorize(admitted, dataclasses.replace(facts, body=body), self.limits)
+        self.conclude(flow, outcome, snap, admitted)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(inspect_bytes=ctx.options.rr_inspect_limit)
+
+    def conclude(self, flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot, admitted: Admission | None = None) -> None:
+        """Record the decision on the flow; answer a deny, or prepare the injection."""
         self.record(flow, outcome, snap)
+        injection = admitted.credential.injection if admitted is not None and admitted.credential is not None else None
         if not outcome.decision.allowed and not outcome.report_only:
+            if injection is not None and not injection.empty:
+                # show which credential the refused request would have carried; nothing is sent
+                flows.show_injection(flow.request, injection, attach=False)
             self.answer(flow, outcome.decision)
             return
-        assert outcome.route is not None
-        target = snap.targets[outcome.route.target]
-        name = outcome.route.target_credential
-        if name is not None:
-            injection = target.credentials[name].injection
-            if not injection.empty:
-                flows.show_injection(flow.request, injection)
+        assert admitted is not None
+        if injection is not None and not injection.empty:
+            flows.show_injection(flow.request, injection)
+        state = self._client(flow.client_conn.id)
         key = (flow.request.host, flow.request.port)
-        policy = state.connect_policy.get(key, True)
-        state.connect_policy[key] = policy and target.allow_private_addresses
+        state.connect_policy[key] = state.connect_policy.get(key, True) and admitted.target.allow_private_addresses
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -327,6 +373,34 @@ class RR:
             meta.update(result="deny", code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
             meta["status"] = decision.status
         self.finish(flow)
+
+    # ------------------------------------------------------------------ commands
+
+    @command.command("rr.explain")
+    def explain_flows(self, selection: Sequence[flow.Flow]) -> str:
+        """Explain rr's decision for each flow: every scope and rule, as the proxy evaluated it."""
+        from rr_addon.cli.render import explanation_tree, plain
+        from rr_addon.core.decide import explain
+
+        snap = self.snapshot
+        if snap is None:
+            raise exceptions.CommandError("rr has no configuration loaded")
+        out = []
+        for f in selection:
+            meta = f.metadata.get("rr") if isinstance(f, http.HTTPFlow) else None
+            if not meta or not meta.get("proxy"):
+                out.append(f"{f.id}: no authenticated rr decision on this flow")
+                continue
+            caller = snap.proxies.get(meta["proxy"]).callers.get(meta["credential"]) if meta["proxy"] in snap.proxies else None
+            if caller is None:
+                out.append(f"{f.id}: credential {meta['proxy']}/{meta['credential']} is no longer configured")
+                continue
+            facts = dataclasses.replace(flows.request_facts(f), body=f.request.get_content(strict=False))
+            title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
+            out.append(plain(explanation_tree(title, explain(snap, caller, facts, self.limits))))
+        text = "\n".join(out)
+        logger.info("%s", text)
+        return text
 
     # ------------------------------------------------------------------ helpers
 

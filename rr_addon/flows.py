@@ -36,6 +36,8 @@ def error_message(decision: Decision) -> str:
     msg = decision.reason
     if decision.rule:
         msg += f" ({decision.scope} rule {decision.rule})"
+    elif decision.code == "access-denied" and decision.scope:
+        msg += f" ({decision.scope})"
     if decision.detail:
         msg += f": {decision.detail}"
     if decision.code == "unauthenticated":
@@ -67,8 +69,8 @@ def strip_headers(request: http.Request, names: frozenset[str]) -> None:
             del request.headers[name]
 
 
-def show_injection(request: http.Request, injection: Injection) -> None:
-    """Put the placeholders on the flow and attach the injection for the wire."""
+def show_injection(request: http.Request, injection: Injection, *, attach: bool = True) -> None:
+    """Put the placeholders on the flow and (unless refused) attach the injection for the wire."""
     for name, _wire_value, shown in injection.headers:
         request.headers[name] = shown
     if injection.query:
@@ -77,4 +79,5 @@ def show_injection(request: http.Request, injection: Injection) -> None:
         kept = [p for p in query.split("&") if p and unquote(p.partition("=")[0]) not in names] if sep else []
         kept.append(wire.query_suffix(injection, wire=False))
         request.path = path + "?" + "&".join(kept)
-    wire.attach(request, injection)
+    if attach:
+        wire.attach(request, injection)

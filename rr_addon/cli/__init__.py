@@ -29,6 +29,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 ADDON_PATH = Path(__file__).resolve().parent.parent / "addon.py"
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
 
 
 def die(message: str) -> typer.Exit:
@@ -163,6 +164,10 @@ def run(
     ]
     if web:
         args += ["--set", "web_open_browser=false"]
+        if not any(a.startswith("web_columns=") or a == "--web-columns" for a in ctx.args):
+            # rr's decision is the flow comment: show it in the flow list
+            for column in WEB_COLUMNS:
+                args += ["--set", f"web_columns={column}"]
     args += list(ctx.args)
     from mitmproxy.tools import main as mitmmain
 
@@ -208,6 +213,59 @@ def env(
         "NODE_EXTRA_CA_CERTS": str(ca),
     }
     print(render.env_lines(variables, notes))
+
+
+@app.command()
+def explain(
+    method: str = typer.Argument(..., help="HTTP method, e.g. GET."),
+    url: str = typer.Argument(..., help="The request URL, e.g. https://api.stripe.com/v1/charges?limit=3"),
+    credential: str = typer.Option(..., "--credential", help="Proxy credential as PROXY/NAME (or NAME if unique)."),
+    header: List[str] = typer.Option([], "-H", "--header", help="Request header 'Name: value' (repeatable)."),
+    data: Optional[str] = typer.Option(None, "-d", "--data", help="Request body (JSON bodies get content-type application/json unless -H sets one)."),
+) -> None:
+    """Show the decision the proxy would make for this request, every scope and rule, as a tree."""
+    from urllib.parse import urlsplit
+
+    from rr_addon.core.decide import explain as explain_decision
+    from rr_addon.core.types import RequestFacts
+
+    engine, keyring = _store()
+    snap = config_store.load_snapshot(engine, keyring)
+    caller = find_caller(snap, credential)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise die(f"{url!r} is not an http(s) URL")
+    headers = []
+    for h in header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise die(f"header {h!r} is not 'Name: value'")
+        headers.append((name.strip().lower(), value.strip()))
+    body = data.encode() if data is not None else None
+    if body is not None and not any(k == "content-type" for k, _ in headers) and data.lstrip()[:1] in ("{", "["):
+        headers.append(("content-type", "application/json"))
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    facts = RequestFacts(method.upper(), parts.scheme, parts.hostname, port, path, tuple(headers), (), body)
+    ex = explain_decision(snap, caller, facts)
+    console.print(render.explanation_tree(f"{method.upper()} {url} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
+    if not ex.outcome.decision.allowed and not ex.outcome.report_only:
+        raise typer.Exit(2)
+
+
+def find_caller(snap, name: str):
+    proxy, sep, cred = name.partition("/")
+    if sep:
+        caller = snap.proxies.get(proxy).callers.get(cred) if proxy in snap.proxies else None
+        if caller is None:
+            raise die(f"no proxy credential {name!r}")
+        return caller
+    matches = [p.callers[name] for p in snap.proxies.values() if name in p.callers]
+    if not matches:
+        raise die(f"no proxy credential named {name!r}")
+    if len(matches) > 1:
+        raise die(f"{name!r} names a credential of several proxies ({', '.join(c.proxy for c in matches)}): write PROXY/{name}")
+    return matches[0]
 
 
 def main() -> None:

@@ -7,79 +7,28 @@ so the policy core may compile them.
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timezone
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's building blocks)
+    HEADER_RE,
+    NAME_RE,
+    Effect,
+    EnvSecret,
+    FileSecret,
+    Model,
+    Name,
+    SecretRef,
+    _header_name,
+    _name,
+)
+from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase, _ProxyCredential, _TargetCredential  # noqa: F401
+from rr_addon.config.rules_schema import Rule, RuleList  # noqa: F401
 from rr_addon.core.hosts import parse_host_pattern
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _name(value: str) -> str:
-    if not NAME_RE.match(value):
-        raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
-    return value
-
-
-def _header_name(value: str) -> str:
-    if not HEADER_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid HTTP header name")
-    return value
-
-
-Name = Annotated[str, Field(min_length=1)]
-Effect = Literal["allow", "deny"]
-
-
-class EnvSecret(Model):
-    env: str = Field(min_length=1)
-
-
-class FileSecret(Model):
-    file: str = Field(min_length=1)
-
-
-def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
-    if isinstance(value, (EnvSecret, FileSecret)):
-        return value
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, ref),) = value.items()
-        if key in ("env", "file") and isinstance(ref, str) and ref:
-            return EnvSecret(env=ref) if key == "env" else FileSecret(file=ref)
-    raise ValueError("a secret is a non-empty string, {env: NAME} or {file: PATH}")
-
-
-# A secret is a literal string, {env: NAME} or {file: PATH}; resolved by `rr apply`.
-SecretRef = Annotated[Union[str, EnvSecret, FileSecret], PlainValidator(_secret_ref)]
-
-
-# --------------------------------------------------------------------------
-# Target credentials: upstream secrets rr injects.
-
-
-class _TargetCredential(Model):
-    name: Name
-    secret: SecretRef | None = None  # omitted on an existing credential: keep the stored one
-    description: str | None = None
-
-    _check_name = field_validator("name")(lambda cls, v: _name(v))
-
-    @property
-    def needs_secret(self) -> bool:
-        return True
-
-
-class ApiKeyCredential(_TargetCredential):
+class ApiKeyCredential(TargetCredentialBase):
     kind: Literal["api_key"]
     header: str | None = None
     query: str | None = None
@@ -93,11 +42,11 @@ class ApiKeyCredential(_TargetCredential):
         return self
 
 
-class BearerCredential(_TargetCredential):
+class BearerCredential(TargetCredentialBase):
     kind: Literal["bearer"]
 
 
-class BasicCredential(_TargetCredential):
+class BasicCredential(TargetCredentialBase):
     kind: Literal["basic"]
     username: str = Field(min_length=1)
 
@@ -109,7 +58,7 @@ class BasicCredential(_TargetCredential):
         return v
 
 
-class JwtCredential(_TargetCredential):
+class JwtCredential(TargetCredentialBase):
     """A static JWT sent as `Authorization: Bearer <jwt>` (or in `header`)."""
 
     kind: Literal["jwt"]
@@ -119,7 +68,7 @@ class JwtCredential(_TargetCredential):
     _check_header = field_validator("header")(lambda cls, v: _header_name(v))
 
 
-class CustomCredential(_TargetCredential):
+class CustomCredential(TargetCredentialBase):
     """Header (and query) templates; `{secret}` is replaced by the secret."""
 
     kind: Literal["custom"]
@@ -140,7 +89,7 @@ class CustomCredential(_TargetCredential):
         return self
 
 
-class NoneCredential(_TargetCredential):
+class NoneCredential(TargetCredentialBase):
     kind: Literal["none"]
 
     @property
@@ -162,6 +111,7 @@ class Target(Model):
     allow_private_addresses: bool = False
     caller_headers: list[str] = Field(default_factory=list)
     credentials: list[TargetCredential] = Field(default_factory=list)
+    rules: RuleList = Field(default_factory=list)
     description: str | None = None
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))
@@ -187,39 +137,21 @@ class Target(Model):
 # Proxies and their credentials (caller identities).
 
 
-class _ProxyCredential(Model):
-    name: Name
-    secret: SecretRef | None = None
-    active: bool = True
-    expires_at: datetime | None = None
-    target_credentials: dict[str, str] = Field(default_factory=dict)
-    description: str | None = None
-
-    _check_name = field_validator("name")(lambda cls, v: _name(v))
-
-    @field_validator("expires_at")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            v = v.replace(tzinfo=timezone.utc)
-        return v
-
-
-class ApiKeyCaller(_ProxyCredential):
+class ApiKeyCaller(ProxyCredentialBase):
     auth: Literal["api_key"]
 
 
-class BearerCaller(_ProxyCredential):
+class BearerCaller(ProxyCredentialBase):
     auth: Literal["bearer"]
 
 
-class JwtCaller(_ProxyCredential):
+class JwtCaller(ProxyCredentialBase):
     """A static JWT string compared like a bearer token (not verified; see jwt_verify)."""
 
     auth: Literal["jwt"]
 
 
-class BasicCaller(_ProxyCredential):
+class BasicCaller(ProxyCredentialBase):
     auth: Literal["basic"]
     username: str = Field(min_length=1)
 
@@ -249,6 +181,7 @@ class Proxy(Model):
     default_effect: Effect = "allow"
     targets: list[ProxyTarget] = Field(default_factory=list)
     credentials: list[ProxyCredential] = Field(default_factory=list)
+    rules: RuleList = Field(default_factory=list)
     description: str | None = None
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))

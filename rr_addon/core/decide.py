@@ -1,16 +1,72 @@
 """decide(): request facts in, an Outcome out. No I/O, no clock of its own.
 
-Order: authenticate the caller → map the host to one of its proxy's targets →
-allow. Each step either returns a deny Outcome with a fixed reason or hands on.
+Two steps, so the glue can decide before reading a body when no rule needs it:
+- `admit`: authenticate the caller, map the host to a target of its proxy,
+  canonicalise the path. Returns a deny Outcome or an `Admission`.
+- `authorize`: the access rules of the four scopes — proxy, target, proxy
+  credential, target credential — every one of which must allow.
+`decide` runs both; `explain` runs the same code and keeps every rule's trace.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import parse_qsl
+
 from rr_addon.core import reasons
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented
 from rr_addon.core.digests import basic_digest, same, token_digest
-from rr_addon.core.snapshot import Binding, Caller, Snapshot
+from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
+from rr_addon.core.rules import RuleRequest, ScopeRules, ScopeTrace
+from rr_addon.core.snapshot import (
+    PROXY,
+    PROXY_CREDENTIAL,
+    TARGET,
+    TARGET_CREDENTIAL,
+    Binding,
+    Caller,
+    Snapshot,
+    Target,
+    TargetCredential,
+)
 from rr_addon.core.types import Decision, Identity, Outcome, RequestFacts, Route
+
+DEFAULT_INSPECT_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    inspect_bytes: int = DEFAULT_INSPECT_LIMIT  # largest request body body-rules read; larger is 413
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A caller admitted to a target; the rules are still to run."""
+
+    caller: Caller
+    identity: Identity
+    target: Target
+    credential: TargetCredential | None
+    path: CanonicalPath
+    strip_headers: frozenset[str]
+    report_only: bool
+    scopes: tuple[ScopeRules, ...] = field(default=())
+
+    @property
+    def route(self) -> Route:
+        return Route(self.target.name, self.credential.name if self.credential else None)
+
+    @property
+    def needs_body(self) -> bool:
+        return any(s.needs_body for s in self.scopes)
+
+    def outcome(self, decision: Decision) -> Outcome:
+        return Outcome(decision, self.identity, self.route, self.strip_headers, report_only=self.report_only and decision.code == "access-denied")
+
+
+# ---------------------------------------------------------------------------- authentication
 
 
 def authenticate(snap: Snapshot, facts: RequestFacts, now: float) -> tuple[Caller | None, Outcome | None, Presented | None]:
@@ -49,36 +105,121 @@ def lookup_caller(snap: Snapshot, presented: Presented) -> Caller | None:
     return None
 
 
+# ---------------------------------------------------------------------------- admission
+
+
 def route(snap: Snapshot, caller: Caller, facts: RequestFacts) -> tuple[Binding | None, Decision | None]:
     proxy = snap.proxies[caller.proxy]
     binding = proxy.routes.lookup(facts.host, facts.port, facts.scheme)
     if binding is None:
-        return None, Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope="proxy")
+        return None, Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope=PROXY)
     if facts.scheme not in binding.target.schemes:
-        return None, Decision.deny("unknown-target", reasons.SCHEME_NOT_ALLOWED, scope="target")
+        return None, Decision.deny("unknown-target", reasons.SCHEME_NOT_ALLOWED, scope=TARGET)
     return binding, None
 
 
-def decide(snap: Snapshot, facts: RequestFacts, now: float) -> Outcome:
+def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: RequestFacts, strip: frozenset[str]) -> Admission | Outcome:
+    """Everything after authentication; `rr explain` enters here with a chosen caller."""
+    binding, refusal = route(snap, caller, facts)
+    if refusal is not None:
+        # Report mode trials access rules; authentication and target mapping always enforce.
+        return Outcome(refusal, identity, None, strip)
+    assert binding is not None
+    target = binding.target
+    cred_name = caller.target_credentials.get(target.name, binding.credential)
+    cred = target.credentials.get(cred_name) if cred_name is not None else None
+    proxy = snap.proxies[caller.proxy]
+    try:
+        path = canonicalize(facts.path)
+    except PathError as e:
+        return Outcome(Decision.deny("invalid-request", e.reason), identity, Route(target.name, cred_name), strip)
+    scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
+    return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes)
+
+
+def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcome:
     caller, denied, presented = authenticate(snap, facts, now)
     if denied is not None:
         return denied
     assert caller is not None and presented is not None
     identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel)
     strip = ALWAYS_STRIPPED | ({presented.header} if presented.header else set())
-    report = snap.proxies[caller.proxy].mode == "report"
+    return admit_caller(snap, caller, identity, facts, frozenset(strip))
 
-    binding, refusal = route(snap, caller, facts)
-    if refusal is not None:
-        # Report mode trials access rules; authentication and target mapping always enforce.
-        return Outcome(refusal, identity, None, frozenset(strip))
-    assert binding is not None
-    target = binding.target
-    cred_name = caller.target_credentials.get(target.name, binding.credential)
-    return Outcome(
-        Decision.allow(reasons.ALLOWED),
-        identity,
-        Route(target.name, cred_name),
-        frozenset(strip),
-        report_only=report,
-    )
+
+# ---------------------------------------------------------------------------- rules
+
+
+def too_large(admission: Admission, size: int | None, limits: Limits) -> Outcome | None:
+    """413 when body rules apply and the body is over the inspection limit."""
+    if admission.needs_body and size is not None and size > limits.inspect_bytes:
+        return admission.outcome(
+            Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail=f"{size} > {limits.inspect_bytes} bytes")
+        )
+    return None
+
+
+def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str, object] | None = None) -> RuleRequest | Decision:
+    """What the rules see. A Decision (400) when body rules apply and the body claims JSON but is not."""
+    headers: dict[str, tuple[str, ...]] = {}
+    for k, v in facts.headers:
+        headers[k] = headers.get(k, ()) + (v,)
+    query = tuple(parse_qsl(admission.path.query, keep_blank_values=True)) if admission.path.query else ()
+    body_json = body_form = body_text = None
+    if admission.needs_body and facts.body:
+        ctype = (headers.get("content-type") or ("",))[0].split(";")[0].strip().lower()
+        body_text = facts.body.decode("utf-8", "surrogateescape")
+        if ctype == "application/json" or ctype.endswith("+json"):
+            try:
+                body_json = json.loads(facts.body)
+            except (ValueError, RecursionError):
+                return Decision.deny("invalid-request", reasons.BODY_NOT_JSON)
+        elif ctype == "application/x-www-form-urlencoded":
+            body_form = tuple(parse_qsl(body_text, keep_blank_values=True))
+    return RuleRequest(facts.method, admission.path.path, headers, query, body_json, body_form, body_text, claims)
+
+
+def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits()) -> Outcome:
+    if (big := too_large(admission, len(facts.body) if facts.body is not None else None, limits)) is not None:
+        return big
+    req = rule_request(admission, facts)
+    if isinstance(req, Decision):
+        return admission.outcome(req)
+    for scope in admission.scopes:
+        result = scope.evaluate(req)
+        if not result.allowed:
+            return admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule))
+    return admission.outcome(Decision.allow(reasons.ALLOWED))
+
+
+def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Outcome:
+    admitted = admit(snap, facts, now)
+    if isinstance(admitted, Outcome):
+        return admitted
+    return authorize(admitted, facts, limits)
+
+
+# ---------------------------------------------------------------------------- explanation
+
+
+@dataclass(frozen=True)
+class Explanation:
+    outcome: Outcome
+    steps: tuple[tuple[str, str], ...]  # (step, what happened) before the rules
+    scopes: tuple[ScopeTrace, ...] = ()
+
+
+def explain(snap: Snapshot, caller: Caller, facts: RequestFacts, limits: Limits = Limits()) -> Explanation:
+    """The decision for `facts` as `caller`, with every scope's rule trace."""
+    identity = Identity(caller.proxy, caller.name, caller.auth, "explain")
+    steps = [("caller", f"{caller.proxy}/{caller.name} ({caller.auth})")]
+    admitted = admit_caller(snap, caller, identity, facts, ALWAYS_STRIPPED)
+    if isinstance(admitted, Outcome):
+        steps.append(("refused", admitted.decision.reason))
+        return Explanation(admitted, tuple(steps))
+    steps.append(("target", f"{admitted.target.name} via {admitted.credential.name if admitted.credential else 'no credential'}"))
+    steps.append(("path", admitted.path.target))
+    outcome = authorize(admitted, facts, limits)
+    req = rule_request(admitted, facts)
+    traces = tuple(s.explain(req) for s in admitted.scopes) if not isinstance(req, Decision) else ()
+    return Explanation(outcome, tuple(steps), traces)

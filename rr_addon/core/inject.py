@@ -37,7 +37,7 @@ class Injection:
         return not self.headers and not self.query
 
 
-def build_injection(target: str, cred: schema._TargetCredential, secret: str | None) -> Injection:
+def build_injection(target: str, cred: schema.TargetCredentialBase, secret: str | None) -> Injection:
     label = f"{target}/{cred.name}"
     ph = placeholder(target, cred.name)
     if isinstance(cred, schema.NoneCredential):

@@ -29,3 +29,8 @@ INTERNAL_ERROR = "internal error in rr"
 UPSTREAM_UNAVAILABLE = "upstream connection failed"
 UPSTREAM_TIMEOUT = "upstream timed out"
 TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
+
+# 400 / 413 before the rules
+BODY_NOT_JSON = "request body claims JSON but does not parse"
+BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
+BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"

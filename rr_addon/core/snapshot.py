@@ -16,6 +16,10 @@ from typing import Mapping
 from rr_addon.config import schema
 from rr_addon.core.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
+from rr_addon.core.rules import ScopeRules
+
+# Scope names, in the order they are checked and reported.
+PROXY, TARGET, PROXY_CREDENTIAL, TARGET_CREDENTIAL = "proxy", "target", "proxy-credential", "target-credential"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,7 @@ class TargetCredential:
     name: str
     kind: str
     injection: Injection
+    rules: ScopeRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,7 @@ class Target:
     caller_headers: tuple[str, ...]
     credentials: Mapping[str, TargetCredential]
     hosts: tuple[HostPattern, ...]
+    rules: ScopeRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,7 @@ class Caller:
     active: bool
     expires_at: float | None  # epoch seconds
     target_credentials: Mapping[str, str]
+    rules: ScopeRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,7 @@ class Proxy:
     default_effect: str
     routes: HostIndex[Binding]
     callers: Mapping[str, Caller]
+    rules: ScopeRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,13 @@ class Snapshot:
 
 class CompileError(ValueError):
     pass
+
+
+def _rules(scope: str, owner: str, obj) -> ScopeRules:
+    try:
+        return ScopeRules.compile(scope, obj.rules, obj.default_effect)
+    except ValueError as e:
+        raise CompileError(f"{scope} {owner}: {e}") from None
 
 
 def compile_snapshot(
@@ -111,7 +126,7 @@ def compile_snapshot(
                 raise CompileError(f"targets[{t.name}].credentials[{c.name}]: no stored secret")
             inj = build_injection(t.name, c, secret)
             all_secrets.extend(inj.secrets)
-            creds[c.name] = TargetCredential(t.name, c.name, c.kind, inj)
+            creds[c.name] = TargetCredential(t.name, c.name, c.kind, inj, _rules(TARGET_CREDENTIAL, f"{t.name}/{c.name}", c))
         patterns = tuple(parse_host_pattern(h) for h in t.hosts)
         for p in patterns:
             header_sets.setdefault(p, set()).update(h.lower() for h in t.caller_headers)
@@ -127,6 +142,7 @@ def compile_snapshot(
             caller_headers=tuple(h.lower() for h in t.caller_headers),
             credentials=MappingProxyType(creds),
             hosts=patterns,
+            rules=_rules(TARGET, t.name, t),
         )
 
     proxies: dict[str, Proxy] = {}
@@ -155,6 +171,7 @@ def compile_snapshot(
                 active=c.active,
                 expires_at=c.expires_at.timestamp() if c.expires_at else None,
                 target_credentials=MappingProxyType(dict(c.target_credentials)),
+                rules=_rules(PROXY_CREDENTIAL, f"{p.name}/{c.name}", c),
             )
             index = by_basic if c.auth == "basic" else by_token
             if digest in index:
@@ -171,6 +188,7 @@ def compile_snapshot(
             default_effect=p.default_effect,
             routes=HostIndex(entries),
             callers=MappingProxyType(callers),
+            rules=_rules(PROXY, p.name, p),
         )
 
     return Snapshot(

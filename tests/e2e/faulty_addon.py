@@ -10,14 +10,14 @@ class BreakRR:
     def running(self):
         rr = ctx.master.addons.get("rr")
         hook_globals = type(rr).requestheaders.__wrapped__.__globals__
-        real_decide = hook_globals["decide"]
+        real_admit = hook_globals["admit"]
 
-        def decide(snap, facts, now):
+        def admit(snap, facts, now):
             if (HEADER, "requestheaders") in facts.headers:
-                raise RuntimeError("injected fault in decide")
-            return real_decide(snap, facts, now)
+                raise RuntimeError("injected fault in admit")
+            return real_admit(snap, facts, now)
 
-        hook_globals["decide"] = decide
+        hook_globals["admit"] = admit
         real_finish = rr.finish
 
         def finish(flow):

@@ -1,0 +1,311 @@
+"""Operating many data planes: `rr audit …` and `rr status`.
+
+Registered on the main app with `ops.register(app)`. The commands need only
+the database (no master key): reading the audit trail or the registry never
+touches a secret. Rendering is done by the pure functions below.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.engine import Engine
+
+from rr_addon import settings
+from rr_addon.store import audit_store, config_store, dataplanes
+from rr_addon.store.db import DatabaseError, check_schema, make_engine
+
+console = Console()
+err_console = Console(stderr=True)
+
+RESULT_STYLE = {"allow": "green", "deny": "red", "would-deny": "yellow", "error": "bold red"}
+
+
+# ---------------------------------------------------------------------------
+# Pure renderers
+
+
+def human_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def _when(rec: dict) -> str:
+    return (rec.get("ts") or "")[:23].replace("T", " ")
+
+
+def _caller(rec: dict) -> str:
+    if rec.get("proxy") is None:
+        return "-"
+    return f"{rec['proxy']}/{rec.get('credential') or '-'}"
+
+
+def _request(rec: dict) -> str:
+    host = rec.get("host") or ""
+    port = rec.get("port")
+    default = {"https": 443, "http": 80}.get(rec.get("scheme") or "")
+    where = host if port in (None, default) else f"{host}:{port}"
+    return f"{rec.get('method') or '-'} {where}{rec.get('path') or ''}"
+
+
+def _outcome(rec: dict) -> Text:
+    style = RESULT_STYLE.get(rec.get("result") or "", "")
+    status = rec.get("status")
+    text = Text(str(status) if status is not None else "-", style=style)
+    if rec.get("code"):
+        text.append(" " + rec["code"], style=style)
+    elif rec.get("result") not in (None, "allow"):
+        text.append(" " + rec["result"], style=style)
+    return text
+
+
+def _decided_by(rec: dict) -> str:
+    if rec.get("rule"):
+        return f"{rec.get('scope') or '-'}/{rec['rule']}"
+    return rec.get("scope") or ""
+
+
+def _ms(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def audit_table(records: Iterable[dict], title: str = "audit trail (UTC)") -> Table:
+    table = Table(title=title, title_justify="left")
+    for name, kw in (
+        ("time", {"no_wrap": True}),
+        ("status", {}),
+        ("caller", {}),
+        ("target", {}),
+        ("request", {"overflow": "fold"}),
+        ("ms", {"justify": "right"}),
+        ("bytes out", {"justify": "right"}),
+        ("decided by", {}),
+        ("request id", {"no_wrap": True}),
+    ):
+        table.add_column(name, **kw)
+    for r in records:
+        table.add_row(
+            _when(r),
+            _outcome(r),
+            _caller(r),
+            r.get("target") or "-",
+            _request(r),
+            _ms(r.get("latency_ms")),
+            "" if r.get("bytes_out") is None else str(r["bytes_out"]),
+            _decided_by(r),
+            r.get("request_id") or "",
+        )
+    return table
+
+
+def audit_line(rec: dict) -> Text:
+    """One record on one line (for --follow)."""
+    line = Text(_when(rec) + " ", style="dim")
+    line.append_text(_outcome(rec))
+    line.append(f"  {_caller(rec)} -> {rec.get('target') or '-'}  {_request(rec)}")
+    if rec.get("latency_ms") is not None:
+        line.append(f"  {rec['latency_ms']:.1f}ms", style="dim")
+    if _decided_by(rec):
+        line.append(f"  [{_decided_by(rec)}]", style="cyan")
+    line.append(f"  {rec.get('request_id') or ''}", style="dim")
+    return line
+
+
+def json_line(rec: dict) -> str:
+    return json.dumps(rec, separators=(",", ":"), default=str)
+
+
+def status_table(planes: list[dataplanes.DataPlane], current_version: int | None, now: datetime | None = None) -> Table:
+    now = now or datetime.now(timezone.utc)
+    version = "?" if current_version is None else str(current_version)
+    table = Table(title=f"data planes (configuration version {version})", title_justify="left")
+    for name, kw in (
+        ("data plane", {"no_wrap": True}),
+        ("listen", {}),
+        ("config version", {"justify": "right"}),
+        ("last heartbeat", {"justify": "right"}),
+        ("up", {"justify": "right"}),
+        ("requests", {"justify": "right"}),
+        ("audit dropped", {"justify": "right"}),
+        ("rr", {}),
+    ):
+        table.add_column(name, **kw)
+    for p in planes:
+        if p.config_version is None:
+            v = Text("-", style="yellow")
+        elif current_version is not None and p.config_version < current_version:
+            v = Text(f"{p.config_version} (behind)", style="yellow")
+        else:
+            v = Text(str(p.config_version), style="green")
+        beat = Text(f"stale: {human_age(p.age)} ago", style="bold red") if p.stale else Text(f"{human_age(p.age)} ago")
+        dropped = p.stats.get("audit_dropped")
+        table.add_row(
+            p.id,
+            p.listen or "-",
+            v,
+            beat,
+            human_age((now - p.started_at).total_seconds()),
+            str(p.stats.get("requests", "")),
+            Text(str(dropped), style="red" if dropped else "") if dropped is not None else "",
+            p.rr_version or "",
+        )
+    return table
+
+
+def status_summary(planes: list[dataplanes.DataPlane], current_version: int | None) -> Text:
+    live = [p for p in planes if not p.stale]
+    behind = [p for p in live if current_version is not None and (p.config_version or 0) < current_version]
+    text = Text(f"{len(live)} running", style="green" if live else "yellow")
+    stale = len(planes) - len(live)
+    if stale:
+        text.append(f", {stale} stale (no heartbeat; crashed or cut off)", style="red")
+    if behind:
+        text.append(f", {len(behind)} not yet on version {current_version}", style="yellow")
+    if not planes:
+        text = Text("no data plane has registered (is `rr run` running against this database?)", style="yellow")
+    return text
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def _die(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@contextmanager
+def _database() -> Iterator[Engine]:
+    """The engine of an initialised database (no master key needed), disposed afterwards."""
+    try:
+        engine = make_engine()
+    except DatabaseError as e:
+        raise _die(str(e)) from None
+    try:
+        check_schema(engine)
+    except DatabaseError as e:
+        engine.dispose()
+        raise _die(str(e)) from None
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+audit_app = typer.Typer(
+    name="audit",
+    help="The audit trail: one record per request, from every data plane.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@audit_app.callback(invoke_without_command=True)
+def audit(
+    ctx: typer.Context,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new records as they are stored (Ctrl-C stops)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line (the JSON-lines sink's format, plus `id`)."),
+    proxy: Optional[str] = typer.Option(None, "--proxy", help="Only this proxy's requests."),
+    code: Optional[str] = typer.Option(
+        None, "--code", help="An rr code (access-denied, quota-exceeded…), an HTTP status (403) or a result (allow, deny, would-deny, error)."
+    ),
+    since: Optional[str] = typer.Option(None, "--since", help="A duration back from now (15m, 2h, 7d) or an ISO time (UTC unless stated)."),
+    limit: int = typer.Option(50, "--limit", "-n", min=0, help="Show at most this many of the latest records (before following)."),
+    interval: float = typer.Option(0.5, "--interval", min=0.05, help="Seconds between checks with --follow."),
+) -> None:
+    """Show the latest audit records, oldest first; --follow tails new ones."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        flt = audit_store.Filter(proxy=proxy, code=code, since=audit_store.parse_since(since) if since else None)
+    except ValueError as e:
+        raise _die(f"--since: {e}") from None
+    with _database() as engine:
+        upto = audit_store.last_id(engine)
+        shown = [r for r in audit_store.query(engine, flt, limit=limit) if r["id"] <= upto] if limit else []
+        if json_out:
+            for r in shown:
+                print(json_line(r))
+        elif shown or not follow:
+            console.print(audit_table(shown) if shown else Text("no audit records match", style="dim"))
+        if not follow:
+            return
+        try:
+            for r in audit_store.follow(engine, flt, after=upto, interval=interval):
+                if json_out:
+                    print(json_line(r), flush=True)
+                else:
+                    console.print(audit_line(r), soft_wrap=True)
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+
+
+@audit_app.command("prune")
+def audit_prune(
+    older_than: str = typer.Option("90d", "--older-than", help="Delete records older than this (90d, 12h, 2w…)."),
+) -> None:
+    """Delete audit records older than the retention period (default 90 days)."""
+    try:
+        age = audit_store.parse_duration(older_than)
+    except ValueError as e:
+        raise _die(f"--older-than: {e}") from None
+    cutoff = datetime.now(timezone.utc) - age
+    with _database() as engine:
+        n = audit_store.prune(engine, age)
+    console.print(f"pruned {n} audit record{'s' if n != 1 else ''} older than {older_than} (before {cutoff.isoformat(timespec='seconds')})")
+
+
+@audit_app.command("import")
+def audit_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON-lines file: a spill file or an rr_audit_file.")) -> None:
+    """Load audit records from a JSON-lines file; records already stored are skipped."""
+    with _database() as engine:
+        try:
+            read, stored = audit_store.import_jsonl(engine, file)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise _die(f"{file}: not an audit JSON-lines file ({e})") from None
+    console.print(f"{file}: {read} records read, {stored} stored, {read - stored} already there")
+
+
+def status(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    stale_after: float = typer.Option(dataplanes.STALE_AFTER, "--stale-after", help="Seconds without a heartbeat before a data plane is marked stale."),
+) -> None:
+    """List running data planes: where they listen, the configuration version each enforces, their last heartbeat."""
+    with _database() as engine:
+        try:
+            current = config_store.current_version(engine)
+        except LookupError:
+            current = None
+        planes = dataplanes.list_planes(engine, stale_after=stale_after)
+        database = settings.redacted_url(str(engine.url))
+    if json_out:
+        print(json.dumps({"config_version": current, "database": database, "dataplanes": [p.as_json() for p in planes]}, indent=2))
+        return
+    if planes:
+        console.print(status_table(planes, current))
+    console.print(status_summary(planes, current))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `rr audit …` and `rr status` to the main `rr` app."""
+    app.add_typer(audit_app, name="audit")
+    app.command("status")(status)

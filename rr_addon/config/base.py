@@ -1,0 +1,58 @@
+"""Building blocks shared by every part of the configuration language: the
+strict base model, names and secret references. Sub-languages (rules, meters,
+filters, identities) import from here, and `rr_addon.config.schema` assembles
+them, so nothing imports in a circle."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not HEADER_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1)]
+Effect = Literal["allow", "deny"]
+
+
+class EnvSecret(Model):
+    env: str = Field(min_length=1)
+
+
+class FileSecret(Model):
+    file: str = Field(min_length=1)
+
+
+def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
+    if isinstance(value, (EnvSecret, FileSecret)):
+        return value
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, ref),) = value.items()
+        if key in ("env", "file") and isinstance(ref, str) and ref:
+            return EnvSecret(env=ref) if key == "env" else FileSecret(file=ref)
+    raise ValueError("a secret is a non-empty string, {env: NAME} or {file: PATH}")
+
+
+# A secret is a literal string, {env: NAME} or {file: PATH}; resolved by `rr apply`.
+SecretRef = Annotated[Union[str, EnvSecret, FileSecret], PlainValidator(_secret_ref)]

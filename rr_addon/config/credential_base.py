@@ -1,0 +1,51 @@
+"""What every target credential and every proxy credential has: a name, a
+secret reference and rules of its own scope. The kinds (rr_addon.config.schema,
+rr_addon.config.identity_schema) subclass these."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import Field, field_validator
+
+from rr_addon.config.base import Effect, Model, Name, SecretRef, _name
+from rr_addon.config.rules_schema import RuleList
+
+
+class TargetCredentialBase(Model):
+    name: Name
+    secret: SecretRef | None = None  # omitted on an existing credential: keep the stored one
+    description: str | None = None
+    rules: RuleList = Field(default_factory=list)  # the target-credential scope
+    default_effect: Effect = "allow"  # when none of its rules matches
+
+    _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+    @property
+    def needs_secret(self) -> bool:
+        return True
+
+
+class ProxyCredentialBase(Model):
+    name: Name
+    secret: SecretRef | None = None
+    active: bool = True
+    expires_at: datetime | None = None
+    target_credentials: dict[str, str] = Field(default_factory=dict)
+    description: str | None = None
+    rules: RuleList = Field(default_factory=list)  # the proxy-credential scope
+    default_effect: Effect = "allow"  # when none of its rules matches
+
+    _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+    @field_validator("expires_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)
+        return v
+
+
+# Older spellings, kept while the identity kinds migrate to the names above.
+_TargetCredential = TargetCredentialBase
+_ProxyCredential = ProxyCredentialBase

@@ -1,0 +1,184 @@
+"""Access rules (CONTRACT §4) as pydantic models.
+
+A rule matches a request when every field it sets matches. Every regex is RE2
+syntax with search semantics and is compiled here, at validation time, so a
+pattern RE2 cannot run (back-references, look-around) is refused by `rr apply`
+with the rule and the field named, never discovered per request.
+
+Choices the contract leaves open:
+- Case-insensitivity is `ignore_case: true` on the rule (applies to every regex
+  of the rule); `(?i)` inside one pattern works too. Header *names* are always
+  matched case-insensitively (HTTP header names are).
+- `path` is a regex string or `{pattern, presence}`; `presence: absent` means
+  the pattern must not match.
+- `body` entries are `{json_path, value?, presence?}` on a JSON or form body, or
+  `{pattern, presence?}` on the raw body text.
+- `claims` entries name a top-level claim; `value` is optional (presence only).
+- An empty pattern is refused (it matches everything: omit the field instead).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Annotated, Any, Literal
+
+import re2
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext import parse as _parse_json_path
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from rr_addon.config.base import HEADER_RE, Effect, Model, Name, _name
+
+Presence = Literal["present", "absent"]
+
+
+def re2_options() -> re2.Options:
+    """The options every rule regex is compiled with (errors are reported, not logged)."""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+_OPTIONS = re2_options()
+
+_LOOK_AROUND = ("invalid perl operator: (?=", "invalid perl operator: (?!", "invalid perl operator: (?<")
+_BACK_REFERENCE = re.compile(r"invalid escape sequence: \\(?:[1-9]|k)")
+
+
+def check_re2(pattern: str) -> str:
+    """Return `pattern` if RE2 compiles it; else ValueError with RE2's reason."""
+    if not pattern:
+        raise ValueError("an empty pattern matches everything; omit the field instead")
+    try:
+        re2.compile(pattern, _OPTIONS)
+    except re2.error as e:
+        raw = e.args[0] if e.args else b""
+        detail = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        hint = ""
+        if detail.startswith(_LOOK_AROUND):
+            hint = " (RE2 has no look-around)"
+        elif _BACK_REFERENCE.match(detail):
+            hint = " (RE2 has no back-references)"
+        raise ValueError(f"not a valid RE2 regex: {detail}{hint}") from None
+    return pattern
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_json_path(text: str) -> Any:
+    """The compiled jsonpath-ng expression (cached: compiled once per distinct path).
+
+    Filters with `=~` and the `sub()` operator run Python's backtracking `re` on
+    request data, so they are refused: body regexes belong in `value` (RE2)."""
+    if "=~" in text or "`sub(" in text:
+        raise ValueError("regex operators inside json_path are not supported; match with 'value' instead")
+    try:
+        return _parse_json_path(text)
+    except (JSONPathError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"not a valid JSONPath: {e}") from None
+
+
+def _check_json_path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("an empty JSONPath")
+    parse_json_path(text)
+    return text
+
+
+Regex = Annotated[str, AfterValidator(check_re2)]
+JsonPath = Annotated[str, AfterValidator(_check_json_path)]
+
+
+class PathMatch(Model):
+    pattern: Regex
+    presence: Presence = "present"
+
+
+class HeaderMatch(Model):
+    """Some header whose name matches `name` has a value matching `value`."""
+
+    name: Regex
+    value: Regex | None = None
+    presence: Presence = "present"
+
+
+class QueryMatch(HeaderMatch):
+    """Like HeaderMatch, on the decoded query parameters."""
+
+
+class BodyMatch(Model):
+    json_path: JsonPath | None = None
+    pattern: Regex | None = None  # on the raw body text
+    value: Regex | None = None
+    presence: Presence = "present"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BodyMatch:
+        if (self.json_path is None) == (self.pattern is None):
+            raise ValueError("a body matcher needs exactly one of 'json_path' or 'pattern'")
+        if self.pattern is not None and self.value is not None:
+            raise ValueError("'value' goes with 'json_path'; a 'pattern' matches the raw body itself")
+        return self
+
+
+class ClaimMatch(Model):
+    claim: str = Field(min_length=1)
+    value: Regex | None = None
+    presence: Presence = "present"
+
+
+class Match(Model):
+    """The match fields of a rule (also usable for a meter's `when`)."""
+
+    methods: list[str] | None = None
+    path: PathMatch | None = None
+    headers: list[HeaderMatch] = Field(default_factory=list)
+    query: list[QueryMatch] = Field(default_factory=list)
+    body: list[BodyMatch] = Field(default_factory=list)
+    claims: list[ClaimMatch] = Field(default_factory=list)
+    ignore_case: bool = False
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str] | None) -> list[str] | None:
+        if methods is None:
+            return None
+        if not methods:
+            raise ValueError("an empty list matches no method; omit 'methods' to match any")
+        out: list[str] = []
+        for m in methods:
+            if not HEADER_RE.match(m):  # a method is an RFC 9110 token
+                raise ValueError(f"{m!r} is not an HTTP method")
+            if m.upper() not in out:
+                out.append(m.upper())
+        return out
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> object:
+        # A bare string is the pattern; checking it here puts the error on `path` itself.
+        if isinstance(value, str):
+            return {"pattern": check_re2(value)}
+        return value
+
+
+class Rule(Match):
+    name: Name
+    effect: Effect
+    priority: int = Field(default=500, ge=0, le=1000, strict=True)
+    description: str | None = None
+
+    _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+
+def _unique_names(rules: list[Rule]) -> list[Rule]:
+    seen: set[str] = set()
+    for r in rules:
+        if r.name in seen:
+            raise ValueError(f"duplicate rule name {r.name!r}")
+        seen.add(r.name)
+    return rules
+
+
+# The type of a scope's `rules:` field: names are unique within one scope.
+RuleList = Annotated[list[Rule], AfterValidator(_unique_names)]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import ipaddress
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -24,8 +26,10 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
 from rr_addon import audit, flows, settings, wire
+from rr_addon.metering import Metering
+from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.core import reasons
-from rr_addon.core.decide import Admission, Limits, admit, authorize, too_large
+from rr_addon.core.decide import Admission, Limits, admit, authorize, quota_outcome, too_large
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes, scrub_text
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
@@ -38,6 +42,7 @@ logger = logging.getLogger("rr")
 _AUDITED = "_rr_audited"
 _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
+_METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
 
 
 class ClientState:
@@ -56,13 +61,27 @@ class ClientState:
 def fail_closed(hook):
     """Any exception in a flow hook answers 500 internal-error and forwards nothing."""
 
+    def failed(self: RR, flow: http.HTTPFlow) -> None:
+        logger.exception("rr internal error in %s hook, request %s; answering 500", hook.__name__, flow.id)
+        self.fail(flow, final=hook.__name__ in ("response", "error"))
+
+    if inspect.iscoroutinefunction(hook):
+
+        @functools.wraps(hook)
+        async def async_wrapper(self: RR, flow: http.HTTPFlow):
+            try:
+                return await hook(self, flow)
+            except Exception:
+                failed(self, flow)
+
+        return async_wrapper
+
     @functools.wraps(hook)
     def wrapper(self: RR, flow: http.HTTPFlow):
         try:
             return hook(self, flow)
         except Exception:
-            logger.exception("rr internal error in %s hook, request %s; answering 500", hook.__name__, flow.id)
-            self.fail(flow, final=hook.__name__ in ("response", "error"))
+            failed(self, flow)
 
     return wrapper
 
@@ -77,12 +96,16 @@ class RR:
         self._failed_version: int | None = None
         self._pinned: dict[str, tuple[str, int]] = {}
         self.audit: audit.AuditWriter | None = None
+        self.metering: Metering | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
             "rr_database_url", str, "", "rr database URL (default: $RR_DATABASE_URL, else sqlite:///$RR_HOME/rr.db)."
+        )
+        loader.add_option(
+            "rr_redis_url", str, "", "Redis URL for meter counters shared by every rr process (default: $RR_REDIS_URL; none: embedded counters)."
         )
         loader.add_option("rr_reload_interval", float, 1.0, "Seconds between checks for a new rr configuration version.")
         loader.add_option("rr_audit_file", str, "", "Append one JSON audit record per request to this file (JSON lines).")
@@ -100,6 +123,8 @@ class RR:
             ctx.options.update(connection_strategy="lazy")
         if "rr_database_url" in updated:
             self._open_store(ctx.options.rr_database_url or None)
+        if "rr_database_url" in updated or "rr_redis_url" in updated:
+            self._open_counters(ctx.options.rr_redis_url or os.environ.get("RR_REDIS_URL") or None)
         if "rr_audit_file" in updated or self.audit is None:
             self._open_audit(ctx.options.rr_audit_file)
 
@@ -122,6 +147,17 @@ class RR:
             settings.redacted_url(str(engine.url)),
         )
 
+    def _open_counters(self, redis_url: str | None) -> None:
+        old = self.metering
+        try:
+            backend = open_backend(redis_url=redis_url, engine=self._engine)
+        except BackendUnavailable as e:
+            raise exceptions.OptionsError(f"rr: meter counters unavailable: {e}") from None
+        self.metering = Metering(backend)
+        logger.info("rr counts meters in %s", "Redis " + settings.redacted_url(redis_url) if redis_url else "the embedded database")
+        if old is not None:
+            asyncio.get_event_loop().create_task(old.close())
+
     def _open_audit(self, path: str) -> None:
         old = self.audit
         sinks: list = [audit.LogSink()]
@@ -142,6 +178,9 @@ class RR:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
             self.audit = None
+        if self.metering is not None:
+            await self.metering.close()
+            self.metering = None
         if self._engine is not None:
             self._engine.dispose()
 
@@ -259,7 +298,7 @@ class RR:
     # ------------------------------------------------------------------ requests
 
     @fail_closed
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         setattr(flow, _STARTED, time.monotonic())
@@ -283,10 +322,10 @@ class RR:
             else:
                 setattr(flow, _PENDING, (admitted, facts))  # decided in `request`, once the body is in
             return
-        self.conclude(flow, authorize(admitted, facts, self.limits), snap, admitted)
+        await self.authorize(flow, admitted, facts, snap)
 
     @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         pending = getattr(flow, _PENDING, None)
         if pending is None or flow.response is not None:
             return
@@ -296,16 +335,33 @@ class RR:
         try:
             body = flow.request.get_content(strict=True) or b""
         except ValueError:
-            outcome = admitted.outcome(Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID))
-        else:
-            outcome = authorize(admitted, dataclasses.replace(facts, body=body), self.limits)
+            self.conclude(flow, admitted.outcome(Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID)), snap, admitted)
+            return
+        await self.authorize(flow, admitted, dataclasses.replace(facts, body=body), snap)
+
+    async def authorize(self, flow: http.HTTPFlow, admitted: Admission, facts, snap: Snapshot) -> None:
+        """Rules, then meters (counted only for requests the rules let through)."""
+        outcome, req = authorize(admitted, facts, self.limits)
+        if req is not None and (outcome.decision.allowed or outcome.report_only):
+            assert self.metering is not None
+            plan = snap.proxies[admitted.identity.proxy].meters.plan(admitted.identity.credential, req, time.time())
+            verdict = await self.metering.check(plan)
+            if not verdict.admitted:
+                extra = [("retry-after", str(verdict.retry_after or 1))]
+                if verdict.policy:
+                    extra += [("ratelimit-policy", verdict.policy), ("ratelimit", verdict.ratelimit or "")]
+                self.conclude(flow, quota_outcome(admitted, verdict), snap, admitted, tuple(extra))
+                return
+            setattr(flow, _METERED, (plan, verdict))
         self.conclude(flow, outcome, snap, admitted)
 
     @property
     def limits(self) -> Limits:
         return Limits(inspect_bytes=ctx.options.rr_inspect_limit)
 
-    def conclude(self, flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot, admitted: Admission | None = None) -> None:
+    def conclude(
+        self, flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot, admitted: Admission | None = None, extra_headers: tuple = ()
+    ) -> None:
         """Record the decision on the flow; answer a deny, or prepare the injection."""
         self.record(flow, outcome, snap)
         injection = admitted.credential.injection if admitted is not None and admitted.credential is not None else None
@@ -313,7 +369,7 @@ class RR:
             if injection is not None and not injection.empty:
                 # show which credential the refused request would have carried; nothing is sent
                 flows.show_injection(flow.request, injection, attach=False)
-            self.answer(flow, outcome.decision)
+            self.answer(flow, outcome.decision, extra_headers)
             return
         assert admitted is not None
         if injection is not None and not injection.empty:
@@ -335,18 +391,29 @@ class RR:
                     clean = scrub_text(value, pairs)
                     if clean != value:
                         resp.headers.set_all(name, [scrub_text(v, pairs) for v in resp.headers.get_all(name)])
-            if pairs and resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+            metered = getattr(flow, _METERED, None)
+            if metered is not None:
+                plan, verdict = metered
+                if verdict.policy:
+                    resp.headers["RateLimit-Policy"] = verdict.policy
+                    resp.headers["RateLimit"] = verdict.ratelimit or ""
+            if metered is not None and metered[0].needs_response:
+                pass  # a response_value meter reads the body: buffered
+            elif pairs and resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
                 pass  # encoded: buffered, scrubbed decoded in `response`
             else:
                 resp.stream = StreamScrubber(pairs)
         resp.headers["rr-request-id"] = flow.id
 
     @fail_closed
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         if "rr" not in flow.metadata:
             return
         injection = wire.attached(flow.request)
         resp = flow.response
+        metered = getattr(flow, _METERED, None)
+        if metered is not None and metered[0].needs_response and resp is not None and self.metering is not None:
+            await self.metering.add(metered[0].response_ops(resp.headers, resp.get_content(strict=False)))
         if injection is not None and injection.scrub and resp is not None and not resp.stream and resp.raw_content:
             content = resp.content or b""
             clean = scrub_bytes(content, injection.scrub)
@@ -404,9 +471,9 @@ class RR:
 
     # ------------------------------------------------------------------ helpers
 
-    def answer(self, flow: http.HTTPFlow, decision: Decision) -> None:
+    def answer(self, flow: http.HTTPFlow, decision: Decision, extra_headers: tuple = ()) -> None:
         wire.detach(flow.request)
-        flow.response = flows.decision_response(decision, flow.id)
+        flow.response = flows.decision_response(decision, flow.id, extra_headers)
 
     def fail(self, flow: http.HTTPFlow, *, final: bool) -> None:
         """Answer 500 and forward nothing; `final` when the flow's last hook failed (audit it now)."""

@@ -35,7 +35,7 @@ def request_facts(flow: http.HTTPFlow, tunnel_authorization: tuple[str, ...] = (
 def error_message(decision: Decision) -> str:
     msg = decision.reason
     if decision.rule:
-        msg += f" ({decision.scope} rule {decision.rule})"
+        msg += f" (meter {decision.rule})" if decision.scope == "meter" else f" ({decision.scope} rule {decision.rule})"
     elif decision.code == "access-denied" and decision.scope:
         msg += f" ({decision.scope})"
     if decision.detail:
@@ -58,9 +58,9 @@ def error_response(code: str, message: str, request_id: str, extra_headers: tupl
     return http.Response.make(STATUS[code], body, headers)
 
 
-def decision_response(decision: Decision, request_id: str) -> http.Response:
+def decision_response(decision: Decision, request_id: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> http.Response:
     assert decision.code is not None
-    return error_response(decision.code, error_message(decision), request_id)
+    return error_response(decision.code, error_message(decision), request_id, extra_headers)
 
 
 def strip_headers(request: http.Request, names: frozenset[str]) -> None:

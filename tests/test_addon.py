@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 
 import pytest
@@ -44,12 +45,38 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+class Hooks:
+    """Calls the addon's hooks, async or not, on the taddons event loop."""
+
+    def __init__(self, addon, loop):
+        self.addon, self.loop = addon, loop
+
+    def __getattr__(self, name):
+        attr = getattr(self.addon, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args):
+            result = attr(*args)
+            return self.loop.run_until_complete(result) if inspect.isawaitable(result) else result
+
+        return call
+
+    def __setattr__(self, name, value):
+        if name in ("addon", "loop"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.addon, name, value)
+
+
 @pytest.fixture
 def rr(home):
     addon = RR()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, rr_database_url=f"sqlite:///{home}/rr.db")
-        yield addon
+        hooks = Hooks(addon, tctx.master.event_loop)
+        yield hooks
+        hooks.done()
 
 
 def flow(host="api.test", port=443, path="/v1/x", headers=()):

@@ -270,3 +270,8 @@ def find_caller(snap, name: str):
 
 def main() -> None:
     app()
+
+
+from rr_addon.cli.usage import usage_app  # noqa: E402  (registers after the shared helpers above exist)
+
+app.add_typer(usage_app, name="usage")

@@ -12,7 +12,7 @@ import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -24,8 +24,10 @@ from rr_addon import settings
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """Made per command, so the terminal width (or COLUMNS) is the one at the time it runs."""
+    return Console(stderr=stderr)
 
 RESULT_STYLE = {"allow": "green", "deny": "red", "would-deny": "yellow", "error": "bold red"}
 
@@ -187,7 +189,7 @@ def status_summary(planes: list[dataplanes.DataPlane], current_version: int | No
 
 
 def _die(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
+    _console(stderr=True).print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -238,6 +240,7 @@ def audit(
         flt = audit_store.Filter(proxy=proxy, code=code, since=audit_store.parse_since(since) if since else None)
     except ValueError as e:
         raise _die(f"--since: {e}") from None
+    console = _console()
     with _database() as engine:
         upto = audit_store.last_id(engine)
         shown = [r for r in audit_store.query(engine, flt, limit=limit) if r["id"] <= upto] if limit else []
@@ -271,18 +274,22 @@ def audit_prune(
     cutoff = datetime.now(timezone.utc) - age
     with _database() as engine:
         n = audit_store.prune(engine, age)
-    console.print(f"pruned {n} audit record{'s' if n != 1 else ''} older than {older_than} (before {cutoff.isoformat(timespec='seconds')})")
+    _console().print(f"pruned {n} audit record{'s' if n != 1 else ''} older than {older_than} (before {cutoff.isoformat(timespec='seconds')})")
 
 
 @audit_app.command("import")
-def audit_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSON-lines file: a spill file or an rr_audit_file.")) -> None:
-    """Load audit records from a JSON-lines file; records already stored are skipped."""
+def audit_import(
+    files: List[Path] = typer.Argument(..., exists=True, dir_okay=False, help="JSON-lines files: spill files or rr_audit_file files."),
+) -> None:
+    """Load audit records from JSON-lines files; records already stored are skipped."""
+    console = _console()
     with _database() as engine:
-        try:
-            read, stored = audit_store.import_jsonl(engine, file)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise _die(f"{file}: not an audit JSON-lines file ({e})") from None
-    console.print(f"{file}: {read} records read, {stored} stored, {read - stored} already there")
+        for file in files:
+            try:
+                read, stored = audit_store.import_jsonl(engine, file)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise _die(f"{file}: not an audit JSON-lines file ({e})") from None
+            console.print(f"{file}: {read} records read, {stored} stored, {read - stored} already there")
 
 
 def status(
@@ -300,6 +307,7 @@ def status(
     if json_out:
         print(json.dumps({"config_version": current, "database": database, "dataplanes": [p.as_json() for p in planes]}, indent=2))
         return
+    console = _console()
     if planes:
         console.print(status_table(planes, current))
     console.print(status_summary(planes, current))

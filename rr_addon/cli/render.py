@@ -80,3 +80,37 @@ def plain(renderable) -> str:
     console = Console(width=120, record=True, color_system=None, file=open(os.devnull, "w"))
     console.print(renderable)
     return console.export_text()
+
+
+def usage_table(rows, now: float) -> Table:
+    table = Table(title="usage and meters (current windows)", title_justify="left")
+    for col, justify in (("proxy", "left"), ("meter", "left"), ("credential", "left"), ("window", "left"), ("used", "right"), ("limit", "right"), ("remaining", "right"), ("resets in", "right")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        remaining = r.remaining
+        style = "red" if remaining == 0 else ""
+        table.add_row(
+            r.proxy,
+            r.meter or Text("usage", style="dim"),
+            "(all)" if r.subject == "-" else r.subject,
+            r.window.kind,
+            str(r.used),
+            "-" if r.limit is None else str(r.limit),
+            Text("-" if remaining is None else str(remaining), style=style),
+            _duration(r.window.resets_in(now)),
+        )
+    return table
+
+
+def _duration(seconds: int) -> str:
+    """2d 3h, 4h 5m, 6m 7s, 8s."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

@@ -24,6 +24,7 @@ from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's b
     _name,
 )
 from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase, _ProxyCredential, _TargetCredential  # noqa: F401
+from rr_addon.config.meters_schema import MeterList
 from rr_addon.config.rules_schema import Rule, RuleList  # noqa: F401
 from rr_addon.core.hosts import parse_host_pattern
 
@@ -182,6 +183,7 @@ class Proxy(Model):
     targets: list[ProxyTarget] = Field(default_factory=list)
     credentials: list[ProxyCredential] = Field(default_factory=list)
     rules: RuleList = Field(default_factory=list)
+    meters: MeterList = Field(default_factory=list)
     description: str | None = None
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))

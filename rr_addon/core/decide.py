@@ -53,6 +53,7 @@ class Admission:
     strip_headers: frozenset[str]
     report_only: bool
     scopes: tuple[ScopeRules, ...] = field(default=())
+    meters_need_body: bool = False
 
     @property
     def route(self) -> Route:
@@ -60,7 +61,7 @@ class Admission:
 
     @property
     def needs_body(self) -> bool:
-        return any(s.needs_body for s in self.scopes)
+        return self.meters_need_body or any(s.needs_body for s in self.scopes)
 
     def outcome(self, decision: Decision) -> Outcome:
         return Outcome(decision, self.identity, self.route, self.strip_headers, report_only=self.report_only and decision.code == "access-denied")
@@ -134,7 +135,7 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
     except PathError as e:
         return Outcome(Decision.deny("invalid-request", e.reason), identity, Route(target.name, cred_name), strip)
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
-    return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes)
+    return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body)
 
 
 def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcome:
@@ -179,24 +180,37 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
     return RuleRequest(facts.method, admission.path.path, headers, query, body_json, body_form, body_text, claims)
 
 
-def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits()) -> Outcome:
+def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits()) -> tuple[Outcome, RuleRequest | None]:
+    """The rules' outcome, and the RuleRequest they saw (meters' `when` reuses it)."""
     if (big := too_large(admission, len(facts.body) if facts.body is not None else None, limits)) is not None:
-        return big
+        return big, None
     req = rule_request(admission, facts)
     if isinstance(req, Decision):
-        return admission.outcome(req)
+        return admission.outcome(req), None
     for scope in admission.scopes:
         result = scope.evaluate(req)
         if not result.allowed:
-            return admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule))
-    return admission.outcome(Decision.allow(reasons.ALLOWED))
+            return admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule)), req
+    return admission.outcome(Decision.allow(reasons.ALLOWED)), req
 
 
 def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Outcome:
+    """Authentication, target and rules (meters need counters: the glue runs them)."""
     admitted = admit(snap, facts, now)
     if isinstance(admitted, Outcome):
         return admitted
-    return authorize(admitted, facts, limits)
+    return authorize(admitted, facts, limits)[0]
+
+
+def quota_outcome(admission: Admission, verdict) -> Outcome:
+    """A refused meter verdict (rr_addon.core.meters.Verdict) as a 429 Outcome."""
+    meter, window = verdict.exhausted[0] if verdict.exhausted else (None, None)
+    return Outcome(
+        Decision.deny("quota-exceeded", verdict.reason, scope="meter" if meter else None, rule=meter or None, detail=f"{window} window" if window else None),
+        admission.identity,
+        admission.route,
+        admission.strip_headers,
+    )
 
 
 # ---------------------------------------------------------------------------- explanation
@@ -219,7 +233,6 @@ def explain(snap: Snapshot, caller: Caller, facts: RequestFacts, limits: Limits 
         return Explanation(admitted, tuple(steps))
     steps.append(("target", f"{admitted.target.name} via {admitted.credential.name if admitted.credential else 'no credential'}"))
     steps.append(("path", admitted.path.target))
-    outcome = authorize(admitted, facts, limits)
-    req = rule_request(admitted, facts)
-    traces = tuple(s.explain(req) for s in admitted.scopes) if not isinstance(req, Decision) else ()
+    outcome, req = authorize(admitted, facts, limits)
+    traces = tuple(s.explain(req) for s in admitted.scopes) if req is not None else ()
     return Explanation(outcome, tuple(steps), traces)

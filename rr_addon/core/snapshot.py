@@ -16,7 +16,8 @@ from typing import Mapping
 from rr_addon.config import schema
 from rr_addon.core.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
-from rr_addon.core.rules import ScopeRules
+from rr_addon.core.meters import ProxyMeters, compile_meters
+from rr_addon.core.rules import ScopeRules, compile_when
 
 # Scope names, in the order they are checked and reported.
 PROXY, TARGET, PROXY_CREDENTIAL, TARGET_CREDENTIAL = "proxy", "target", "proxy-credential", "target-credential"
@@ -75,6 +76,8 @@ class Proxy:
     routes: HostIndex[Binding]
     callers: Mapping[str, Caller]
     rules: ScopeRules
+    meters: ProxyMeters  # holds a per-window cache of counter keys; nothing else changes
+    meters_need_body: bool  # a meter's `when` reads the request body
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,18 @@ class Snapshot:
 
 class CompileError(ValueError):
     pass
+
+
+class When:
+    """A meter's `when:` as a predicate over the RuleRequest (the rule match syntax)."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, match) -> None:
+        self.scope = compile_when(match)
+
+    def __call__(self, request) -> bool:
+        return self.scope.evaluate(request).allowed
 
 
 def _rules(scope: str, owner: str, obj) -> ScopeRules:
@@ -181,6 +196,7 @@ def compile_snapshot(
                 )
             index[digest] = caller
             callers[c.name] = caller
+        meters = compile_meters(p.meters, When)
         proxies[p.name] = Proxy(
             name=p.name,
             active=p.active,
@@ -189,6 +205,8 @@ def compile_snapshot(
             routes=HostIndex(entries),
             callers=MappingProxyType(callers),
             rules=_rules(PROXY, p.name, p),
+            meters=ProxyMeters(p.name, meters),
+            meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters),
         )
 
     return Snapshot(

@@ -6,6 +6,7 @@ Paths:
   /status/<code>      that status, with the echo
   /bytes/<n>          a JSON document of about n bytes
   /echo-header/<h>    returns the named request header's value in the body
+  /usage/<n>          {"usage": {"total_tokens": n}} (for response_value meters)
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path.startswith("/bytes/"):
             payload = big_document(int(path.rsplit("/", 1)[1]))
+        elif path.startswith("/usage/"):
+            payload = json.dumps({"usage": {"total_tokens": int(path.rsplit("/", 1)[1])}}).encode()
         elif path.startswith("/echo-header/"):
             payload = json.dumps({"value": self.headers.get(path.rsplit("/", 1)[1])}).encode()
         else:

@@ -3,6 +3,7 @@
 from alembic import context
 from sqlmodel import SQLModel
 
+import rr_addon.meters.tables  # noqa: F401  (rr_counter)
 import rr_addon.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config

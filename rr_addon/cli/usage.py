@@ -1,0 +1,128 @@
+"""`rr usage`: every meter and usage counter per window; `rr usage reset` for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Optional
+
+import typer
+
+from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, usage_key
+
+usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
+
+
+def _backend(engine):
+    """The backend the proxies count in: Redis with RR_REDIS_URL, else the embedded database."""
+    redis_url = os.environ.get("RR_REDIS_URL")
+    if redis_url:
+        from rr_addon.meters.redis_backend import RedisBackend
+
+        return RedisBackend(redis_url)
+    from rr_addon.meters.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(engine)
+
+
+async def _read(backend, prefix: str = "") -> dict[str, int]:
+    try:
+        return await backend.read(prefix)
+    finally:
+        await backend.close()
+
+
+def usage_rows(snap, counts, now, proxy=None, credential=None) -> list[UsageRow]:
+    rows: list[UsageRow] = []
+    for p in snap.proxies.values():
+        if proxy and p.name != proxy:
+            continue
+        creds = [c for c in p.callers if not credential or c == credential]
+        rows += [r for r in p.meters.usage_rows(creds, counts, now) if not credential or r.subject in (credential, PROXY_WIDE)]
+    return rows
+
+
+def row_json(r: UsageRow, now: float) -> dict:
+    return {
+        "proxy": r.proxy,
+        "meter": r.meter,
+        "subject": r.subject,
+        "window": r.window.kind,
+        "window_key": r.window.key,
+        "used": r.used,
+        "limit": r.limit,
+        "remaining": r.remaining,
+        "resets_in": r.window.resets_in(now),
+    }
+
+
+@usage_app.callback(invoke_without_command=True)
+def usage(
+    ctx: typer.Context,
+    proxy: Optional[str] = typer.Option(None, "--proxy", help="Only this proxy."),
+    credential: Optional[str] = typer.Option(None, "--credential", help="Only this proxy credential."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per counter."),
+) -> None:
+    """Every meter and usage counter of the current windows."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rr_addon.cli import _store, console, render
+    from rr_addon.store import config_store
+
+    engine, keyring = _store()
+    snap = config_store.load_snapshot(engine, keyring)
+    now = time.time()
+    counts = asyncio.run(_read(_backend(engine)))
+    rows = usage_rows(snap, counts, now, proxy, credential)
+    if as_json:
+        for r in rows:
+            print(json.dumps(row_json(r, now)))
+        return
+    console.print(render.usage_table(rows, now))
+
+
+@usage_app.command("reset")
+def reset(
+    proxy: str = typer.Option(..., "--proxy", help="The proxy whose counters to reset."),
+    credential: Optional[str] = typer.Option(None, "--credential", help="Only this credential's counters."),
+    meter: Optional[str] = typer.Option(None, "--meter", help="Only this meter (otherwise every meter and the usage counters)."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Reset counters (all windows). Running proxies see it within a second."""
+    from rr_addon.cli import _store, console, die
+    from rr_addon.store import config_store
+
+    engine, keyring = _store()
+    snap = config_store.load_snapshot(engine, keyring)
+    p = snap.proxies.get(proxy)
+    if p is None:
+        raise die(f"no proxy {proxy!r}")
+    meters = [m for m in p.meters.meters if not meter or m.name == meter]
+    if meter and not meters:
+        raise die(f"proxy {proxy!r} has no meter {meter!r}")
+    if credential and credential not in p.callers:
+        raise die(f"proxy {proxy!r} has no credential {credential!r}")
+    # keys end in ':<window key>', so a prefix ending in ':' matches exactly one subject
+    prefixes = []
+    if not meter:
+        prefixes.append(usage_key(proxy, credential, "") if credential else f"usage:{proxy}:")
+    for m in meters:
+        if credential and m.per == "proxy":
+            continue  # a proxy-wide meter has no per-credential counter
+        prefixes.append(meter_key(proxy, m.name, credential, "") if credential else f"meter:{proxy}:{m.name}:")
+    if not yes and not typer.confirm(f"reset counters {', '.join(p + '*' for p in prefixes)}?"):
+        raise die("nothing reset")
+
+    async def run() -> int:
+        backend = _backend(engine)
+        try:
+            total = 0
+            for prefix in prefixes:
+                total += await backend.reset(prefix)
+            return total
+        finally:
+            await backend.close()
+
+    console.print(f"reset {asyncio.run(run())} counters")

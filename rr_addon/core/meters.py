@@ -1,0 +1,338 @@
+"""Meters (CONTRACT §5): which counters a request touches, and what a count means.
+
+Pure: no I/O, the clock is passed in. The flow of one request is
+
+    plan = proxy_meters.plan(credential, request, now)     # counter ops, cached per window
+    result = backend.check_and_add(plan.ops)               # atomic, all or nothing
+    verdict = plan.verdict(result)                         # 429 + Retry-After, RateLimit headers
+    ... after the response:  backend.add(plan.response_ops(headers, body))
+
+Counter keys (names never contain ':'; window keys come from `core.windows`):
+    usage:<proxy>:<credential>:<window key>             every admitted request, UTC windows
+    meter:<proxy>:<meter>:<subject>:<window key>        subject: credential name, or "-" for per: proxy
+
+Every meter counts in all four windows (a window without a limit is tracked
+only), so `rr usage` can show them all.
+
+`response_value` meters add nothing at request time: a request is admitted
+while the running total is under the limit, and the value is added after the
+response. So a total can overshoot its limit by at most the values of the
+requests admitted while it was still under: one in-flight request's value per
+concurrent request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import tzinfo
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from rr_addon.core.jsonpaths import compile_matcher, compile_path, find
+from rr_addon.core.windows import KINDS, UTC, Window, WindowCache, zone
+
+PROXY_WIDE = "-"  # the subject of per: proxy meters (a name cannot start with '-')
+
+# Fixed reasons (audit records and tests use these exact sentences).
+QUOTA_EXCEEDED = "meter limit reached"
+BACKEND_DENY = "counters unavailable; the meter denies on backend error"
+BACKEND_ALLOW = "counters unavailable; the meter allows on backend error"
+
+
+@dataclass(frozen=True, slots=True)
+class CounterOp:
+    """One counter of one window. `limit` None: never refuses (tracking, usage)."""
+
+    key: str
+    amount: int  # added on admission (0: a response_value meter, checked only)
+    limit: int | None
+    window: Window  # the counter is dead at window.end (Redis EXPIREAT, database pruning)
+    meter: str | None = None  # None: a usage counter
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What a backend answers. An op refuses when `value >= limit` or
+    `value + amount > limit`; then nothing at all was added."""
+
+    admitted: bool
+    values: tuple[int, ...]  # per op: after the add if admitted, unchanged if refused
+    refused: tuple[int, ...] = ()  # indices of the ops that refused
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    admitted: bool
+    reason: str | None = None
+    retry_after: int | None = None  # refused: whole seconds (>= 1) until the earliest exhausted window resets
+    wait: int | None = None  # refused: seconds until every exhausted window has reset (a retry can succeed)
+    exhausted: tuple[tuple[str, str], ...] = ()  # (meter, window kind) that refused
+    policy: str | None = None  # RateLimit-Policy header value
+    ratelimit: str | None = None  # RateLimit header value
+    degraded: bool = False  # decided by on_backend_error, not by counts
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    name: str
+    type: str  # request_count | response_value
+    limits: tuple[int | None, ...]  # aligned with KINDS
+    per: str  # proxy | credential
+    tz: tzinfo
+    on_backend_error: str  # deny | allow
+    when: Callable[[Any], bool] | None = None
+    source: Callable[[Any, Any], int | None] | None = None  # (headers, body) -> value
+
+    @property
+    def limited(self) -> bool:
+        return any(limit is not None for limit in self.limits)
+
+
+def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable[[Any], bool]] | None = None) -> tuple[Meter, ...]:
+    """Compile `MeterSpec`s. `when_compiler` turns a spec's `when` mapping into a
+    predicate over the request (the rule match syntax lives in the rules module)."""
+    meters = []
+    for s in specs:
+        when = None
+        if s.when is not None:
+            if when_compiler is None:
+                raise ValueError(f"meter {s.name!r}: 'when' needs a predicate compiler")
+            when = when_compiler(s.when)
+        source = _compile_source(s.response_value) if s.type == "response_value" else None
+        meters.append(Meter(s.name, s.type, s.limits.by_kind(), s.per, zone(s.timezone), s.on_backend_error, when, source))
+    return tuple(meters)
+
+
+def usage_key(proxy: str, credential: str, window_key: str) -> str:
+    return f"usage:{proxy}:{credential}:{window_key}"
+
+
+def meter_key(proxy: str, meter: str, subject: str, window_key: str) -> str:
+    return f"meter:{proxy}:{meter}:{subject}:{window_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """The ops of one meter (or the usage counters) for one subject, valid while
+    all its windows are current; header fragments rendered once."""
+
+    meter: Meter | None
+    ops: tuple[CounterOp, ...]
+    valid_from: int
+    valid_until: int
+    limited: tuple[int, ...]  # indices of ops with a limit
+    policies: tuple[str, ...]  # per op: its RateLimit-Policy item ("" without a limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    ops: tuple[CounterOp, ...]
+    groups: tuple[_Group, ...]
+    now: float
+
+    @property
+    def meters(self) -> tuple[Meter, ...]:
+        """The meters that apply to this request."""
+        return tuple(g.meter for g in self.groups if g.meter is not None)
+
+    @property
+    def limited(self) -> bool:
+        return any(g.limited for g in self.groups)
+
+    @property
+    def needs_response(self) -> bool:
+        """A response_value meter applies: the glue must hand over the response."""
+        return any(m.source is not None for m in self.meters)
+
+    def verdict(self, result: CheckResult) -> Verdict:
+        policy, ratelimit = self._headers(result.values)
+        if result.admitted:
+            return Verdict(True, policy=policy, ratelimit=ratelimit)
+        windows = [self.ops[i].window for i in result.refused]
+        return Verdict(
+            False,
+            QUOTA_EXCEEDED,
+            retry_after=min(w.resets_in(self.now) for w in windows),
+            wait=max(w.resets_in(self.now) for w in windows),
+            exhausted=tuple((self.ops[i].meter or "", self.ops[i].window.kind) for i in result.refused),
+            policy=policy,
+            ratelimit=ratelimit,
+        )
+
+    def on_backend_error(self) -> Verdict:
+        """The verdict when the counters cannot be reached: deny if any limited
+        meter that applies says so, else allow (nothing is counted)."""
+        if any(m.limited and m.on_backend_error == "deny" for m in self.meters):
+            return Verdict(False, BACKEND_DENY, retry_after=1, wait=1, degraded=True)
+        return Verdict(True, BACKEND_ALLOW if self.limited else None, degraded=True)
+
+    def response_ops(self, headers: Any, body: Any) -> tuple[CounterOp, ...]:
+        """The adds for response_value meters. `headers` has `.get(name)` (mitmproxy
+        Headers, or a dict with lower-case names); `body` is parsed JSON (e.g. from
+        `core.bodies.parse_json`), or the decoded bytes/str to parse."""
+        ops: list[CounterOp] = []
+        parsed = _UNPARSED
+        for g in self.groups:
+            if g.meter is None or g.meter.source is None:
+                continue
+            if parsed is _UNPARSED:
+                parsed = _parse(body)
+            value = g.meter.source(headers, parsed)
+            if value:
+                ops.extend(CounterOp(op.key, value, None, op.window, op.meter) for op in g.ops)
+        return tuple(ops)
+
+    def _headers(self, values: Sequence[int]) -> tuple[str | None, str | None]:
+        # Per meter, report the window with the least remaining; on a tie the one
+        # that resets last (it is the one the caller will wait for).
+        policy: list[str] = []
+        rate: list[str] = []
+        base = 0
+        for g in self.groups:
+            if g.limited:
+                best, best_r, best_end = -1, 0, 0
+                for j in g.limited:
+                    op = g.ops[j]
+                    r = op.limit - values[base + j]  # type: ignore[operator]
+                    if best < 0 or r < best_r or (r == best_r and op.window.end > best_end):
+                        best, best_r, best_end = j, r, op.window.end
+                policy.append(g.policies[best])
+                rate.append(f'"{g.meter.name}";r={max(0, best_r)};t={max(0, math.ceil(best_end - self.now))}')  # type: ignore[union-attr]
+            base += len(g.ops)
+        if not policy:
+            return None, None
+        return ", ".join(policy), ", ".join(rate)
+
+
+class ProxyMeters:
+    """The compiled meters of one proxy. Counter ops are built once per
+    (meter, subject, window) and reused until a window turns over, so planning
+    a request costs a few dictionary lookups."""
+
+    def __init__(self, proxy: str, meters: Sequence[Meter]) -> None:
+        self.proxy = proxy
+        self.meters = tuple(meters)
+        self._windows: dict[tzinfo, WindowCache] = {}
+        self._groups: dict[tuple[int, str], _Group] = {}
+
+    def plan(self, credential: str, request: Any, now: float) -> Plan:
+        g = self._group(-1, credential, now)
+        groups = [g]
+        ops = g.ops
+        for i, m in enumerate(self.meters):
+            if m.when is None or m.when(request):
+                g = self._group(i, credential if m.per == "credential" else PROXY_WIDE, now)
+                groups.append(g)
+                ops += g.ops
+        return Plan(ops, tuple(groups), now)
+
+    def windows(self, tz: tzinfo, now: float) -> tuple[Window, ...]:
+        cache = self._windows.get(tz)
+        if cache is None:
+            cache = self._windows[tz] = WindowCache(tz)
+        return tuple(cache.get(k, now) for k in KINDS)
+
+    def _group(self, index: int, subject: str, now: float) -> _Group:
+        g = self._groups.get((index, subject))
+        if g is None or not (g.valid_from <= now < g.valid_until):
+            g = self._groups[(index, subject)] = self._build(index, subject, now)
+        return g
+
+    def _build(self, index: int, subject: str, now: float) -> _Group:
+        if index < 0:
+            meter = None
+            ops = tuple(CounterOp(usage_key(self.proxy, subject, w.key), 1, None, w) for w in self.windows(UTC, now))
+        else:
+            meter = self.meters[index]
+            amount = 1 if meter.type == "request_count" else 0
+            ops = tuple(
+                CounterOp(meter_key(self.proxy, meter.name, subject, w.key), amount, limit, w, meter.name)
+                for w, limit in zip(self.windows(meter.tz, now), meter.limits)
+            )
+        return _Group(
+            meter,
+            ops,
+            max(op.window.start for op in ops),
+            min(op.window.end for op in ops),
+            tuple(i for i, op in enumerate(ops) if op.limit is not None),
+            tuple("" if op.limit is None else f'"{op.meter}";q={op.limit};w={op.window.seconds}' for op in ops),
+        )
+
+    def usage_rows(self, credentials: Iterable[str], counts: Mapping[str, int], now: float) -> list[UsageRow]:
+        """Every counter of the current windows, for `rr usage`: usage per
+        credential, then each meter per subject. `counts` is a backend's read()."""
+        credentials = list(credentials)
+        rows = []
+        for c in credentials:
+            rows += [UsageRow(self.proxy, None, c, op.window, counts.get(op.key, 0), None) for op in self._build(-1, c, now).ops]
+        for i, m in enumerate(self.meters):
+            for subject in credentials if m.per == "credential" else [PROXY_WIDE]:
+                for op in self._build(i, subject, now).ops:
+                    rows.append(UsageRow(self.proxy, m.name, subject, op.window, counts.get(op.key, 0), op.limit))
+        return rows
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    proxy: str
+    meter: str | None  # None: the per-credential usage counter
+    subject: str  # credential name, or "-" for a per: proxy meter
+    window: Window
+    used: int
+    limit: int | None
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.limit is None else max(0, self.limit - self.used)
+
+
+# --------------------------------------------------------------------------
+# Reading a response value.
+
+_UNPARSED = object()
+
+
+def _parse(body: Any) -> Any:
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+    return body
+
+
+def _compile_source(spec: Any) -> Callable[[Any, Any], int | None]:
+    header = getattr(spec, "header", None)
+    if header is not None:
+        return lambda headers, _body: number(headers.get(header) if headers is not None else None)
+    matcher = compile_matcher([compile_path(spec.json_path)])  # the JSONPath dialect of filters and rules
+
+    def from_json(_headers: Any, body: Any) -> int | None:
+        try:
+            found = find(body, matcher) if body is not None else []
+        except Exception:  # e.g. a body nested too deeply: an upstream body must not break the response
+            return None
+        return number(found[0]) if found else None
+
+    return from_json
+
+
+def number(value: Any) -> int | None:
+    """A count from a JSON value or header: non-negative, fractions rounded up
+    (never undercount); anything else is None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if not value.strip().isdigit() else int(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and math.isfinite(value) and value >= 0:
+        return math.ceil(value)
+    if isinstance(value, Decimal) and value.is_finite() and value >= 0:  # core.bodies parses fractions so
+        return math.ceil(value)
+    return None

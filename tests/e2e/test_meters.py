@@ -1,0 +1,206 @@
+"""Meters end to end: 429 with Retry-After and RateLimit headers, response_value
+meters, counts that survive a restart (clean and SIGKILL), `rr usage`, and —
+on this machine's real Redis — exact shared counting across two proxies and
+the on_backend_error policy when Redis goes away."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.proxy import ProxyProcess, free_port
+
+POLICY = """
+targets:
+  - name: api
+    hosts: ["127.0.0.1:{port}"]
+    allow_private_addresses: true
+    credentials: [{{name: live, kind: bearer, secret: sk_meter_SECRET}}]
+proxies:
+  - name: {proxy}
+    targets: [{{target: api}}]
+    meters:
+      - {{name: requests, per: credential, limits: {{day: 3}}, when: {{path: "^/limited/"}}, on_backend_error: {policy}}}
+      - {{name: tokens, type: response_value, response_value: {{json_path: "$.usage.total_tokens"}}, limits: {{day: 100}}, when: {{path: "^/usage/"}}}}
+      - {{name: everything}}
+    credentials:
+      - {{name: a, auth: api_key, secret: KEY_a}}
+      - {{name: b, auth: api_key, secret: KEY_b}}
+"""
+
+
+def seconds_to_midnight() -> int:
+    now = datetime.now(timezone.utc)
+    return 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
+
+
+def get(proxy, key, path, port, user="p"):
+    verify = ssl.create_default_context(cafile=str(proxy.ca))
+    with httpx.Client(proxy=proxy.url(user, key), verify=verify, timeout=10) as c:
+        return c.get(f"https://127.0.0.1:{port}{path}")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, upstream):
+    home = tmp_path_factory.mktemp("rr-meters")
+    prepare_home(home, POLICY.format(port=upstream.port, proxy="p", policy="deny"))
+    return home
+
+
+def test_quota_refuses_with_retry_after_and_ratelimit_headers(home, upstream, pki):
+    with ProxyProcess(home, upstream_ca=pki.ca_cert) as proxy:
+        seen = []
+        for i in range(3):
+            r = get(proxy, "KEY_a", f"/limited/{i}", upstream.port)
+            assert r.status_code == 200
+            seen.append((r.headers["RateLimit-Policy"], r.headers["RateLimit"]))
+        assert seen[0][0] == '"requests";q=3;w=86400'
+        assert [s[1].split(";t=")[0] for s in seen] == ['"requests";r=2', '"requests";r=1', '"requests";r=0']
+        marker = uuid.uuid4().hex
+        r = get(proxy, "KEY_a", f"/limited/{marker}", upstream.port)
+        assert r.status_code == 429
+        body = r.json()["error"]
+        assert body["code"] == "quota-exceeded" and body["message"] == "meter limit reached (meter requests): day window"
+        retry = int(r.headers["Retry-After"])
+        assert 1 <= retry <= seconds_to_midnight() + 1
+        assert r.headers["RateLimit"].startswith('"requests";r=0;t=')
+        assert not [x for x in upstream.received if marker in x.path]  # nothing forwarded
+        # per credential: b has its own count; unmetered paths are not limited
+        assert get(proxy, "KEY_b", "/limited/x", upstream.port).status_code == 200
+        assert get(proxy, "KEY_a", "/free", upstream.port).status_code == 200
+
+        # response_value: admitted while the running total is under the limit
+        assert get(proxy, "KEY_a", "/usage/60", upstream.port).status_code == 200
+        time.sleep(0.1)
+        assert get(proxy, "KEY_a", "/usage/60", upstream.port).status_code == 200  # 60 < 100: admitted
+        r = get(proxy, "KEY_a", "/usage/60", upstream.port)
+        assert r.status_code == 429 and "tokens" in r.json()["error"]["message"]
+    # a clean shutdown keeps every count
+    with ProxyProcess(home, upstream_ca=pki.ca_cert) as proxy:
+        assert get(proxy, "KEY_a", "/limited/again", upstream.port).status_code == 429
+        assert get(proxy, "KEY_a", "/usage/1", upstream.port).status_code == 429
+
+
+def test_rr_usage_and_reset(home, upstream, pki):
+    r = rr_cli(home, "usage", "--proxy", "p", "--credential", "a", "--json")
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    by = {(x["meter"], x["window"]): x for x in rows}
+    assert by[("requests", "day")]["used"] == 3 and by[("requests", "day")]["limit"] == 3 and by[("requests", "day")]["remaining"] == 0
+    assert by[("tokens", "day")]["used"] == 120
+    assert by[(None, "day")]["used"] >= 6  # the per-credential usage counter, always kept
+    table = rr_cli(home, "usage").output
+    assert "requests" in table and "tokens" in table and "resets in" in table
+    with ProxyProcess(home, upstream_ca=pki.ca_cert) as proxy:
+        assert get(proxy, "KEY_a", "/limited/x", upstream.port).status_code == 429
+        out = rr_cli(home, "usage", "reset", "--proxy", "p", "--credential", "a", "--meter", "requests", "--yes").output
+        assert "reset" in out
+        deadline = time.monotonic() + 5
+        while get(proxy, "KEY_a", "/limited/x", upstream.port).status_code != 200:
+            assert time.monotonic() < deadline, "a running proxy did not see the reset"
+            time.sleep(0.2)
+
+
+def test_sigkill_loses_at_most_the_flush_interval(tmp_path, upstream, pki):
+    home = tmp_path / "kill"
+    prepare_home(home, POLICY.format(port=upstream.port, proxy="k", policy="deny"))
+    proxy = ProxyProcess(home, upstream_ca=pki.ca_cert).start()
+    try:
+        for i in range(5):
+            assert get(proxy, "KEY_a", f"/counted/{i}", upstream.port, user="k").status_code == 200
+        time.sleep(0.6)  # more than the 250 ms flush interval
+    finally:
+        proxy.stop(signal.SIGKILL)
+    rows = [json.loads(x) for x in rr_cli(home, "usage", "--proxy", "k", "--credential", "a", "--json").output.splitlines()]
+    used = {(x["meter"], x["window"]): x["used"] for x in rows}
+    assert used[("everything", "day")] == 5 and used[(None, "day")] == 5
+
+
+# ---------------------------------------------------------------------------- Redis
+
+
+@pytest.mark.services
+def test_two_proxies_share_one_exact_quota_through_redis(tmp_path, upstream, pki, redis_url):
+    proxy_name = f"shared-{uuid.uuid4().hex[:8]}"  # unique: the counters of this run only
+    home = tmp_path / "shared"
+    prepare_home(home, POLICY.format(port=upstream.port, proxy=proxy_name, policy="deny").replace("day: 3", "day: 20"))
+    env = {"RR_REDIS_URL": redis_url}
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="a") as one, ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="b") as two:
+        marker = uuid.uuid4().hex
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def client(proxy):
+            verify = ssl.create_default_context(cafile=str(proxy.ca))
+            with httpx.Client(proxy=proxy.url(proxy_name, "KEY_a"), verify=verify, timeout=20) as c:
+                for _ in range(6):
+                    s = c.get(f"https://127.0.0.1:{upstream.port}/limited/{marker}").status_code
+                    with lock:
+                        statuses.append(s)
+
+        threads = [threading.Thread(target=client, args=(p,)) for p in (one, two) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(statuses) == 48
+        assert statuses.count(200) == 20 and statuses.count(429) == 28
+        assert len([r for r in upstream.received if marker in r.path]) == 20  # the upstream received exactly N
+    rows = [json.loads(x) for x in rr_cli(home, "usage", "--proxy", proxy_name, "--json", env=env).output.splitlines()]
+    assert {(x["meter"], x["subject"]): x["used"] for x in rows if x["window"] == "day" and x["meter"] == "requests"}[("requests", "a")] == 20
+    rr_cli(home, "usage", "reset", "--proxy", proxy_name, "--yes", env=env)
+
+
+@pytest.mark.services
+def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, pki, redis_url):
+    server = shutil.which("redis-server")
+    assert server, "redis-server is not installed"
+    port = free_port()
+
+    def start_redis():
+        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return p
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("test redis did not start")
+
+    redis = start_redis()
+    home = tmp_path / "lost"
+    policy = POLICY.format(port=upstream.port, proxy="deny-p", policy="deny")
+    allow_proxy = POLICY.format(port=upstream.port, proxy="allow-p", policy="allow").split("proxies:")[1]
+    prepare_home(home, policy + allow_proxy.replace("KEY_a", "KEY_c").replace("KEY_b", "KEY_d"))
+    env = {"RR_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    try:
+        with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env) as proxy:
+            assert get(proxy, "KEY_a", "/limited/1", upstream.port, user="deny-p").status_code == 200
+            redis.terminate()
+            redis.wait(10)
+            r = get(proxy, "KEY_a", "/limited/2", upstream.port, user="deny-p")
+            assert r.status_code == 429
+            assert r.json()["error"]["message"].startswith("counters unavailable; the meter denies on backend error")
+            assert get(proxy, "KEY_c", "/limited/2", upstream.port, user="allow-p").status_code == 200
+            proxy.wait_for_log("counters unavailable")
+            redis = start_redis()
+            deadline = time.monotonic() + 10
+            while get(proxy, "KEY_a", "/limited/3", upstream.port, user="deny-p").status_code != 200:
+                assert time.monotonic() < deadline, "did not recover after Redis came back"
+                time.sleep(0.2)
+            proxy.wait_for_log("counters available again")
+    finally:
+        redis.terminate()
+        redis.wait(10)

@@ -29,8 +29,10 @@ from rr_addon import audit, flows, settings, wire
 from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.core import reasons
+from rr_addon.core.bodies import BodyError, decode_content, dump_json, is_json_content_type, parse_json
 from rr_addon.core.decide import Admission, Limits, admit, authorize, quota_outcome, too_large
-from rr_addon.core.scrub import StreamScrubber, scrub_bytes, scrub_text
+from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
+from rr_addon.core.scrub import StreamScrubber, scrub_text
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
@@ -43,6 +45,7 @@ _AUDITED = "_rr_audited"
 _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
+_PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
 
 
 class ClientState:
@@ -109,6 +112,12 @@ class RR:
         )
         loader.add_option("rr_reload_interval", float, 1.0, "Seconds between checks for a new rr configuration version.")
         loader.add_option("rr_audit_file", str, "", "Append one JSON audit record per request to this file (JSON lines).")
+        loader.add_option(
+            "rr_buffer_limit",
+            int,
+            16 * 1024 * 1024,
+            "Largest response body (bytes, after decoding) rr buffers to filter or redact; larger is 502 response-too-large.",
+        )
         loader.add_option(
             "rr_inspect_limit",
             int,
@@ -355,6 +364,31 @@ class RR:
             setattr(flow, _METERED, (plan, verdict))
         self.conclude(flow, outcome, snap, admitted)
 
+    def redact_request(self, flow: http.HTTPFlow, redactor) -> None:
+        """Scrub PII and secrets from the request body before it leaves (e.g. prompts to AI APIs)."""
+        body = flow.request.get_content(strict=False)
+        if not body:
+            return
+        if is_json_content_type(flow.request.headers.get("content-type")):
+            try:
+                doc, counts = redactor.redact_json(parse_json(body))
+                new = dump_json(doc)
+            except BodyError:
+                text, counts = redactor.redact_text(body.decode("utf-8", "surrogateescape"))
+                new = text.encode("utf-8", "surrogateescape")
+        else:
+            text, counts = redactor.redact_text(body.decode("utf-8", "surrogateescape"))
+            new = text.encode("utf-8", "surrogateescape")
+        if counts:
+            flow.request.headers.pop("content-encoding", None)
+            flow.request.content = new
+            self._count_redactions(flow, counts)
+
+    def _count_redactions(self, flow: http.HTTPFlow, counts: dict[str, int]) -> None:
+        total = flow.metadata["rr"].setdefault("redactions", {})
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v
+
     @property
     def limits(self) -> Limits:
         return Limits(inspect_bytes=ctx.options.rr_inspect_limit)
@@ -372,6 +406,10 @@ class RR:
             self.answer(flow, outcome.decision, extra_headers)
             return
         assert admitted is not None
+        if admitted.pipeline is not EMPTY:
+            setattr(flow, _PIPELINE, admitted.pipeline)
+            if admitted.pipeline.request_redactor is not None:
+                self.redact_request(flow, admitted.pipeline.request_redactor)
         if injection is not None and not injection.empty:
             flows.show_injection(flow.request, injection)
         state = self._client(flow.client_conn.id)
@@ -397,10 +435,18 @@ class RR:
                 if verdict.policy:
                     resp.headers["RateLimit-Policy"] = verdict.policy
                     resp.headers["RateLimit"] = verdict.ratelimit or ""
-            if metered is not None and metered[0].needs_response:
-                pass  # a response_value meter reads the body: buffered
-            elif pairs and resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
-                pass  # encoded: buffered, scrubbed decoded in `response`
+            pipeline = getattr(flow, _PIPELINE, EMPTY)
+            encoded = resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+            if flow.request.method != "HEAD" and (
+                pipeline.applies(resp.status_code, resp.headers.get("content-type"))
+                or (metered is not None and metered[0].needs_response)
+                or (pairs and encoded)
+            ):
+                # buffered (capped), processed in `response`, sent whole: see wire.defer
+                length = resp.headers.get("content-length", "")
+                limit = ctx.options.rr_buffer_limit
+                resp.stream = BodyCollector(limit, over=length.isdigit() and int(length) > limit and not encoded)
+                wire.defer(flow)
             else:
                 resp.stream = StreamScrubber(pairs)
         resp.headers["rr-request-id"] = flow.id
@@ -409,24 +455,54 @@ class RR:
     async def response(self, flow: http.HTTPFlow) -> None:
         if "rr" not in flow.metadata:
             return
-        injection = wire.attached(flow.request)
         resp = flow.response
-        metered = getattr(flow, _METERED, None)
-        if metered is not None and metered[0].needs_response and resp is not None and self.metering is not None:
-            await self.metering.add(metered[0].response_ops(resp.headers, resp.get_content(strict=False)))
-        if injection is not None and injection.scrub and resp is not None and not resp.stream and resp.raw_content:
-            content = resp.content or b""
-            clean = scrub_bytes(content, injection.scrub)
-            if clean != content:
-                resp.content = clean
+        if resp is not None and isinstance(resp.stream, BodyCollector):
+            await self.process_response(flow, resp, resp.stream)
         self.finish(flow)
+
+    async def process_response(self, flow: http.HTTPFlow, resp: http.Response, collected: BodyCollector) -> None:
+        """Meters that read the body, filters, redaction and echo scrubbing of a buffered response."""
+        limit = ctx.options.rr_buffer_limit
+        resp.stream = False
+        if collected.over:
+            self.replace_response(flow, Decision.deny("response-too-large", BODY_TOO_LARGE, detail=f"over {limit} bytes"))
+            return
+        raw = bytes(collected.buf)
+        ctype, encoding = resp.headers.get("content-type"), resp.headers.get("content-encoding")
+        metered = getattr(flow, _METERED, None)
+        if metered is not None and metered[0].needs_response and self.metering is not None:
+            try:
+                body = decode_content(raw, encoding, limit=limit)
+            except BodyError:
+                body = None  # nothing readable: nothing to count
+            await self.metering.add(metered[0].response_ops(resp.headers, body))
+        injection = wire.attached(flow.request)
+        result = process_response(getattr(flow, _PIPELINE, EMPTY), resp.status_code, ctype, encoding, raw, injection.scrub if injection else (), limit)
+        if result.redactions:
+            self._count_redactions(flow, result.redactions)
+        if result.decision is not None:
+            self.replace_response(flow, result.decision)
+        elif result.body is not None:
+            resp.headers.pop("content-encoding", None)
+            resp.content = result.body
+        else:
+            resp.raw_content = raw
+
+    def replace_response(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        """The caller gets rr's error instead of the upstream response (which is kept out)."""
+        flow.response = flows.decision_response(decision, flow.id)
+        meta = flow.metadata["rr"]
+        meta.update(result="deny", status=decision.status, code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
+        flow.comment = f"rr deny {decision.code}"
+        flow.marked = ":no_entry:"
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         if "rr" not in flow.metadata or getattr(flow, _AUDITED, False):
             return
         meta = flow.metadata["rr"]
-        if flow.response is None and meta["result"] != "deny":
+        # nothing reached the caller yet (no response, or one held back to be filtered): answer in JSON
+        if (flow.response is None or wire.deferred(flow)) and meta["result"] != "deny":
             state = self.clients.get(flow.client_conn.id)
             refusal = state.refusals.pop((flow.request.host, flow.request.port), None) if state else None
             msg = flow.error.msg if flow.error else ""
@@ -527,6 +603,7 @@ class RR:
         req, resp = flow.request, flow.response
         stream = getattr(resp, "stream", None) if resp is not None else None
         bytes_out = stream.count if isinstance(stream, StreamScrubber) else (len(resp.raw_content or b"") if resp is not None else 0)
+        metered = getattr(flow, _METERED, None)
         self.audit.submit(
             audit.new_record(
                 request_id=flow.id,
@@ -551,6 +628,8 @@ class RR:
                 bytes_out=bytes_out,
                 latency_ms=round((time.monotonic() - started) * 1000, 3) if started else None,
                 config_version=meta["config_version"],
+                meters=[m.name for m in metered[0].meters] if metered is not None else [],
+                redactions=meta.get("redactions") or {},
             )
         )
         setattr(flow, _AUDITED, True)

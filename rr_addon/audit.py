@@ -43,6 +43,8 @@ FIELDS = (
     "bytes_out",
     "latency_ms",
     "config_version",
+    "meters",  # names of the meters that counted this request
+    "redactions",  # detector -> count, never the values
 )
 
 

@@ -9,7 +9,10 @@ connection layer (HTTP/1, HTTP/2 and HTTP/3 alike). Nothing but that
 connection ever sees the copy.
 
 The same seam lets rr answer a failed upstream connection with its own JSON
-error instead of mitmproxy's HTML page.
+error instead of mitmproxy's HTML page, and hold back a response that must be
+filtered: a deferred flow's response headers and body are not passed to the
+client as they arrive; when the message ends — after the `response` hook has
+replaced the body, or the whole response — the flow's response is sent whole.
 
 This wraps `HttpLayer.event_to_child`, mitmproxy's single routing point for
 HTTP events between streams and connections. `install()` is idempotent and
@@ -32,6 +35,7 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseEndOfMessage,
     ResponseHeaders,
     ResponseProtocolError,
+    ResponseTrailers,
 )
 
 from rr_addon.core.inject import Injection
@@ -41,6 +45,7 @@ logger = logging.getLogger(__name__)
 _PLAN = "_rr_injection"  # attribute on http.Request: the Injection to apply on the wire
 _ANSWER = "_rr_error_answer"  # attribute on HTTPFlow: the response to send instead of a protocol error
 _MARK = "_rr_wrapped"
+_DEFER = "_rr_deferred"  # attribute on HTTPFlow: send the response whole, at its end
 
 
 def attach(request: http.Request, injection: Injection) -> None:
@@ -60,6 +65,15 @@ def attached(request: http.Request) -> Injection | None:
 def answer_errors_with(flow: http.HTTPFlow, response: http.Response) -> None:
     """If this flow's upstream fails before a response arrives, send `response`."""
     setattr(flow, _ANSWER, response)
+
+
+def defer(flow: http.HTTPFlow) -> None:
+    """Hold this flow's response back from the client until the message ends."""
+    setattr(flow, _DEFER, True)
+
+
+def deferred(flow: http.HTTPFlow) -> bool:
+    return getattr(flow, _DEFER, False)
 
 
 def query_suffix(injection: Injection, *, wire: bool) -> str:
@@ -108,13 +122,42 @@ def _route(self: HttpLayer, child, event, _original: Callable):
             answer = getattr(flow, _ANSWER, None) if flow is not None else None
             if answer is not None:
                 delattr(flow, _ANSWER)
+                self.__dict__.get(_HELD_STREAMS, {}).pop(event.stream_id, None)
                 return _send_response(self, child, event.stream_id, answer, _original)
+        elif type(event) in _HELD:
+            # The stream may already be dropped when its end-of-message passes (mitmproxy
+            # drops it first), so held streams are remembered on the layer.
+            held: dict = self.__dict__.setdefault(_HELD_STREAMS, {})
+            flow = held.get(event.stream_id)
+            if flow is None:
+                stream = self.streams.get(event.stream_id)
+                flow = getattr(stream, "flow", None)
+                if flow is None or not getattr(flow, _DEFER, False):
+                    return _original(self, child, event)
+                held[event.stream_id] = flow
+            if type(event) is ResponseEndOfMessage:
+                del held[event.stream_id]
+                delattr(flow, _DEFER)
+                return _send_response(self, child, event.stream_id, flow.response, _original)
+            return _nothing()
     return _original(self, child, event)
 
 
+_HELD = (ResponseHeaders, ResponseData, ResponseTrailers, ResponseEndOfMessage)
+_HELD_STREAMS = "_rr_held_streams"  # on an HttpLayer: stream id -> deferred flow
+
+
+def _nothing():
+    yield from ()
+
+
 def _send_response(self: HttpLayer, child, stream_id: int, response: http.Response, _original: Callable):
+    body = response.raw_content or b""
+    response.headers.pop("transfer-encoding", None)
+    response.headers["content-length"] = str(len(body))
     yield from _original(self, child, ResponseHeaders(stream_id, response, end_stream=False))
-    yield from _original(self, child, ResponseData(stream_id, response.content or b""))
+    if body:
+        yield from _original(self, child, ResponseData(stream_id, body))
     yield from _original(self, child, ResponseEndOfMessage(stream_id))
 
 

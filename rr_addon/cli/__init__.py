@@ -127,7 +127,7 @@ def export(output: Optional[Path] = typer.Option(None, "-o", "--output", help="W
     """Print the stored configuration as YAML. Secrets are never exported."""
     engine, keyring = _store()
     stored = config_store.read(engine, keyring)
-    data = stored.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    data = stored.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
     header = (
         f"# rr configuration version {stored.version}\n"
         "# Secrets are not exported; a credential without `secret` keeps its stored secret on `rr apply`.\n"

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pydantic import Field, field_validator
 
 from rr_addon.config.base import Effect, Model, Name, SecretRef, _name
+from rr_addon.config.filters_schema import FilterList, RedactList
 from rr_addon.config.rules_schema import RuleList
 
 
@@ -18,6 +19,8 @@ class TargetCredentialBase(Model):
     description: str | None = None
     rules: RuleList = Field(default_factory=list)  # the target-credential scope
     default_effect: Effect = "allow"  # when none of its rules matches
+    filters: FilterList = Field(default_factory=list)
+    redact: RedactList = Field(default_factory=list)
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))
 
@@ -35,6 +38,8 @@ class ProxyCredentialBase(Model):
     description: str | None = None
     rules: RuleList = Field(default_factory=list)  # the proxy-credential scope
     default_effect: Effect = "allow"  # when none of its rules matches
+    filters: FilterList = Field(default_factory=list)
+    redact: RedactList = Field(default_factory=list)
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))
 

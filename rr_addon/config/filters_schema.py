@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from rr_addon.config.schema import HEADER_RE, Model
+from rr_addon.config.base import HEADER_RE, Model
 from rr_addon.core.filters import compile_filter
 from rr_addon.core.jsonpaths import compile_path
 from rr_addon.core.redact import BUILTIN, check_custom_pattern

@@ -24,6 +24,7 @@ from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's b
     _name,
 )
 from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase, _ProxyCredential, _TargetCredential  # noqa: F401
+from rr_addon.config.filters_schema import FilterList, RedactList, ValidateList
 from rr_addon.config.meters_schema import MeterList
 from rr_addon.config.rules_schema import Rule, RuleList  # noqa: F401
 from rr_addon.core.hosts import parse_host_pattern
@@ -113,6 +114,9 @@ class Target(Model):
     caller_headers: list[str] = Field(default_factory=list)
     credentials: list[TargetCredential] = Field(default_factory=list)
     rules: RuleList = Field(default_factory=list)
+    filters: FilterList = Field(default_factory=list)
+    redact: RedactList = Field(default_factory=list)
+    validate_: ValidateList = Field(default_factory=list, alias="validate")
     description: str | None = None
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))
@@ -184,6 +188,9 @@ class Proxy(Model):
     credentials: list[ProxyCredential] = Field(default_factory=list)
     rules: RuleList = Field(default_factory=list)
     meters: MeterList = Field(default_factory=list)
+    filters: FilterList = Field(default_factory=list)
+    redact: RedactList = Field(default_factory=list)
+    validate_: ValidateList = Field(default_factory=list, alias="validate")
     description: str | None = None
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))

@@ -19,7 +19,9 @@ from rr_addon.core import reasons
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented
 from rr_addon.core.digests import basic_digest, same, token_digest
 from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
+from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.core.rules import RuleRequest, ScopeRules, ScopeTrace
+from rr_addon.core.validation import RequestBody, validate
 from rr_addon.core.snapshot import (
     PROXY,
     PROXY_CREDENTIAL,
@@ -54,6 +56,7 @@ class Admission:
     report_only: bool
     scopes: tuple[ScopeRules, ...] = field(default=())
     meters_need_body: bool = False
+    pipeline: Pipeline = EMPTY
 
     @property
     def route(self) -> Route:
@@ -61,7 +64,12 @@ class Admission:
 
     @property
     def needs_body(self) -> bool:
-        return self.meters_need_body or any(s.needs_body for s in self.scopes)
+        p = self.pipeline
+        return self.meters_need_body or bool(p.checks) or p.request_redactor is not None or any(s.needs_body for s in self.scopes)
+
+    @property
+    def rules_need_body(self) -> bool:
+        return any(s.needs_body for s in self.scopes)
 
     def outcome(self, decision: Decision) -> Outcome:
         return Outcome(decision, self.identity, self.route, self.strip_headers, report_only=self.report_only and decision.code == "access-denied")
@@ -135,7 +143,8 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
     except PathError as e:
         return Outcome(Decision.deny("invalid-request", e.reason), identity, Route(target.name, cred_name), strip)
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
-    return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body)
+    pipeline = snap.pipeline(caller, target, cred)
+    return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body, pipeline)
 
 
 def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcome:
@@ -167,7 +176,7 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
         headers[k] = headers.get(k, ()) + (v,)
     query = tuple(parse_qsl(admission.path.query, keep_blank_values=True)) if admission.path.query else ()
     body_json = body_form = body_text = None
-    if admission.needs_body and facts.body:
+    if (admission.rules_need_body or admission.meters_need_body) and facts.body:
         ctype = (headers.get("content-type") or ("",))[0].split(";")[0].strip().lower()
         body_text = facts.body.decode("utf-8", "surrogateescape")
         if ctype == "application/json" or ctype.endswith("+json"):
@@ -191,6 +200,11 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
         result = scope.evaluate(req)
         if not result.allowed:
             return admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule)), req
+    if admission.pipeline.checks:
+        ctype = (req.headers.get("content-type") or (None,))[0]
+        violation = validate(admission.pipeline.checks, RequestBody(facts.method, admission.path.path, ctype, None, facts.body or b""))
+        if violation is not None:
+            return admission.outcome(violation.decision()), req
     return admission.outcome(Decision.allow(reasons.ALLOWED)), req
 
 

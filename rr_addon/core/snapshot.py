@@ -16,7 +16,11 @@ from typing import Mapping
 from rr_addon.config import schema
 from rr_addon.core.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
+from rr_addon.core.filters import Filter, compile_filters
 from rr_addon.core.meters import ProxyMeters, compile_meters
+from rr_addon.core.redact import compile_redactor
+from rr_addon.core.responses import EMPTY, Pipeline
+from rr_addon.core.validation import Check, compile_checks
 from rr_addon.core.rules import ScopeRules, compile_when
 
 # Scope names, in the order they are checked and reported.
@@ -30,6 +34,8 @@ class TargetCredential:
     kind: str
     injection: Injection
     rules: ScopeRules
+    filters: tuple[Filter, ...] = ()
+    redact: tuple = ()  # RedactEntry models; compiled per combination of scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,9 @@ class Target:
     credentials: Mapping[str, TargetCredential]
     hosts: tuple[HostPattern, ...]
     rules: ScopeRules
+    filters: tuple[Filter, ...] = ()
+    redact: tuple = ()
+    checks: tuple[Check, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,8 @@ class Caller:
     expires_at: float | None  # epoch seconds
     target_credentials: Mapping[str, str]
     rules: ScopeRules
+    filters: tuple[Filter, ...] = ()
+    redact: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,9 @@ class Proxy:
     rules: ScopeRules
     meters: ProxyMeters  # holds a per-window cache of counter keys; nothing else changes
     meters_need_body: bool  # a meter's `when` reads the request body
+    filters: tuple[Filter, ...] = ()
+    redact: tuple = ()
+    checks: tuple[Check, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +105,34 @@ class Snapshot:
     caller_headers: HostIndex[tuple[str, ...]]  # host -> extra caller-credential headers
     connect_ports: frozenset[int]  # ports some target allows (CONNECT to others is refused)
     secrets: tuple[str, ...] = field(default=())  # every injected secret value, for scrubbing
+    # (proxy, credential, target, target credential) -> Pipeline, compiled on first use
+    _pipelines: dict = field(default_factory=dict, compare=False, repr=False)
 
     def caller_headers_for(self, host: str, port: int, scheme: str) -> tuple[str, ...]:
         return self.caller_headers.lookup(host, port, scheme) or ()
+
+    def pipeline(self, caller: Caller, target: Target, cred: TargetCredential | None) -> Pipeline:
+        """The response and request processing of this combination of the four scopes."""
+        key = (caller.proxy, caller.name, target.name, cred.name if cred else None)
+        found = self._pipelines.get(key)
+        if found is None:
+            found = self._pipelines[key] = self._compile_pipeline(caller, target, cred)
+        return found
+
+    def _compile_pipeline(self, caller: Caller, target: Target, cred: TargetCredential | None) -> Pipeline:
+        proxy = self.proxies[caller.proxy]
+        scopes = (cred, target, caller, proxy) if cred is not None else (target, caller, proxy)  # the fixed filter order
+        filters = tuple(f for s in scopes for f in s.filters)
+        entries = [e for s in scopes for e in s.redact]
+        checks = target.checks + proxy.checks
+        if not filters and not entries and not checks:
+            return EMPTY
+        return Pipeline(
+            filters,
+            compile_redactor(entries, key=self.hmac_key, direction="response"),
+            compile_redactor(entries, key=self.hmac_key, direction="request"),
+            checks,
+        )
 
 
 class CompileError(ValueError):
@@ -141,7 +180,9 @@ def compile_snapshot(
                 raise CompileError(f"targets[{t.name}].credentials[{c.name}]: no stored secret")
             inj = build_injection(t.name, c, secret)
             all_secrets.extend(inj.secrets)
-            creds[c.name] = TargetCredential(t.name, c.name, c.kind, inj, _rules(TARGET_CREDENTIAL, f"{t.name}/{c.name}", c))
+            creds[c.name] = TargetCredential(
+                t.name, c.name, c.kind, inj, _rules(TARGET_CREDENTIAL, f"{t.name}/{c.name}", c), compile_filters(c.filters), tuple(c.redact)
+            )
         patterns = tuple(parse_host_pattern(h) for h in t.hosts)
         for p in patterns:
             header_sets.setdefault(p, set()).update(h.lower() for h in t.caller_headers)
@@ -158,6 +199,9 @@ def compile_snapshot(
             credentials=MappingProxyType(creds),
             hosts=patterns,
             rules=_rules(TARGET, t.name, t),
+            filters=compile_filters(t.filters),
+            redact=tuple(t.redact),
+            checks=compile_checks(t.validate_),
         )
 
     proxies: dict[str, Proxy] = {}
@@ -187,6 +231,8 @@ def compile_snapshot(
                 expires_at=c.expires_at.timestamp() if c.expires_at else None,
                 target_credentials=MappingProxyType(dict(c.target_credentials)),
                 rules=_rules(PROXY_CREDENTIAL, f"{p.name}/{c.name}", c),
+                filters=compile_filters(c.filters),
+                redact=tuple(c.redact),
             )
             index = by_basic if c.auth == "basic" else by_token
             if digest in index:
@@ -207,6 +253,9 @@ def compile_snapshot(
             rules=_rules(PROXY, p.name, p),
             meters=ProxyMeters(p.name, meters),
             meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters),
+            filters=compile_filters(p.filters),
+            redact=tuple(p.redact),
+            checks=compile_checks(p.validate_),
         )
 
     return Snapshot(

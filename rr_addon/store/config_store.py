@@ -123,15 +123,15 @@ def load_snapshot(engine: Engine, keyring: Keyring) -> Snapshot:
 
 
 def target_spec(t: schema.Target) -> dict:
-    return t.model_dump(mode="json", exclude={"credentials"}, exclude_none=True)
+    return t.model_dump(mode="json", exclude={"credentials"}, exclude_none=True, by_alias=True)
 
 
 def credential_spec(c: schema.BaseModel) -> dict:
-    return c.model_dump(mode="json", exclude={"secret"}, exclude_none=True)
+    return c.model_dump(mode="json", exclude={"secret"}, exclude_none=True, by_alias=True)
 
 
 def proxy_spec(p: schema.Proxy) -> dict:
-    return p.model_dump(mode="json", exclude={"credentials"}, exclude_none=True)
+    return p.model_dump(mode="json", exclude={"credentials"}, exclude_none=True, by_alias=True)
 
 
 @dataclass

@@ -7,10 +7,13 @@ Paths:
   /bytes/<n>          a JSON document of about n bytes
   /echo-header/<h>    returns the named request header's value in the body
   /usage/<n>          {"usage": {"total_tokens": n}} (for response_value meters)
+  /text/...           text/plain with an email, a card number and the Authorization it got
+  ?gzip=1             on any path: the body gzip-encoded
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import ssl
 import threading
@@ -74,6 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path.startswith("/bytes/"):
             payload = big_document(int(path.rsplit("/", 1)[1]))
+        elif path.startswith("/text/"):
+            payload = b"hello someone@example.com, card 4242 4242 4242 4242, echo " + (self.headers.get("authorization") or "").encode()
         elif path.startswith("/usage/"):
             payload = json.dumps({"usage": {"total_tokens": int(path.rsplit("/", 1)[1])}}).encode()
         elif path.startswith("/echo-header/"):
@@ -84,8 +89,14 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.dumps(
                 {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body.decode("utf-8", "replace")}
             ).encode()
+        query = self.path.partition("?")[2]
+        encoding = None
+        if "gzip=1" in query.split("&"):
+            payload, encoding = gzip.compress(payload), "gzip"
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", "text/plain; charset=utf-8" if path.startswith("/text/") else "application/json")
+        if encoding:
+            self.send_header("content-encoding", encoding)
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":

@@ -1,0 +1,131 @@
+"""What happens to a response body before the caller sees it (CONTRACT §6, §9).
+
+`Pipeline` holds what the four scopes of one (caller, target, credential)
+configured: stacked filters, the response and request redactors and the
+request validations. `process_response` runs it on one buffered body:
+decode (capped) → parse (exact numbers) → filters (2xx only) → redaction →
+scrubbing of echoed injected secrets → serialise, uncompressed. It never
+raises for a bad body: it returns a deny Decision instead (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
+from rr_addon.core.filters import Filter, apply_filters
+from rr_addon.core.redact import Redactor, scrub_document
+from rr_addon.core.scrub import scrub_bytes
+from rr_addon.core.types import Decision
+from rr_addon.core.validation import Check
+
+BODY_NOT_JSON = "response body is not JSON, and filters apply"
+BODY_NOT_DECODABLE = "response body cannot be decoded, and filters or redaction apply"
+BODY_TOO_LARGE = "response body larger than the buffer limit, and filters or redaction apply"
+
+NO_BODY_STATUS = frozenset({101, 204, 205, 304})
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    filters: tuple[Filter, ...] = ()
+    response_redactor: Redactor | None = None
+    request_redactor: Redactor | None = None
+    checks: tuple[Check, ...] = ()
+
+    def applies(self, status: int, content_type: str | None) -> bool:
+        """Whether a response with this status and type must be buffered and processed."""
+        if status in NO_BODY_STATUS:
+            return False
+        if self.filters and 200 <= status < 300:
+            return True
+        return self.response_redactor is not None and redactable(content_type)
+
+
+EMPTY = Pipeline()
+
+
+def redactable(content_type: str | None) -> bool:
+    """JSON and text bodies are redacted; binary and event streams pass untouched (documented)."""
+    mt = media_type(content_type)
+    return is_json_content_type(content_type) or (mt.startswith("text/") and mt != "text/event-stream")
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    body: bytes | None = None  # the new identity-encoded body; None: send the original unchanged
+    decision: Decision | None = None  # set when the body must not reach the caller
+    redactions: dict[str, int] = field(default_factory=dict)
+
+
+def process_response(
+    pipeline: Pipeline,
+    status: int,
+    content_type: str | None,
+    content_encoding: str | None,
+    raw: bytes,
+    scrub: tuple[tuple[bytes, bytes], ...],
+    limit: int,
+) -> Processed:
+    filtering = bool(pipeline.filters) and 200 <= status < 300
+    redactor = pipeline.response_redactor if redactable(content_type) else None
+    is_json = is_json_content_type(content_type)
+    must = filtering or redactor is not None  # work that must not be skipped: fail closed
+    try:
+        body = decode_content(raw, content_encoding, limit=limit)
+    except DecodedTooLarge:
+        return Processed(decision=Decision.deny("response-too-large", BODY_TOO_LARGE, detail=f"over {limit} bytes decoded"))
+    except BodyError as e:
+        if must:
+            return Processed(decision=Decision.deny("unfilterable-response", BODY_NOT_DECODABLE, detail=str(e)))
+        return Processed(body=None if not scrub else _scrub_raw(raw, scrub))
+    counts: dict[str, int] = {}
+    if is_json and (must or scrub):
+        try:
+            doc: Any = parse_json(body)
+            if filtering:
+                doc = apply_filters(doc, pipeline.filters)
+            if redactor is not None:
+                doc, counts = redactor.redact_json(doc)
+            doc, _ = scrub_document(doc, scrub)
+            return Processed(body=scrub_bytes(dump_json(doc), scrub), redactions=counts)
+        except BodyError as e:
+            if filtering:
+                return Processed(decision=Decision.deny("unfilterable-response", BODY_NOT_JSON, detail=str(e)))
+            # JSON-labelled but not JSON: redact and scrub it as text below
+    elif filtering:
+        return Processed(decision=Decision.deny("unfilterable-response", BODY_NOT_JSON, detail=f"content type {media_type(content_type) or 'none'}"))
+    if redactor is not None:
+        text, counts = redactor.redact_text(body.decode("utf-8", "surrogateescape"))
+        body = text.encode("utf-8", "surrogateescape")
+    return Processed(body=scrub_bytes(body, scrub), redactions=counts)
+
+
+def _scrub_raw(raw: bytes, scrub: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
+    clean = scrub_bytes(raw, scrub)
+    return None if clean == raw else clean
+
+
+class BodyCollector:
+    """A `response.stream` callable that keeps the body (up to `limit` bytes) and
+    passes nothing on: the body is processed and sent whole after the response
+    hook (see rr_addon.wire.defer). Over the limit it keeps nothing more."""
+
+    __slots__ = ("limit", "buf", "over", "count")
+
+    def __init__(self, limit: int, *, over: bool = False):
+        self.limit = limit
+        self.buf = bytearray()
+        self.over = over
+        self.count = 0
+
+    def __call__(self, chunk: bytes) -> bytes:
+        self.count += len(chunk)
+        if chunk and not self.over:
+            if len(self.buf) + len(chunk) > self.limit:
+                self.over = True
+                self.buf = bytearray()
+            else:
+                self.buf += chunk
+        return b""

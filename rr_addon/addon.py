@@ -26,11 +26,14 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
 from rr_addon import audit, flows, settings, wire
+from rr_addon.identities import Identities, UpstreamTokenError
+from rr_addon.identity import Refused
 from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.core import reasons
 from rr_addon.core.bodies import BodyError, decode_content, dump_json, is_json_content_type, parse_json
-from rr_addon.core.decide import Admission, Limits, admit, authorize, quota_outcome, too_large
+from rr_addon.core.callers import Problem, find_presented
+from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_text
 from rr_addon.core.snapshot import Snapshot
@@ -46,6 +49,7 @@ _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
 _PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
+_VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 
 
 class ClientState:
@@ -100,6 +104,7 @@ class RR:
         self._pinned: dict[str, tuple[str, int]] = {}
         self.audit: audit.AuditWriter | None = None
         self.metering: Metering | None = None
+        self.identities: Identities | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,6 +116,9 @@ class RR:
             "rr_redis_url", str, "", "Redis URL for meter counters shared by every rr process (default: $RR_REDIS_URL; none: embedded counters)."
         )
         loader.add_option("rr_reload_interval", float, 1.0, "Seconds between checks for a new rr configuration version.")
+        loader.add_option(
+            "rr_idp_ca_file", str, "", "CA bundle (PEM) for identity providers (JWKS, introspection, token endpoints); default: the system's."
+        )
         loader.add_option("rr_audit_file", str, "", "Append one JSON audit record per request to this file (JSON lines).")
         loader.add_option(
             "rr_buffer_limit",
@@ -143,11 +151,13 @@ class RR:
             check_schema(engine)
             keyring = Keyring(master_keys(settings.home()))
             snapshot = config_store.load_snapshot(engine, keyring)
+            identities = Identities(ctx.options.rr_idp_ca_file or None)
+            identities.rebuild(snapshot)
         except (DatabaseError, MasterKeyError, LookupError) as e:
             raise exceptions.OptionsError(f"rr: {e}") from None
         except Exception as e:
             raise exceptions.OptionsError(f"rr: cannot load the configuration: {e}") from None
-        self._engine, self._keyring, self.snapshot = engine, keyring, snapshot
+        self._engine, self._keyring, self.snapshot, self.identities = engine, keyring, snapshot, identities
         logger.info(
             "rr enforces configuration version %d (%d proxies, %d targets) from %s",
             snapshot.version,
@@ -179,6 +189,8 @@ class RR:
     def running(self) -> None:
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if self.identities is not None:
+            asyncio.get_running_loop().create_task(self.identities.prewarm())
 
     async def done(self) -> None:
         if self._watcher is not None:
@@ -190,6 +202,8 @@ class RR:
         if self.metering is not None:
             await self.metering.close()
             self.metering = None
+        if self.identities is not None:
+            await self.identities.close()
         if self._engine is not None:
             self._engine.dispose()
 
@@ -214,6 +228,8 @@ class RR:
                 continue
             try:
                 snap = await asyncio.to_thread(config_store.load_snapshot, self._engine, self._keyring)
+                assert self.identities is not None
+                self.identities.rebuild(snap)
             except Exception as e:
                 self._failed_version = version
                 logger.error(
@@ -316,7 +332,10 @@ class RR:
             self.answer(flow, Decision.deny("internal-error", reasons.NO_CONFIGURATION))
             return
         facts = flows.request_facts(flow, self._client(flow.client_conn.id).tunnel_authorization)
-        admitted = admit(snap, facts, time.time())
+        now = time.time()
+        admitted = admit(snap, facts, now)
+        if isinstance(admitted, Outcome) and admitted.decision.reason == reasons.UNKNOWN_CREDENTIAL:
+            admitted = await self.verify_token(flow, snap, facts, now, admitted)
         flows.strip_headers(flow.request, admitted.strip_headers)
         if isinstance(admitted, Outcome):
             self.conclude(flow, admitted, snap)
@@ -332,6 +351,21 @@ class RR:
                 setattr(flow, _PENDING, (admitted, facts))  # decided in `request`, once the body is in
             return
         await self.authorize(flow, admitted, facts, snap)
+
+    async def verify_token(self, flow: http.HTTPFlow, snap: Snapshot, facts, now: float, unknown: Outcome) -> Admission | Outcome:
+        """A credential no static digest matched may be a token a verifier accepts (jwt_verify, oauth2)."""
+        identities = self.identities
+        if identities is None or identities.index is None:
+            return unknown
+        presented = find_presented(facts, snap.caller_headers_for(facts.host, facts.port, facts.scheme))
+        assert presented is not None and not isinstance(presented, Problem)
+        result = await identities.identify(presented.secret)
+        if isinstance(result, Refused):
+            setattr(flow, _VERIFICATION, result.audit())
+            return dataclasses.replace(unknown, decision=Decision.deny("unauthenticated", result.reason, detail=result.detail))
+        caller, verified = result
+        setattr(flow, _VERIFICATION, verified.audit())
+        return admit_verified(snap, caller, presented, facts, now, verified.claims)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -362,7 +396,17 @@ class RR:
                 self.conclude(flow, quota_outcome(admitted, verdict), snap, admitted, tuple(extra))
                 return
             setattr(flow, _METERED, (plan, verdict))
-        self.conclude(flow, outcome, snap, admitted)
+        injection = None
+        cred = admitted.credential
+        if cred is not None and cred.injection.dynamic and (outcome.decision.allowed or outcome.report_only):
+            assert self.identities is not None
+            try:
+                injection = await self.identities.upstream_injection(cred.target, cred.name)
+            except UpstreamTokenError as e:
+                refused = admitted.outcome(Decision.deny("upstream-credential-error", e.reason, detail=e.detail))
+                self.conclude(flow, refused, snap, admitted)
+                return
+        self.conclude(flow, outcome, snap, admitted, injection=injection)
 
     def redact_request(self, flow: http.HTTPFlow, redactor) -> None:
         """Scrub PII and secrets from the request body before it leaves (e.g. prompts to AI APIs)."""
@@ -394,11 +438,18 @@ class RR:
         return Limits(inspect_bytes=ctx.options.rr_inspect_limit)
 
     def conclude(
-        self, flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot, admitted: Admission | None = None, extra_headers: tuple = ()
+        self,
+        flow: http.HTTPFlow,
+        outcome: Outcome,
+        snap: Snapshot,
+        admitted: Admission | None = None,
+        extra_headers: tuple = (),
+        injection=None,
     ) -> None:
         """Record the decision on the flow; answer a deny, or prepare the injection."""
         self.record(flow, outcome, snap)
-        injection = admitted.credential.injection if admitted is not None and admitted.credential is not None else None
+        if injection is None and admitted is not None and admitted.credential is not None and not admitted.credential.injection.dynamic:
+            injection = admitted.credential.injection
         if not outcome.decision.allowed and not outcome.report_only:
             if injection is not None and not injection.empty:
                 # show which credential the refused request would have carried; nothing is sent
@@ -586,6 +637,7 @@ class RR:
             "target": route.target if route else None,
             "target_credential": route.target_credential if route else None,
             "config_version": snap.version,
+            **(getattr(flow, _VERIFICATION, None) or {}),
         }
         if result == "allow":
             flow.comment = f"rr allow {route.target}/{route.target_credential or '-'}" if route else "rr allow"
@@ -630,6 +682,9 @@ class RR:
                 config_version=meta["config_version"],
                 meters=[m.name for m in metered[0].meters] if metered is not None else [],
                 redactions=meta.get("redactions") or {},
+                subject=meta.get("subject"),
+                issuer=meta.get("issuer"),
+                verification=meta.get("verification"),
             )
         )
         setattr(flow, _AUDITED, True)

@@ -42,7 +42,8 @@ def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: 
     config, source = load_files(paths)
     errors = validate.check(config, source)
     stored = config_store.read(engine, keyring)
-    target_secrets, caller_digests = _resolve(config, source, stored, env, errors)
+    target_secrets, caller_digests, caller_secrets = _resolve(config, source, stored, env, errors, keyring)
+    errors.extend(identity_conflicts(config, source))
     if errors:
         raise ConfigErrors(errors)
 
@@ -55,18 +56,22 @@ def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: 
     for key, (digest, _) in caller_digests.items():
         if digest is not None:
             digests[key] = digest
+    secrets = {k: v for k, (v, _) in caller_secrets.items() if v is not None}
     try:
-        compile_snapshot(config, version=stored.version + 1, hmac_key=stored.hmac_key, target_secrets=plaintext, caller_digests=digests)
+        compile_snapshot(
+            config, version=stored.version + 1, hmac_key=stored.hmac_key, target_secrets=plaintext, caller_digests=digests, caller_secrets=secrets
+        )
     except CompileError as e:
         raise ConfigErrors([ConfigError(",".join(map(str, paths)), "", str(e))]) from None
 
-    desired = Desired(config, target_secrets, caller_digests)
+    desired = Desired(config, target_secrets, caller_digests, caller_secrets)
     return Prepared(stored, desired, config_store.plan(stored, desired, keyring))
 
 
-def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping[str, str], errors: list[ConfigError]):
+def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping[str, str], errors: list[ConfigError], keyring: Keyring):
     target_secrets: dict = {}
     caller_digests: dict = {}
+    caller_secrets: dict = {}
     stored_proxies = {p.name: {c.name: c for c in p.credentials} for p in stored.config.proxies}
 
     def err(section: str, obj: str, cred: str, index: int, message: str) -> None:
@@ -82,17 +87,18 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
     for t in config.targets:
         base = source.base_dirs.get(("targets", t.name), Path.cwd())
         for i, c in enumerate(t.credentials):
+            ref = c.secret_ref
             if not c.needs_secret:
-                if c.secret is not None:
+                if ref is not None:
                     err("targets", t.name, c.name, i, f"a '{c.kind}' credential takes no secret")
                 continue
-            if c.secret is None:
+            if ref is None:
                 if (t.name, c.name) not in stored.target_secrets_enc:
                     err("targets", t.name, c.name, i, "required for a new credential")
                 target_secrets[(t.name, c.name)] = (None, None)
                 continue
             try:
-                target_secrets[(t.name, c.name)] = (resolve_secret(c.secret, base, env), source_label(c.secret))
+                target_secrets[(t.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref))
             except ValueError as e:
                 err("targets", t.name, c.name, i, str(e))
 
@@ -100,6 +106,23 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
         base = source.base_dirs.get(("proxies", p.name), Path.cwd())
         for i, c in enumerate(p.credentials):
             old = stored_proxies.get(p.name, {}).get(c.name)
+            if c.verifies:
+                # an HMAC key or a client secret: stored encrypted, because rr uses it
+                ref = c.secret_ref
+                if ref is not None:
+                    try:
+                        caller_secrets[(p.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref))
+                    except ValueError as e:
+                        err("proxies", p.name, c.name, i, str(e))
+                elif getattr(c, "introspection_url", None) is not None:
+                    enc = stored.caller_secrets_enc.get((p.name, c.name))
+                    if enc is None:
+                        err("proxies", p.name, c.name, i, "client_secret is required for a new credential")
+                    else:
+                        caller_secrets[(p.name, c.name)] = (keyring.decrypt(enc).decode(), stored.sources.get(("proxies", p.name, c.name)))
+                else:
+                    caller_secrets[(p.name, c.name)] = (None, None)
+                continue
             if c.secret is None:
                 if old is None:
                     err("proxies", p.name, c.name, i, "required for a new credential")
@@ -117,7 +140,15 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
             else:
                 digest = token_digest(stored.hmac_key, secret)
             caller_digests[(p.name, c.name)] = (digest, source_label(c.secret))
-    return target_secrets, caller_digests
+    return target_secrets, caller_digests, caller_secrets
+
+
+def identity_conflicts(config: schema.Config, source: Source) -> list[ConfigError]:
+    """One token must never be able to match two verifying credentials."""
+    from rr_addon.identity.matching import conflicts, spec_for
+
+    specs = [spec_for(p.name, c) for p in config.proxies for c in p.credentials if c.verifies]
+    return [ConfigError(",".join(sorted(set(source.files.values()))) or "<config>", "", message) for message in conflicts(specs)]
 
 
 def apply(prepared: Prepared, engine: Engine, keyring: Keyring, applied_from: str) -> int:

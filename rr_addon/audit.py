@@ -43,6 +43,9 @@ FIELDS = (
     "bytes_out",
     "latency_ms",
     "config_version",
+    "subject",  # of a verified token (jwt_verify, oauth2); never the token
+    "issuer",
+    "verification",  # which verification path accepted or refused the token
     "meters",  # names of the meters that counted this request
     "redactions",  # detector -> count, never the values
 )

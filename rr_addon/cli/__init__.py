@@ -222,6 +222,7 @@ def explain(
     credential: str = typer.Option(..., "--credential", help="Proxy credential as PROXY/NAME (or NAME if unique)."),
     header: List[str] = typer.Option([], "-H", "--header", help="Request header 'Name: value' (repeatable)."),
     data: Optional[str] = typer.Option(None, "-d", "--data", help="Request body (JSON bodies get content-type application/json unless -H sets one)."),
+    claim: List[str] = typer.Option([], "--claim", help="A verified token claim 'name=value' (repeatable), for credentials that verify tokens."),
 ) -> None:
     """Show the decision the proxy would make for this request, every scope and rule, as a tree."""
     from urllib.parse import urlsplit
@@ -247,7 +248,13 @@ def explain(
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     facts = RequestFacts(method.upper(), parts.scheme, parts.hostname, port, path, tuple(headers), (), body)
-    ex = explain_decision(snap, caller, facts)
+    claims = {}
+    for c in claim:
+        name, sep, value = c.partition("=")
+        if not sep or not name:
+            raise die(f"claim {c!r} is not 'name=value'")
+        claims[name] = value
+    ex = explain_decision(snap, caller, facts, claims=claims or None)
     console.print(render.explanation_tree(f"{method.upper()} {url} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)

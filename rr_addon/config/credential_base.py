@@ -5,6 +5,7 @@ rr_addon.config.identity_schema) subclass these."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
@@ -28,6 +29,11 @@ class TargetCredentialBase(Model):
     def needs_secret(self) -> bool:
         return True
 
+    @property
+    def secret_ref(self):
+        """The secret rr stores (encrypted) for this credential; kinds with another field override this."""
+        return self.secret
+
 
 class ProxyCredentialBase(Model):
     name: Name
@@ -42,6 +48,18 @@ class ProxyCredentialBase(Model):
     redact: RedactList = Field(default_factory=list)
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+    # Static kinds are stored as keyed digests; kinds that verify tokens keep their
+    # secret (an HMAC key, a client secret) encrypted, because they must use it.
+    verifies: ClassVar[bool] = False
+
+    @property
+    def secret_ref(self):
+        return self.secret
+
+    @property
+    def needs_secret(self) -> bool:
+        return not self.verifies
 
     @field_validator("expires_at")
     @classmethod

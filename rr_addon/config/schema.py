@@ -25,6 +25,7 @@ from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's b
 )
 from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase, _ProxyCredential, _TargetCredential  # noqa: F401
 from rr_addon.config.filters_schema import FilterList, RedactList, ValidateList
+from rr_addon.config.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
 from rr_addon.config.meters_schema import MeterList
 from rr_addon.config.rules_schema import Rule, RuleList  # noqa: F401
 from rr_addon.core.hosts import parse_host_pattern
@@ -100,7 +101,7 @@ class NoneCredential(TargetCredentialBase):
 
 
 TargetCredential = Annotated[
-    Union[ApiKeyCredential, BearerCredential, BasicCredential, JwtCredential, CustomCredential, NoneCredential],
+    Union[ApiKeyCredential, BearerCredential, BasicCredential, JwtCredential, CustomCredential, NoneCredential, OAuth2ClientCredentials],
     Field(discriminator="kind"),
 ]
 
@@ -169,7 +170,7 @@ class BasicCaller(ProxyCredentialBase):
 
 
 ProxyCredential = Annotated[
-    Union[ApiKeyCaller, BearerCaller, JwtCaller, BasicCaller],
+    Union[ApiKeyCaller, BearerCaller, JwtCaller, BasicCaller, JwtVerifyCaller, OAuth2Caller],
     Field(discriminator="auth"),
 ]
 

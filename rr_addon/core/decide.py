@@ -147,6 +147,25 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
     return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body, pipeline)
 
 
+def admit_verified(
+    snap: Snapshot, caller: Caller, presented: Presented, facts: RequestFacts, now: float, claims: Mapping[str, object]
+) -> Admission | Outcome:
+    """A caller whose token a verifier accepted (rr_addon.identities): the same checks and admission."""
+    extra = snap.caller_headers_for(facts.host, facts.port, facts.scheme)
+    problem = None
+    if not caller.active:
+        problem = reasons.INACTIVE_CREDENTIAL
+    elif caller.expires_at is not None and now >= caller.expires_at:
+        problem = reasons.EXPIRED_CREDENTIAL
+    elif not snap.proxies[caller.proxy].active:
+        problem = reasons.INACTIVE_PROXY
+    if problem is not None:
+        return Outcome(Decision.deny("unauthenticated", problem), strip_headers=candidate_headers(extra))
+    identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, claims)
+    strip = ALWAYS_STRIPPED | ({presented.header} if presented.header else set())
+    return admit_caller(snap, caller, identity, facts, frozenset(strip))
+
+
 def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcome:
     caller, denied, presented = authenticate(snap, facts, now)
     if denied is not None:
@@ -186,6 +205,8 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
                 return Decision.deny("invalid-request", reasons.BODY_NOT_JSON)
         elif ctype == "application/x-www-form-urlencoded":
             body_form = tuple(parse_qsl(body_text, keep_blank_values=True))
+    if claims is None:
+        claims = admission.identity.claims
     return RuleRequest(facts.method, admission.path.path, headers, query, body_json, body_form, body_text, claims)
 
 
@@ -237,10 +258,14 @@ class Explanation:
     scopes: tuple[ScopeTrace, ...] = ()
 
 
-def explain(snap: Snapshot, caller: Caller, facts: RequestFacts, limits: Limits = Limits()) -> Explanation:
-    """The decision for `facts` as `caller`, with every scope's rule trace."""
-    identity = Identity(caller.proxy, caller.name, caller.auth, "explain")
+def explain(
+    snap: Snapshot, caller: Caller, facts: RequestFacts, limits: Limits = Limits(), claims: Mapping[str, object] | None = None
+) -> Explanation:
+    """The decision for `facts` as `caller` (with verified `claims`, if any), with every scope's rule trace."""
+    identity = Identity(caller.proxy, caller.name, caller.auth, "explain", claims)
     steps = [("caller", f"{caller.proxy}/{caller.name} ({caller.auth})")]
+    if caller.digest is None:
+        steps.append(("claims", ", ".join(f"{k}={v}" for k, v in claims.items()) if claims else "none given: claims rules do not match"))
     admitted = admit_caller(snap, caller, identity, facts, ALWAYS_STRIPPED)
     if isinstance(admitted, Outcome):
         steps.append(("refused", admitted.decision.reason))

@@ -26,6 +26,7 @@ class Injection:
     headers: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
     query: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
     secrets: tuple[str, ...] = ()  # every value derived from the secret, for scrubbing echoes
+    dynamic: bool = False  # the value is obtained per request (an OAuth token): see rr_addon.identities
     scrub: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False)  # (secret, placeholder) byte pairs
 
     def __post_init__(self) -> None:
@@ -34,7 +35,7 @@ class Injection:
 
     @property
     def empty(self) -> bool:
-        return not self.headers and not self.query
+        return not self.headers and not self.query and not self.dynamic
 
 
 def build_injection(target: str, cred: schema.TargetCredentialBase, secret: str | None) -> Injection:
@@ -55,6 +56,8 @@ def build_injection(target: str, cred: schema.TargetCredentialBase, secret: str 
         return Injection(label, headers=(("Authorization", f"Basic {token}", f"Basic {ph}"),), secrets=(secret, token))
     if isinstance(cred, schema.JwtCredential):
         return Injection(label, headers=((cred.header, cred.prefix + secret, cred.prefix + ph),), secrets=(secret,))
+    if isinstance(cred, schema.OAuth2ClientCredentials):
+        return Injection(label, dynamic=True)
     if isinstance(cred, schema.CustomCredential):
         headers = tuple((n, t.format(secret=secret), t.format(secret=ph)) for n, t in cred.headers.items())
         query = tuple((n, t.format(secret=secret), t.format(secret=ph)) for n, t in cred.query.items())

@@ -60,7 +60,7 @@ class Caller:
     proxy: str
     name: str
     auth: str
-    digest: bytes
+    digest: bytes | None  # None: a credential that verifies tokens (rr_addon.identities)
     username: str | None
     active: bool
     expires_at: float | None  # epoch seconds
@@ -105,6 +105,8 @@ class Snapshot:
     caller_headers: HostIndex[tuple[str, ...]]  # host -> extra caller-credential headers
     connect_ports: frozenset[int]  # ports some target allows (CONNECT to others is refused)
     secrets: tuple[str, ...] = field(default=())  # every injected secret value, for scrubbing
+    config: schema.Config | None = None  # what was compiled (the glue builds token verifiers from it)
+    identity_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (proxy|target, cred) -> secret of verifying / OAuth kinds
     # (proxy, credential, target, target credential) -> Pipeline, compiled on first use
     _pipelines: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -165,9 +167,13 @@ def compile_snapshot(
     hmac_key: bytes,
     target_secrets: Mapping[tuple[str, str], str],
     caller_digests: Mapping[tuple[str, str], bytes],
+    caller_secrets: Mapping[tuple[str, str], str] | None = None,
 ) -> Snapshot:
     """Build the snapshot. `target_secrets` maps (target, credential) to the
-    plaintext secret; `caller_digests` maps (proxy, credential) to its digest."""
+    plaintext secret; `caller_digests` maps (proxy, credential) to its digest;
+    `caller_secrets` holds the secrets of credentials that verify tokens."""
+    caller_secrets = caller_secrets or {}
+    identity_secrets: dict[tuple[str, str], str] = {}
     targets: dict[str, Target] = {}
     all_secrets: list[str] = []
     header_sets: dict[HostPattern, set[str]] = {}
@@ -180,6 +186,8 @@ def compile_snapshot(
                 raise CompileError(f"targets[{t.name}].credentials[{c.name}]: no stored secret")
             inj = build_injection(t.name, c, secret)
             all_secrets.extend(inj.secrets)
+            if inj.dynamic and secret is not None:
+                identity_secrets[(t.name, c.name)] = secret
             creds[c.name] = TargetCredential(
                 t.name, c.name, c.kind, inj, _rules(TARGET_CREDENTIAL, f"{t.name}/{c.name}", c), compile_filters(c.filters), tuple(c.redact)
             )
@@ -219,7 +227,11 @@ def compile_snapshot(
         callers = {}
         for c in p.credentials:
             digest = caller_digests.get((p.name, c.name))
-            if digest is None:
+            if c.verifies:
+                digest = None
+                if (p.name, c.name) in caller_secrets:
+                    identity_secrets[(p.name, c.name)] = caller_secrets[(p.name, c.name)]
+            elif digest is None:
                 raise CompileError(f"proxies[{p.name}].credentials[{c.name}]: no stored secret digest")
             caller = Caller(
                 proxy=p.name,
@@ -235,6 +247,9 @@ def compile_snapshot(
                 redact=tuple(c.redact),
             )
             index = by_basic if c.auth == "basic" else by_token
+            if digest is None:
+                callers[c.name] = caller  # found by token verification, not by digest
+                continue
             if digest in index:
                 other = index[digest]
                 raise CompileError(
@@ -268,4 +283,6 @@ def compile_snapshot(
         caller_headers=HostIndex((p, tuple(sorted(h))) for p, h in header_sets.items() if h),
         connect_ports=frozenset(ports),
         secrets=tuple(sorted(set(all_secrets), key=len, reverse=True)),
+        config=config,
+        identity_secrets=MappingProxyType(identity_secrets),
     )

@@ -36,10 +36,14 @@ class Stored:
     hmac_key: bytes
     target_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)
     caller_digests: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    caller_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)  # credentials that verify tokens
     sources: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # (section, obj, cred) -> source
 
     def target_secrets(self, keyring: Keyring) -> dict[tuple[str, str], str]:
         return {k: keyring.decrypt(v).decode("utf-8") for k, v in self.target_secrets_enc.items()}
+
+    def caller_secrets(self, keyring: Keyring) -> dict[tuple[str, str], str]:
+        return {k: keyring.decrypt(v).decode("utf-8") for k, v in self.caller_secrets_enc.items()}
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,10 @@ def read(engine: Engine, keyring: Keyring) -> Stored:
             creds = creds_by_proxy.get(p.id, [])
             proxies.append(schema.Proxy.model_validate({**p.spec, "credentials": [c.spec for c in creds]}))
             for c in creds:
-                stored.caller_digests[(p.name, c.name)] = c.secret_digest
+                if c.secret_digest is not None:
+                    stored.caller_digests[(p.name, c.name)] = c.secret_digest
+                if c.secret_enc is not None:
+                    stored.caller_secrets_enc[(p.name, c.name)] = c.secret_enc
                 stored.sources[("proxies", p.name, c.name)] = c.secret_source
         stored.config = schema.Config(targets=targets, proxies=proxies)
         return stored
@@ -115,6 +122,7 @@ def load_snapshot(engine: Engine, keyring: Keyring) -> Snapshot:
         hmac_key=stored.hmac_key,
         target_secrets=stored.target_secrets(keyring),
         caller_digests=stored.caller_digests,
+        caller_secrets=stored.caller_secrets(keyring),
     )
 
 
@@ -141,6 +149,8 @@ class Desired:
     config: schema.Config
     target_secrets: dict[tuple[str, str], tuple[str | None, str | None]]  # -> (plaintext, source)
     caller_digests: dict[tuple[str, str], tuple[bytes | None, str | None]]  # -> (digest, source)
+    # credentials that verify tokens: (plaintext or None when they use none, source)
+    caller_secrets: dict[tuple[str, str], tuple[str | None, str | None]] = field(default_factory=dict)
 
 
 def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
@@ -172,6 +182,10 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
             oc = old_creds.pop(c.name, None)
             digest, _ = desired.caller_digests.get((p.name, c.name), (None, None))
             secret_changed = oc is not None and digest is not None and stored.caller_digests.get((p.name, c.name)) != digest
+            if oc is not None and (p.name, c.name) in desired.caller_secrets:
+                plain, _ = desired.caller_secrets[(p.name, c.name)]
+                enc = stored.caller_secrets_enc.get((p.name, c.name))
+                secret_changed = (enc is None) != (plain is None) or (enc is not None and keyring.decrypt(enc).decode() != plain)
             changes.append(
                 _compare("proxy credential", f"{p.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
             )
@@ -251,12 +265,16 @@ def write(engine: Engine, stored: Stored, desired: Desired, keyring: Keyring, ap
                 digest, source = desired.caller_digests.get((p.name, c.name), (None, None))
                 crow = old_creds.pop(c.name, None)
                 if crow is None:
-                    assert digest is not None
-                    crow = ProxyCredentialRow(proxy_id=row.id, name=c.name, auth=c.auth, spec=credential_spec(c), secret_digest=digest)
+                    crow = ProxyCredentialRow(proxy_id=row.id, name=c.name, auth=c.auth, spec=credential_spec(c))
                     s.add(crow)
                 crow.auth, crow.spec, crow.updated_at = c.auth, credential_spec(c), now
-                if digest is not None:
-                    crow.secret_digest, crow.secret_source = digest, source
+                if c.verifies:
+                    plain, source = desired.caller_secrets.get((p.name, c.name), (None, None))
+                    crow.secret_digest = None
+                    crow.secret_enc = keyring.encrypt(plain.encode("utf-8")) if plain is not None else None
+                    crow.secret_source = source
+                elif digest is not None:
+                    crow.secret_digest, crow.secret_enc, crow.secret_source = digest, None, source
             for crow in old_creds.values():
                 s.delete(crow)
         for name, row in old_proxies.items():

@@ -63,6 +63,7 @@ class ProxyCredentialRow(SQLModel, table=True):
     name: str
     auth: str
     spec: dict = Field(sa_column=Column(JSON, nullable=False))
-    secret_digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    secret_digest: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # static kinds
+    secret_enc: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # kinds that verify tokens
     secret_source: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)

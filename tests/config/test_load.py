@@ -64,7 +64,7 @@ def test_good_file_loads(tmp_path):
         ),
         pytest.param(
             "targets:\n  - name: t\n    hosts: [a.test]\n    credentials:\n      - {name: c, kind: magic}\n",
-            ["F:5: targets[t].credentials[c]: Input tag 'magic' found using 'kind' does not match any of the expected tags: 'api_key', 'bearer', 'basic', 'jwt', 'custom', 'none'"],
+            ["F:5: targets[t].credentials[c]: Input tag 'magic' found using 'kind' does not match any of the expected tags: 'api_key', 'bearer', 'basic', 'jwt', 'custom', 'none', 'oauth2_client_credentials'"],
             id="unknown-kind",
         ),
         pytest.param(

@@ -1,0 +1,213 @@
+"""Configuration of verified identities (CONTRACT §2, §3) as pydantic models.
+
+Proxy credentials (discriminated by `auth:`):
+  jwt_verify  keys from `jwks_url`, an inline `jwks` or an HMAC `secret`;
+              `issuer`, `audience`, `algorithms`, `leeway`, `required_claims`
+  oauth2      RFC 7662 `introspection_url` + `client_id`/`client_secret`,
+              and/or RFC 9068 JWT access tokens through `jwks_url`/`jwks`
+Target credential (discriminated by `kind:`):
+  oauth2_client_credentials  `token_url`, `client_id`, `client_secret`,
+              `scope`, `audience`
+
+Everything a request could trip over is checked here, at configuration time:
+URLs (https; http only to loopback), RE2 patterns, algorithm families, an
+inline JWKS that yields keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+# From the building blocks, not rr_addon.config.schema: schema assembles this module's kinds.
+from rr_addon.config.base import Model, SecretRef
+from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase
+from rr_addon.identity import check_endpoint_url
+from rr_addon.identity.jwks import HMAC_ALGORITHMS, JwksSettings, parse_jwks
+from rr_addon.identity.jwt_verify import compile_pattern
+
+Algorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"
+]  # never "none"
+DEFAULT_PUBLIC_KEY_ALGORITHMS = ["RS256", "ES256"]
+DEFAULT_HMAC_ALGORITHMS = ["HS256"]
+
+
+class JwksCache(Model):
+    """How a `jwks_url` is cached (seconds)."""
+
+    min_ttl: float = Field(60.0, ge=0)  # Cache-Control max-age is clamped into [min_ttl, max_ttl]
+    max_ttl: float = Field(86400.0, gt=0)
+    default_ttl: float = Field(600.0, gt=0)  # when the endpoint sends no max-age
+    refetch_interval: float = Field(30.0, ge=0)  # at most one refetch per interval (unknown kid, failures)
+    timeout: float = Field(5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> JwksCache:
+        if self.min_ttl > self.max_ttl:
+            raise ValueError("min_ttl must not exceed max_ttl")
+        return self
+
+    def settings(self) -> JwksSettings:
+        return JwksSettings(self.min_ttl, self.max_ttl, self.default_ttl, self.refetch_interval, self.timeout)
+
+
+def _url(value: str | None) -> str | None:
+    return None if value is None else check_endpoint_url(value)
+
+
+def _required_claims(value: dict[str, str]) -> dict[str, str]:
+    for name, pattern in value.items():
+        if not name:
+            raise ValueError("a required claim needs a name")
+        compile_pattern(pattern)
+    return value
+
+
+def _check_jwks(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if doc is not None:
+        parse_jwks(doc, allow_symmetric=True)
+    return doc
+
+
+def _check_families(algorithms: list[str], *, public_endpoint: bool) -> None:
+    hmac = [a for a in algorithms if a in HMAC_ALGORITHMS]
+    if hmac and public_endpoint:
+        raise ValueError(f"{', '.join(hmac)} cannot be verified with keys from a jwks_url (HMAC keys are secrets)")
+    if hmac and len(hmac) != len(algorithms):
+        raise ValueError("algorithms mixes HMAC (HS*) and public-key algorithms; use one credential for each")
+
+
+class _Verifying(Model):
+    """Fields shared by the credentials that verify JWTs."""
+
+    jwks_url: str | None = None
+    jwks: dict[str, Any] | None = None
+    algorithms: list[Algorithm] = Field(default_factory=lambda: list(DEFAULT_PUBLIC_KEY_ALGORITHMS), min_length=1)
+    leeway: float = Field(60.0, ge=0, le=600)  # seconds of clock skew tolerated on exp, nbf, iat
+    required_claims: dict[str, str] = Field(default_factory=dict)  # claim -> RE2 regex (search; anchor with ^ $)
+    jwks_cache: JwksCache = Field(default_factory=JwksCache)
+
+    _check_url = field_validator("jwks_url")(lambda cls, v: _url(v))
+    _check_claims = field_validator("required_claims")(lambda cls, v: _required_claims(v))
+    _check_inline = field_validator("jwks")(lambda cls, v: _check_jwks(v))
+
+
+class JwtVerifyCaller(_Verifying, ProxyCredentialBase):
+    """A JWT verified on every request. `secret` here is the HMAC key (HS*)."""
+
+    verifies: ClassVar[bool] = True
+    auth: Literal["jwt_verify"]
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    require_exp: bool = True  # a token without exp would be valid forever
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_algorithms(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "algorithms" not in data and data.get("secret") is not None:
+            data = {**data, "algorithms": list(DEFAULT_HMAC_ALGORITHMS)}
+        return data
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtVerifyCaller:
+        sources = [n for n in ("jwks_url", "jwks", "secret") if getattr(self, n) is not None]
+        if len(sources) != 1:
+            raise ValueError("a jwt_verify credential needs exactly one of 'jwks_url', 'jwks' or 'secret'")
+        if self.secret is not None and not set(self.algorithms) <= HMAC_ALGORITHMS:
+            raise ValueError("with an HMAC 'secret', algorithms may only be HS256, HS384, HS512")
+        _check_families(list(self.algorithms), public_endpoint=self.jwks_url is not None)
+        return self
+
+    @property
+    def secret_ref(self) -> Any:
+        """The secret to store encrypted (it verifies signatures, so it cannot be a digest)."""
+        return self.secret
+
+
+class OAuth2Caller(_Verifying, ProxyCredentialBase):
+    """An OAuth 2.0 access token: introspected (RFC 7662) and/or, when a JWKS
+    is given, verified locally as an RFC 9068 JWT access token."""
+
+    verifies: ClassVar[bool] = True
+    auth: Literal["oauth2"]
+    introspection_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretRef | None = Field(None, repr=False)  # omitted on an existing credential: keep the stored one
+    client_auth: Literal["basic", "post"] = "basic"
+    issuer: str | None = None  # checked when set; required with a JWKS
+    audience: str | None = None
+    scopes: list[str] = Field(default_factory=list)  # every one must be granted (`scope` claim)
+    cache_max_ttl: float = Field(300.0, gt=0, le=86400)  # active answers: until exp, at most this
+    negative_ttl: float = Field(10.0, ge=0, le=300)  # inactive answers
+    timeout: float = Field(5.0, gt=0, le=60)
+
+    _check_introspection = field_validator("introspection_url")(lambda cls, v: _url(v))
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if not s or any(c.isspace() for c in s):
+                raise ValueError(f"{s!r} is not a scope (non-empty, no spaces)")
+        return v
+
+    @model_validator(mode="after")
+    def _sources(self) -> OAuth2Caller:
+        if self.secret is not None:
+            raise ValueError("an oauth2 credential takes 'client_secret', not 'secret'")
+        local = self.jwks_url is not None or self.jwks is not None
+        if self.jwks_url is not None and self.jwks is not None:
+            raise ValueError("give 'jwks_url' or 'jwks', not both")
+        if self.introspection_url is None and not local:
+            raise ValueError("an oauth2 credential needs 'introspection_url', or 'jwks_url'/'jwks' for JWT access tokens")
+        if self.introspection_url is not None and not self.client_id:
+            raise ValueError("introspection needs 'client_id' (and 'client_secret')")
+        if local and (self.issuer is None or self.audience is None):
+            raise ValueError("JWT access tokens (RFC 9068) need 'issuer' and 'audience'")
+        if local:
+            _check_families(list(self.algorithms), public_endpoint=self.jwks_url is not None)
+        return self
+
+    @property
+    def secret_ref(self) -> Any:
+        return self.client_secret
+
+
+class OAuth2ClientCredentials(TargetCredentialBase):
+    """An upstream OAuth access token obtained with the client-credentials
+    grant and sent as `Authorization: Bearer <token>`."""
+
+    kind: Literal["oauth2_client_credentials"]
+    token_url: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretRef | None = Field(None, repr=False)  # omitted on an existing credential: keep the stored one
+    client_auth: Literal["basic", "post"] = "basic"
+    scope: str | None = None  # space-separated; a list is accepted and joined
+    audience: str | None = None
+    refresh_skew: float = Field(60.0, ge=0, le=3600)  # refresh this long before the token expires
+    timeout: float = Field(10.0, gt=0, le=60)
+
+    _check_url = field_validator("token_url")(lambda cls, v: _url(v))
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope(cls, v: Any) -> Any:
+        if isinstance(v, list) and all(isinstance(s, str) for s in v):
+            return " ".join(v) or None
+        return v
+
+    @model_validator(mode="after")
+    def _no_plain_secret(self) -> OAuth2ClientCredentials:
+        if self.secret is not None:
+            raise ValueError("an oauth2_client_credentials credential takes 'client_secret', not 'secret'")
+        return self
+
+    @property
+    def secret_ref(self) -> Any:
+        return self.client_secret
+
+
+IDENTITY_PROXY_CREDENTIALS = (JwtVerifyCaller, OAuth2Caller)
+IDENTITY_TARGET_CREDENTIALS = (OAuth2ClientCredentials,)

@@ -1,0 +1,92 @@
+"""Verified identities and upstream OAuth tokens on the request path.
+
+Built from each configuration snapshot: the token verifiers of `jwt_verify` /
+`oauth2` proxy credentials (indexed by issuer and audience) and the token
+sources of `oauth2_client_credentials` target credentials. Caches (JWKS,
+introspection answers, upstream tokens) are shared across reloads. A cache hit
+answers without awaiting; a miss awaits one shared fetch — never blocking the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+from rr_addon.core.inject import Injection
+from rr_addon.core.snapshot import Caller, Snapshot
+from rr_addon.identity import Http, Refused, Shared, Verified, client_credentials, introspection, jwt_verify
+from rr_addon.identity.client_credentials import ClientCredentialsToken, UpstreamTokenError
+from rr_addon.identity.matching import Candidate, CredentialIndex, identify, identify_cached, prewarm, spec_for
+
+logger = logging.getLogger("rr.identity")
+
+__all__ = ["Identities", "UpstreamTokenError"]
+
+
+class Identities:
+    def __init__(self, ca_file: str | None = None) -> None:
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self.http = Http(verify=verify)
+        self.shared = Shared()
+        self.index: CredentialIndex[Caller] | None = None
+        self.sources: dict[tuple[str, str], ClientCredentialsToken] = {}
+        self._prewarm: asyncio.Task | None = None
+
+    def rebuild(self, snap: Snapshot) -> None:
+        """Verifiers and token sources for `snap`. Raises ValueError on a credential
+        that cannot be built (the caller keeps the previous configuration)."""
+        entries: list[Candidate[Caller]] = []
+        sources: dict[tuple[str, str], ClientCredentialsToken] = {}
+        assert snap.config is not None
+        for p in snap.config.proxies:
+            for c in p.credentials:
+                if not c.verifies:
+                    continue
+                secret = snap.identity_secrets.get((p.name, c.name))
+                if c.auth == "jwt_verify":
+                    verifier: Any = jwt_verify.build(c, secret=secret, http=self.http, shared=self.shared)
+                else:
+                    verifier = introspection.build(c, client_secret=secret, http=self.http, shared=self.shared)
+                entries.append(Candidate(spec_for(p.name, c), verifier, snap.proxies[p.name].callers[c.name]))
+        for t in snap.config.targets:
+            for c in t.credentials:
+                if c.kind == "oauth2_client_credentials":
+                    secret = snap.identity_secrets[(t.name, c.name)]
+                    sources[(t.name, c.name)] = client_credentials.build(c, client_secret=secret, http=self.http, shared=self.shared)
+        self.index = CredentialIndex(entries) if entries else None
+        self.sources = sources
+        self.shared.sweep()
+        if self.index is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # at start-up, before the loop: `running()` prewarms
+            self._prewarm = loop.create_task(self.prewarm())
+
+    async def prewarm(self) -> None:
+        if self.index is not None and not await prewarm(self.index):
+            logger.warning("rr: some token signing keys could not be fetched yet; retried on first use")
+
+    async def identify(self, token: str) -> tuple[Caller, Verified] | Refused:
+        assert self.index is not None
+        result = identify_cached(self.index, token)
+        if result is None:
+            result = await identify(self.index, token)
+        if isinstance(result, Refused):
+            return result
+        candidate, verified = result
+        return candidate.value, verified
+
+    async def upstream_injection(self, target: str, credential: str) -> Injection:
+        """Authorization for this request from the client-credentials token (raises UpstreamTokenError)."""
+        source = self.sources[(target, credential)]
+        token = source.token_nowait() or await source.token()
+        return source.injection(target, credential, token)
+
+    async def close(self) -> None:
+        if self._prewarm is not None:
+            self._prewarm.cancel()
+        await self.http.aclose()

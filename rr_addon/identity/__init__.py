@@ -1,0 +1,299 @@
+"""Verified caller identities (JWT, OAuth 2.0) and OAuth upstream tokens.
+
+Shared pieces of the package: the fixed reason sentences, the result values,
+an HTTP client that never blocks the event loop, single-flight, and the
+endpoint-URL policy. Nothing here holds a raw token longer than a call.
+
+Request-path contract for the glue: every verifier offers
+`verify_cached(token) -> Verified | Refused | None` (sync, no I/O; None means
+"keys or an introspection answer must be fetched first") and
+`async verify(token) -> Verified | Refused` (awaits that fetch, shared with
+every concurrent caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import httpx
+
+# ---------------------------------------------------------------- reasons
+# Fixed sentences (tests assert them; audit readers rely on them).
+EXPIRED = "token expired"
+NOT_YET_VALID = "token not yet valid"
+BAD_SIGNATURE = "token signature invalid"
+WRONG_ISSUER = "token issuer not accepted"
+WRONG_AUDIENCE = "token audience not accepted"
+UNKNOWN_KID = "token signing key unknown"
+ALGORITHM_NOT_ALLOWED = "token algorithm not allowed"
+MALFORMED_TOKEN = "malformed token"
+CLAIM_MISSING = "required claim missing"
+CLAIM_INVALID = "required claim invalid"
+KEYS_UNAVAILABLE = "signing keys unavailable"
+WRONG_TOKEN_TYPE = "token type not accepted"
+INACTIVE = "token inactive"
+INTROSPECTION_UNAVAILABLE = "introspection endpoint unavailable"
+INSUFFICIENT_SCOPE = "token scope insufficient"
+NO_MATCHING_CREDENTIAL = "token matches no credential"
+AMBIGUOUS_MATCH = "token matches more than one credential"
+
+# Upstream token source (the glue answers these with 502 upstream-credential-error).
+TOKEN_ENDPOINT_UNAVAILABLE = "token endpoint unavailable"
+TOKEN_ENDPOINT_REFUSED = "token endpoint refused the client"
+TOKEN_RESPONSE_INVALID = "token endpoint response invalid"
+
+# ---------------------------------------------------------------- verification paths
+PATH_JWKS = "jwks"
+PATH_INLINE_JWKS = "inline jwks"
+PATH_HMAC = "hmac"
+PATH_INTROSPECTION = "introspection"
+PATH_MATCH = "match"  # refused before any verifier ran
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A token that passed every check. `claims` feeds the rules' `claims:` matcher."""
+
+    claims: Mapping[str, Any]
+    path: str
+    issuer: str | None
+    subject: str | None
+    expires_at: float | None  # epoch seconds (the token's exp), None when it has none
+
+    def audit(self) -> dict[str, str | None]:
+        return {"subject": self.subject, "issuer": self.issuer, "verification": self.path}
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A token that failed. `reason` is one of the constants above; `detail` is
+    short context (a claim name, an algorithm), never token material."""
+
+    reason: str
+    path: str
+    detail: str | None = None
+
+    def audit(self) -> dict[str, str | None]:
+        return {"verification": self.path, "reason": self.reason, "detail": self.detail}
+
+
+Result = Verified | Refused
+
+
+# ---------------------------------------------------------------- endpoint URLs
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def check_endpoint_url(url: str) -> str:
+    """https, or plain http to a loopback host only. Raises ValueError."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{url!r} is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError(f"{url!r} must be an https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{url!r}: credentials do not belong in the URL")
+    if parts.fragment:
+        raise ValueError(f"{url!r}: a fragment is not allowed")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError(f"{url!r}: plain http is only allowed to a loopback address; use https")
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- token keys
+# Caches are keyed by a keyed hash of the token, never the token: a memory
+# dump or a debugger shows digests that cannot be replayed or guessed offline.
+_PROCESS_KEY = os.urandom(32)
+
+
+def token_key(token: str) -> bytes:
+    return hmac.new(_PROCESS_KEY, token.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+
+
+# ---------------------------------------------------------------- HTTP
+MAX_RESPONSE_BYTES = 1 << 20
+
+
+class FetchError(Exception):
+    """An identity-provider endpoint could not give a usable answer. The
+    message is safe to log (no token, no secret)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    status: int
+    headers: Mapping[str, str]  # case-insensitive (httpx.Headers)
+    body: Any  # parsed JSON, or None when the body was not JSON
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN/Infinity would break exp and expires_in arithmetic
+
+
+class Http:
+    """One httpx.AsyncClient per event loop, created on first use.
+
+    Ignores HTTP(S)_PROXY from the environment (trust_env=False): rr may run
+    with those pointing at itself. Redirects are not followed: an identity
+    endpoint that redirects is misconfigured, and following could leak a
+    client secret to another host. For a private CA pass `verify=SSLContext`.
+    """
+
+    def __init__(self, *, verify: ssl.SSLContext | bool = True, max_connections: int = 20) -> None:
+        self._verify = verify
+        self._max_connections = max_connections
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _get(self) -> httpx.AsyncClient:
+        # httpx is imported here, not at the top: the configuration models
+        # import this package, and the pure core (which compiles them) must
+        # not pull in httpx (and, through it, rich).
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            n = self._max_connections
+            limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+            self._client = httpx.AsyncClient(verify=self._verify, trust_env=False, follow_redirects=False, limits=limits)
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = self._loop = None
+
+    async def json(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float,
+        data: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        limit: int = MAX_RESPONSE_BYTES,
+    ) -> JsonResponse:
+        """Send one request and parse a JSON answer of at most `limit` bytes.
+        Raises FetchError on transport failures and oversized bodies."""
+        import httpx
+
+        headers = {"accept": "application/json"}
+        try:
+            async with self._get().stream(
+                method, url, data=data, auth=auth, headers=headers, timeout=httpx.Timeout(timeout)
+            ) as response:
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise FetchError(f"{method} {url}: response larger than {limit} bytes")
+                    chunks.append(chunk)
+        except httpx.TimeoutException:
+            raise FetchError(f"{method} {url}: timed out after {timeout:g}s") from None
+        except httpx.HTTPError as e:
+            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}") from None
+        try:
+            body = json.loads(b"".join(chunks), parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            body = None
+        return JsonResponse(response.status_code, response.headers, body)
+
+
+# ---------------------------------------------------------------- single-flight
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[K, T]):
+    """Concurrent `run(key, factory)` calls share one in-flight call per key.
+
+    The shared task is shielded: a caller that goes away (client disconnect)
+    does not cancel the fetch the others wait for. Factories should return
+    results rather than raise; an exception reaches every waiter.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[K, asyncio.Task[T]] = {}
+
+    def running(self, key: K) -> bool:
+        task = self._tasks.get(key)
+        return task is not None and not task.done() and _same_loop(task)
+
+    async def run(self, key: K, factory: Callable[[], Awaitable[T]]) -> T:
+        return await asyncio.shield(self.start(key, factory))
+
+    def start(self, key: K, factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """The in-flight task for `key`, started if none runs (needs a running loop)."""
+        task = self._tasks.get(key)
+        if task is None or not _same_loop(task):
+            task = asyncio.get_running_loop().create_task(factory())  # type: ignore[arg-type]
+            self._tasks[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+        return task
+
+    def _forget(self, key: K, task: asyncio.Task[T]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+
+
+def _same_loop(task: asyncio.Task) -> bool:
+    try:
+        return task.get_loop() is asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+
+
+# ---------------------------------------------------------------- sharing across reloads
+class Shared:
+    """Caches and token sources that outlive a configuration reload, keyed by
+    what defines them (URL, client id, a digest of the secret, settings), so a
+    new snapshot reuses warm JWKS caches and upstream tokens.
+
+    Build every verifier of a new configuration through `obtain`, then call
+    `sweep()`: objects the new configuration did not ask for are dropped."""
+
+    def __init__(self) -> None:
+        self._objects: dict[Hashable, Any] = {}
+        self._touched: set[Hashable] = set()
+
+    def obtain(self, key: Hashable, factory: Callable[[], T]) -> T:
+        self._touched.add(key)
+        obj = self._objects.get(key)
+        if obj is None:
+            obj = self._objects[key] = factory()
+        return obj
+
+    def sweep(self) -> None:
+        self._objects = {k: v for k, v in self._objects.items() if k in self._touched}
+        self._touched = set()
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+
+def secret_digest(secret: str) -> bytes:
+    """For `Shared` keys: a changed secret must build a new object."""
+    return token_key(secret)

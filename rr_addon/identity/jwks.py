@@ -1,0 +1,362 @@
+"""Verification keys: parsed once into key objects, selected by `kid` and `alg`.
+
+A key fits an algorithm only when its *type* does (RSA for RS*/PS*, the
+named curve for ES*, OKP for EdDSA, a symmetric secret for HS*), so an
+HS256 token naming an RSA key is refused whatever the allow-list says: the
+RS/HS confusion cannot happen by construction.
+
+`RemoteJwks` caches a JWKS endpoint without blocking the request path:
+lookups are sync and never do I/O; a miss returns None and the caller awaits
+`refresh()`, which concurrent callers share. Cache-Control max-age is
+honoured within bounds; an unknown kid refetches at most once per
+`refetch_interval`; keys survive an endpoint outage; a key that disappears
+from the set stays usable until the max-age of the fetch that last listed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import Algorithm, get_default_algorithms
+from jwt.api_jwk import PyJWK
+from jwt.exceptions import PyJWTError
+
+from rr_addon.identity import (
+    ALGORITHM_NOT_ALLOWED,
+    KEYS_UNAVAILABLE,
+    PATH_HMAC,
+    PATH_INLINE_JWKS,
+    PATH_JWKS,
+    UNKNOWN_KID,
+    FetchError,
+    Http,
+    SingleFlight,
+    check_endpoint_url,
+)
+
+logger = logging.getLogger(__name__)
+
+# The key type each algorithm needs. `none` and ES256K are deliberately absent.
+ALG_FAMILY: Mapping[str, str] = {
+    **{a: "RSA" for a in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
+    "ES256": "EC:secp256r1",
+    "ES384": "EC:secp384r1",
+    "ES512": "EC:secp521r1",
+    "EdDSA": "OKP",
+    **{a: "oct" for a in ("HS256", "HS384", "HS512")},
+}
+SUPPORTED_ALGORITHMS = frozenset(ALG_FAMILY)
+HMAC_ALGORITHMS = frozenset(a for a, f in ALG_FAMILY.items() if f == "oct")
+HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 §3.2: at least the hash size
+MIN_RSA_BITS = 2048
+
+# PyJWT's algorithm objects, created once; `verify(msg, key_object, sig)`.
+VERIFIERS: Mapping[str, Algorithm] = {a: o for a, o in get_default_algorithms().items() if a in ALG_FAMILY}
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    kid: str | None
+    family: str
+    obj: Any  # a cryptography public key object, or bytes for an HMAC secret
+    alg: str | None = None  # the JWK's declared "alg", if any
+
+    def fits(self, alg: str) -> bool:
+        if ALG_FAMILY.get(alg) != self.family or (self.alg is not None and self.alg != alg):
+            return False
+        return self.family != "oct" or len(self.obj) >= HMAC_MIN_BYTES[alg]
+
+    def __repr__(self) -> str:  # never print HMAC secret bytes
+        return f"Key(kid={self.kid!r}, family={self.family!r}, alg={self.alg!r})"
+
+
+class Miss(NamedTuple):
+    reason: str
+    detail: str | None = None
+
+
+_PRIVATE_KEYS = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
+
+
+def _family(obj: Any) -> str | None:
+    if isinstance(obj, bytes):
+        return "oct"
+    if isinstance(obj, rsa.RSAPublicKey):
+        return "RSA" if obj.key_size >= MIN_RSA_BITS else None
+    if isinstance(obj, ec.EllipticCurvePublicKey):
+        return "EC:" + obj.curve.name
+    if isinstance(obj, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        return "OKP"
+    return None
+
+
+def key_from_jwk(jwk: Any, *, allow_symmetric: bool) -> Key | None:
+    """A verification key, or None for a JWK rr cannot or must not use
+    (encryption keys, unknown types, short RSA keys, symmetric keys from a
+    public endpoint)."""
+    if not isinstance(jwk, dict):
+        return None
+    kid, alg, use, ops = jwk.get("kid"), jwk.get("alg"), jwk.get("use"), jwk.get("key_ops")
+    if (kid is not None and not isinstance(kid, str)) or (alg is not None and alg not in SUPPORTED_ALGORITHMS):
+        return None
+    if (use is not None and use != "sig") or (ops is not None and (not isinstance(ops, list) or "verify" not in ops)):
+        return None
+    if jwk.get("kty") == "oct" and not allow_symmetric:
+        return None
+    try:
+        obj = PyJWK(jwk).key
+    except (PyJWTError, TypeError, ValueError):
+        return None
+    if isinstance(obj, _PRIVATE_KEYS):
+        obj = obj.public_key()  # a private JWK: verification needs only the public half
+    family = _family(obj)
+    if family is None:
+        return None
+    return Key(kid, family, obj, alg)
+
+
+class KeySet:
+    """Keys by kid. Immutable after construction."""
+
+    __slots__ = ("by_kid", "keys")
+
+    def __init__(self, keys: Iterable[Key]) -> None:
+        self.keys = tuple(keys)
+        by_kid: dict[str | None, tuple[Key, ...]] = {}
+        for k in self.keys:
+            by_kid[k.kid] = by_kid.get(k.kid, ()) + (k,)
+        self.by_kid = by_kid
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def select(self, kid: str | None, alg: str) -> Key | Miss:
+        candidates = self.keys if kid is None else self.by_kid.get(kid, ())
+        return pick(candidates, kid, alg)
+
+
+def pick(candidates: tuple[Key, ...], kid: str | None, alg: str) -> Key | Miss:
+    if not candidates:
+        return Miss(UNKNOWN_KID, f"kid {kid!r}" if kid is not None else "no kid and no key")
+    fitting = [k for k in candidates if k.fits(alg)]
+    if len(fitting) == 1:
+        return fitting[0]
+    if not fitting:
+        return Miss(ALGORITHM_NOT_ALLOWED, f"{alg} does not fit the {'/'.join(sorted({k.family for k in candidates}))} key")
+    # Several keys fit and the token does not say which: refuse rather than try each.
+    return Miss(UNKNOWN_KID, "several keys fit and the token names no kid" if kid is None else f"kid {kid!r} is ambiguous")
+
+
+def parse_jwks(doc: Any, *, allow_symmetric: bool) -> KeySet:
+    """Raises ValueError when the document has no usable key."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise ValueError("not a JWKS document (an object with a 'keys' list)")
+    keys = [k for k in (key_from_jwk(j, allow_symmetric=allow_symmetric) for j in doc["keys"]) if k is not None]
+    if not keys:
+        raise ValueError(f"none of the {len(doc['keys'])} keys is usable for signature verification")
+    return KeySet(keys)
+
+
+class StaticKeys:
+    """Keys known from the configuration: an inline JWKS or an HMAC secret."""
+
+    def __init__(self, keys: KeySet, path: str, *, ignore_kid: bool = False) -> None:
+        self.keys = keys
+        self.path = path
+        self._ignore_kid = ignore_kid  # a lone HMAC secret has no kid namespace
+
+    def lookup(self, kid: str | None, alg: str, *, allow_fetch: bool = True) -> Key | Miss:
+        return self.keys.select(None if self._ignore_kid else kid, alg)
+
+    async def refresh(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"StaticKeys({self.path}, {len(self.keys)} keys)"
+
+
+def inline_keys(doc: Any) -> StaticKeys:
+    return StaticKeys(parse_jwks(doc, allow_symmetric=True), PATH_INLINE_JWKS)
+
+
+def hmac_keys(secret: str, algorithms: Iterable[str]) -> StaticKeys:
+    """Raises ValueError when the secret is shorter than an allowed HS* algorithm requires."""
+    raw = secret.encode("utf-8")
+    for alg in algorithms:
+        if alg not in HMAC_ALGORITHMS:
+            raise ValueError(f"algorithm {alg} cannot be verified with an HMAC secret")
+        if len(raw) < HMAC_MIN_BYTES[alg]:
+            raise ValueError(f"an HMAC secret for {alg} must be at least {HMAC_MIN_BYTES[alg]} bytes")
+    return StaticKeys(KeySet([Key(None, "oct", raw)]), PATH_HMAC, ignore_kid=True)
+
+
+# ---------------------------------------------------------------- remote JWKS
+
+
+@dataclass(frozen=True, slots=True)
+class JwksSettings:
+    min_ttl: float = 60.0  # lower bound for Cache-Control max-age
+    max_ttl: float = 86400.0  # upper bound
+    default_ttl: float = 600.0  # when the endpoint sends no max-age
+    refetch_interval: float = 30.0  # at most one fetch per interval on unknown kid / failure
+    timeout: float = 5.0
+
+
+def cache_ttl(headers: Mapping[str, str], s: JwksSettings) -> float:
+    """`headers`: case-insensitive (httpx.Headers) or with lower-case names."""
+    ttl = s.default_ttl
+    for directive in headers.get("cache-control", "").lower().split(","):
+        name, _, value = directive.strip().partition("=")
+        if name in ("no-store", "no-cache"):
+            ttl = s.min_ttl
+            break
+        if name == "max-age":
+            try:
+                ttl = float(int(value.strip().strip('"')))
+            except ValueError:
+                pass
+    return min(max(ttl, s.min_ttl), s.max_ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    latest: KeySet
+    fresh_until: float  # monotonic: refetch in the background after this
+    retired: Mapping[str, tuple[tuple[Key, ...], float]] = field(default_factory=dict)  # kid -> (keys, usable until)
+
+    def select(self, kid: str | None, alg: str, now: float) -> Key | Miss:
+        found = self.latest.select(kid, alg)
+        if isinstance(found, Miss) and found.reason == UNKNOWN_KID and kid is not None:
+            old = self.retired.get(kid)
+            if old is not None and old[1] > now:
+                return pick(old[0], kid, alg)
+        return found
+
+
+_FLIGHT = "jwks"
+
+
+class RemoteJwks:
+    """A JWKS endpoint's keys, cached. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        http: Http,
+        settings: JwksSettings = JwksSettings(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = check_endpoint_url(url)
+        self.path = PATH_JWKS
+        self.settings = settings
+        self.fetches = 0  # attempts, for tests and metrics
+        self._http = http
+        self._clock = clock
+        self._state: _State | None = None
+        self._last_attempt: float | None = None  # any fetch
+        self._last_kid_refetch: float | None = None  # a fetch for an unknown kid
+        self._failing = False
+        self._flight: SingleFlight[str, None] = SingleFlight()
+
+    def __repr__(self) -> str:
+        return f"RemoteJwks({self.url!r})"
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    def lookup(self, kid: str | None, alg: str, *, allow_fetch: bool = True) -> Key | Miss | None:
+        """The key, a Miss, or None when a fetch is due: await `refresh()`,
+        then ask again with allow_fetch=False."""
+        now = self._clock()
+        state = self._state
+        if state is None:
+            if allow_fetch and self._may_fetch(now, self._last_attempt):
+                return None
+            return Miss(KEYS_UNAVAILABLE, "the JWKS endpoint gave no usable keys yet")
+        if now >= state.fresh_until and self._may_fetch(now, self._last_attempt):
+            self._refresh_in_background()  # stale-while-revalidate: this request uses the cached keys
+        found = state.select(kid, alg, now)
+        if (
+            allow_fetch
+            and isinstance(found, Miss)
+            and found.reason == UNKNOWN_KID
+            and kid is not None
+            and self._may_fetch(now, self._last_kid_refetch)
+        ):
+            return None
+        return found
+
+    async def refresh(self) -> None:
+        """Fetch after a miss, or join the running fetch. Rate-limited: with no
+        keys yet, one attempt per `refetch_interval`; with keys (an unknown
+        kid), one refetch per `refetch_interval`, however recent the last
+        scheduled fetch — so a rotation is picked up at once."""
+        now = self._clock()
+        if self._state is None:
+            if not self._may_fetch(now, self._last_attempt):
+                return
+        elif not self._may_fetch(now, self._last_kid_refetch):
+            return
+        elif not self._flight.running(_FLIGHT):
+            self._last_kid_refetch = now
+        await self._flight.run(_FLIGHT, self._fetch)
+
+    async def prewarm(self) -> bool:
+        if self._state is None:
+            await self.refresh()
+        return self.ready
+
+    def _may_fetch(self, now: float, last: float | None) -> bool:
+        if self._flight.running(_FLIGHT):
+            return True  # joining costs the endpoint nothing
+        return last is None or now - last >= self.settings.refetch_interval
+
+    def _refresh_in_background(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (e.g. `rr explain`): keep the cached keys
+        self._flight.start(_FLIGHT, self._fetch)
+
+    async def _fetch(self) -> None:
+        self._last_attempt = self._clock()
+        self.fetches += 1
+        try:
+            response = await self._http.json("GET", self.url, timeout=self.settings.timeout)
+            if response.status != 200:
+                raise FetchError(f"GET {self.url}: HTTP {response.status}")
+            keys = parse_jwks(response.body, allow_symmetric=False)
+        except (FetchError, ValueError) as e:
+            if not self._failing:
+                kept = f"keeping {len(self._state.latest)} cached keys" if self._state else "no keys cached"
+                logger.warning("rr: JWKS fetch failed (%s); %s", e, kept)
+            self._failing = True
+            return
+        except Exception:
+            logger.exception("rr: JWKS fetch from %s failed unexpectedly", self.url)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("rr: JWKS endpoint %s answers again", self.url)
+        self._failing = False
+        now = self._clock()
+        self._state = _merge(self._state, keys, now, now + cache_ttl(response.headers, self.settings))
+
+
+def _merge(old: _State | None, keys: KeySet, now: float, fresh_until: float) -> _State:
+    """The new set; kids that vanished stay until the max-age of the fetch that last listed them."""
+    if old is None:
+        return _State(keys, fresh_until)
+    retired = {kid: v for kid, v in old.retired.items() if v[1] > now and kid not in keys.by_kid}
+    if old.fresh_until > now:
+        for kid, ks in old.latest.by_kid.items():
+            if kid is not None and kid not in keys.by_kid:
+                retired[kid] = (ks, old.fresh_until)
+    return _State(keys, fresh_until, retired)

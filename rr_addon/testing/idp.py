@@ -1,0 +1,325 @@
+"""A local identity provider for tests: HTTP or HTTPS on 127.0.0.1.
+
+Endpoints:
+  GET  /jwks        the published keys (Cache-Control: max-age=<jwks_max_age>)
+  POST /introspect  RFC 7662, client authentication (Basic or form), answers for
+                    tokens registered with `opaque()` or signed with `sign()`
+  POST /token       RFC 6749 §4.4 client_credentials, tokens "at-<n>-<random>"
+
+It counts requests per endpoint (`count("jwks")`) and can be told to fail
+(`fail("token", 503)`), to answer something odd (`override(...)`), to be
+slow (`slow("jwks", 0.2)`) or to go down altogether (`down()` / `up()`:
+the port refuses connections). Every answer closes its connection, so
+"down" really means unreachable for clients that pool connections.
+
+    with IdP() as idp:
+        kid = idp.add_key("RSA")
+        token = idp.token(sub="alice", aud="api")
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import ssl
+import threading
+import time
+from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl, unquote_plus
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from rr_addon.testing.certs import TestPKI
+
+ENDPOINTS = ("jwks", "introspect", "token")
+DEFAULT_ALG = {"RSA": "RS256", "EC": "ES256", "Ed25519": "EdDSA"}
+
+
+@lru_cache(maxsize=None)
+def pooled_key(kind: str, n: int = 0) -> Any:
+    """Private keys are slow to make (RSA ~50-100 ms): tests share a small pool."""
+    if kind == "RSA":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "EC":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "Ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key kind {kind!r}")
+
+
+def public_jwk(private_key: Any, kid: str, alg: str | None = None) -> dict[str, Any]:
+    pub = private_key.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        jwk = RSAAlgorithm.to_jwk(pub, as_dict=True)
+    elif isinstance(pub, ec.EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(pub, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(pub, as_dict=True)
+    jwk.update(kid=kid, use="sig")
+    if alg:
+        jwk["alg"] = alg
+    return jwk
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def compact(header: dict[str, Any], claims: dict[str, Any], sign: Callable[[bytes], bytes] = lambda _: b"") -> str:
+    """A JWS built by hand, for tokens no library would make (alg none, key confusion)."""
+    signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+    return signing_input + "." + b64url(sign(signing_input.encode()))
+
+
+def hs256(key: bytes) -> Callable[[bytes], bytes]:
+    return lambda msg: hmac.new(key, msg, hashlib.sha256).digest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    idp: IdP
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        endpoint = self.path.split("?")[0].strip("/")
+        if endpoint not in ENDPOINTS:
+            return self._send(404, {"error": "not_found"})
+        try:
+            status, payload, headers = self.idp._answer(endpoint, self.command, self.headers.get("authorization"), body)
+        except Exception as e:  # a bug in the IdP: answer 500 and keep it for the test to see
+            self.idp.errors.append(e)
+            status, payload, headers = 500, {"error": "server_error"}, {}
+        self._send(status, payload, headers)
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.send_header("connection", "close")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # the client gave up (a timeout test)
+        self.close_connection = True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out and vanish are part of the tests
+
+
+class IdP:
+    def __init__(self, *, pki: TestPKI | None = None, jwks_max_age: int | None = 300, token_ttl: int = 3600) -> None:
+        self.pki = pki
+        self.jwks_max_age = jwks_max_age
+        self.token_ttl = token_ttl
+        self.clients: dict[str, str] = {"rr": "rr-client-secret"}
+        self.received: list[tuple[str, dict[str, str]]] = []  # (endpoint, form) of POSTs
+        self.errors: list[Exception] = []  # exceptions inside the IdP itself
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(ENDPOINTS, 0)
+        self._failures: dict[str, tuple[int, Any]] = {}
+        self._delays: dict[str, float] = {}
+        self._keys: dict[str, tuple[Any, str]] = {}  # kid -> (private key, alg)
+        self._published: list[str] = []  # kids in the JWKS, in order
+        self._signer: str | None = None
+        self._opaque: dict[str, dict[str, Any]] = {}
+        self._serial = itertools.count(1)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self._bind()
+
+    # ------------------------------------------------------------ lifecycle
+    def _bind(self) -> None:
+        handler = type("Handler", (_Handler,), {"idp": self})
+        server = _Server(("127.0.0.1", self.port), handler)
+        if self.pki is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self.port = server.server_address[1]
+
+    def _serve(self) -> None:
+        assert self._server is not None
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> IdP:
+        self._serve()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.down()
+
+    def down(self) -> None:
+        """Stop listening: connections to the port are refused."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def up(self) -> None:
+        """Listen again on the same port."""
+        if self._server is None:
+            self._bind()
+            self._serve()
+
+    # ------------------------------------------------------------ addresses
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.pki else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def issuer(self) -> str:
+        return self.base_url + "/"
+
+    jwks_url = property(lambda self: self.base_url + "/jwks")
+    introspection_url = property(lambda self: self.base_url + "/introspect")
+    token_url = property(lambda self: self.base_url + "/token")
+
+    # ------------------------------------------------------------ behaviour
+    def count(self, endpoint: str) -> int:
+        with self._lock:
+            return self._counts[endpoint]
+
+    def fail(self, endpoint: str, status: int = 503) -> None:
+        self.override(endpoint, status, {"error": "temporarily_unavailable"})
+
+    def override(self, endpoint: str, status: int, body: Any) -> None:
+        """Answer every request to `endpoint` with this (bytes are sent as they are)."""
+        with self._lock:
+            self._failures[endpoint] = (status, body)
+
+    def slow(self, endpoint: str, seconds: float) -> None:
+        with self._lock:
+            self._delays[endpoint] = seconds
+
+    def heal(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._delays.clear()
+
+    # ------------------------------------------------------------ keys and tokens
+    def add_key(self, kind: str = "RSA", *, kid: str | None = None, publish: bool = True, sign_with: bool = True, pool: int = 0) -> str:
+        kid = kid or f"{kind.lower()}-{next(self._serial)}"
+        with self._lock:
+            self._keys[kid] = (pooled_key(kind, pool), DEFAULT_ALG[kind])
+            if publish:
+                self._published.append(kid)
+            if sign_with:
+                self._signer = kid
+        return kid
+
+    def retire(self, kid: str) -> None:
+        """Remove a key from the JWKS (it can still sign, to test refusal)."""
+        with self._lock:
+            self._published.remove(kid)
+
+    def private_key(self, kid: str) -> Any:
+        return self._keys[kid][0]
+
+    def jwks(self) -> dict[str, Any]:
+        with self._lock:
+            return {"keys": [public_jwk(self._keys[k][0], k, self._keys[k][1]) for k in self._published]}
+
+    def sign(self, claims: dict[str, Any], *, kid: str | None = None, alg: str | None = None, headers: dict[str, Any] | None = None) -> str:
+        kid = kid or self._signer
+        assert kid is not None, "add_key() first"
+        key, default_alg = self._keys[kid]
+        token = jwt.encode(claims, key, algorithm=alg or default_alg, headers={"kid": kid, **(headers or {})})
+        with self._lock:
+            self._opaque[token] = {"active": True, **claims}  # the introspection endpoint vouches for what it signed
+        return token
+
+    def claims(self, *, sub: str = "alice", aud: Any = "api", exp_in: float | None = 300, **extra: Any) -> dict[str, Any]:
+        now = int(time.time())
+        out: dict[str, Any] = {"iss": self.issuer, "sub": sub, "aud": aud, "iat": now}
+        if exp_in is not None:
+            out["exp"] = now + int(exp_in)
+        out.update(extra)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def token(self, *, kid: str | None = None, headers: dict[str, Any] | None = None, **claims: Any) -> str:
+        return self.sign(self.claims(**claims), kid=kid, headers=headers)
+
+    def opaque(self, *, active: bool = True, **claims: Any) -> str:
+        """Register an opaque access token the introspection endpoint knows."""
+        token = "op-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._opaque[token] = {"active": active, **claims}
+        return token
+
+    # ------------------------------------------------------------ the server side
+    def _answer(self, endpoint: str, method: str, authorization: str | None, body: bytes) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            self._counts[endpoint] += 1
+            failure = self._failures.get(endpoint)
+            delay = self._delays.get(endpoint, 0.0)
+        if delay:
+            time.sleep(delay)
+        if failure is not None:
+            return failure[0], failure[1], {}
+        if endpoint == "jwks":
+            if method != "GET":
+                return 405, {"error": "method_not_allowed"}, {}
+            headers = {"cache-control": f"max-age={self.jwks_max_age}"} if self.jwks_max_age is not None else {}
+            return 200, self.jwks(), headers
+        if method != "POST":
+            return 405, {"error": "method_not_allowed"}, {}
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        with self._lock:
+            self.received.append((endpoint, dict(form)))
+        if not self._client_ok(authorization, form):
+            return 401, {"error": "invalid_client"}, {"www-authenticate": 'Basic realm="idp"'}
+        if endpoint == "introspect":
+            return 200, self._introspect(form.get("token", "")), {}
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}, {}
+        value = f"at-{next(self._serial)}-{secrets.token_urlsafe(12)}"
+        return 200, {"access_token": value, "token_type": "Bearer", "expires_in": self.token_ttl}, {}
+
+    def _client_ok(self, authorization: str | None, form: dict[str, str]) -> bool:
+        if authorization and authorization.lower().startswith("basic "):
+            try:
+                user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+            except ValueError:
+                return False
+            client_id, secret = unquote_plus(user), unquote_plus(password)  # RFC 6749 §2.3.1
+        else:
+            client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        expected = self.clients.get(client_id)
+        return expected is not None and hmac.compare_digest(expected.encode(), secret.encode())
+
+    def _introspect(self, token: str) -> dict[str, Any]:
+        with self._lock:
+            known = self._opaque.get(token)
+        exp = known.get("exp") if known is not None else None
+        if known is None or not known.get("active") or (isinstance(exp, (int, float)) and exp <= time.time()):
+            return {"active": False}
+        return dict(known)

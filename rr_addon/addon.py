@@ -31,7 +31,7 @@ from rr_addon.identity import Refused
 from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.core import reasons
-from rr_addon.core.bodies import BodyError, decode_content, dump_json, is_json_content_type, parse_json
+from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, parse_json
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
@@ -43,6 +43,8 @@ from rr_addon.store import config_store
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
 
 logger = logging.getLogger("rr")
+
+STREAM_REQUESTS_OVER = 1024 * 1024  # bytes; larger request bodies that no rule reads are streamed
 
 _AUDITED = "_rr_audited"
 _STARTED = "_rr_started"
@@ -351,6 +353,12 @@ class RR:
                 setattr(flow, _PENDING, (admitted, facts))  # decided in `request`, once the body is in
             return
         await self.authorize(flow, admitted, facts, snap)
+        if flow.response is None:
+            # Decided without the body: a large upload streams through instead of filling memory
+            # (small bodies stay buffered, so mitmweb and -w can show them).
+            length = flow.request.headers.get("content-length", "")
+            if "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (length.isdigit() and int(length) > STREAM_REQUESTS_OVER):
+                flow.request.stream = ByteCounter()
 
     async def verify_token(self, flow: http.HTTPFlow, snap: Snapshot, facts, now: float, unknown: Outcome) -> Admission | Outcome:
         """A credential no static digest matched may be a token a verifier accepts (jwt_verify, oauth2)."""
@@ -375,12 +383,21 @@ class RR:
         delattr(flow, _PENDING)
         admitted, facts = pending
         snap = self.snapshot
-        try:
-            body = flow.request.get_content(strict=True) or b""
-        except ValueError:
-            self.conclude(flow, admitted.outcome(Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID)), snap, admitted)
+        body = self.request_body(flow)
+        if isinstance(body, Decision):
+            self.conclude(flow, admitted.outcome(body), snap, admitted)
             return
         await self.authorize(flow, admitted, dataclasses.replace(facts, body=body), snap)
+
+    def request_body(self, flow: http.HTTPFlow) -> bytes | Decision:
+        """The request body, decoded under the inspection limit (a compressed bomb stops there)."""
+        limit = ctx.options.rr_inspect_limit
+        try:
+            return decode_content(flow.request.raw_content or b"", flow.request.headers.get("content-encoding"), limit=limit)
+        except DecodedTooLarge:
+            return Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail=f"over {limit} bytes decoded")
+        except BodyError:
+            return Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID)
 
     async def authorize(self, flow: http.HTTPFlow, admitted: Admission, facts, snap: Snapshot) -> None:
         """Rules, then meters (counted only for requests the rules let through)."""
@@ -410,9 +427,9 @@ class RR:
 
     def redact_request(self, flow: http.HTTPFlow, redactor) -> None:
         """Scrub PII and secrets from the request body before it leaves (e.g. prompts to AI APIs)."""
-        body = flow.request.get_content(strict=False)
-        if not body:
-            return
+        body = self.request_body(flow)
+        if not body or isinstance(body, Decision):
+            return  # a body that does not decode was refused before this point
         if is_json_content_type(flow.request.headers.get("content-type")):
             try:
                 doc, counts = redactor.redact_json(parse_json(body))
@@ -589,7 +606,8 @@ class RR:
             if caller is None:
                 out.append(f"{f.id}: credential {meta['proxy']}/{meta['credential']} is no longer configured")
                 continue
-            facts = dataclasses.replace(flows.request_facts(f), body=f.request.get_content(strict=False))
+            body = self.request_body(f)
+            facts = dataclasses.replace(flows.request_facts(f), body=body if isinstance(body, bytes) else None)
             title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
             out.append(plain(explanation_tree(title, explain(snap, caller, facts, self.limits))))
         text = "\n".join(out)
@@ -676,7 +694,7 @@ class RR:
                 port=req.port,
                 path=req.path.partition("?")[0],
                 client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
-                bytes_in=len(req.raw_content or b""),
+                bytes_in=req.stream.count if isinstance(req.stream, ByteCounter) else len(req.raw_content or b""),
                 bytes_out=bytes_out,
                 latency_ms=round((time.monotonic() - started) * 1000, 3) if started else None,
                 config_version=meta["config_version"],
@@ -688,6 +706,19 @@ class RR:
             )
         )
         setattr(flow, _AUDITED, True)
+
+
+class ByteCounter:
+    """A `request.stream` callable: passes the body through, counting it."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, chunk: bytes) -> bytes:
+        self.count += len(chunk)
+        return chunk
 
 
 def _is_private(address: str) -> bool:

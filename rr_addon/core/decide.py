@@ -11,6 +11,7 @@ Two steps, so the glue can decide before reading a body when no rule needs it:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import parse_qsl
@@ -36,6 +37,7 @@ from rr_addon.core.snapshot import (
 from rr_addon.core.types import Decision, Identity, Outcome, RequestFacts, Route
 
 DEFAULT_INSPECT_LIMIT = 1024 * 1024
+_CONTROL = re.compile(r"[\x00\r\n]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,9 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
         path = canonicalize(facts.path)
     except PathError as e:
         return Outcome(Decision.deny("invalid-request", e.reason), identity, Route(target.name, cred_name), strip)
+    if _CONTROL.search("\t".join(v for _, v in facts.headers)):
+        # CR/LF/NUL in a value (obs-fold included) could split headers at a lenient upstream
+        return Outcome(Decision.deny("invalid-request", reasons.HEADER_CONTROL_CHARACTER), identity, Route(target.name, cred_name), strip)
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
     pipeline = snap.pipeline(caller, target, cred)
     return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body, pipeline)

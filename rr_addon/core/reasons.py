@@ -31,6 +31,7 @@ UPSTREAM_TIMEOUT = "upstream timed out"
 TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
 
 # 400 / 413 before the rules
+HEADER_CONTROL_CHARACTER = "request header value contains CR, LF or NUL"
 BODY_NOT_JSON = "request body claims JSON but does not parse"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"

@@ -9,16 +9,22 @@ Paths:
   /usage/<n>          {"usage": {"total_tokens": n}} (for response_value meters)
   /text/...           text/plain with an email, a card number and the Authorization it got
   ?gzip=1             on any path: the body gzip-encoded
+  /bomb/gzip, /bomb/br  64 MB of JSON compressed (decompression bombs)
+  /deep               JSON nested 100,000 levels deep
+  /lie                says application/json, sends HTML
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import brotli
 
 from rr_addon.testing.certs import TestPKI
 
@@ -61,6 +67,16 @@ def big_document(size: int) -> bytes:
     return json.dumps({"object": "list", "data": [dict(item, id=f"cus_{i:010d}") for i in range(max(1, size // one))]}).encode()
 
 
+@functools.lru_cache(maxsize=None)
+def _bomb(kind: str) -> tuple[str, bytes]:
+    """64 MB of JSON that compresses to a few hundred KB or less."""
+    raw = b'{"a": "' + b"0" * (64 * 1024 * 1024) + b'"}'
+    return ("gzip", gzip.compress(raw, 9)) if kind == "gzip" else ("br", brotli.compress(raw, quality=5))
+
+
+BOMBS = {"/bomb/gzip": lambda: _bomb("gzip"), "/bomb/br": lambda: _bomb("br")}
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     recorder: Recorder
@@ -77,6 +93,19 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path.startswith("/bytes/"):
             payload = big_document(int(path.rsplit("/", 1)[1]))
+        elif path in BOMBS:
+            encoding, payload = BOMBS[path]()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-encoding", encoding)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        elif path == "/deep":
+            payload = b"[" * 100_000 + b"]" * 100_000
+        elif path == "/lie":
+            payload = b"<html><body>this is not JSON, someone@example.com</body></html>"
         elif path.startswith("/text/"):
             payload = b"hello someone@example.com, card 4242 4242 4242 4242, echo " + (self.headers.get("authorization") or "").encode()
         elif path.startswith("/usage/"):

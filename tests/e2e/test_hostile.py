@@ -1,0 +1,229 @@
+"""Hostile requests and responses (issue 9): each is answered cleanly — an error
+with the right status, nothing forwarded — and the proxy keeps serving. Where
+mitmproxy itself rejects a shape before rr sees it, the test says so."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import ssl
+import threading
+import uuid
+
+import httpx
+import pytest
+
+from rr_addon.testing.home import prepare_home
+from rr_addon.testing.proxy import ProxyProcess
+
+POLICY = """
+targets:
+  - name: api
+    hosts: ["127.0.0.1:{port}"]
+    allow_private_addresses: true
+    credentials: [{{name: live, kind: bearer, secret: sk_hostile_SECRET}}]
+  - name: filtered
+    hosts: ["localhost:{port}"]
+    allow_private_addresses: true
+    filters: [{{destroy: ["$.secret"]}}]
+  - name: raw
+    hosts: ["127.0.0.1:{raw_port}"]
+    schemes: [http]
+    allow_private_addresses: true
+proxies:
+  - name: agent
+    targets: [{{target: api}}, {{target: filtered}}, {{target: raw}}]
+    rules: [{{name: model, effect: deny, methods: [POST], body: [{{json_path: "$.model", value: "^forbidden$"}}]}}]
+    credentials: [{{name: a, auth: api_key, secret: KEY_h}}]
+"""
+
+
+class Misbehaving:
+    """A plain-HTTP upstream that announces a body and resets the connection halfway."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\": ")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()  # RST
+
+
+@pytest.fixture(scope="module")
+def raw():
+    m = Misbehaving()
+    yield m
+    m.sock.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, upstream, pki, raw):
+    home = tmp_path_factory.mktemp("rr-hostile")
+    prepare_home(home, POLICY.format(port=upstream.port, raw_port=raw.port))
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, args=["--set", "rr_buffer_limit=1000000"]) as p:
+        p.upstream_port = upstream.port
+        yield p
+
+
+def raw_exchange(proxy, request: bytes, host="127.0.0.1") -> tuple[int | None, bytes]:
+    """Send `request` byte-exact inside an authenticated tunnel; (status, body) or (None, b"") if closed."""
+    ctx = ssl.create_default_context(cafile=str(proxy.ca))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as s:
+        s.sendall(f"CONNECT {host}:{proxy.upstream_port} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Bearer KEY_h\r\n\r\n".encode())
+        connect = http.client.HTTPResponse(s, method="CONNECT")
+        connect.begin()
+        assert connect.status == 200
+        with ctx.wrap_socket(s, server_hostname=host) as tls:
+            tls.sendall(request)
+            resp = http.client.HTTPResponse(tls)
+            try:
+                resp.begin()
+            except (http.client.RemoteDisconnected, ConnectionResetError):
+                return None, b""
+            return resp.status, resp.read()
+
+
+def still_serving(proxy):
+    verify = ssl.create_default_context(cafile=str(proxy.ca))
+    with httpx.Client(proxy=proxy.url("agent", "KEY_h"), verify=verify, timeout=10) as c:
+        assert c.get(f"https://127.0.0.1:{proxy.upstream_port}/anything/ok").status_code == 200
+
+
+def forwarded(upstream, marker):
+    return [r for r in upstream.received if marker in r.path]
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+@pytest.mark.parametrize(
+    "head, expect",
+    [
+        # mitmproxy relays a bare CR and obs-fold inside a value; rr refuses them (they split headers downstream)
+        (b"GET /{m} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\rb\r\n\r\n", "rr-400"),
+        (b"GET /{m} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Folded: a\r\n b\r\n\r\n", "rr-400"),
+        # mitmproxy's HTTP/1 parser refuses these before any hook runs: 400, nothing forwarded
+        (b"POST /{m} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "mitmproxy-400"),
+        (b"GET /{m} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "mitmproxy-400"),
+        # rr answers these itself
+        (b"GET /{m}/%2e%2e/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "rr-400"),
+        (b"GET /{m}/%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "rr-400"),
+        # bytes that are not UTF-8 in a header value are relayed as bytes, not a crash
+        (b"GET /{m} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Name: \xff\xfe\x80\r\n\r\n", "forwarded"),
+    ],
+    ids=["cr-in-value", "obs-fold", "cl-and-te", "two-content-lengths", "encoded-dot-segment", "nul", "invalid-utf8"],
+)
+def test_hostile_request_shapes(proxy, upstream, head, expect):
+    marker = uuid.uuid4().hex
+    status, body = raw_exchange(proxy, head.replace(b"{m}", marker.encode()))
+    got = forwarded(upstream, marker)
+    if expect == "forwarded":
+        assert status == 200 and len(got) == 1
+    else:
+        assert status == 400 and got == []
+        if expect == "rr-400":
+            assert json.loads(body)["error"]["code"] == "invalid-request"
+    still_serving(proxy)
+
+
+@pytest.mark.parametrize(
+    "body, content_type, status",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),  # depth 100,000: no RecursionError escapes
+        (b'{"model": 1e999999, "n": 123456789012345678901234567890}', "application/json", 200),
+        (b'{"model": "\xff\xfe"}', "application/json", 400),
+        (b"", "application/json", 200),
+        (b'{"model": "forbidden"}', "application/json", 403),
+        (b"\xff\xfe\xfd not text", "text/plain", 200),
+    ],
+    ids=["deep-json", "huge-numbers", "invalid-utf8-json", "empty", "denied-by-body-rule", "binary-text"],
+)
+def test_hostile_bodies(proxy, upstream, body, content_type, status):
+    marker = uuid.uuid4().hex
+    head = f"POST /anything/{marker} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    got_status, _ = raw_exchange(proxy, head + body)
+    assert got_status == status
+    assert len(forwarded(upstream, marker)) == (1 if status == 200 else 0)
+
+
+def test_chunked_request_body_reaches_body_rules(proxy, upstream):
+    marker = uuid.uuid4().hex
+    payload = b'{"model": "forbidden"}'
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(payload[i : i + 5]), payload[i : i + 5]) for i in range(0, len(payload), 5)) + b"0\r\n\r\n"
+    head = f"POST /anything/{marker} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    status, body = raw_exchange(proxy, head + chunks)
+    assert status == 403 and json.loads(body)["error"]["code"] == "access-denied"
+    assert forwarded(upstream, marker) == []
+
+
+def test_gzip_bomb_in_a_request_stops_at_the_inspection_limit(proxy, upstream):
+    import gzip
+
+    marker = uuid.uuid4().hex
+    bomb = gzip.compress(b'{"model": "' + b"a" * (32 * 1024 * 1024) + b'"}', 9)
+    head = f"POST /anything/{marker} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n".encode()
+    status, body = raw_exchange(proxy, head + bomb)
+    assert status == 413 and json.loads(body)["error"]["code"] == "payload-too-large"
+    assert forwarded(upstream, marker) == []
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "Bearer " + "x" * 100_000,
+        "Bearer " + base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": "k" * 20_000}).encode()).decode().rstrip("=") + ".e30.sig",
+    ],
+    ids=["oversize-token", "absurd-kid"],
+)
+def test_absurd_tokens(proxy, upstream, token):
+    marker = uuid.uuid4().hex
+    status, body = raw_exchange(proxy, f"GET /anything/{marker} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-RR-Authorization: {token}\r\n\r\n".encode())
+    assert status == 200  # the tunnel's own credential is valid; the absurd header is dropped, never forwarded
+    (got,) = forwarded(upstream, marker)
+    assert got.header("X-RR-Authorization") is None
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+@pytest.mark.parametrize("path", ["/bomb/gzip", "/bomb/br"])
+def test_decompression_bombs_are_capped(proxy, path):
+    verify = ssl.create_default_context(cafile=str(proxy.ca))
+    with httpx.Client(proxy=proxy.url("agent", "KEY_h"), verify=verify, timeout=30) as c:
+        r = c.get(f"https://localhost:{proxy.upstream_port}{path}")  # the filtered target must decode it
+    assert r.status_code == 502 and r.json()["error"]["code"] == "response-too-large"
+    still_serving(proxy)
+
+
+@pytest.mark.parametrize("path, code", [("/lie", "unfilterable-response"), ("/deep", "unfilterable-response")])
+def test_bodies_that_lie_or_nest_too_deep(proxy, path, code):
+    verify = ssl.create_default_context(cafile=str(proxy.ca))
+    with httpx.Client(proxy=proxy.url("agent", "KEY_h"), verify=verify, timeout=30) as c:
+        r = c.get(f"https://localhost:{proxy.upstream_port}{path}")
+    assert r.status_code == 422 and r.json()["error"]["code"] == code
+    assert "someone@example.com" not in r.text
+
+
+def test_upstream_reset_mid_body(proxy, raw):
+    with httpx.Client(proxy=proxy.url("agent", "KEY_h"), timeout=15) as c:
+        try:
+            r = c.get(f"http://127.0.0.1:{raw.port}/x")
+        except httpx.HTTPError:
+            r = None  # the body was streamed and broke off: the connection is closed, nothing more to say
+    if r is not None:
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream-unavailable"
+    still_serving(proxy)

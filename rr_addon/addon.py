@@ -25,7 +25,7 @@ from mitmproxy import command, ctx, exceptions, flow, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
-from rr_addon import audit, flows, settings, wire
+from rr_addon import audit, flows, metrics, settings, wire
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
 from rr_addon.metering import Metering
@@ -39,7 +39,7 @@ from rr_addon.core.scrub import StreamScrubber, scrub_text
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
-from rr_addon.store import config_store
+from rr_addon.store import audit_store, config_store, dataplanes, notify
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
 
 logger = logging.getLogger("rr")
@@ -51,6 +51,7 @@ _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
 _PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
+_DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, rules, meters), body waits excluded
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 
 
@@ -105,6 +106,12 @@ class RR:
         self._failed_version: int | None = None
         self._pinned: dict[str, tuple[str, int]] = {}
         self.audit: audit.AuditWriter | None = None
+        self.audit_db: audit_store.DatabaseSink | None = None
+        self.plane_id = dataplanes.new_id()
+        self.requests = 0
+        self._changes: notify.ConfigChangeListener | None = None
+        self._heartbeat: dataplanes.Heartbeat | None = None
+        self._exporter: metrics.Exporter | None = None
         self.metering: Metering | None = None
         self.identities: Identities | None = None
 
@@ -117,11 +124,15 @@ class RR:
         loader.add_option(
             "rr_redis_url", str, "", "Redis URL for meter counters shared by every rr process (default: $RR_REDIS_URL; none: embedded counters)."
         )
-        loader.add_option("rr_reload_interval", float, 1.0, "Seconds between checks for a new rr configuration version.")
+        loader.add_option(
+            "rr_reload_interval_ms", int, 1000, "Milliseconds between checks for a new rr configuration version (PostgreSQL also notifies at once)."
+        )
         loader.add_option(
             "rr_idp_ca_file", str, "", "CA bundle (PEM) for identity providers (JWKS, introspection, token endpoints); default: the system's."
         )
         loader.add_option("rr_audit_file", str, "", "Append one JSON audit record per request to this file (JSON lines).")
+        loader.add_option("rr_metrics_port", int, 0, "Serve Prometheus metrics on this port (0: off).")
+        loader.add_option("rr_metrics_host", str, "127.0.0.1", "Address the Prometheus metrics are served on.")
         loader.add_option(
             "rr_buffer_limit",
             int,
@@ -144,8 +155,17 @@ class RR:
             self._open_store(ctx.options.rr_database_url or None)
         if "rr_database_url" in updated or "rr_redis_url" in updated:
             self._open_counters(ctx.options.rr_redis_url or os.environ.get("RR_REDIS_URL") or None)
-        if "rr_audit_file" in updated or self.audit is None:
+        if "rr_audit_file" in updated or "rr_database_url" in updated or self.audit is None:
             self._open_audit(ctx.options.rr_audit_file)
+        if "rr_metrics_port" in updated or "rr_metrics_host" in updated:
+            if self._exporter is not None:
+                self._exporter.close()
+                self._exporter = None
+            if ctx.options.rr_metrics_port:
+                try:
+                    self._exporter = metrics.serve(ctx.options.rr_metrics_port, ctx.options.rr_metrics_host)
+                except OSError as e:
+                    raise exceptions.OptionsError(f"rr: cannot serve metrics on {ctx.options.rr_metrics_host}:{ctx.options.rr_metrics_port}: {e}") from None
 
     def _open_store(self, url: str | None) -> None:
         try:
@@ -160,6 +180,7 @@ class RR:
         except Exception as e:
             raise exceptions.OptionsError(f"rr: cannot load the configuration: {e}") from None
         self._engine, self._keyring, self.snapshot, self.identities = engine, keyring, snapshot, identities
+        metrics.config_loaded(snapshot.version)
         logger.info(
             "rr enforces configuration version %d (%d proxies, %d targets) from %s",
             snapshot.version,
@@ -184,11 +205,32 @@ class RR:
         sinks: list = [audit.LogSink()]
         if path:
             sinks.append(audit.JsonLinesSink(Path(path)))
-        self.audit = audit.AuditWriter(sinks)
+        self.audit_db = None
+        if self._engine is not None:
+            self.audit_db = audit_store.DatabaseSink(self._engine, dataplane=self.plane_id, spill_path=settings.home() / f"audit-spill-{self.plane_id}.jsonl")
+            sinks.append(self.audit_db)
+        self.audit = audit.AuditWriter(sinks, maxsize=20_000)
+        metrics.watch_audit(self.audit, self.audit_db)
         if old is not None:
             old.close()
 
+    def _stats(self) -> dict:
+        dropped = (self.audit.dropped if self.audit else 0) + (self.audit_db.dropped if self.audit_db else 0)
+        return {"requests": self.requests, "audit_dropped": dropped}
+
     def running(self) -> None:
+        if self._engine is not None and self._changes is None:
+            self._changes = notify.ConfigChangeListener(self._engine.url)
+            self._changes.start()
+        if self._engine is not None and self._heartbeat is None:
+            self._heartbeat = dataplanes.Heartbeat(
+                self._engine,
+                listen=dataplanes.listen_address(ctx.master),
+                version=lambda: self.snapshot.version if self.snapshot else None,
+                stats=self._stats,
+                plane_id=self.plane_id,
+            )
+            self._heartbeat.start()
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         if self.identities is not None:
@@ -198,6 +240,15 @@ class RR:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+            self._heartbeat = None
+        if self._changes is not None:
+            await self._changes.aclose()
+            self._changes = None
+        if self._exporter is not None:
+            await asyncio.to_thread(self._exporter.close)  # waits up to 0.5 s for the server thread
+            self._exporter = None
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
             self.audit = None
@@ -213,7 +264,10 @@ class RR:
         """Swap in new configuration versions; keep the running one on any failure."""
         unreachable = False
         while True:
-            await asyncio.sleep(ctx.options.rr_reload_interval)
+            if self._changes is not None:
+                await self._changes.wait(ctx.options.rr_reload_interval_ms / 1000)
+            else:
+                await asyncio.sleep(ctx.options.rr_reload_interval_ms / 1000)
             if self._engine is None or self._keyring is None or self.snapshot is None:
                 continue
             try:
@@ -234,6 +288,7 @@ class RR:
                 self.identities.rebuild(snap)
             except Exception as e:
                 self._failed_version = version
+                metrics.config_reload(False)
                 logger.error(
                     "rr: configuration version %d failed to load, still enforcing version %d: %s",
                     version,
@@ -243,6 +298,9 @@ class RR:
                 continue
             self.snapshot = snap
             logger.info("rr now enforces configuration version %d", snap.version)
+            metrics.config_reload(True, snap.version)
+            if self._heartbeat is not None:
+                self._heartbeat.poke()
 
     # ------------------------------------------------------------------ connections
 
@@ -335,7 +393,9 @@ class RR:
             return
         facts = flows.request_facts(flow, self._client(flow.client_conn.id).tunnel_authorization)
         now = time.time()
+        t0 = time.perf_counter()
         admitted = admit(snap, facts, now)
+        _add_time(flow, time.perf_counter() - t0)
         if isinstance(admitted, Outcome) and admitted.decision.reason == reasons.UNKNOWN_CREDENTIAL:
             admitted = await self.verify_token(flow, snap, facts, now, admitted)
         flows.strip_headers(flow.request, admitted.strip_headers)
@@ -401,11 +461,15 @@ class RR:
 
     async def authorize(self, flow: http.HTTPFlow, admitted: Admission, facts, snap: Snapshot) -> None:
         """Rules, then meters (counted only for requests the rules let through)."""
+        t0 = time.perf_counter()
         outcome, req = authorize(admitted, facts, self.limits)
-        if req is not None and (outcome.decision.allowed or outcome.report_only):
+        metered = req is not None and (outcome.decision.allowed or outcome.report_only)
+        if metered:
             assert self.metering is not None
             plan = snap.proxies[admitted.identity.proxy].meters.plan(admitted.identity.credential, req, time.time())
-            verdict = await self.metering.check(plan)
+            verdict = await self.metering.check(plan, admitted.identity.proxy)
+        _add_time(flow, time.perf_counter() - t0)
+        if metered:
             if not verdict.admitted:
                 extra = [("retry-after", str(verdict.retry_after or 1))]
                 if verdict.policy:
@@ -698,6 +762,8 @@ class RR:
                 bytes_out=bytes_out,
                 latency_ms=round((time.monotonic() - started) * 1000, 3) if started else None,
                 config_version=meta["config_version"],
+                dataplane=self.plane_id,
+                decision_ms=round(getattr(flow, _DECISION_TIME, 0.0) * 1000, 3),
                 meters=[m.name for m in metered[0].meters] if metered is not None else [],
                 redactions=meta.get("redactions") or {},
                 subject=meta.get("subject"),
@@ -706,6 +772,20 @@ class RR:
             )
         )
         setattr(flow, _AUDITED, True)
+        self.requests += 1
+        decision = getattr(flow, _DECISION_TIME, None)
+        metrics.request_done(
+            meta["proxy"],
+            meta["target"],
+            meta["code"],
+            decision,
+            result=meta["result"],
+            total_seconds=(time.monotonic() - started) if started else None,
+        )
+
+
+def _add_time(flow: http.HTTPFlow, seconds: float) -> None:
+    setattr(flow, _DECISION_TIME, getattr(flow, _DECISION_TIME, 0.0) + seconds)
 
 
 class ByteCounter:

@@ -42,12 +42,14 @@ FIELDS = (
     "bytes_in",
     "bytes_out",
     "latency_ms",
+    "decision_ms",  # of latency_ms: rr's own decision (auth, target, rules, meters)
     "config_version",
     "subject",  # of a verified token (jwt_verify, oauth2); never the token
     "issuer",
     "verification",  # which verification path accepted or refused the token
     "meters",  # names of the meters that counted this request
     "redactions",  # detector -> count, never the values
+    "dataplane",  # the data plane that served the request
 )
 
 
@@ -110,7 +112,7 @@ class LogSink:
 class AuditWriter:
     """Background thread that drains records into sinks in batches."""
 
-    def __init__(self, sinks: list[Sink], maxsize: int = 100_000, on_error: Callable[[Exception], None] | None = None):
+    def __init__(self, sinks: list[Sink], maxsize: int = 20_000, on_error: Callable[[Exception], None] | None = None):
         self.sinks = sinks
         self._q: queue.Queue[dict | None] = queue.Queue(maxsize)
         self.dropped = 0

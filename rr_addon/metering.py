@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+from rr_addon import metrics
 from rr_addon.core.meters import CounterOp, Plan, Verdict
 from rr_addon.meters import BackendUnavailable, CounterBackend
 
@@ -21,17 +22,25 @@ class Metering:
         self.backend_errors = 0
         self._down = False
 
-    async def check(self, plan: Plan) -> Verdict:
+    async def check(self, plan: Plan, proxy: str) -> Verdict:
         try:
             if self._sync:
                 result = self.backend.check_and_add_now(plan.ops)  # type: ignore[attr-defined]
             else:
                 result = await self.backend.check_and_add(plan.ops)
         except BackendUnavailable as e:
-            self._failed(e)
+            self._failed(e, "check")
             return plan.on_backend_error()
         self._recovered()
-        return plan.verdict(result)
+        verdict = plan.verdict(result)
+        if verdict.admitted:
+            for m in plan.meters:
+                if m.type == "request_count":
+                    metrics.meter_used(proxy, m.name)
+        else:
+            for meter, _window in verdict.exhausted[:1]:
+                metrics.meter_refused(proxy, meter)
+        return verdict
 
     async def add(self, ops: Sequence[CounterOp]) -> None:
         if not ops:
@@ -42,10 +51,11 @@ class Metering:
             else:
                 await self.backend.add(ops)
         except BackendUnavailable as e:
-            self._failed(e)
+            self._failed(e, "add")
 
-    def _failed(self, e: Exception) -> None:
+    def _failed(self, e: Exception, operation: str) -> None:
         self.backend_errors += 1
+        metrics.backend_error("redis" if not self._sync else "database", operation)
         if not self._down:
             logger.error("rr: counters unavailable (%s); meters follow their on_backend_error policy", e)
         self._down = True

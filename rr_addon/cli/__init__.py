@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
 import yaml
 from rich.console import Console
@@ -47,6 +48,9 @@ def _store():
         config_store.check_key(engine, keyring)
     except (DatabaseError, MasterKeyError) as e:
         raise die(str(e)) from None
+    click_context = click.get_current_context(silent=True)
+    if click_context is not None:
+        click_context.call_on_close(engine.dispose)  # no pooled connection outlives the command
     return engine, keyring
 
 
@@ -70,6 +74,7 @@ def init() -> None:
     console.print(f"database: {url} schema {after}" + (" (migrated)" if before != after else ""))
     if not fresh:
         console.print("configuration state: exists (unchanged)")
+    engine.dispose()
     ca = ensure_ca(settings.confdir())
     console.print(f"CA certificate: {ca}")
 
@@ -90,6 +95,7 @@ def migrate_schema() -> None:
         before, after = migrate(engine)
     except DatabaseError as e:
         raise die(str(e)) from None
+    engine.dispose()
     console.print(f"schema {before or '(empty)'} -> {after}")
 
 
@@ -273,6 +279,11 @@ def find_caller(snap, name: str):
     if len(matches) > 1:
         raise die(f"{name!r} names a credential of several proxies ({', '.join(c.proxy for c in matches)}): write PROXY/{name}")
     return matches[0]
+
+
+from rr_addon.cli import ops  # noqa: E402  (after the commands above: `rr audit …`, `rr status`)
+
+ops.register(app)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from rr_addon import settings
 from rr_addon.store import audit_store, config_store, dataplanes
@@ -260,6 +261,8 @@ def audit(
                     sys.stdout.flush()
         except KeyboardInterrupt:
             pass
+        except SQLAlchemyError as e:
+            raise _die(f"lost the database while following: {str(getattr(e, 'orig', None) or e).strip().splitlines()[0]}") from None
 
 
 @audit_app.command("prune")

@@ -14,6 +14,7 @@ from sqlmodel import select
 from rr_addon.config import schema
 from rr_addon.core.snapshot import Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
+from rr_addon.store import notify
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
     ConfigState,
@@ -281,6 +282,7 @@ def write(engine: Engine, stored: Stored, desired: Desired, keyring: Keyring, ap
             if name not in keep_proxies:
                 _delete_children(s, ProxyCredentialRow, ProxyCredentialRow.proxy_id, row.id)
                 s.delete(row)
+        notify.notify_change(s, stored.version + 1)  # delivered at commit, to every data plane
         s.commit()
         return stored.version + 1
 

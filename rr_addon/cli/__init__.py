@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 import yaml
 from rich.console import Console
@@ -39,6 +38,18 @@ def die(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+_engines: list = []  # engines opened by this command, disposed when it ends
+
+
+@app.callback()
+def _lifecycle(ctx: typer.Context) -> None:
+    def dispose() -> None:
+        while _engines:
+            _engines.pop().dispose()  # no pooled connection outlives the command
+
+    ctx.call_on_close(dispose)
+
+
 def _store():
     """Engine and keyring of an initialised database, or exit with the reason."""
     try:
@@ -48,9 +59,7 @@ def _store():
         config_store.check_key(engine, keyring)
     except (DatabaseError, MasterKeyError) as e:
         raise die(str(e)) from None
-    click_context = click.get_current_context(silent=True)
-    if click_context is not None:
-        click_context.call_on_close(engine.dispose)  # no pooled connection outlives the command
+    _engines.append(engine)
     return engine, keyring
 
 

@@ -85,7 +85,7 @@ def plain(renderable) -> str:
 def usage_table(rows, now: float) -> Table:
     table = Table(title="usage and meters (current windows)", title_justify="left")
     for col, justify in (("proxy", "left"), ("meter", "left"), ("credential", "left"), ("window", "left"), ("used", "right"), ("limit", "right"), ("remaining", "right"), ("resets in", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col in ("proxy", "meter", "credential"))  # names stay whole
     for r in rows:
         remaining = r.remaining
         style = "red" if remaining == 0 else ""

@@ -63,7 +63,9 @@ class ProxyProcess:
             self.cmd = [str(BIN / tool), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", str(self.port), "--set", f"confdir={home / 'certs'}", *extra]
         else:
             self.cmd = [str(BIN / "rr"), "run", *(["--web"] if web else []), "-p", str(self.port), *extra]
-        self.env = {**os.environ, "RR_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
+        db_file = home / "database-url"  # a PostgreSQL database of this home (see rr_addon.testing.home)
+        db = {"RR_DATABASE_URL": db_file.read_text().strip()} if db_file.exists() else {}
+        self.env = {**os.environ, "RR_HOME": str(home), "PYTHONUNBUFFERED": "1", **db, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlite3
 from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from rr_addon.testing.home import prepare_home, rr_cli
+from sqlalchemy import text
+
+from rr_addon.store.db import make_engine
+from rr_addon.testing.home import database_url, prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 
 POLICY = """
@@ -116,20 +118,23 @@ def test_hot_reload_within_two_seconds(proxy, upstream):
 
 def test_bad_configuration_never_replaces_the_running_one(proxy, upstream):
     url = f"https://127.0.0.1:{upstream.port}/anything/bad"
-    db = sqlite3.connect(proxy.home / "rr.db")
-    (version,) = db.execute("SELECT version FROM rr_config_state").fetchone()
-    (spec,) = db.execute("SELECT spec FROM rr_target WHERE name = 'api'").fetchone()
-    broken = json.loads(spec) | {"hosts": "not-a-list", "from_the_future": True}
-    db.execute("UPDATE rr_target SET spec = ? WHERE name = 'api'", (json.dumps(broken),))
-    db.execute("UPDATE rr_config_state SET version = version + 1")
-    db.commit()
-    proxy.wait_for_log(f"configuration version {version + 1} failed to load, still enforcing version {version}")
-    assert get(proxy, "KEY_a", url).status_code == 200  # still serving the last good configuration
-    # an operator repairs it: the fixed version is picked up
-    db.execute("UPDATE rr_target SET spec = ? WHERE name = 'api'", (spec,))
-    db.execute("UPDATE rr_config_state SET version = version + 1")
-    db.commit()
-    db.close()
+    engine = make_engine(database_url(proxy.home) or f"sqlite:///{proxy.home / 'rr.db'}")
+    try:
+        with engine.begin() as db:
+            version = db.execute(text("SELECT version FROM rr_config_state")).scalar_one()
+            spec = db.execute(text("SELECT spec FROM rr_target WHERE name = 'api'")).scalar_one()
+            spec = json.loads(spec) if isinstance(spec, str) else spec
+            broken = spec | {"hosts": "not-a-list", "from_the_future": True}
+            db.execute(text("UPDATE rr_target SET spec = :s WHERE name = 'api'"), {"s": json.dumps(broken)})
+            db.execute(text("UPDATE rr_config_state SET version = version + 1"))
+        proxy.wait_for_log(f"configuration version {version + 1} failed to load, still enforcing version {version}")
+        assert get(proxy, "KEY_a", url).status_code == 200  # still serving the last good configuration
+        # an operator repairs it: the fixed version is picked up
+        with engine.begin() as db:
+            db.execute(text("UPDATE rr_target SET spec = :s WHERE name = 'api'"), {"s": json.dumps(spec)})
+            db.execute(text("UPDATE rr_config_state SET version = version + 1"))
+    finally:
+        engine.dispose()
     proxy.wait_for_log(f"rr now enforces configuration version {version + 2}")
     assert get(proxy, "KEY_a", url).status_code == 200
 

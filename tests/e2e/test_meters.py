@@ -93,21 +93,26 @@ def test_quota_refuses_with_retry_after_and_ratelimit_headers(home, upstream, pk
         assert get(proxy, "KEY_a", "/usage/1", upstream.port).status_code == 429
 
 
-def test_rr_usage_and_reset(home, upstream, pki):
-    r = rr_cli(home, "usage", "--proxy", "p", "--credential", "a", "--json")
-    rows = [json.loads(line) for line in r.output.splitlines()]
-    by = {(x["meter"], x["window"]): x for x in rows}
-    assert by[("requests", "day")]["used"] == 3 and by[("requests", "day")]["limit"] == 3 and by[("requests", "day")]["remaining"] == 0
-    assert by[("tokens", "day")]["used"] == 120
-    assert by[(None, "day")]["used"] >= 6  # the per-credential usage counter, always kept
-    table = rr_cli(home, "usage").output
-    assert "requests" in table and "tokens" in table and "resets in" in table
+def test_rr_usage_and_reset(tmp_path, upstream, pki):
+    home = tmp_path / "usage"
+    prepare_home(home, POLICY.format(port=upstream.port, proxy="u", policy="deny"))
     with ProxyProcess(home, upstream_ca=pki.ca_cert) as proxy:
-        assert get(proxy, "KEY_a", "/limited/x", upstream.port).status_code == 429
-        out = rr_cli(home, "usage", "reset", "--proxy", "p", "--credential", "a", "--meter", "requests", "--yes").output
+        for path in ("/limited/1", "/limited/2", "/limited/3", "/usage/60"):
+            assert get(proxy, "KEY_a", path, upstream.port, user="u").status_code == 200
+        assert get(proxy, "KEY_a", "/limited/4", upstream.port, user="u").status_code == 429
+        time.sleep(0.6)  # one flush interval
+        r = rr_cli(home, "usage", "--proxy", "u", "--credential", "a", "--json")
+        rows = [json.loads(line) for line in r.output.splitlines()]
+        by = {(x["meter"], x["window"]): x for x in rows}
+        assert (by[("requests", "day")]["used"], by[("requests", "day")]["limit"], by[("requests", "day")]["remaining"]) == (3, 3, 0)
+        assert by[("tokens", "day")]["used"] == 60
+        assert by[(None, "day")]["used"] == 4  # the per-credential usage counter, always kept (refused requests count nothing)
+        assert 0 < by[("requests", "day")]["resets_in"] <= 86400
+        assert "usage and meters" in rr_cli(home, "usage").output
+        out = rr_cli(home, "usage", "reset", "--proxy", "u", "--credential", "a", "--meter", "requests", "--yes").output
         assert "reset" in out
         deadline = time.monotonic() + 5
-        while get(proxy, "KEY_a", "/limited/x", upstream.port).status_code != 200:
+        while get(proxy, "KEY_a", "/limited/x", upstream.port, user="u").status_code != 200:
             assert time.monotonic() < deadline, "a running proxy did not see the reset"
             time.sleep(0.2)
 

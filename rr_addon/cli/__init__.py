@@ -28,7 +28,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ADDON_PATH = Path(__file__).resolve().parent.parent / "addon.py"
 WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
 
 
@@ -160,7 +159,10 @@ def run(
     ctx: typer.Context,
     web: bool = typer.Option(False, "--web", help="Run mitmweb (the web UI) instead of mitmdump."),
 ) -> None:
-    """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy."""
+    """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.
+
+    Only the mitmproxy addons the options ask for are loaded (see rr_addon/runner.py); flows are
+    printed with -v or --set flow_detail=N."""
     _store()  # fail early, with rr's message, if the database or key is not usable
     confdir = settings.confdir()
     if not (confdir / "mitmproxy-ca-cert.pem").exists():
@@ -174,8 +176,6 @@ def run(
         f"confdir={confdir}",
         "--set",
         "connection_strategy=lazy",
-        "-s",
-        str(ADDON_PATH),
     ]
     if web:
         args += ["--set", "web_open_browser=false"]
@@ -184,7 +184,7 @@ def run(
             for column in WEB_COLUMNS:
                 args += ["--set", f"web_columns={column}"]
     args += list(ctx.args)
-    from mitmproxy.tools import main as mitmmain
+    from rr_addon import runner
 
     err_console.print(
         f"rr: starting {'mitmweb' if web else 'mitmdump'}; CA certificate {confdir / 'mitmproxy-ca-cert.pem'}\n"
@@ -192,7 +192,7 @@ def run(
         soft_wrap=True,
         highlight=False,
     )
-    sys.exit(mitmmain.mitmweb(args) if web else mitmmain.mitmdump(args))
+    sys.exit(runner.run(args, web=web))
 
 
 @app.command()

@@ -8,11 +8,10 @@ than slowing the proxy (see `AuditWriter.dropped`).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-import queue
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
@@ -85,14 +84,16 @@ class JsonLinesSink:
 
 
 class LogSink:
-    """Denials at INFO, everything else at DEBUG, on the `rr.audit` logger."""
+    """Denials, would-denials and errors at INFO on the `rr.audit` logger. Allowed
+    requests are not logged: the audit trail records them (a log call per
+    request would cost more than rr's whole decision)."""
 
     def write(self, records: list[dict]) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
         for r in records:
-            level = logging.INFO if r["result"] in ("deny", "would-deny", "error") else logging.DEBUG
-            if logger.isEnabledFor(level):
-                logger.log(
-                    level,
+            if r["result"] in ("deny", "would-deny", "error"):
+                logger.info(
                     "%s %s %s %s://%s%s -> %s %s (%s)",
                     r["result"],
                     r["request_id"],
@@ -110,61 +111,61 @@ class LogSink:
 
 
 class AuditWriter:
-    """Background thread that drains records into sinks in batches."""
+    """A background thread that drains records into the sinks in batches.
 
-    def __init__(self, sinks: list[Sink], maxsize: int = 20_000, on_error: Callable[[Exception], None] | None = None):
+    `submit` only appends to a deque (no lock, no wake-up): the thread looks
+    every `interval` seconds, so a busy proxy pays ~0.1 µs per record instead
+    of a thread switch. At most `maxsize` records wait; beyond that they are
+    dropped and counted (`dropped`), never blocking the proxy."""
+
+    def __init__(
+        self, sinks: list[Sink], maxsize: int = 20_000, on_error: Callable[[Exception], None] | None = None, interval: float = 0.05
+    ):
         self.sinks = sinks
-        self._q: queue.Queue[dict | None] = queue.Queue(maxsize)
+        self.maxsize = maxsize
+        self.interval = interval
+        self._q: collections.deque[dict] = collections.deque()
         self.dropped = 0
         self.written = 0
         self._on_error = on_error
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rr-audit", daemon=True)
         self._thread.start()
 
     def submit(self, record: dict) -> None:
-        try:
-            self._q.put_nowait(record)
-        except queue.Full:
+        if len(self._q) >= self.maxsize:
             self.dropped += 1
+        else:
+            self._q.append(record)
+
+    def qsize(self) -> int:
+        return len(self._q)
 
     def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            batch = [item] if item is not None else []
-            stop = item is None
-            while not stop and len(batch) < 1000:
+        while not self._stop.wait(self.interval):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        q = self._q
+        while q:
+            batch = []
+            while q and len(batch) < 1000:
+                batch.append(q.popleft())
+            for sink in self.sinks:
                 try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                else:
-                    batch.append(nxt)
-            if batch:
-                for sink in self.sinks:
-                    try:
-                        sink.write(batch)
-                    except Exception as e:  # a failing sink must not stop the others
-                        if self._on_error:
-                            self._on_error(e)
-                        else:
-                            logger.exception("audit sink %r failed", sink)
-                self.written += len(batch)
-            if stop:
-                return
+                    sink.write(batch)
+                except Exception as e:  # a failing sink must not stop the others
+                    if self._on_error:
+                        self._on_error(e)
+                    else:
+                        logger.exception("audit sink %r failed", sink)
+            self.written += len(batch)
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush everything queued, then stop."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._q.put(None, timeout=max(0.01, deadline - time.monotonic()))
-                break
-            except queue.Full:
-                if time.monotonic() > deadline:
-                    break
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+        self._thread.join(timeout)
         for sink in self.sinks:
             try:
                 sink.close()

@@ -51,8 +51,7 @@ class _AuditCollector:
         if w is not None:
             dropped.add_metric(["queue"], w.dropped)
             written.add_metric(["queue"], w.written)
-            q = getattr(w, "_q", None)
-            pending.add_metric(["queue"], q.qsize() if q is not None else 0)
+            pending.add_metric(["queue"], w.qsize())
         if s is not None:
             dropped.add_metric(["database"], s.dropped)
             written.add_metric(["database"], s.written)

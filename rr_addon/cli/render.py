@@ -21,9 +21,14 @@ def changes_table(changes: Iterable[Change], title: str) -> Table:
     table.add_column("object")
     table.add_column("name")
     table.add_column("changed fields")
-    for c in changes:
+    changes = list(changes)
+    unchanged = [c for c in changes if c.action == "unchanged"]
+    shown = changes if len(unchanged) <= 20 else [c for c in changes if c.action != "unchanged"]
+    for c in shown:
         style = ACTION_STYLE.get(c.action, "")
         table.add_row(Text(c.action, style=style), c.kind, c.name, c.detail)
+    if len(shown) < len(changes):
+        table.add_row(Text("unchanged", style="dim"), f"{len(unchanged)} objects", "", "")
     return table
 
 

@@ -57,7 +57,7 @@ class Source:
         return None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present
     """SafeLoader that refuses duplicate mapping keys (YAML silently keeps the last)."""
 
     def construct_mapping(self, node, deep=False):
@@ -99,8 +99,12 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigErrors([ConfigError(name, "", f"cannot read file: {e}")]) from None
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        loader = _UniqueKeyLoader(text)
+        try:
+            node = loader.get_single_node()  # one parse: the node tree gives lines, then the data
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -185,6 +189,10 @@ def load_files(paths: Iterable[str | Path]) -> tuple[Config, Source]:
         except ConfigErrors as e:
             errors.extend(e.errors)
             continue
+        by_object: dict[tuple, dict[tuple, int]] = {}  # (section, index) -> the object's own lines: one pass
+        for k, v in lines.items():
+            if len(k) >= 2:
+                by_object.setdefault(k[:2], {})[k[2:]] = v
         for section, objs in (("targets", config.targets), ("proxies", config.proxies)):
             for i, obj in enumerate(objs):
                 key = (section, obj.name)
@@ -195,7 +203,7 @@ def load_files(paths: Iterable[str | Path]) -> tuple[Config, Source]:
                     continue
                 source.files[key] = str(path)
                 source.base_dirs[key] = path.resolve().parent
-                source.lines[key] = {k[2:]: v for k, v in lines.items() if k[:2] == (section, i)}
+                source.lines[key] = by_object.get((section, i), {})
         targets.extend(config.targets)
         proxies.extend(config.proxies)
     if errors:

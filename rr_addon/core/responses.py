@@ -11,7 +11,7 @@ raises for a bad body: it returns a deny Decision instead (fail closed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
 from rr_addon.core.filters import Filter, apply_filters
@@ -67,7 +67,9 @@ def process_response(
     raw: bytes,
     scrub: tuple[tuple[bytes, bytes], ...],
     limit: int,
+    inspect: Callable[[Any], None] | None = None,
 ) -> Processed:
+    """`inspect`, if given, sees the parsed document before any filter (meters read their values there)."""
     filtering = bool(pipeline.filters) and 200 <= status < 300
     redactor = pipeline.response_redactor if redactable(content_type) else None
     is_json = is_json_content_type(content_type)
@@ -84,11 +86,14 @@ def process_response(
     if is_json and (must or scrub):
         try:
             doc: Any = parse_json(body)
+            if inspect is not None:
+                inspect(doc)
             if filtering:
                 doc = apply_filters(doc, pipeline.filters)
             if redactor is not None:
                 doc, counts = redactor.redact_json(doc)
-            doc, _ = scrub_document(doc, scrub)
+            if scrub and (b"\\u" in body or b"\\/" in body or any(secret in body for secret, _ in scrub)):
+                doc, _ = scrub_document(doc, scrub)  # a secret echoed, maybe \u- or \/-escaped: walk the strings
             return Processed(body=scrub_bytes(dump_json(doc), scrub), redactions=counts)
         except BodyError as e:
             if filtering:

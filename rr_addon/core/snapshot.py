@@ -114,8 +114,16 @@ class Snapshot:
         return self.caller_headers.lookup(host, port, scheme) or ()
 
     def pipeline(self, caller: Caller, target: Target, cred: TargetCredential | None) -> Pipeline:
-        """The response and request processing of this combination of the four scopes."""
-        key = (caller.proxy, caller.name, target.name, cred.name if cred else None)
+        """The response and request processing of this combination of the four scopes.
+        Cached per combination of the scopes that contribute, so credentials without
+        filters or redaction of their own share one entry (memory stays bounded by
+        configuration, not by traffic)."""
+        key = (
+            caller.proxy,
+            caller.name if caller.filters or caller.redact else None,
+            target.name,
+            cred.name if cred is not None and (cred.filters or cred.redact) else None,
+        )
         found = self._pipelines.get(key)
         if found is None:
             found = self._pipelines[key] = self._compile_pipeline(caller, target, cred)

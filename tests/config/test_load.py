@@ -1,5 +1,6 @@
 """Bad configuration files: every problem named with file, line, object and field."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,6 @@ def test_good_file_loads(tmp_path):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        pytest.param("targets: [", ["F:1: invalid YAML: expected the node content, but found '<stream end>'"], id="yaml-syntax"),
         pytest.param("- a\n- b\n", ["F: the document must be a mapping with 'targets' and/or 'proxies'"], id="not-a-mapping"),
         pytest.param("targets: []\ntargets: []\n", ["F:2: invalid YAML: duplicate key 'targets' (first on line 1)"], id="duplicate-key"),
         pytest.param("bogus: 1\n", ["F:1: bogus: unknown field"], id="unknown-top-level"),
@@ -114,6 +114,12 @@ def test_good_file_loads(tmp_path):
 )
 def test_errors(tmp_path, text, expected):
     assert errors_of(tmp_path, text) == expected
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    (error,) = errors_of(tmp_path, "targets: [\n  {name: t,\n")
+    # the wording is libyaml's (or PyYAML's pure-Python parser's); the shape is rr's
+    assert re.fullmatch(r"F:[0-9]+: invalid YAML: .+", error), error
 
 
 def test_several_errors_are_all_reported(tmp_path):

@@ -110,4 +110,5 @@ def test_sigkill_under_load_keeps_meters_and_an_intact_database(tmp_path, upstre
     time.sleep(0.6)
     rows = [json.loads(x) for x in rr_cli(home, "usage", "--proxy", "p", "--credential", "a", "--json").output.splitlines()]
     used = {(x["meter"], x["window"]): x["used"] for x in rows}[("all", "day")]
-    assert served - recent <= used - 1 <= served, (served, recent, used)
+    # counted at admission: the (up to 4) requests in flight at the kill are counted, never answered
+    assert served - recent <= used - 1 <= served + len(threads), (served, recent, used)

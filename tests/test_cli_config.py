@@ -237,7 +237,7 @@ def test_env_prints_what_a_workload_needs(home):
     r = rr("env", "--proxy", "billing", "--credential", "agent-1")
     assert r.exit_code == 0
     ca = home / "certs" / "mitmproxy-ca-cert.pem"
-    assert f"export HTTPS_PROXY=http://billing:${{AGENT1_KEY}}@127.0.0.1:8080" in r.output
+    assert "export HTTPS_PROXY=http://billing:${AGENT1_KEY}@127.0.0.1:8080" in r.output
     for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
         assert f"export {var}={ca}" in r.output
     r = rr("env", "--proxy", "billing", "--credential", "ci")

@@ -25,9 +25,7 @@ from rr_addon.core.rules import RuleRequest, ScopeRules, ScopeTrace
 from rr_addon.core.validation import RequestBody, validate
 from rr_addon.core.snapshot import (
     PROXY,
-    PROXY_CREDENTIAL,
     TARGET,
-    TARGET_CREDENTIAL,
     Binding,
     Caller,
     Snapshot,

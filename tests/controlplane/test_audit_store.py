@@ -10,30 +10,21 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from rr_addon import audit
 from rr_addon.store import audit_store
 from rr_addon.store.audit_store import DatabaseSink, Filter
 from rr_addon.store.db import make_engine, migrate
+from rr_addon.testing.pg import postgres_database
 
 DOWN_URL = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # connection refused: a database that is down
 
 
 @pytest.fixture
 def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards (never the shared one)."""
-    name = f"rr_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A database of this test's own on the real server, dropped afterwards."""
+    with postgres_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,15 +11,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import typer
 from cryptography.fernet import Fernet
 from rich.console import Console
-from sqlalchemy import create_engine, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from rr_addon import audit
@@ -27,21 +25,14 @@ from rr_addon.cli import ops
 from rr_addon.crypto import Keyring
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.store.db import make_engine, migrate
+from rr_addon.testing.pg import postgres_database
 
 
 @pytest.fixture
 def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards (never the shared one)."""
-    name = f"rr_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A database of this test's own on the real server, dropped afterwards."""
+    with postgres_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@ PostgreSQL, and the migrated schema is exactly what the models describe."""
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography.fernet import Fernet
-from sqlalchemy import MetaData, create_engine, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import MetaData, inspect, select, text
 from sqlmodel import SQLModel
 
 import rr_addon.meters.tables  # noqa: F401  (rr_counter, migration 0002)
@@ -23,6 +21,7 @@ from rr_addon.core.digests import token_digest
 from rr_addon.crypto import Keyring
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.store.db import alembic_config, check_schema, current_revision, head_revision, make_engine, migrate
+from rr_addon.testing.pg import postgres_database
 
 MINE = ("rr_audit", "rr_dataplane")
 CONFIG = {
@@ -41,17 +40,9 @@ CONFIG = {
 
 @pytest.fixture
 def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards (never the shared one)."""
-    name = f"rr_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A database of this test's own on the real server, dropped afterwards."""
+    with postgres_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -20,8 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 import rr_addon
@@ -32,6 +30,7 @@ from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port, wait_for_port
 from rr_addon.testing.upstream import Upstream
+from rr_addon.testing.pg import postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -83,17 +82,9 @@ def haproxy() -> str:
 
 @pytest.fixture(scope="module")
 def pg_url(postgres_url):
-    """A database of this module's own on the real server, dropped afterwards (never the shared one)."""
-    name = f"rr_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A database of this test's own on the real server, dropped afterwards."""
+    with postgres_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -196,7 +196,7 @@ def test_cached_keys_survive_an_endpoint_outage(idp, outage):
         assert isinstance(await v.verify(token), Verified)
         return v
 
-    v = run(body)
+    run(body)
     if outage != "down":
         assert idp.count("jwks") >= 4  # it kept trying, once per interval
 

@@ -1,12 +1,10 @@
 import asyncio
-import uuid
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 import rr_addon.meters.tables  # noqa: F401  (registers rr_counter on SQLModel.metadata)
@@ -14,6 +12,7 @@ from rr_addon.core.meters import CounterOp
 from rr_addon.core.windows import Window
 from rr_addon.meters.embedded import EmbeddedBackend
 from rr_addon.store.db import alembic_config, make_engine, migrate
+from rr_addon.testing.pg import postgres_database
 
 
 @pytest.fixture
@@ -26,18 +25,12 @@ def sqlite_engine(tmp_path):
 @pytest.fixture
 def pg_engine(postgres_url):
     """A database of our own on this machine's PostgreSQL, dropped afterwards."""
-    name = f"rr_meters_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database(postgres_url, prefix="rr_meters") as url:
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

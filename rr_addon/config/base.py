@@ -56,3 +56,17 @@ def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
 
 # A secret is a literal string, {env: NAME} or {file: PATH}; resolved by `rr apply`.
 SecretRef = Annotated[Union[str, EnvSecret, FileSecret], PlainValidator(_secret_ref)]
+
+
+def unique_names(what: str):
+    """An AfterValidator for a list of named entries: names are unique within the list."""
+
+    def check(items: list) -> list:
+        seen: set[str] = set()
+        for item in items:
+            if item.name in seen:
+                raise ValueError(f"duplicate {what} name {item.name!r}")
+            seen.add(item.name)
+        return items
+
+    return check

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from rr_addon.config.base import Model, _header_name, _name
+from rr_addon.config.base import Model, _header_name, _name, unique_names
 from rr_addon.config.rules_schema import Match
 from rr_addon.core.jsonpaths import compile_path
 from rr_addon.core.windows import KINDS, zone
@@ -99,14 +99,5 @@ class MeterSpec(Model):
         return self
 
 
-def _unique_names(meters: list[MeterSpec]) -> list[MeterSpec]:
-    seen: set[str] = set()
-    for m in meters:
-        if m.name in seen:
-            raise ValueError(f"meter name {m.name!r} is used twice")
-        seen.add(m.name)
-    return meters
-
-
 # The type of `Proxy.meters`: names are unique within a proxy (they key the counters).
-MeterList = Annotated[list[MeterSpec], AfterValidator(_unique_names)]
+MeterList = Annotated[list[MeterSpec], AfterValidator(unique_names("meter"))]

@@ -28,7 +28,7 @@ from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext import parse as _parse_json_path
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from rr_addon.config.base import HEADER_RE, Effect, Model, Name, _name
+from rr_addon.config.base import HEADER_RE, Effect, Model, Name, _name, unique_names
 
 Presence = Literal["present", "absent"]
 
@@ -171,14 +171,5 @@ class Rule(Match):
     _check_name = field_validator("name")(lambda cls, v: _name(v))
 
 
-def _unique_names(rules: list[Rule]) -> list[Rule]:
-    seen: set[str] = set()
-    for r in rules:
-        if r.name in seen:
-            raise ValueError(f"duplicate rule name {r.name!r}")
-        seen.add(r.name)
-    return rules
-
-
 # The type of a scope's `rules:` field: names are unique within one scope.
-RuleList = Annotated[list[Rule], AfterValidator(_unique_names)]
+RuleList = Annotated[list[Rule], AfterValidator(unique_names("rule"))]

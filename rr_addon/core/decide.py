@@ -86,18 +86,21 @@ def authenticate(snap: Snapshot, facts: RequestFacts, now: float) -> tuple[Calle
         reason = reasons.NO_CREDENTIAL if found is None else found.reason
         return None, Outcome(Decision.deny("unauthenticated", reason), strip_headers=candidate_headers(extra)), None
     caller = lookup_caller(snap, found)
-    problem = None
-    if caller is None:
-        problem = reasons.UNKNOWN_CREDENTIAL
-    elif not caller.active:
-        problem = reasons.INACTIVE_CREDENTIAL
-    elif caller.expires_at is not None and now >= caller.expires_at:
-        problem = reasons.EXPIRED_CREDENTIAL
-    elif not snap.proxies[caller.proxy].active:
-        problem = reasons.INACTIVE_PROXY
+    problem = reasons.UNKNOWN_CREDENTIAL if caller is None else unusable(snap, caller, now)
     if problem is not None:
         return None, Outcome(Decision.deny("unauthenticated", problem), strip_headers=candidate_headers(extra)), found
     return caller, None, found
+
+
+def unusable(snap: Snapshot, caller: Caller, now: float) -> str | None:
+    """Why a known credential may not be used now, or None."""
+    if not caller.active:
+        return reasons.INACTIVE_CREDENTIAL
+    if caller.expires_at is not None and now >= caller.expires_at:
+        return reasons.EXPIRED_CREDENTIAL
+    if not snap.proxies[caller.proxy].active:
+        return reasons.INACTIVE_PROXY
+    return None
 
 
 def lookup_caller(snap: Snapshot, presented: Presented) -> Caller | None:
@@ -154,15 +157,9 @@ def admit_verified(
     snap: Snapshot, caller: Caller, presented: Presented, facts: RequestFacts, now: float, claims: Mapping[str, object]
 ) -> Admission | Outcome:
     """A caller whose token a verifier accepted (rr_addon.identities): the same checks and admission."""
-    extra = snap.caller_headers_for(facts.host, facts.port, facts.scheme)
-    problem = None
-    if not caller.active:
-        problem = reasons.INACTIVE_CREDENTIAL
-    elif caller.expires_at is not None and now >= caller.expires_at:
-        problem = reasons.EXPIRED_CREDENTIAL
-    elif not snap.proxies[caller.proxy].active:
-        problem = reasons.INACTIVE_PROXY
+    problem = unusable(snap, caller, now)
     if problem is not None:
+        extra = snap.caller_headers_for(facts.host, facts.port, facts.scheme)
         return Outcome(Decision.deny("unauthenticated", problem), strip_headers=candidate_headers(extra))
     identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, claims)
     strip = ALWAYS_STRIPPED | ({presented.header} if presented.header else set())

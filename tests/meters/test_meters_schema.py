@@ -72,5 +72,5 @@ def test_invalid(data, message):
 def test_meter_names_are_unique_within_a_proxy():
     adapter = TypeAdapter(MeterList)
     assert [m.name for m in adapter.validate_python([{"name": "a"}, {"name": "b"}])] == ["a", "b"]
-    with pytest.raises(ValidationError, match="meter name 'a' is used twice"):
+    with pytest.raises(ValidationError, match="duplicate meter name 'a'"):
         adapter.validate_python([{"name": "a"}, {"name": "a", "per": "credential"}])

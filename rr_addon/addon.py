@@ -51,6 +51,8 @@ _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
 _PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
+_DEADLINE = "_rr_deadline"  # the timer that cuts off a slow upstream
+_TIMED_OUT = "_rr_timed_out"
 _DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, rules, meters), body waits excluded
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 
@@ -113,6 +115,7 @@ class RR:
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.clients: dict[str, ClientState] = {}
+        self.per_address: dict[str | None, int] = {}  # open client connections per client address
         self._engine = None
         self._keyring: Keyring | None = None
         self._watcher: asyncio.Task | None = None
@@ -149,6 +152,19 @@ class RR:
         loader.add_option("rr_audit_file", str, "", "Append one JSON audit record per request to this file (JSON lines).")
         loader.add_option("rr_metrics_port", int, 0, "Serve Prometheus metrics on this port (0: off).")
         loader.add_option("rr_metrics_host", str, "127.0.0.1", "Address the Prometheus metrics are served on.")
+        loader.add_option(
+            "rr_max_client_connections",
+            int,
+            256,
+            "Most simultaneous connections one client address may hold; more are closed at once (0: no limit).",
+        )
+        loader.add_option(
+            "rr_upstream_timeout",
+            int,
+            120,
+            "Seconds an upstream may take to answer a request completely; then rr cuts it off: 504 upstream-timeout "
+            "when nothing reached the caller yet (0: no limit).",
+        )
         loader.add_option(
             "rr_buffer_limit",
             int,
@@ -321,10 +337,23 @@ class RR:
     # ------------------------------------------------------------------ connections
 
     def client_connected(self, client) -> None:
+        address = client.peername[0] if client.peername else None
+        limit = ctx.options.rr_max_client_connections
+        if limit and self.per_address.get(address, 0) >= limit:
+            logger.warning("rr closes a connection from %s: it already holds %d", address, limit)
+            client.error = "rr: too many connections from this address"
+            return
+        self.per_address[address] = self.per_address.get(address, 0) + 1
         self.clients[client.id] = ClientState()
 
     def client_disconnected(self, client) -> None:
-        self.clients.pop(client.id, None)
+        if self.clients.pop(client.id, None) is not None:
+            address = client.peername[0] if client.peername else None
+            left = self.per_address.get(address, 1) - 1
+            if left > 0:
+                self.per_address[address] = left
+            else:
+                self.per_address.pop(address, None)
 
     def _client(self, client_id: str) -> ClientState:
         state = self.clients.get(client_id)
@@ -563,6 +592,22 @@ class RR:
         state = self._client(flow.client_conn.id)
         key = (flow.request.host, flow.request.port)
         state.connect_policy[key] = state.connect_policy.get(key, True) and admitted.target.allow_private_addresses
+        timeout = ctx.options.rr_upstream_timeout
+        if timeout > 0:
+            setattr(flow, _DEADLINE, asyncio.get_running_loop().call_later(timeout, self.cut_off, flow))
+
+    def cut_off(self, flow: http.HTTPFlow) -> None:
+        """The upstream took too long: close its connection (mitmproxy cannot kill a flow
+        in transit). The caller gets 504 if nothing reached it yet; else the body breaks off."""
+        if not flow.live or getattr(flow, _AUDITED, False):
+            return
+        setattr(flow, _TIMED_OUT, True)
+        server = ctx.master.addons.get("proxyserver")
+        handler = server.connections.get(flow.client_conn.id) if server is not None else None
+        io = handler.transports.get(flow.server_conn) if handler is not None else None
+        if io is not None and io.handler is not None:
+            logger.info("rr cuts off %s after %ds (request %s)", flow.request.host, ctx.options.rr_upstream_timeout, flow.id)
+            io.handler.cancel("rr: upstream timed out")
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -669,7 +714,7 @@ class RR:
             msg = flow.error.msg if flow.error else ""
             if refusal is not None:
                 decision = refusal
-            elif "timed out" in msg.lower() or "timeout" in msg.lower():
+            elif getattr(flow, _TIMED_OUT, False) or "timed out" in msg.lower() or "timeout" in msg.lower():
                 decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=msg)
             else:
                 decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=msg)
@@ -759,6 +804,9 @@ class RR:
 
     def finish(self, flow: http.HTTPFlow) -> None:
         """Write the flow's one audit record."""
+        deadline = getattr(flow, _DEADLINE, None)
+        if deadline is not None:
+            deadline.cancel()
         if getattr(flow, _AUDITED, False) or self.audit is None:
             return
         meta = flow.metadata["rr"]

@@ -10,6 +10,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 import uuid
 
 import httpx
@@ -32,9 +33,14 @@ targets:
     hosts: ["127.0.0.1:{raw_port}"]
     schemes: [http]
     allow_private_addresses: true
+  - name: slow
+    hosts: ["127.0.0.1:{slow_port}"]
+    schemes: [http]
+    allow_private_addresses: true
+    filters: [{{destroy: ["$.x"]}}]
 proxies:
   - name: agent
-    targets: [{{target: api}}, {{target: filtered}}, {{target: raw}}]
+    targets: [{{target: api}}, {{target: filtered}}, {{target: raw}}, {{target: slow}}]
     rules: [{{name: model, effect: deny, methods: [POST], body: [{{json_path: "$.model", value: "^forbidden$"}}]}}]
     credentials: [{{name: a, auth: api_key, secret: KEY_h}}]
 """
@@ -63,6 +69,47 @@ class Misbehaving:
             conn.close()  # RST
 
 
+class Slow:
+    """A plain-HTTP upstream that never answers (/silent) or drips its body a byte a second (/drip)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(conn,), daemon=True).start()
+
+    def one(self, conn):
+        try:
+            head = conn.recv(65536)
+            if b"/drip" in head:
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n")
+                for _ in range(100):
+                    conn.sendall(b" ")
+                    time.sleep(1)
+            else:
+                time.sleep(60)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def slow():
+    s = Slow()
+    yield s
+    s.sock.close()
+
+
 @pytest.fixture(scope="module")
 def raw():
     m = Misbehaving()
@@ -71,10 +118,12 @@ def raw():
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory, upstream, pki, raw):
+def proxy(tmp_path_factory, upstream, pki, raw, slow):
     home = tmp_path_factory.mktemp("rr-hostile")
-    prepare_home(home, POLICY.format(port=upstream.port, raw_port=raw.port))
-    with ProxyProcess(home, upstream_ca=pki.ca_cert, args=["--set", "rr_buffer_limit=1000000"]) as p:
+    prepare_home(home, POLICY.format(port=upstream.port, raw_port=raw.port, slow_port=slow.port))
+    args = ["--set", "rr_buffer_limit=1000000", "--set", "rr_upstream_timeout=2", "--set", "rr_max_client_connections=8"]
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, args=args) as p:
+        p.slow_port = slow.port
         p.upstream_port = upstream.port
         yield p
 
@@ -227,3 +276,31 @@ def test_upstream_reset_mid_body(proxy, raw):
     if r is not None:
         assert r.status_code == 502 and r.json()["error"]["code"] == "upstream-unavailable"
     still_serving(proxy)
+
+
+@pytest.mark.parametrize("path", ["/silent", "/drip"], ids=["never-answers", "slow-drip-filtered"])
+def test_slow_upstream_is_cut_off_with_504(proxy, path):
+    started = time.monotonic()
+    with httpx.Client(proxy=proxy.url("agent", "KEY_h"), timeout=30) as c:
+        r = c.get(f"http://127.0.0.1:{proxy.slow_port}{path}")
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream-timeout"
+    assert time.monotonic() - started < 15  # bounded in time, not by the upstream
+    still_serving(proxy)
+
+
+def test_per_client_connection_limit(proxy):
+    held = [socket.create_connection(("127.0.0.1", proxy.port), timeout=5) for _ in range(8)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as extra:
+            try:
+                extra.sendall(b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = extra.recv(1024)
+            except ConnectionResetError:
+                answer = b""
+        assert answer == b""  # closed at once, nothing answered
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    still_serving(proxy)  # a slot is free again

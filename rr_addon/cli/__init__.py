@@ -234,7 +234,10 @@ def env(
 def explain(
     method: str = typer.Argument(..., help="HTTP method, e.g. GET."),
     url: str = typer.Argument(..., help="The request URL, e.g. https://api.stripe.com/v1/charges?limit=3"),
-    credential: str = typer.Option(..., "--credential", help="Proxy credential as PROXY/NAME (or NAME if unique)."),
+    credential: Optional[str] = typer.Option(None, "--credential", help="Proxy credential as PROXY/NAME (or NAME if unique)."),
+    token: Optional[str] = typer.Option(
+        None, "--token", help="Instead of --credential: a caller token or key, found or verified (JWKS, introspection) as the proxy would."
+    ),
     header: List[str] = typer.Option([], "-H", "--header", help="Request header 'Name: value' (repeatable)."),
     data: Optional[str] = typer.Option(None, "-d", "--data", help="Request body (JSON bodies get content-type application/json unless -H sets one)."),
     claim: List[str] = typer.Option([], "--claim", help="A verified token claim 'name=value' (repeatable), for credentials that verify tokens."),
@@ -245,9 +248,15 @@ def explain(
     from rr_addon.core.decide import explain as explain_decision
     from rr_addon.core.types import RequestFacts
 
+    if (credential is None) == (token is None):
+        raise die("give exactly one of --credential or --token")
     engine, keyring = _store()
     snap = config_store.load_snapshot(engine, keyring)
-    caller = find_caller(snap, credential)
+    verified_claims = None
+    if token is not None:
+        caller, verified_claims = identify_token(snap, token)
+    else:
+        caller = find_caller(snap, credential)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise die(f"{url!r} is not an http(s) URL")
@@ -269,10 +278,43 @@ def explain(
         if not sep or not name:
             raise die(f"claim {c!r} is not 'name=value'")
         claims[name] = value
-    ex = explain_decision(snap, caller, facts, claims=claims or None)
+    ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
     console.print(render.explanation_tree(f"{method.upper()} {url} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
+
+
+def identify_token(snap, token: str):
+    """The caller a token belongs to, the way the proxy finds it: a stored digest, else a
+    verifier (prints which verification path accepted or refused it, and why)."""
+    import asyncio
+
+    from rr_addon.core.callers import Presented
+    from rr_addon.core.decide import lookup_caller
+    from rr_addon.identities import Identities
+    from rr_addon.identity import Refused
+
+    caller = lookup_caller(snap, Presented("explain", "", token))
+    if caller is not None:
+        console.print(f"token: matches {caller.proxy}/{caller.name} ({caller.auth}, by digest)")
+        return caller, None
+    identities = Identities()
+    identities.rebuild(snap)
+    if identities.index is None:
+        raise die("the token matches no proxy credential")
+
+    async def verify():
+        try:
+            return await identities.identify(token)
+        finally:
+            await identities.close()
+
+    result = asyncio.run(verify())
+    if isinstance(result, Refused):
+        raise die(f"token refused ({result.path}): {result.reason}" + (f" [{result.detail}]" if result.detail else ""))
+    caller, verified = result
+    console.print(f"token: accepted by {caller.proxy}/{caller.name} via {verified.path}; subject {verified.subject}, issuer {verified.issuer}")
+    return caller, dict(verified.claims)
 
 
 def find_caller(snap, name: str):

@@ -217,3 +217,12 @@ proxies:
     r = rr_cli(home, "apply", "-f", str(home / "p.yaml"), check=False)
     assert r.exit_code == 1
     assert "proxies[p].credentials[a] and proxies[p].credentials[b] could both match one token" in r.output
+
+
+def test_rr_explain_with_a_token(proxy, idp):
+    token = idp.token(env="prod", scope="payments:read")
+    r = rr_cli(proxy.home, "explain", "--token", token, "POST", f"https://127.0.0.1:{proxy.upstream_port}/x", "-d", "{}", check=False)
+    assert "token: accepted by agents/idp-jwt via jwks" in r.output
+    assert "result 403 access-denied — denied by rule (proxy rule writers-only)" in r.output and r.exit_code == 2
+    r = rr_cli(proxy.home, "explain", "--token", idp.token(env="prod", exp_in=-300), "GET", f"https://127.0.0.1:{proxy.upstream_port}/x", check=False)
+    assert r.exit_code == 1 and "token refused (jwks): token expired" in r.output

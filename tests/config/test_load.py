@@ -151,3 +151,14 @@ def test_resolve_secret(tmp_path, monkeypatch):
         resolve_secret(EnvSecret(env="K"), tmp_path, {"K": ""})
     with pytest.raises(ValueError, match="cannot read secret file"):
         resolve_secret(FileSecret(file="nope.txt"), tmp_path, {})
+
+
+def test_huge_file_is_refused_before_parsing(tmp_path):
+    p = tmp_path / "huge.yaml"
+    with p.open("w") as f:
+        f.write("targets:\n")
+        line = "  - {name: t, hosts: [a.test]}  # " + "x" * 1000 + "\n"
+        for _ in range(17 * 1024):
+            f.write(line)
+    with pytest.raises(ConfigErrors, match=r"the limit is 16777216"):
+        load_files([p])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import ssl
 import sys
 import tempfile
@@ -141,9 +140,9 @@ def _count_audit(home: Path) -> int:
     from sqlalchemy import text
 
     from rr_addon.store.db import make_engine
+    from rr_addon.testing.home import database_url
 
-    os.environ["RR_HOME"] = str(home)
-    engine = make_engine(f"sqlite:///{home / 'rr.db'}")
+    engine = make_engine(database_url(home) or f"sqlite:///{home / 'rr.db'}")
     try:
         with engine.connect() as conn:
             return conn.execute(text("SELECT count(*) FROM rr_audit")).scalar_one()

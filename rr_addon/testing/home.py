@@ -55,7 +55,7 @@ def rr_cli(home: Path, *args: str, env: dict[str, str] | None = None, check: boo
 
 def prepare_home(home: Path, policy: str, env: dict[str, str] | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("RR_TEST_DATABASE") == "postgres" and not (env or {}).get("RR_DATABASE_URL"):
+    if os.environ.get("RR_TEST_DATABASE") == "postgres" and not (env or {}).get("RR_DATABASE_URL") and database_url(home) is None:
         (home / URL_FILE).write_text(create_postgres_database())
     (home / "policy.yaml").write_text(policy)
     rr_cli(home, "init", env=env)

@@ -323,3 +323,32 @@ class IdP:
         if known is None or not known.get("active") or (isinstance(exp, (int, float)) and exp <= time.time()):
             return {"active": False}
         return dict(known)
+
+
+class Clock:
+    """A settable clock for caches under test."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def run_with_http(body: Callable[[Any], Any]) -> Any:
+    """asyncio.run(body(http)) with an identity Http client, closed afterwards."""
+    import asyncio
+
+    from rr_addon.identity import Http
+
+    async def main() -> Any:
+        http = Http()
+        try:
+            return await body(http)
+        finally:
+            await http.aclose()
+
+    return asyncio.run(main())

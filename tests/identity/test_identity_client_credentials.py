@@ -10,18 +10,8 @@ import pytest
 from rr_addon import identity as ident
 from rr_addon.identity import Http
 from rr_addon.identity.client_credentials import ClientCredentialsToken, UpstreamTokenError
-from rr_addon.testing.idp import IdP
+from rr_addon.testing.idp import Clock, run_with_http, IdP
 
-
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture
@@ -30,15 +20,7 @@ def idp():
         yield server
 
 
-def run(body):
-    async def main():
-        http = Http()
-        try:
-            return await body(http)
-        finally:
-            await http.aclose()
-
-    return asyncio.run(main())
+run = run_with_http
 
 
 def source(idp: IdP, http: Http, clock: Clock, **kw) -> ClientCredentialsToken:

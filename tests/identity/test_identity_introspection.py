@@ -12,18 +12,8 @@ from rr_addon.identity import Http, Refused, Verified
 from rr_addon.identity.introspection import Introspector, OAuth2Verifier
 from rr_addon.identity.jwks import RemoteJwks
 from rr_addon.identity.jwt_verify import ACCESS_TOKEN_TYPES, ClaimRules, JwtVerifier
-from rr_addon.testing.idp import IdP
+from rr_addon.testing.idp import Clock, run_with_http, IdP
 
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture
@@ -33,15 +23,7 @@ def idp():
         yield server
 
 
-def run(body):
-    async def main():
-        http = Http()
-        try:
-            return await body(http)
-        finally:
-            await http.aclose()
-
-    return asyncio.run(main())
+run = run_with_http
 
 
 def introspecting(idp: IdP, http: Http, *, mono: Clock | None = None, wall: Clock | None = None, secret="rr-client-secret", **kw):

@@ -12,20 +12,10 @@ from rr_addon import identity as ident
 from rr_addon.identity import Http, Verified
 from rr_addon.identity.jwks import JwksSettings, RemoteJwks, cache_ttl, key_from_jwk, parse_jwks
 from rr_addon.identity.jwt_verify import ClaimRules, JwtVerifier
-from rr_addon.testing.idp import IdP, pooled_key, public_jwk
+from rr_addon.testing.idp import Clock, run_with_http, IdP, pooled_key, public_jwk
 
 SETTINGS = JwksSettings(min_ttl=60, max_ttl=3600, default_ttl=600, refetch_interval=30, timeout=2)
 
-
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture
@@ -35,15 +25,7 @@ def idp():
         yield server
 
 
-def run(body):
-    async def main():
-        http = Http()
-        try:
-            return await body(http)
-        finally:
-            await http.aclose()
-
-    return asyncio.run(main())
+run = run_with_http
 
 
 def verifier(idp: IdP, http: Http, clock: Clock, settings: JwksSettings = SETTINGS) -> JwtVerifier:

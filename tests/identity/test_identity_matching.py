@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from rr_addon import identity as ident
-from rr_addon.identity import Http, Verified
+from rr_addon.identity import Verified
 from rr_addon.identity.introspection import Introspector, OAuth2Verifier
 from rr_addon.identity.jwks import RemoteJwks
 from rr_addon.identity.jwt_verify import ClaimRules, JwtVerifier
@@ -23,7 +23,7 @@ from rr_addon.identity.matching import (
     literal_alternatives,
     prewarm,
 )
-from rr_addon.testing.idp import IdP
+from rr_addon.testing.idp import run_with_http, IdP
 
 # ---------------------------------------------------------------- literal analysis
 
@@ -121,15 +121,7 @@ def idp():
         yield server
 
 
-def run(body):
-    async def main():
-        http = Http()
-        try:
-            return await body(http)
-        finally:
-            await http.aclose()
-
-    return asyncio.run(main())
+run = run_with_http
 
 
 def local(idp, http, jwks, name, aud="api", claims=None):

@@ -115,6 +115,7 @@ class RR:
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.clients: dict[str, ClientState] = {}
+        self.limits = Limits()
         self.per_address: dict[str | None, int] = {}  # open client connections per client address
         self._engine = None
         self._keyring: Keyring | None = None
@@ -187,6 +188,8 @@ class RR:
             self._open_store(ctx.options.rr_database_url or None)
         if "rr_database_url" in updated or "rr_redis_url" in updated:
             self._open_counters(ctx.options.rr_redis_url or os.environ.get("RR_REDIS_URL") or None)
+        if "rr_inspect_limit" in updated:
+            self.limits = Limits(inspect_bytes=ctx.options.rr_inspect_limit)
         if "rr_audit_file" in updated or "rr_database_url" in updated or self.audit is None:
             self._open_audit(ctx.options.rr_audit_file)
         if "rr_metrics_port" in updated or "rr_metrics_host" in updated:
@@ -559,9 +562,6 @@ class RR:
         for k, v in counts.items():
             total[k] = total.get(k, 0) + v
 
-    @property
-    def limits(self) -> Limits:
-        return Limits(inspect_bytes=ctx.options.rr_inspect_limit)
 
     def conclude(
         self,

@@ -73,6 +73,3 @@ class Keyring:
             return self._fernet.decrypt(token)
         except InvalidToken:
             raise MasterKeyError("a stored secret cannot be decrypted with the configured master key(s)") from None
-
-    def rotate(self, token: bytes) -> bytes:
-        return self._fernet.rotate(token)

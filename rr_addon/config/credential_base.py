@@ -67,8 +67,3 @@ class ProxyCredentialBase(Model):
         if v is not None and v.tzinfo is None:
             v = v.replace(tzinfo=timezone.utc)
         return v
-
-
-# Older spellings, kept while the identity kinds migrate to the names above.
-_TargetCredential = TargetCredentialBase
-_ProxyCredential = ProxyCredentialBase

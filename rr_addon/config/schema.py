@@ -23,7 +23,7 @@ from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's b
     _header_name,
     _name,
 )
-from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase, _ProxyCredential, _TargetCredential  # noqa: F401
+from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase
 from rr_addon.config.filters_schema import FilterList, RedactList, ValidateList
 from rr_addon.config.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
 from rr_addon.config.meters_schema import MeterList

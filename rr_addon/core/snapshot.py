@@ -104,7 +104,6 @@ class Snapshot:
     by_basic: Mapping[bytes, Caller]  # basic (username, secret) digest -> caller
     caller_headers: HostIndex[tuple[str, ...]]  # host -> extra caller-credential headers
     connect_ports: frozenset[int]  # ports some target allows (CONNECT to others is refused)
-    secrets: tuple[str, ...] = field(default=())  # every injected secret value, for scrubbing
     config: schema.Config | None = None  # what was compiled (the glue builds token verifiers from it)
     identity_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (proxy|target, cred) -> secret of verifying / OAuth kinds
     # (proxy, credential, target, target credential) -> Pipeline, compiled on first use
@@ -183,7 +182,6 @@ def compile_snapshot(
     caller_secrets = caller_secrets or {}
     identity_secrets: dict[tuple[str, str], str] = {}
     targets: dict[str, Target] = {}
-    all_secrets: list[str] = []
     header_sets: dict[HostPattern, set[str]] = {}
     ports: set[int] = set()
     for t in config.targets:
@@ -193,7 +191,6 @@ def compile_snapshot(
             if c.needs_secret and secret is None:
                 raise CompileError(f"targets[{t.name}].credentials[{c.name}]: no stored secret")
             inj = build_injection(t.name, c, secret)
-            all_secrets.extend(inj.secrets)
             if inj.dynamic and secret is not None:
                 identity_secrets[(t.name, c.name)] = secret
             creds[c.name] = TargetCredential(
@@ -290,7 +287,6 @@ def compile_snapshot(
         by_basic=MappingProxyType(by_basic),
         caller_headers=HostIndex((p, tuple(sorted(h))) for p, h in header_sets.items() if h),
         connect_ports=frozenset(ports),
-        secrets=tuple(sorted(set(all_secrets), key=len, reverse=True)),
         config=config,
         identity_secrets=MappingProxyType(identity_secrets),
     )

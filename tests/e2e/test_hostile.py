@@ -46,31 +46,8 @@ proxies:
 """
 
 
-class Misbehaving:
-    """A plain-HTTP upstream that announces a body and resets the connection halfway."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\": ")
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            conn.close()  # RST
-
-
-class Slow:
-    """A plain-HTTP upstream that never answers (/silent) or drips its body a byte a second (/drip)."""
+class BadUpstream:
+    """A plain-HTTP listener on 127.0.0.1 answering each connection with `one` in its own thread."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -86,6 +63,22 @@ class Slow:
             except OSError:
                 return
             threading.Thread(target=self.one, args=(conn,), daemon=True).start()
+
+
+class Misbehaving(BadUpstream):
+    """Announces a body and resets the connection halfway."""
+
+    def one(self, conn):
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\": ")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        finally:
+            conn.close()  # RST
+
+
+class Slow(BadUpstream):
+    """Never answers (/silent) or drips its body a byte a second (/drip)."""
 
     def one(self, conn):
         try:

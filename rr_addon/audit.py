@@ -52,12 +52,15 @@ FIELDS = (
 )
 
 
+_FIELD_SET = frozenset(FIELDS)
+_EMPTY = dict.fromkeys(FIELDS)
+
+
 def new_record(**values) -> dict:
-    rec = dict.fromkeys(FIELDS)
+    if not _FIELD_SET.issuperset(values):
+        raise KeyError(f"unknown audit fields: {sorted(set(values) - _FIELD_SET)}")
+    rec = _EMPTY.copy()
     rec["ts"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    unknown = set(values) - set(FIELDS)
-    if unknown:
-        raise KeyError(f"unknown audit fields: {sorted(unknown)}")
     rec.update(values)
     return rec
 
@@ -119,7 +122,7 @@ class AuditWriter:
     dropped and counted (`dropped`), never blocking the proxy."""
 
     def __init__(
-        self, sinks: list[Sink], maxsize: int = 20_000, on_error: Callable[[Exception], None] | None = None, interval: float = 0.05
+        self, sinks: list[Sink], maxsize: int = 20_000, on_error: Callable[[Exception], None] | None = None, interval: float = 0.2
     ):
         self.sinks = sinks
         self.maxsize = maxsize

@@ -89,12 +89,15 @@ def wire_request(request: http.Request, injection: Injection) -> http.Request | 
     flow no longer carries the placeholders rr put there (fail closed)."""
     wire = copy.copy(request)
     wire.data = copy.copy(request.data)
-    headers = request.headers.copy()
+    fields = list(request.headers.fields)
     for name, value, shown in injection.headers:
-        if headers.get(name) != shown:
+        # exactly one field of that name, still holding the placeholder (as on the flow)
+        key = name.encode("utf-8", "surrogateescape").lower()
+        found = [i for i, (k, _) in enumerate(fields) if k.lower() == key]
+        if len(found) != 1 or fields[found[0]][1] != shown.encode("utf-8", "surrogateescape"):
             return None
-        headers[name] = value
-    wire.data.headers = headers
+        fields[found[0]] = (fields[found[0]][0], value.encode("utf-8", "surrogateescape"))
+    wire.data.headers = http.Headers(fields)
     if injection.query:
         shown_q, real_q = query_suffix(injection, wire=False), query_suffix(injection, wire=True)
         path = request.data.path
@@ -172,8 +175,13 @@ def install() -> None:
     if not {"request", "end_stream", "replay_flow"} <= set(fields):
         raise RuntimeError("rr cannot install its wire hook: RequestHeaders changed shape")
 
+    watched = frozenset({RequestHeaders, ResponseProtocolError, *_HELD})
+
     def event_to_child(self, child, event):
-        return _route(self, child, event, current)
+        # ~27 events per request pass here; only these few types concern rr
+        if type(event) in watched:
+            return _route(self, child, event, current)
+        return current(self, child, event)
 
     setattr(event_to_child, _MARK, True)
     HttpLayer.event_to_child = event_to_child  # type: ignore[method-assign]

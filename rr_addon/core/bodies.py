@@ -232,6 +232,11 @@ def _big_int(text: str) -> int | JsonNumber:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+# Built once: json.loads with keyword arguments builds a decoder and its scanner per
+# call, which is most of the cost of parsing a small body.
+_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_constant=_reject_constant)
+
+
 def parse_json(data: bytes | str) -> Any:
     """One JSON value, numbers exact, key order kept. Raises JsonError (or JsonTooDeep)."""
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -242,7 +247,7 @@ def parse_json(data: bytes | str) -> Any:
     else:
         text = data
     try:
-        doc = json.loads(text, parse_float=JsonNumber, parse_constant=_reject_constant)
+        doc = _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise JsonError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:

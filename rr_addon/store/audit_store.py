@@ -8,7 +8,8 @@ Policy when the database is slow or down (bounded memory, everything counted):
 2. `DatabaseSink.write` only appends to the sink's own bounded buffer
    (`max_buffer` records) and returns, so a slow database never holds up the
    other sinks (the JSON-lines file for the SIEM keeps flowing). The sink's
-   thread inserts up to `batch_size` records per transaction; a transient
+   thread inserts up to `batch_size` records per transaction, at most one
+   transaction per `interval` (0.5 s) unless a full batch waits; a transient
    failure is retried with backoff (0.05 s doubling to 2 s) for as long as it
    takes, while new records wait in the buffer.
 3. Buffer full: the incoming records are appended to the spill file (JSON
@@ -141,9 +142,47 @@ def _insert_statement(engine: Engine):
 
 def insert_rows(engine: Engine, rows: list[dict]) -> None:
     """Insert in one transaction; rows whose request_id is stored are skipped."""
-    if rows:
-        with engine.begin() as conn:
+    if not rows:
+        return
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            _sqlite_insert(conn, rows)
+        else:
             conn.execute(_insert_statement(engine), rows)
+
+
+# SQLite, the embedded default, runs on the proxy's busiest background thread.
+# The driver releases the GIL around every statement step, and executemany is one
+# step per row: each re-acquisition forces the event loop thread to hand the GIL
+# over, which cost the loop more CPU than the inserts themselves (measured in
+# docs/performance.md). One multi-row INSERT is one step for the whole chunk, and
+# plain tuples skip Core's per-row parameter processing.
+_SQLITE_COLUMNS = tuple(c.name for c in TABLE.columns if c.name != "id")
+_JSON_COLUMNS = frozenset(c.name for c in TABLE.columns if isinstance(c.type, JSON))
+_SQLITE_ROW = "(" + ", ".join("?" * len(_SQLITE_COLUMNS)) + ")"
+_SQLITE_CHUNK = 250  # rows per statement: 250 x 28 columns, well below SQLite's default limit of 32,766 variables
+
+
+def _sqlite_insert(conn: Any, rows: list[dict]) -> None:
+    head = f"INSERT INTO rr_audit ({', '.join(f'"{c}"' for c in _SQLITE_COLUMNS)}) VALUES "
+    for i in range(0, len(rows), _SQLITE_CHUNK):
+        chunk = rows[i : i + _SQLITE_CHUNK]
+        params = tuple(v for r in chunk for v in _sqlite_params(r))
+        conn.exec_driver_sql(head + ", ".join([_SQLITE_ROW] * len(chunk)) + " ON CONFLICT (request_id) DO NOTHING", params)
+
+
+def _sqlite_params(row: dict) -> tuple:
+    """A row as SQLAlchemy binds it on SQLite: DateTime as naive UTC text, JSON
+    columns through json.dumps (None as JSON null), so reads see no difference."""
+    out = []
+    for c in _SQLITE_COLUMNS:
+        v = row.get(c)
+        if c == "ts":
+            v = _utc(v).strftime("%Y-%m-%d %H:%M:%S.%f")
+        elif c in _JSON_COLUMNS:
+            v = json.dumps(v)
+        out.append(v)
+    return tuple(out)
 
 
 def _transient(e: Exception) -> bool:
@@ -161,6 +200,7 @@ class DatabaseSink:
         dataplane: str | None = None,
         max_buffer: int = 20_000,
         batch_size: int = 1000,
+        interval: float = 0.5,
         spill_path: Path | None = None,
         flush_timeout: float = 10.0,
         max_backoff: float = 2.0,
@@ -169,6 +209,7 @@ class DatabaseSink:
         self.dataplane = dataplane
         self.max_buffer = max_buffer
         self.batch_size = batch_size
+        self.interval = interval  # at most one transaction per interval unless a full batch waits
         self.spill_path = spill_path
         self.flush_timeout = flush_timeout
         self.max_backoff = max_backoff
@@ -235,6 +276,10 @@ class DatabaseSink:
                 self.dropped += len(self._inflight)
                 logger.exception("rr audit: unexpected error writing %d records to the database; dropped", len(self._inflight))
             self._inflight = []
+            # A commit costs ~0.5 ms whatever its size: gather records for `interval`
+            # seconds rather than one transaction per AuditWriter hand-over (20 per second).
+            with self._cv:
+                self._cv.wait_for(lambda: self._closing or len(self._buf) >= self.batch_size, timeout=self.interval)
 
     def _store(self, batch: list[dict]) -> None:
         rows = []

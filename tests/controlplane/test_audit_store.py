@@ -113,6 +113,23 @@ def test_a_record_stored_twice_is_kept_once(engine):
     assert audit_store.count(engine) == 2
 
 
+def test_sqlite_rows_are_stored_byte_for_byte_as_sqlalchemy_stores_them(sqlite_engine, tmp_path):
+    """The SQLite fast path (multi-row INSERT of plain tuples) against SQLAlchemy's own statement."""
+    from sqlalchemy import text
+
+    rows = [audit_store.row_from_record(rec(i, redactions={"email": i} if i % 2 else None, meters=["m"]), "dp") for i in range(600)]
+    audit_store.insert_rows(sqlite_engine, rows + rows[:3])  # 3 chunks; repeats in one call are skipped
+    reference = make_engine(f"sqlite:///{tmp_path / 'reference.db'}")
+    migrate(reference)
+    with reference.begin() as conn:
+        conn.execute(audit_store._insert_statement(reference), rows)
+    columns = ", ".join(f'"{c}"' for c in audit_store._SQLITE_COLUMNS)
+    dump = lambda e: e.connect().execute(text(f"SELECT {columns} FROM rr_audit ORDER BY request_id")).all()  # noqa: E731
+    fast, slow = dump(sqlite_engine), dump(reference)
+    reference.dispose()
+    assert len(fast) == 600 and fast == slow
+
+
 def test_a_record_the_database_refuses_is_counted_and_the_rest_of_its_batch_stored(engine):
     sink = DatabaseSink(engine)
     sink.write([rec(1), rec(2, request_id=None), rec(3), {**rec(4), "ts": "not a time"}, rec(5)])

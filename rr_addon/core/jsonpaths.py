@@ -456,6 +456,16 @@ def _names_only(states: Sequence[_State]) -> dict | None:
     return None
 
 
+def _wild_only(states: Sequence[_State]) -> _Edge | None:
+    """The other common case (`[*]` in `$.data[*].card`): one plain state whose
+    only selector is a wildcard. Its children need no per-child plan."""
+    if len(states) == 1:
+        st = states[0]
+        if not st.sticky and not st.names and len(st.others) == 1 and st.others[0][0] == WILD:
+            return st.others[0][2]
+    return None
+
+
 def _find_in(node: Any, states: Sequence[_State], root: Any) -> list:
     out: list = []
     if type(node) is dict or type(node) is list:
@@ -466,6 +476,18 @@ def _find_in(node: Any, states: Sequence[_State], root: Any) -> list:
 def _collect(node: Any, states: Sequence[_State], root: Any, depth: int, out: list) -> None:
     if depth > MAX_DEPTH:
         raise _too_deep()
+    wild = _wild_only(states)
+    if wild is not None:
+        children = node.values() if type(node) is dict else node
+        if wild.match:
+            out.extend(children)
+        sts = wild.states
+        if sts:
+            for child in children:
+                tc = type(child)
+                if tc is dict or tc is list:
+                    _collect(child, sts, root, depth + 1, out)
+        return
     sticky, per_child = _plan(node, states, root)
     for k, (match, sts) in per_child.items():
         child = node[k]
@@ -596,6 +618,33 @@ def _removals(node: Any, states: Sequence[_State], root: Any, depth: int, found:
                             _removals(child, edge.states, root, depth + 1, found)
             if drop:
                 found.append((node, drop))
+        return
+    wild = _wild_only(states)
+    if wild is not None:
+        if wild.match:  # every child goes; nothing below needs a look
+            if node:
+                found.append((node, list(node) if type(node) is dict else list(range(len(node)))))
+            return
+        sts = wild.states
+        if not sts:
+            return
+        children = node.values() if type(node) is dict else node
+        names = _names_only(sts)
+        if names is not None and all(e.match for e in names.values()):
+            # `$.data[*].card`: a member removed from each object, no deeper look
+            leaves = tuple(names)
+            for child in children:
+                if type(child) is dict:
+                    if depth + 1 > MAX_DEPTH:
+                        raise _too_deep()
+                    drop = [n for n in leaves if n in child]
+                    if drop:
+                        found.append((child, drop))
+            return
+        for child in children:
+            tc = type(child)
+            if tc is dict or tc is list:
+                _removals(child, sts, root, depth + 1, found)
         return
     sticky, per_child = _plan(node, states, root)
     drop = [k for k, entry in per_child.items() if entry[0]]

@@ -163,9 +163,12 @@ def _ipv6(data: bytes, s: int, e: int) -> int | None:
 _FILE_TLDS = frozenset("png jpg jpeg gif svg webp ico bmp tif tiff avif heic js mjs css map json txt pdf zip".split())
 
 
+_FILE_TLDS_B = frozenset(t.encode() for t in _FILE_TLDS)
+
+
 def _email(data: bytes, s: int, e: int) -> int | None:
-    tld = data[s:e].rsplit(b".", 1)[-1].decode("utf-8").lower()
-    return None if tld in _FILE_TLDS else e
+    # the pattern ends in ".<letters>": the TLD is after the last dot (a non-ASCII one is never a file suffix)
+    return None if data[data.rfind(b".", s, e) + 1 : e].lower() in _FILE_TLDS_B else e
 
 
 def _norm_digits(value: str) -> str:
@@ -442,6 +445,10 @@ class Redactor:
         pos = 0
         for s, neg_e, i, k in spans:
             e = -neg_e
+            if s == starts[k] and e == ends[k]:  # the whole string is the value: no splicing
+                changed[k] = self._compiled[i].replace(data[s:e], self._key).decode("utf-8", "surrogatepass")
+                counts[i] += 1
+                continue
             if k != current:
                 if current >= 0:
                     pieces.append(data[pos : ends[current]])

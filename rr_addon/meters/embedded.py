@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from rr_addon.meters.base import BackendUnavailable, CheckResult, CounterOp
 from rr_addon.meters.tables import CounterRow
+from rr_addon.store.db import fixed_chunks
 
 logger = logging.getLogger(__name__)
 TABLE = CounterRow.__table__  # type: ignore[attr-defined]
@@ -211,7 +212,7 @@ def _refused(ops: Sequence[CounterOp], get: Callable[[str, int], int]) -> CheckR
 # event loop thread to hand the GIL over (four flushes a second of a few hundred
 # counters cost the loop more CPU than the flushes themselves). There, the upsert
 # is one multi-row statement and the live counters come back as one JSON row.
-_SQLITE_CHUNK = 5000  # rows per upsert statement: 3 variables each, below SQLite's default limit of 32,766
+# Chunk sizes are fixed (rr_addon.store.db.fixed_chunks) so few statements are prepared and cached.
 _SQLITE_UPSERT = (
     'INSERT INTO rr_counter ("key", value, expires_at) VALUES {} ON CONFLICT ("key") DO UPDATE SET value = rr_counter.value + excluded.value'
 )
@@ -234,9 +235,7 @@ def _live_rows(conn: Connection, now: int) -> list:
 
 def _upsert(conn: Connection, pending: dict[str, int], expiry: dict[str, int]) -> None:
     if conn.dialect.name == "sqlite":
-        items = list(pending.items())
-        for i in range(0, len(items), _SQLITE_CHUNK):
-            chunk = items[i : i + _SQLITE_CHUNK]
+        for chunk in fixed_chunks(list(pending.items()), 1024):
             params = tuple(x for k, d in chunk for x in (k, d, expiry[k]))
             conn.exec_driver_sql(_SQLITE_UPSERT.format(", ".join(["(?, ?, ?)"] * len(chunk))), params)
         return

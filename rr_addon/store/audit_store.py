@@ -46,6 +46,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Field, SQLModel
 
 from rr_addon import audit
+from rr_addon.store.db import fixed_chunks
 
 logger = logging.getLogger("rr.audit")
 
@@ -156,17 +157,17 @@ def insert_rows(engine: Engine, rows: list[dict]) -> None:
 # step per row: each re-acquisition forces the event loop thread to hand the GIL
 # over, which cost the loop more CPU than the inserts themselves (measured in
 # docs/performance.md). One multi-row INSERT is one step for the whole chunk, and
-# plain tuples skip Core's per-row parameter processing.
+# plain tuples skip Core's per-row parameter processing. Chunks of at most 256
+# rows (x 28 columns: within SQLite's default limit of 32,766 variables) in
+# fixed sizes, so that few distinct statements are prepared and cached.
 _SQLITE_COLUMNS = tuple(c.name for c in TABLE.columns if c.name != "id")
 _JSON_COLUMNS = frozenset(c.name for c in TABLE.columns if isinstance(c.type, JSON))
 _SQLITE_ROW = "(" + ", ".join("?" * len(_SQLITE_COLUMNS)) + ")"
-_SQLITE_CHUNK = 250  # rows per statement: 250 x 28 columns, well below SQLite's default limit of 32,766 variables
 
 
 def _sqlite_insert(conn: Any, rows: list[dict]) -> None:
     head = f"INSERT INTO rr_audit ({', '.join(f'"{c}"' for c in _SQLITE_COLUMNS)}) VALUES "
-    for i in range(0, len(rows), _SQLITE_CHUNK):
-        chunk = rows[i : i + _SQLITE_CHUNK]
+    for chunk in fixed_chunks(rows):
         params = tuple(v for r in chunk for v in _sqlite_params(r))
         conn.exec_driver_sql(head + ", ".join([_SQLITE_ROW] * len(chunk)) + " ON CONFLICT (request_id) DO NOTHING", params)
 

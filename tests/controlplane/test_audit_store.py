@@ -284,3 +284,13 @@ def test_parse_since():
     assert audit_store.parse_since("2026-11-28", now) == datetime(2026, 11, 28, tzinfo=timezone.utc)
     with pytest.raises(ValueError, match="neither a duration"):
         audit_store.parse_since("yesterday", now)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 255, 256, 270, 1000, 5000])
+def test_multi_row_statements_come_in_few_sizes(n):
+    """SQLite caches one prepared statement per SQL text: batches of any size use five."""
+    from rr_addon.store.db import fixed_chunks
+
+    chunks = list(fixed_chunks(list(range(n))))
+    assert [x for c in chunks for x in c] == list(range(n))
+    assert {len(c) for c in chunks} <= {256, 64, 16, 4, 1}

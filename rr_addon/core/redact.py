@@ -337,7 +337,11 @@ class Redactor:
             raise ValueError("a redactor needs at least one detector")
         self._key = key
         self._compiled = [_Compiled(d, action) for d, action in detectors]
+        # Index 0 is an always-matching sentinel: the Python wrapper of RE2::Set returns
+        # an empty result when the DFA runs out of memory, which must not read as "no
+        # PII here" (then every detector runs; single regexes fall back to the NFA).
         self._set = re2.Set.SearchSet(_options())
+        self._set.Add("")
         for c in self._compiled:
             self._set.Add(c.detector.pattern)
         self._set.Compile()
@@ -392,7 +396,8 @@ class Redactor:
         else:  # str.isascii() is O(1): only non-ASCII strings are encoded twice
             data = joined.encode("utf-8", "surrogatepass")
             lengths = [len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass")) for s in strings]
-        hits = self._set.Match(data)
+        found = self._set.Match(data)
+        hits = [i - 1 for i in found if i] if found else list(range(len(self._compiled)))
         if hits and builtin_only:
             hits = [i for i in hits if i in self._builtin]
         if not hits:

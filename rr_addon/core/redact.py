@@ -24,6 +24,7 @@ replaced; values themselves are never returned.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -276,31 +277,28 @@ def custom_detector(pattern: str, name: str | None = None) -> Detector:
 class _Compiled:
     """A detector's regex and the fastest way to call it."""
 
-    __slots__ = ("detector", "action", "search", "mask")
+    __slots__ = ("detector", "action", "spans", "mask", "mask_text")
 
     def __init__(self, detector: Detector, action: str):
         self.detector = detector
         self.action = action
-        self.mask = f"[REDACTED:{detector.label}]".encode()
+        self.mask_text = f"[REDACTED:{detector.label}]"
+        self.mask = self.mask_text.encode()
         rx = re2.compile(detector.pattern, _options())
         low = getattr(rx, "_regexp", None)
         anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
         if low is not None and anchor is not None:
             # The wrapper's search() builds a generator and a Match object per
-            # call (~3 us); the underlying RE2::Match returns spans directly.
-            match = low.Match
-
-            def search(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
-                span = match(anchor, data, pos, end)[0]
-                return None if span[0] < 0 else span
-
+            # call (~3 us); the underlying RE2::Match returns spans directly:
+            # spans(data, pos, end)[0] is (start, end), (-1, -1) for no match.
+            self.spans = functools.partial(low.Match, anchor)
         else:  # pragma: no cover - other google-re2 versions
 
-            def search(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+            def spans(data: bytes, pos: int, end: int) -> list[tuple[int, int]]:
                 m = rx.search(data, pos, end)
-                return None if m is None else m.span()
+                return [(-1, -1) if m is None else m.span()]
 
-        self.search = search
+            self.spans = spans
 
     def replace(self, value: bytes, key: bytes) -> bytes:
         if self.action == MASK:
@@ -311,13 +309,12 @@ class _Compiled:
     def find(self, data: bytes, pos: int = 0, end: int | None = None) -> Iterable[tuple[int, int]]:
         """Validated matches in data[pos:end] (assertions still see the bytes around it)."""
         check = self.detector.check
-        search = self.search
+        spans = self.spans
         n = len(data) if end is None else end
         while pos <= n:
-            span = search(data, pos, n)
-            if span is None:
+            s, e = spans(data, pos, n)[0]
+            if s < 0:
                 return
-            s, e = span
             if check is not None:
                 stop = check(data, s, e)
                 if stop is None:
@@ -405,20 +402,26 @@ class Redactor:
         sep = len(_SEP_B)
         starts = list(itertools.accumulate((n + sep for n in lengths[:-1]), initial=0))
         ends = [a + n for a, n in zip(starts, lengths)]
-        spans: set[tuple[int, int, int, int]] = set()  # (start, -end, detector, string)
+        spans: list[tuple[int, int, int, int]] = []  # (start, -end, detector, string)
+        add = spans.append
         find_string = bisect.bisect_right
+        crossed = False
         for i in sorted(hits):
             compiled = self._compiled[i]
             for s, e in compiled.find(data):
                 k = find_string(starts, s) - 1
                 if e <= ends[k]:
-                    spans.add((s, -e, i, k))
+                    add((s, -e, i, k))
                     continue
                 # crossed into the next string: redo those strings one by one
+                crossed = True
                 for j in range(k, find_string(starts, e - 1)):
                     base = starts[j]
-                    spans.update((base + a, -base - b, i, j) for a, b in compiled.find(data[base : ends[j]]))
-        return self._replace(data, starts, ends, self._resolve(data, ends, spans))
+                    spans.extend((base + a, -base - b, i, j) for a, b in compiled.find(data[base : ends[j]]))
+        if len(hits) == 1 and not crossed:
+            # one detector's matches come in order and never overlap: nothing to resolve
+            return self._replace(data, starts, ends, spans)
+        return self._replace(data, starts, ends, self._resolve(data, ends, set(spans)))
 
     def _resolve(self, data: bytes, ends: list[int], spans: set[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
         """Non-overlapping spans: the earliest start wins, then the longest. A
@@ -451,7 +454,8 @@ class Redactor:
         for s, neg_e, i, k in spans:
             e = -neg_e
             if s == starts[k] and e == ends[k]:  # the whole string is the value: no splicing
-                changed[k] = self._compiled[i].replace(data[s:e], self._key).decode("utf-8", "surrogatepass")
+                c = self._compiled[i]
+                changed[k] = c.mask_text if c.action == MASK else c.replace(data[s:e], self._key).decode("utf-8", "surrogatepass")
                 counts[i] += 1
                 continue
             if k != current:

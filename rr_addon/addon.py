@@ -617,7 +617,8 @@ class RR:
         if flow.metadata["rr"]["result"] in ("allow", "would-deny"):
             injection = wire.attached(flow.request)
             pairs = injection.scrub if injection is not None else ()
-            if pairs:
+            # (raw bytes first: a secret in a decoded value is in its bytes too; most responses have none)
+            if pairs and any(secret in v for _, v in resp.headers.fields for secret, _ in pairs):
                 for name, value in list(resp.headers.items(multi=True)):
                     clean = scrub_text(value, pairs)
                     if clean != value:

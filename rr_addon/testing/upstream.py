@@ -5,7 +5,7 @@ Paths:
   /anything...        echo {method, path, headers, body}
   /status/<code>      that status, with the echo
   /bytes/<n>          a JSON document of about n bytes
-  /echo-header/<h>    returns the named request header's value in the body
+  /echo-header/<h>    returns the named request header's value in the body and in the x-echoed header
   /usage/<n>          {"usage": {"total_tokens": n}} (for response_value meters)
   /text/...           text/plain with an email, a card number and the Authorization it got
   ?gzip=1             on any path: the body gzip-encoded
@@ -127,6 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
         if encoding:
             self.send_header("content-encoding", encoding)
         self.send_header("content-length", str(len(payload)))
+        if path.startswith("/echo-header/"):
+            self.send_header("x-echoed", self.headers.get(path.rsplit("/", 1)[1]) or "")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)

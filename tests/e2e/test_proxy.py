@@ -152,6 +152,15 @@ def test_governed_call_injects_the_secret(proxy, upstream):
     assert SECRETS["live"] not in r.text and '"Authorization": "Bearer [rr:api/live]*****"' in r.text
 
 
+def test_a_secret_echoed_in_a_response_header_is_masked(proxy, upstream):
+    with client(proxy, "KEY_main") as c:
+        r = c.get(f"https://127.0.0.1:{upstream.port}/echo-header/authorization")
+    assert r.status_code == 200
+    assert r.headers["x-echoed"] == "Bearer [rr:api/live]*****"
+    assert r.json() == {"value": "Bearer [rr:api/live]*****"}
+    assert SECRETS["live"] not in str(r.headers)
+
+
 @pytest.mark.parametrize(
     "key, check",
     [

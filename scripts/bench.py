@@ -347,6 +347,7 @@ def run_load(
     ca: Path,
     reconnect_every: int = 0,
     ours: tuple[int, ...] = (),
+    rss_every: float | None = None,
 ) -> dict:
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "_load",
@@ -363,10 +364,30 @@ def run_load(
         "--reconnect-every", str(reconnect_every),
         "--ours", ",".join(str(p) for p in ours),
     ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + a.warmup + 60)
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if rss_every is None:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + a.warmup + 60)
+        code, stdout, stderr = out.returncode, out.stdout, out.stderr
+    else:  # sample the proxy's RSS while the load runs
+        samples: list[float] = []
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + duration + a.warmup + 60
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=rss_every)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise
+                if proxy is not None and proxy.proc is not None:
+                    samples.append(round(proc_rss_mb(proxy.proc.pid), 1))
+        code = proc.returncode
+    if code != 0:
+        raise RuntimeError(f"load generator failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    if rss_every is not None:
+        result["rss_samples"] = samples
+    return result
 
 
 def policy_yaml(sections: tuple[str, ...], upstream_port: int) -> tuple[str, list[list[str]]]:
@@ -489,11 +510,11 @@ def main() -> int:
             say(f"started {name:6} pid {p.proc.pid} in {p.startup_s:.1f} s: {' '.join(p.cmd[:3])} …")
         by_name = {p.name: p for p in procs}
 
-        def load(proxy: Proxy | None, paths: str, duration: float, reconnect_every: int = 0) -> dict:
+        def load(proxy: Proxy | None, paths: str, duration: float, reconnect_every: int = 0, rss_every: float | None = None) -> dict:
             ca = home / "certs" / "mitmproxy-ca-cert.pem" if proxy else pki.ca_cert
             return run_load(
                 a, proxy=proxy, paths=paths, duration=duration, upstream_pid=upstream.pid, upstream_port=up_port,
-                creds=creds_file, ca=ca, reconnect_every=reconnect_every,
+                creds=creds_file, ca=ca, reconnect_every=reconnect_every, rss_every=rss_every,
                 ours=(upstream.pid, *(p.proc.pid for p in procs if p.proc)),
             )  # fmt: skip
 
@@ -539,9 +560,10 @@ def main() -> int:
 
         # --- soak: rr alone, mostly small bodies, connections reconnecting with ever new credentials
         if a.soak > 0:
-            soak = load(rr, f"{SMALL},{SMALL},{SMALL},{BIG}", a.soak, reconnect_every=100)
+            soak = load(rr, f"{SMALL},{SMALL},{SMALL},{BIG}", a.soak, reconnect_every=100, rss_every=max(2.0, a.soak / 12))
             rr_requests_after_warm += soak["requests"]
             show(f"soak  mixed {a.soak:.0f} s rr", soak, "rr")
+            say(f"    rr RSS during the soak (MB, evenly spaced): {' '.join(str(x) for x in soak['rss_samples'])}")
         rss_end = proc_rss_mb(rr.proc.pid)
         rss_growth = rss_end - rss_warm
 

@@ -39,3 +39,12 @@ def redis_url() -> str:
 def postgres_url() -> str:
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+@pytest.fixture
+def pg_url(postgres_url):
+    """A database of this test's own on the real server, dropped afterwards."""
+    from rr_addon.testing.pg import postgres_database
+
+    with postgres_database(postgres_url) as url:
+        yield url

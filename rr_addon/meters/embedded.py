@@ -25,13 +25,13 @@ import time
 from typing import Callable, Sequence
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from rr_addon.meters.base import BackendUnavailable, CheckResult, CounterOp
 from rr_addon.meters.tables import CounterRow
-from rr_addon.store.db import fixed_chunks
+from rr_addon.store.db import sqlite_insert_many
 
 logger = logging.getLogger(__name__)
 TABLE = CounterRow.__table__  # type: ignore[attr-defined]
@@ -207,15 +207,10 @@ def _refused(ops: Sequence[CounterOp], get: Callable[[str, int], int]) -> CheckR
     return CheckResult(False, values, refused)
 
 
-# On SQLite the driver releases the GIL around every statement step, and
-# executemany or fetching rows is one step per row: each re-acquisition forces the
-# event loop thread to hand the GIL over (four flushes a second of a few hundred
-# counters cost the loop more CPU than the flushes themselves). There, the upsert
-# is one multi-row statement and the live counters come back as one JSON row.
-# Chunk sizes are fixed (rr_addon.store.db.fixed_chunks) so few statements are prepared and cached.
-_SQLITE_UPSERT = (
-    'INSERT INTO rr_counter ("key", value, expires_at) VALUES {} ON CONFLICT ("key") DO UPDATE SET value = rr_counter.value + excluded.value'
-)
+# On SQLite the upsert is a multi-row statement (`sqlite_insert_many`) and the live
+# counters come back as one JSON row: fetching is one driver step per row, and each
+# step handed the GIL back and forth with the event loop thread.
+_SQLITE_UPSERT = ('INSERT INTO rr_counter ("key", value, expires_at)', 'ON CONFLICT ("key") DO UPDATE SET value = rr_counter.value + excluded.value')
 _SQLITE_LIVE = 'SELECT json_group_array(json_array("key", value, expires_at)) FROM rr_counter WHERE expires_at > ?'
 _json1 = True  # SQLite built without its JSON functions (before 3.38 they were optional): row by row
 
@@ -235,14 +230,12 @@ def _live_rows(conn: Connection, now: int) -> list:
 
 def _upsert(conn: Connection, pending: dict[str, int], expiry: dict[str, int]) -> None:
     if conn.dialect.name == "sqlite":
-        for chunk in fixed_chunks(list(pending.items()), 1024):
-            params = tuple(x for k, d in chunk for x in (k, d, expiry[k]))
-            conn.exec_driver_sql(_SQLITE_UPSERT.format(", ".join(["(?, ?, ?)"] * len(chunk))), params)
+        head, tail = _SQLITE_UPSERT
+        sqlite_insert_many(conn, head, [(k, d, expiry[k]) for k, d in pending.items()], tail, largest=1024)
         return
     rows = [{"key": k, "value": d, "expires_at": expiry[k]} for k, d in pending.items()]
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
-    if dialect is not None:
-        ins = dialect.insert(TABLE)
+    if conn.dialect.name == "postgresql":
+        ins = postgresql.insert(TABLE)
         conn.execute(ins.on_conflict_do_update(index_elements=[TABLE.c.key], set_={"value": TABLE.c.value + ins.excluded.value}), rows)
         return
     for row in rows:  # other databases: portable, one statement per counter

@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Field, SQLModel
 
 from rr_addon import audit
-from rr_addon.store.db import fixed_chunks
+from rr_addon.store.db import sqlite_insert_many
 
 logger = logging.getLogger("rr.audit")
 
@@ -152,24 +152,16 @@ def insert_rows(engine: Engine, rows: list[dict]) -> None:
             conn.execute(_insert_statement(engine), rows)
 
 
-# SQLite, the embedded default, runs on the proxy's busiest background thread.
-# The driver releases the GIL around every statement step, and executemany is one
-# step per row: each re-acquisition forces the event loop thread to hand the GIL
-# over, which cost the loop more CPU than the inserts themselves (measured in
-# docs/performance.md). One multi-row INSERT is one step for the whole chunk, and
-# plain tuples skip Core's per-row parameter processing. Chunks of at most 256
-# rows (x 28 columns: within SQLite's default limit of 32,766 variables) in
-# fixed sizes, so that few distinct statements are prepared and cached.
+# On SQLite (the embedded default) rows go to the driver as plain tuples in
+# multi-row statements (`sqlite_insert_many`): Core's per-row parameter processing
+# cost as much as the insert, and executemany handed the GIL back per row.
 _SQLITE_COLUMNS = tuple(c.name for c in TABLE.columns if c.name != "id")
 _JSON_COLUMNS = frozenset(c.name for c in TABLE.columns if isinstance(c.type, JSON))
-_SQLITE_ROW = "(" + ", ".join("?" * len(_SQLITE_COLUMNS)) + ")"
+_SQLITE_HEAD = f"INSERT INTO rr_audit ({', '.join(f'"{c}"' for c in _SQLITE_COLUMNS)})"
 
 
 def _sqlite_insert(conn: Any, rows: list[dict]) -> None:
-    head = f"INSERT INTO rr_audit ({', '.join(f'"{c}"' for c in _SQLITE_COLUMNS)}) VALUES "
-    for chunk in fixed_chunks(rows):
-        params = tuple(v for r in chunk for v in _sqlite_params(r))
-        conn.exec_driver_sql(head + ", ".join([_SQLITE_ROW] * len(chunk)) + " ON CONFLICT (request_id) DO NOTHING", params)
+    sqlite_insert_many(conn, _SQLITE_HEAD, [_sqlite_params(r) for r in rows], "ON CONFLICT (request_id) DO NOTHING")
 
 
 def _sqlite_params(row: dict) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -68,12 +68,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def fixed_chunks(items: Sequence[T], largest: int = 256) -> Iterator[Sequence[T]]:
-    """`items` in chunks whose sizes are powers of 4 up to `largest` (256, 64, 16, 4, 1).
-
-    For multi-row statements on SQLite: the driver caches a prepared statement per
-    SQL text (128 per connection), and one of 250 rows of 28 columns is about half
-    a megabyte. A chunk size per batch size would fill that cache with hundreds of
-    them; these sizes need five."""
+    """`items` in chunks whose sizes are powers of 4 up to `largest` (256, 64, 16, 4, 1)."""
     i, n = 0, len(items)
     size = largest
     while i < n:
@@ -81,6 +76,23 @@ def fixed_chunks(items: Sequence[T], largest: int = 256) -> Iterator[Sequence[T]
             size //= 4
         yield items[i : i + size]
         i += size
+
+
+def sqlite_insert_many(conn: Any, head: str, rows: Sequence[tuple], tail: str = "", largest: int = 256) -> None:
+    """`{head} VALUES (?, …), (?, …) … {tail}` for equal-width `rows`, on SQLite.
+
+    The background writers' way to SQLite: the driver releases the GIL around
+    every statement step, and executemany is one step per row, so each row forced
+    the event loop thread to hand the GIL back (measured in docs/performance.md);
+    a multi-row statement is one step per chunk. Chunks come in five sizes
+    (`fixed_chunks`) because the driver caches a prepared statement per SQL text
+    (128 per connection) and one of 256 rows x 28 columns is about half a megabyte.
+    `largest` x the row width must stay within SQLite's 32,766 variables."""
+    if not rows:
+        return
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for chunk in fixed_chunks(rows, largest):
+        conn.exec_driver_sql(f"{head} VALUES {', '.join([one] * len(chunk))} {tail}", tuple(v for r in chunk for v in r))
 
 
 @contextmanager

@@ -15,16 +15,8 @@ from rr_addon import audit
 from rr_addon.store import audit_store
 from rr_addon.store.audit_store import DatabaseSink, Filter
 from rr_addon.store.db import make_engine, migrate
-from rr_addon.testing.pg import postgres_database
 
 DOWN_URL = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # connection refused: a database that is down
-
-
-@pytest.fixture
-def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards."""
-    with postgres_database(postgres_url) as url:
-        yield url
 
 
 @pytest.fixture

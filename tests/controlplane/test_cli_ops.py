@@ -25,14 +25,6 @@ from rr_addon.cli import ops
 from rr_addon.crypto import Keyring
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.store.db import make_engine, migrate
-from rr_addon.testing.pg import postgres_database
-
-
-@pytest.fixture
-def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards."""
-    with postgres_database(postgres_url) as url:
-        yield url
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from rr_addon.core.digests import token_digest
 from rr_addon.crypto import Keyring
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.store.db import alembic_config, check_schema, current_revision, head_revision, make_engine, migrate
-from rr_addon.testing.pg import postgres_database
 
 MINE = ("rr_audit", "rr_dataplane")
 CONFIG = {
@@ -36,13 +35,6 @@ CONFIG = {
         }
     ],
 }
-
-
-@pytest.fixture
-def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards."""
-    with postgres_database(postgres_url) as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

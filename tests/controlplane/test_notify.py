@@ -11,14 +11,6 @@ from sqlalchemy import text
 
 from rr_addon.store import notify
 from rr_addon.store.db import make_engine, session
-from rr_addon.testing.pg import postgres_database
-
-
-@pytest.fixture
-def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards."""
-    with postgres_database(postgres_url) as url:
-        yield url
 
 
 @pytest.fixture

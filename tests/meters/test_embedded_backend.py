@@ -100,6 +100,28 @@ def test_clean_close_loses_nothing_and_restart_loads(engine):
         again.close_sync()
 
 
+@pytest.mark.parametrize("json1", [True, False], ids=["json-row", "sqlite-without-json-functions"])
+def test_counters_reload_with_or_without_sqlite_json_functions(engine, monkeypatch, json1):
+    """The flush reads live counters back as one JSON row; an SQLite built without
+    its JSON functions reads them row by row instead."""
+    from rr_addon.meters import embedded
+
+    monkeypatch.setattr(embedded, "_json1", True)
+    if not json1:
+        monkeypatch.setattr(embedded, "_SQLITE_LIVE", "SELECT no_such_json_function(?)")
+    b = EmbeddedBackend(engine, flush_interval=60)
+    b.start()
+    b.check_and_add_now([op(f"k{i}", amount=i + 1) for i in range(300)] + [op("gone", end=1)])
+    b.close_sync()
+    again = EmbeddedBackend(engine, flush_interval=60)
+    again.start()
+    try:
+        assert again.check_and_add_now([op("k299"), op("k0")]).values == (301, 2)
+        assert embedded._json1 is json1
+    finally:
+        again.close_sync()
+
+
 def test_background_flush_persists_within_an_interval(engine):
     b = EmbeddedBackend(engine, flush_interval=0.05)
     b.start()

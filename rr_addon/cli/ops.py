@@ -8,11 +8,12 @@ touches a secret. Rendering is done by the pure functions below.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -253,16 +254,32 @@ def audit(
         if not follow:
             return
         try:
-            for r in audit_store.follow(engine, flt, after=upto, interval=interval):
-                if json_out:
-                    print(json_line(r), flush=True)
-                else:
-                    console.print(audit_line(r), soft_wrap=True)
-                    sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass
+            with _stop_on_signals() as stop_requested:
+                for r in audit_store.follow(engine, flt, after=upto, interval=interval, stop=stop_requested):
+                    if json_out:
+                        print(json_line(r), flush=True)
+                    else:
+                        console.print(audit_line(r), soft_wrap=True)
+                        sys.stdout.flush()
         except SQLAlchemyError as e:
             raise _die(f"lost the database while following: {str(getattr(e, 'orig', None) or e).strip().splitlines()[0]}") from None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """A check that turns true on Ctrl-C or SIGTERM, for loops that should finish their step and stop.
+
+    A KeyboardInterrupt can land inside a finalizer or a weakref callback (the
+    database pool has both), where Python prints it as "ignored" and goes on:
+    `--follow` then never ended. A flag the loop checks cannot be lost (and the
+    handler takes no lock, so it cannot deadlock the thread it interrupts)."""
+    signalled: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: signalled.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(signalled)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @audit_app.command("prune")

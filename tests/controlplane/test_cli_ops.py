@@ -171,7 +171,8 @@ def test_audit_import_is_idempotent(app, db, tmp_path):
     assert r.exit_code == 1 and "not an audit JSON-lines file" in r.output
 
 
-def test_audit_follow_tails_new_records(db, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_audit_follow_tails_new_records(db, tmp_path, stop):
     store(db, [rec(0, result="deny", status=403, code="access-denied"), rec(1, result="deny", status=401, code="unauthenticated")])
     script = textwrap.dedent(
         """
@@ -200,7 +201,7 @@ def test_audit_follow_tails_new_records(db, tmp_path):
         store(db, [rec(4, result="deny", status=401, code="unauthenticated")])
         assert json.loads(lines.get(timeout=10))["request_id"] == "req-004"
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         proc.wait(10)
         reader.join(10)
         err = proc.stderr.read()

@@ -65,6 +65,17 @@ def rr_home(home, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def message_typechecks():
+    """prepare() may switch mitmproxy's message type checks off for the whole process:
+    back on for the next test (rr's other tests build messages under them)."""
+    from mitmproxy import http
+
+    checks = http.MessageData.__post_init__
+    yield checks
+    http.MessageData.__post_init__ = checks
+
+
 def base_args(home: Path) -> list[str]:
     """What `rr run` passes before the user's arguments (less `-s`: rr is an addon here)."""
     return ["--listen-host", "127.0.0.1", "-p", "0", "--set", f"confdir={home / 'certs'}", "--set", "connection_strategy=lazy"]
@@ -161,6 +172,35 @@ def test_scripts_load_the_script_loader_and_rr_runs_first(rr_home, tmp_path):
     chain, value, deferred = build(base_args(rr_home) + ["-s", str(script), "--set", "extra_opt=hello"], inspect=check)
     assert value == "hello" and not deferred  # an option a script defines is accepted
     assert chain.index("rr") < chain.index("scriptloader")
+
+
+def test_message_typechecks_are_off_without_user_scripts(rr_home, message_typechecks):
+    from mitmproxy import http
+
+    def wrong_type_accepted(_m) -> bool:
+        try:
+            http.ResponseData("HTTP/1.1", 200, b"OK", http.Headers(), b"", None, 0.0, None)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return True
+
+    assert not wrong_type_accepted(None)  # mitmproxy checks under __debug__
+    assert build(base_args(rr_home), inspect=wrong_type_accepted)
+    http.MessageData.__post_init__ = message_typechecks
+
+
+def test_user_scripts_keep_mitmproxys_message_typechecks(rr_home, tmp_path):
+    from mitmproxy import http
+
+    script = tmp_path / "extra.py"
+    script.write_text("addons = []\n")
+
+    def wrong_type_refused(_m) -> bool:
+        with pytest.raises(TypeError, match="http_version"):
+            http.ResponseData("HTTP/1.1", 200, b"OK", http.Headers(), b"", None, 0.0, None)  # type: ignore[arg-type]
+        return True
+
+    assert build(base_args(rr_home) + ["-s", str(script)], inspect=wrong_type_refused)
 
 
 def test_rr_script_given_with_s_is_not_loaded_twice(rr_home):

@@ -35,7 +35,7 @@ from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dum
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
-from rr_addon.core.scrub import StreamScrubber, scrub_text
+from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
@@ -617,12 +617,11 @@ class RR:
         if flow.metadata["rr"]["result"] in ("allow", "would-deny"):
             injection = wire.attached(flow.request)
             pairs = injection.scrub if injection is not None else ()
-            # (raw bytes first: a secret in a decoded value is in its bytes too; most responses have none)
-            if pairs and any(secret in v for _, v in resp.headers.fields for secret, _ in pairs):
-                for name, value in list(resp.headers.items(multi=True)):
-                    clean = scrub_text(value, pairs)
-                    if clean != value:
-                        resp.headers.set_all(name, [scrub_text(v, pairs) for v in resp.headers.get_all(name)])
+            if pairs:  # on the raw fields: the mask has the secret's length, order and names stay
+                fields = resp.headers.fields
+                clean = tuple((k, scrub_bytes(v, pairs)) for k, v in fields)
+                if clean != fields:
+                    resp.headers.fields = clean
             metered = getattr(flow, _METERED, None)
             if metered is not None:
                 plan, verdict = metered

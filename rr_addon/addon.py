@@ -445,6 +445,10 @@ class RR:
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.is_replay:
+            # decided again from scratch, audited as "<flow id>/replay-<n>" (the database keeps one record per id)
+            _forget(flow)
+            flow.metadata["rr_replays"] = flow.metadata.get("rr_replays", 0) + 1
         if flow.response or flow.error or not flow.live:
             return
         setattr(flow, _STARTED, time.monotonic())
@@ -453,7 +457,8 @@ class RR:
             self.answer(flow, Decision.deny("internal-error", reasons.NO_CONFIGURATION))
             return
         seen = wire.Stamp(flow.request.data, None)
-        facts = flows.request_facts(flow, self._client(flow.client_conn.id).tunnel_authorization)
+        client = self.clients.get(flow.client_conn.id)  # none for a replay whose connection closed
+        facts = flows.request_facts(flow, client.tunnel_authorization if client is not None else ())
         now = time.time()
         t0 = time.perf_counter()
         admitted = admit(snap, facts, now)
@@ -865,7 +870,7 @@ class RR:
         metered = getattr(flow, _METERED, None)
         self.audit.submit(
             audit.new_record(
-                request_id=flow.id,
+                request_id=flow.id if not flow.is_replay else f"{flow.id}/replay-{flow.metadata.get('rr_replays', 1)}",
                 result=meta["result"],
                 status=resp.status_code if resp is not None else meta["status"],
                 code=meta["code"],
@@ -907,6 +912,19 @@ class RR:
             result=meta["result"],
             total_seconds=(time.monotonic() - started) if started else None,
         )
+
+
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _DEADLINE, _TIMED_OUT, _DECISION_TIME, _VERIFICATION, _SEEN)
+
+
+def _forget(flow: http.HTTPFlow) -> None:
+    deadline = flow.__dict__.get(_DEADLINE)
+    if deadline is not None:
+        deadline.cancel()
+    for name in _PER_FLOW:
+        flow.__dict__.pop(name, None)
+    flow.metadata.pop("rr", None)
+    wire.forget(flow)
 
 
 def _blank_meta(snap: Snapshot | None) -> dict:

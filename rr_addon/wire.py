@@ -137,6 +137,13 @@ def refusal(flow: http.HTTPFlow) -> tuple[str, str] | None:
     return getattr(flow, _REFUSAL, None)
 
 
+def forget(flow: http.HTTPFlow) -> None:
+    """A replayed flow is a new request: nothing rr decided or planned for it before holds."""
+    detach(flow.request)
+    for name in (_REFUSAL, _WHOLE, _ANSWER, _DEFER):
+        flow.__dict__.pop(name, None)
+
+
 def read_whole(flow: http.HTTPFlow, limit: int) -> None:
     """rr decides on this request's body: buffer it whatever `stream_large_bodies` says;
     over `limit` bytes it is refused (413) as it arrives."""

@@ -16,7 +16,7 @@ import uuid
 import httpx
 import pytest
 
-from rr_addon.testing.home import prepare_home
+from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 
 from pathlib import Path
@@ -239,6 +239,8 @@ def test_a_request_changed_by_another_addon_is_refused(proxy, upstream, edit):
     assert (r.status_code, err["code"], err["message"]) == (403, "access-denied", "request changed after rr decided it")
     assert forwarded(upstream, marker) == []
     assert not any(rq.path.startswith("/anything/edited") for rq in upstream.received)
+    assert audited(proxy, err["request_id"], 1) == [(403, "access-denied")]
+    assert f"rr refused request {err['request_id']} below the hooks: request changed after rr decided it" in proxy.log_text()
 
 
 # ---------------------------------------------------------------------------- a mitmweb viewer edits an intercepted flow
@@ -362,3 +364,49 @@ def test_property_the_secret_only_goes_with_the_decided_request_to_the_target(pr
         if form == "absolute-other" or (host not in ("right", "right-no-port", "missing")) or sni == "evil.example":
             raise AssertionError(f"a request naming another host reached the upstream: {lines}")
     assert upstream.server_names.count("evil.example") == 0
+
+
+def audited(proxy, request_id: str, n: int) -> list[tuple[int, str | None]]:
+    """The (status, code) of the audit records of `request_id`, once there are `n` (written in the background)."""
+    deadline = time.monotonic() + 15
+    while True:
+        records = [json.loads(line) for line in rr_cli(proxy.home, "audit", "--json").output.splitlines() if line.strip()]
+        mine = sorted((r["status"], r["code"]) for r in records if r["request_id"] == request_id)
+        if len(mine) >= n or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.2)
+
+
+def _finished(api: httpx.Client, flow_id: str, status: int) -> dict:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for f in api.get("/flows").json():
+            if f["id"] == flow_id and f.get("response") and f["response"]["status_code"] == status:
+                return f
+        time.sleep(0.05)
+    raise AssertionError(f"flow {flow_id} never finished with {status}")
+
+
+@pytest.mark.parametrize("edit", [None, {"path": "/anything/replayed-edit"}, {"content": '{"model": "forbidden"}'}])
+def test_a_flow_replayed_in_mitmweb_is_decided_again(web, upstream, edit):
+    """The replay carries only the placeholder and no caller credential (rr removed it),
+    so it is decided again and refused: nothing more reaches the upstream."""
+    marker = uuid.uuid4().hex
+    verify = ssl.create_default_context(cafile=str(web.ca))
+    with httpx.Client(proxy=web.url("agent", "KEY_c"), verify=verify, timeout=30) as c:
+        r = c.post(f"https://127.0.0.1:{web.upstream_port}/anything/r", json={"model": "fine"}, headers={"x-marker": marker})
+    assert r.status_code == 200 and len(forwarded(upstream, marker)) == 1
+    with httpx.Client(base_url=f"http://127.0.0.1:{web.web_port}", headers={"authorization": f"Bearer {WEB_PASSWORD}"}, timeout=10) as api:
+        token = uuid.uuid4().hex
+        api.cookies.set("_mitmproxy_xsrf", token)
+        xsrf = {"x-xsrftoken": token}
+        flow_id = r.headers["rr-request-id"]
+        if edit is not None:
+            assert api.put(f"/flows/{flow_id}", json={"request": edit}, headers=xsrf).status_code == 200
+        assert api.post(f"/flows/{flow_id}/replay", headers=xsrf).status_code == 200
+        replayed = _finished(api, flow_id, 401)
+    assert replayed["comment"].startswith("rr deny unauthenticated")
+    assert len(forwarded(upstream, marker)) == 1
+    assert audited(web, flow_id, 1) == [(200, None)]
+    assert audited(web, f"{flow_id}/replay-1", 1) == [(401, "unauthenticated")]  # the replay has its own record
+    assert not any(rq.path.startswith("/anything/replayed") for rq in upstream.received)

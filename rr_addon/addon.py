@@ -473,6 +473,7 @@ class RR:
             return
         if admitted.path.target != flow.request.path:
             flow.request.path = admitted.path.target  # the upstream receives exactly the path the rules checked
+        flows.name_the_target(flow.request)
         setattr(flow, _SEEN, wire.Stamp(flow.request.data, None))  # rr's own changes are part of the decision
         if admitted.needs_body:
             length = flow.request.headers.get("content-length", "")

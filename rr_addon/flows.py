@@ -6,6 +6,7 @@ import json
 from urllib.parse import unquote
 
 from mitmproxy import http
+from mitmproxy.net.http import url
 
 from rr_addon import wire
 from rr_addon.core.inject import Injection
@@ -63,6 +64,16 @@ def error_response(code: str, message: str, request_id: str, extra_headers: tupl
 def decision_response(decision: Decision, request_id: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> http.Response:
     assert decision.code is not None
     return error_response(decision.code, error_message(decision), request_id, extra_headers)
+
+
+def name_the_target(request: http.Request) -> None:
+    """An HTTP/1 request goes out in origin-form (an absolute-form target that names the
+    target host, checked by the core, is rewritten), with the target's Host when it had
+    none: a shared front end would otherwise pick its default virtual host for the secret."""
+    if request.authority and request.http_version.startswith("HTTP/1"):
+        request.authority = ""
+    if not request.authority and "host" not in request.headers:
+        request.headers.insert(0, "host", url.hostport(request.scheme, request.host, request.port))
 
 
 def strip_headers(request: http.Request, names: frozenset[str]) -> None:

@@ -319,7 +319,7 @@ _EVIL = ["evil.example", "127.0.0.1:1", "localhost", "127.0.0.2", "evil.example:
 _SEGMENTS = ["anything", "a", "..", ".", "%2e%2e", "x;y", "%2F", "b%3Bc", "caf%C3%A9", "", "~u"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
     method=st.sampled_from(["GET", "POST", "DELETE"]),
     form=st.sampled_from(["origin", "absolute-target", "absolute-other"]),
@@ -357,7 +357,7 @@ def test_property_the_secret_only_goes_with_the_decided_request_to_the_target(pr
         pass  # refused at the protocol level: nothing to hold rr to but what the upstream got
     for got in forwarded(upstream, marker):
         # whatever was sent, the upstream saw the target's authority and the decided method
-        assert got.header("host") in (right, "127.0.0.1"), got.headers
+        assert got.header("host") in (right, "127.0.0.1"), got.headers  # a missing Host is the target's
         assert got.path.startswith("/"), got.path  # never absolute-form naming another host
         assert got.method == method
         assert got.header("authorization") == f"Bearer {SECRET}"

@@ -32,6 +32,9 @@ TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
 
 # 400 / 413 before the rules
 HEADER_CONTROL_CHARACTER = "request header value contains CR, LF or NUL"
+METHOD_OVERRIDE = "request carries a method override (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override or _method)"
+PATH_PARAMETERS = "';' parameters in a path segment are not allowed for this target"
 BODY_NOT_JSON = "request body claims JSON but does not parse"
+BODY_FORM_AND_JSON = "request body declared as a form parses as JSON"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"

@@ -213,7 +213,8 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
     as JSON unless it is declared a form; one that does not parse is opaque
     (`RuleRequest.body_opaque`: it satisfies no allow rule's json_path). A form
     body that also parses as a JSON object or array is refused: rules would see
-    form fields, a content-type-blind upstream the JSON."""
+    form fields, a content-type-blind upstream the JSON. So is a JSON object that
+    repeats a key: parsers disagree on which occurrence wins."""
     headers: dict[str, tuple[str, ...]] = {}
     for k, v in facts.headers:
         headers[k] = headers.get(k, ()) + (v,)
@@ -224,7 +225,9 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
         ctype = (headers.get("content-type") or ("",))[0].split(";")[0].strip().lower()
         body_text = facts.body.decode("utf-8", "surrogateescape")
         try:
-            body_json = json.loads(facts.body)
+            body_json = json.loads(facts.body, object_pairs_hook=_unique_keys)
+        except _RepeatedKey:
+            return Decision.deny("invalid-request", reasons.BODY_JSON_REPEATED_KEY)
         except (ValueError, RecursionError):
             if ctype == "application/json" or ctype.endswith("+json"):
                 return Decision.deny("invalid-request", reasons.BODY_NOT_JSON)
@@ -237,6 +240,17 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
     if claims is None:
         claims = admission.identity.claims
     return RuleRequest(facts.method, admission.path.path, headers, query, body_json, body_form, body_text, claims, opaque)
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise _RepeatedKey
+    return doc
 
 
 def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits()) -> tuple[Outcome, RuleRequest | None]:

@@ -36,5 +36,6 @@ METHOD_OVERRIDE = "request carries a method override (X-HTTP-Method-Override, X-
 PATH_PARAMETERS = "';' parameters in a path segment are not allowed for this target"
 BODY_NOT_JSON = "request body claims JSON but does not parse"
 BODY_FORM_AND_JSON = "request body declared as a form parses as JSON"
+BODY_JSON_REPEATED_KEY = "request body JSON repeats a key in an object"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"

@@ -99,6 +99,9 @@ CASES = [
     ("form-body", facts("POST", key="rr-strict", body=b"model=gpt-4o-mini", ctype="application/x-www-form-urlencoded"), ALLOWED),
     ("form-dup-field", facts("POST", key="rr-strict", body=b"model=gpt-4o-mini&model=gpt-4o", ctype="application/x-www-form-urlencoded"), STRICT_DEFAULT),
     ("form-that-is-json", facts("POST", body=b'{"stream": true}', ctype="application/x-www-form-urlencoded"), invalid(reasons.BODY_FORM_AND_JSON)),
+    ("json-repeated-key", facts("POST", body=b'{"stream": false, "stream": true}', ctype="application/json"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
+    ("json-repeated-key-nested", facts("POST", body=b'{"a": [{"x": 1, "x": 1}]}', ctype="text/plain"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
+    ("json-same-key-other-objects", facts("POST", body=b'{"a": {"x": 1}, "b": {"x": 2}}', ctype="application/json"), ALLOWED),
     ("form-scalar-json-is-a-form", facts("POST", key="rr-strict", body=b"123", ctype="application/x-www-form-urlencoded"), STRICT_DEFAULT),
 ]
 

@@ -114,6 +114,7 @@ STRICT_DEFAULT = "no rule matched; scope default denies (proxy-credential)"
             "KEY_diff_a",
             (400, "invalid-request", reasons.BODY_FORM_AND_JSON),
         ),
+        ("POST", "/v1/chat", {"content": b'{"stream": true, "stream": false}', "headers": {"content-type": "application/json"}}, "KEY_diff_a", (400, "invalid-request", reasons.BODY_JSON_REPEATED_KEY)),
     ],
     ids=[
         "query-one",
@@ -134,6 +135,7 @@ STRICT_DEFAULT = "no rule matched; scope default denies (proxy-credential)"
         "allow-rule-opaque-body",
         "form-repeated-field",
         "form-that-is-json",
+        "json-repeated-key",
     ],
 )
 def test_differentials(proxy, upstream, method, path, kw, key, outcome):

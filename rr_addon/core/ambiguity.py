@@ -3,7 +3,8 @@
 Refused with 400 `invalid-request`, before the rules, because no rule can be
 written against a request whose meaning depends on the upstream's framework:
 - a method override: `X-HTTP-Method-Override`, `X-HTTP-Method`,
-  `X-Method-Override` (any value, even the request's own method) or a
+  `X-Method-Override` (any value, even the request's own method; `_` for `-`
+  too, as CGI-style servers read it) or a
   `_method` query parameter. Rails, Laravel, Symfony, Express's
   method-override and many API gateways turn a POST carrying one into the
   method it names, which rules matched as a POST. (A `_method` field in a form
@@ -28,7 +29,8 @@ OVERRIDE_PARAMETER = "_method"
 
 def refusal(facts: RequestFacts, path: CanonicalPath, allow_path_parameters: bool) -> str | None:
     """The reason to refuse the request, or None."""
-    if any(name in OVERRIDE_HEADERS for name, _ in facts.headers):
+    # CGI/WSGI servers read `_` in a header name as `-` (both become HTTP_X_HTTP_METHOD_OVERRIDE).
+    if any(name.replace("_", "-") in OVERRIDE_HEADERS for name, _ in facts.headers):
         return reasons.METHOD_OVERRIDE
     query = path.query
     # Parse only a query that could spell the name (`%5F` or `%6D…` escapes included).

@@ -76,6 +76,7 @@ CASES = [
     ("override-header", facts("POST", headers=[("X-HTTP-Method-Override", "DELETE")]), invalid(reasons.METHOD_OVERRIDE)),
     ("override-x-http-method", facts("POST", headers=[("X-HTTP-Method", "DELETE")]), invalid(reasons.METHOD_OVERRIDE)),
     ("override-x-method-override", facts("POST", headers=[("X-Method-Override", "delete")]), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-underscores", facts("POST", headers=[("X_HTTP_Method_Override", "DELETE")]), invalid(reasons.METHOD_OVERRIDE)),
     ("override-same-method", facts("POST", headers=[("X-HTTP-Method-Override", "POST")]), invalid(reasons.METHOD_OVERRIDE)),
     ("override-query", facts("POST", path="/v1/x?_method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
     ("override-query-encoded", facts("POST", path="/v1/x?a=1&%5Fmethod=DELETE"), invalid(reasons.METHOD_OVERRIDE)),

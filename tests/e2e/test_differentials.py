@@ -95,6 +95,7 @@ STRICT_DEFAULT = "no rule matched; scope default denies (proxy-credential)"
         ("POST", "/v1/customers/cus_1", {"headers": {"X-HTTP-Method-Override": "DELETE"}}, "KEY_diff_a", (400, "invalid-request", reasons.METHOD_OVERRIDE)),
         ("POST", "/v1/customers/cus_1", {"headers": {"X-HTTP-Method": "DELETE"}}, "KEY_diff_a", (400, "invalid-request", reasons.METHOD_OVERRIDE)),
         ("POST", "/v1/customers/cus_1", {"headers": {"X-Method-Override": "POST"}}, "KEY_diff_a", (400, "invalid-request", reasons.METHOD_OVERRIDE)),
+        ("POST", "/v1/customers/cus_1", {"headers": {"X_HTTP_Method_Override": "DELETE"}}, "KEY_diff_a", (400, "invalid-request", reasons.METHOD_OVERRIDE)),
         ("POST", "/v1/customers/cus_1?_method=DELETE", {}, "KEY_diff_a", (400, "invalid-request", reasons.METHOD_OVERRIDE)),
         ("DELETE", "/v1/customers/cus_1", {}, "KEY_diff_a", (403, "access-denied", "denied by rule (target rule no-deletes)")),
         # c. ';' path parameters are refused unless the target opts in (matrix does)
@@ -124,6 +125,7 @@ STRICT_DEFAULT = "no rule matched; scope default denies (proxy-credential)"
         "override-header",
         "override-x-http-method",
         "override-same-method",
+        "override-underscores",
         "override-query",
         "delete-denied",
         "path-parameters",

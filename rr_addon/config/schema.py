@@ -112,6 +112,7 @@ class Target(Model):
     schemes: list[Literal["https", "http"]] = Field(default_factory=lambda: ["https"])
     default_effect: Effect = "allow"
     allow_private_addresses: bool = False
+    allow_path_parameters: bool = False  # `;` parameters in path segments (refused otherwise, CONTRACT §11)
     caller_headers: list[str] = Field(default_factory=list)
     credentials: list[TargetCredential] = Field(default_factory=list)
     rules: RuleList = Field(default_factory=list)

@@ -8,7 +8,8 @@ Channels, in order; the first one present is used:
    `caller_headers`: the same forms as 2.
 
 `Proxy-Authorization` and `X-RR-Authorization` are rr's own and never
-forwarded; the others are removed only when consumed.
+forwarded; the others are removed when consumed, and also when they carry an
+rr credential though another channel authenticated the caller (CONTRACT §11).
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ def candidate_headers(caller_headers: tuple[str, ...]) -> frozenset[str]:
     """Every header that may carry a caller credential: removed from the flow
     when authentication fails, so a mistyped secret never shows in a view."""
     return ALWAYS_STRIPPED | {AUTHORIZATION} | set(caller_headers)
+
+
+def parse_value(header: str, value: str) -> Presented | None:
+    """One value of a non-proxy header read as a credential (forms of channel 2), or None."""
+    found = _parse_single(header, header, (value,), proxy_header=False)
+    return found if isinstance(found, Presented) else None
 
 
 def _parse_single(channel: str, header: str, values: list[str] | tuple[str, ...], *, proxy_header: bool) -> Presented | Problem:

@@ -17,8 +17,9 @@ from typing import Mapping
 from urllib.parse import parse_qsl
 
 from rr_addon.core import reasons
+from rr_addon.core import ambiguity
 from rr_addon.core.addresses import names_other_host, sni_names_other_host
-from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented
+from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented, parse_value
 from rr_addon.core.digests import basic_digest, same, token_digest
 from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
 from rr_addon.core.responses import EMPTY, Pipeline
@@ -118,6 +119,23 @@ def lookup_caller(snap: Snapshot, presented: Presented) -> Caller | None:
     return None
 
 
+def credential_headers(snap: Snapshot, facts: RequestFacts, presented: Presented) -> frozenset[str]:
+    """The headers to remove from an admitted request: rr's own, the one the
+    credential came from, and every other candidate header whose value is an rr
+    credential too (a caller authenticated on the tunnel may also send its key
+    in `Authorization`, which a target injecting elsewhere would forward)."""
+    strip = set(ALWAYS_STRIPPED)
+    if presented.header:
+        strip.add(presented.header)
+    for header in candidate_headers(snap.caller_headers_for(facts.host, facts.port, facts.scheme)) - strip:
+        for value in facts.header_values(header):
+            found = parse_value(header, value)
+            if found is not None and lookup_caller(snap, found) is not None:
+                strip.add(header)
+                break
+    return frozenset(strip)
+
+
 # ---------------------------------------------------------------------------- admission
 
 
@@ -153,6 +171,8 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
     if _CONTROL.search("\t".join(v for _, v in facts.headers)):
         # CR/LF/NUL in a value (obs-fold included) could split headers at a lenient upstream
         return Outcome(Decision.deny("invalid-request", reasons.HEADER_CONTROL_CHARACTER), identity, Route(target.name, cred_name), strip)
+    if (ambiguous := ambiguity.refusal(facts, path, target.allow_path_parameters)) is not None:
+        return Outcome(Decision.deny("invalid-request", ambiguous), identity, Route(target.name, cred_name), strip)
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
     pipeline = snap.pipeline(caller, target, cred)
     return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body, pipeline)
@@ -183,8 +203,7 @@ def admit_verified(
         extra = snap.caller_headers_for(facts.host, facts.port, facts.scheme)
         return Outcome(Decision.deny("unauthenticated", problem), strip_headers=candidate_headers(extra))
     identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, claims)
-    strip = ALWAYS_STRIPPED | ({presented.header} if presented.header else set())
-    return admit_caller(snap, caller, identity, facts, frozenset(strip))
+    return admit_caller(snap, caller, identity, facts, credential_headers(snap, facts, presented))
 
 
 def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcome:
@@ -193,8 +212,7 @@ def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcom
         return denied
     assert caller is not None and presented is not None
     identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel)
-    strip = ALWAYS_STRIPPED | ({presented.header} if presented.header else set())
-    return admit_caller(snap, caller, identity, facts, frozenset(strip))
+    return admit_caller(snap, caller, identity, facts, credential_headers(snap, facts, presented))
 
 
 # ---------------------------------------------------------------------------- rules
@@ -210,25 +228,50 @@ def too_large(admission: Admission, size: int | None, limits: Limits) -> Outcome
 
 
 def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str, object] | None = None) -> RuleRequest | Decision:
-    """What the rules see. A Decision (400) when body rules apply and the body claims JSON but is not."""
+    """What the rules see. A Decision (400) when body rules apply and the body claims JSON but is not.
+
+    Upstreams often parse JSON whatever the content type says, so a body is read
+    as JSON unless it is declared a form; one that does not parse is opaque
+    (`RuleRequest.body_opaque`: it satisfies no allow rule's json_path). A form
+    body that also parses as a JSON object or array is refused: rules would see
+    form fields, a content-type-blind upstream the JSON. So is a JSON object that
+    repeats a key: parsers disagree on which occurrence wins."""
     headers: dict[str, tuple[str, ...]] = {}
     for k, v in facts.headers:
         headers[k] = headers.get(k, ()) + (v,)
     query = tuple(parse_qsl(admission.path.query, keep_blank_values=True)) if admission.path.query else ()
     body_json = body_form = body_text = None
+    opaque = False
     if (admission.rules_need_body or admission.meters_need_body) and facts.body:
         ctype = (headers.get("content-type") or ("",))[0].split(";")[0].strip().lower()
         body_text = facts.body.decode("utf-8", "surrogateescape")
-        if ctype == "application/json" or ctype.endswith("+json"):
-            try:
-                body_json = json.loads(facts.body)
-            except (ValueError, RecursionError):
+        try:
+            body_json = json.loads(facts.body, object_pairs_hook=_unique_keys)
+        except _RepeatedKey:
+            return Decision.deny("invalid-request", reasons.BODY_JSON_REPEATED_KEY)
+        except (ValueError, RecursionError):
+            if ctype == "application/json" or ctype.endswith("+json"):
                 return Decision.deny("invalid-request", reasons.BODY_NOT_JSON)
-        elif ctype == "application/x-www-form-urlencoded":
+            opaque = ctype != "application/x-www-form-urlencoded"
+        if ctype == "application/x-www-form-urlencoded":
+            if isinstance(body_json, (dict, list)):
+                return Decision.deny("invalid-request", reasons.BODY_FORM_AND_JSON)
+            body_json = None
             body_form = tuple(parse_qsl(body_text, keep_blank_values=True))
     if claims is None:
         claims = admission.identity.claims
-    return RuleRequest(facts.method, admission.path.path, headers, query, body_json, body_form, body_text, claims)
+    return RuleRequest(facts.method, admission.path.path, headers, query, body_json, body_form, body_text, claims, opaque)
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise _RepeatedKey
+    return doc
 
 
 def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits()) -> tuple[Outcome, RuleRequest | None]:

@@ -15,6 +15,19 @@ Matching details the contract leaves open:
   `json_path` as `{name: [values...]}`, so `$.model` matches any `model` field.
 - A rule with `claims` never matches an unverified caller (claims None),
   whatever the presence.
+- Repeated parameters (CONTRACT §11): a query parameter, header or form field
+  sent several times can be read by the upstream as its first, its last or
+  all of its occurrences, so a value condition is decided for every reading.
+  An allow rule's condition must hold whichever occurrence the upstream reads:
+  `value` must match EVERY occurrence of the names the matcher's `name`
+  matches (with `presence: absent`: no occurrence). A deny rule's condition
+  holds if it holds for ANY reading: `value` matches SOME occurrence (with
+  `presence: absent`: not every occurrence matches, or there is none). A
+  meter's `when` is read like a deny rule: a quota counts what any reading
+  would. JSON arrays are data, not repetition: an element matching is enough.
+- A body the rules read as JSON but that does not parse (`body_opaque`: not
+  declared JSON or form) has no JSON nodes; a `json_path` condition of an allow
+  rule never holds on it, whatever the presence: rr cannot vouch for it.
 - Fields are checked cheapest first: methods, path, headers, query, claims,
   body; `explain()` names the first that did not match.
 
@@ -61,6 +74,7 @@ class RuleRequest:
     body_form: tuple[tuple[str, str], ...] | None = None  # decoded form fields
     body_text: str | None = None  # raw body text, for `pattern`
     claims: Mapping[str, object] | None = None  # verified claims; None: unverified caller
+    body_opaque: bool = False  # a body json_path rules read that does not parse as JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +209,14 @@ class _Groups:
 class _Context:
     """One request as the matchers see it, with per-request caches."""
 
-    __slots__ = ("req", "_sets", "_query", "_hits", "_names", "_json")
+    __slots__ = ("req", "_sets", "_query", "_hits", "_every", "_names", "_json")
 
     def __init__(self, req: RuleRequest, sets: Mapping[Subject, PatternSet]):
         self.req = req
         self._sets = sets
         self._query: dict[str, list[str]] | None = None
         self._hits: dict[Subject, set[int]] = {}
+        self._every: dict[Subject, set[int]] = {}
         self._names: dict[Subject, dict[int, list[str]]] = {}
         self._json: dict[str, tuple[bool, tuple[str, ...]]] = {}
 
@@ -266,6 +281,24 @@ class _Context:
                 got.update(patterns.match(value))
         return got
 
+    def every(self, subject: Subject) -> set[int]:
+        """Indices of the subject's patterns that match every one of its values (none without values).
+        The nodes of a JSON body are not occurrences of one parameter: any of them is enough."""
+        got = self._every.get(subject)
+        if got is None:
+            if subject[0] == "j" and self.req.body_form is None:
+                got = self._every[subject] = self.hits(subject)
+                return got
+            patterns = self._sets[subject]
+            common: set[int] | None = None
+            for value in self.values(subject):
+                found = set(patterns.match(value))
+                common = found if common is None else common & found
+                if not common:
+                    break
+            got = self._every[subject] = common or set()
+        return got
+
 
 Check = Callable[[_Context], bool]
 
@@ -294,14 +327,16 @@ class _Compiler:
     def __init__(self) -> None:
         self.groups = _Groups()
 
-    def _found(self, subject: Subject, value: str | None, ignore_case: bool, present: Check) -> Check:
-        """With a value pattern: some value of the subject matches it; else `present`."""
+    def _found(self, subject: Subject, value: str | None, ignore_case: bool, present: Check, every: bool = False) -> Check:
+        """With a value pattern: some value (`every`: every value) of the subject matches it; else `present`."""
         if value is None:
             return present
         index = self.groups.add(subject, _flag(value, ignore_case))
+        if every:
+            return lambda ctx: index in ctx.every(subject)
         return lambda ctx: index in ctx.hits(subject)
 
-    def _named(self, kind: str, m: HeaderMatch, ignore_case: bool) -> Check:
+    def _named(self, kind: str, m: HeaderMatch, ignore_case: bool, every: bool) -> Check:
         """Header (kind "h") or query ("q") matcher, before presence."""
         header = kind == "h"
         literal = _literal_name(m.name, fold=True) if header else (None if ignore_case else _literal_name(m.name, fold=False))
@@ -310,11 +345,11 @@ class _Compiler:
                 present: Check = lambda ctx: bool(ctx.req.headers.get(literal))
             else:
                 present = lambda ctx: literal in ctx.query_map()
-            return self._found((kind, literal), m.value, ignore_case, present)
+            return self._found((kind, literal), m.value, ignore_case, present, every)
         names: Subject = ("hname",) if header else ("qname",)
         # Header names are case-insensitive, query names only with ignore_case.
         index = self.groups.add(names, "(?i)" + m.name if header else _flag(m.name, ignore_case))
-        return self._found((kind + "n", index), m.value, ignore_case, lambda ctx: bool(ctx.names(names, index)))
+        return self._found((kind + "n", index), m.value, ignore_case, lambda ctx: bool(ctx.names(names, index)), every)
 
     def claim(self, m: ClaimMatch, ignore_case: bool) -> Check:
         claim = m.claim
@@ -323,21 +358,30 @@ class _Compiler:
         # An unverified caller (claims None) never matches, whatever the presence.
         return lambda ctx: ctx.req.claims is not None and found(ctx) != absent
 
-    def body(self, m: BodyMatch, ignore_case: bool) -> Check:
+    def body(self, m: BodyMatch, ignore_case: bool, every: bool, vouch: bool) -> Check:
         if m.pattern is not None:
             index = self.groups.add(("b",), _flag(m.pattern, ignore_case))
-            return lambda ctx: index in ctx.hits(("b",))
+            return _presence(lambda ctx: index in ctx.hits(("b",)), m.presence)
         path = m.json_path
         assert path is not None
         parse_json_path(path)  # compiled now, not on the first request
-        return self._found(("j", path), m.value, ignore_case, lambda ctx: ctx.json_nodes(path)[0])
+        found = _presence(self._found(("j", path), m.value, ignore_case, lambda ctx: ctx.json_nodes(path)[0], every), m.presence)
+        if vouch:  # an allow rule: a body that is not JSON satisfies no json_path condition
+            return lambda ctx: not ctx.req.body_opaque and found(ctx)
+        return found
 
-    def checks(self, rule: Rule) -> tuple[tuple[str, Check], ...]:
+    def checks(self, rule: Rule, any_reading: bool = False) -> tuple[tuple[str, Check], ...]:
         ic = rule.ignore_case
-        out = [(f"headers[{i}]", _presence(self._named("h", m, ic), m.presence)) for i, m in enumerate(rule.headers)]
-        out += [(f"query[{i}]", _presence(self._named("q", m, ic), m.presence)) for i, m in enumerate(rule.query)]
+        allow = rule.effect == ALLOW and not any_reading
+
+        def every(m) -> bool:
+            # The reading that makes the rule match least for an allow rule, most for a deny rule.
+            return allow != (m.presence == "absent")
+
+        out = [(f"headers[{i}]", _presence(self._named("h", m, ic, every(m)), m.presence)) for i, m in enumerate(rule.headers)]
+        out += [(f"query[{i}]", _presence(self._named("q", m, ic, every(m)), m.presence)) for i, m in enumerate(rule.query)]
         out += [(f"claims[{i}]", self.claim(m, ic)) for i, m in enumerate(rule.claims)]
-        out += [(f"body[{i}]", _presence(self.body(m, ic), m.presence)) for i, m in enumerate(rule.body)]
+        out += [(f"body[{i}]", self.body(m, ic, every(m), allow)) for i, m in enumerate(rule.body)]
         return tuple(out)
 
 
@@ -410,8 +454,9 @@ class ScopeRules:
             self._default = ScopeResult(DENY, None, DEFAULT_DENIES)
 
     @classmethod
-    def compile(cls, scope: str, rules: Sequence[Rule], default_effect: str) -> ScopeRules:
-        """Compile validated rules. ValueError on a bad default or a duplicate name."""
+    def compile(cls, scope: str, rules: Sequence[Rule], default_effect: str, *, any_reading: bool = False) -> ScopeRules:
+        """Compile validated rules. ValueError on a bad default or a duplicate name.
+        `any_reading`: every rule matches on any reading of repeated parameters, as a deny rule does."""
         if default_effect not in (ALLOW, DENY):
             raise ValueError(f"default_effect must be 'allow' or 'deny', not {default_effect!r}")
         compiler = _Compiler()
@@ -435,7 +480,7 @@ class ScopeRules:
                     methods=frozenset(rule.methods) if rule.methods is not None else None,
                     path=path,
                     path_absent=rule.path is not None and rule.path.presence == "absent",
-                    checks=compiler.checks(rule),
+                    checks=compiler.checks(rule, any_reading),
                     result=ScopeResult(rule.effect, rule.name, DENIED_BY_RULE if deny else ALLOWED_BY_RULE),
                 )
             )
@@ -490,6 +535,8 @@ class ScopeRules:
 
 def compile_when(match: Match) -> ScopeRules:
     """Match fields used as a condition (a meter's `when`): the request matches
-    exactly when `evaluate(req).allowed`; `needs_body` / `needs_claims` apply."""
+    exactly when `evaluate(req).allowed`; `needs_body` / `needs_claims` apply.
+    Repeated parameters are read as a deny rule reads them: a quota counts a
+    request if any reading of it matches."""
     fields = {name: getattr(match, name) for name in Match.model_fields}
-    return ScopeRules.compile("when", [Rule(name="when", effect=ALLOW, **fields)], DENY)
+    return ScopeRules.compile("when", [Rule(name="when", effect=ALLOW, **fields)], DENY, any_reading=True)

@@ -44,6 +44,7 @@ class Target:
     schemes: frozenset[str]
     default_effect: str
     allow_private_addresses: bool
+    allow_path_parameters: bool
     caller_headers: tuple[str, ...]
     credentials: Mapping[str, TargetCredential]
     hosts: tuple[HostPattern, ...]
@@ -208,6 +209,7 @@ def compile_snapshot(
             schemes=frozenset(t.schemes),
             default_effect=t.default_effect,
             allow_private_addresses=t.allow_private_addresses,
+            allow_path_parameters=t.allow_path_parameters,
             caller_headers=tuple(h.lower() for h in t.caller_headers),
             credentials=MappingProxyType(creds),
             hosts=patterns,

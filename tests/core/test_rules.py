@@ -118,8 +118,15 @@ FIELDS = [
     (
         "header-absent-value-there",
         {"headers": [{"name": "^x-env$", "value": "^prod$", "presence": "absent"}]},
-        request(headers={"x-env": ("dev", "prod")}),
+        request(headers={"x-env": ("prod",)}),
         MISS,
+    ),
+    (
+        # a deny rule reads repeated headers every way: "dev" may be the one the upstream reads
+        "header-absent-value-not-every-occurrence",
+        {"headers": [{"name": "^x-env$", "value": "^prod$", "presence": "absent"}]},
+        request(headers={"x-env": ("dev", "prod")}),
+        HIT,
     ),
     (
         "header-every-matcher-must-match",
@@ -576,6 +583,84 @@ def test_pattern_set_agrees_with_re2_search(patterns, text):
 
 
 # --------------------------------------------------------------------------
+# Repeated parameters (CONTRACT §11): the upstream may read any occurrence, so an
+# allow rule must hold for every occurrence and a deny rule matches if it holds
+# for some. Each case: one rule "r" of the given effect in a scope whose default
+# is the other effect.
+
+LIMIT = {"name": "^limit$", "value": "^[0-9]{1,3}$"}
+LIMIT_ABSENT = {**LIMIT, "presence": "absent"}
+ENV = {"name": "^x-env$", "value": "^prod$"}
+MODEL = {"json_path": "$.model", "value": "^gpt-4o-mini$"}
+
+OCCURRENCES = [
+    # query, allow: every occurrence must match
+    ("q-allow-one", "allow", {"query": [LIMIT]}, request(query=[("limit", "5")]), True),
+    ("q-allow-dup-all-match", "allow", {"query": [LIMIT]}, request(query=[("limit", "5"), ("limit", "50")]), True),
+    ("q-allow-dup-second-fails", "allow", {"query": [LIMIT]}, request(query=[("limit", "5"), ("limit", "500000")]), False),
+    ("q-allow-dup-first-fails", "allow", {"query": [LIMIT]}, request(query=[("limit", "500000"), ("limit", "5")]), False),
+    ("q-allow-missing", "allow", {"query": [LIMIT]}, request(query=[("other", "5")]), False),
+    ("q-allow-name-regex-every-name", "allow", {"query": [{"name": "^l", "value": "^5$"}]}, request(query=[("limit", "5"), ("lim", "6")]), False),
+    ("q-allow-name-only-dup", "allow", {"query": [{"name": "^expand$"}]}, request(query=[("expand", "a"), ("expand", "b")]), True),
+    # query, allow + absent: no occurrence may match
+    ("q-allow-absent-none", "allow", {"query": [LIMIT_ABSENT]}, request(), True),
+    ("q-allow-absent-other-values", "allow", {"query": [LIMIT_ABSENT]}, request(query=[("limit", "x"), ("limit", "5000")]), True),
+    ("q-allow-absent-one-matches", "allow", {"query": [LIMIT_ABSENT]}, request(query=[("limit", "x"), ("limit", "5")]), False),
+    # query, deny: some occurrence matching is enough
+    ("q-deny-dup-second-matches", "deny", {"query": [LIMIT]}, request(query=[("limit", "abc"), ("limit", "5")]), True),
+    ("q-deny-dup-none-matches", "deny", {"query": [LIMIT]}, request(query=[("limit", "abc"), ("limit", "5000")]), False),
+    ("q-deny-missing", "deny", {"query": [LIMIT]}, request(), False),
+    # query, deny + absent: matches unless every occurrence matches
+    ("q-deny-absent-none", "deny", {"query": [LIMIT_ABSENT]}, request(), True),
+    ("q-deny-absent-all-match", "deny", {"query": [LIMIT_ABSENT]}, request(query=[("limit", "5"), ("limit", "6")]), False),
+    ("q-deny-absent-one-fails", "deny", {"query": [LIMIT_ABSENT]}, request(query=[("limit", "5"), ("limit", "500000")]), True),
+    # headers: the same, over every value of every header whose name matches
+    ("h-allow-dup-one-fails", "allow", {"headers": [ENV]}, request(headers={"x-env": ("prod", "dev")}), False),
+    ("h-allow-dup-all-match", "allow", {"headers": [ENV]}, request(headers={"x-env": ("prod", "prod")}), True),
+    ("h-allow-name-regex", "allow", {"headers": [{"name": "^x-", "value": "^1$"}]}, request(headers={"x-a": ("1",), "x-b": ("2",)}), False),
+    ("h-deny-dup-one-matches", "deny", {"headers": [ENV]}, request(headers={"x-env": ("dev", "prod")}), True),
+    ("h-deny-absent-one-fails", "deny", {"headers": [{**ENV, "presence": "absent"}]}, request(headers={"x-env": ("prod", "dev")}), True),
+    # form fields are repeated parameters too
+    ("form-allow-dup-one-fails", "allow", {"body": [MODEL]}, request(body_form=(("model", "gpt-4o-mini"), ("model", "gpt-4o"))), False),
+    ("form-allow-one", "allow", {"body": [MODEL]}, request(body_form=(("model", "gpt-4o-mini"),)), True),
+    ("form-deny-dup-one-matches", "deny", {"body": [MODEL]}, request(body_form=(("model", "gpt-4o"), ("model", "gpt-4o-mini"))), True),
+    ("form-deny-absent-one-fails", "deny", {"body": [{**MODEL, "presence": "absent"}]}, request(body_form=(("model", "gpt-4o-mini"), ("model", "o1"))), True),
+    # JSON arrays are data: one element matching is enough, for either effect
+    ("json-array-allow-any", "allow", {"body": [{"json_path": "$.tags", "value": "^a$"}]}, request(body_json={"tags": ["a", "b"]}), True),
+    ("json-array-deny-any", "deny", {"body": [{"json_path": "$.tags", "value": "^a$"}]}, request(body_json={"tags": ["b", "a"]}), True),
+    # a body that does not parse as JSON: no json_path condition of an allow rule holds on it
+    ("opaque-allow-present", "allow", {"body": [{"json_path": "$.model"}]}, request(body_text="{model", body_opaque=True), False),
+    ("opaque-allow-absent", "allow", {"body": [{"json_path": "$.stream", "presence": "absent"}]}, request(body_text="{x", body_opaque=True), False),
+    ("opaque-allow-raw-pattern", "allow", {"body": [{"pattern": "^hello"}]}, request(body_text="hello", body_opaque=True), True),
+    ("opaque-deny-present", "deny", {"body": [MODEL]}, request(body_text="{model", body_opaque=True), False),
+    ("opaque-deny-absent", "deny", {"body": [{**MODEL, "presence": "absent"}]}, request(body_text="{model", body_opaque=True), True),
+    ("no-body-allow-absent", "allow", {"body": [{"json_path": "$.stream", "presence": "absent"}]}, request(), True),
+]
+
+
+@pytest.mark.parametrize("effect, fields, req, matches", [c[1:] for c in OCCURRENCES], ids=[c[0] for c in OCCURRENCES])
+def test_repeated_parameters(effect, fields, req, matches):
+    default = "deny" if effect == "allow" else "allow"
+    rule = ScopeResult(effect, "r", ALLOWED_BY_RULE if effect == "allow" else DENIED_BY_RULE)
+    other = DEFAULT_DENY if default == "deny" else DEFAULT_ALLOW
+    check(compile_scope([{"name": "r", "effect": effect, **fields}], default), req, rule if matches else other)
+
+
+WHEN_OCCURRENCES = [
+    # a meter's `when` counts a request if any reading matches (as a deny rule)
+    ({"query": [LIMIT]}, request(query=[("limit", "5"), ("limit", "500000")]), True),
+    ({"query": [LIMIT]}, request(query=[("limit", "x"), ("limit", "500000")]), False),
+    ({"query": [LIMIT_ABSENT]}, request(query=[("limit", "5"), ("limit", "500000")]), True),
+    ({"body": [{"json_path": "$.model"}]}, request(body_text="{", body_opaque=True), False),
+]
+
+
+@pytest.mark.parametrize("fields, req, matches", WHEN_OCCURRENCES)
+def test_when_reads_repeated_parameters_as_a_deny_rule(fields, req, matches):
+    assert compile_when(Match.model_validate(fields)).evaluate(req).allowed is matches
+
+
+# --------------------------------------------------------------------------
 # The indexed evaluation agrees with a plain reading of the contract.
 
 
@@ -588,16 +673,21 @@ def _reference(rules: list[Rule], default: str, req: RuleRequest) -> ScopeResult
             return False
         if rule.path is not None and search(rule, rule.path.pattern, req.path) == (rule.path.presence == "absent"):
             return False
+        # A reading of a repeated parameter is one of its occurrences (None: there is none);
+        # an allow rule must hold on every reading, a deny rule on some reading.
+        quantifier = all if rule.effect == "allow" else any
+
+        def holds(m, occurrences):
+            def on(v):
+                return (v is not None and (m.value is None or search(rule, m.value, v))) != (m.presence == "absent")
+
+            return quantifier(on(v) for v in (occurrences or [None]))
+
         for h in rule.headers:
-            found = any(
-                re2.search("(?i)" + h.name, n) and (h.value is None or any(search(rule, h.value, v) for v in vs))
-                for n, vs in req.headers.items()
-            )
-            if found == (h.presence == "absent"):
+            if not holds(h, [v for n, vs in req.headers.items() if re2.search("(?i)" + h.name, n) for v in vs]):
                 return False
         for q in rule.query:
-            found = any(search(rule, q.name, n) and (q.value is None or search(rule, q.value, v)) for n, v in req.query)
-            if found == (q.presence == "absent"):
+            if not holds(q, [v for n, v in req.query if search(rule, q.name, n)]):
                 return False
         return True
 

@@ -1,0 +1,134 @@
+"""Parsing differentials closed in the core (CONTRACT §11): what rr decides on is
+what any upstream framework would read. Exact decisions and reasons."""
+
+import json
+
+import pytest
+
+from rr_addon.core import reasons
+from rr_addon.core.decide import decide
+from rr_addon.core.rules import DEFAULT_DENIES, DENIED_BY_RULE
+from rr_addon.core.types import Decision, RequestFacts
+from rr_addon.testing.snapshots import snapshot_from
+
+CONFIG = {
+    "targets": [
+        {
+            "name": "api",
+            "hosts": ["api.test"],
+            "rules": [
+                {"name": "no-deletes", "effect": "deny", "methods": ["DELETE"]},
+                {"name": "no-stream", "effect": "deny", "body": [{"json_path": "$.stream", "value": "^true$"}]},
+            ],
+            "credentials": [{"name": "k", "kind": "api_key", "header": "X-Api-Key", "secret": "upstream-secret"}],
+        },
+        {"name": "matrix", "hosts": ["matrix.test"], "allow_path_parameters": True, "caller_headers": ["x-caller-key"]},
+    ],
+    "proxies": [
+        {
+            "name": "agent",
+            "targets": [{"target": "api"}, {"target": "matrix"}],
+            "credentials": [
+                {"name": "open", "auth": "api_key", "secret": "rr-open"},
+                {
+                    "name": "strict",
+                    "auth": "api_key",
+                    "secret": "rr-strict",
+                    "default_effect": "deny",
+                    "rules": [
+                        {"name": "small-pages", "effect": "allow", "methods": ["GET"], "query": [{"name": "^limit$", "value": "^[0-9]{1,3}$"}]},
+                        {"name": "mini", "effect": "allow", "methods": ["POST"], "body": [{"json_path": "$.model", "value": "^gpt-4o-mini$"}]},
+                    ],
+                },
+                {"name": "basic", "auth": "basic", "username": "u", "secret": "rr-basic"},
+            ],
+        },
+        {"name": "other", "targets": [{"target": "api"}], "credentials": [{"name": "o", "auth": "api_key", "secret": "rr-other"}]},
+    ],
+}
+SNAP = snapshot_from(CONFIG)
+
+
+def facts(method="GET", path="/v1/x", key="rr-open", host="api.test", headers=(), body=None, ctype=None, tunnel=None):
+    hs = [] if tunnel else [("x-rr-authorization", key)]
+    hs += [(k.lower(), v) for k, v in headers]
+    if ctype is not None:
+        hs.append(("content-type", ctype))
+    raw = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    return RequestFacts(method, "https", host, 443, path, tuple(hs), (f"Bearer {key}",) if tunnel else (), raw)
+
+
+def invalid(reason):
+    return Decision.deny("invalid-request", reason)
+
+
+ALLOWED = Decision.allow(reasons.ALLOWED)
+STRICT_DEFAULT = Decision.deny("access-denied", DEFAULT_DENIES, scope="proxy-credential")
+NO_STREAM = Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-stream")
+
+CASES = [
+    # a. repeated query parameters: an allow rule holds for every occurrence
+    ("query-one", facts(path="/v1/x?limit=5", key="rr-strict"), ALLOWED),
+    ("query-dup-all-small", facts(path="/v1/x?limit=5&limit=6", key="rr-strict"), ALLOWED),
+    ("query-dup-one-large", facts(path="/v1/x?limit=5&limit=500000", key="rr-strict"), STRICT_DEFAULT),
+    ("query-dup-encoded-name", facts(path="/v1/x?limit=5&l%69mit=500000", key="rr-strict"), STRICT_DEFAULT),
+    # b. method overrides are refused, whatever their value
+    ("override-header", facts("POST", headers=[("X-HTTP-Method-Override", "DELETE")]), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-x-http-method", facts("POST", headers=[("X-HTTP-Method", "DELETE")]), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-x-method-override", facts("POST", headers=[("X-Method-Override", "delete")]), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-underscores", facts("POST", headers=[("X_HTTP_Method_Override", "DELETE")]), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-same-method", facts("POST", headers=[("X-HTTP-Method-Override", "POST")]), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-query", facts("POST", path="/v1/x?_method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-query-encoded", facts("POST", path="/v1/x?a=1&%5Fmethod=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
+    ("override-query-lookalike", facts("POST", path="/v1/x?method=DELETE&my_method=x"), ALLOWED),
+    ("delete-itself-denied", facts("DELETE"), Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-deletes")),
+    # c. ';' path parameters: refused unless the target opts in
+    ("params-raw", facts(path="/v1/customers;x/cus_1"), invalid(reasons.PATH_PARAMETERS)),
+    ("params-encoded", facts(path="/v1/customers%3bx/cus_1"), invalid(reasons.PATH_PARAMETERS)),
+    ("params-last-segment", facts(path="/v1/cus_1;jsessionid=1?a=b"), invalid(reasons.PATH_PARAMETERS)),
+    ("params-in-query-fine", facts(path="/v1/x?a=1;2"), ALLOWED),
+    ("params-target-opts-in", facts(path="/v1/customers;x/cus_1", host="matrix.test"), ALLOWED),
+    ("params-dot-segment-still-refused", facts(path="/v1/..;/admin", host="matrix.test"), invalid("dot segment with parameters in path")),
+    # d. json_path rules read the body as JSON whatever its content type
+    ("json-as-text-plain", facts("POST", body={"stream": True}, ctype="text/plain"), NO_STREAM),
+    ("json-no-content-type", facts("POST", body={"stream": True}), NO_STREAM),
+    ("json-declared", facts("POST", body={"stream": True}, ctype="application/json"), NO_STREAM),
+    ("json-declared-not-json", facts("POST", body=b"{nope", ctype="application/json"), invalid(reasons.BODY_NOT_JSON)),
+    ("opaque-deny-does-not-match", facts("POST", body=b"\x00\x01binary", ctype="application/octet-stream"), ALLOWED),
+    ("opaque-allow-does-not-hold", facts("POST", key="rr-strict", body=b"model: gpt-4o-mini", ctype="text/plain"), STRICT_DEFAULT),
+    ("allow-json-as-text", facts("POST", key="rr-strict", body={"model": "gpt-4o-mini"}, ctype="text/plain"), ALLOWED),
+    ("form-body", facts("POST", key="rr-strict", body=b"model=gpt-4o-mini", ctype="application/x-www-form-urlencoded"), ALLOWED),
+    ("form-dup-field", facts("POST", key="rr-strict", body=b"model=gpt-4o-mini&model=gpt-4o", ctype="application/x-www-form-urlencoded"), STRICT_DEFAULT),
+    ("form-that-is-json", facts("POST", body=b'{"stream": true}', ctype="application/x-www-form-urlencoded"), invalid(reasons.BODY_FORM_AND_JSON)),
+    ("json-repeated-key", facts("POST", body=b'{"stream": false, "stream": true}', ctype="application/json"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
+    ("json-repeated-key-nested", facts("POST", body=b'{"a": [{"x": 1, "x": 1}]}', ctype="text/plain"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
+    ("json-same-key-other-objects", facts("POST", body=b'{"a": {"x": 1}, "b": {"x": 2}}', ctype="application/json"), ALLOWED),
+    ("form-scalar-json-is-a-form", facts("POST", key="rr-strict", body=b"123", ctype="application/x-www-form-urlencoded"), STRICT_DEFAULT),
+]
+
+
+@pytest.mark.parametrize("f, decision", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_differentials(f, decision):
+    assert decide(SNAP, f, 0).decision == decision
+
+
+RR_OWN = {"proxy-authorization", "x-rr-authorization"}
+
+STRIP = [
+    # e. every header carrying an rr credential is removed, whichever channel authenticated
+    ("tunnel-and-key-in-authorization", facts(tunnel=True, headers=[("Authorization", "Bearer rr-open")]), RR_OWN | {"authorization"}),
+    ("tunnel-and-raw-key", facts(tunnel=True, headers=[("Authorization", "rr-open")]), RR_OWN | {"authorization"}),
+    ("tunnel-and-basic-key", facts(tunnel=True, headers=[("Authorization", "Basic dTpyci1iYXNpYw==")]), RR_OWN | {"authorization"}),
+    ("tunnel-and-another-callers-key", facts(tunnel=True, headers=[("Authorization", "Bearer rr-other")]), RR_OWN | {"authorization"}),
+    ("tunnel-and-own-upstream-token", facts(tunnel=True, headers=[("Authorization", "Bearer not-an-rr-key")]), RR_OWN),
+    ("x-rr-and-key-in-authorization", facts(headers=[("Authorization", "Bearer rr-strict")]), RR_OWN | {"authorization"}),
+    ("caller-header-too", facts(host="matrix.test", tunnel=True, headers=[("X-Caller-Key", "rr-open")]), RR_OWN | {"x-caller-key"}),
+    ("caller-header-of-other-host-kept", facts(tunnel=True, headers=[("X-Caller-Key", "rr-open")]), RR_OWN),
+]
+
+
+@pytest.mark.parametrize("f, strip", [c[1:] for c in STRIP], ids=[c[0] for c in STRIP])
+def test_every_header_with_an_rr_credential_is_stripped(f, strip):
+    out = decide(SNAP, f, 0)
+    assert out.decision.allowed, out.decision
+    assert out.strip_headers == strip

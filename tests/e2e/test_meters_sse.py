@@ -25,7 +25,7 @@ targets:
     allow_private_addresses: true
     credentials: [{{name: live, kind: bearer, secret: sk_sse_SECRET}}]
 proxies:
-  - name: s
+  - name: {proxy}
     targets: [{{target: llm}}]
     meters:
       - {{name: total, type: response_value, response_value: {{json_path: "$.usage.total_tokens"}}, limits: {{day: 50}}, when: {{path: "^/sse/(openai|plain)"}}}}
@@ -36,26 +36,30 @@ proxies:
 """
 
 
+NAME = "s"  # the proxy's name: unique per test on a shared Redis
+
+
 @pytest.fixture()
 def proxy(tmp_path, upstream, pki):
-    home = prepare_home(tmp_path / "sse", POLICY.format(port=upstream.port))
+    home = prepare_home(tmp_path / "sse", POLICY.format(port=upstream.port, proxy=NAME))
     with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
         yield p
 
 
-def client(proxy) -> httpx.Client:
-    return httpx.Client(proxy=proxy.url("s", "KEY_a"), verify=ssl.create_default_context(cafile=str(proxy.ca)), timeout=30)
+def client(proxy, name: str = NAME) -> httpx.Client:
+    return httpx.Client(proxy=proxy.url(name, "KEY_a"), verify=ssl.create_default_context(cafile=str(proxy.ca)), timeout=30)
 
 
-def usage(proxy) -> dict[tuple[str | None, str], dict]:
-    rows = [json.loads(line) for line in rr_cli(proxy.home, "usage", "--proxy", "s", "--json").output.splitlines()]
+def usage(proxy, name: str = NAME) -> dict[tuple[str | None, str], dict]:
+    env = {"RR_REDIS_URL": proxy.env["RR_REDIS_URL"]} if "RR_REDIS_URL" in proxy.env else None
+    rows = [json.loads(line) for line in rr_cli(proxy.home, "usage", "--proxy", name, "--json", env=env).output.splitlines()]
     return {(r["meter"], r["window"]): r for r in rows}
 
 
-def audit_record(proxy, request_id: str) -> dict:
+def audit_record(proxy, request_id: str, name: str = NAME) -> dict:
     deadline = time.monotonic() + 10
     while True:
-        for line in rr_cli(proxy.home, "audit", "--json", "--proxy", "s").output.splitlines():
+        for line in rr_cli(proxy.home, "audit", "--json", "--proxy", name).output.splitlines():
             rec = json.loads(line)
             if rec["request_id"] == request_id:
                 return rec
@@ -63,10 +67,10 @@ def audit_record(proxy, request_id: str) -> dict:
         time.sleep(0.2)
 
 
-def settled(proxy, meter: str, field: str, expected: int) -> dict:
+def settled(proxy, meter: str, field: str, expected: int, name: str = NAME) -> dict:
     """`rr usage` once the counters of the last request are flushed (250 ms)."""
     deadline = time.monotonic() + 5
-    while (row := usage(proxy)[(meter, "day")])[field] != expected and time.monotonic() < deadline:
+    while (row := usage(proxy, name)[(meter, "day")])[field] != expected and time.monotonic() < deadline:
         time.sleep(0.2)
     return row
 
@@ -134,3 +138,18 @@ def test_unmeasurable_and_broken_streams_are_recorded_as_unmeasured(proxy, upstr
     assert audit_record(proxy, request_id)["unmeasured"] == {"total": "stream-broken"}
     row = settled(proxy, "total", "unmeasured", 2)
     assert (row["used"], row["unmeasured"]) == (7, 2)
+
+
+@pytest.mark.services
+def test_redis_counts_stream_values_and_unmeasured_responses(tmp_path, upstream, pki, redis_url):
+    name = f"sse-{uuid.uuid4().hex[:8]}"  # this run's counters only
+    home = prepare_home(tmp_path / "redis", POLICY.format(port=upstream.port, proxy=name))
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, env={"RR_REDIS_URL": redis_url}) as proxy:
+        with client(proxy, name) as c:
+            assert c.get(f"https://127.0.0.1:{upstream.port}/sse/openai?prompt=8&completion=5").status_code == 200
+            assert c.get(f"https://127.0.0.1:{upstream.port}/sse/plain").status_code == 200
+        row = settled(proxy, "total", "unmeasured", 1, name)
+        assert (row["used"], row["unmeasured"]) == (13, 1)
+        rr_cli(home, "usage", "reset", "--proxy", name, "--yes", env={"RR_REDIS_URL": redis_url})
+        row = usage(proxy, name)[("total", "day")]
+        assert (row["used"], row["unmeasured"]) == (0, 0)

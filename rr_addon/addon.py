@@ -171,7 +171,8 @@ class RR:
             "rr_buffer_limit",
             int,
             16 * 1024 * 1024,
-            "Largest response body (bytes, after decoding) rr buffers to filter or redact; larger is 502 response-too-large.",
+            "Largest response body (bytes, after decoding) rr buffers to filter, redact or meter; larger is 502 response-too-large. "
+            "Also the largest event of a text/event-stream a meter reads (larger: the response is unmeasured).",
         )
         loader.add_option(
             "rr_inspect_limit",

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import functools
 import inspect
-import ipaddress
 import logging
 import os
 import socket
@@ -31,6 +30,7 @@ from rr_addon.identity import Refused
 from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.core import reasons
+from rr_addon.core.addresses import is_global_address
 from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
@@ -56,6 +56,7 @@ _DEADLINE = "_rr_deadline"  # the timer that cuts off a slow upstream
 _TIMED_OUT = "_rr_timed_out"
 _DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, rules, meters), body waits excluded
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
+_SEEN = "_rr_seen"  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
 
 
 class _StreamingIsRoutine(logging.Filter):
@@ -379,8 +380,9 @@ class RR:
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Refuse connections no governed request asked for, and (unless the
-        target allows it) any whose host resolves to a private address; pin
-        the checked address so DNS cannot change between check and connect."""
+        target allows it) any whose host does not resolve or resolves to an
+        address that is not globally routable; connect to the checked address
+        only (no DNS rebinding in between), with the target host as TLS SNI."""
         server = data.server
         try:
             if server.via is not None or server.address is None:
@@ -391,22 +393,33 @@ class RR:
             if allow_private is None:
                 server.error = "rr refused: no governed request for this destination"
                 return
+            if server.tls:
+                server.sni = host  # never the caller's SNI: the certificate is checked against the target
             if allow_private:
                 return
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (socket.gaierror, UnicodeError) as e:
+                infos, failure = [], str(e)
+            else:
+                failure = "no addresses"
             addresses = [info[4][0] for info in infos]
-            bad = next((a for a in addresses if _is_private(a)), None)
-            if bad is not None:
-                state.refusals[(host, port)] = Decision.deny(
-                    "access-denied", reasons.PRIVATE_ADDRESS, scope="target", rule="allow_private_addresses", detail=f"{host} -> {bad}"
-                )
-                server.error = f"rr refused: {host} resolves to private address {bad}"
+            if not addresses:
+                logger.warning("rr refuses a connection to %s: lookup failed (%s)", host, failure)
+                state.refusals[(host, port)] = Decision.deny("upstream-unavailable", reasons.LOOKUP_FAILED, detail=host)
+                server.error = f"rr refused: {host} could not be resolved"
                 return
-            if addresses:
-                self._pinned[server.id] = server.address
-                server.address = (addresses[0], port)
-        except socket.gaierror:
-            return  # let mitmproxy fail the connection: 502 upstream-unavailable
+            bad = next((a for a in addresses if not is_global_address(a)), None)
+            if bad is not None:
+                # the address goes to rr's log, never to the caller (it would map internal DNS)
+                logger.warning("rr refuses a connection to %s: it resolves to %s, which is not globally routable", host, bad)
+                state.refusals[(host, port)] = Decision.deny(
+                    "access-denied", reasons.PRIVATE_ADDRESS, scope="target", rule="allow_private_addresses", detail=host
+                )
+                server.error = f"rr refused: {host} resolves to a private address"
+                return
+            self._pinned[server.id] = server.address
+            server.address = (addresses[0], port)
         except Exception:
             logger.exception("rr internal error in server_connect; refusing the connection")
             server.error = "rr internal error"
@@ -434,6 +447,10 @@ class RR:
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.is_replay:
+            # decided again from scratch, audited as "<flow id>/replay-<n>" (the database keeps one record per id)
+            _forget(flow)
+            flow.metadata["rr_replays"] = flow.metadata.get("rr_replays", 0) + 1
         if flow.response or flow.error or not flow.live:
             return
         setattr(flow, _STARTED, time.monotonic())
@@ -441,26 +458,34 @@ class RR:
         if snap is None:
             self.answer(flow, Decision.deny("internal-error", reasons.NO_CONFIGURATION))
             return
-        facts = flows.request_facts(flow, self._client(flow.client_conn.id).tunnel_authorization)
+        seen = wire.Stamp(flow.request.data, None)
+        client = self.clients.get(flow.client_conn.id)  # none for a replay whose connection closed
+        facts = flows.request_facts(flow, client.tunnel_authorization if client is not None else ())
         now = time.time()
         t0 = time.perf_counter()
         admitted = admit(snap, facts, now)
         _add_time(flow, time.perf_counter() - t0)
         if isinstance(admitted, Outcome) and admitted.decision.reason == reasons.UNKNOWN_CREDENTIAL:
             admitted = await self.verify_token(flow, snap, facts, now, admitted)
+            if seen.differs(flow.request.data) is not None:  # edited (mitmweb) while the token was verified
+                admitted = _changed(admitted)
         flows.strip_headers(flow.request, admitted.strip_headers)
         if isinstance(admitted, Outcome):
             self.conclude(flow, admitted, snap)
             return
         if admitted.path.target != flow.request.path:
             flow.request.path = admitted.path.target  # the upstream receives exactly the path the rules checked
+        setattr(flow, _SEEN, wire.Stamp(flow.request.data, None))  # rr's own changes are part of the decision
         if admitted.needs_body:
             length = flow.request.headers.get("content-length", "")
             refused = too_large(admitted, int(length) if length.isdigit() else None, self.limits)
             if refused is not None:
                 self.conclude(flow, refused, snap)
             else:
-                setattr(flow, _PENDING, (admitted, facts))  # decided in `request`, once the body is in
+                # decided in `request`, once the body is in; whatever mitmproxy's
+                # stream_large_bodies says, it is read whole (see wire.keep_whole)
+                wire.read_whole(flow, self.limits.inspect_bytes)
+                setattr(flow, _PENDING, (admitted, facts))
             return
         await self.authorize(flow, admitted, facts, snap)
         if flow.response is None:
@@ -489,10 +514,17 @@ class RR:
     async def request(self, flow: http.HTTPFlow) -> None:
         pending = getattr(flow, _PENDING, None)
         if pending is None or flow.response is not None:
+            if flow.response is None and "rr" in flow.metadata:
+                wire.seal_body(flow.request)  # decided without it; what arrived is what goes out
             return
         delattr(flow, _PENDING)
         admitted, facts = pending
         snap = self.snapshot
+        seen = getattr(flow, _SEEN)
+        if seen.differs(flow.request.data) is not None:  # edited (mitmweb) while the body arrived
+            self.conclude(flow, _changed(admitted), snap, admitted)
+            return
+        seen.seal_body(flow.request.data)
         body = self.request_body(flow)
         if isinstance(body, Decision):
             self.conclude(flow, admitted.outcome(body), snap, admitted)
@@ -574,14 +606,18 @@ class RR:
         extra_headers: tuple = (),
         injection=None,
     ) -> None:
-        """Record the decision on the flow; answer a deny, or prepare the injection."""
+        """Record the decision on the flow; answer a deny, or stamp the request with what was
+        decided and the injection it may carry (see wire.Stamp)."""
+        seen = getattr(flow, _SEEN, None)
+        if (outcome.decision.allowed or outcome.report_only) and seen is not None and seen.differs(flow.request.data) is not None:
+            outcome = _changed(admitted) if admitted is not None else outcome  # edited while rr decided
         self.record(flow, outcome, snap)
         if injection is None and admitted is not None and admitted.credential is not None and not admitted.credential.injection.dynamic:
             injection = admitted.credential.injection
         if not outcome.decision.allowed and not outcome.report_only:
             if injection is not None and not injection.empty:
                 # show which credential the refused request would have carried; nothing is sent
-                flows.show_injection(flow.request, injection, attach=False)
+                flows.show_injection(flow.request, injection)
             self.answer(flow, outcome.decision, extra_headers)
             return
         assert admitted is not None
@@ -591,6 +627,9 @@ class RR:
                 self.redact_request(flow, admitted.pipeline.request_redactor)
         if injection is not None and not injection.empty:
             flows.show_injection(flow.request, injection)
+        else:
+            injection = None
+        wire.stamp(flow.request, injection)
         state = self._client(flow.client_conn.id)
         key = (flow.request.host, flow.request.port)
         state.connect_policy[key] = state.connect_policy.get(key, True) and admitted.target.allow_private_addresses
@@ -735,6 +774,13 @@ class RR:
 
     @fail_closed
     async def error(self, flow: http.HTTPFlow) -> None:
+        refused = wire.refusal(flow)
+        if refused is not None and "rr" not in flow.metadata:
+            pending = getattr(flow, _PENDING, None)
+            if pending is not None and self.snapshot is not None:  # refused while its body arrived
+                self.record(flow, pending[0].outcome(Decision.deny(*refused)), self.snapshot)
+            else:
+                flow.metadata["rr"] = _blank_meta(self.snapshot)  # reached the connection undecided
         if "rr" not in flow.metadata or getattr(flow, _AUDITED, False):
             return
         meta = flow.metadata["rr"]
@@ -744,11 +790,14 @@ class RR:
         elif isinstance(stream, BodyCollector) and (metered := getattr(flow, _METERED, None)) is not None and metered[0].needs_response:
             await self.settle(flow, metered[0].measure(flow.response.headers, None, failed=STREAM_BROKEN))
         # nothing reached the caller yet (no response, or one held back to be filtered): answer in JSON
-        if (flow.response is None or wire.deferred(flow)) and meta["result"] != "deny":
+        if (flow.response is None or wire.deferred(flow)) and (meta["result"] != "deny" or refused is not None):
             state = self.clients.get(flow.client_conn.id)
             refusal = state.refusals.pop((flow.request.host, flow.request.port), None) if state else None
             msg = flow.error.msg if flow.error else ""
-            if refusal is not None:
+            if refused is not None:
+                decision = Decision.deny(*refused)
+                logger.warning("rr refused request %s below the hooks: %s", flow.id, decision.reason)
+            elif refusal is not None:
                 decision = refusal
             elif getattr(flow, _TIMED_OUT, False) or "timed out" in msg.lower() or "timeout" in msg.lower():
                 decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=msg)
@@ -757,6 +806,10 @@ class RR:
             wire.answer_errors_with(flow, flows.decision_response(decision, flow.id))
             meta.update(result="deny", code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
             meta["status"] = decision.status
+            if refused is not None:
+                meta["result"] = "deny"
+                flow.comment = f"rr deny {decision.code}"
+                flow.marked = ":no_entry:"
         self.finish(flow)
 
     # ------------------------------------------------------------------ commands
@@ -799,7 +852,7 @@ class RR:
         wire.detach(flow.request)
         flow.response = flows.error_response("internal-error", reasons.INTERNAL_ERROR, flow.id)
         old = flow.metadata.get("rr")
-        meta = dict.fromkeys(("proxy", "credential", "channel", "target", "target_credential", "scope", "rule", "config_version"))
+        meta = _blank_meta(None)
         if isinstance(old, dict):
             meta.update({k: old.get(k) for k in meta})
         meta.update(result="error", status=500, code="internal-error", reason=reasons.INTERNAL_ERROR)
@@ -853,7 +906,7 @@ class RR:
         metered = getattr(flow, _METERED, None)
         self.audit.submit(
             audit.new_record(
-                request_id=flow.id,
+                request_id=flow.id if not flow.is_replay else f"{flow.id}/replay-{flow.metadata.get('rr_replays', 1)}",
                 result=meta["result"],
                 status=resp.status_code if resp is not None else meta["status"],
                 code=meta["code"],
@@ -898,6 +951,33 @@ class RR:
         )
 
 
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _DEADLINE, _TIMED_OUT, _DECISION_TIME, _VERIFICATION, _SEEN)
+
+
+def _forget(flow: http.HTTPFlow) -> None:
+    deadline = flow.__dict__.get(_DEADLINE)
+    if deadline is not None:
+        deadline.cancel()
+    for name in _PER_FLOW:
+        flow.__dict__.pop(name, None)
+    flow.metadata.pop("rr", None)
+    wire.forget(flow)
+
+
+def _blank_meta(snap: Snapshot | None) -> dict:
+    meta = dict.fromkeys(("proxy", "credential", "channel", "target", "target_credential", "scope", "rule", "config_version"))
+    meta.update(result="deny", status=None, code=None, reason="", config_version=snap.version if snap else None)
+    return meta
+
+
+def _changed(admitted: Admission | Outcome) -> Outcome:
+    """The refusal of a request that changed while rr was deciding on it."""
+    decision = Decision.deny("access-denied", reasons.CHANGED_AFTER_DECISION)
+    if isinstance(admitted, Admission):
+        return dataclasses.replace(admitted.outcome(decision), report_only=False)
+    return dataclasses.replace(admitted, decision=decision, report_only=False)
+
+
 def _add_time(flow: http.HTTPFlow, seconds: float) -> None:
     setattr(flow, _DECISION_TIME, getattr(flow, _DECISION_TIME, 0.0) + seconds)
 
@@ -913,13 +993,6 @@ class ByteCounter:
     def __call__(self, chunk: bytes) -> bytes:
         self.count += len(chunk)
         return chunk
-
-
-def _is_private(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
 wire.install()

@@ -29,6 +29,8 @@ def request_facts(flow: http.HTTPFlow, tunnel_authorization: tuple[str, ...] = (
         headers=tuple((_text(k).lower(), _text(v)) for k, v in req.headers.fields),
         tunnel_authorization=tunnel_authorization,
         body=req.raw_content if with_body else None,
+        authority=req.authority,
+        sni=flow.client_conn.sni if flow.client_conn.tls else None,
     )
 
 
@@ -69,8 +71,8 @@ def strip_headers(request: http.Request, names: frozenset[str]) -> None:
             del request.headers[name]
 
 
-def show_injection(request: http.Request, injection: Injection, *, attach: bool = True) -> None:
-    """Put the placeholders on the flow and (unless refused) attach the injection for the wire."""
+def show_injection(request: http.Request, injection: Injection) -> None:
+    """Put the placeholders on the flow (the real values are applied on the wire: see rr_addon.wire)."""
     for name, _wire_value, shown in injection.headers:
         request.headers[name] = shown
     if injection.query:
@@ -79,5 +81,3 @@ def show_injection(request: http.Request, injection: Injection, *, attach: bool 
         kept = [p for p in query.split("&") if p and unquote(p.partition("=")[0]) not in names] if sep else []
         kept.append(wire.query_suffix(injection, wire=False))
         request.path = path + "?" + "&".join(kept)
-    if attach:
-        wire.attach(request, injection)

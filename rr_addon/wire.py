@@ -8,6 +8,15 @@ at the moment mitmproxy passes the request headers to the upstream
 connection layer (HTTP/1, HTTP/2 and HTTP/3 alike). Nothing but that
 connection ever sees the copy.
 
+What goes out is what was decided (CONTRACT §11). When rr decides a request
+it stamps the request with what it decided on — method, scheme, host, port,
+authority, path and query, header fields, and the body once it is in — and
+`HttpStream.make_server_connection` is wrapped so that, before a connection is
+opened and again once it is open (nothing can run between that point and the
+request leaving), a request whose stamp is missing or no longer matches is
+refused instead of sent: an edit in mitmweb, a script or another addon after
+the decision never reaches the upstream, with or without the secret.
+
 The same seam lets rr answer a failed upstream connection with its own JSON
 error instead of mitmproxy's HTML page, and hold back a response that must be
 filtered: a deferred flow's response headers and body are not passed to the
@@ -28,7 +37,8 @@ import logging
 from typing import Callable
 
 from mitmproxy import http
-from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
+from mitmproxy.utils import human
+from mitmproxy.proxy.layers.http import ErrorCode, HttpLayer, HttpStream
 from mitmproxy.proxy.layers.http._events import (
     RequestHeaders,
     ResponseData,
@@ -42,15 +52,74 @@ from rr_addon.core.inject import Injection
 
 logger = logging.getLogger(__name__)
 
-_PLAN = "_rr_injection"  # attribute on http.Request: the Injection to apply on the wire
+_PLAN = "_rr_stamp"  # attribute on http.Request: the Stamp of what rr decided (and the Injection to apply)
+_REFUSAL = "_rr_wire_refusal"  # attribute on HTTPFlow: (code, reason) of a refusal below the hooks
+_WHOLE = "_rr_reads_body"  # attribute on HTTPFlow: rr decides on the whole body, read up to this many bytes
 _ANSWER = "_rr_error_answer"  # attribute on HTTPFlow: the response to send instead of a protocol error
 _MARK = "_rr_wrapped"
 _DEFER = "_rr_deferred"  # attribute on HTTPFlow: send the response whole, at its end
 
 
-def attach(request: http.Request, injection: Injection) -> None:
-    """Have `injection` applied to this request when it is sent upstream."""
-    setattr(request, _PLAN, injection)
+_UNSET = object()  # a stamp's body before the request's body is in
+
+
+class Stamp:
+    """What rr decided on for one request, and the injection it allows.
+
+    Fields hold references to the request's own immutable values (bytes, the
+    header tuple), so stamping copies nothing and an unchanged request
+    compares by identity."""
+
+    __slots__ = ("injection", "method", "scheme", "host", "port", "authority", "path", "fields", "body", "trailers")
+
+    def __init__(self, data: http.RequestData, injection: Injection | None) -> None:
+        self.injection = injection
+        self.method, self.scheme, self.host, self.port = data.method, data.scheme, data.host, data.port
+        self.authority, self.path, self.fields = data.authority, data.path, _sent_fields(data.headers)
+        self.body = self.trailers = _UNSET
+        if data.content is not None:
+            self.seal_body(data)
+
+    def seal_body(self, data: http.RequestData) -> None:
+        """The body is in (and was read, or needs no reading): it is part of what goes out."""
+        self.body = data.content
+        self.trailers = data.trailers.fields if data.trailers is not None else None
+
+    def differs(self, data: http.RequestData) -> str | None:
+        """The first element of the request that is not what was decided, or None."""
+        if data.method != self.method or data.scheme != self.scheme:
+            return "method or scheme"
+        if data.host != self.host or data.port != self.port or data.authority != self.authority:
+            return "destination"
+        if data.path != self.path:
+            return "path or query"
+        if data.headers.fields != self.fields and _sent_fields(data.headers) != self.fields:
+            return "headers"
+        if self.body is not _UNSET and data.content != self.body:
+            return "body"
+        if self.trailers is not _UNSET and (data.trailers.fields if data.trailers is not None else None) != self.trailers:
+            return "trailers"
+        return None
+
+
+def _sent_fields(headers: http.Headers) -> tuple:
+    """The header fields as they will be sent: mitmproxy answers `Expect: 100-continue`
+    itself and removes it after the requestheaders hook."""
+    fields = headers.fields
+    if "expect" in headers:
+        fields = tuple((k, v) for k, v in fields if not (k.lower() == b"expect" and v.strip().lower() == b"100-continue"))
+    return fields
+
+
+def stamp(request: http.Request, injection: Injection | None) -> None:
+    """Record that rr decided on `request` as it is now, to be sent with `injection`."""
+    setattr(request, _PLAN, Stamp(request.data, injection))
+
+
+def seal_body(request: http.Request) -> None:
+    found = getattr(request, _PLAN, None)
+    if found is not None:
+        found.seal_body(request.data)
 
 
 def detach(request: http.Request) -> None:
@@ -59,7 +128,27 @@ def detach(request: http.Request) -> None:
 
 
 def attached(request: http.Request) -> Injection | None:
-    return getattr(request, _PLAN, None)
+    found = getattr(request, _PLAN, None)
+    return found.injection if found is not None else None
+
+
+def refusal(flow: http.HTTPFlow) -> tuple[str, str] | None:
+    """(code, reason) of a refusal below the hooks (see `_guarded_connection`, `_whole_bodies`), or None."""
+    return getattr(flow, _REFUSAL, None)
+
+
+def forget(flow: http.HTTPFlow) -> None:
+    """A replayed flow is a new request: nothing rr decided or planned for it before holds."""
+    detach(flow.request)
+    for name in (_REFUSAL, _WHOLE, _ANSWER, _DEFER):
+        flow.__dict__.pop(name, None)
+
+
+def read_whole(flow: http.HTTPFlow, limit: int) -> None:
+    """rr decides on this request's body: buffer it whatever `stream_large_bodies` says;
+    over `limit` bytes it is refused (413) as it arrives."""
+    flow.request.stream = False
+    setattr(flow, _WHOLE, limit)
 
 
 def answer_errors_with(flow: http.HTTPFlow, response: http.Response) -> None:
@@ -107,10 +196,76 @@ def wire_request(request: http.Request, injection: Injection) -> http.Request | 
     return wire
 
 
+def _check(flow: http.HTTPFlow) -> str | None:
+    """The reason (from rr_addon.core.reasons) to refuse sending this flow's request, or None."""
+    from rr_addon.core import reasons
+
+    found = getattr(flow.request, _PLAN, None)
+    if found is None:
+        return reasons.UNDECIDED
+    what = found.differs(flow.request.data)
+    if what is not None:
+        logger.warning("rr refuses request %s: its %s changed after the decision", flow.id, what)
+        return reasons.CHANGED_AFTER_DECISION
+    return None
+
+
+def _guarded_connection(original: Callable):
+    def make_server_connection(self: HttpStream):
+        # before connecting (an edited destination is never contacted) and after (the
+        # connection may take a while; from here to the request leaving, nothing else runs)
+        reason = _check(self.flow)
+        if reason is None:
+            ok = yield from original(self)
+            if not ok:
+                return False
+            reason = _check(self.flow)
+            if reason is None:
+                return True
+        yield from _refuse(self, "access-denied", reason)
+        return False
+
+    setattr(make_server_connection, _MARK, True)
+    return make_server_connection
+
+
+def _refuse(stream: HttpStream, code: str, reason: str):
+    """Fail the stream as mitmproxy fails a connection: the error hook runs, and rr's
+    `error` hook answers the caller with (code, reason) in JSON (see `answer_errors_with`)."""
+    setattr(stream.flow, _REFUSAL, (code, reason))
+    yield from stream.handle_protocol_error(ResponseProtocolError(stream.stream_id, f"rr refused: {reason}", ErrorCode.GENERIC_SERVER_ERROR))
+
+
+def _whole_bodies(original: Callable):
+    """mitmproxy streams a request body past `stream_large_bodies` before the `request` hook,
+    even one whose content-length was unknown at `requestheaders` (chunked, HTTP/2): for a
+    body rr must read to decide, keep buffering it, and refuse it once over rr's limit."""
+
+    def check_body_size(self: HttpStream, request: bool):
+        limit = getattr(self.flow, _WHOLE, None) if request else None
+        if limit is None:
+            return (yield from original(self, request))
+        if len(self.request_body_buf) > limit:
+            from rr_addon.core import reasons
+
+            self.request_body_buf.clear()
+            yield from _refuse(self, "payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT)
+            self.client_state = self.state_errored
+            return True
+        total = human.parse_size(self.context.options.body_size_limit)
+        if total is not None and len(self.request_body_buf) > total:
+            return (yield from original(self, request))  # mitmproxy's own hard limit still applies
+        return False
+
+    setattr(check_body_size, _MARK, True)
+    return check_body_size
+
+
 def _route(self: HttpLayer, child, event, _original: Callable):
     if not isinstance(child, HttpStream):
         if type(event) is RequestHeaders:
-            injection = getattr(event.request, _PLAN, None)
+            found = getattr(event.request, _PLAN, None)
+            injection = found.injection if found is not None else None
             if injection is not None:
                 wire = wire_request(event.request, injection)
                 if wire is None:
@@ -168,6 +323,16 @@ def install() -> None:
     current = HttpLayer.event_to_child
     if getattr(current, _MARK, False):
         return
+    connect = HttpStream.make_server_connection
+    if list(inspect.signature(connect).parameters) != ["self"] or not inspect.isgeneratorfunction(connect):
+        raise RuntimeError("rr cannot guard upstream connections on this mitmproxy (HttpStream.make_server_connection changed shape)")
+    sizes = HttpStream.check_body_size
+    if list(inspect.signature(sizes).parameters) != ["self", "request"] or not inspect.isgeneratorfunction(sizes):
+        raise RuntimeError("rr cannot keep request bodies whole on this mitmproxy (HttpStream.check_body_size changed shape)")
+    if "request_body_buf" not in inspect.getsource(HttpStream.__init__):
+        raise RuntimeError("rr cannot keep request bodies whole on this mitmproxy (HttpStream.request_body_buf is gone)")
+    if list(inspect.signature(HttpStream.handle_protocol_error).parameters) != ["self", "event"]:
+        raise RuntimeError("rr cannot refuse requests at the connection on this mitmproxy (HttpStream.handle_protocol_error changed shape)")
     params = list(inspect.signature(current).parameters)
     if params != ["self", "child", "event"] or not hasattr(RequestHeaders, "__dataclass_fields__"):
         raise RuntimeError(f"rr cannot install its wire hook on this mitmproxy (HttpLayer.event_to_child{params})")
@@ -184,4 +349,6 @@ def install() -> None:
         return current(self, child, event)
 
     setattr(event_to_child, _MARK, True)
+    HttpStream.make_server_connection = _guarded_connection(connect)  # type: ignore[method-assign]
+    HttpStream.check_body_size = _whole_bodies(sizes)  # type: ignore[method-assign]
     HttpLayer.event_to_child = event_to_child  # type: ignore[method-assign]

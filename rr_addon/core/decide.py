@@ -17,6 +17,7 @@ from typing import Mapping
 from urllib.parse import parse_qsl
 
 from rr_addon.core import reasons
+from rr_addon.core.addresses import names_other_host, sni_names_other_host
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented
 from rr_addon.core.digests import basic_digest, same, token_digest
 from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
@@ -145,12 +146,32 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
         path = canonicalize(facts.path)
     except PathError as e:
         return Outcome(Decision.deny("invalid-request", e.reason), identity, Route(target.name, cred_name), strip)
+    wrong_host = other_host(facts)
+    if wrong_host is not None:
+        # the secret goes to the target host only: a shared front end routes by these names
+        return Outcome(Decision.deny("invalid-request", wrong_host), identity, Route(target.name, cred_name), strip)
     if _CONTROL.search("\t".join(v for _, v in facts.headers)):
         # CR/LF/NUL in a value (obs-fold included) could split headers at a lenient upstream
         return Outcome(Decision.deny("invalid-request", reasons.HEADER_CONTROL_CHARACTER), identity, Route(target.name, cred_name), strip)
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
     pipeline = snap.pipeline(caller, target, cred)
     return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body, pipeline)
+
+
+def other_host(facts: RequestFacts) -> str | None:
+    """Why the request names a host other than the one it is routed to (the
+    CONNECT host, or a plain-HTTP request's URL host), or None. rr forwards
+    these names unchanged, so they must agree with what was decided."""
+    hosts = facts.header_values("host")
+    if len(hosts) > 1:
+        return reasons.HOST_HEADER_REPEATED
+    if hosts and names_other_host(hosts[0], facts.host, facts.port):
+        return reasons.HOST_HEADER_OTHER_HOST
+    if facts.authority and names_other_host(facts.authority, facts.host, facts.port):
+        return reasons.AUTHORITY_OTHER_HOST
+    if facts.sni is not None and sni_names_other_host(facts.sni, facts.host):
+        return reasons.SNI_OTHER_HOST
+    return None
 
 
 def admit_verified(

@@ -21,7 +21,14 @@ SCHEME_NOT_ALLOWED = "scheme not allowed for this target"
 CONNECT_PORT_NOT_ALLOWED = "no target allows this port"
 
 # 403 access-denied (connection-time)
-PRIVATE_ADDRESS = "target host resolves to a private address"
+PRIVATE_ADDRESS = "target host resolves to a private address"  # private: not globally routable
+
+# 403 access-denied at the upstream connection (CONTRACT §11)
+CHANGED_AFTER_DECISION = "request changed after rr decided it"
+UNDECIDED = "request reached the upstream connection without a decision"
+
+# 502 at the upstream connection
+LOOKUP_FAILED = "target host name could not be resolved"
 
 # 5xx
 NO_CONFIGURATION = "no configuration loaded"
@@ -32,6 +39,10 @@ TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
 
 # 400 / 413 before the rules
 HEADER_CONTROL_CHARACTER = "request header value contains CR, LF or NUL"
+HOST_HEADER_OTHER_HOST = "Host header names another host than the request's target"
+HOST_HEADER_REPEATED = "more than one Host header"
+AUTHORITY_OTHER_HOST = "request authority (absolute-form or :authority) names another host than the request's target"
+SNI_OTHER_HOST = "TLS server name (SNI) names another host than the request's target"
 BODY_NOT_JSON = "request body claims JSON but does not parse"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"

@@ -44,6 +44,10 @@ class RequestFacts:
     # Proxy-Authorization values sent on the CONNECT that opened this tunnel.
     tunnel_authorization: tuple[str, ...] = ()
     body: bytes | None = None
+    # The request's own authority (HTTP/2 `:authority`, or an absolute-form target's), "" if none.
+    authority: str = ""
+    # The TLS server name the client sent to rr (None: no TLS, or no SNI).
+    sni: str | None = None
 
     def header_values(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name]

@@ -118,9 +118,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
+    def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return bytes(body)
+            body += self.rfile.read(size)
+            self.rfile.readline()
+
     def _handle(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            body = self._read_chunked()
+        else:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
         rec = Received(self.command, self.path, list(self.headers.items()), body)
         self.recorder.add(rec)
         status = 200
@@ -225,12 +239,14 @@ class Upstream:
         """Serves TLS with `pki`, or plain HTTP when pki is None."""
         self.recorder = Recorder()
         self.gates = Gates()
+        self.server_names: list[str | None] = []  # the TLS SNI of each connection, as received
         handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         if pki is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(pki.server_cert, pki.server_key)
+            ctx.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="upstream", daemon=True)

@@ -31,9 +31,10 @@ from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.core import reasons
 from rr_addon.core.addresses import is_global_address
-from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, parse_json
+from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
+from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
@@ -171,7 +172,8 @@ class RR:
             "rr_buffer_limit",
             int,
             16 * 1024 * 1024,
-            "Largest response body (bytes, after decoding) rr buffers to filter or redact; larger is 502 response-too-large.",
+            "Largest response body (bytes, after decoding) rr buffers to filter, redact or meter; larger is 502 response-too-large. "
+            "Also the largest event of a text/event-stream a meter reads (larger: the response is unmeasured).",
         )
         loader.add_option(
             "rr_inspect_limit",
@@ -670,9 +672,12 @@ class RR:
                     resp.headers["RateLimit"] = verdict.ratelimit or ""
             pipeline = getattr(flow, _PIPELINE, EMPTY)
             encoded = resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+            valued = metered is not None and metered[0].needs_response
+            # an event stream is measured as it passes, never held back (encoded ones are buffered)
+            events = valued and not encoded and media_type(resp.headers.get("content-type")) == "text/event-stream"
             if flow.request.method != "HEAD" and (
                 pipeline.applies(resp.status_code, resp.headers.get("content-type"))
-                or (metered is not None and metered[0].needs_response)
+                or (valued and not events)
                 or (pairs and encoded)
             ):
                 # buffered (capped), processed in `response`, sent whole: see wire.defer
@@ -680,6 +685,8 @@ class RR:
                 limit = ctx.options.rr_buffer_limit
                 resp.stream = BodyCollector(limit, over=length.isdigit() and int(length) > limit and not encoded)
                 wire.defer(flow)
+            elif events and flow.request.method != "HEAD":
+                resp.stream = StreamScrubber(pairs, tap=metered[0].events(resp.headers, ctx.options.rr_buffer_limit))
             else:
                 resp.stream = StreamScrubber(pairs)
         resp.headers["rr-request-id"] = flow.id
@@ -691,19 +698,32 @@ class RR:
         resp = flow.response
         if resp is not None and isinstance(resp.stream, BodyCollector):
             await self.process_response(flow, resp, resp.stream)
+        elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
+            await self.settle(flow, resp.stream.tap.result())
         self.finish(flow)
+
+    async def settle(self, flow: http.HTTPFlow, measured: Measurement) -> None:
+        """Count what the response_value meters read; note the ones that could not measure."""
+        metered = getattr(flow, _METERED, None)
+        if metered is None or self.metering is None:
+            return
+        await self.metering.add(metered[0].settle(measured))
+        if measured.unmeasured:
+            flow.metadata["rr"]["unmeasured"] = dict(measured.unmeasured)
 
     async def process_response(self, flow: http.HTTPFlow, resp: http.Response, collected: BodyCollector) -> None:
         """Meters that read the body, filters, redaction and echo scrubbing of a buffered response."""
         limit = ctx.options.rr_buffer_limit
         resp.stream = False
+        metered = getattr(flow, _METERED, None)
+        counting = metered is not None and metered[0].needs_response and self.metering is not None
         if collected.over:
+            if counting:
+                await self.settle(flow, metered[0].measure(resp.headers, None, failed=TOO_LARGE))
             self.replace_response(flow, Decision.deny("response-too-large", BODY_TOO_LARGE, detail=f"over {limit} bytes"))
             return
         raw = bytes(collected.buf)
         ctype, encoding = resp.headers.get("content-type"), resp.headers.get("content-encoding")
-        metered = getattr(flow, _METERED, None)
-        counting = metered is not None and metered[0].needs_response and self.metering is not None
         ops: list = []  # meter values, read from the document process_response parsed (before filters)
         injection = wire.attached(flow.request)
         result = process_response(
@@ -714,16 +734,12 @@ class RR:
             raw,
             injection.scrub if injection else (),
             limit,
-            inspect=(lambda doc: ops.append(metered[0].response_ops(resp.headers, doc))) if counting else None,
+            inspect=(lambda doc: ops.append(metered[0].measure(resp.headers, doc))) if counting else None,
         )
         if counting:
             if not ops:  # not a JSON body process_response parsed: read it (header meters need nothing)
-                try:
-                    body = decode_content(raw, encoding, limit=limit)
-                except BodyError:
-                    body = None  # nothing readable: nothing to count
-                ops.append(metered[0].response_ops(resp.headers, body))
-            await self.metering.add(ops[0])
+                ops.append(self.measure_body(metered[0], resp.headers, raw, ctype, encoding, limit))
+            await self.settle(flow, ops[0])
         if result.redactions:
             self._count_redactions(flow, result.redactions)
         if result.decision is not None:
@@ -734,6 +750,21 @@ class RR:
         else:
             resp.raw_content = raw
 
+    @staticmethod
+    def measure_body(plan, headers, raw: bytes, ctype: str | None, encoding: str | None, limit: int) -> Measurement:
+        """The meter values of a whole buffered body: JSON, or an (encoded) event stream."""
+        try:
+            body = decode_content(raw, encoding, limit=limit)
+        except DecodedTooLarge:
+            return plan.measure(headers, None, failed=TOO_LARGE)
+        except BodyError:
+            return plan.measure(headers, None, failed=NOT_JSON)
+        if media_type(ctype) == "text/event-stream":
+            reader = plan.events(headers, limit)
+            reader(body)
+            return reader.result()
+        return plan.measure(headers, body)
+
     def replace_response(self, flow: http.HTTPFlow, decision: Decision) -> None:
         """The caller gets rr's error instead of the upstream response (which is kept out)."""
         flow.response = flows.decision_response(decision, flow.id)
@@ -743,7 +774,7 @@ class RR:
         flow.marked = ":no_entry:"
 
     @fail_closed
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         refused = wire.refusal(flow)
         if refused is not None and "rr" not in flow.metadata:
             pending = getattr(flow, _PENDING, None)
@@ -754,6 +785,11 @@ class RR:
         if "rr" not in flow.metadata or getattr(flow, _AUDITED, False):
             return
         meta = flow.metadata["rr"]
+        stream = flow.response.stream if flow.response is not None else None
+        if isinstance(stream, StreamScrubber) and isinstance(stream.tap, EventMeasure):
+            await self.settle(flow, stream.tap.result(broken=True))  # what the caller got before the break
+        elif isinstance(stream, BodyCollector) and (metered := getattr(flow, _METERED, None)) is not None and metered[0].needs_response:
+            await self.settle(flow, metered[0].measure(flow.response.headers, None, failed=STREAM_BROKEN))
         # nothing reached the caller yet (no response, or one held back to be filtered): answer in JSON
         if (flow.response is None or wire.deferred(flow)) and (meta["result"] != "deny" or refused is not None):
             state = self.clients.get(flow.client_conn.id)
@@ -897,6 +933,7 @@ class RR:
                 decision_ms=round(getattr(flow, _DECISION_TIME, 0.0) * 1000, 3),
                 meters=[m.name for m in metered[0].meters] if metered is not None else [],
                 redactions=meta.get("redactions") or {},
+                unmeasured=meta.get("unmeasured"),
                 subject=meta.get("subject"),
                 issuer=meta.get("issuer"),
                 verification=meta.get("verification"),

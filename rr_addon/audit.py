@@ -48,6 +48,7 @@ FIELDS = (
     "verification",  # which verification path accepted or refused the token
     "meters",  # names of the meters that counted this request
     "redactions",  # detector -> count, never the values
+    "unmeasured",  # response_value meter -> why it could not measure this response (no-value, not-json, too-large, stream-broken)
     "dataplane",  # the data plane that served the request
 )
 

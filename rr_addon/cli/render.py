@@ -89,7 +89,7 @@ def plain(renderable) -> str:
 
 def usage_table(rows, now: float) -> Table:
     table = Table(title="usage and meters (current windows)", title_justify="left")
-    for col, justify in (("proxy", "left"), ("meter", "left"), ("credential", "left"), ("window", "left"), ("used", "right"), ("limit", "right"), ("remaining", "right"), ("resets in", "right")):
+    for col, justify in (("proxy", "left"), ("meter", "left"), ("credential", "left"), ("window", "left"), ("used", "right"), ("limit", "right"), ("remaining", "right"), ("resets in", "right"), ("unmeasured", "right")):
         table.add_column(col, justify=justify, no_wrap=col in ("proxy", "meter", "credential"))  # names stay whole
     for r in rows:
         remaining = r.remaining
@@ -103,6 +103,7 @@ def usage_table(rows, now: float) -> Table:
             "-" if r.limit is None else str(r.limit),
             Text("-" if remaining is None else str(remaining), style=style),
             _duration(r.window.resets_in(now)),
+            "-" if r.unmeasured is None else Text(str(r.unmeasured), style="yellow" if r.unmeasured else ""),
         )
     return table
 

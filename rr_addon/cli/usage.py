@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, usage_key
+from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
 
@@ -55,6 +55,7 @@ def row_json(r: UsageRow, now: float) -> dict:
         "limit": r.limit,
         "remaining": r.remaining,
         "resets_in": r.window.resets_in(now),
+        "unmeasured": r.unmeasured,  # response_value meters: responses whose value could not be read
     }
 
 
@@ -112,6 +113,8 @@ def reset(
         if credential and m.per == "proxy":
             continue  # a proxy-wide meter has no per-credential counter
         prefixes.append(meter_key(proxy, m.name, credential, "") if credential else f"meter:{proxy}:{m.name}:")
+        if m.source is not None:
+            prefixes.append(unmeasured_key(proxy, m.name, credential, "") if credential else f"unmeasured:{proxy}:{m.name}:")
     if not yes and not typer.confirm(f"reset counters {', '.join(p + '*' for p in prefixes)}?"):
         raise die("nothing reset")
 

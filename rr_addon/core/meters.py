@@ -5,11 +5,13 @@ Pure: no I/O, the clock is passed in. The flow of one request is
     plan = proxy_meters.plan(credential, request, now)     # counter ops, cached per window
     result = backend.check_and_add(plan.ops)               # atomic, all or nothing
     verdict = plan.verdict(result)                         # 429 + Retry-After, RateLimit headers
-    ... after the response:  backend.add(plan.response_ops(headers, body))
+    ... after the response:  backend.add(plan.settle(plan.measure(headers, body)))
+                             (an event stream: plan.events(headers, limit) as it passes)
 
 Counter keys (names never contain ':'; window keys come from `core.windows`):
     usage:<proxy>:<credential>:<window key>             every admitted request, UTC windows
     meter:<proxy>:<meter>:<subject>:<window key>        subject: credential name, or "-" for per: proxy
+    unmeasured:<proxy>:<meter>:<subject>:<window key>   responses a response_value meter could not measure
 
 Every meter counts in all four windows (a window without a limit is tracked
 only), so `rr usage` can show them all.
@@ -19,18 +21,26 @@ while the running total is under the limit, and the value is added after the
 response. So a total can overshoot its limit by at most the values of the
 requests admitted while it was still under: one in-flight request's value per
 concurrent request.
+
+A response whose value cannot be read is *unmeasured*: it adds nothing to the
+meter, one to its `unmeasured:` counter (`rr usage`), and the reason goes to
+the audit record. On `text/event-stream` the value is read from the `data:`
+events: the last event in which the path matches gives the value (OpenAI's
+final chunk carries `usage` once; Anthropic's `message_delta` carries a
+cumulative `usage.output_tokens`, so summing would double-count).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import tzinfo
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from rr_addon.core.bodies import BodyError, parse_json
 from rr_addon.core.jsonpaths import compile_matcher, compile_path, find
+from rr_addon.core.sse import EventParser
 from rr_addon.core.windows import KINDS, UTC, Window, WindowCache, zone
 
 PROXY_WIDE = "-"  # the subject of per: proxy meters (a name cannot start with '-')
@@ -39,6 +49,12 @@ PROXY_WIDE = "-"  # the subject of per: proxy meters (a name cannot start with '
 QUOTA_EXCEEDED = "meter limit reached"
 BACKEND_DENY = "counters unavailable; the meter denies on backend error"
 BACKEND_ALLOW = "counters unavailable; the meter allows on backend error"
+
+# Why a response_value meter could not measure a response (audit `unmeasured`).
+NO_VALUE = "no-value"  # the body, or no event, had a count at the meter's path or header
+NOT_JSON = "not-json"  # the body is not JSON, or no event of the stream is
+TOO_LARGE = "too-large"  # the body is over rr_buffer_limit, or one event is (what was seen before counts)
+STREAM_BROKEN = "stream-broken"  # the response broke off: the value seen so far was counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +100,7 @@ class Meter:
     on_backend_error: str  # deny | allow
     when: Callable[[Any], bool] | None = None
     source: Callable[[Any, Any], int | None] | None = None  # (headers, body) -> value
+    from_body: bool = False  # the source reads the body (json_path), not a header
 
     @property
     def limited(self) -> bool:
@@ -101,7 +118,8 @@ def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable
                 raise ValueError(f"meter {s.name!r}: 'when' needs a predicate compiler")
             when = when_compiler(s.when)
         source = _compile_source(s.response_value) if s.type == "response_value" else None
-        meters.append(Meter(s.name, s.type, s.limits.by_kind(), s.per, zone(s.timezone), s.on_backend_error, when, source))
+        from_body = source is not None and getattr(s.response_value, "header", None) is None
+        meters.append(Meter(s.name, s.type, s.limits.by_kind(), s.per, zone(s.timezone), s.on_backend_error, when, source, from_body))
     return tuple(meters)
 
 
@@ -111,6 +129,23 @@ def usage_key(proxy: str, credential: str, window_key: str) -> str:
 
 def meter_key(proxy: str, meter: str, subject: str, window_key: str) -> str:
     return f"meter:{proxy}:{meter}:{subject}:{window_key}"
+
+
+def unmeasured_key(proxy: str, meter: str, subject: str, window_key: str) -> str:
+    return f"unmeasured:{proxy}:{meter}:{subject}:{window_key}"
+
+
+def _unmeasured(op: CounterOp) -> CounterOp:
+    """The unmeasured counter beside a meter counter (same meter, subject and window)."""
+    return CounterOp("unmeasured:" + op.key.partition(":")[2], 1, None, op.window, op.meter)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What the response_value meters of one response read."""
+
+    values: Mapping[str, int]  # meter -> the value counted
+    unmeasured: Mapping[str, str]  # meter -> why it could not be measured (NO_VALUE, …)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,21 +203,59 @@ class Plan:
             return Verdict(False, BACKEND_DENY, retry_after=1, wait=1, degraded=True)
         return Verdict(True, BACKEND_ALLOW if self.limited else None, degraded=True)
 
-    def response_ops(self, headers: Any, body: Any) -> tuple[CounterOp, ...]:
-        """The adds for response_value meters. `headers` has `.get(name)` (mitmproxy
+    @property
+    def value_meters(self) -> tuple[Meter, ...]:
+        return tuple(m for m in self.meters if m.source is not None)
+
+    def measure(self, headers: Any, body: Any, *, failed: str | None = None) -> Measurement:
+        """The values of one whole response. `headers` has `.get(name)` (mitmproxy
         Headers, or a dict with lower-case names); `body` is parsed JSON (e.g. from
-        `core.bodies.parse_json`), or the decoded bytes/str to parse."""
-        ops: list[CounterOp] = []
+        `core.bodies.parse_json`) or the decoded bytes/str to parse. `failed`: the
+        body could not be read (a reason such as NOT_JSON or TOO_LARGE)."""
+        values: dict[str, int] = {}
+        unmeasured: dict[str, str] = {}
         parsed = _UNPARSED
+        for m in self.value_meters:
+            if m.from_body:
+                if failed is not None:
+                    unmeasured[m.name] = failed
+                    continue
+                if parsed is _UNPARSED:
+                    parsed = _parse(body)
+                if parsed is _NOT_JSON:
+                    unmeasured[m.name] = NOT_JSON
+                    continue
+                value = m.source(headers, parsed)  # type: ignore[misc]
+            else:
+                value = m.source(headers, None)  # type: ignore[misc]
+            if value is None:
+                unmeasured[m.name] = NO_VALUE
+            else:
+                values[m.name] = value
+        return Measurement(values, unmeasured)
+
+    def events(self, headers: Any, limit: int) -> EventMeasure:
+        """A meter for a `text/event-stream` body, fed as it passes (see EventMeasure)."""
+        return EventMeasure(self.value_meters, headers, limit)
+
+    def settle(self, measured: Measurement) -> tuple[CounterOp, ...]:
+        """The adds after a response: each value to its meter's counters, one to the
+        unmeasured counters of each meter that could not measure."""
+        ops: list[CounterOp] = []
         for g in self.groups:
             if g.meter is None or g.meter.source is None:
                 continue
-            if parsed is _UNPARSED:
-                parsed = _parse(body)
-            value = g.meter.source(headers, parsed)
+            value = measured.values.get(g.meter.name)
             if value:
                 ops.extend(CounterOp(op.key, value, None, op.window, op.meter) for op in g.ops)
+            if g.meter.name in measured.unmeasured:
+                ops.extend(_unmeasured(op) for op in g.ops)
         return tuple(ops)
+
+    def response_ops(self, headers: Any, body: Any) -> tuple[CounterOp, ...]:
+        """The value adds of one whole response (no unmeasured counts); see `measure`."""
+        measured = self.measure(headers, body)
+        return self.settle(Measurement(measured.values, {}))
 
     def _headers(self, values: Sequence[int]) -> tuple[str | None, str | None]:
         # Per meter, report the window with the least remaining; on a tie the one
@@ -270,7 +343,8 @@ class ProxyMeters:
         for i, m in enumerate(self.meters):
             for subject in credentials if m.per == "credential" else [PROXY_WIDE]:
                 for op in self._build(i, subject, now).ops:
-                    rows.append(UsageRow(self.proxy, m.name, subject, op.window, counts.get(op.key, 0), op.limit))
+                    unmeasured = counts.get(_unmeasured(op).key, 0) if m.source is not None else None
+                    rows.append(UsageRow(self.proxy, m.name, subject, op.window, counts.get(op.key, 0), op.limit, unmeasured))
         return rows
 
 
@@ -282,6 +356,7 @@ class UsageRow:
     window: Window
     used: int
     limit: int | None
+    unmeasured: int | None = None  # response_value meters: responses that could not be measured
 
     @property
     def remaining(self) -> int | None:
@@ -292,15 +367,63 @@ class UsageRow:
 # Reading a response value.
 
 _UNPARSED = object()
+_NOT_JSON = object()
 
 
 def _parse(body: Any) -> Any:
     if isinstance(body, (bytes, bytearray, str)):
         try:
-            return json.loads(body)
-        except ValueError:
-            return None
+            return parse_json(body)
+        except BodyError:
+            return _NOT_JSON
     return body
+
+
+class EventMeasure:
+    """A stage of a streamed `text/event-stream` response (`StreamScrubber(tap=…)`):
+    it sees every chunk as the upstream sent it and changes nothing. Each JSON
+    event is read as it completes; each meter keeps the value of the last event
+    its path matched. Header meters read the response headers once. Memory: one
+    event, at most `limit` bytes (beyond that the response is TOO_LARGE; values
+    seen before still count)."""
+
+    __slots__ = ("parser", "body_meters", "header_values", "last", "json_events")
+
+    def __init__(self, meters: Sequence[Meter], headers: Any, limit: int) -> None:
+        self.parser = EventParser(limit)
+        self.body_meters = tuple((m.name, m.source) for m in meters if m.from_body)
+        self.header_values = {m.name: m.source(headers, None) for m in meters if not m.from_body}  # type: ignore[misc]
+        self.last: dict[str, int] = {}
+        self.json_events = 0
+
+    def __call__(self, chunk: bytes) -> None:
+        if not self.body_meters:
+            return
+        for data in self.parser.feed(chunk):
+            try:
+                doc = parse_json(data)
+            except BodyError:  # [DONE], pings, anything not JSON: not an event with values
+                continue
+            self.json_events += 1
+            for name, source in self.body_meters:
+                value = source(None, doc)
+                if value is not None:
+                    self.last[name] = value
+
+    def result(self, *, broken: bool = False) -> Measurement:
+        """The measurement; `broken`: the stream ended early (the values seen so far count)."""
+        values = {k: v for k, v in self.header_values.items() if v is not None}
+        unmeasured = {k: NO_VALUE for k, v in self.header_values.items() if v is None}
+        for name, _ in self.body_meters:
+            if name in self.last:
+                values[name] = self.last[name]
+            if self.parser.over:
+                unmeasured[name] = TOO_LARGE
+            elif broken:
+                unmeasured[name] = STREAM_BROKEN
+            elif name not in self.last:
+                unmeasured[name] = NO_VALUE if self.json_events else NOT_JSON
+        return Measurement(values, unmeasured)
 
 
 def _compile_source(spec: Any) -> Callable[[Any, Any], int | None]:

@@ -2,9 +2,10 @@
 
 An upstream that echoes a request (debug endpoints, error pages) would hand
 the caller the secret rr injected. `StreamScrubber` replaces every secret while
-the body streams, holding back only the last len(longest secret) - 1 bytes of
-each chunk, so a secret split across chunks is still caught and nothing else
-is buffered.
+the body streams, holding back only the end of a chunk that could be the start
+of a secret (at most len(longest secret) - 1 bytes), so a secret split across
+chunks is still caught, nothing else is buffered, and a chunk that ends an
+event or a line (which no secret starts with) passes at once.
 
 The replacement has the secret's length — the placeholder padded with '*'
 (`[rr:api/live]*****`), or only '*' for secrets shorter than the placeholder —
@@ -13,7 +14,7 @@ so a streamed body keeps the Content-Length the upstream announced.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 def mask(secret: bytes, placeholder: bytes) -> bytes:
@@ -44,25 +45,43 @@ def scrub_text(text: str, pairs: tuple[tuple[bytes, bytes], ...]) -> str:
 
 
 class StreamScrubber:
-    """A mitmproxy `response.stream` callable: scrubs and counts bytes."""
+    """A mitmproxy `response.stream` callable: scrubs and counts bytes.
 
-    __slots__ = ("pairs", "keep", "tail", "count")
+    `tap`, if given, sees each chunk as the upstream sent it, before scrubbing
+    (a meter reading an event stream: it measures what the upstream sent, the
+    client receives the scrubbed bytes). It returns nothing and cannot change them."""
 
-    def __init__(self, pairs: tuple[tuple[bytes, bytes], ...]):
+    __slots__ = ("pairs", "tail", "count", "tap")
+
+    def __init__(self, pairs: tuple[tuple[bytes, bytes], ...], tap: Callable[[bytes], None] | None = None):
         self.pairs = pairs
-        self.keep = max((len(s) for s, _ in pairs), default=1) - 1
         self.tail = b""
         self.count = 0
+        self.tap = tap
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> bytes | list[bytes]:
+        # Never hand mitmproxy an empty chunk mid-body: on a chunked HTTP/1.1 response
+        # an empty data event is written as the terminating "0\r\n\r\n", so the
+        # caller would see the body end early. ([] is "nothing to send".)
         self.count += len(chunk)
-        if not self.pairs:
-            return chunk
+        if self.tap is not None:
+            self.tap(chunk)
         if not chunk:  # end of the body: what is held back can no longer complete a secret
             out, self.tail = scrub_bytes(self.tail, self.pairs), b""
-            return out
+            return out or []
+        if not self.pairs:
+            return chunk
         data = scrub_bytes(self.tail + chunk, self.pairs)
-        if self.keep == 0:
-            return data
-        self.tail = data[-self.keep :]
-        return data[: -self.keep]
+        held = self._held(data)
+        self.tail = data[len(data) - held :] if held else b""
+        return data[: len(data) - held] or []
+
+    def _held(self, data: bytes) -> int:
+        """The length of the longest end of `data` that is the start of a secret."""
+        best = 0
+        for secret, _ in self.pairs:
+            for k in range(min(len(secret) - 1, len(data)), best, -1):
+                if data.endswith(secret[:k]):
+                    best = k
+                    break
+        return best

@@ -7,6 +7,11 @@ Paths:
   /bytes/<n>          a JSON document of about n bytes
   /echo-header/<h>    returns the named request header's value in the body and in the x-echoed header
   /usage/<n>          {"usage": {"total_tokens": n}} (for response_value meters)
+  /sse/openai, /sse/anthropic, /sse/plain
+                      text/event-stream, chunked, one event per chunk (see `sse_events`);
+                      ?delay=S between events, ?gate=NAME holds the last event until
+                      `Upstream.release(NAME)`, ?crlf=1 CRLF line ends, ?split=1 cuts every
+                      event across two chunks, ?break=1 drops the connection before the end
   /text/...           text/plain with an email, a card number and the Authorization it got
   ?gzip=1             on any path: the body gzip-encoded
   /bomb/gzip, /bomb/br  64 MB of JSON compressed (decompression bombs)
@@ -21,6 +26,8 @@ import gzip
 import json
 import ssl
 import threading
+import time
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -77,9 +84,36 @@ def _bomb(kind: str) -> tuple[str, bytes]:
 BOMBS = {"/bomb/gzip": lambda: _bomb("gzip"), "/bomb/br": lambda: _bomb("br")}
 
 
+def sse_events(kind: str, q: dict[str, str]) -> list[bytes]:
+    """The events of an OpenAI-shaped (`stream_options.include_usage`: usage once, in the
+    last chunk), Anthropic-shaped (`message_start` input tokens, cumulative output
+    tokens in `message_delta`) or non-JSON stream, each with its blank line."""
+    if kind == "openai":
+        prompt, completion = int(q.get("prompt", 7)), int(q.get("completion", 5))
+        chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini", "usage": None}
+        docs = [dict(chunk, choices=[{"index": 0, "delta": {"content": w}}]) for w in ("Hel", "lo", " there")]
+        docs.append(dict(chunk, choices=[], usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}))
+        out = [b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs]
+        return [b": keep-alive\n\n"] + out + [b"data: [DONE]\n\n"]
+    if kind == "anthropic":
+        inp, output = int(q.get("input", 11)), int(q.get("output", 9))
+        events = [
+            ("message_start", {"type": "message_start", "message": {"id": "msg_1", "role": "assistant", "usage": {"input_tokens": inp, "output_tokens": 1}}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        return [f"event: {name}\ndata: {json.dumps(d)}\n\n".encode() for name, d in events]
+    return [b"data: hello\n\n", b"data: not json either\ndata: {\n\n", b"data: [DONE]\n\n"]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     recorder: Recorder
+    gates: Gates
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -105,6 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.recorder.add(rec)
         status = 200
         path = self.path.split("?")[0]
+        if path.startswith("/sse/"):
+            self._event_stream(path.rsplit("/", 1)[1], dict(urllib.parse.parse_qsl(self.path.partition("?")[2])))
+            return
         if path.startswith("/bytes/"):
             payload = big_document(int(path.rsplit("/", 1)[1]))
         elif path in BOMBS:
@@ -147,7 +184,52 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
+    def _event_stream(self, kind: str, q: dict[str, str]) -> None:
+        events = sse_events(kind, q)
+        if q.get("crlf"):
+            events = [e.replace(b"\n", b"\r\n") for e in events]
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        delay = float(q.get("delay", 0))
+        for i, event in enumerate(events):
+            if i == len(events) - 1:
+                if q.get("break"):
+                    self.close_connection = True  # no last event, no terminating chunk: a broken stream
+                    return
+                if q.get("gate"):
+                    self.gates.wait(q["gate"])
+            elif i and delay:
+                time.sleep(delay)
+            pieces = [event[: len(event) // 2 + 1], event[len(event) // 2 + 1 :]] if q.get("split") else [event]
+            for piece in pieces:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class Gates:
+    """Named events a streaming response waits at (`?gate=NAME`) until a test releases them."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.released_in_time: dict[str, bool] = {}  # NAME -> whether the release came before the timeout
+
+    def _get(self, name: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(name, threading.Event())
+
+    def wait(self, name: str) -> None:
+        self.released_in_time[name] = self._get(name).wait(self.timeout)
+
+    def release(self, name: str) -> None:
+        self._get(name).set()
 
 
 class Upstream:
@@ -156,8 +238,9 @@ class Upstream:
     def __init__(self, pki: TestPKI | None, host: str = "127.0.0.1", port: int = 0):
         """Serves TLS with `pki`, or plain HTTP when pki is None."""
         self.recorder = Recorder()
+        self.gates = Gates()
         self.server_names: list[str | None] = []  # the TLS SNI of each connection, as received
-        handler = type("Handler", (_Handler,), {"recorder": self.recorder})
+        handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         if pki is not None:

@@ -8,9 +8,18 @@ M1 = b"[rr:api/live]**"  # same length as sk_live_123_abc
 M2 = b"[rr:api/live]***"  # same length as the base64 form
 
 
+def emitted(out) -> bytes:
+    """What mitmproxy sends for one call: bytes, or a list of non-empty chunks."""
+    if isinstance(out, bytes):
+        assert out, "an empty chunk ends a chunked HTTP/1.1 body"
+        return out
+    assert all(out)
+    return b"".join(out)
+
+
 def stream(chunks, pairs=PAIRS):
     s = StreamScrubber(pairs)
-    out = b"".join(s(c) for c in chunks) + s(b"")
+    out = b"".join(emitted(s(c)) for c in chunks) + emitted(s(b""))
     return out, s.count
 
 
@@ -54,3 +63,12 @@ def test_text_and_no_pairs():
 
 def test_short_secrets_are_masked_with_stars():
     assert replacement_pairs(["abc"], "[rr:api/live]") == ((b"abc", b"***"),)
+
+
+def test_only_what_could_start_a_secret_is_held_back():
+    s = StreamScrubber(PAIRS)
+    assert emitted(s(b": ping\n\n")) == b": ping\n\n"  # an event passes at once, whole
+    assert emitted(s(b"data: sk_li")) == b"data: "  # the start of a secret waits for the next chunk
+    assert s(b"ve") == []  # nothing to send: no empty chunk
+    assert emitted(s(b"_123_abc\n\n")) == M1 + b"\n\n"
+    assert s(b"") == []

@@ -217,11 +217,11 @@ class JsonNumber(Decimal):
         return (JsonNumber, (self.text,))
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
     raise JsonError(f"{name} is not JSON")
 
 
-def _big_int(text: str) -> int | JsonNumber:
+def big_int(text: str) -> int | JsonNumber:
     try:
         return int(text)
     except ValueError:  # over sys.get_int_max_str_digits()
@@ -234,7 +234,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 # Built once: json.loads with keyword arguments builds a decoder and its scanner per
 # call, which is most of the cost of parsing a small body.
-_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_constant=reject_constant)
 
 
 def parse_json(data: bytes | str) -> Any:
@@ -256,7 +256,7 @@ def parse_json(data: bytes | str) -> Any:
         raise
     except ValueError:  # an integer over Python's str->int digit limit
         try:
-            doc = json.loads(text, parse_float=JsonNumber, parse_int=_big_int, parse_constant=_reject_constant)
+            doc = json.loads(text, parse_float=JsonNumber, parse_int=big_int, parse_constant=reject_constant)
         except RecursionError:
             raise JsonTooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     if _SURROGATE_ESCAPE.search(text):

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 from rr_addon.core import reasons
 from rr_addon.core import ambiguity
 from rr_addon.core.addresses import names_other_host, sni_names_other_host
+from rr_addon.core.bodies import JsonNumber, reject_constant
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented, parse_value
 from rr_addon.core.digests import basic_digest, same, token_digest
 from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
@@ -246,7 +247,7 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
         ctype = (headers.get("content-type") or ("",))[0].split(";")[0].strip().lower()
         body_text = facts.body.decode("utf-8", "surrogateescape")
         try:
-            body_json = json.loads(facts.body, object_pairs_hook=_unique_keys)
+            body_json = _RULE_JSON.decode(_text(facts.body))
         except _RepeatedKey:
             return Decision.deny("invalid-request", reasons.BODY_JSON_REPEATED_KEY)
         except (ValueError, RecursionError):
@@ -272,6 +273,17 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     if len(doc) != len(pairs):
         raise _RepeatedKey
     return doc
+
+
+# Numbers as the filters, meters and validation read them (rr_addon.core.bodies):
+# exact, so a rule's `[?(@.n == 1)]` does not match 1.0000000000000001; NaN and
+# Infinity are not JSON. Built once: json.loads with keywords builds a scanner per call.
+_RULE_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=JsonNumber, parse_constant=reject_constant)
+
+
+def _text(body: bytes) -> str:
+    # json.loads(bytes) would also accept UTF-16/32 (detected from the first bytes); keep that.
+    return body.decode(json.detect_encoding(body), "surrogatepass")
 
 
 def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits()) -> tuple[Outcome, RuleRequest | None]:

@@ -374,7 +374,9 @@ def _predicate(expr: Any) -> Callable[[Any, Any], bool]:
             options.log_errors = False
             rx = re2.compile(value, options)
         except re2.error as e:
-            raise JsonPathError(f"not a valid RE2 regex {value!r}: {e}") from None
+            raw = e.args[0] if e.args else b""
+            detail = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            raise JsonPathError(f"not a valid RE2 regex {value!r}: {detail}") from None
         return lambda v, root: any(type(x) is str and rx.search(x) is not None for x in target(v, root))
     literal = _num(value)
 

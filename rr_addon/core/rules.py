@@ -9,8 +9,12 @@ Matching details the contract leaves open:
 - Methods compare upper-cased on both sides; paths are canonical
   (`rr_addon.core.paths`); header names arrive lower-case.
 - Body and claim values are matched in their string form: strings as they
-  are; numbers, booleans and null in JSON spelling (`5`, `1.5`, `true`,
-  `null`); objects and arrays as compact JSON. A node (or claim) whose value
+  are; numbers, booleans and null in JSON spelling (`5`, `true`, `null`; a
+  body number with a fraction or exponent as the body writes it: `1.50`);
+  objects and arrays as compact JSON.
+- `json_path` is rr's one JSONPath dialect (`rr_addon.core.jsonpaths`, the
+  walker filters and meters use), compiled when the configuration loads;
+  filter comparisons are exact (the body's numbers are Decimals) and `=~` is RE2. A node (or claim) whose value
   is an array matches when any element matches. A form body is seen by
   `json_path` as `{name: [values...]}`, so `$.model` matches any `model` field.
 - A rule with `claims` never matches an unverified caller (claims None),
@@ -50,7 +54,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import re2
 
-from rr_addon.config.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, parse_json_path, re2_options
+from rr_addon.config.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
+from rr_addon.core.bodies import JsonError, JsonNumber, dump_json
+from rr_addon.core.jsonpaths import JsonPath, compile_path, find
 
 ALLOW = "allow"
 DENY = "deny"
@@ -171,7 +177,15 @@ class PatternSet:
 def render(value: object) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    if type(value) is JsonNumber:
+        return value.text  # a number with a fraction or exponent, as it was written
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except TypeError:  # an object or array holding JsonNumbers: orjson writes their text
+        try:
+            return dump_json(value).decode("utf-8")
+        except JsonError:  # and a lone surrogate, which orjson refuses
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _strings(value: object) -> Iterable[str]:
@@ -209,11 +223,12 @@ class _Groups:
 class _Context:
     """One request as the matchers see it, with per-request caches."""
 
-    __slots__ = ("req", "_sets", "_query", "_hits", "_every", "_names", "_json")
+    __slots__ = ("req", "_sets", "_paths", "_query", "_hits", "_every", "_names", "_json")
 
-    def __init__(self, req: RuleRequest, sets: Mapping[Subject, PatternSet]):
+    def __init__(self, req: RuleRequest, sets: Mapping[Subject, PatternSet], paths: Mapping[str, JsonPath]):
         self.req = req
         self._sets = sets
+        self._paths = paths
         self._query: dict[str, list[str]] | None = None
         self._hits: dict[Subject, set[int]] = {}
         self._every: dict[Subject, set[int]] = {}
@@ -249,7 +264,7 @@ class _Context:
                 for k, v in req.body_form:
                     form.setdefault(k, []).append(v)
                 doc = form
-            nodes = [m.value for m in parse_json_path(path).find(doc)] if doc is not None else []
+            nodes = find(doc, self._paths[path]) if doc is not None else []
             cached = self._json[path] = (bool(nodes), tuple(s for n in nodes for s in _strings(n)))
         return cached
 
@@ -326,6 +341,7 @@ class _Compiler:
 
     def __init__(self) -> None:
         self.groups = _Groups()
+        self.json_paths: dict[str, JsonPath] = {}
 
     def _found(self, subject: Subject, value: str | None, ignore_case: bool, present: Check, every: bool = False) -> Check:
         """With a value pattern: some value (`every`: every value) of the subject matches it; else `present`."""
@@ -364,7 +380,7 @@ class _Compiler:
             return _presence(lambda ctx: index in ctx.hits(("b",)), m.presence)
         path = m.json_path
         assert path is not None
-        parse_json_path(path)  # compiled now, not on the first request
+        self.json_paths[path] = compile_path(path)  # compiled now, not on the first request
         found = _presence(self._found(("j", path), m.value, ignore_case, lambda ctx: ctx.json_nodes(path)[0], every), m.presence)
         if vouch:  # an allow rule: a body that is not JSON satisfies no json_path condition
             return lambda ctx: not ctx.req.body_opaque and found(ctx)
@@ -427,11 +443,15 @@ class ScopeRules:
         "_any_method",
         "_default",
         "_sets",
+        "_json_paths",
     )
 
-    def __init__(self, scope: str, rules: Sequence[_Rule], paths: PatternSet | None, groups: _Groups, default_effect: str):
+    def __init__(
+        self, scope: str, rules: Sequence[_Rule], paths: PatternSet | None, groups: _Groups, default_effect: str, json_paths: Mapping[str, JsonPath]
+    ):
         self.scope = scope
         self._sets = groups.seal().sets
+        self._json_paths = json_paths
         self.default_effect = default_effect
         self.needs_body = any(label.startswith("body") for r in rules for label, _ in r.checks)
         self.needs_claims = any(label.startswith("claims") for r in rules for label, _ in r.checks)
@@ -485,7 +505,7 @@ class ScopeRules:
                 )
             )
         paths = PatternSet(list(path_index)) if path_index else None
-        return cls(scope, compiled, paths, compiler.groups, default_effect)
+        return cls(scope, compiled, paths, compiler.groups, default_effect, compiler.json_paths)
 
     def _path_hits(self, path: str) -> list[int]:
         return self._paths.match(path) if self._paths is not None else []
@@ -499,7 +519,7 @@ class ScopeRules:
             extra = [r for i in hits for r in by_path[i] if r.methods is None or method in r.methods]
             if extra:
                 candidates = sorted((*candidates, *extra), key=_rank)
-        ctx = _Context(req, self._sets)
+        ctx = _Context(req, self._sets, self._json_paths)
         for rule in candidates:
             if rule.path_absent and rule.path in hits:
                 continue
@@ -512,7 +532,7 @@ class ScopeRules:
         `evaluate` gives for the same request."""
         method = req.method.upper()
         hits = set(self._path_hits(req.path))
-        ctx = _Context(req, self._sets)
+        ctx = _Context(req, self._sets, self._json_paths)
         traces: list[RuleTrace] = []
         matched: list[_Rule] = []
         for rule in self._report:

@@ -4,13 +4,14 @@ trial snapshot, and only then write — all in one transaction, or nothing."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from sqlalchemy.engine import Engine
 
 from rr_addon.config import schema, validate
+from rr_addon.config.lint import path_warnings
 from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.core.snapshot import CompileError, compile_snapshot
@@ -24,6 +25,7 @@ class Prepared:
     stored: Stored
     desired: Desired
     changes: list[Change]
+    warnings: list[ConfigError] = field(default_factory=list)  # valid, but probably not what was meant
 
     @property
     def changed(self) -> bool:
@@ -65,7 +67,7 @@ def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: 
         raise ConfigErrors([ConfigError(",".join(map(str, paths)), "", str(e))]) from None
 
     desired = Desired(config, target_secrets, caller_digests, caller_secrets)
-    return Prepared(stored, desired, config_store.plan(stored, desired, keyring))
+    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), path_warnings(config, source))
 
 
 def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping[str, str], errors: list[ConfigError], keyring: Keyring):

@@ -122,6 +122,8 @@ def apply(
     except ConfigErrors as e:
         err_console.print(render.errors_text(e.errors), soft_wrap=True)
         raise typer.Exit(1)
+    if prepared.warnings:
+        err_console.print(render.warnings_text(prepared.warnings), soft_wrap=True)
     console.print(render.changes_table(prepared.changes, "planned changes" if dry_run else "changes"))
     if dry_run:
         console.print("dry run: nothing written")

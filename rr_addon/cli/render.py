@@ -45,6 +45,19 @@ def errors_text(errors: Iterable[ConfigError]) -> Text:
     return text
 
 
+def warnings_text(warnings: Iterable[ConfigError]) -> Text:
+    """Like errors_text, for a configuration that is valid but probably not what was meant."""
+    warnings = list(warnings)
+    text = Text(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}\n", style="bold yellow")
+    for w in warnings:
+        text.append("warning: ", style="yellow")
+        text.append(w.file + (f":{w.line}" if w.line else "") + ": ", style="bold")
+        if w.path:
+            text.append(w.path + ": ", style="cyan")
+        text.append(w.message + "\n")
+    return text
+
+
 def env_lines(variables: dict[str, str], notes: list[str]) -> str:
     lines = [f"# {n}" for n in notes]
     lines += [f"export {k}={v}" for k, v in variables.items()]
@@ -67,6 +80,8 @@ def explanation_tree(title: str, ex) -> Tree:
         for rule in scope.rules:
             mark = ("✓ ", "green") if rule.matched else ("✗ ", "dim")
             why = "matched" if rule.matched else f"{rule.failed} did not match"
+            if rule.path:  # which path form matched, or did not
+                why += f"; {rule.path}"
             node.add(Text.assemble(mark, f"{rule.rule} ", (rule.effect, "red" if rule.effect == "deny" else "green"), f" p{rule.priority}  {why}"))
     if d.allowed:
         result = Text.assemble(("result ", "cyan"), ("allow", "bold green"), f" — {d.reason}")

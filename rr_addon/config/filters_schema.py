@@ -29,10 +29,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from rr_addon.config.base import HEADER_RE, Model
+from rr_addon.config.paths_schema import PathSpec
 from rr_addon.core.filters import compile_filter
 from rr_addon.core.jsonpaths import compile_path
 from rr_addon.core.redact import BUILTIN, check_custom_pattern
-from rr_addon.core.validation import compile_re2, compile_schema
+from rr_addon.core.validation import compile_schema
 
 
 def _json_path(text: str) -> str:
@@ -93,7 +94,7 @@ class RedactEntry(Model):
 
 class ValidateEntry(Model):
     methods: list[str] | None = Field(default=None, min_length=1)
-    path: str | None = None  # RE2, search semantics, on the canonical path
+    path: PathSpec | None = None  # the path forms of rules (prefix, glob, regex, pattern), on the canonical path
     max_body_bytes: int | None = Field(default=None, gt=0, strict=True)
     content_types: list[str] | None = Field(default=None, min_length=1)
     json_schema: dict[str, Any] | bool | None = None
@@ -106,15 +107,6 @@ class ValidateEntry(Model):
             if not HEADER_RE.match(m):
                 raise ValueError(f"{m!r} is not an HTTP method")
         return [m.upper() for m in methods] if methods else methods
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str | None) -> str | None:
-        if v is not None:
-            if not v:
-                raise ValueError("an empty pattern matches every path; omit 'path' instead")
-            compile_re2(v)
-        return v
 
     @field_validator("content_types")
     @classmethod

@@ -9,8 +9,9 @@ Choices the contract leaves open:
 - Case-insensitivity is `ignore_case: true` on the rule (applies to every regex
   of the rule); `(?i)` inside one pattern works too. Header *names* are always
   matched case-insensitively (HTTP header names are).
-- `path` is a regex string or `{pattern, presence}`; `presence: absent` means
-  the pattern must not match.
+- `path` is one of the forms of rr_addon.config.paths_schema (`prefix`, `glob`,
+  full-match `regex`, or the original RE2-search `pattern`, which a plain string
+  is short for), plus `presence: absent`: the path must not match.
 - `body` entries are `{json_path, value?, presence?}` on a JSON or form body, or
   `{pattern, presence?}` on the raw body text.
 - `claims` entries name a top-level claim; `value` is optional (presence only).
@@ -19,47 +20,16 @@ Choices the contract leaves open:
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-import re2
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from rr_addon.config.base import HEADER_RE, Effect, Model, Name, _name, unique_names
+from rr_addon.config.paths_schema import PathMatch
+from rr_addon.config.regex import check_re2, re2_options  # noqa: F401  (re2_options: imported from here by core.rules)
 from rr_addon.core.jsonpaths import compile_path
 
 Presence = Literal["present", "absent"]
-
-
-def re2_options() -> re2.Options:
-    """The options every rule regex is compiled with (errors are reported, not logged)."""
-    options = re2.Options()
-    options.log_errors = False
-    return options
-
-
-_OPTIONS = re2_options()
-
-_LOOK_AROUND = ("invalid perl operator: (?=", "invalid perl operator: (?!", "invalid perl operator: (?<")
-_BACK_REFERENCE = re.compile(r"invalid escape sequence: \\(?:[1-9]|k)")
-
-
-def check_re2(pattern: str) -> str:
-    """Return `pattern` if RE2 compiles it; else ValueError with RE2's reason."""
-    if not pattern:
-        raise ValueError("an empty pattern matches everything; omit the field instead")
-    try:
-        re2.compile(pattern, _OPTIONS)
-    except re2.error as e:
-        raw = e.args[0] if e.args else b""
-        detail = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        hint = ""
-        if detail.startswith(_LOOK_AROUND):
-            hint = " (RE2 has no look-around)"
-        elif _BACK_REFERENCE.match(detail):
-            hint = " (RE2 has no back-references)"
-        raise ValueError(f"not a valid RE2 regex: {detail}{hint}") from None
-    return pattern
 
 
 def _check_json_path(text: str) -> str:
@@ -71,11 +41,6 @@ def _check_json_path(text: str) -> str:
 
 Regex = Annotated[str, AfterValidator(check_re2)]
 JsonPath = Annotated[str, AfterValidator(_check_json_path)]
-
-
-class PathMatch(Model):
-    pattern: Regex
-    presence: Presence = "present"
 
 
 class HeaderMatch(Model):
@@ -137,13 +102,6 @@ class Match(Model):
                 out.append(m.upper())
         return out
 
-    @field_validator("path", mode="before")
-    @classmethod
-    def _path(cls, value: object) -> object:
-        # A bare string is the pattern; checking it here puts the error on `path` itself.
-        if isinstance(value, str):
-            return {"pattern": check_re2(value)}
-        return value
 
 
 class Rule(Match):

@@ -101,6 +101,7 @@ class RuleTrace:
     priority: int
     matched: bool
     failed: str | None  # first field that did not match: "methods", "path", "headers[0]", ...
+    path: str | None = None  # how the rule's path condition read this path: "glob '/v1/*' matched"
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +419,7 @@ class _Rule:
     methods: frozenset[str] | None
     path: int | None  # index into the scope's PatternSet
     path_absent: bool
+    path_form: str | None  # `rr explain`'s name for the path condition: "glob '/v1/*'"
     checks: tuple[tuple[str, Check], ...]
     result: ScopeResult
 
@@ -489,7 +491,7 @@ class ScopeRules:
             seen.add(rule.name)
             path = None
             if rule.path is not None:
-                path = path_index.setdefault(_flag(rule.path.pattern, rule.ignore_case), len(path_index))
+                path = path_index.setdefault(_flag(rule.path.re2(), rule.ignore_case), len(path_index))
             deny = rule.effect == DENY
             compiled.append(
                 _Rule(
@@ -500,6 +502,7 @@ class ScopeRules:
                     methods=frozenset(rule.methods) if rule.methods is not None else None,
                     path=path,
                     path_absent=rule.path is not None and rule.path.presence == "absent",
+                    path_form=rule.path.describe() if rule.path is not None else None,
                     checks=compiler.checks(rule, any_reading),
                     result=ScopeResult(rule.effect, rule.name, DENIED_BY_RULE if deny else ALLOWED_BY_RULE),
                 )
@@ -545,12 +548,21 @@ class ScopeRules:
                 failed = next((label for label, check in rule.checks if not check(ctx)), None)
             if failed is None:
                 matched.append(rule)
-            traces.append(RuleTrace(rule.name, rule.effect, rule.priority, failed is None, failed))
+            traces.append(RuleTrace(rule.name, rule.effect, rule.priority, failed is None, failed, _path_note(rule, hits, failed)))
         decider = min(matched, key=_rank, default=None)
         return ScopeTrace(self.scope, decider.result if decider else self._default, tuple(traces))
 
     def __len__(self) -> int:
         return len(self._report)
+
+
+def _path_note(rule: _Rule, hits: set[int], failed: str | None) -> str | None:
+    """What the path condition made of the path, once it was looked at (methods matched)."""
+    if rule.path_form is None or failed == "methods":
+        return None
+    found = rule.path in hits
+    note = f"path {rule.path_form} {'matched' if found else 'did not match'}"
+    return note + (" (presence: absent)" if rule.path_absent else "")
 
 
 def compile_when(match: Match) -> ScopeRules:

@@ -154,7 +154,7 @@ def compile_check(entry: Any) -> Check:
     """From a `validate:` entry (rr_addon.config.filters_schema.ValidateEntry)."""
     return Check(
         methods=frozenset(m.upper() for m in entry.methods) if entry.methods else None,
-        path=compile_re2(entry.path) if entry.path else None,
+        path=compile_re2(entry.path.re2()) if entry.path else None,
         max_body_bytes=entry.max_body_bytes,
         content_types=tuple(t.lower() for t in entry.content_types or ()),
         schema=compile_schema(entry.json_schema) if entry.json_schema is not None else None,

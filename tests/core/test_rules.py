@@ -473,15 +473,34 @@ def test_explain_lists_every_rule_with_first_failure():
     assert trace.scope == "proxy"
     assert trace.result == allowed("high")
     assert trace.rules == (
-        RuleTrace("high", "allow", 900, True, None),
-        RuleTrace("tie-a", "deny", 500, False, "path"),
+        RuleTrace("high", "allow", 900, True, None, "path regex search '^/v1/' matched"),
+        RuleTrace("tie-a", "deny", 500, False, "path", "path regex search '^/admin' did not match"),
         RuleTrace("tie-b", "deny", 500, False, "headers[0]"),
         RuleTrace("low", "deny", 100, False, "methods"),
         RuleTrace("q", "deny", 50, False, "query[1]"),
         RuleTrace("c", "deny", 40, False, "claims[0]"),
         RuleTrace("b", "deny", 30, False, "body[0]"),
-        RuleTrace("abs", "deny", 20, False, "path"),
+        RuleTrace("abs", "deny", 20, False, "path", "path regex search '^/v1/' matched (presence: absent)"),
     )
+
+
+def test_explain_names_the_path_form_that_matched():
+    scope = compile_scope(
+        [
+            {"name": "prefix", "effect": "allow", "path": {"prefix": "/v1/charges"}},
+            {"name": "glob", "effect": "allow", "path": {"glob": "/v1/charges/*"}},
+            {"name": "regex", "effect": "allow", "path": {"regex": "/v1/charges/[a-z_0-9]+"}},
+            {"name": "deep", "effect": "allow", "path": {"glob": "/v1/**/refunds"}},
+        ],
+        "deny",
+    )
+    notes = {t.rule: t.path for t in scope.explain(request("GET", "/v1/charges/ch_1")).rules}
+    assert notes == {
+        "prefix": "path prefix '/v1/charges' matched",
+        "glob": "path glob '/v1/charges/*' matched",
+        "regex": "path full-match regex '/v1/charges/[a-z_0-9]+' matched",
+        "deep": "path glob '/v1/**/refunds' did not match",
+    }
 
 
 def test_explain_reports_the_deny_over_matched_allows():

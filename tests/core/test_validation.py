@@ -149,7 +149,7 @@ def test_local_refs_work():
         pytest.param({"content_types": []}, ("content_types",), "at least 1 item", id="empty-types"),
         pytest.param({"methods": ["GE T"], "max_body_bytes": 1}, ("methods",), "is not an HTTP method", id="bad-method"),
         pytest.param({"path": "(?=x)", "max_body_bytes": 1}, ("path",), "not a valid RE2 regex", id="bad-regex"),
-        pytest.param({"path": "", "max_body_bytes": 1}, ("path",), "omit 'path'", id="empty-regex"),
+        pytest.param({"path": "", "max_body_bytes": 1}, ("path",), "matches everything; omit the field", id="empty-regex"),
         pytest.param({"json_schema": {"type": 5}}, ("json_schema",), "invalid JSON Schema", id="bad-schema"),
         pytest.param({"max_body_bytes": 1, "size": 2}, ("size",), "Extra inputs", id="unknown-field"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Iterable
 
@@ -82,7 +83,7 @@ def plain(renderable) -> str:
     """Render without colour, for logs and mitmproxy's command bar."""
     from rich.console import Console
 
-    console = Console(width=120, record=True, color_system=None, file=open(os.devnull, "w"))
+    console = Console(width=120, record=True, color_system=None, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 

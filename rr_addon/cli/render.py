@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from typing import Iterable
 
 from rich.table import Table

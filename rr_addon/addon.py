@@ -475,7 +475,8 @@ class RR:
             return unknown
         presented = find_presented(facts, snap.caller_headers_for(facts.host, facts.port, facts.scheme))
         assert presented is not None and not isinstance(presented, Problem)
-        result = await identities.identify(presented.secret)
+        peer = flow.client_conn.peername
+        result = await identities.identify(presented.secret, client=peer[0] if peer else None)
         if isinstance(result, Refused):
             setattr(flow, _VERIFICATION, result.audit())
             return dataclasses.replace(unknown, decision=Decision.deny("unauthenticated", result.reason, detail=result.detail))

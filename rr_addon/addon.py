@@ -34,6 +34,7 @@ from rr_addon.core import reasons
 from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, parse_json
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
+from rr_addon.core.meters import UNCOUNTED
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
@@ -843,6 +844,7 @@ class RR:
                 dataplane=self.plane_id,
                 decision_ms=round(getattr(flow, _DECISION_TIME, 0.0) * 1000, 3),
                 meters=[m.name for m in metered[0].meters] if metered is not None else [],
+                degraded=UNCOUNTED if metered is not None and metered[1].degraded and metered[1].admitted else None,
                 redactions=meta.get("redactions") or {},
                 subject=meta.get("subject"),
                 issuer=meta.get("issuer"),

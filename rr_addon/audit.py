@@ -47,6 +47,7 @@ FIELDS = (
     "issuer",
     "verification",  # which verification path accepted or refused the token
     "meters",  # names of the meters that counted this request
+    "degraded",  # why the decision was taken without a backend (on_backend_error: allow), else null
     "redactions",  # detector -> count, never the values
     "dataplane",  # the data plane that served the request
 )

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
+from rr_addon.settings import without_userinfo
+
 if TYPE_CHECKING:
     import httpx
 
@@ -96,21 +98,23 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
 def check_endpoint_url(url: str) -> str:
-    """https, or plain http to a loopback host only. Raises ValueError."""
+    """https, or plain http to a loopback host only. Raises ValueError; its
+    message never repeats user info (the URL's password may be a secret)."""
+    shown = without_userinfo(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 -- raises ValueError on a bad port
     except ValueError:
-        raise ValueError(f"{url!r} is not a valid URL") from None
+        raise ValueError(f"{shown!r} is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not host:
-        raise ValueError(f"{url!r} must be an https:// URL")
+        raise ValueError(f"{shown!r} must be an https:// URL")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{url!r}: credentials do not belong in the URL")
+        raise ValueError(f"{shown!r}: credentials do not belong in the URL")
     if parts.fragment:
-        raise ValueError(f"{url!r}: a fragment is not allowed")
+        raise ValueError(f"{shown!r}: a fragment is not allowed")
     if parts.scheme == "http" and not _is_loopback(host):
-        raise ValueError(f"{url!r}: plain http is only allowed to a loopback address; use https")
+        raise ValueError(f"{shown!r}: plain http is only allowed to a loopback address; use https")
     return url
 
 

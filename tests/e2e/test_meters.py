@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 import time
@@ -218,6 +219,7 @@ def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, 
             proxy.wait_for_log("counters unavailable")
             # the uncounted request is told apart from a counted one: in its audit record and in the metrics
             record = wait_for_record(home / "audit.jsonl", uncounted.headers["rr-request-id"])
+            assert stat.S_IMODE((home / "audit.jsonl").stat().st_mode) == 0o600  # as private as the database
             assert (record["result"], record["degraded"]) == ("allow", "counters unavailable; allowed without counting")
             assert wait_for_record(home / "audit.jsonl", counted.headers["rr-request-id"])["degraded"] is None
             text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text

@@ -71,7 +71,7 @@ class Introspector:
         *,
         http: Http,
         client_auth: str = "basic",
-        max_ttl: float = 300.0,
+        max_ttl: float = 60.0,
         negative_ttl: float = 10.0,
         timeout: float = 5.0,
         max_entries: int = 10000,

@@ -330,6 +330,11 @@ class IdP:
             self._opaque[token] = {"active": active, **claims}
         return token
 
+    def revoke(self, token: str) -> None:
+        """From now on introspection says the token is inactive."""
+        with self._lock:
+            self._opaque[token] = {**self._opaque[token], "active": False}
+
     # ------------------------------------------------------------ the server side
     def _answer(self, endpoint: str, method: str, authorization: str | None, body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:

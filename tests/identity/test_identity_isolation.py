@@ -8,6 +8,7 @@ closed, each bounded by a generous test timeout."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -217,3 +218,30 @@ def test_idp_failures_are_counted_as_backend_errors(idp):
 
     asyncio.run(main())
     assert {op: value(op) - before[op] for op in before} == {"jwks": 1, "introspection": 1, "token": 1}
+
+
+# ---------------------------------------------------------------- revocation lag
+
+
+def test_a_revoked_token_is_refused_once_the_default_cache_max_ttl_has_passed(idp):
+    """The documented revocation lag: an active answer is reused for at most cache_max_ttl (default 60 s)."""
+    from rr_addon.config.identity_schema import OAuth2Caller
+
+    default = OAuth2Caller.model_validate({"name": "o", "auth": "oauth2", "introspection_url": idp.introspection_url, "client_id": "rr", "client_secret": {"env": "S"}}).cache_max_ttl
+    token = idp.opaque(sub="svc", exp=int(time.time()) + 3600)
+    mono = Clock()
+
+    async def body(http):
+        intro = introspector(idp, http, max_ttl=default, clock=mono)
+        first = await intro.introspect(token)
+        idp.revoke(token)
+        mono.advance(default - 1)
+        within = await intro.introspect(token)  # still cached: the lag
+        mono.advance(2)
+        after = await intro.introspect(token)
+        return first, within, after
+
+    first, within, after = run_with_http(body)
+    assert first["sub"] == within["sub"] == "svc"
+    assert after.reason == ident.INACTIVE
+    assert default == 60

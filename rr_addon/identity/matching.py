@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Generic, Iterable, Mapping, Protocol, TypeVar
 
-from rr_addon.identity import AMBIGUOUS_MATCH, NO_MATCHING_CREDENTIAL, PATH_MATCH, Refused, Verified, token_key
+from rr_addon.identity import AMBIGUOUS_MATCH, NO_MATCHING_CREDENTIAL, PATH_MATCH, WRONG_AUDIENCE, Refused, Verified, token_key
 from rr_addon.identity.jwt_verify import MAX_TOKEN_LENGTH, ParsedToken, parse
 
 T = TypeVar("T")
@@ -234,6 +234,14 @@ class CredentialIndex(Generic[T]):
                 found[id(c)] = c
         return tuple(sorted(found.values(), key=lambda c: self._order[id(c)]))
 
+    def no_match(self, parsed: ParsedToken | None) -> Refused:
+        """Why a token has no candidate: a JWT from a known issuer for another audience says so."""
+        if parsed is not None:
+            iss = parsed.claims.get("iss")
+            if any(c.spec.issuer == iss for c in self.entries if iss is not None):
+                return Refused(WRONG_AUDIENCE, PATH_MATCH)
+        return Refused(NO_MATCHING_CREDENTIAL, PATH_MATCH)
+
     def route(self, token: str) -> tuple[tuple[Candidate[T], ...], ParsedToken | None]:
         """The candidates for a token, and its parse (None if it is no JWT)."""
         parsed = parse(token)
@@ -258,7 +266,7 @@ def identify_cached(index: CredentialIndex[T], token: str) -> tuple[Candidate[T]
     """Sync, no I/O. None: some candidate needs keys or an introspection answer; await `identify`."""
     candidates, parsed = index.route(token)
     if not candidates:
-        return Refused(NO_MATCHING_CREDENTIAL, PATH_MATCH)
+        return index.no_match(parsed)
     results = []
     for c in candidates:
         r = c.verifier.verify_cached(token, parsed=parsed)
@@ -279,7 +287,7 @@ async def prewarm(index: CredentialIndex[Any]) -> bool:
 async def identify(index: CredentialIndex[T], token: str) -> tuple[Candidate[T], Verified] | Refused:
     candidates, parsed = index.route(token)
     if not candidates:
-        return Refused(NO_MATCHING_CREDENTIAL, PATH_MATCH)
+        return index.no_match(parsed)
     results = []
     for c in candidates:
         r = c.verifier.verify_cached(token, parsed=parsed)

@@ -259,7 +259,7 @@ def explain(
         caller = find_caller(snap, credential)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise die(f"{url!r} is not an http(s) URL")
+        raise die(f"{settings.without_userinfo(url)!r} is not an http(s) URL")
     headers = []
     for h in header:
         name, sep, value = h.partition(":")
@@ -279,7 +279,7 @@ def explain(
             raise die(f"claim {c!r} is not 'name=value'")
         claims[name] = value
     ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
-    console.print(render.explanation_tree(f"{method.upper()} {url} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
+    console.print(render.explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
 

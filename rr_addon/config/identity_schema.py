@@ -139,7 +139,11 @@ class OAuth2Caller(_Verifying, ProxyCredentialBase):
     issuer: str | None = None  # checked when set; required with a JWKS
     audience: str | None = None
     scopes: list[str] = Field(default_factory=list)  # every one must be granted (`scope` claim)
-    cache_max_ttl: float = Field(300.0, gt=0, le=86400)  # active answers: until exp, at most this
+    # Active answers are cached until the token's exp, at most this long: the
+    # revocation lag (a token revoked at the IdP keeps working until then).
+    # 60 s rather than 300: one introspection per token per minute is cheap,
+    # five minutes of a revoked token is not. See docs/identity.md.
+    cache_max_ttl: float = Field(60.0, gt=0, le=86400)
     negative_ttl: float = Field(10.0, ge=0, le=300)  # inactive answers
     timeout: float = Field(5.0, gt=0, le=60)
 

@@ -181,3 +181,51 @@ def test_inline_symmetric_jwks_is_refused_and_never_stored(home):
     assert version() == 0
     for f in home.glob("rr.db*"):
         assert k.encode() not in f.read_bytes()
+
+
+OAUTH_POLICY = """
+targets:
+  - name: api
+    hosts: ["api.example.com"]
+    credentials:
+      - {name: cc, kind: oauth2_client_credentials, token_url: "http://127.0.0.1:9/token", client_id: rr, client_secret: literal-cc-SECRET}
+proxies:
+  - name: agents
+    targets: [{target: api}]
+    credentials:
+      - {name: opaque, auth: oauth2, introspection_url: "http://127.0.0.1:9/introspect", client_id: rr, client_secret: literal-introspection-SECRET}
+"""
+
+
+def test_client_secrets_are_never_stored_in_clear_nor_exported(home):
+    r = rr("apply", "-f", write(home, OAUTH_POLICY))
+    assert r.exit_code == 0, r.output
+    exported = rr("export")
+    assert exported.exit_code == 0, exported.output
+    for secret in ("literal-cc-SECRET", "literal-introspection-SECRET"):
+        assert secret not in exported.output
+        for f in home.glob("rr.db*"):
+            assert secret.encode() not in f.read_bytes(), f
+    keyring = Keyring(master_keys(home))
+    s = stored(home)
+    assert s.target_secrets(keyring)[("api", "cc")] == "literal-cc-SECRET"
+    assert s.caller_secrets(keyring)[("agents", "opaque")] == "literal-introspection-SECRET"
+    r = rr("apply", "-f", write(home, exported.output, "exported.yaml"))
+    assert r.exit_code == 0 and "no changes" in r.output, r.output
+
+
+def test_a_secret_an_older_rr_left_in_a_spec_is_not_exported_and_apply_removes_it(home):
+    assert rr("apply", "-f", write(home, OAUTH_POLICY)).exit_code == 0
+    engine = make_engine()
+    with engine.begin() as conn:  # what rr wrote before client_secret was kept out of specs
+        conn.execute(text("UPDATE rr_proxy_credential SET spec = json_set(spec, '$.client_secret', 'old-clear-SECRET')"))
+    engine.dispose()
+    exported = rr("export")
+    assert exported.exit_code == 0 and "old-clear-SECRET" not in exported.output
+    r = rr("apply", "-f", write(home, OAUTH_POLICY))
+    assert r.exit_code == 0, r.output
+    assert "agents/opaque" in r.output and "removes a secret stored in clear (kept encrypted)" in r.output
+    engine = make_engine()
+    with engine.connect() as conn:
+        assert "old-clear-SECRET" not in str(conn.execute(text("SELECT spec FROM rr_proxy_credential")).all())
+    engine.dispose()

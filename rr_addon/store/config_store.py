@@ -42,6 +42,7 @@ class Stored:
     caller_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)  # credentials that verify tokens
     sources: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # (section, obj, cred) -> source
     broken: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why it does not load (lenient reads)
+    in_clear: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) of rows whose spec holds a secret
 
     def target_secrets(self, keyring: Keyring) -> dict[tuple[str, str], str]:
         return {k: keyring.decrypt(v).decode("utf-8") for k, v in self.target_secrets_enc.items()}
@@ -128,7 +129,9 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
     targets = []
     for t in s.exec(select(TargetRow).order_by(TargetRow.id)):
         creds = creds_by_target.get(t.id, [])
-        good = [c.spec for c in creds if _validate(_TARGET_CREDENTIAL, c.spec, f"target credential {t.name}/{c.name}", broken)]
+        specs = [_without_secrets(c.spec) for c in creds]
+        stored.in_clear |= {("target credential", f"{t.name}/{c.name}") for c, sp in zip(creds, specs) if sp != c.spec}
+        good = [sp for c, sp in zip(creds, specs) if _validate(_TARGET_CREDENTIAL, sp, f"target credential {t.name}/{c.name}", broken)]
         target = _validate(schema.Target, {**t.spec, "credentials": good}, f"target {t.name}", broken)
         if target is not None:
             targets.append(target)
@@ -142,7 +145,9 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
     proxies = []
     for p in s.exec(select(ProxyRow).order_by(ProxyRow.id)):
         creds = creds_by_proxy.get(p.id, [])
-        good = [c.spec for c in creds if _validate(_PROXY_CREDENTIAL, c.spec, f"proxy credential {p.name}/{c.name}", broken)]
+        specs = [_without_secrets(c.spec) for c in creds]
+        stored.in_clear |= {("proxy credential", f"{p.name}/{c.name}") for c, sp in zip(creds, specs) if sp != c.spec}
+        good = [sp for c, sp in zip(creds, specs) if _validate(_PROXY_CREDENTIAL, sp, f"proxy credential {p.name}/{c.name}", broken)]
         proxy = _validate(schema.Proxy, {**p.spec, "credentials": good}, f"proxy {p.name}", broken)
         if proxy is not None:
             proxies.append(proxy)
@@ -183,8 +188,18 @@ def target_spec(t: schema.Target) -> dict:
     return t.model_dump(mode="json", exclude={"credentials"}, exclude_none=True, by_alias=True)
 
 
+# Fields that hold a secret reference: stored encrypted (or as a digest), never in a spec.
+SECRET_FIELDS = frozenset({"secret", "client_secret"})
+
+
 def credential_spec(c: schema.BaseModel) -> dict:
-    return c.model_dump(mode="json", exclude={"secret"}, exclude_none=True, by_alias=True)
+    return c.model_dump(mode="json", exclude=set(SECRET_FIELDS), exclude_none=True, by_alias=True)
+
+
+def _without_secrets(spec: dict) -> dict:
+    """Specs written before client_secret was excluded may hold it (a literal
+    secret, in clear): it is never read back, so never exported."""
+    return {k: v for k, v in spec.items() if k not in SECRET_FIELDS}
 
 
 def proxy_spec(p: schema.Proxy) -> dict:
@@ -240,15 +255,18 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
             )
         changes += [Change("delete", "proxy credential", f"{p.name}/{n}") for n in old_creds]
     changes += [Change("delete", "proxy", n) for n in old_proxies]
-    return _repairs(changes, stored.broken)
+    return _repairs(changes, stored.broken, stored.in_clear)
 
 
-def _repairs(changes: list[Change], broken: dict[tuple[str, str], str]) -> list[Change]:
-    """Rows that do not load are missing from `stored.config`: show them as replaced or deleted."""
+def _repairs(changes: list[Change], broken: dict[tuple[str, str], str], in_clear: set[tuple[str, str]]) -> list[Change]:
+    """Rows that do not load are missing from `stored.config`: show them as replaced
+    or deleted. Rows holding a secret in clear are rewritten without it."""
     out = []
     for c in changes:
         if c.action == "create" and (c.kind, c.name) in broken:
             c = Change("update", c.kind, c.name, "replaces a stored row that does not load")
+        elif c.action == "unchanged" and (c.kind, c.name) in in_clear:
+            c = Change("update", c.kind, c.name, "removes a secret stored in clear (kept encrypted)")
         out.append(c)
     named = {(c.kind, c.name) for c in changes}
     out += [Change("delete", kind, name, "a stored row that does not load") for kind, name in broken if (kind, name) not in named]

@@ -104,7 +104,8 @@ def _validate(model, spec: dict, what: str, broken: dict[tuple[str, str], str] |
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"] if str(x) not in _UNION_TAGS)
-        message = f"stored {what} does not load: {where + ': ' if where else ''}{first['msg']} (run `rr apply` with a valid configuration to replace it)"
+        msg = first["msg"].removeprefix("Value error, ")  # pydantic's wording for a validator's ValueError
+        message = f"stored {what} does not load: {where + ': ' if where else ''}{msg} (run `rr apply` with a valid configuration to replace it)"
         if broken is None:
             raise StoredConfigError(message) from None
         kind, _, name = what.rpartition(" ")

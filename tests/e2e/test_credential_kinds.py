@@ -225,3 +225,39 @@ def test_each_target_credential_kind_injects_after_export_reapply_and_restart(re
     r, marker = call(restarted, "agent", SECRETS[f"C_VIA_{i}"])
     assert r.status_code == 200, r.text
     injected(kind, received(upstream, marker), r)
+
+
+def test_rr_run_names_a_stored_row_that_does_not_load_and_apply_repairs_it(tmp_path, upstream, pki):
+    """A restart on a store an older rr (or a hand edit) broke: a one-line reason
+    naming the object, no traceback; the next valid apply lets rr run start."""
+    from sqlalchemy import text
+
+    from rr_addon.store.db import make_engine
+    from rr_addon.testing.home import database_url
+
+    home = tmp_path / "home"
+    policy = f"""
+targets:
+  - {{name: api, hosts: ["127.0.0.1:{upstream.port}"], allow_private_addresses: true, credentials: [{{name: b, kind: bearer, secret: {{env: T_BEARER}}}}]}}
+proxies:
+  - name: agents
+    targets: [{{target: api}}]
+    credentials:
+      - {{name: c-hmac, auth: jwt_verify, secret: {{env: C_HMAC}}, issuer: hmac-issuer, audience: api}}
+"""
+    prepare_home(home, policy, env=SECRETS)
+    engine = make_engine(database_url(home) or f"sqlite:///{home / 'rr.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE rr_proxy_credential SET spec = :spec WHERE name = 'c-hmac'"), {"spec": '{"name": "c-hmac", "auth": "jwt_verify", "issuer": "hmac-issuer", "audience": "api"}'})
+    engine.dispose()
+    broken = ProxyProcess(home, upstream_ca=pki.ca_cert, name="broken")
+    assert broken.run_to_exit() != 0
+    log = broken.log_text()
+    assert "stored proxy credential agents/c-hmac does not load: a jwt_verify credential needs exactly one of 'jwks_url', 'jwks' or 'secret'" in log, log
+    assert "Traceback" not in log
+    rr_cli(home, "apply", "-f", str(home / "policy.yaml"), env=SECRETS)
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, name="repaired") as p:
+        p.upstream_port = upstream.port
+        r, marker = call(p, *caller_token("c-hmac", None))
+        assert r.status_code == 200, r.text
+        assert received(upstream, marker).header("Authorization") == f"Bearer {SECRETS['T_BEARER']}"

@@ -230,9 +230,10 @@ def test_each_target_credential_kind_injects_after_export_reapply_and_restart(re
 def test_rr_run_names_a_stored_row_that_does_not_load_and_apply_repairs_it(tmp_path, upstream, pki):
     """A restart on a store an older rr (or a hand edit) broke: a one-line reason
     naming the object, no traceback; the next valid apply lets rr run start."""
-    from sqlalchemy import text
+    from sqlalchemy import update
 
     from rr_addon.store.db import make_engine
+    from rr_addon.store.tables import ProxyCredentialRow
     from rr_addon.testing.home import database_url
 
     home = tmp_path / "home"
@@ -248,7 +249,9 @@ proxies:
     prepare_home(home, policy, env=SECRETS)
     engine = make_engine(database_url(home) or f"sqlite:///{home / 'rr.db'}")
     with engine.begin() as conn:
-        conn.execute(text("UPDATE rr_proxy_credential SET spec = :spec WHERE name = 'c-hmac'"), {"spec": '{"name": "c-hmac", "auth": "jwt_verify", "issuer": "hmac-issuer", "audience": "api"}'})
+        # what rr wrote before HMAC credentials round-tripped: no key source at all
+        spec = {"name": "c-hmac", "auth": "jwt_verify", "issuer": "hmac-issuer", "audience": "api"}
+        conn.execute(update(ProxyCredentialRow).where(ProxyCredentialRow.name == "c-hmac").values(spec=spec))
     engine.dispose()
     broken = ProxyProcess(home, upstream_ca=pki.ca_cert, name="broken")
     assert broken.run_to_exit() != 0

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import database_url, prepare_home, rr_cli
 from rr_addon.testing.proxy import BIN, ProxyProcess
 
 RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\x00")
@@ -163,7 +163,8 @@ def test_rr_audit_table_shows_data_not_markup(proxy, sent, tmp_path):
 
 
 def test_rr_audit_follow_shows_data_not_markup(proxy, sent):
-    env = {**os.environ, "RR_HOME": str(proxy.home), "COLUMNS": "400"}
+    db = database_url(proxy.home)  # PostgreSQL runs (RR_TEST_DATABASE=postgres)
+    env = {**os.environ, "RR_HOME": str(proxy.home), "COLUMNS": "400", **({"RR_DATABASE_URL": db} if db else {})}
     follow = subprocess.Popen(
         [str(BIN / "rr"), "audit", "--follow", "--limit", "1", "--interval", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )

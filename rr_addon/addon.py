@@ -38,6 +38,7 @@ from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, 
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
+from rr_addon.core.terminal import escape_log_output
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.store import audit_store, config_store, dataplanes, notify
@@ -137,6 +138,7 @@ class RR:
     # ------------------------------------------------------------------ lifecycle
 
     def load(self, loader: Loader) -> None:
+        escape_log_output()  # request lines and errors carry caller bytes: no terminal control sequences
         server_log = logging.getLogger("mitmproxy.proxy.server")
         if not any(isinstance(f, _StreamingIsRoutine) for f in server_log.filters):
             server_log.addFilter(_STREAMING_FILTER)
@@ -840,7 +842,8 @@ class RR:
             title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
             out.append(plain(explanation_tree(title, explain(snap, caller, facts, self.limits))))
         text = "\n".join(out)
-        logger.info("%s", text)
+        for line in text.splitlines():  # one record per line: a record's args have their line breaks escaped
+            logger.info("%s", line)
         return text
 
     # ------------------------------------------------------------------ helpers

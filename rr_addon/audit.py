@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
+from rr_addon.core.terminal import printable
+
 logger = logging.getLogger("rr.audit")
 
 FIELDS = (
@@ -107,17 +109,19 @@ class LogSink:
             return
         for r in records:
             if r["result"] in ("deny", "would-deny", "error"):
+                # method, host, path and reason carry caller bytes: escaped here
+                # too, whatever handlers the logger has
                 logger.info(
                     "%s %s %s %s://%s%s -> %s %s (%s)",
                     r["result"],
                     r["request_id"],
-                    r["method"],
+                    printable(r["method"]),
                     r["scheme"],
-                    r["host"],
-                    r["path"],
+                    printable(r["host"]),
+                    printable(r["path"]),
                     r["status"],
                     r["code"] or "",
-                    r["reason"],
+                    printable(r["reason"]),
                 )
 
     def close(self) -> None:

@@ -54,10 +54,13 @@ class Identities:
                 if not c.verifies:
                     continue
                 secret = snap.identity_secrets.get((p.name, c.name))
-                if c.auth == "jwt_verify":
-                    verifier: Any = jwt_verify.build(c, secret=secret, http=self.http, shared=self.shared)
-                else:
-                    verifier = introspection.build(c, client_secret=secret, http=self.http, shared=self.shared, gate=self.gate)
+                try:
+                    if c.auth == "jwt_verify":
+                        verifier: Any = jwt_verify.build(c, secret=secret, http=self.http, shared=self.shared)
+                    else:
+                        verifier = introspection.build(c, client_secret=secret, http=self.http, shared=self.shared, gate=self.gate)
+                except ValueError as e:
+                    raise ValueError(f"proxies[{p.name}].credentials[{c.name}]: {e}") from None
                 entries.append(Candidate(spec_for(p.name, c), verifier, snap.proxies[p.name].callers[c.name]))
         for t in snap.config.targets:
             for c in t.credentials:

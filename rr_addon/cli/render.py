@@ -26,7 +26,7 @@ def changes_table(changes: Iterable[Change], title: str) -> Table:
     shown = changes if len(unchanged) <= 20 else [c for c in changes if c.action != "unchanged"]
     for c in shown:
         style = ACTION_STYLE.get(c.action, "")
-        table.add_row(Text(c.action, style=style), c.kind, c.name, c.detail)
+        table.add_row(Text(c.action, style=style), Text(c.kind), Text(c.name), Text(c.detail))  # never parsed as markup
     if len(shown) < len(changes):
         table.add_row(Text("unchanged", style="dim"), f"{len(unchanged)} objects", "", "")
     return table

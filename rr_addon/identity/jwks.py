@@ -184,7 +184,7 @@ class StaticKeys:
 
 
 def inline_keys(doc: Any) -> StaticKeys:
-    return StaticKeys(parse_jwks(doc, allow_symmetric=True), PATH_INLINE_JWKS)
+    return StaticKeys(parse_jwks(doc, allow_symmetric=False), PATH_INLINE_JWKS)
 
 
 def hmac_keys(secret: str, algorithms: Iterable[str]) -> StaticKeys:

@@ -17,6 +17,9 @@ Paths:
   /bomb/gzip, /bomb/br  64 MB of JSON compressed (decompression bombs)
   /deep               JSON nested 100,000 levels deep
   /lie                says application/json, sends HTML
+  Upstream.answer(path, fn) replaces the echo for one exact path (no query) with
+  fn(Received) -> (status, content type, body): vendor-shaped answers for the
+  recipes' tests.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 import brotli
 
@@ -110,10 +114,14 @@ def sse_events(kind: str, q: dict[str, str]) -> list[bytes]:
     return [b"data: hello\n\n", b"data: not json either\ndata: {\n\n", b"data: [DONE]\n\n"]
 
 
+Answer = Callable[[Received], tuple[int, str, bytes]]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     recorder: Recorder
     gates: Gates
+    answers: dict[str, Answer]
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -139,6 +147,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.recorder.add(rec)
         status = 200
         path = self.path.split("?")[0]
+        answer = self.answers.get(path)
+        if answer is not None:
+            status, content_type, payload = answer(rec)
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         if path.startswith("/sse/"):
             self._event_stream(path.rsplit("/", 1)[1], dict(urllib.parse.parse_qsl(self.path.partition("?")[2])))
             return
@@ -240,7 +257,8 @@ class Upstream:
         self.recorder = Recorder()
         self.gates = Gates()
         self.server_names: list[str | None] = []  # the TLS SNI of each connection, as received
-        handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates})
+        self.answers: dict[str, Answer] = {}
+        handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates, "answers": self.answers})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         if pki is not None:
@@ -258,6 +276,10 @@ class Upstream:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def answer(self, path: str, fn: Answer) -> None:
+        """Answer requests for exactly `path` (query ignored) with fn(request) instead of the echo."""
+        self.answers[path] = fn
 
     @property
     def received(self) -> list[Received]:

@@ -45,8 +45,12 @@ JsonPathText = Annotated[str, AfterValidator(_json_path)]
 
 
 class FilterEntry(Model):
-    retain: list[JsonPathText] | None = Field(default=None, min_length=1)
-    destroy: list[JsonPathText] | None = Field(default=None, min_length=1)
+    retain: list[JsonPathText] | None = Field(
+        default=None, min_length=1, description="JSONPaths to keep (with their ancestors); everything else is dropped.", examples=[["$.data[*].id"]]
+    )
+    destroy: list[JsonPathText] | None = Field(
+        default=None, min_length=1, description="JSONPaths to remove (after `retain`).", examples=[["$.data[*].card"]]
+    )
     description: str | None = None
 
     @model_validator(mode="after")
@@ -94,7 +98,9 @@ class RedactEntry(Model):
 
 class ValidateEntry(Model):
     methods: list[str] | None = Field(default=None, min_length=1)
-    path: PathSpec | None = None  # the path forms of rules (prefix, glob, regex, pattern), on the canonical path
+    path: PathSpec | None = Field(
+        default=None, description="Which request paths this entry checks, in the path forms of rules (`prefix`, `glob`, `regex`, `pattern`)."
+    )
     max_body_bytes: int | None = Field(default=None, gt=0, strict=True)
     content_types: list[str] | None = Field(default=None, min_length=1)
     json_schema: dict[str, Any] | bool | None = None

@@ -25,7 +25,12 @@ from rr_addon.core.windows import KINDS, zone
 
 
 class JsonPathValue(Model):
-    json_path: str = Field(min_length=1)
+    json_path: str = Field(
+        min_length=1,
+        description="A JSONPath (rr's one dialect, as in rules and filters) to a number in the response JSON, or in "
+        "each `data:` event of a streamed answer (the last event where it matches gives the value).",
+        examples=["$.usage.total_tokens"],
+    )
 
     @field_validator("json_path")
     @classmethod

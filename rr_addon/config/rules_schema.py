@@ -56,10 +56,22 @@ class QueryMatch(HeaderMatch):
 
 
 class BodyMatch(Model):
-    json_path: JsonPath | None = None
-    pattern: Regex | None = None  # on the raw body text
-    value: Regex | None = None
-    presence: Presence = "present"
+    """A condition on the request body: a JSONPath (with an optional value regex) or a regex on the raw text."""
+
+    json_path: JsonPath | None = Field(
+        default=None,
+        description="A JSONPath in rr's one dialect (as in filters and meters): exact number comparisons, `=~` is RE2. "
+        "The body is read as JSON whatever its Content-Type; a form body as `{name: [values]}`.",
+        examples=["$.model", "$.messages[?(@.role == \"system\")]"],
+    )
+    pattern: Regex | None = Field(default=None, description="An RE2 regex searched in the raw body text (instead of `json_path`).")
+    value: Regex | None = Field(
+        default=None,
+        description="An RE2 regex (search) that some selected node must match: strings as they are, numbers as the body spells "
+        "them, other values as compact JSON. Without it the condition is that the path selects something.",
+        examples=["^gpt-4o-mini$"],
+    )
+    presence: Presence = Field(default="present", description="`absent`: the condition holds when the path selects nothing (or no node matches `value`).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> BodyMatch:
@@ -80,7 +92,11 @@ class Match(Model):
     """The match fields of a rule (also usable for a meter's `when`)."""
 
     methods: list[str] | None = None
-    path: PathMatch | None = None
+    path: PathMatch | None = Field(
+        default=None,
+        description="Which request paths: `{prefix: …}`, `{glob: …}`, `{regex: …}` (full match) or the original RE2-search "
+        "string. Omit to match every path.",
+    )
     headers: list[HeaderMatch] = Field(default_factory=list)
     query: list[QueryMatch] = Field(default_factory=list)
     body: list[BodyMatch] = Field(default_factory=list)

@@ -1,8 +1,8 @@
 """Access rules (CONTRACT §4) as pydantic models.
 
 A rule matches a request when every field it sets matches. Every regex is RE2
-syntax with search semantics and is compiled here, at validation time, so a
-pattern RE2 cannot run (back-references, look-around) is refused by `rr apply`
+syntax with search semantics (a path's `regex` form: a full match) and is
+compiled here, at validation time, so a pattern RE2 cannot run (back-references, look-around) is refused by `rr apply`
 with the rule and the field named, never discovered per request.
 
 Choices the contract leaves open:

@@ -4,7 +4,7 @@ trial snapshot, and only then write — all in one transaction, or nothing."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -24,10 +24,19 @@ class Prepared:
     stored: Stored
     desired: Desired
     changes: list[Change]
+    warnings: list[ConfigError] = field(default_factory=list)  # configurations that do nothing
 
     @property
     def changed(self) -> bool:
         return any(c.action != "unchanged" for c in self.changes)
+
+    @property
+    def deletes(self) -> list[Change]:
+        return [c for c in self.changes if c.action == "delete"]
+
+    @property
+    def empty(self) -> bool:
+        return not self.desired.config.targets and not self.desired.config.proxies
 
 
 def source_label(ref: object) -> str:
@@ -65,7 +74,7 @@ def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: 
         raise ConfigErrors([ConfigError(",".join(map(str, paths)), "", str(e))]) from None
 
     desired = Desired(config, target_secrets, caller_digests, caller_secrets)
-    return Prepared(stored, desired, config_store.plan(stored, desired, keyring))
+    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), validate.warnings(config, source))
 
 
 def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping[str, str], errors: list[ConfigError], keyring: Keyring):

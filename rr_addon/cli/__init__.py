@@ -111,8 +111,16 @@ def migrate_schema() -> None:
 def apply(
     file: List[Path] = typer.Option(..., "-f", "--file", help="Configuration YAML (repeatable; merged)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the changes; write nothing."),
+    prune: bool = typer.Option(
+        False, "--prune", "--yes", "-y", help="Delete stored objects the files no longer declare, without asking (for scripts)."
+    ),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept files that declare no target and no proxy."),
 ) -> None:
-    """Validate FILE(s) and make the stored configuration equal to them (one transaction)."""
+    """Validate FILE(s) and make the stored configuration equal to them (one transaction).
+
+    Objects the files do not declare are deleted: on a terminal rr asks first;
+    elsewhere it refuses unless --prune is given. Files that declare nothing at
+    all are refused unless --allow-empty is given."""
     from rr_addon.apply import apply as do_apply
     from rr_addon.apply import prepare
 
@@ -122,13 +130,33 @@ def apply(
     except ConfigErrors as e:
         err_console.print(render.errors_text(e.errors), soft_wrap=True)
         raise typer.Exit(1)
+    if prepared.warnings:
+        err_console.print(render.warnings_text(prepared.warnings), soft_wrap=True)
     console.print(render.changes_table(prepared.changes, "planned changes" if dry_run else "changes"))
+    files = ", ".join(str(f) for f in file)
+    empty = f"{files} declare{'s' if len(file) == 1 else ''} no target and no proxy"
+    deletes = ", ".join(f"{c.kind} {c.name}" for c in prepared.deletes)
     if dry_run:
+        if prepared.empty and not allow_empty:
+            console.print(f"note: {empty}; applying it needs --allow-empty")
+        if prepared.deletes and not prune:
+            console.print(f"note: applying this deletes {len(prepared.deletes)} object(s) ({deletes}); it needs --prune or a yes on a terminal")
         console.print("dry run: nothing written")
         return
+    if prepared.empty and not allow_empty:
+        raise die(f"{empty}; nothing was written. Pass --allow-empty if the configuration really is meant to be empty")
     if not prepared.changed:
         console.print(f"no changes; configuration version stays {prepared.stored.version}")
         return
+    if prepared.deletes and not prune:
+        question = f"delete {len(prepared.deletes)} object(s) the files do not declare ({deletes})?"
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise die(
+                f"this apply would delete {len(prepared.deletes)} object(s) that {files} do not declare: {deletes}. "
+                "Nothing was written. Pass --prune to delete them, or add them to the files to keep them"
+            )
+        if not typer.confirm(question, default=False):
+            raise die("nothing was written")
     try:
         version = do_apply(prepared, engine, keyring, ",".join(str(f) for f in file))
     except config_store.ConcurrentChange as e:

@@ -165,3 +165,10 @@ def test_on_a_terminal_deleting_asks_first(home):
     code, out = _on_a_terminal(home, ["apply", "-f", smaller], b"y")
     assert code == 0 and "configuration version 2" in out, out
     assert version(home) == 2
+
+
+def test_warnings_are_printed_and_do_not_stop_the_apply(home):
+    r = rr("apply", "-f", write(home, (POLICY % "x").replace("{name: requests, limits: {minute: 30, day: 1000}}", "{name: requests}")))
+    assert r.exit_code == 0, r.output
+    assert "policy.yaml:18: warning: proxies[billing].meters[requests]: counts every request without a limit" in r.output
+    assert version(home) == 1

@@ -182,6 +182,16 @@ def export(output: Optional[Path] = typer.Option(None, "-o", "--output", help="W
         sys.stdout.write(text)
 
 
+@app.command(name="schema")
+def schema_command(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the policy reference (docs/policy.md) instead of the JSON Schema."),
+) -> None:
+    """Print the JSON Schema of policy files (for editors: `# yaml-language-server: $schema=PATH`)."""
+    from rr_addon.config import reference
+
+    sys.stdout.write(reference.markdown() if markdown else reference.json_schema_text())
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,

@@ -86,7 +86,7 @@ def check(config: Config, source: Source) -> list[ConfigError]:
 # request_count meter without limits and without `when` counts every request of
 # the proxy, which the per-credential usage counters (`rr usage`) always do; a
 # meter that reads a response value, or counts a subset (`when`), is tracking
-# on purpose ("track only", CONTRACT §5) and is not warned about.
+# on purpose ("track only", docs/policy.md#meter) and is not warned about.
 
 _CONDITIONS = ("methods", "path", "headers", "query", "body", "claims")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from rr_addon import cli
 from rr_addon.cli import app
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.store import config_store
@@ -48,7 +49,9 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("RR_HOME", str(tmp_path))
     monkeypatch.delenv("RR_DATABASE_URL", raising=False)
     monkeypatch.delenv("RR_MASTER_KEY", raising=False)
-    monkeypatch.setenv("COLUMNS", "250")
+    # rich reads COLUMNS once, when the console is made (at import, maybe in another test): set its width
+    monkeypatch.setattr(cli.console, "width", 250)
+    monkeypatch.setattr(cli.err_console, "width", 250)
     assert rr("init").exit_code == 0
     return tmp_path
 

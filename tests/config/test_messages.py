@@ -91,7 +91,7 @@ def test_messages(tmp_path, text, expected):
     assert errors_of(tmp_path, text) == expected
 
 
-LIBRARY_WORDING = ("Input should", "Field required", "valid dictionary", "instance of", "Unable to extract", "Input tag", "discriminator", "JsonPathValue", "HeaderValue", "builtin-detector", "function-")
+LIBRARY_WORDING = ("Input should", "should have", "after validation", "Field required", "valid dictionary", "instance of", "Unable to extract", "Input tag", "discriminator", "JsonPathValue", "HeaderValue", "builtin-detector", "function-")
 
 BAD = [
     "proxies: [{name: p, meters: [{name: m, limits: 5}]}]",

@@ -10,10 +10,12 @@ from typing import List, Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from rr_addon import settings
 from rr_addon.cli import render
 from rr_addon.config.load import ConfigErrors
+from rr_addon.core.terminal import printable
 from rr_addon.crypto import Keyring, MasterKeyError, create_key_file, master_keys
 from rr_addon.store import config_store
 from rr_addon.store.db import DatabaseError, check_schema, make_engine, migrate
@@ -33,7 +35,7 @@ WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comme
 
 def die(message: str) -> typer.Exit:
     """A clear, expected failure: print the message; the caller raises the returned Exit (status 1)."""
-    err_console.print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("rr:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -47,6 +49,20 @@ def _lifecycle(ctx: typer.Context) -> None:
             _engines.pop().dispose()  # no pooled connection outlives the command
 
     ctx.call_on_close(dispose)
+
+
+def _read_stored(engine, keyring) -> config_store.Stored:
+    try:
+        return config_store.read(engine, keyring)
+    except config_store.StoredConfigError as e:
+        raise die(str(e)) from None
+
+
+def _load_snapshot(engine, keyring):
+    try:
+        return config_store.load_snapshot(engine, keyring)
+    except config_store.StoredConfigError as e:
+        raise die(str(e)) from None
 
 
 def _store():
@@ -130,37 +146,50 @@ def apply(
     except ConfigErrors as e:
         err_console.print(render.errors_text(e.errors), soft_wrap=True)
         raise typer.Exit(1)
+    for message in prepared.stored.broken.values():
+        err_console.print(f"rr: {printable(message)}", highlight=False, soft_wrap=True, markup=False)
     if prepared.warnings:
         err_console.print(render.warnings_text(prepared.warnings), soft_wrap=True)
-    console.print(render.changes_table(prepared.changes, "planned changes" if dry_run else "changes"))
+    table = render.changes_table(prepared.changes, "planned changes" if dry_run else "changes")
     files = ", ".join(str(f) for f in file)
     empty = f"{files} declare{'s' if len(file) == 1 else ''} no target and no proxy"
     deletes = ", ".join(f"{c.kind} {c.name}" for c in prepared.deletes)
+    if not dry_run:
+        # consent first: nothing is written (not even a trial write) before it is given
+        if prepared.empty and not allow_empty:
+            console.print(table)
+            raise die(f"{empty}; nothing was written. Pass --allow-empty if the configuration really is meant to be empty")
+        if prepared.deletes and not prune:
+            console.print(table)
+            table = None
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise die(
+                    f"this apply would delete {len(prepared.deletes)} object(s) that {files} do not declare: {deletes}. "
+                    "Nothing was written. Pass --prune to delete them, or add them to the files to keep them"
+                )
+            if not typer.confirm(f"delete {len(prepared.deletes)} object(s) the files do not declare ({deletes})?", default=False):
+                raise die("nothing was written")
+    try:
+        if dry_run or prepared.changed:
+            # also on a dry run: write, load the written rows as a proxy would, roll back
+            version = do_apply(prepared, engine, keyring, ",".join(str(f) for f in file), dry_run=dry_run)
+    except ConfigErrors as e:
+        err_console.print(render.errors_text(e.errors), soft_wrap=True)
+        raise typer.Exit(1)
+    except config_store.ConcurrentChange as e:
+        raise die(str(e)) from None
+    if table is not None:
+        console.print(table)
     if dry_run:
         if prepared.empty and not allow_empty:
-            console.print(f"note: {empty}; applying it needs --allow-empty")
+            console.print(f"note: {empty}; applying it needs --allow-empty", markup=False, highlight=False)
         if prepared.deletes and not prune:
-            console.print(f"note: applying this deletes {len(prepared.deletes)} object(s) ({deletes}); it needs --prune or a yes on a terminal")
+            console.print(f"note: applying this deletes {len(prepared.deletes)} object(s) ({deletes}); it needs --prune or a yes on a terminal", markup=False, highlight=False)
         console.print("dry run: nothing written")
         return
-    if prepared.empty and not allow_empty:
-        raise die(f"{empty}; nothing was written. Pass --allow-empty if the configuration really is meant to be empty")
     if not prepared.changed:
         console.print(f"no changes; configuration version stays {prepared.stored.version}")
         return
-    if prepared.deletes and not prune:
-        question = f"delete {len(prepared.deletes)} object(s) the files do not declare ({deletes})?"
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            raise die(
-                f"this apply would delete {len(prepared.deletes)} object(s) that {files} do not declare: {deletes}. "
-                "Nothing was written. Pass --prune to delete them, or add them to the files to keep them"
-            )
-        if not typer.confirm(question, default=False):
-            raise die("nothing was written")
-    try:
-        version = do_apply(prepared, engine, keyring, ",".join(str(f) for f in file))
-    except config_store.ConcurrentChange as e:
-        raise die(str(e)) from None
     console.print(f"[green]applied[/green]: configuration version {version}; running proxies pick it up within seconds")
 
 
@@ -168,7 +197,7 @@ def apply(
 def export(output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout.")) -> None:
     """Print the stored configuration as YAML. Secrets are never exported."""
     engine, keyring = _store()
-    stored = config_store.read(engine, keyring)
+    stored = _read_stored(engine, keyring)
     data = stored.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
     header = (
         f"# rr configuration version {stored.version}\n"
@@ -241,7 +270,7 @@ def env(
 ) -> None:
     """Print the environment a workload needs to go through rr."""
     engine, keyring = _store()
-    stored = config_store.read(engine, keyring)
+    stored = _read_stored(engine, keyring)
     p = next((p for p in stored.config.proxies if p.name == proxy), None)
     if p is None:
         raise die(f"no proxy {proxy!r}") from None
@@ -289,7 +318,7 @@ def explain(
     if (credential is None) == (token is None):
         raise die("give exactly one of --credential or --token")
     engine, keyring = _store()
-    snap = config_store.load_snapshot(engine, keyring)
+    snap = _load_snapshot(engine, keyring)
     verified_claims = None
     if token is not None:
         caller, verified_claims = identify_token(snap, token)
@@ -297,7 +326,7 @@ def explain(
         caller = find_caller(snap, credential)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise die(f"{url!r} is not an http(s) URL")
+        raise die(f"{settings.without_userinfo(url)!r} is not an http(s) URL")
     headers = []
     for h in header:
         name, sep, value = h.partition(":")
@@ -317,7 +346,7 @@ def explain(
             raise die(f"claim {c!r} is not 'name=value'")
         claims[name] = value
     ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
-    console.print(render.explanation_tree(f"{method.upper()} {url} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
+    console.print(render.explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
 

@@ -164,7 +164,7 @@ def apply(
             table = None
             if not (sys.stdin.isatty() and sys.stdout.isatty()):
                 raise die(
-                    f"this apply would delete {len(prepared.deletes)} object(s) that {files} do not declare: {deletes}. "
+                    f"this apply would delete {len(prepared.deletes)} object(s) that {files} {'does' if len(file) == 1 else 'do'} not declare: {deletes}. "
                     "Nothing was written. Pass --prune to delete them, or add them to the files to keep them"
                 )
             if not typer.confirm(f"delete {len(prepared.deletes)} object(s) the files do not declare ({deletes})?", default=False):

@@ -12,7 +12,6 @@ from typing import Mapping, Sequence
 from sqlalchemy.engine import Engine
 
 from rr_addon.config import schema, validate
-from rr_addon.config.lint import path_warnings
 from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.crypto import Keyring
@@ -26,11 +25,19 @@ class Prepared:
     desired: Desired
     changes: list[Change]
     paths: list[str]
-    warnings: list[ConfigError] = field(default_factory=list)  # valid, but probably not what was meant
+    warnings: list[ConfigError] = field(default_factory=list)  # configurations that do nothing
 
     @property
     def changed(self) -> bool:
         return any(c.action != "unchanged" for c in self.changes)
+
+    @property
+    def deletes(self) -> list[Change]:
+        return [c for c in self.changes if c.action == "delete"]
+
+    @property
+    def empty(self) -> bool:
+        return not self.desired.config.targets and not self.desired.config.proxies
 
 
 def source_label(ref: object) -> str:
@@ -52,7 +59,7 @@ def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: 
     if errors:
         raise ConfigErrors(errors)
     desired = Desired(config, target_secrets, caller_digests, caller_secrets)
-    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), [str(p) for p in paths], path_warnings(config, source))
+    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), [str(p) for p in paths], validate.warnings(config, source))
 
 
 def loadable(stored: Stored, keyring: Keyring) -> None:

@@ -36,7 +36,9 @@ Matching details the contract leaves open:
   body; `explain()` names the first that did not match.
 
 Cost (this runs on every request, for up to hundreds of rules): all path
-patterns of a scope are searched in one RE2::Set pass, and a request only
+patterns of a scope are searched in one RE2::Set pass (every path form —
+prefix, glob, full-match regex, search pattern — is one RE2 pattern there:
+rr_addon.config.paths_schema), and a request only
 considers rules whose path matched (or that have no path, or an `absent` one),
 pre-selected by method. Every other pattern is grouped with the patterns of
 other rules on the same subject (one header, one JSON path, the header names,

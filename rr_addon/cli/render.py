@@ -48,7 +48,7 @@ def errors_text(errors: Iterable[ConfigError]) -> Text:
 
 def warnings_text(warnings: Iterable[ConfigError]) -> Text:
     """Like errors_text, for configurations rr accepts but that do nothing (rr_addon.config.validate.warnings)
-    or probably do not mean what they say (rr_addon.config.lint)."""
+    or probably do not mean what they say (rr_addon.config.path_warnings)."""
     text = Text()
     for w in warnings:
         where = w.file + (f":{w.line}" if w.line else "")

@@ -3,7 +3,7 @@ host within a proxy. Pure: returns errors, never raises or writes."""
 
 from __future__ import annotations
 
-from rr_addon.config.lint import path_warnings
+from rr_addon.config.path_warnings import path_warnings
 from rr_addon.config.load import ConfigError, Source
 from rr_addon.config.schema import Config
 from rr_addon.core.hosts import HostIndex, parse_host_pattern

@@ -176,6 +176,15 @@ class RR:
             "Also the largest event of a text/event-stream a meter reads (larger: the response is unmeasured).",
         )
         loader.add_option(
+            "rr_proxy_auth_challenge",
+            bool,
+            False,
+            'Answer a CONNECT that carries no Proxy-Authorization with 407 and Proxy-Authenticate: Basic realm="rr", '
+            "for clients that send proxy credentials only when challenged (Java, curl --proxy-anyauth, git's default "
+            "proxyAuthMethod). Callers that cannot set proxy credentials (an rr key in Authorization or X-RR-Authorization "
+            "inside the tunnel) then need a listener without it (docs/clients.md).",
+        )
+        loader.add_option(
             "rr_inspect_limit",
             int,
             1024 * 1024,
@@ -377,6 +386,8 @@ class RR:
         snap = self.snapshot
         if snap is not None and flow.request.port not in snap.connect_ports:
             self.answer(flow, Decision.deny("unknown-target", reasons.CONNECT_PORT_NOT_ALLOWED))
+        elif not values and ctx.options.rr_proxy_auth_challenge:
+            self.answer(flow, dataclasses.replace(Decision.deny("unauthenticated", reasons.PROXY_AUTH_CHALLENGE), status=407))
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Refuse connections no governed request asked for, and (unless the

@@ -8,6 +8,7 @@ ALLOWED = "all scopes allow"
 
 # 401 unauthenticated
 NO_CREDENTIAL = "no caller credential presented"
+PROXY_AUTH_CHALLENGE = "no proxy credential on the CONNECT (this proxy challenges for one)"
 MALFORMED_CREDENTIAL = "malformed caller credential"
 AMBIGUOUS_CREDENTIAL = "conflicting caller credentials"
 UNKNOWN_CREDENTIAL = "caller credential matches no proxy credential"

@@ -270,3 +270,134 @@ def test_wget_with_lower_case_proxy_variables(proxy, site, tmp_path):
     data = (tmp_path / "out.bin").read_bytes()
     assert len(data) == len(site.download) and sha256(data) == sha256(site.download)
     injected_only(proxy.tools, before)
+
+
+# ---------------------------------------------------------------------------- proxy authentication
+
+
+@pytest.fixture(scope="module")
+def challenging(tmp_path_factory, servers, pki):
+    """rr with rr_proxy_auth_challenge: a CONNECT without Proxy-Authorization gets 407."""
+    home = _home(tmp_path_factory, servers, "rr-challenge")
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, args=["--set", "rr_proxy_auth_challenge=true"]) as p:
+        p.tools, p.strict = servers
+        p.env_file = home / "rr-env.sh"
+        p.env_file.write_text(rr_env(home, p.port))
+        yield p
+
+
+def test_curl_proxy_anyauth_answers_the_407(challenging, site, tmp_path):
+    url = f"https://127.0.0.1:{challenging.tools.port}/files/download.bin"
+    r = tool(challenging, f"curl -v -sS --fail --proxy-anyauth -o out.bin {url}", tmp_path)
+    assert "< HTTP/1.1 407 Proxy Authentication Required (rr unauthenticated: no proxy credential" in r.stderr
+    assert '< proxy-authenticate: Basic realm="rr"' in r.stderr and "> Proxy-Authorization: Basic " in r.stderr
+    assert sha256((tmp_path / "out.bin").read_bytes()) == sha256(site.download)
+
+
+def test_git_with_its_default_proxy_auth_method(challenging, site, tmp_path):
+    # libcurl's "anyauth" (git's default) sends the CONNECT without credentials and waits for a challenge
+    url = f"https://127.0.0.1:{challenging.tools.port}/git/repo.git"
+    tool(challenging, f"unset GIT_HTTP_PROXY_AUTHMETHOD; git clone -q {url} clone", tmp_path)
+    assert (tmp_path / "clone" / "big.bin").read_bytes() == site.blob
+
+
+def test_connect_without_credentials_gets_a_json_407(challenging):
+    with httpx.Client(proxy=f"http://127.0.0.1:{challenging.port}", verify=False, timeout=10) as c:
+        with pytest.raises(httpx.ProxyError, match="407"):
+            # in-band channels need a listener without the challenge (docs/clients.md)
+            c.get(f"https://127.0.0.1:{challenging.tools.port}/files/download.bin", headers={"X-RR-Authorization": KEY})
+    import socket
+
+    with socket.create_connection(("127.0.0.1", challenging.port), timeout=10) as s:
+        s.sendall(f"CONNECT 127.0.0.1:{challenging.tools.port} HTTP/1.1\r\nHost: 127.0.0.1:{challenging.tools.port}\r\n\r\n".encode())
+        raw = b""
+        while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 407 ")
+    assert b'\r\nproxy-authenticate: Basic realm="rr"' in head
+    import json
+
+    doc = json.loads(body)
+    assert doc["error"]["code"] == "unauthenticated" and doc["message"].startswith("rr unauthenticated: no proxy credential")
+
+
+def _java(tmp_path, proxy, url: str, user: str, password: str):
+    src = tmp_path / "Fetch.java"
+    src.write_text(JAVA_FETCH)
+    store = tmp_path / "trust.p12"
+    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "rr", "-file", str(proxy.ca), "-keystore", str(store),
+                    "-storetype", "PKCS12", "-storepass", "changeit"], check=True, capture_output=True)
+    cmd = ["java", "-Djdk.http.auth.tunneling.disabledSchemes=", f"-Djavax.net.ssl.trustStore={store}",
+           "-Djavax.net.ssl.trustStorePassword=changeit", str(src), "127.0.0.1", str(proxy.port), user, password, url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+JAVA_FETCH = """
+import java.net.*;
+import java.net.http.*;
+import java.security.MessageDigest;
+import java.util.HexFormat;
+
+public class Fetch {
+    public static void main(String[] a) throws Exception {
+        String user = a[2], pass = a[3];
+        HttpClient c = HttpClient.newBuilder()
+            .proxy(ProxySelector.of(new InetSocketAddress(a[0], Integer.parseInt(a[1]))))
+            .authenticator(new Authenticator() {
+                protected PasswordAuthentication getPasswordAuthentication() {
+                    return getRequestorType() == RequestorType.PROXY ? new PasswordAuthentication(user, pass.toCharArray()) : null;
+                }
+            })
+            .build();
+        HttpResponse<byte[]> r = c.send(HttpRequest.newBuilder(URI.create(a[4])).build(), HttpResponse.BodyHandlers.ofByteArray());
+        System.out.println(r.statusCode() + " " + r.body().length + " " + HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(r.body())));
+    }
+}
+"""
+
+
+def test_java_http_client_answers_the_407(challenging, site, tmp_path):
+    if shutil.which("java") is None or shutil.which("keytool") is None:
+        _require_tools_named("java", "keytool")
+    url = f"https://127.0.0.1:{challenging.tools.port}/files/download.bin"
+    r = _java(tmp_path, challenging, url, "ci", KEY)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["200", str(len(site.download)), sha256(site.download)]
+
+
+def _require_tools_named(*names: str) -> None:
+    message = f"client tools not installed: {', '.join(names)}"
+    if os.environ.get("RR_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " (RR_REQUIRE_SERVICES=1: .ci/run installs them)")
+    pytest.skip(message)
+
+
+def test_git_key_in_the_remote_url_answers_rrs_401(proxy, site, tmp_path):
+    # no proxy credential at all: rr's 401 carries WWW-Authenticate, so git sends the URL's user:key (Basic)
+    url = f"https://ci:{KEY}@127.0.0.1:{proxy.tools.port}/git/repo.git"
+    bare_proxy = f"http://127.0.0.1:{proxy.port}"
+    tool(proxy, f"export https_proxy={bare_proxy} HTTPS_PROXY={bare_proxy}; git clone -q {url} clone", tmp_path)
+    assert (tmp_path / "clone" / "big.bin").read_bytes() == site.blob
+
+
+def test_rrs_401_challenges_and_says_why_in_one_field(proxy):
+    verify = ssl.create_default_context(cafile=str(proxy.ca))
+    with httpx.Client(proxy=f"http://127.0.0.1:{proxy.port}", verify=verify, timeout=10) as c:
+        r = c.get(f"https://127.0.0.1:{proxy.tools.port}/files/download.bin")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == 'Basic realm="rr"'
+        doc = r.json()
+        assert set(doc["error"]) == {"code", "message", "request_id"} and doc["error"]["code"] == "unauthenticated"
+        assert doc["message"] == f"rr unauthenticated: {doc['error']['message']}"
+        assert r.reason_phrase.startswith("Unauthorized (rr unauthenticated: no caller credential presented")
+        # the in-band channel still works on a listener without the challenge
+        r = c.get(f"https://127.0.0.1:{proxy.tools.port}/files/download.bin", headers={"X-RR-Authorization": KEY})
+        assert r.status_code == 200 and sha256(r.content) == sha256(proxy_site_download(proxy))
+
+
+def proxy_site_download(proxy) -> bytes:
+    return proxy.tools.server.RequestHandlerClass.site.files["/files/download.bin"]

@@ -246,6 +246,8 @@ def test_env_prints_what_a_workload_needs(home):
     for var in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NPM_CONFIG_CAFILE"):
         assert f"export {var}={bundle}\n" in r.output
     assert f"export NODE_EXTRA_CA_CERTS={ca}\n" in r.output
+    assert f"export WGETRC={home / 'certs' / 'rr-wgetrc'}\n" in r.output
+    assert (home / "certs" / "rr-wgetrc").read_text().endswith(f"ca_certificate = {bundle}\n")
     text = bundle.read_text()
     assert text.endswith(ca.read_text()) and text.count("BEGIN CERTIFICATE") > 10
     for line in ("NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1", "GIT_HTTP_PROXY_AUTHMETHOD=basic", "NODE_USE_ENV_PROXY=1"):

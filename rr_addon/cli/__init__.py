@@ -232,7 +232,8 @@ def env(
     user = getattr(c, "username", None) or proxy
     ca = settings.confdir() / "mitmproxy-ca-cert.pem"
     bundle = envvars.write_bundle(ca, settings.confdir())
-    variables, more = envvars.client_environment(f"http://{user}:{secret}@{listen}", ca, bundle, no_proxy)
+    wgetrc = envvars.write_wgetrc(bundle or ca, settings.confdir())
+    variables, more = envvars.client_environment(f"http://{user}:{secret}@{listen}", ca, bundle, no_proxy, wgetrc)
     print(render.env_lines(variables, notes + more))
 
 

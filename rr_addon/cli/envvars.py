@@ -9,6 +9,7 @@ from pathlib import Path
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_NO_PROXY = "localhost,127.0.0.1,::1"
 BUNDLE_NAME = "rr-ca-bundle.pem"
+WGETRC_NAME = "rr-wgetrc"
 # Where Debian/Ubuntu, Fedora/RHEL, Alpine and openSUSE keep the system bundle.
 SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",
@@ -55,7 +56,18 @@ def write_bundle(ca: Path, directory: Path) -> Path | None:
     return bundle
 
 
-def client_environment(proxy_url: str, ca: Path, bundle: Path | None, no_proxy: str) -> tuple[dict[str, str], list[str]]:
+def write_wgetrc(trust: Path, directory: Path) -> Path:
+    """wget has no CA variable (GnuTLS builds ignore SSL_CERT_FILE): a wgetrc naming the bundle."""
+    wgetrc = directory / WGETRC_NAME
+    text = f"# written by rr env: wget trusts rr's CA through this file (WGETRC)\nca_certificate = {trust}\n"
+    if not wgetrc.exists() or wgetrc.read_text() != text:
+        wgetrc.write_text(text)
+    return wgetrc
+
+
+def client_environment(
+    proxy_url: str, ca: Path, bundle: Path | None, no_proxy: str, wgetrc: Path | None = None
+) -> tuple[dict[str, str], list[str]]:
     """(variables, notes) for git, curl, wget, pip/requests/httpx, npm/Node, Go; Java gets a note."""
     trust = bundle or ca
     notes = [
@@ -79,6 +91,8 @@ def client_environment(proxy_url: str, ca: Path, bundle: Path | None, no_proxy: 
         "PIP_CERT": str(trust),
         "NPM_CONFIG_CAFILE": str(trust),  # npm's cafile wins over NODE_EXTRA_CA_CERTS
         "NODE_EXTRA_CA_CERTS": str(ca),  # added to Node's built-in CAs
-        "NODE_USE_ENV_PROXY": "1",  # Node >= 22.?: fetch and https honour HTTPS_PROXY (older Node ignores it)
+        "NODE_USE_ENV_PROXY": "1",  # Node 24, and 22 from 22.21: fetch and https honour HTTPS_PROXY (older Node ignores it)
     }
+    if wgetrc is not None:
+        variables["WGETRC"] = str(wgetrc)  # instead of ~/.wgetrc
     return variables, notes

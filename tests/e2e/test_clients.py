@@ -265,11 +265,36 @@ def test_curl_with_curl_ca_bundle(proxy, site, tmp_path):
 def test_wget_with_lower_case_proxy_variables(proxy, site, tmp_path):
     before = len(proxy.tools.seen)
     url = f"https://127.0.0.1:{proxy.tools.port}/files/download.bin"
-    # wget has no CA variable: --ca-certificate (or ca_certificate in .wgetrc); the proxy comes from https_proxy
-    tool(proxy, f'unset HTTPS_PROXY HTTP_PROXY; wget -q --ca-certificate="$SSL_CERT_FILE" -O out.bin {url}', tmp_path)
+    # wget reads only https_proxy, and its CA only from a wgetrc (WGETRC, written by rr env)
+    tool(proxy, f"unset HTTPS_PROXY HTTP_PROXY; wget -q -O out.bin {url}", tmp_path)
     data = (tmp_path / "out.bin").read_bytes()
     assert len(data) == len(site.download) and sha256(data) == sha256(site.download)
     injected_only(proxy.tools, before)
+
+
+PYTHON_CLIENTS = """
+import hashlib, sys
+import httpx, requests
+url = sys.argv[1]
+a = requests.get(url, timeout=30)  # REQUESTS_CA_BUNDLE, HTTPS_PROXY
+b = httpx.get(url, timeout=30)  # SSL_CERT_FILE, HTTPS_PROXY (trust_env)
+print(a.status_code, b.status_code, hashlib.sha256(a.content).hexdigest(), hashlib.sha256(b.content).hexdigest())
+"""
+
+
+def test_python_requests_and_httpx(proxy, site, tmp_path):
+    before = len(proxy.tools.seen)
+    (tmp_path / "fetch.py").write_text(PYTHON_CLIENTS)
+    url = f"https://127.0.0.1:{proxy.tools.port}/files/download.bin"
+    r = tool(proxy, f"{sys.executable} fetch.py {url}", tmp_path)
+    digest = sha256(site.download)
+    assert r.stdout.split() == ["200", "200", digest, digest]
+    injected_only(proxy.tools, before)
+
+
+def test_export_keeps_allow_encoded_slashes(proxy):
+    exported = rr_cli(proxy.home, "export").output
+    assert exported.count("allow_encoded_slashes: true") == 1
 
 
 # ---------------------------------------------------------------------------- proxy authentication

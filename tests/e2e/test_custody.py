@@ -410,3 +410,25 @@ def test_a_flow_replayed_in_mitmweb_is_decided_again(web, upstream, edit):
     assert audited(web, flow_id, 1) == [(200, None)]
     assert audited(web, f"{flow_id}/replay-1", 1) == [(401, "unauthenticated")]  # the replay has its own record
     assert not any(rq.path.startswith("/anything/replayed") for rq in upstream.received)
+
+
+@pytest.mark.parametrize("size", [10, 20_000])  # the small body is decided at requestheaders, the large one read whole (rule)
+def test_expect_100_continue_is_not_taken_for_a_change(proxy, upstream, size):
+    """mitmproxy answers `Expect: 100-continue` itself and removes the header after rr decided."""
+    marker = uuid.uuid4().hex
+    body = json.dumps({"model": "fine", "pad": "p" * size}).encode()
+    with tunnel(proxy, f"127.0.0.1:{proxy.upstream_port}", None) as tls:
+        head = (
+            f"POST /anything/expect HTTP/1.1\r\nHost: 127.0.0.1:{proxy.upstream_port}\r\nx-marker: {marker}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nexpect: 100-continue\r\n\r\n"
+        )
+        tls.sendall(head.encode())
+        interim = tls.recv(64)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        tls.sendall(body)
+        resp = http.client.HTTPResponse(tls)
+        resp.begin()
+        resp.read()
+    assert resp.status == 200
+    (got,) = forwarded(upstream, marker)
+    assert got.body == body and got.header("expect") is None

@@ -43,7 +43,9 @@ def error_message(decision: Decision) -> str:
         msg += f" ({decision.scope})"
     if decision.detail:
         msg += f": {decision.detail}"
-    if decision.code == "unauthenticated":
+    if decision.status == 407:
+        msg += "; present an rr credential in Proxy-Authorization (the proxy URL's user:key)"
+    elif decision.code == "unauthenticated":
         msg += "; present an rr credential in Proxy-Authorization, X-RR-Authorization or Authorization"
     return msg
 

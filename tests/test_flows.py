@@ -21,5 +21,6 @@ def test_401_challenges_407_asks_the_proxy_credential_and_body_keeps_the_contrac
     assert doc["message"] == "rr unauthenticated: " + doc["error"]["message"]
     r = decision_response(dataclasses.replace(Decision.deny("unauthenticated", "x"), status=407), "id-2")
     assert (r.status_code, r.headers["proxy-authenticate"], "www-authenticate" in r.headers) == (407, 'Basic realm="rr"', False)
+    assert json.loads(r.content)["error"]["message"] == "x; present an rr credential in Proxy-Authorization (the proxy URL's user:key)"
     r = decision_response(Decision.deny("access-denied", "denied by rule"), "id-3")
     assert "www-authenticate" not in r.headers and r.reason == "Forbidden (rr access-denied: denied by rule)"

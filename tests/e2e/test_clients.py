@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -319,6 +320,22 @@ def test_curl_proxy_anyauth_answers_the_407(challenging, site, tmp_path):
     assert sha256((tmp_path / "out.bin").read_bytes()) == sha256(site.download)
 
 
+def test_plain_http_through_the_proxy_is_challenged_too(challenging, tmp_path):
+    # absolute-form http:// requests carry Proxy-Authorization themselves: 407 without it, then the credential is sent
+    url = f"http://127.0.0.1:{challenging.tools.port}/files/download.bin"
+    r = tool(challenging, f"curl -v -sS --proxy-anyauth -o body.json -w '%{{http_code}}' {url}", tmp_path)
+    assert "< HTTP/1.1 407 Proxy Authentication Required (rr unauthenticated: no caller credential presented" in r.stderr
+    assert "> Proxy-Authorization: Basic " in r.stderr
+    # authenticated now, and refused for the scheme (the target is https only), not for the credential
+    assert r.stdout == "403" and '"code": "unknown-target"' in (tmp_path / "body.json").read_text()
+    r = tool(challenging, f"curl -sS -o /dev/null -w '%{{http_code}}' --noproxy '' -x http://127.0.0.1:{challenging.port} {url}", tmp_path)
+    assert r.stdout == "407"
+    # a CONNECT that carries a credential, even a wrong one, is accepted: the readable 401 comes inside the tunnel
+    with socket.create_connection(("127.0.0.1", challenging.port), timeout=10) as s:
+        s.sendall(f"CONNECT 127.0.0.1:{challenging.tools.port} HTTP/1.1\r\nProxy-Authorization: Basic Y2k6d3Jvbmc=\r\n\r\n".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+
+
 def test_git_with_its_default_proxy_auth_method(challenging, site, tmp_path):
     # libcurl's "anyauth" (git's default) sends the CONNECT without credentials and waits for a challenge
     url = f"https://127.0.0.1:{challenging.tools.port}/git/repo.git"
@@ -331,7 +348,6 @@ def test_connect_without_credentials_gets_a_json_407(challenging):
         with pytest.raises(httpx.ProxyError, match="407"):
             # in-band channels need a listener without the challenge (docs/clients.md)
             c.get(f"https://127.0.0.1:{challenging.tools.port}/files/download.bin", headers={"X-RR-Authorization": KEY})
-    import socket
 
     with socket.create_connection(("127.0.0.1", challenging.port), timeout=10) as s:
         s.sendall(f"CONNECT 127.0.0.1:{challenging.tools.port} HTTP/1.1\r\nHost: 127.0.0.1:{challenging.tools.port}\r\n\r\n".encode())

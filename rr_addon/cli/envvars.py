@@ -91,7 +91,7 @@ def client_environment(
         "PIP_CERT": str(trust),
         "NPM_CONFIG_CAFILE": str(trust),  # npm's cafile wins over NODE_EXTRA_CA_CERTS
         "NODE_EXTRA_CA_CERTS": str(ca),  # added to Node's built-in CAs
-        "NODE_USE_ENV_PROXY": "1",  # Node 24, and 22 from 22.21: fetch and https honour HTTPS_PROXY (older Node ignores it)
+        "NODE_USE_ENV_PROXY": "1",  # Node 22.21+/24+: fetch (and http/https from 24.5) honour HTTPS_PROXY; older Node ignores it
     }
     if wgetrc is not None:
         variables["WGETRC"] = str(wgetrc)  # instead of ~/.wgetrc

@@ -18,6 +18,7 @@ import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.upstream import RawListener
 
 from pathlib import Path
 
@@ -49,25 +50,14 @@ DNS = {
 }
 
 
-class Sink:
+class Sink(RawListener):
     """Counts connections that a faulty rr would have sent to a non-loopback address."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.count = 0
-        threading.Thread(target=self.serve, daemon=True).start()
+    count = 0
 
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.count += 1
-            conn.close()
+    def one(self, conn):
+        self.count += 1
+        conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from mitmproxy import command, ctx, exceptions, flow, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
+from mitmproxy.proxy.mode_specs import RegularMode
 
 from rr_addon import audit, flows, metrics, settings, wire
 from rr_addon.identities import Identities, UpstreamTokenError
@@ -77,10 +78,11 @@ class ClientState:
     """What rr remembers about one client connection. (A plain class: mitmproxy
     loads this file as a script module, where dataclasses cannot resolve it.)"""
 
-    __slots__ = ("tunnel_authorization", "connect_policy", "refusals")
+    __slots__ = ("tunnel_authorization", "tunnel", "connect_policy", "refusals")
 
     def __init__(self) -> None:
         self.tunnel_authorization: tuple[str, ...] = ()
+        self.tunnel = False  # a CONNECT opened a tunnel on this connection
         # (host, port) -> whether connections it opens may reach private addresses
         self.connect_policy: dict[tuple[str, int], bool] = {}
         self.refusals: dict[tuple[str, int], Decision] = {}
@@ -176,6 +178,16 @@ class RR:
             16 * 1024 * 1024,
             "Largest response body (bytes, after decoding) rr buffers to filter, redact or meter; larger is 502 response-too-large. "
             "Also the largest event of a text/event-stream a meter reads (larger: the response is unmeasured).",
+        )
+        loader.add_option(
+            "rr_proxy_auth_challenge",
+            bool,
+            False,
+            "Answer a CONNECT that carries no Proxy-Authorization (and a plain-http proxied request without any credential) "
+            'with 407 and Proxy-Authenticate: Basic realm="rr", '
+            "for clients that send proxy credentials only when challenged (Java, curl --proxy-anyauth, git's default "
+            "proxyAuthMethod). Callers that cannot set proxy credentials (an rr key in Authorization or X-RR-Authorization "
+            "inside the tunnel) then need a listener without it (docs/clients.md).",
         )
         loader.add_option(
             "rr_inspect_limit",
@@ -375,10 +387,13 @@ class RR:
         values = tuple(flow.request.headers.get_all("proxy-authorization"))
         if values:
             del flow.request.headers["proxy-authorization"]
-        self._client(flow.client_conn.id).tunnel_authorization = values
+        state = self._client(flow.client_conn.id)
+        state.tunnel_authorization, state.tunnel = values, True
         snap = self.snapshot
         if snap is not None and flow.request.port not in snap.connect_ports:
             self.answer(flow, Decision.deny("unknown-target", reasons.CONNECT_PORT_NOT_ALLOWED))
+        elif not values and ctx.options.rr_proxy_auth_challenge:
+            self.answer(flow, dataclasses.replace(Decision.deny("unauthenticated", reasons.PROXY_AUTH_CHALLENGE), status=407))
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Refuse connections no governed request asked for, and (unless the
@@ -473,6 +488,9 @@ class RR:
                 admitted = _changed(admitted)
         flows.strip_headers(flow.request, admitted.strip_headers)
         if isinstance(admitted, Outcome):
+            if admitted.decision.reason == reasons.NO_CREDENTIAL and ctx.options.rr_proxy_auth_challenge and self._proxied_plain_http(flow, client):
+                # the plain-HTTP form of the CONNECT challenge: the client sends its proxy credential on the retry
+                admitted = dataclasses.replace(admitted, decision=dataclasses.replace(admitted.decision, status=407))
             self.conclude(flow, admitted, snap)
             return
         if admitted.path.target != flow.request.path:
@@ -497,6 +515,11 @@ class RR:
             length = flow.request.headers.get("content-length", "")
             if "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (length.isdigit() and int(length) > STREAM_REQUESTS_OVER):
                 flow.request.stream = ByteCounter()
+
+    @staticmethod
+    def _proxied_plain_http(flow: http.HTTPFlow, client: ClientState | None) -> bool:
+        """A request sent to rr as an HTTP proxy (absolute-form), not one inside a CONNECT tunnel."""
+        return client is not None and not client.tunnel and not flow.client_conn.tls and isinstance(flow.client_conn.proxy_mode, RegularMode)
 
     async def verify_token(self, flow: http.HTTPFlow, snap: Snapshot, facts, now: float, unknown: Outcome) -> Admission | Outcome:
         """A credential no static digest matched may be a token a verifier accepts (jwt_verify, oauth2)."""

@@ -43,13 +43,25 @@ def error_message(decision: Decision) -> str:
         msg += f" ({decision.scope})"
     if decision.detail:
         msg += f": {decision.detail}"
-    if decision.code == "unauthenticated":
+    if decision.status == 407:
+        msg += "; present an rr credential in Proxy-Authorization (the proxy URL's user:key)"
+    elif decision.code == "unauthenticated":
         msg += "; present an rr credential in Proxy-Authorization, X-RR-Authorization or Authorization"
     return msg
 
 
-def error_response(code: str, message: str, request_id: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> http.Response:
-    body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id}}).encode()
+# Clients that show one field of an error: a top-level "message" string (beside
+# CONTRACT §8's "error" object) and, over HTTP/1, the reason phrase (npm prints
+# only the status line and `error`, which it stringifies as "[object Object]").
+REALM = 'Basic realm="rr"'
+_REASON_MAX = 200
+
+
+def error_response(
+    code: str, message: str, request_id: str, extra_headers: tuple[tuple[str, str], ...] = (), status: int | None = None
+) -> http.Response:
+    status = status or STATUS[code]
+    body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id}, "message": f"rr {code}: {message}"}).encode()
     headers = http.Headers(
         [
             *((k.encode(), v.encode()) for k, v in JSON_HEADERS),
@@ -58,12 +70,25 @@ def error_response(code: str, message: str, request_id: str, extra_headers: tupl
             *((k.encode(), v.encode()) for k, v in extra_headers),
         ]
     )
-    return http.Response.make(STATUS[code], body, headers)
+    response = http.Response.make(status, body, headers)
+    response.reason = reason_phrase(response.reason, code, message)
+    return response
+
+
+def reason_phrase(standard: str, code: str, message: str) -> str:
+    """'Forbidden (rr access-denied: …)', printable ASCII only (the message may quote a host or path)."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in f"{standard} (rr {code}: {message}")
+    return (text[: _REASON_MAX - 4] + "...)") if len(text) > _REASON_MAX - 1 else text + ")"
 
 
 def decision_response(decision: Decision, request_id: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> http.Response:
     assert decision.code is not None
-    return error_response(decision.code, error_message(decision), request_id, extra_headers)
+    if decision.status == 401:
+        # a client that holds the rr key as its server credential (git, pip with a URL's user:key) sends it when challenged
+        extra_headers = (("www-authenticate", REALM), *extra_headers)
+    elif decision.status == 407:
+        extra_headers = (("proxy-authenticate", REALM), *extra_headers)
+    return error_response(decision.code, error_message(decision), request_id, extra_headers, decision.status)
 
 
 def name_the_target(request: http.Request) -> None:

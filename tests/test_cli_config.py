@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rr_addon.cli import app
 from rr_addon.crypto import Keyring, master_keys
-from rr_addon.store import config_store
+from rr_addon.store import config_store, dataplanes
 from rr_addon.store.db import make_engine
 
 UPSTREAM = "sk_live_upstream_secret_123"
@@ -240,10 +240,39 @@ def test_env_prints_what_a_workload_needs(home):
     r = rr("env", "--proxy", "billing", "--credential", "agent-1")
     assert r.exit_code == 0
     ca = home / "certs" / "mitmproxy-ca-cert.pem"
-    assert "export HTTPS_PROXY=http://billing:${AGENT1_KEY}@127.0.0.1:8080" in r.output
-    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
-        assert f"export {var}={ca}" in r.output
+    bundle = home / "certs" / "rr-ca-bundle.pem"
+    url = "http://billing:${AGENT1_KEY}@127.0.0.1:8080"
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert f"export {var}={url}\n" in r.output
+    assert "# no running rr data plane found: assuming 127.0.0.1:8080" in r.output
+    # variables that replace a client's trust store get the system CAs plus rr's; Node's adds to its own
+    for var in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NPM_CONFIG_CAFILE"):
+        assert f"export {var}={bundle}\n" in r.output
+    assert f"export NODE_EXTRA_CA_CERTS={ca}\n" in r.output
+    assert f"export WGETRC={home / 'certs' / 'rr-wgetrc'}\n" in r.output
+    assert (home / "certs" / "rr-wgetrc").read_text().endswith(f"ca_certificate = {bundle}\n")
+    text = bundle.read_text()
+    assert text.endswith(ca.read_text()) and text.count("BEGIN CERTIFICATE") > 10
+    for line in ("NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1", "GIT_HTTP_PROXY_AUTHMETHOD=basic", "NODE_USE_ENV_PROXY=1"):
+        assert f"export {line}\n" in r.output
     r = rr("env", "--proxy", "billing", "--credential", "ci")
     assert "http://ci:<secret>@127.0.0.1:8080" in r.output and "literal-ci-pw" not in r.output
     r = rr("env", "--proxy", "billing", "--credential", "nope")
     assert r.exit_code == 1 and "has no credential 'nope'" in r.output
+
+
+def test_env_prints_where_the_running_proxy_listens(home):
+    rr("init")
+    rr("apply", "-f", str(policy(home)))
+    engine = make_engine(None)
+    dataplanes.register(engine, "plane-a", listen="127.0.0.1:28080", config_version=1)
+    r = rr("env", "--proxy", "billing", "--credential", "agent-1", "--no-proxy", "")
+    assert "export HTTPS_PROXY=http://billing:${AGENT1_KEY}@127.0.0.1:28080\n" in r.output
+    assert "export NO_PROXY=\n" in r.output and "no running rr data plane" not in r.output
+    r = rr("env", "--proxy", "billing", "--credential", "agent-1", "--listen", "10.1.2.3:3128")
+    assert "export https_proxy=http://billing:${AGENT1_KEY}@10.1.2.3:3128\n" in r.output
+    dataplanes.register(engine, "plane-b", listen="0.0.0.0:3129", config_version=1)
+    dataplanes.unregister(engine, "plane-a")
+    r = rr("env", "--proxy", "billing", "--credential", "agent-1")
+    assert "export HTTPS_PROXY=http://billing:${AGENT1_KEY}@127.0.0.1:3129\n" in r.output
+    assert "# rr listens on every address (0.0.0.0:3129)" in r.output

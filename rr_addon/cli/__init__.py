@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from rr_addon import settings
-from rr_addon.cli import render
+from rr_addon.cli import envvars, render
 from rr_addon.config.load import ConfigErrors
 from rr_addon.core.terminal import printable
 from rr_addon.crypto import Keyring, MasterKeyError, create_key_file, master_keys
@@ -266,9 +266,14 @@ def run(
 def env(
     proxy: str = typer.Option(..., "--proxy", help="Proxy name."),
     credential: str = typer.Option(..., "--credential", help="Proxy credential name."),
-    listen: str = typer.Option("127.0.0.1:8080", "--listen", help="host:port the proxy listens on."),
+    listen: Optional[str] = typer.Option(
+        None, "--listen", help="host:port the proxy listens on (default: where a running data plane listens, else 127.0.0.1:8080)."
+    ),
+    no_proxy: str = typer.Option(
+        envvars.DEFAULT_NO_PROXY, "--no-proxy", help="Hosts clients reach directly, not through rr (NO_PROXY; empty: none)."
+    ),
 ) -> None:
-    """Print the environment a workload needs to go through rr."""
+    """Print the environment a workload needs to go through rr (git, curl, wget, pip, Python, npm, Node, Go; see docs/clients.md)."""
     engine, keyring = _store()
     stored = _read_stored(engine, keyring)
     p = next((p for p in stored.config.proxies if p.name == proxy), None)
@@ -284,17 +289,19 @@ def env(
     else:
         secret = "<secret>"
         notes.append(f"replace <secret> with the secret of {proxy}/{credential} (rr stores only a digest of it)")
+    if listen is None:
+        from rr_addon.store import dataplanes
+
+        live = [p.listen for p in dataplanes.list_planes(engine) if not p.stale and p.listen]
+        listen, note = envvars.listen_from_planes(live)
+        if note:
+            notes.append(note)
     user = getattr(c, "username", None) or proxy
     ca = settings.confdir() / "mitmproxy-ca-cert.pem"
-    url = f"http://{user}:{secret}@{listen}"
-    variables = {
-        "HTTPS_PROXY": url,
-        "HTTP_PROXY": url,
-        "SSL_CERT_FILE": str(ca),
-        "REQUESTS_CA_BUNDLE": str(ca),
-        "NODE_EXTRA_CA_CERTS": str(ca),
-    }
-    print(render.env_lines(variables, notes))
+    bundle = envvars.write_bundle(ca, settings.confdir())
+    wgetrc = envvars.write_wgetrc(bundle or ca, settings.confdir())
+    variables, more = envvars.client_environment(f"http://{user}:{secret}@{listen}", ca, bundle, no_proxy, wgetrc)
+    print(render.env_lines(variables, notes + more))
 
 
 @app.command()

@@ -243,6 +243,7 @@ FIELDS: dict[str, str] = {
     "Target.default_effect": "The target scope's effect when none of its rules matches.",
     "Target.allow_private_addresses": "Let the host resolve to loopback, private, CGNAT or link-local addresses; otherwise such a connection is refused (403), against SSRF.",
     "Target.allow_path_parameters": "Accept `;` parameters in path segments; otherwise refused with 400 (frameworks that strip `;x` would route elsewhere than the rules saw).",
+    "Target.allow_encoded_slashes": "Accept `%2F` within a path segment (npm's `@scope%2fname`, GitLab's `group%2Frepo`); rules and the upstream see it upper-case as a literal, never a separator, and `.`/`..` between encoded slashes stay refused. Otherwise refused with 400.",
     "Target.caller_headers": "Extra request headers that may carry a caller credential (e.g. an SDK's `x-api-key`); removed before forwarding.",
     "Target.credentials": "The upstream secrets of this target.",
     "Target.rules": "The target scope's rules.",

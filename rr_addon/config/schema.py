@@ -113,6 +113,7 @@ class Target(Model):
     default_effect: Effect = "allow"
     allow_private_addresses: bool = False
     allow_path_parameters: bool = False  # `;` parameters in path segments (refused otherwise, CONTRACT §11)
+    allow_encoded_slashes: bool = False  # `%2F` kept as a literal within a segment (refused otherwise)
     caller_headers: list[str] = Field(default_factory=list)
     credentials: list[TargetCredential] = Field(default_factory=list)
     rules: RuleList = Field(default_factory=list)

@@ -22,6 +22,7 @@ from rr_addon.core.addresses import names_other_host, sni_names_other_host
 from rr_addon.core.bodies import JsonNumber, reject_constant
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented, parse_value
 from rr_addon.core.digests import basic_digest, same, token_digest
+from rr_addon.core import paths
 from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.core.rules import RuleRequest, ScopeRules, ScopeTrace
@@ -162,9 +163,10 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
     cred = target.credentials.get(cred_name) if cred_name is not None else None
     proxy = snap.proxies[caller.proxy]
     try:
-        path = canonicalize(facts.path)
+        path = canonicalize(facts.path, encoded_slashes=target.allow_encoded_slashes)
     except PathError as e:
-        return Outcome(Decision.deny("invalid-request", e.reason), identity, Route(target.name, cred_name), strip)
+        hint = reasons.ENCODED_SLASH_HINT if e.reason == paths.ENCODED_SEPARATOR and "%2f" in facts.path.lower() else None
+        return Outcome(Decision.deny("invalid-request", e.reason, detail=hint), identity, Route(target.name, cred_name), strip)
     wrong_host = other_host(facts)
     if wrong_host is not None:
         # the secret goes to the target host only: a shared front end routes by these names

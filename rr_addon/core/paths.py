@@ -15,7 +15,12 @@ Canonical form (RFC 3986 §6.2.2 syntax-based normalisation, plus):
 The query string is passed through unchanged; the caller decodes it for rules.
 
 Refused, because servers disagree on what they mean:
-- `%2F` / `%5C` (encoded separators) and a raw backslash;
+- `%2F` / `%5C` (encoded separators) and a raw backslash — except `%2F` when
+  the target opts in (`allow_encoded_slashes`, for npm's `@scope%2fname` and
+  GitLab's `group%2Frepo`): then `%2F` is kept, upper-case, as a literal
+  character *within* its segment, never a separator, and a segment whose
+  `%2F`-separated pieces include `.` or `..` is still refused (an upstream that
+  decodes `%2F` before resolving dot segments would climb);
 - a dot segment that only appears after decoding (`%2e%2e`, `.%2E`), or that
   carries parameters (`..;`, which Tomcat and friends treat as `..`);
 - `%25` followed by two hex digits in the result (double encoding: `%252e`);
@@ -40,6 +45,7 @@ from urllib.parse import unquote_to_bytes
 NOT_ABSOLUTE = "path does not start with '/'"
 INVALID_ESCAPE = "invalid percent-escape in path"
 ENCODED_SEPARATOR = "encoded '/' or '\\' in path"
+ENCODED_SLASH_DOT_SEGMENT = "dot segment between encoded slashes in path"
 BACKSLASH = "backslash in path"
 ENCODED_DOT_SEGMENT = "percent-encoded dot segment in path"
 DOT_SEGMENT_PARAMETERS = "dot segment with parameters in path"
@@ -54,6 +60,7 @@ REASONS = frozenset(
         NOT_ABSOLUTE,
         INVALID_ESCAPE,
         ENCODED_SEPARATOR,
+        ENCODED_SLASH_DOT_SEGMENT,
         BACKSLASH,
         ENCODED_DOT_SEGMENT,
         DOT_SEGMENT_PARAMETERS,
@@ -94,14 +101,15 @@ class CanonicalPath:
         return self.path if self.query is None else f"{self.path}?{self.query}"
 
 
-def canonicalize(raw: str) -> CanonicalPath:
+def canonicalize(raw: str, *, encoded_slashes: bool = False) -> CanonicalPath:
+    """`encoded_slashes`: keep `%2F` as a literal within a segment instead of refusing it."""
     path, sep, query = raw.partition("?")
     if not (_SIMPLE.fullmatch(path) and "/." not in path):
-        path = _canonical_path(path)
+        path = _canonical_path(path, encoded_slashes)
     return CanonicalPath(path or "/", query if sep else None)
 
 
-def _canonical_path(path: str) -> str:
+def _canonical_path(path: str, encoded_slashes: bool = False) -> str:
     if not path:
         return "/"
     if path[0] != "/":
@@ -109,7 +117,9 @@ def _canonical_path(path: str) -> str:
     out: list[str] = []
     trailing = False  # the result ends with "/"
     for raw_segment in path[1:].split("/"):
-        segment, encoded_dot = _segment(raw_segment)
+        segment, encoded_dot = _segment(raw_segment, encoded_slashes)
+        if encoded_slashes and "%2F" in segment and any(_PARAMS.split(piece, 1)[0] in (".", "..") for piece in segment.split("%2F")):
+            raise PathError(ENCODED_SLASH_DOT_SEGMENT)
         base = _PARAMS.split(segment, 1)[0]
         if base == "." or base == "..":
             if encoded_dot:
@@ -133,7 +143,7 @@ def _canonical_path(path: str) -> str:
     return result
 
 
-def _segment(raw: str) -> tuple[str, bool]:
+def _segment(raw: str, encoded_slashes: bool = False) -> tuple[str, bool]:
     """One segment in canonical form, and whether it decoded a '.'."""
     out: list[str] = []
     encoded_dot = False
@@ -150,6 +160,8 @@ def _segment(raw: str) -> tuple[str, bool]:
             if decoded in UNRESERVED:
                 out.append(decoded)
                 encoded_dot = encoded_dot or decoded == "."
+            elif decoded == "/" and encoded_slashes:
+                out.append("%2F")
             elif decoded == "/" or decoded == "\\":
                 raise PathError(ENCODED_SEPARATOR)
             elif byte < 0x20 or byte == 0x7F:

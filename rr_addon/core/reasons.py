@@ -8,6 +8,7 @@ ALLOWED = "all scopes allow"
 
 # 401 unauthenticated
 NO_CREDENTIAL = "no caller credential presented"
+PROXY_AUTH_CHALLENGE = "no proxy credential on the CONNECT (this proxy challenges for one)"
 MALFORMED_CREDENTIAL = "malformed caller credential"
 AMBIGUOUS_CREDENTIAL = "conflicting caller credentials"
 UNKNOWN_CREDENTIAL = "caller credential matches no proxy credential"
@@ -45,6 +46,7 @@ AUTHORITY_OTHER_HOST = "request authority (absolute-form or :authority) names an
 SNI_OTHER_HOST = "TLS server name (SNI) names another host than the request's target"
 METHOD_OVERRIDE = "request carries a method override (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override or _method)"
 PATH_PARAMETERS = "';' parameters in a path segment are not allowed for this target"
+ENCODED_SLASH_HINT = "a target that needs %2F within a segment (npm scopes, GitLab project ids) sets allow_encoded_slashes"
 BODY_NOT_JSON = "request body claims JSON but does not parse"
 BODY_FORM_AND_JSON = "request body declared as a form parses as JSON"
 BODY_JSON_REPEATED_KEY = "request body JSON repeats a key in an object"

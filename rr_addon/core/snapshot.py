@@ -45,6 +45,7 @@ class Target:
     default_effect: str
     allow_private_addresses: bool
     allow_path_parameters: bool
+    allow_encoded_slashes: bool
     caller_headers: tuple[str, ...]
     credentials: Mapping[str, TargetCredential]
     hosts: tuple[HostPattern, ...]
@@ -210,6 +211,7 @@ def compile_snapshot(
             default_effect=t.default_effect,
             allow_private_addresses=t.allow_private_addresses,
             allow_path_parameters=t.allow_path_parameters,
+            allow_encoded_slashes=t.allow_encoded_slashes,
             caller_headers=tuple(h.lower() for h in t.caller_headers),
             credentials=MappingProxyType(creds),
             hosts=patterns,

@@ -57,7 +57,7 @@ def test_good_file_loads(tmp_path):
         pytest.param("bogus: 1\n", ["F:1: bogus: unknown field 'bogus'. Valid fields: targets, proxies"], id="unknown-top-level"),
         pytest.param(
             "targets:\n  - name: t\n    hosts: [a.test]\n    colour: red\n",
-            ["F:4: targets[t].colour: unknown field 'colour'. Valid fields: name, hosts, schemes, default_effect, allow_private_addresses, allow_path_parameters, caller_headers, credentials, rules, filters, redact, validate, description"],
+            ["F:4: targets[t].colour: unknown field 'colour'. Valid fields: name, hosts, schemes, default_effect, allow_private_addresses, allow_path_parameters, allow_encoded_slashes, caller_headers, credentials, rules, filters, redact, validate, description"],
             id="unknown-field-in-target",
         ),
         pytest.param(

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rr_addon.core import reasons
+from rr_addon.core import paths, reasons
 from rr_addon.core.decide import decide
 from rr_addon.core.rules import DEFAULT_DENIES, DENIED_BY_RULE
 from rr_addon.core.types import Decision, RequestFacts
@@ -23,11 +23,17 @@ CONFIG = {
             "credentials": [{"name": "k", "kind": "api_key", "header": "X-Api-Key", "secret": "upstream-secret"}],
         },
         {"name": "matrix", "hosts": ["matrix.test"], "allow_path_parameters": True, "caller_headers": ["x-caller-key"]},
+        {
+            "name": "registry",
+            "hosts": ["registry.test"],
+            "allow_encoded_slashes": True,
+            "rules": [{"name": "no-internal-scope", "effect": "deny", "path": "^/@internal%2F"}],
+        },
     ],
     "proxies": [
         {
             "name": "agent",
-            "targets": [{"target": "api"}, {"target": "matrix"}],
+            "targets": [{"target": "api"}, {"target": "matrix"}, {"target": "registry"}],
             "credentials": [
                 {"name": "open", "auth": "api_key", "secret": "rr-open"},
                 {
@@ -89,6 +95,13 @@ CASES = [
     ("params-in-query-fine", facts(path="/v1/x?a=1;2"), ALLOWED),
     ("params-target-opts-in", facts(path="/v1/customers;x/cus_1", host="matrix.test"), ALLOWED),
     ("params-dot-segment-still-refused", facts(path="/v1/..;/admin", host="matrix.test"), invalid("dot segment with parameters in path")),
+    # c'. encoded slashes: refused (with a hint) unless the target opts in; rules see `%2F` upper-case, within the segment
+    ("slash-refused", facts(path="/@scope%2fname"), Decision.deny("invalid-request", paths.ENCODED_SEPARATOR, detail=reasons.ENCODED_SLASH_HINT)),
+    ("slash-target-opts-in", facts(path="/@scope%2fname", host="registry.test"), ALLOWED),
+    ("slash-rule-sees-canonical", facts(path="/@internal%2fsecret-pkg", host="registry.test"), Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-internal-scope")),
+    ("slash-is-no-separator", facts(path="/@internal/secret-pkg", host="registry.test"), ALLOWED),
+    ("slash-dot-segment", facts(path="/@x%2F..%2F@internal%2Fpkg", host="registry.test"), invalid(paths.ENCODED_SLASH_DOT_SEGMENT)),
+    ("backslash-still-refused", facts(path="/@x%5cy", host="registry.test"), invalid(paths.ENCODED_SEPARATOR)),
     # d. json_path rules read the body as JSON whatever its content type
     ("json-as-text-plain", facts("POST", body={"stream": True}, ctype="text/plain"), NO_STREAM),
     ("json-no-content-type", facts("POST", body={"stream": True}), NO_STREAM),

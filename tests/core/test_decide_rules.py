@@ -79,7 +79,7 @@ ALLOWED = Decision.allow(reasons.ALLOWED)
         pytest.param(facts(path="/admin/users"), denied("target", "no-admin"), id="target-scope"),
         pytest.param(facts(path="/v1/../admin/users"), denied("target", "no-admin"), id="dot-segments-resolved-before-rules"),
         pytest.param(facts(path="/v1/%2e%2e/admin"), Decision.deny("invalid-request", "percent-encoded dot segment in path"), id="encoded-dot-segment-refused"),
-        pytest.param(facts(path="/v1%2Fadmin"), Decision.deny("invalid-request", "encoded '/' or '\\' in path"), id="encoded-slash-refused"),
+        pytest.param(facts(path="/v1%2Fadmin"), Decision.deny("invalid-request", "encoded '/' or '\\' in path", detail=reasons.ENCODED_SLASH_HINT), id="encoded-slash-refused"),
         pytest.param(facts(path="//admin"), denied("target", "no-admin"), id="double-slash-collapsed"),
         pytest.param(facts(path="/%61dmin"), denied("target", "no-admin"), id="unreserved-escape-decoded"),
         pytest.param(facts(key="k3", path="/V1/CHARGES"), denied("proxy-credential", "charges"), id="proxy-credential-scope-case-insensitive"),

@@ -131,7 +131,42 @@ def test_reasons_are_fixed_sentences():
         "'#' in path",
         "path is not valid UTF-8",
         "path climbs above the root",
+        "dot segment between encoded slashes in path",
     }
+
+
+# allow_encoded_slashes: `%2F` is a literal inside its segment, one canonical (upper-case) spelling.
+ENCODED_SLASHES = [
+    ("npm-scoped", "/@scope%2fname", "/@scope%2Fname"),
+    ("npm-scoped-upper", "/@scope%2Fname", "/@scope%2Fname"),
+    ("gitlab-project", "/api/v4/projects/group%2Fsub%2Frepo/issues", "/api/v4/projects/group%2Fsub%2Frepo/issues"),
+    ("not-a-separator-for-dot-segments", "/a/b%2Fc/../d", "/a/d"),
+    ("leading-and-trailing", "/%2Fa%2F", "/%2Fa%2F"),
+    ("only-slash", "/x/%2F/y", "/x/%2F/y"),
+    ("dotdot-between", "/a/b%2F..%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
+    ("encoded-dotdot-between", "/a/b%2F%2e%2e%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
+    ("dot-between", "/a/.%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
+    ("dotdot-params-between", "/a/x%2F..;y%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
+    ("backslash-still-refused", "/a/b%5cc", PathError(paths.ENCODED_SEPARATOR)),
+    ("double-encoded-still-refused", "/a/b%252Fc", PathError(paths.DOUBLE_ENCODING)),
+]
+
+
+@pytest.mark.parametrize("raw, expected", [(r, e) for _, r, e in ENCODED_SLASHES], ids=[i for i, _, _ in ENCODED_SLASHES])
+def test_encoded_slashes_opt_in(raw, expected):
+    if isinstance(expected, PathError):
+        with pytest.raises(PathError) as info:
+            canonicalize(raw, encoded_slashes=True)
+        assert info.value.reason == expected.reason
+    else:
+        result = canonicalize(raw, encoded_slashes=True)
+        assert result.path == expected
+        assert canonicalize(result.target, encoded_slashes=True) == result
+    # without the opt-in every encoded slash is refused
+    if "%2f" in raw.lower() and "%252" not in raw.lower():
+        with pytest.raises(PathError):
+            canonicalize(raw)
+
 
 
 @pytest.mark.parametrize(
@@ -204,3 +239,16 @@ def test_encoding_unreserved_characters_changes_nothing(segments, data):
         assert canonicalize(encoded) == expected
     except PathError as e:
         assert e.reason == paths.ENCODED_DOT_SEGMENT
+
+
+@given(_PATHS)
+def test_encoded_slashes_idempotent_and_never_a_dot_segment(raw):
+    try:
+        result = canonicalize(raw, encoded_slashes=True)
+    except PathError as e:
+        assert e.reason in paths.REASONS
+        return
+    assert canonicalize(result.target, encoded_slashes=True) == result
+    for segment in result.path.split("/"):
+        assert "." not in segment.split("%2F") and ".." not in segment.split("%2F")
+    assert not re.search(r"%2f|%5[Cc]", result.path)

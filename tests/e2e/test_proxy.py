@@ -132,7 +132,8 @@ def client(proxy, secret=None, user="agent", **kw) -> httpx.Client:
 def error_of(resp) -> dict:
     assert resp.headers["content-type"] == "application/json"
     body = resp.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "request_id"}
+    assert set(body) == {"error", "message"} and set(body["error"]) == {"code", "message", "request_id"}
+    assert body["message"] == f"rr {body['error']['code']}: {body['error']['message']}"  # for clients that print one string
     assert resp.headers["rr-request-id"] == body["error"]["request_id"]
     assert resp.headers["rr-proxy-code"] == body["error"]["code"]
     return body["error"]

@@ -492,8 +492,11 @@ class RR:
         if flow.response is None:
             # Decided without the body: a large upload streams through instead of filling memory
             # (small bodies stay buffered, so mitmweb and -w can show them).
+            # A body of unknown length (chunked, or HTTP/2 and /3 without content-length) streams
+            # too: it could be any size (wire.framed_for_http1 frames it for an HTTP/1 upstream).
             length = flow.request.headers.get("content-length", "")
-            if "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (length.isdigit() and int(length) > STREAM_REQUESTS_OVER):
+            unknown = not length and (flow.request.is_http2 or flow.request.is_http3)
+            if unknown or "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (length.isdigit() and int(length) > STREAM_REQUESTS_OVER):
                 flow.request.stream = ByteCounter()
 
     async def verify_token(self, flow: http.HTTPFlow, snap: Snapshot, facts, now: float, unknown: Outcome) -> Admission | Outcome:

@@ -24,7 +24,7 @@ from mitmproxy import command, ctx, exceptions, flow, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
-from rr_addon import audit, flows, metrics, settings, wire
+from rr_addon import audit, flows, metrics, settings, timeouts, wire
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
 from rr_addon.metering import Metering
@@ -52,8 +52,8 @@ _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
 _PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
-_DEADLINE = "_rr_deadline"  # the timer that cuts off a slow upstream
-_TIMED_OUT = "_rr_timed_out"
+_WATCH = "_rr_watch"  # the timeouts.Watch of an admitted request
+_TIMED_OUT = "_rr_timed_out"  # which timeout cut the exchange off
 _DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, rules, meters), body waits excluded
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 _SEEN = "_rr_seen"  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
@@ -162,11 +162,29 @@ class RR:
             "Most simultaneous connections one client address may hold; more are closed at once (0: no limit).",
         )
         loader.add_option(
-            "rr_upstream_timeout",
+            "rr_connect_timeout",
+            int,
+            10,
+            "Seconds to open an upstream connection (TCP and TLS); then 504 upstream-timeout (0: the system's limit).",
+        )
+        loader.add_option(
+            "rr_first_byte_timeout",
             int,
             120,
-            "Seconds an upstream may take to answer a request completely; then rr cuts it off: 504 upstream-timeout "
-            "when nothing reached the caller yet (0: no limit).",
+            "Seconds an upstream may take, once the request is sent, to start its response; then 504 upstream-timeout (0: no limit).",
+        )
+        loader.add_option(
+            "rr_idle_timeout",
+            int,
+            120,
+            "Seconds without a byte in either direction while a request or response body streams; then rr cuts the "
+            "exchange off (504 upstream-timeout if nothing reached the caller yet). A response that keeps moving is never cut (0: no limit).",
+        )
+        loader.add_option(
+            "rr_upstream_timeout",
+            int,
+            -1,
+            "Deprecated: was a deadline on the whole response. A value sets rr_first_byte_timeout and rr_idle_timeout (-1: unset).",
         )
         loader.add_option(
             "rr_buffer_limit",
@@ -183,6 +201,15 @@ class RR:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "rr_upstream_timeout" in updated and ctx.options.rr_upstream_timeout >= 0:
+            old = ctx.options.rr_upstream_timeout
+            logger.warning(
+                "rr_upstream_timeout is deprecated (it cut off whole responses, even ones still streaming): "
+                "rr sets rr_first_byte_timeout=%d and rr_idle_timeout=%d from it; set those (and rr_connect_timeout) instead",
+                old,
+                old,
+            )
+            ctx.options.update(rr_first_byte_timeout=old, rr_idle_timeout=old, rr_upstream_timeout=-1)
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream on CONNECT, before rr has decided anything.
             logger.info("rr sets connection_strategy=lazy: nothing connects upstream before a decision")
@@ -393,6 +420,8 @@ class RR:
             if allow_private is None:
                 server.error = "rr refused: no governed request for this destination"
                 return
+            if ctx.options.rr_connect_timeout > 0:
+                asyncio.get_running_loop().call_later(ctx.options.rr_connect_timeout, self._connect_deadline, data.client.id, server)
             if server.tls:
                 server.sni = host  # never the caller's SNI: the certificate is checked against the target
             if allow_private:
@@ -423,6 +452,22 @@ class RR:
         except Exception:
             logger.exception("rr internal error in server_connect; refusing the connection")
             server.error = "rr internal error"
+
+    def _connect_deadline(self, client_id: str, server) -> None:
+        """rr_connect_timeout passed: a connection still without its TCP (and TLS) set-up is abandoned."""
+        if server.timestamp_end is not None or (server.timestamp_tls_setup if server.tls else server.timestamp_tcp_setup):
+            return
+        proxy = ctx.master.addons.get("proxyserver")
+        handler = proxy.connections.get(client_id) if proxy is not None else None
+        io = handler.transports.get(server) if handler is not None else None
+        if io is not None and io.handler is not None:
+            host, port = self._pinned.get(server.id, server.address)[:2]
+            detail = f"connect timeout: rr_connect_timeout is {ctx.options.rr_connect_timeout} s"
+            logger.info("rr abandons the connection to %s:%s: %s", host, port, detail)
+            state = self.clients.get(client_id)
+            if state is not None:  # the flows waiting for it are answered with this (see `error`)
+                state.refusals[(host, port)] = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=detail)
+            io.handler.cancel(f"rr: upstream {detail}")
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._unpin(data.server)
@@ -498,6 +543,7 @@ class RR:
             unknown = not length and (flow.request.is_http2 or flow.request.is_http3)
             if unknown or "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (length.isdigit() and int(length) > STREAM_REQUESTS_OVER):
                 flow.request.stream = ByteCounter()
+                self.watch(flow)  # the body streams to the upstream: idleness counts from now
 
     async def verify_token(self, flow: http.HTTPFlow, snap: Snapshot, facts, now: float, unknown: Outcome) -> Admission | Outcome:
         """A credential no static digest matched may be a token a verifier accepts (jwt_verify, oauth2)."""
@@ -520,6 +566,7 @@ class RR:
         if pending is None or flow.response is not None:
             if flow.response is None and "rr" in flow.metadata:
                 wire.seal_body(flow.request)  # decided without it; what arrived is what goes out
+                self.watch(flow).sent()
             return
         delattr(flow, _PENDING)
         admitted, facts = pending
@@ -534,6 +581,8 @@ class RR:
             self.conclude(flow, admitted.outcome(body), snap, admitted)
             return
         await self.authorize(flow, admitted, dataclasses.replace(facts, body=body), snap)
+        if flow.response is None:
+            self.watch(flow).sent()
 
     def request_body(self, flow: http.HTTPFlow) -> bytes | Decision:
         """The request body, decoded under the inspection limit (a compressed bomb stops there)."""
@@ -637,21 +686,33 @@ class RR:
         state = self._client(flow.client_conn.id)
         key = (flow.request.host, flow.request.port)
         state.connect_policy[key] = state.connect_policy.get(key, True) and admitted.target.allow_private_addresses
-        timeout = ctx.options.rr_upstream_timeout
-        if timeout > 0:
-            setattr(flow, _DEADLINE, asyncio.get_running_loop().call_later(timeout, self.cut_off, flow))
 
-    def cut_off(self, flow: http.HTTPFlow) -> None:
-        """The upstream took too long: close its connection (mitmproxy cannot kill a flow
+    def watch(self, flow: http.HTTPFlow) -> timeouts.Watch:
+        """The first-byte and idle timeouts of an admitted exchange (see rr_addon.timeouts)."""
+        found = getattr(flow, _WATCH, None)
+        if found is None:
+
+            def moved() -> int:
+                req, resp = flow.request.stream, flow.response.stream if flow.response is not None else None
+                return getattr(req, "count", 0) + getattr(resp, "count", 0)
+
+            opts = ctx.options
+            found = timeouts.Watch(opts.rr_first_byte_timeout, opts.rr_idle_timeout, moved, lambda which: self.cut_off(flow, which))
+            setattr(flow, _WATCH, found)
+        return found
+
+    def cut_off(self, flow: http.HTTPFlow, which: str) -> None:
+        """A timeout expired: close the upstream connection (mitmproxy cannot kill a flow
         in transit). The caller gets 504 if nothing reached it yet; else the body breaks off."""
         if not flow.live or getattr(flow, _AUDITED, False):
             return
-        setattr(flow, _TIMED_OUT, True)
+        option = {timeouts.FIRST_BYTE: "rr_first_byte_timeout", timeouts.IDLE: "rr_idle_timeout"}[which]
+        setattr(flow, _TIMED_OUT, f"{which} timeout: {option} is {getattr(ctx.options, option)} s")
         server = ctx.master.addons.get("proxyserver")
         handler = server.connections.get(flow.client_conn.id) if server is not None else None
         io = handler.transports.get(flow.server_conn) if handler is not None else None
         if io is not None and io.handler is not None:
-            logger.info("rr cuts off %s after %ds (request %s)", flow.request.host, ctx.options.rr_upstream_timeout, flow.id)
+            logger.info("rr cuts off %s: %s (request %s)", flow.request.host, getattr(flow, _TIMED_OUT), flow.id)
             io.handler.cancel("rr: upstream timed out")
 
     @fail_closed
@@ -660,6 +721,7 @@ class RR:
             return
         resp = flow.response
         if flow.metadata["rr"]["result"] in ("allow", "would-deny"):
+            self.watch(flow).answered()
             injection = wire.attached(flow.request)
             pairs = injection.scrub if injection is not None else ()
             if pairs:  # on the raw fields: the mask has the secret's length, order and names stay
@@ -803,8 +865,8 @@ class RR:
                 logger.warning("rr refused request %s below the hooks: %s", flow.id, decision.reason)
             elif refusal is not None:
                 decision = refusal
-            elif getattr(flow, _TIMED_OUT, False) or "timed out" in msg.lower() or "timeout" in msg.lower():
-                decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=msg)
+            elif getattr(flow, _TIMED_OUT, None) or "timed out" in msg.lower() or "timeout" in msg.lower():
+                decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=getattr(flow, _TIMED_OUT, None) or msg)
             else:
                 decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=msg)
             wire.answer_errors_with(flow, flows.decision_response(decision, flow.id))
@@ -897,9 +959,9 @@ class RR:
 
     def finish(self, flow: http.HTTPFlow) -> None:
         """Write the flow's one audit record."""
-        deadline = getattr(flow, _DEADLINE, None)
-        if deadline is not None:
-            deadline.cancel()
+        watch = getattr(flow, _WATCH, None)
+        if watch is not None:
+            watch.cancel()
         if getattr(flow, _AUDITED, False) or self.audit is None:
             return
         meta = flow.metadata["rr"]
@@ -955,13 +1017,13 @@ class RR:
         )
 
 
-_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _DEADLINE, _TIMED_OUT, _DECISION_TIME, _VERIFICATION, _SEEN)
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _DECISION_TIME, _VERIFICATION, _SEEN)
 
 
 def _forget(flow: http.HTTPFlow) -> None:
-    deadline = flow.__dict__.get(_DEADLINE)
-    if deadline is not None:
-        deadline.cancel()
+    watch = flow.__dict__.get(_WATCH)
+    if watch is not None:
+        watch.cancel()
     for name in _PER_FLOW:
         flow.__dict__.pop(name, None)
     flow.metadata.pop("rr", None)

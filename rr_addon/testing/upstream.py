@@ -23,6 +23,7 @@ Paths:
                       sent only once the test released gate `G-i` (it saw event i-1)
   /drip/<n>?every=S   n bytes, chunked, one every S seconds
   /stall/<n>          n bytes at once, then nothing for 60 s before the end
+  ?wait=S             on any path: answer only after S seconds
   ?gzip=1, ?br=1, ?zstd=1, ?deflate=1
                       on most paths: the body encoded so; with ?pieces=N written in
                       N-byte chunked pieces (a secret in it crosses chunks)
@@ -252,6 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         path = self.path.split("?")[0]
         q = dict(urllib.parse.parse_qsl(self.path.partition("?")[2]))
+        if q.get("wait"):  # on any path: answer only after this many seconds
+            time.sleep(float(q["wait"]))
         if path.startswith("/sink"):
             return self._sink()
         if path.startswith(("/drip/", "/stall/")):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import ssl
 import subprocess
 import threading
@@ -28,9 +29,12 @@ targets:
     hosts: ["127.0.0.1:{port}"]
     allow_private_addresses: true
     credentials: [{{name: live, kind: bearer, secret: {secret}}}]
+  - name: mute
+    hosts: ["127.0.0.1:{mute_port}"]
+    allow_private_addresses: true
 proxies:
   - name: agent
-    targets: [{{target: api}}]
+    targets: [{{target: api}}, {{target: mute}}]
     credentials: [{{name: a, auth: api_key, secret: KEY_s}}]
   - name: reader
     targets: [{{target: api}}]
@@ -41,12 +45,61 @@ MB = 1024 * 1024
 FLAT = 60 * MB  # "flat": rr's resident memory grows by less than this during a transfer
 
 
+class Mute:
+    """Accepts TCP connections and never says a word (a TLS handshake with it never completes)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory, upstream, pki):
-    home = prepare_home(tmp_path_factory.mktemp("rr-stream"), POLICY.format(port=upstream.port, secret=SECRET))
-    with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
-        p.upstream = f"https://127.0.0.1:{upstream.port}"
-        yield p
+def mute():
+    m = Mute()
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, upstream, mute):
+    return prepare_home(tmp_path_factory.mktemp("rr-stream"), POLICY.format(port=upstream.port, mute_port=mute.port, secret=SECRET))
+
+
+def start(home, pki, upstream, *args: str) -> ProxyProcess:
+    p = ProxyProcess(home, upstream_ca=pki.ca_cert, args=list(args)).start()
+    p.upstream = f"https://127.0.0.1:{upstream.port}"
+    return p
+
+
+@pytest.fixture(scope="module")
+def proxy(home, upstream, pki):
+    p = start(home, pki, upstream)
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def quick(home, upstream, pki):
+    """Short timeouts: connect 1 s, first byte 2 s, idle 2 s."""
+    p = start(home, pki, upstream, "--set", "rr_connect_timeout=1", "--set", "rr_first_byte_timeout=2", "--set", "rr_idle_timeout=2")
+    yield p
+    p.stop()
 
 
 def rss(pid: int) -> int:
@@ -178,3 +231,60 @@ def test_each_event_is_passed_on_before_the_next_is_sent(proxy, upstream, http2)
     expected = b"retry: 1000\n\n" + b"".join(b"id: %d\ndata: event %d\n\n" % (i, i) for i in range(1, n))
     assert received == expected
     assert all(upstream.gates.released_in_time[f"{gate}-{i}"] for i in range(1, n)), "an event waited for the next one"
+
+
+# ---------------------------------------------------------------------------- item 3: timeouts
+
+
+def test_a_stream_that_keeps_moving_is_not_cut_off(quick, upstream):
+    """A byte every 0.5 s for 6 s: three times the idle timeout, never idle."""
+    started = time.monotonic()
+    with client(quick) as c:
+        r = c.get(f"{quick.upstream}/drip/12?every=0.5")
+    assert r.status_code == 200 and r.content == b"x" * 12
+    assert time.monotonic() - started >= 5.5
+
+
+def test_an_idle_stream_is_cut_off(quick, upstream):
+    """10 bytes, then silence: the caller has the headers and the 10 bytes, then the body breaks off."""
+    started = time.monotonic()
+    received = b""
+    with client(quick) as c, c.stream("GET", f"{quick.upstream}/stall/10") as r:
+        assert r.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            for chunk in r.iter_raw():
+                received += chunk
+    assert received == b"x" * 10
+    assert time.monotonic() - started < 20  # cut by rr, not by the upstream's 60 s
+    quick.wait_for_log("rr cuts off 127.0.0.1: idle timeout: rr_idle_timeout is 2 s")
+
+
+def test_no_response_headers_in_time_is_a_504_naming_the_timeout(quick, upstream):
+    with client(quick) as c:
+        r = c.get(f"{quick.upstream}/anything?wait=8")
+    assert r.status_code == 504
+    err = r.json()["error"]
+    assert err["code"] == "upstream-timeout" and "rr_first_byte_timeout is 2 s" in err["message"]
+
+
+def test_a_connection_that_never_completes_its_handshake_is_a_504(quick, mute):
+    started = time.monotonic()
+    with client(quick) as c:
+        r = c.get(f"https://127.0.0.1:{mute.port}/x")
+    assert r.status_code == 504
+    err = r.json()["error"]
+    assert err["code"] == "upstream-timeout" and "rr_connect_timeout is 1 s" in err["message"]
+    assert time.monotonic() - started < 10
+
+
+def test_the_old_option_still_works_and_says_what_replaces_it(home, upstream, pki):
+    p = start(home, pki, upstream, "--set", "rr_upstream_timeout=2")
+    try:
+        p.wait_for_log("rr_upstream_timeout is deprecated")
+        with client(p) as c:
+            r = c.get(f"{p.upstream}/drip/8?every=0.5")  # 4 s, longer than the old total of 2 s
+            assert r.status_code == 200 and r.content == b"x" * 8
+            r = c.get(f"{p.upstream}/anything?wait=8")
+            assert r.status_code == 504 and "rr_first_byte_timeout is 2 s" in r.json()["error"]["message"]
+    finally:
+        p.stop()

@@ -36,6 +36,7 @@ from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
+from rr_addon.core.recode import Recoder, recodable
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
@@ -54,6 +55,7 @@ _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
 _PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
 _WATCH = "_rr_watch"  # the timeouts.Watch of an admitted request
 _TIMED_OUT = "_rr_timed_out"  # which timeout cut the exchange off
+_HELD_FOR = "_rr_held_for"  # why a response is held back whole (the reason if it is too large)
 _DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, rules, meters), body waits excluded
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 _SEEN = "_rr_seen"  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
@@ -736,22 +738,37 @@ class RR:
                     resp.headers["RateLimit-Policy"] = verdict.policy
                     resp.headers["RateLimit"] = verdict.ratelimit or ""
             pipeline = getattr(flow, _PIPELINE, EMPTY)
-            encoded = resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+            encoding = resp.headers.get("content-encoding", "identity")
+            encoded = encoding.strip().lower() not in ("", "identity")
+            coding = recodable(encoding)
             valued = metered is not None and metered[0].needs_response
             # an event stream is measured as it passes, never held back (encoded ones are buffered)
             events = valued and not encoded and media_type(resp.headers.get("content-type")) == "text/event-stream"
-            if flow.request.method != "HEAD" and (
-                pipeline.applies(resp.status_code, resp.headers.get("content-type"))
-                or (valued and not events)
-                or (pairs and encoded)
-            ):
+            body = flow.request.method != "HEAD" and resp.status_code >= 200 and resp.status_code not in (204, 304)
+            held_for = (
+                BODY_TOO_LARGE
+                if pipeline.applies(resp.status_code, resp.headers.get("content-type"))
+                else reasons.BODY_TOO_LARGE_METERED
+                if valued and not events
+                else reasons.BODY_TOO_LARGE_ENCODING
+                if pairs and encoded and coding is None
+                else None
+            )
+            if flow.request.method != "HEAD" and held_for is not None:
                 # buffered (capped), processed in `response`, sent whole: see wire.defer
                 length = resp.headers.get("content-length", "")
                 limit = ctx.options.rr_buffer_limit
                 resp.stream = BodyCollector(limit, over=length.isdigit() and int(length) > limit and not encoded)
+                setattr(flow, _HELD_FOR, held_for)
                 wire.defer(flow)
             elif events and flow.request.method != "HEAD":
                 resp.stream = StreamScrubber(pairs, tap=metered[0].events(resp.headers, ctx.options.rr_buffer_limit))
+            elif pairs and encoded and body:
+                # decoded, scrubbed and encoded again as it streams (rr_addon.core.recode): its length changes
+                resp.stream = Recoder(coding, pairs)
+                resp.headers.pop("content-length", None)
+                if not (flow.request.is_http2 or flow.request.is_http3):
+                    resp.headers["transfer-encoding"] = "chunked"
             else:
                 resp.stream = StreamScrubber(pairs)
         resp.headers["rr-request-id"] = flow.id
@@ -765,6 +782,10 @@ class RR:
             await self.process_response(flow, resp, resp.stream)
         elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
             await self.settle(flow, resp.stream.tap.result())
+        elif resp is not None and isinstance(resp.stream, Recoder) and resp.stream.failed:
+            # cannot be scanned any further: the caller got the body up to there, then nothing
+            logger.warning("rr stopped passing on the response of request %s: %s", flow.id, resp.stream.failed)
+            flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
         self.finish(flow)
 
     async def settle(self, flow: http.HTTPFlow, measured: Measurement) -> None:
@@ -782,10 +803,11 @@ class RR:
         resp.stream = False
         metered = getattr(flow, _METERED, None)
         counting = metered is not None and metered[0].needs_response and self.metering is not None
+        held_for = getattr(flow, _HELD_FOR, BODY_TOO_LARGE)  # why rr had to hold it back whole
         if collected.over:
             if counting:
                 await self.settle(flow, metered[0].measure(resp.headers, None, failed=TOO_LARGE))
-            self.replace_response(flow, Decision.deny("response-too-large", BODY_TOO_LARGE, detail=f"over {limit} bytes"))
+            self.replace_response(flow, Decision.deny("response-too-large", held_for, detail=f"over {limit} bytes"))
             return
         raw = bytes(collected.buf)
         ctype, encoding = resp.headers.get("content-type"), resp.headers.get("content-encoding")
@@ -808,7 +830,10 @@ class RR:
         if result.redactions:
             self._count_redactions(flow, result.redactions)
         if result.decision is not None:
-            self.replace_response(flow, result.decision)
+            decision = result.decision
+            if decision.code == "response-too-large":
+                decision = dataclasses.replace(decision, reason=held_for)
+            self.replace_response(flow, decision)
         elif result.body is not None:
             resp.headers.pop("content-encoding", None)
             resp.content = result.body
@@ -968,7 +993,7 @@ class RR:
         started = getattr(flow, _STARTED, None)
         req, resp = flow.request, flow.response
         stream = getattr(resp, "stream", None) if resp is not None else None
-        bytes_out = stream.count if isinstance(stream, StreamScrubber) else (len(resp.raw_content or b"") if resp is not None else 0)
+        bytes_out = stream.count if isinstance(stream, StreamScrubber) else stream.sent if isinstance(stream, Recoder) else (len(resp.raw_content or b"") if resp is not None else 0)
         metered = getattr(flow, _METERED, None)
         self.audit.submit(
             audit.new_record(
@@ -1017,7 +1042,7 @@ class RR:
         )
 
 
-_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _DECISION_TIME, _VERIFICATION, _SEEN)
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN)
 
 
 def _forget(flow: http.HTTPFlow) -> None:

@@ -35,7 +35,7 @@ from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dum
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
-from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
+from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
 from rr_addon.core.recode import Recoder, recodable
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
@@ -741,19 +741,19 @@ class RR:
             encoding = resp.headers.get("content-encoding", "identity")
             encoded = encoding.strip().lower() not in ("", "identity")
             coding = recodable(encoding)
-            valued = metered is not None and metered[0].needs_response
-            # an event stream is measured as it passes, never held back (encoded ones are buffered)
+            valued = metered is not None and metered[0].needs_response and flow.request.method != "HEAD"
+            # an event stream is measured as it passes (encoded ones are read whole at the end)
             events = valued and not encoded and media_type(resp.headers.get("content-type")) == "text/event-stream"
             body = flow.request.method != "HEAD" and resp.status_code >= 200 and resp.status_code not in (204, 304)
             held_for = (
                 BODY_TOO_LARGE
                 if pipeline.applies(resp.status_code, resp.headers.get("content-type"))
-                else reasons.BODY_TOO_LARGE_METERED
-                if valued and not events
                 else reasons.BODY_TOO_LARGE_ENCODING
                 if pairs and encoded and coding is None
                 else None
             )
+            # a meter that reads the body gets a copy (up to rr_buffer_limit) as the response streams on
+            copy = BodyCopy(ctx.options.rr_buffer_limit) if valued and not events and held_for is None else None
             if flow.request.method != "HEAD" and held_for is not None:
                 # buffered (capped), processed in `response`, sent whole: see wire.defer
                 length = resp.headers.get("content-length", "")
@@ -765,12 +765,12 @@ class RR:
                 resp.stream = StreamScrubber(pairs, tap=metered[0].events(resp.headers, ctx.options.rr_buffer_limit))
             elif pairs and encoded and body:
                 # decoded, scrubbed and encoded again as it streams (rr_addon.core.recode): its length changes
-                resp.stream = Recoder(coding, pairs)
+                resp.stream = Recoder(coding, pairs, tap=copy)
                 resp.headers.pop("content-length", None)
                 if not (flow.request.is_http2 or flow.request.is_http3):
                     resp.headers["transfer-encoding"] = "chunked"
             else:
-                resp.stream = StreamScrubber(pairs)
+                resp.stream = StreamScrubber(pairs, tap=copy)
         resp.headers["rr-request-id"] = flow.id
 
     @fail_closed
@@ -782,11 +782,21 @@ class RR:
             await self.process_response(flow, resp, resp.stream)
         elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
             await self.settle(flow, resp.stream.tap.result())
-        elif resp is not None and isinstance(resp.stream, Recoder) and resp.stream.failed:
+        elif resp is not None and isinstance(getattr(resp.stream, "tap", None), BodyCopy):
+            await self.settle(flow, self.measure_copy(flow, resp))
+        if resp is not None and isinstance(resp.stream, Recoder) and resp.stream.failed:
             # cannot be scanned any further: the caller got the body up to there, then nothing
             logger.warning("rr stopped passing on the response of request %s: %s", flow.id, resp.stream.failed)
             flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
         self.finish(flow)
+
+    def measure_copy(self, flow: http.HTTPFlow, resp: http.Response) -> Measurement:
+        """The meter values of a streamed response, from the copy its tap kept."""
+        plan, copy, limit = getattr(flow, _METERED)[0], resp.stream.tap, ctx.options.rr_buffer_limit
+        if copy.over:
+            return plan.measure(resp.headers, None, failed=TOO_LARGE)
+        encoding = None if isinstance(resp.stream, Recoder) else resp.headers.get("content-encoding")  # a Recoder's tap sees decoded bytes
+        return self.measure_body(plan, resp.headers, bytes(copy.buf), resp.headers.get("content-type"), encoding, limit)
 
     async def settle(self, flow: http.HTTPFlow, measured: Measurement) -> None:
         """Count what the response_value meters read; note the ones that could not measure."""
@@ -878,7 +888,7 @@ class RR:
         stream = flow.response.stream if flow.response is not None else None
         if isinstance(stream, StreamScrubber) and isinstance(stream.tap, EventMeasure):
             await self.settle(flow, stream.tap.result(broken=True))  # what the caller got before the break
-        elif isinstance(stream, BodyCollector) and (metered := getattr(flow, _METERED, None)) is not None and metered[0].needs_response:
+        elif (isinstance(stream, BodyCollector) or isinstance(getattr(stream, "tap", None), BodyCopy)) and (metered := getattr(flow, _METERED, None)) is not None and metered[0].needs_response:
             await self.settle(flow, metered[0].measure(flow.response.headers, None, failed=STREAM_BROKEN))
         # nothing reached the caller yet (no response, or one held back to be filtered): answer in JSON
         if (flow.response is None or wire.deferred(flow)) and (meta["result"] != "deny" or refused is not None):

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from rr_addon.core.bodies import decode_content
-from rr_addon.testing.home import prepare_home
+from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import blob_bytes
 
@@ -36,6 +36,8 @@ targets:
 proxies:
   - name: agent
     targets: [{{target: api}}, {{target: mute}}]
+    meters:
+      - {{name: tokens, type: response_value, response_value: {{json_path: "$.usage.total_tokens"}}, when: {{path: "^/(usage|bytes)/"}}}}
     credentials: [{{name: a, auth: api_key, secret: KEY_s}}]
   - name: reader
     targets: [{{target: api}}]
@@ -321,3 +323,35 @@ def test_a_large_compressed_response_is_not_capped_and_memory_stays_flat(proxy, 
         raw = r.num_bytes_downloaded
     assert n == size and raw < MB  # delivered compressed
     assert mem.growth < FLAT, f"rr grew by {mem.growth / MB:.0f} MB"
+
+
+def audit_record(proxy, request_id: str) -> dict:
+    deadline = time.monotonic() + 10
+    while True:
+        for line in rr_cli(proxy.home, "audit", "--json", "--proxy", "agent").output.splitlines():
+            if (rec := json.loads(line))["request_id"] == request_id:
+                return rec
+        assert time.monotonic() < deadline, f"no audit record for {request_id}"
+        time.sleep(0.2)
+
+
+def test_a_response_a_meter_reads_streams_on_and_is_measured_from_a_copy(proxy, upstream):
+    """A response_value meter reads the JSON after the response; the response is not held
+    back for it, so one larger than rr_buffer_limit (16 MiB) is delivered, unmeasured."""
+    with client(proxy) as c:
+        r = c.get(f"{proxy.upstream}/usage/7?gzip=1")  # compressed, from a target with a secret: read decoded
+        assert r.status_code == 200 and r.headers["content-encoding"] == "gzip" and r.json() == {"usage": {"total_tokens": 7}}
+        rec = audit_record(proxy, r.headers["rr-request-id"])
+        assert rec["meters"] == ["tokens"] and rec["unmeasured"] is None
+        with c.stream("GET", f"{proxy.upstream}/bytes/{20 * MB}") as big:
+            n = sum(len(chunk) for chunk in big.iter_raw())
+        assert big.status_code == 200 and n > 16 * MB
+    assert audit_record(proxy, big.headers["rr-request-id"])["unmeasured"] == {"tokens": "too-large"}
+    deadline = time.monotonic() + 5
+    while True:  # the embedded counters are flushed every 250 ms
+        rows = [json.loads(line) for line in rr_cli(proxy.home, "usage", "--proxy", "agent", "--json").output.splitlines()]
+        day = next((r for r in rows if r["meter"] == "tokens" and r["window"] == "day"), None)
+        if (day and day["used"], day and day["unmeasured"]) == (7, 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (day["used"], day["unmeasured"]) == (7, 1), rows

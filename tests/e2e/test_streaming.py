@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import ssl
 import subprocess
 import threading
@@ -21,7 +20,7 @@ import pytest
 from rr_addon.core.bodies import decode_content
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
-from rr_addon.testing.upstream import blob_bytes
+from rr_addon.testing.upstream import RawListener, blob_bytes
 
 SECRET = "sk_stream_SECRET_0123456789"
 POLICY = """
@@ -48,28 +47,17 @@ MB = 1024 * 1024
 FLAT = 60 * MB  # "flat": rr's resident memory grows by less than this during a transfer
 
 
-class Mute:
+class Mute(RawListener):
     """Accepts TCP connections and never says a word (a TLS handshake with it never completes)."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        self.sock.close()
-        for c in self.held:
-            c.close()
+    def one(self, conn):
+        try:
+            conn.recv(65536)
+            time.sleep(30)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
 
 @pytest.fixture(scope="module")

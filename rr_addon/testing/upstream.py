@@ -38,6 +38,7 @@ import gzip
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -400,6 +401,14 @@ class Gates:
         self._get(name).set()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A client (or rr cutting an exchange off) hanging up is routine here; printing it would
+        # also land in the output of an in-process `rr` command that runs at that moment.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 class Upstream:
     """`with Upstream(pki) as up:` serves on 127.0.0.1:<up.port>."""
 
@@ -409,7 +418,7 @@ class Upstream:
         self.gates = Gates()
         self.server_names: list[str | None] = []  # the TLS SNI of each connection, as received
         handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server = _Server((host, port), handler)
         self.server.daemon_threads = True
         if pki is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -121,6 +121,7 @@ class Sampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        print(f"rr RSS {self.start / MB:.0f} MB -> peak {self.peak / MB:.0f} MB")  # shown with pytest -s
 
     @property
     def growth(self) -> int:

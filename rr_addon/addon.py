@@ -25,7 +25,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from rr_addon import audit, flows, metrics, settings, wire
+from rr_addon import audit, flows, metrics, settings, timeouts, wire
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
 from rr_addon.metering import Metering
@@ -36,7 +36,8 @@ from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dum
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, EventMeasure, Measurement
-from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
+from rr_addon.core.recode import Recoder, recodable
+from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.terminal import escape_log_output
@@ -54,8 +55,9 @@ _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
 _PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
-_DEADLINE = "_rr_deadline"  # the timer that cuts off a slow upstream
-_TIMED_OUT = "_rr_timed_out"
+_WATCH = "_rr_watch"  # the timeouts.Watch of an admitted request
+_TIMED_OUT = "_rr_timed_out"  # which timeout cut the exchange off
+_HELD_FOR = "_rr_held_for"  # why a response is held back whole (the reason if it is too large)
 _DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, rules, meters), body waits excluded
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 _SEEN = "_rr_seen"  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
@@ -166,11 +168,29 @@ class RR:
             "Most simultaneous connections one client address may hold; more are closed at once (0: no limit).",
         )
         loader.add_option(
-            "rr_upstream_timeout",
+            "rr_connect_timeout",
+            int,
+            10,
+            "Seconds to open an upstream connection (TCP and TLS); then 504 upstream-timeout (0: the system's limit).",
+        )
+        loader.add_option(
+            "rr_first_byte_timeout",
             int,
             120,
-            "Seconds an upstream may take to answer a request completely; then rr cuts it off: 504 upstream-timeout "
-            "when nothing reached the caller yet (0: no limit).",
+            "Seconds an upstream may take, once the request is sent, to start its response; then 504 upstream-timeout (0: no limit).",
+        )
+        loader.add_option(
+            "rr_idle_timeout",
+            int,
+            120,
+            "Seconds without a byte in either direction while a request or response body streams; then rr cuts the "
+            "exchange off (504 upstream-timeout if nothing reached the caller yet). A response that keeps moving is never cut (0: no limit).",
+        )
+        loader.add_option(
+            "rr_upstream_timeout",
+            int,
+            -1,
+            "Deprecated: was a deadline on the whole response. A value sets rr_first_byte_timeout and rr_idle_timeout (-1: unset).",
         )
         loader.add_option(
             "rr_buffer_limit",
@@ -197,6 +217,15 @@ class RR:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "rr_upstream_timeout" in updated and ctx.options.rr_upstream_timeout >= 0:
+            old = ctx.options.rr_upstream_timeout
+            logger.warning(
+                "rr_upstream_timeout is deprecated (it cut off whole responses, even ones still streaming): "
+                "rr sets rr_first_byte_timeout=%d and rr_idle_timeout=%d from it; set those (and rr_connect_timeout) instead",
+                old,
+                old,
+            )
+            ctx.options.update(rr_first_byte_timeout=old, rr_idle_timeout=old, rr_upstream_timeout=-1)
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream on CONNECT, before rr has decided anything.
             logger.info("rr sets connection_strategy=lazy: nothing connects upstream before a decision")
@@ -410,6 +439,8 @@ class RR:
             if allow_private is None:
                 server.error = "rr refused: no governed request for this destination"
                 return
+            if ctx.options.rr_connect_timeout > 0:
+                asyncio.get_running_loop().call_later(ctx.options.rr_connect_timeout, self._connect_deadline, data.client.id, server)
             if server.tls:
                 server.sni = host  # never the caller's SNI: the certificate is checked against the target
             if allow_private:
@@ -440,6 +471,22 @@ class RR:
         except Exception:
             logger.exception("rr internal error in server_connect; refusing the connection")
             server.error = "rr internal error"
+
+    def _connect_deadline(self, client_id: str, server) -> None:
+        """rr_connect_timeout passed: a connection still without its TCP (and TLS) set-up is abandoned."""
+        if server.timestamp_end is not None or (server.timestamp_tls_setup if server.tls else server.timestamp_tcp_setup):
+            return
+        proxy = ctx.master.addons.get("proxyserver")
+        handler = proxy.connections.get(client_id) if proxy is not None else None
+        io = handler.transports.get(server) if handler is not None else None
+        if io is not None and io.handler is not None:
+            host, port = self._pinned.get(server.id, server.address)[:2]
+            detail = f"connect timeout: rr_connect_timeout is {ctx.options.rr_connect_timeout} s"
+            logger.info("rr abandons the connection to %s:%s: %s", host, port, detail)
+            state = self.clients.get(client_id)
+            if state is not None:  # the flows waiting for it are answered with this (see `error`)
+                state.refusals[(host, port)] = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=detail)
+            io.handler.cancel(f"rr: upstream {detail}")
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._unpin(data.server)
@@ -512,9 +559,13 @@ class RR:
         if flow.response is None:
             # Decided without the body: a large upload streams through instead of filling memory
             # (small bodies stay buffered, so mitmweb and -w can show them).
+            # A body of unknown length (chunked, or HTTP/2 and /3 without content-length) streams
+            # too: it could be any size (wire.framed_for_http1 frames it for an HTTP/1 upstream).
             length = flow.request.headers.get("content-length", "")
-            if "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (length.isdigit() and int(length) > STREAM_REQUESTS_OVER):
+            unknown = not length and (flow.request.is_http2 or flow.request.is_http3)
+            if unknown or "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (length.isdigit() and int(length) > STREAM_REQUESTS_OVER):
                 flow.request.stream = ByteCounter()
+                self.watch(flow)  # the body streams to the upstream: idleness counts from now
 
     @staticmethod
     def _proxied_plain_http(flow: http.HTTPFlow, client: ClientState | None) -> bool:
@@ -543,6 +594,7 @@ class RR:
         if pending is None or flow.response is not None:
             if flow.response is None and "rr" in flow.metadata:
                 wire.seal_body(flow.request)  # decided without it; what arrived is what goes out
+                self.watch(flow).sent()
             return
         delattr(flow, _PENDING)
         admitted, facts = pending
@@ -557,6 +609,8 @@ class RR:
             self.conclude(flow, admitted.outcome(body), snap, admitted)
             return
         await self.authorize(flow, admitted, dataclasses.replace(facts, body=body), snap)
+        if flow.response is None:
+            self.watch(flow).sent()
 
     def request_body(self, flow: http.HTTPFlow) -> bytes | Decision:
         """The request body, decoded under the inspection limit (a compressed bomb stops there)."""
@@ -660,21 +714,33 @@ class RR:
         state = self._client(flow.client_conn.id)
         key = (flow.request.host, flow.request.port)
         state.connect_policy[key] = state.connect_policy.get(key, True) and admitted.target.allow_private_addresses
-        timeout = ctx.options.rr_upstream_timeout
-        if timeout > 0:
-            setattr(flow, _DEADLINE, asyncio.get_running_loop().call_later(timeout, self.cut_off, flow))
 
-    def cut_off(self, flow: http.HTTPFlow) -> None:
-        """The upstream took too long: close its connection (mitmproxy cannot kill a flow
+    def watch(self, flow: http.HTTPFlow) -> timeouts.Watch:
+        """The first-byte and idle timeouts of an admitted exchange (see rr_addon.timeouts)."""
+        found = getattr(flow, _WATCH, None)
+        if found is None:
+
+            def moved() -> int:
+                req, resp = flow.request.stream, flow.response.stream if flow.response is not None else None
+                return getattr(req, "count", 0) + getattr(resp, "count", 0)
+
+            opts = ctx.options
+            found = timeouts.Watch(opts.rr_first_byte_timeout, opts.rr_idle_timeout, moved, lambda which: self.cut_off(flow, which))
+            setattr(flow, _WATCH, found)
+        return found
+
+    def cut_off(self, flow: http.HTTPFlow, which: str) -> None:
+        """A timeout expired: close the upstream connection (mitmproxy cannot kill a flow
         in transit). The caller gets 504 if nothing reached it yet; else the body breaks off."""
         if not flow.live or getattr(flow, _AUDITED, False):
             return
-        setattr(flow, _TIMED_OUT, True)
+        option = {timeouts.FIRST_BYTE: "rr_first_byte_timeout", timeouts.IDLE: "rr_idle_timeout"}[which]
+        setattr(flow, _TIMED_OUT, f"{which} timeout: {option} is {getattr(ctx.options, option)} s")
         server = ctx.master.addons.get("proxyserver")
         handler = server.connections.get(flow.client_conn.id) if server is not None else None
         io = handler.transports.get(flow.server_conn) if handler is not None else None
         if io is not None and io.handler is not None:
-            logger.info("rr cuts off %s after %ds (request %s)", flow.request.host, ctx.options.rr_upstream_timeout, flow.id)
+            logger.info("rr cuts off %s: %s (request %s)", flow.request.host, getattr(flow, _TIMED_OUT), flow.id)
             io.handler.cancel("rr: upstream timed out")
 
     @fail_closed
@@ -683,6 +749,7 @@ class RR:
             return
         resp = flow.response
         if flow.metadata["rr"]["result"] in ("allow", "would-deny"):
+            self.watch(flow).answered()
             injection = wire.attached(flow.request)
             pairs = injection.scrub if injection is not None else ()
             if pairs:  # on the raw fields: the mask has the secret's length, order and names stay
@@ -697,24 +764,39 @@ class RR:
                     resp.headers["RateLimit-Policy"] = verdict.policy
                     resp.headers["RateLimit"] = verdict.ratelimit or ""
             pipeline = getattr(flow, _PIPELINE, EMPTY)
-            encoded = resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
-            valued = metered is not None and metered[0].needs_response
-            # an event stream is measured as it passes, never held back (encoded ones are buffered)
+            encoding = resp.headers.get("content-encoding", "identity")
+            encoded = encoding.strip().lower() not in ("", "identity")
+            coding = recodable(encoding)
+            valued = metered is not None and metered[0].needs_response and flow.request.method != "HEAD"
+            # an event stream is measured as it passes (encoded ones are read whole at the end)
             events = valued and not encoded and media_type(resp.headers.get("content-type")) == "text/event-stream"
-            if flow.request.method != "HEAD" and (
-                pipeline.applies(resp.status_code, resp.headers.get("content-type"))
-                or (valued and not events)
-                or (pairs and encoded)
-            ):
+            body = flow.request.method != "HEAD" and resp.status_code >= 200 and resp.status_code not in (204, 304)
+            held_for = (
+                BODY_TOO_LARGE
+                if pipeline.applies(resp.status_code, resp.headers.get("content-type"))
+                else reasons.BODY_TOO_LARGE_ENCODING
+                if pairs and encoded and coding is None
+                else None
+            )
+            # a meter that reads the body gets a copy (up to rr_buffer_limit) as the response streams on
+            copy = BodyCopy(ctx.options.rr_buffer_limit) if valued and not events and held_for is None else None
+            if flow.request.method != "HEAD" and held_for is not None:
                 # buffered (capped), processed in `response`, sent whole: see wire.defer
                 length = resp.headers.get("content-length", "")
                 limit = ctx.options.rr_buffer_limit
                 resp.stream = BodyCollector(limit, over=length.isdigit() and int(length) > limit and not encoded)
+                setattr(flow, _HELD_FOR, held_for)
                 wire.defer(flow)
             elif events and flow.request.method != "HEAD":
                 resp.stream = StreamScrubber(pairs, tap=metered[0].events(resp.headers, ctx.options.rr_buffer_limit))
+            elif pairs and encoded and body:
+                # decoded, scrubbed and encoded again as it streams (rr_addon.core.recode): its length changes
+                resp.stream = Recoder(coding, pairs, tap=copy)
+                resp.headers.pop("content-length", None)
+                if not (flow.request.is_http2 or flow.request.is_http3):
+                    resp.headers["transfer-encoding"] = "chunked"
             else:
-                resp.stream = StreamScrubber(pairs)
+                resp.stream = StreamScrubber(pairs, tap=copy)
         resp.headers["rr-request-id"] = flow.id
 
     @fail_closed
@@ -726,7 +808,21 @@ class RR:
             await self.process_response(flow, resp, resp.stream)
         elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
             await self.settle(flow, resp.stream.tap.result())
+        elif resp is not None and isinstance(getattr(resp.stream, "tap", None), BodyCopy):
+            await self.settle(flow, self.measure_copy(flow, resp))
+        if resp is not None and isinstance(resp.stream, Recoder) and resp.stream.failed:
+            # cannot be scanned any further: the caller got the body up to there, then nothing
+            logger.warning("rr stopped passing on the response of request %s: %s", flow.id, resp.stream.failed)
+            flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
         self.finish(flow)
+
+    def measure_copy(self, flow: http.HTTPFlow, resp: http.Response) -> Measurement:
+        """The meter values of a streamed response, from the copy its tap kept."""
+        plan, copy, limit = getattr(flow, _METERED)[0], resp.stream.tap, ctx.options.rr_buffer_limit
+        if copy.over:
+            return plan.measure(resp.headers, None, failed=TOO_LARGE)
+        encoding = None if isinstance(resp.stream, Recoder) else resp.headers.get("content-encoding")  # a Recoder's tap sees decoded bytes
+        return self.measure_body(plan, resp.headers, bytes(copy.buf), resp.headers.get("content-type"), encoding, limit)
 
     async def settle(self, flow: http.HTTPFlow, measured: Measurement) -> None:
         """Count what the response_value meters read; note the ones that could not measure."""
@@ -743,10 +839,11 @@ class RR:
         resp.stream = False
         metered = getattr(flow, _METERED, None)
         counting = metered is not None and metered[0].needs_response and self.metering is not None
+        held_for = getattr(flow, _HELD_FOR, BODY_TOO_LARGE)  # why rr had to hold it back whole
         if collected.over:
             if counting:
                 await self.settle(flow, metered[0].measure(resp.headers, None, failed=TOO_LARGE))
-            self.replace_response(flow, Decision.deny("response-too-large", BODY_TOO_LARGE, detail=f"over {limit} bytes"))
+            self.replace_response(flow, Decision.deny("response-too-large", held_for, detail=f"over {limit} bytes"))
             return
         raw = bytes(collected.buf)
         ctype, encoding = resp.headers.get("content-type"), resp.headers.get("content-encoding")
@@ -769,7 +866,10 @@ class RR:
         if result.redactions:
             self._count_redactions(flow, result.redactions)
         if result.decision is not None:
-            self.replace_response(flow, result.decision)
+            decision = result.decision
+            if decision.code == "response-too-large":
+                decision = dataclasses.replace(decision, reason=held_for)
+            self.replace_response(flow, decision)
         elif result.body is not None:
             resp.headers.pop("content-encoding", None)
             resp.content = result.body
@@ -814,7 +914,7 @@ class RR:
         stream = flow.response.stream if flow.response is not None else None
         if isinstance(stream, StreamScrubber) and isinstance(stream.tap, EventMeasure):
             await self.settle(flow, stream.tap.result(broken=True))  # what the caller got before the break
-        elif isinstance(stream, BodyCollector) and (metered := getattr(flow, _METERED, None)) is not None and metered[0].needs_response:
+        elif (isinstance(stream, BodyCollector) or isinstance(getattr(stream, "tap", None), BodyCopy)) and (metered := getattr(flow, _METERED, None)) is not None and metered[0].needs_response:
             await self.settle(flow, metered[0].measure(flow.response.headers, None, failed=STREAM_BROKEN))
         # nothing reached the caller yet (no response, or one held back to be filtered): answer in JSON
         if (flow.response is None or wire.deferred(flow)) and (meta["result"] != "deny" or refused is not None):
@@ -826,8 +926,8 @@ class RR:
                 logger.warning("rr refused request %s below the hooks: %s", flow.id, decision.reason)
             elif refusal is not None:
                 decision = refusal
-            elif getattr(flow, _TIMED_OUT, False) or "timed out" in msg.lower() or "timeout" in msg.lower():
-                decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=msg)
+            elif getattr(flow, _TIMED_OUT, None) or "timed out" in msg.lower() or "timeout" in msg.lower():
+                decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=getattr(flow, _TIMED_OUT, None) or msg)
             else:
                 decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=msg)
             wire.answer_errors_with(flow, flows.decision_response(decision, flow.id))
@@ -921,16 +1021,16 @@ class RR:
 
     def finish(self, flow: http.HTTPFlow) -> None:
         """Write the flow's one audit record."""
-        deadline = getattr(flow, _DEADLINE, None)
-        if deadline is not None:
-            deadline.cancel()
+        watch = getattr(flow, _WATCH, None)
+        if watch is not None:
+            watch.cancel()
         if getattr(flow, _AUDITED, False) or self.audit is None:
             return
         meta = flow.metadata["rr"]
         started = getattr(flow, _STARTED, None)
         req, resp = flow.request, flow.response
         stream = getattr(resp, "stream", None) if resp is not None else None
-        bytes_out = stream.count if isinstance(stream, StreamScrubber) else (len(resp.raw_content or b"") if resp is not None else 0)
+        bytes_out = stream.count if isinstance(stream, StreamScrubber) else stream.sent if isinstance(stream, Recoder) else (len(resp.raw_content or b"") if resp is not None else 0)
         metered = getattr(flow, _METERED, None)
         self.audit.submit(
             audit.new_record(
@@ -980,13 +1080,13 @@ class RR:
         )
 
 
-_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _DEADLINE, _TIMED_OUT, _DECISION_TIME, _VERIFICATION, _SEEN)
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN)
 
 
 def _forget(flow: http.HTTPFlow) -> None:
-    deadline = flow.__dict__.get(_DEADLINE)
-    if deadline is not None:
-        deadline.cancel()
+    watch = flow.__dict__.get(_WATCH)
+    if watch is not None:
+        watch.cancel()
     for name in _PER_FLOW:
         flow.__dict__.pop(name, None)
     flow.metadata.pop("rr", None)

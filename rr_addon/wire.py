@@ -39,6 +39,7 @@ from typing import Callable
 from mitmproxy import http
 from mitmproxy.utils import human
 from mitmproxy.proxy.layers.http import ErrorCode, HttpLayer, HttpStream
+from mitmproxy.proxy.layers.http._http1 import Http1Client
 from mitmproxy.proxy.layers.http._events import (
     RequestHeaders,
     ResponseData,
@@ -261,19 +262,50 @@ def _whole_bodies(original: Callable):
     return check_body_size
 
 
+def framed_for_http1(request: http.Request, end_stream: bool, upstream_alpn: bytes | None) -> http.Request:
+    """The request as an HTTP/1 upstream must receive it: with a length or chunked framing.
+
+    An HTTP/2 or HTTP/3 request may carry a body without `content-length` (its
+    frames delimit it). mitmproxy's Http1Client converts such a request to
+    HTTP/1.1 without adding any framing (with `connection_strategy=lazy`, which
+    rr forces, the upstream protocol is chosen per request), so the upstream
+    would read an empty body and take the body bytes for the next request. A
+    body that is buffered gets its `content-length`; one that streams is sent
+    `Transfer-Encoding: chunked` (Http1Client frames each data event by that
+    header). Only the private copy sent to the connection changes: the flow,
+    and the custody stamp compared with it, keep the request as decided."""
+    if end_stream or not (request.is_http2 or request.is_http3) or upstream_alpn in (b"h2", b"h3") or (upstream_alpn or b"").startswith(b"h3-"):
+        return request
+    if "content-length" in request.headers or "transfer-encoding" in request.headers:
+        return request
+    out = copy.copy(request)
+    out.data = copy.copy(request.data)
+    out.data.headers = request.headers.copy()
+    if request.data.content is None:  # streaming: the length is not known yet
+        out.data.headers["transfer-encoding"] = "chunked"
+    else:
+        out.data.headers["content-length"] = str(len(request.data.content))
+    return out
+
+
 def _route(self: HttpLayer, child, event, _original: Callable):
     if not isinstance(child, HttpStream):
         if type(event) is RequestHeaders:
-            found = getattr(event.request, _PLAN, None)
+            request = event.request
+            found = getattr(request, _PLAN, None)
             injection = found.injection if found is not None else None
             if injection is not None:
-                wire = wire_request(event.request, injection)
+                wire = wire_request(request, injection)
                 if wire is None:
                     logger.error("rr: placeholders were changed after the decision; sending the request without secrets")
                 else:
-                    event = RequestHeaders(
-                        stream_id=event.stream_id, request=wire, end_stream=event.end_stream, replay_flow=event.replay_flow
-                    )
+                    request = wire
+            stream = self.streams.get(event.stream_id)
+            server = stream.context.server if isinstance(stream, HttpStream) else None
+            if server is not None:
+                request = framed_for_http1(request, event.end_stream, server.alpn)
+            if request is not event.request:
+                event = RequestHeaders(stream_id=event.stream_id, request=request, end_stream=event.end_stream, replay_flow=event.replay_flow)
         elif type(event) is ResponseProtocolError:
             stream = self.streams.get(event.stream_id)
             flow = getattr(stream, "flow", None)
@@ -333,6 +365,9 @@ def install() -> None:
         raise RuntimeError("rr cannot keep request bodies whole on this mitmproxy (HttpStream.request_body_buf is gone)")
     if list(inspect.signature(HttpStream.handle_protocol_error).parameters) != ["self", "event"]:
         raise RuntimeError("rr cannot refuse requests at the connection on this mitmproxy (HttpStream.handle_protocol_error changed shape)")
+    framing = inspect.getsource(Http1Client.send)
+    if "self.request = event.request" not in framing or '"chunked" in self.request.headers.get("transfer-encoding"' not in framing:
+        raise RuntimeError("rr cannot frame streamed request bodies for HTTP/1 upstreams on this mitmproxy (Http1Client.send changed shape)")
     params = list(inspect.signature(current).parameters)
     if params != ["self", "child", "event"] or not hasattr(RequestHeaders, "__dataclass_fields__"):
         raise RuntimeError(f"rr cannot install its wire hook on this mitmproxy (HttpLayer.event_to_child{params})")

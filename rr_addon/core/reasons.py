@@ -36,6 +36,9 @@ NO_CONFIGURATION = "no configuration loaded"
 INTERNAL_ERROR = "internal error in rr"
 UPSTREAM_UNAVAILABLE = "upstream connection failed"
 UPSTREAM_TIMEOUT = "upstream timed out"
+# why a response held back whole was too large (filters and redaction: responses.BODY_TOO_LARGE)
+BODY_TOO_LARGE_METERED = "response body larger than the buffer limit, and a response_value meter reads it"
+BODY_TOO_LARGE_ENCODING = "response body larger than the buffer limit, and its content-encoding cannot be scrubbed of the injected secret while it streams"
 TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
 
 # 400 / 413 before the rules

@@ -134,3 +134,23 @@ class BodyCollector:
             else:
                 self.buf += chunk
         return b""
+
+
+class BodyCopy:
+    """A stream tap that keeps a copy of what passes, up to `limit` bytes, for a meter
+    to read after the response: the response itself streams on, never held back."""
+
+    __slots__ = ("limit", "buf", "over")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.buf = bytearray()
+        self.over = False
+
+    def __call__(self, chunk: bytes) -> None:
+        if chunk and not self.over:
+            if len(self.buf) + len(chunk) > self.limit:
+                self.over = True
+                self.buf = bytearray()
+            else:
+                self.buf += chunk

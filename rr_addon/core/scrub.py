@@ -7,6 +7,13 @@ of a secret (at most len(longest secret) - 1 bytes), so a secret split across
 chunks is still caught, nothing else is buffered, and a chunk that ends an
 event or a line (which no secret starts with) passes at once.
 
+A held tail waits for the next chunk or the end of the body; it is never
+released on a timer. Releasing it would hand the caller the start of the
+secret — all but its last byte, if an upstream (or a caller steering an echo
+endpoint) pauses there — and the guarantee is that no part of it leaves.
+Streams of events and lines never pay for this; a byte stream pays only when
+a chunk happens to end with the first bytes of a secret.
+
 The replacement has the secret's length — the placeholder padded with '*'
 (`[rr:api/live]*****`), or only '*' for secrets shorter than the placeholder —
 so a streamed body keeps the Content-Length the upstream announced.

@@ -15,6 +15,18 @@ Paths:
   /text/...           text/plain with an email, a card number and the Authorization it got
   ?gzip=1             on any path: the body gzip-encoded
   /bomb/gzip, /bomb/br  64 MB of JSON compressed (decompression bombs)
+  /sink               reads the body as it arrives (any framing) and answers
+                      {"bytes", "sha256", "framing"} without keeping it
+  /blob/<n>           n bytes of `blob_bytes` with content-length, written 64 KiB at a time
+  /zeros/<n>          n zero bytes, application/json, content-length (use with ?gzip=1, ?br=1)
+  /sse/ack?n=N&gate=G N events, the first a short `retry: 1000`; event i (i >= 1) is
+                      sent only once the test released gate `G-i` (it saw event i-1)
+  /drip/<n>?every=S   n bytes, chunked, one every S seconds
+  /stall/<n>          n bytes at once, then nothing for 60 s before the end
+  ?wait=S             on any path: answer only after S seconds
+  ?gzip=1, ?br=1, ?zstd=1, ?deflate=1
+                      on most paths: the body encoded so; with ?pieces=N written in
+                      N-byte chunked pieces (a secret in it crosses chunks)
   /deep               JSON nested 100,000 levels deep
   /lie                says application/json, sends HTML
   Upstream.answer(path, fn) replaces the echo for one exact path (no query) with
@@ -29,9 +41,11 @@ import gzip
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -89,6 +103,40 @@ def _bomb(kind: str) -> tuple[str, bytes]:
 BOMBS = {"/bomb/gzip": lambda: _bomb("gzip"), "/bomb/br": lambda: _bomb("br")}
 
 
+BLOCK = 1 << 16
+
+
+@functools.lru_cache(maxsize=1)
+def _block() -> bytes:
+    import random
+
+    return random.Random(22).randbytes(BLOCK)
+
+
+def blob_bytes(n: int):
+    """n deterministic, incompressible bytes, BLOCK at a time."""
+    block = _block()
+    for start in range(0, n, BLOCK):
+        yield block[: min(BLOCK, n - start)]
+
+
+def encode(payload: bytes, coding: str) -> bytes:
+    if coding == "gzip":
+        return gzip.compress(payload, 6)
+    if coding == "br":
+        return brotli.compress(payload, quality=4)
+    if coding == "deflate":
+        return zlib.compress(payload)
+    from backports import zstd
+
+    return zstd.compress(payload)
+
+
+@functools.lru_cache(maxsize=4)
+def _zeros(n: int, coding: str) -> bytes:
+    return encode(b"\0" * n, coding)
+
+
 def sse_events(kind: str, q: dict[str, str]) -> list[bytes]:
     """The events of an OpenAI-shaped (`stream_options.include_usage`: usage once, in the
     last chunk), Anthropic-shaped (`message_start` input tokens, cumulative output
@@ -138,7 +186,91 @@ class _Handler(BaseHTTPRequestHandler):
             body += self.rfile.read(size)
             self.rfile.readline()
 
+    def _sink(self) -> None:
+        import hashlib
+
+        digest, total = hashlib.sha256(), 0
+        chunked = "chunked" in (self.headers.get("transfer-encoding") or "").lower()
+        length = self.headers.get("content-length")
+
+        def take(size: int) -> None:
+            nonlocal total
+            while size:
+                piece = self.rfile.read(min(size, 1 << 16))
+                if not piece:
+                    raise ConnectionError("body cut short")
+                digest.update(piece)
+                total += len(piece)
+                size -= len(piece)
+
+        if chunked:
+            while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+                take(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+        elif length:
+            take(int(length))
+        framing = "chunked" if chunked else "content-length" if length else "none"
+        self.recorder.add(Received(self.command, self.path, list(self.headers.items()), b""))
+        payload = json.dumps({"bytes": total, "sha256": digest.hexdigest(), "framing": framing}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _write_chunked(self, pieces) -> None:
+        for piece in pieces:
+            if piece:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _slow(self, path: str, q: dict[str, str]) -> None:
+        n = int(path.rsplit("/", 1)[1])
+        self.send_response(200)
+        self.send_header("content-type", "application/octet-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        try:
+            if path.startswith("/drip/"):
+                every = float(q.get("every", 1))
+                for i in range(n):
+                    if i:
+                        time.sleep(every)
+                    self.wfile.write(b"1\r\nx\r\n")
+                    self.wfile.flush()
+            else:
+                self.wfile.write(b"%x\r\n%s\r\n" % (n, b"x" * n))
+                self.wfile.flush()
+                time.sleep(60)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
+    def _blob(self, n: int) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/octet-stream")
+        self.send_header("content-length", str(n))
+        self.end_headers()
+        try:
+            for piece in blob_bytes(n):
+                self.wfile.write(piece)
+        except OSError:
+            self.close_connection = True
+
     def _handle(self) -> None:
+        path = self.path.split("?")[0]
+        q = dict(urllib.parse.parse_qsl(self.path.partition("?")[2]))
+        if q.get("wait"):  # on any path: answer only after this many seconds
+            time.sleep(float(q["wait"]))
+        if path.startswith("/sink"):
+            return self._sink()
+        if path.startswith(("/drip/", "/stall/")):
+            return self._slow(path, q)
+        if path.startswith("/blob/"):
+            return self._blob(int(path.rsplit("/", 1)[1]))
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             body = self._read_chunked()
         else:
@@ -171,6 +303,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
             return
+        elif path.startswith("/zeros/"):
+            n = int(path.rsplit("/", 1)[1])
+            coding = next((c for c in ("gzip", "br", "zstd", "deflate") if q.get(c)), None)
+            payload = _zeros(n, coding) if coding else b"\0" * n
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            if coding:
+                self.send_header("content-encoding", coding)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         elif path == "/deep":
             payload = b"[" * 100_000 + b"]" * 100_000
         elif path == "/lie":
@@ -187,22 +331,30 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.dumps(
                 {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body.decode("utf-8", "replace")}
             ).encode()
-        query = self.path.partition("?")[2]
-        encoding = None
-        if "gzip=1" in query.split("&"):
-            payload, encoding = gzip.compress(payload), "gzip"
+        encoding = next((c for c in ("gzip", "br", "zstd", "deflate") if q.get(c) == "1"), None)
+        if encoding:
+            payload = encode(payload, encoding)
+        pieces = int(q.get("pieces", 0))
         self.send_response(status)
         self.send_header("content-type", "text/plain; charset=utf-8" if path.startswith("/text/") else "application/json")
         if encoding:
             self.send_header("content-encoding", encoding)
-        self.send_header("content-length", str(len(payload)))
+        if pieces:
+            self.send_header("transfer-encoding", "chunked")
+        else:
+            self.send_header("content-length", str(len(payload)))
         if path.startswith("/echo-header/"):
             self.send_header("x-echoed", self.headers.get(path.rsplit("/", 1)[1]) or "")
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(payload)
+            if pieces:
+                self._write_chunked(payload[i : i + pieces] for i in range(0, len(payload), pieces))
+            else:
+                self.wfile.write(payload)
 
     def _event_stream(self, kind: str, q: dict[str, str]) -> None:
+        if kind == "ack":
+            return self._acknowledged_stream(int(q.get("n", 5)), q["gate"])
         events = sse_events(kind, q)
         if q.get("crlf"):
             events = [e.replace(b"\n", b"\r\n") for e in events]
@@ -227,6 +379,22 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
+    def _acknowledged_stream(self, n: int, gate: str) -> None:
+        """Event i leaves only once the client has seen event i-1: a proxy that holds an
+        event back until the next one arrives deadlocks this stream (bounded by the gate timeout)."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+
+        def events():
+            yield b"retry: 1000\n\n"  # shorter than any held-back tail used to be
+            for i in range(1, n):
+                self.gates.wait(f"{gate}-{i}")
+                yield b"id: %d\ndata: event %d\n\n" % (i, i)
+
+        self._write_chunked(events())
+
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
@@ -250,6 +418,14 @@ class Gates:
         self._get(name).set()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A client (or rr cutting an exchange off) hanging up is routine here; printing it would
+        # also land in the output of an in-process `rr` command that runs at that moment.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 class Upstream:
     """`with Upstream(pki) as up:` serves on 127.0.0.1:<up.port>."""
 
@@ -260,7 +436,7 @@ class Upstream:
         self.server_names: list[str | None] = []  # the TLS SNI of each connection, as received
         self.answers: dict[str, Answer] = {}
         handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates, "answers": self.answers})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server = _Server((host, port), handler)
         self.server.daemon_threads = True
         if pki is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -185,7 +185,6 @@ def test_git_push_http1(proxy, site, tmp_path):
     _push(proxy, site, tmp_path, "HTTP/1.1", "push-h1")
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 22 item 1: unknown-length uploads over HTTP/2")
 def test_git_push_http2(proxy, site, tmp_path):
     _push(proxy, site, tmp_path, "HTTP/2", "push-h2")
 

@@ -63,18 +63,17 @@ class Misbehaving(BadUpstream):
 
 
 class Slow(BadUpstream):
-    """Never answers (/silent) or drips its body a byte a second (/drip)."""
+    """Never answers (/silent), or drips a few bytes of its body a second apart and then stalls (/drip)."""
 
     def one(self, conn):
         try:
             head = conn.recv(65536)
             if b"/drip" in head:
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n")
-                for _ in range(100):
+                for _ in range(4):
                     conn.sendall(b" ")
                     time.sleep(1)
-            else:
-                time.sleep(60)
+            time.sleep(60)
         except OSError:
             pass
         finally:
@@ -99,7 +98,7 @@ def raw():
 def proxy(tmp_path_factory, upstream, pki, raw, slow):
     home = tmp_path_factory.mktemp("rr-hostile")
     prepare_home(home, POLICY.format(port=upstream.port, raw_port=raw.port, slow_port=slow.port))
-    args = ["--set", "rr_buffer_limit=1000000", "--set", "rr_upstream_timeout=2", "--set", "rr_max_client_connections=8"]
+    args = ["--set", "rr_buffer_limit=1000000", "--set", "rr_first_byte_timeout=2", "--set", "rr_idle_timeout=2", "--set", "rr_max_client_connections=8"]
     with ProxyProcess(home, upstream_ca=pki.ca_cert, args=args) as p:
         p.slow_port = slow.port
         p.upstream_port = upstream.port
@@ -256,7 +255,7 @@ def test_upstream_reset_mid_body(proxy, raw):
     still_serving(proxy)
 
 
-@pytest.mark.parametrize("path", ["/silent", "/drip"], ids=["never-answers", "slow-drip-filtered"])
+@pytest.mark.parametrize("path", ["/silent", "/drip"], ids=["never-answers", "drip-then-stall-filtered"])
 def test_slow_upstream_is_cut_off_with_504(proxy, path):
     started = time.monotonic()
     with httpx.Client(proxy=proxy.url("agent", "KEY_h"), timeout=30) as c:

@@ -194,3 +194,17 @@ def test_one_audit_record_per_request(proxy, upstream):
     text = audit.read_text()
     for secret in ("sk_life_SECRET", "KEY_a", "secret=value"):
         assert secret not in text
+
+
+def test_a_quiet_websocket_outlives_the_idle_and_first_byte_timeouts(proxy, ws_upstream, pki):
+    """Timeouts watch an exchange until its response; an upgraded WebSocket is not cut
+    for being quiet (mitmproxy's tcp_timeout, 600 s, still closes dead connections)."""
+    args = ["--set", "rr_idle_timeout=1", "--set", "rr_first_byte_timeout=1"]
+    with ProxyProcess(proxy.home, upstream_ca=pki.ca_cert, args=args, name="quiet") as p:
+        ctx = ssl.create_default_context(cafile=str(p.ca))
+        with ws_connect(f"wss://127.0.0.1:{ws_upstream.port}/chat", proxy=p.url("agent", "KEY_a"), ssl=ctx, open_timeout=10) as ws:
+            ws.send("one")
+            assert ws.recv(timeout=10) == "echo:one"
+            time.sleep(3)
+            ws.send("two")
+            assert ws.recv(timeout=10) == "echo:two"

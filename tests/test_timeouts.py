@@ -1,0 +1,54 @@
+"""rr_addon.timeouts.Watch on a real event loop, with short timeouts."""
+
+import asyncio
+
+from rr_addon import timeouts
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_first_byte_expires_once_and_answered_switches_to_idle():
+    async def main():
+        expired: list[str] = []
+        w = timeouts.Watch(0.1, 0, lambda: 0, expired.append)
+        w.sent()
+        await asyncio.sleep(0.4)
+        assert expired == [timeouts.FIRST_BYTE]
+        expired.clear()
+        w = timeouts.Watch(0.2, 0, lambda: 0, expired.append)
+        w.sent()
+        w.answered()  # idle 0: no limit once the response started
+        await asyncio.sleep(0.5)
+        assert expired == []
+
+    run(main())
+
+
+def test_idle_is_cut_only_once_progress_stops():
+    async def main():
+        expired: list[str] = []
+        moved = [0]
+        w = timeouts.Watch(0, 0.4, lambda: moved[0], expired.append)
+        w.answered()
+        for _ in range(24):  # 1.2 s of progress, three times the idle timeout
+            moved[0] += 1
+            await asyncio.sleep(0.05)
+        assert expired == []
+        await asyncio.sleep(1.0)
+        assert expired == [timeouts.IDLE]
+
+    run(main())
+
+
+def test_cancel_stops_every_timer():
+    async def main():
+        expired: list[str] = []
+        w = timeouts.Watch(0.05, 0.05, lambda: 0, expired.append)
+        w.sent()
+        w.cancel()
+        await asyncio.sleep(0.3)
+        assert expired == []
+
+    run(main())

@@ -133,6 +133,7 @@ class RR:
         self._exporter: metrics.Exporter | None = None
         self.metering: Metering | None = None
         self.identities: Identities | None = None
+        self._lazy = False  # connection_strategy is lazy from the first configure on
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -185,8 +186,13 @@ class RR:
     def configure(self, updated: set[str]) -> None:
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream on CONNECT, before rr has decided anything.
+            if self._lazy:  # changed at run time (mitmweb's options editor, `set`): refused and rolled back
+                from rr_addon.runner import LAZY_ONLY
+
+                raise exceptions.OptionsError(LAZY_ONLY)
             logger.info("rr sets connection_strategy=lazy: nothing connects upstream before a decision")
             ctx.options.update(connection_strategy="lazy")
+        self._lazy = True
         if "rr_database_url" in updated:
             self._open_store(ctx.options.rr_database_url or None)
         if "rr_database_url" in updated or "rr_redis_url" in updated:

@@ -28,9 +28,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
-
-
 def die(message: str) -> typer.Exit:
     """A clear, expected failure: print the message; the caller raises the returned Exit (status 1)."""
     err_console.print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
@@ -167,32 +164,16 @@ def run(
     confdir = settings.confdir()
     if not (confdir / "mitmproxy-ca-cert.pem").exists():
         ensure_ca(confdir)
-    args = [
-        "--listen-host",
-        "127.0.0.1",
-        "-p",
-        "8080",
-        "--set",
-        f"confdir={confdir}",
-        "--set",
-        "connection_strategy=lazy",
-    ]
-    if web:
-        args += ["--set", "web_open_browser=false"]
-        if not any(a.startswith("web_columns=") or a == "--web-columns" for a in ctx.args):
-            # rr's decision is the flow comment: show it in the flow list
-            for column in WEB_COLUMNS:
-                args += ["--set", f"web_columns={column}"]
-    args += list(ctx.args)
     from rr_addon import runner
 
     err_console.print(
-        f"rr: starting {'mitmweb' if web else 'mitmdump'}; CA certificate {confdir / 'mitmproxy-ca-cert.pem'}\n"
+        f"rr: starting {'mitmweb' if web else 'mitmdump'}\n"
         "rr: point a workload at it with the output of `rr env --proxy NAME --credential NAME`",
         soft_wrap=True,
         highlight=False,
     )
-    sys.exit(runner.run(args, web=web))
+    # rr's defaults (runner.defaults) come first: every option the user passes wins
+    sys.exit(runner.run(list(ctx.args), web=web, base=runner.defaults(web=web)))
 
 
 @app.command()

@@ -578,10 +578,18 @@ def _route_configure_through(lean: LeanChain) -> None:
     raise RuntimeError("rr cannot route option changes on this mitmproxy (AddonManager._configure_all not connected)")
 
 
-def listen_address(arguments: Iterable[str], *, web: bool) -> str:
-    """host:port the first proxy server of `rr run [--web] ARGUMENTS` listens on
-    (rr's defaults, then the command line and confdir/config.yaml, as `prepare`
-    applies them), without starting anything: what scripts/quickstart prints."""
+@dataclass(frozen=True)
+class Where:
+    """Where a client reaches `rr run ARGS` and the CA it must trust."""
+
+    address: str  # host:port; a wildcard listen host (all interfaces) as loopback, where a local client connects
+    ca: Path
+
+
+def where(arguments: Iterable[str], *, web: bool) -> Where:
+    """Where `rr run [--web] ARGUMENTS` will listen (its first proxy server) and
+    its CA file: rr's defaults, then confdir/config.yaml and the command line,
+    as `prepare` applies them, without starting anything (scripts/quickstart)."""
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.main import process_options
 
@@ -597,10 +605,12 @@ def listen_address(arguments: Iterable[str], *, web: bool) -> str:
     confdir = Path(opts.confdir).expanduser()
     optmanager.load_paths(opts, str(confdir / "config.yaml"), str(confdir / "config.yml"))
     process_options(None, opts, args)
-    mode = mode_specs.ProxyMode.parse(opts.mode[0]) if opts.mode else mode_specs.ProxyMode.parse("regular")
-    host = mode.listen_host(opts.listen_host) or "0.0.0.0"
+    mode = mode_specs.ProxyMode.parse(opts.mode[0] if opts.mode else "regular")
+    host = mode.listen_host(opts.listen_host)
     port = mode.listen_port(opts.listen_port)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return Where(address, Path(opts.confdir).expanduser() / "mitmproxy-ca-cert.pem")
 
 
 def run(args: list[str], *, web: bool, base: dict[str, Any] | None = None) -> int:
@@ -650,10 +660,11 @@ def run(args: list[str], *, web: bool, base: dict[str, Any] | None = None) -> in
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--listen-address"]:  # scripts/quickstart: where `rr run ARGS` will listen
+    if argv[:1] == ["--where"]:  # scripts/quickstart: the address and CA file of `rr run ARGS`
         argv = argv[1:]
         web = argv[:1] == ["--web"]
-        print(listen_address(argv[1:] if web else argv, web=web))
+        found = where(argv[1:] if web else argv, web=web)
+        print(f"{found.address}\n{found.ca}")
         return 0
     web = bool(argv) and argv[0] == "--web"
     return run(argv[1:] if web else argv, web=web, base=defaults(web=web))

@@ -285,15 +285,20 @@ def test_confdir_config_yaml_wins_over_rrs_defaults(rr_home, tmp_path):
     [
         (False, [], "127.0.0.1:8080"),
         (False, ["-p", "28080"], "127.0.0.1:28080"),
-        (False, ["--listen-port", "28081", "--listen-host", "0.0.0.0"], "0.0.0.0:28081"),
+        (False, ["--listen-port", "28081", "--listen-host", "0.0.0.0"], "127.0.0.1:28081"),  # all interfaces: reached on loopback
         (False, ["--set", "listen_port=28082"], "127.0.0.1:28082"),
         (False, ["--mode", "regular@28083"], "127.0.0.1:28083"),
         (True, ["-p", "28084", "--set", "web_port=28085"], "127.0.0.1:28084"),
         (False, ["--listen-host", "::1", "-p", "28086"], "[::1]:28086"),
     ],
 )
-def test_listen_address_is_where_the_proxy_will_listen(rr_home, web, args, expected):
-    assert runner.listen_address(args, web=web) == expected
+def test_where_tells_the_address_the_proxy_will_listen_on(rr_home, web, args, expected):
+    assert runner.where(args, web=web).address == expected
+
+
+def test_where_tells_the_ca_of_the_confdir_in_use(rr_home, tmp_path):
+    assert runner.where([], web=False).ca == rr_home / "certs" / "mitmproxy-ca-cert.pem"
+    assert runner.where(["--set", f"confdir={tmp_path}"], web=False).ca == tmp_path / "mitmproxy-ca-cert.pem"
 
 
 def test_an_unknown_option_next_to_scripts_stops_the_start(rr_home, tmp_path, caplog):

@@ -809,7 +809,7 @@ class RR:
             elif getattr(flow, _TIMED_OUT, False) or "timed out" in msg.lower() or "timeout" in msg.lower():
                 decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=msg)
             else:
-                decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=msg)
+                decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=_with_hint(flow, msg))
             wire.answer_errors_with(flow, flows.decision_response(decision, flow.id))
             meta.update(result="deny", code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
             meta["status"] = decision.status
@@ -983,6 +983,20 @@ def _changed(admitted: Admission | Outcome) -> Outcome:
     if isinstance(admitted, Admission):
         return dataclasses.replace(admitted.outcome(decision), report_only=False)
     return dataclasses.replace(admitted, decision=decision, report_only=False)
+
+
+UNTRUSTED_CA_HINT = (
+    "if the upstream's certificate is issued by a private CA, trust that CA with "
+    "--set ssl_verify_upstream_trusted_ca=/path/to/ca.pem (see README, Upstreams with a private CA)"
+)
+
+
+def _with_hint(flow: http.HTTPFlow, msg: str) -> str:
+    """mitmproxy's upstream error, with what to do about a certificate rr cannot verify."""
+    if "certificate verify failed" not in msg.lower():
+        return msg
+    logger.warning("rr: upstream certificate of %s:%s is not trusted (%s); %s", flow.request.host, flow.request.port, msg, UNTRUSTED_CA_HINT)
+    return f"{msg}; {UNTRUSTED_CA_HINT}"
 
 
 def _add_time(flow: http.HTTPFlow, seconds: float) -> None:

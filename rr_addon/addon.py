@@ -213,7 +213,7 @@ class RR:
 
     def _open_store(self, url: str | None) -> None:
         try:
-            engine = make_engine(url)
+            engine = make_engine(url, existing=True)
             check_schema(engine)
             keyring = Keyring(master_keys(settings.home()))
             snapshot = config_store.load_snapshot(engine, keyring)

@@ -49,7 +49,7 @@ def _lifecycle(ctx: typer.Context) -> None:
 def _store():
     """Engine and keyring of an initialised database, or exit with the reason."""
     try:
-        engine = make_engine()
+        engine = make_engine(existing=True)
         check_schema(engine)
         keyring = Keyring(master_keys(settings.home()))
         config_store.check_key(engine, keyring)

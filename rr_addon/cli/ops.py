@@ -199,7 +199,7 @@ def _die(message: str) -> typer.Exit:
 def _database() -> Iterator[Engine]:
     """The engine of an initialised database (no master key needed), disposed afterwards."""
     try:
-        engine = make_engine()
+        engine = make_engine(existing=True)
     except DatabaseError as e:
         raise _die(str(e)) from None
     try:

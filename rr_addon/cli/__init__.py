@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 import yaml
-from rich.console import Console
+from rr_addon.cli.consoles import Output
 
 from rr_addon import settings
 from rr_addon.cli import render
@@ -25,8 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Output()
+err_console = Output(stderr=True)
 
 def die(message: str) -> typer.Exit:
     """A clear, expected failure: print the message; the caller raises the returned Exit (status 1)."""

@@ -24,12 +24,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rr_addon import settings
 from rr_addon.store import audit_store, config_store, dataplanes
+from rr_addon.cli.consoles import Output
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
 
 
 def _console(stderr: bool = False) -> Console:
     """Made per command, so the terminal width (or COLUMNS) is the one at the time it runs."""
-    return Console(stderr=stderr)
+    return Output(stderr=stderr)
 
 RESULT_STYLE = {"allow": "green", "deny": "red", "would-deny": "yellow", "error": "bold red"}
 

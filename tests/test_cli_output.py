@@ -1,0 +1,42 @@
+"""Piped `rr` tables keep their natural width: rich's 80-column fallback for
+output that is not a terminal would wrap every cell (`rr audit | grep` finds
+half a row)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from rr_addon.testing.home import rr_cli
+from rr_addon.testing.proxy import BIN
+
+LONG = "a-target-with-a-name-long-enough-to-be-wrapped-at-eighty-columns"
+POLICY = f"""
+targets:
+  - name: {LONG}
+    hosts: ["api.example.com"]
+    credentials: [{{name: live-credential-with-a-long-name, kind: bearer, secret: sk_x}}]
+"""
+
+
+def test_a_piped_table_is_not_squeezed_to_80_columns(tmp_path):
+    rr_cli(tmp_path, "init")
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RR_DATABASE_URL", "RR_MASTER_KEY")}
+    env["RR_HOME"] = str(tmp_path)
+    if (tmp_path / "database-url").exists():
+        env["RR_DATABASE_URL"] = (tmp_path / "database-url").read_text().strip()
+    out = subprocess.run(
+        [str(BIN / "rr"), "apply", "-f", str(tmp_path / "policy.yaml"), "--dry-run"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if LONG in line]
+    assert rows and "live-credential-with-a-long-name" in out.stdout
+    assert any(len(line) > 80 for line in out.stdout.splitlines())
+
+
+def test_columns_still_decides_when_set(tmp_path):
+    rr_cli(tmp_path, "init")
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    result = rr_cli(tmp_path, "apply", "-f", str(tmp_path / "policy.yaml"), "--dry-run", env={"COLUMNS": "60"})
+    assert all(len(line) <= 60 for line in result.output.splitlines())

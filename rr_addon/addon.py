@@ -811,6 +811,10 @@ class RR:
             else:
                 decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=_with_hint(flow, msg))
             wire.answer_errors_with(flow, flows.decision_response(decision, flow.id))
+            metered = getattr(flow, _METERED, None)
+            if metered is not None and self.metering is not None and not _reached_upstream(flow, refused):
+                await self.metering.add(metered[0].refund())  # nothing went out: the quota is not used
+                delattr(flow, _METERED)
             meta.update(result="deny", code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
             meta["status"] = decision.status
             if refused is not None:
@@ -983,6 +987,18 @@ def _changed(admitted: Admission | Outcome) -> Outcome:
     if isinstance(admitted, Admission):
         return dataclasses.replace(admitted.outcome(decision), report_only=False)
     return dataclasses.replace(admitted, decision=decision, report_only=False)
+
+
+def _reached_upstream(flow: http.HTTPFlow, refused) -> bool:
+    """Whether any of the request may have reached the upstream: rr refused it below
+    the hooks, or its connection never opened (refused, failed, or its TLS handshake
+    failed), then nothing went out. A connection that was open counts as reached."""
+    if refused is not None:
+        return False
+    server = flow.server_conn
+    if server is None or server.timestamp_tcp_setup is None:
+        return False
+    return not (server.tls and server.timestamp_tls_setup is None)
 
 
 UNTRUSTED_CA_HINT = (

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from collections.abc import Sequence
 
-from mitmproxy import command, ctx, exceptions, flow, http
+from mitmproxy import command, contentviews, ctx, exceptions, flow, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
-from rr_addon import audit, flows, metrics, settings, wire
+from rr_addon import audit, flows, metrics, settings, webview, wire
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
 from rr_addon.metering import Metering
@@ -138,6 +138,7 @@ class RR:
     # ------------------------------------------------------------------ lifecycle
 
     def load(self, loader: Loader) -> None:
+        contentviews.add(webview.RRView(self.explain_flow))
         server_log = logging.getLogger("mitmproxy.proxy.server")
         if not any(isinstance(f, _StreamingIsRoutine) for f in server_log.filters):
             server_log.addFilter(_STREAMING_FILTER)
@@ -622,9 +623,8 @@ class RR:
         if injection is None and admitted is not None and admitted.credential is not None and not admitted.credential.injection.dynamic:
             injection = admitted.credential.injection
         if not outcome.decision.allowed and not outcome.report_only:
-            if injection is not None and not injection.empty:
-                # show which credential the refused request would have carried; nothing is sent
-                flows.show_injection(flow.request, injection)
+            # no placeholder: nothing was injected into a request that is never sent (CONTRACT §12);
+            # the comment and the rr view name the target credential
             self.answer(flow, outcome.decision, extra_headers)
             return
         assert admitted is not None
@@ -632,6 +632,7 @@ class RR:
             setattr(flow, _PIPELINE, admitted.pipeline)
             if admitted.pipeline.request_redactor is not None:
                 self.redact_request(flow, admitted.pipeline.request_redactor)
+                webview.show(flow)  # with the request's redaction count
         if injection is not None and not injection.empty:
             flows.show_injection(flow.request, injection)
         else:
@@ -751,6 +752,9 @@ class RR:
         if result.decision is not None:
             self.replace_response(flow, result.decision)
         elif result.body is not None:
+            if getattr(flow, _PIPELINE, EMPTY).filters and 200 <= resp.status_code < 300:
+                flow.metadata["rr"]["filtered"] = True
+            webview.show(flow)
             resp.headers.pop("content-encoding", None)
             resp.content = result.body
         else:
@@ -776,8 +780,7 @@ class RR:
         flow.response = flows.decision_response(decision, flow.id)
         meta = flow.metadata["rr"]
         meta.update(result="deny", status=decision.status, code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
-        flow.comment = f"rr deny {decision.code}"
-        flow.marked = ":no_entry:"
+        webview.show(flow)
 
     @fail_closed
     async def error(self, flow: http.HTTPFlow) -> None:
@@ -819,8 +822,7 @@ class RR:
             meta["status"] = decision.status
             if refused is not None:
                 meta["result"] = "deny"
-                flow.comment = f"rr deny {decision.code}"
-                flow.marked = ":no_entry:"
+            webview.show(flow)
         self.finish(flow)
 
     # ------------------------------------------------------------------ commands
@@ -828,29 +830,32 @@ class RR:
     @command.command("rr.explain")
     def explain_flows(self, selection: Sequence[flow.Flow]) -> str:
         """Explain rr's decision for each flow: every scope and rule, as the proxy evaluated it."""
+        if self.snapshot is None:
+            raise exceptions.CommandError("rr has no configuration loaded")
+        text = "\n".join(self.explain_flow(f) if isinstance(f, http.HTTPFlow) else f"{f.id}: not an HTTP flow" for f in selection)
+        logger.info("%s", text)
+        return text
+
+    def explain_flow(self, f: http.HTTPFlow) -> str:
+        """The decision tree of one flow, re-evaluated with the loaded configuration (the rr view, rr.explain)."""
         from rr_addon.cli.render import explanation_tree, plain
         from rr_addon.core.decide import explain
 
         snap = self.snapshot
+        meta = f.metadata.get("rr")
         if snap is None:
-            raise exceptions.CommandError("rr has no configuration loaded")
-        out = []
-        for f in selection:
-            meta = f.metadata.get("rr") if isinstance(f, http.HTTPFlow) else None
-            if not meta or not meta.get("proxy"):
-                out.append(f"{f.id}: no authenticated rr decision on this flow")
-                continue
-            caller = snap.proxies.get(meta["proxy"]).callers.get(meta["credential"]) if meta["proxy"] in snap.proxies else None
-            if caller is None:
-                out.append(f"{f.id}: credential {meta['proxy']}/{meta['credential']} is no longer configured")
-                continue
-            body = self.request_body(f)
-            facts = dataclasses.replace(flows.request_facts(f), body=body if isinstance(body, bytes) else None)
-            title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
-            out.append(plain(explanation_tree(title, explain(snap, caller, facts, self.limits))))
-        text = "\n".join(out)
-        logger.info("%s", text)
-        return text
+            return "rr has no configuration loaded"
+        if not meta or not meta.get("proxy"):
+            return f"{f.id}: no authenticated rr decision on this flow"
+        caller = snap.proxies.get(meta["proxy"]).callers.get(meta["credential"]) if meta["proxy"] in snap.proxies else None
+        if caller is None:
+            return f"{f.id}: credential {meta['proxy']}/{meta['credential']} is no longer configured"
+        body = self.request_body(f)
+        facts = dataclasses.replace(flows.request_facts(f), body=body if isinstance(body, bytes) else None)
+        title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
+        if meta.get("config_version") not in (None, snap.version):
+            title += f"; decided under version {meta['config_version']}"
+        return plain(explanation_tree(title, explain(snap, caller, facts, self.limits)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -868,8 +873,7 @@ class RR:
             meta.update({k: old.get(k) for k in meta})
         meta.update(result="error", status=500, code="internal-error", reason=reasons.INTERNAL_ERROR)
         flow.metadata["rr"] = meta
-        flow.comment = "rr error internal-error"
-        flow.marked = ":no_entry:"
+        webview.show(flow)
         if final:
             try:
                 self.finish(flow)
@@ -895,12 +899,7 @@ class RR:
             "config_version": snap.version,
             **(getattr(flow, _VERIFICATION, None) or {}),
         }
-        if result == "allow":
-            flow.comment = f"rr allow {route.target}/{route.target_credential or '-'}" if route else "rr allow"
-        else:
-            where = f" {d.scope}/{d.rule}" if d.rule else ""
-            flow.comment = f"rr {result} {d.code}{where}"
-            flow.marked = ":warning:" if result == "would-deny" else ":no_entry:"
+        webview.show(flow)
 
     def finish(self, flow: http.HTTPFlow) -> None:
         """Write the flow's one audit record."""

@@ -158,6 +158,9 @@ def run(
 ) -> None:
     """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.
 
+    rr's defaults (127.0.0.1:8080, confdir $RR_HOME/certs, lazy connections; for --web no browser
+    and a Comment column) yield to the options you pass; connection_strategy=eager is refused.
+
     Only the mitmproxy addons the options ask for are loaded (see rr_addon/runner.py); flows are
     printed with -v or --set flow_detail=N."""
     _store()  # fail early, with rr's message, if the database or key is not usable

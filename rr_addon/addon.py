@@ -34,10 +34,11 @@ from rr_addon.core.addresses import is_global_address
 from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
-from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
+from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, EventMeasure, Measurement
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
+from rr_addon.core.terminal import escape_log_output
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.store import audit_store, config_store, dataplanes, notify
@@ -138,6 +139,7 @@ class RR:
     # ------------------------------------------------------------------ lifecycle
 
     def load(self, loader: Loader) -> None:
+        escape_log_output()  # request lines and errors carry caller bytes: no terminal control sequences
         contentviews.add(webview.RRView(self.explain_flow))
         server_log = logging.getLogger("mitmproxy.proxy.server")
         if not any(isinstance(f, _StreamingIsRoutine) for f in server_log.filters):
@@ -510,7 +512,8 @@ class RR:
             return unknown
         presented = find_presented(facts, snap.caller_headers_for(facts.host, facts.port, facts.scheme))
         assert presented is not None and not isinstance(presented, Problem)
-        result = await identities.identify(presented.secret)
+        peer = flow.client_conn.peername
+        result = await identities.identify(presented.secret, client=peer[0] if peer else None)
         if isinstance(result, Refused):
             setattr(flow, _VERIFICATION, result.audit())
             return dataclasses.replace(unknown, decision=Decision.deny("unauthenticated", result.reason, detail=result.detail))
@@ -833,7 +836,8 @@ class RR:
         if self.snapshot is None:
             raise exceptions.CommandError("rr has no configuration loaded")
         text = "\n".join(self.explain_flow(f) if isinstance(f, http.HTTPFlow) else f"{f.id}: not an HTTP flow" for f in selection)
-        logger.info("%s", text)
+        for line in text.splitlines():  # one record per line: a record's args have their line breaks escaped
+            logger.info("%s", line)
         return text
 
     def explain_flow(self, f: http.HTTPFlow) -> str:
@@ -941,6 +945,7 @@ class RR:
                 dataplane=self.plane_id,
                 decision_ms=round(getattr(flow, _DECISION_TIME, 0.0) * 1000, 3),
                 meters=[m.name for m in metered[0].meters] if metered is not None else [],
+                degraded=UNCOUNTED if metered is not None and metered[1].degraded and metered[1].admitted else None,
                 redactions=meta.get("redactions") or {},
                 unmeasured=meta.get("unmeasured"),
                 subject=meta.get("subject"),

@@ -1,5 +1,6 @@
-"""`rr apply`: read files, validate everything, resolve secrets, compile a
-trial snapshot, and only then write — all in one transaction, or nothing."""
+"""`rr apply`: read files, validate everything, resolve secrets, write in one
+transaction, read the written rows back and load them as a data plane would,
+and only then commit — all, or nothing."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from sqlalchemy.engine import Engine
 from rr_addon.config import schema, validate
 from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
-from rr_addon.core.snapshot import CompileError, compile_snapshot
 from rr_addon.crypto import Keyring
 from rr_addon.store import config_store
-from rr_addon.store.config_store import Change, Desired, Stored
+from rr_addon.store.config_store import Change, Desired, Stored, StoredConfigError
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Prepared:
     stored: Stored
     desired: Desired
     changes: list[Change]
+    paths: list[str]
 
     @property
     def changed(self) -> bool:
@@ -41,31 +42,27 @@ def source_label(ref: object) -> str:
 def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: Mapping[str, str] = os.environ) -> Prepared:
     config, source = load_files(paths)
     errors = validate.check(config, source)
-    stored = config_store.read(engine, keyring)
+    # Lenient: objects stored by an older rr that no longer load are listed, not
+    # fatal, so that this apply can replace them.
+    stored = config_store.read(engine, keyring, lenient=True)
     target_secrets, caller_digests, caller_secrets = _resolve(config, source, stored, env, errors, keyring)
     errors.extend(identity_conflicts(config, source))
     if errors:
         raise ConfigErrors(errors)
-
-    # Compile what the data planes would compile, so apply refuses what they would.
-    plaintext = stored.target_secrets(keyring)
-    for key, (value, _) in target_secrets.items():
-        if value is not None:
-            plaintext[key] = value
-    digests = dict(stored.caller_digests)
-    for key, (digest, _) in caller_digests.items():
-        if digest is not None:
-            digests[key] = digest
-    secrets = {k: v for k, (v, _) in caller_secrets.items() if v is not None}
-    try:
-        compile_snapshot(
-            config, version=stored.version + 1, hmac_key=stored.hmac_key, target_secrets=plaintext, caller_digests=digests, caller_secrets=secrets
-        )
-    except CompileError as e:
-        raise ConfigErrors([ConfigError(",".join(map(str, paths)), "", str(e))]) from None
-
     desired = Desired(config, target_secrets, caller_digests, caller_secrets)
-    return Prepared(stored, desired, config_store.plan(stored, desired, keyring))
+    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), [str(p) for p in paths])
+
+
+def loadable(stored: Stored, keyring: Keyring) -> None:
+    """Raise StoredConfigError unless `stored` loads the way a data plane loads it
+    (rr_addon.addon: load_snapshot, then Identities.rebuild)."""
+    from rr_addon.identities import Identities
+
+    snap = config_store.snapshot_of(stored, keyring)
+    try:
+        Identities().rebuild(snap)  # outside an event loop: builds verifiers, fetches nothing
+    except ValueError as e:
+        raise StoredConfigError(f"configuration would not load: {e}") from None
 
 
 def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping[str, str], errors: list[ConfigError], keyring: Keyring):
@@ -109,15 +106,16 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
             if c.verifies:
                 # an HMAC key or a client secret: stored encrypted, because rr uses it
                 ref = c.secret_ref
+                field = "client_secret" if c.auth == "oauth2" else "secret (the HMAC key)"
                 if ref is not None:
                     try:
                         caller_secrets[(p.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref))
                     except ValueError as e:
                         err("proxies", p.name, c.name, i, str(e))
-                elif getattr(c, "introspection_url", None) is not None:
+                elif getattr(c, "introspection_url", None) is not None or getattr(c, "uses_hmac_secret", False):
                     enc = stored.caller_secrets_enc.get((p.name, c.name))
                     if enc is None:
-                        err("proxies", p.name, c.name, i, "client_secret is required for a new credential")
+                        err("proxies", p.name, c.name, i, f"{field} is required for a new credential")
                     else:
                         caller_secrets[(p.name, c.name)] = (keyring.decrypt(enc).decode(), stored.sources.get(("proxies", p.name, c.name)))
                 else:
@@ -151,5 +149,15 @@ def identity_conflicts(config: schema.Config, source: Source) -> list[ConfigErro
     return [ConfigError(",".join(sorted(set(source.files.values()))) or "<config>", "", message) for message in conflicts(specs)]
 
 
-def apply(prepared: Prepared, engine: Engine, keyring: Keyring, applied_from: str) -> int:
-    return config_store.write(engine, prepared.stored, prepared.desired, keyring, applied_from)
+def apply(prepared: Prepared, engine: Engine, keyring: Keyring, applied_from: str, *, dry_run: bool = False) -> int:
+    """Write (or, dry run, write and roll back) after loading the written rows the
+    way a data plane will: what cannot load is refused, nothing changes.
+    Raises ConfigErrors, ConcurrentChange."""
+
+    def check(written: Stored) -> None:
+        try:
+            loadable(written, keyring)
+        except StoredConfigError as e:
+            raise ConfigErrors([ConfigError(",".join(prepared.paths), "", str(e))]) from None
+
+    return config_store.write(engine, prepared.stored, prepared.desired, keyring, applied_from, check=check, commit=not dry_run)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
+
+from rr_addon.core.terminal import printable
 
 logger = logging.getLogger("rr.audit")
 
@@ -47,6 +50,7 @@ FIELDS = (
     "issuer",
     "verification",  # which verification path accepted or refused the token
     "meters",  # names of the meters that counted this request
+    "degraded",  # why the decision was taken without a backend (on_backend_error: allow), else null
     "redactions",  # detector -> count, never the values
     "unmeasured",  # response_value meter -> why it could not measure this response (no-value, not-json, too-large, stream-broken)
     "dataplane",  # the data plane that served the request
@@ -72,12 +76,20 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def open_private(path: Path):
+    """Open `path` for appending text; a new file is created 0600, like the
+    database that holds the same records (an existing file keeps its mode: an
+    operator may have opened it to a log shipper's group on purpose)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class JsonLinesSink:
     """Appends one JSON object per line (for SIEM pipelines)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._f = path.open("a", encoding="utf-8")
+        self._f = open_private(path)
 
     def write(self, records: list[dict]) -> None:
         self._f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
@@ -107,10 +119,12 @@ class LogSink:
 
 
 def log_line(r: dict) -> str:
+    # method, host, path and reason carry caller bytes: escaped here too, whatever handlers the logger has
     caller = f"{r['proxy']}/{r['credential']}" if r["proxy"] else "-"
     return (
-        f"{r['result']} {r['request_id']} caller={caller} {r['method']} {r['scheme']}://{r['host']}:{r['port']}{r['path']}"
-        f" -> {r['status']} {r['code'] or '-'} scope={r['scope'] or '-'} rule={r['rule'] or '-'}: {r['reason']}"
+        f"{r['result']} {r['request_id']} caller={printable(caller)} {printable(r['method'])} "
+        f"{r['scheme']}://{printable(r['host'])}:{r['port']}{printable(r['path'])}"
+        f" -> {r['status']} {r['code'] or '-'} scope={r['scope'] or '-'} rule={printable(r['rule'] or '-')}: {printable(r['reason'])}"
     )
 
 

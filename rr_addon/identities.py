@@ -6,6 +6,11 @@ sources of `oauth2_client_credentials` target credentials. Caches (JWKS,
 introspection answers, upstream tokens) are shared across reloads. A cache hit
 answers without awaiting; a miss awaits one shared fetch — never blocking the
 event loop.
+
+Fetches are isolated by purpose and endpoint (`identity.Http` lanes), every
+fetch has a whole-request deadline, and introspections of unknown tokens are
+capped overall and per client address (`identity.gate`). Endpoint failures
+count in `rr_backend_errors_total{backend="idp"}`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import logging
 import ssl
 from typing import Any
 
+from rr_addon import metrics
 from rr_addon.core.inject import Injection
 from rr_addon.core.snapshot import Caller, Snapshot
-from rr_addon.identity import Http, Refused, Shared, Verified, client_credentials, introspection, jwt_verify
+from rr_addon.identity import Http, Refused, Shared, Verified, client_credentials, introspection, jwt_verify, token_key
 from rr_addon.identity.client_credentials import ClientCredentialsToken, UpstreamTokenError
+from rr_addon.identity.gate import CLIENT, Gate
 from rr_addon.identity.matching import Candidate, CredentialIndex, identify, identify_cached, prewarm, spec_for
 
 logger = logging.getLogger("rr.identity")
@@ -27,10 +34,11 @@ __all__ = ["Identities", "UpstreamTokenError"]
 
 
 class Identities:
-    def __init__(self, ca_file: str | None = None) -> None:
+    def __init__(self, ca_file: str | None = None, gate: Gate | None = None) -> None:
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-        self.http = Http(verify=verify)
+        self.http = Http(verify=verify, on_failure=_count_failure)
         self.shared = Shared()
+        self.gate = gate or Gate()
         self.index: CredentialIndex[Caller] | None = None
         self.sources: dict[tuple[str, str], ClientCredentialsToken] = {}
         self._prewarm: asyncio.Task | None = None
@@ -46,17 +54,23 @@ class Identities:
                 if not c.verifies:
                     continue
                 secret = snap.identity_secrets.get((p.name, c.name))
-                if c.auth == "jwt_verify":
-                    verifier: Any = jwt_verify.build(c, secret=secret, http=self.http, shared=self.shared)
-                else:
-                    verifier = introspection.build(c, client_secret=secret, http=self.http, shared=self.shared)
+                try:
+                    if c.auth == "jwt_verify":
+                        verifier: Any = jwt_verify.build(c, secret=secret, http=self.http, shared=self.shared)
+                    else:
+                        verifier = introspection.build(c, client_secret=secret, http=self.http, shared=self.shared, gate=self.gate)
+                except ValueError as e:
+                    raise ValueError(f"proxies[{p.name}].credentials[{c.name}]: {e}") from None
                 entries.append(Candidate(spec_for(p.name, c), verifier, snap.proxies[p.name].callers[c.name]))
         for t in snap.config.targets:
             for c in t.credentials:
                 if c.kind == "oauth2_client_credentials":
                     secret = snap.identity_secrets[(t.name, c.name)]
                     sources[(t.name, c.name)] = client_credentials.build(c, client_secret=secret, http=self.http, shared=self.shared)
-        self.index = CredentialIndex(entries) if entries else None
+        # rr's own upstream secrets: a caller who presents one (an API key meant for
+        # the upstream) must not have it handed to the introspection endpoint
+        upstream = frozenset(token_key(v) for t in snap.targets.values() for c in t.credentials.values() for v in c.injection.secrets)
+        self.index = CredentialIndex(entries, never_introspect=upstream) if entries else None
         self.sources = sources
         self.shared.sweep()
         if self.index is not None:
@@ -70,11 +84,16 @@ class Identities:
         if self.index is not None and not await prewarm(self.index):
             logger.warning("rr: some token signing keys could not be fetched yet; retried on first use")
 
-    async def identify(self, token: str) -> tuple[Caller, Verified] | Refused:
+    async def identify(self, token: str, client: str | None = None) -> tuple[Caller, Verified] | Refused:
+        """`client`: the caller's address, for the per-client introspection cap."""
         assert self.index is not None
         result = identify_cached(self.index, token)
         if result is None:
-            result = await identify(self.index, token)
+            reset = CLIENT.set(client)
+            try:
+                result = await identify(self.index, token)
+            finally:
+                CLIENT.reset(reset)
         if isinstance(result, Refused):
             return result
         candidate, verified = result
@@ -90,3 +109,7 @@ class Identities:
         if self._prewarm is not None:
             self._prewarm.cancel()
         await self.http.aclose()
+
+
+def _count_failure(purpose: str) -> None:
+    metrics.backend_error("idp", purpose)

@@ -30,7 +30,9 @@ class Metering:
                 result = await self.backend.check_and_add(plan.ops)
         except BackendUnavailable as e:
             self._failed(e, "check")
-            return plan.on_backend_error()
+            verdict = plan.on_backend_error()
+            metrics.degraded_decision(proxy, verdict.admitted)
+            return verdict
         self._recovered()
         verdict = plan.verdict(result)
         if verdict.admitted:

@@ -84,6 +84,12 @@ class Metrics:
         self.backend_errors = Counter(
             "rr_backend_errors", "Errors talking to a backend (database, redis, idp, audit…), by backend and operation.", ["backend", "operation"], registry=r
         )
+        self.degraded = Counter(
+            "rr_degraded_decisions",
+            "Requests decided by a meter's on_backend_error policy because the counters were unreachable, by proxy and result (allow | deny).",
+            ["proxy", "result"],
+            registry=r,
+        )
         self.reloads = Counter("rr_config_reloads", "Configuration reloads, by result (ok | failed).", ["result"], registry=r)
         self.config_version = Gauge("rr_config_version", "The configuration version this process enforces.", registry=r)
         self.audit = _AuditCollector()
@@ -134,6 +140,9 @@ class Metrics:
     def backend_error(self, backend: str, operation: str) -> None:
         self.backend_errors.labels(backend, operation).inc()
 
+    def degraded_decision(self, proxy: str, allowed: bool) -> None:
+        self.degraded.labels(proxy, "allow" if allowed else "deny").inc()
+
     def config_reload(self, ok: bool, version: int | None = None) -> None:
         self.reloads.labels("ok" if ok else "failed").inc()
         if ok and version is not None:
@@ -171,6 +180,7 @@ request_done: Callable[..., None] = METRICS.request_done
 meter_used = METRICS.meter_used
 meter_refused = METRICS.meter_refused
 backend_error = METRICS.backend_error
+degraded_decision = METRICS.degraded_decision
 config_reload = METRICS.config_reload
 config_loaded = METRICS.config_loaded
 watch_audit = METRICS.watch_audit

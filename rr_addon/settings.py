@@ -9,6 +9,7 @@ RR_REDIS_URL     optional shared counters
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -25,6 +26,15 @@ def database_url(override: str | None = None) -> str:
 
 def confdir() -> Path:
     return home() / "certs"
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*:)?//.*@")  # greedy: a raw '@' in a password is hidden too
+
+
+def without_userinfo(url: str) -> str:
+    """Any URL with its `user:password@` replaced by `***@`, for messages.
+    Works on URLs that do not parse; may hide more than the user info, never less."""
+    return _USERINFO.sub(lambda m: (m.group(1) or "") + "//***@", url, count=1)
 
 
 def redacted_url(url: str) -> str:

@@ -23,6 +23,8 @@ from typing import Callable
 
 from mitmproxy import contentviews, http
 
+from rr_addon.core.terminal import printable
+
 MARKERS = {"deny": ":heavy_multiplication_x:", "error": ":heavy_multiplication_x:", "would-deny": ":warning:"}
 
 
@@ -70,7 +72,7 @@ def summary(flow: http.HTTPFlow) -> str:
     """What rr did with the flow, as recorded when it decided."""
     meta = flow.metadata["rr"]
     rows = [
-        ("request", f"{flow.request.method} {flow.request.pretty_url}"),
+        ("request", printable(f"{flow.request.method} {flow.request.pretty_url}")),  # caller bytes: mitmproxy's console is a terminal
         ("request id", flow.id),
         ("caller", caller(meta) + (f" (via {meta['channel']})" if meta.get("channel") else "")),
         ("result", " ".join(str(x) for x in (meta["result"], meta.get("status"), meta.get("code")) if x)),

@@ -210,3 +210,38 @@ def test_tunnel_without_http_is_closed(rr):
     f = tflow.ttcpflow()
     rr.tcp_start(f)
     assert f.error is not None and f.error.msg == "Connection killed."
+
+
+def test_the_stamp_notices_every_change_after_the_decision(rr):
+    f = flow(path="/v1/x?a=1", headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    stamp = getattr(f.request, "_rr_stamp")
+    assert stamp.differs(f.request.data) is None
+    edits = {
+        "method or scheme": lambda r: setattr(r, "method", "DELETE"),
+        "destination": lambda r: setattr(r, "host", "evil.test"),
+        "path or query": lambda r: setattr(r, "path", "/v1/x?a=2"),
+        "headers": lambda r: r.headers.__setitem__("x-extra", "1"),
+    }
+    for what, edit in edits.items():
+        g = f.copy()  # a fresh request with equal values
+        edit(g.request)
+        assert stamp.differs(g.request.data) == what
+    stamp.seal_body(f.request.data)
+    f.request.data.content = b"changed"  # (an edit through .content also changes content-length)
+    assert stamp.differs(f.request.data) == "body"
+
+
+@pytest.mark.parametrize("name", ["make_server_connection", "check_body_size"])
+def test_install_fails_loudly_when_mitmproxy_changed_shape(monkeypatch, name):
+    """A mitmproxy whose internals rr wraps changed shape: rr refuses to start instead of
+    sending requests it can no longer hold to their decision."""
+    from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
+
+    def changed(self, extra):  # a different signature, and not a generator
+        return True
+
+    monkeypatch.setattr(HttpLayer, "event_to_child", lambda self, child, event: None)  # unwrapped
+    monkeypatch.setattr(HttpStream, name, changed)
+    with pytest.raises(RuntimeError, match=name):
+        wire.install()

@@ -9,11 +9,13 @@ from typing import List, Optional
 
 import typer
 import yaml
-from rr_addon.cli.consoles import Output
+from rich.text import Text
 
 from rr_addon import settings
 from rr_addon.cli import render
+from rr_addon.cli.consoles import Output
 from rr_addon.config.load import ConfigErrors
+from rr_addon.core.terminal import printable
 from rr_addon.crypto import Keyring, MasterKeyError, create_key_file, master_keys
 from rr_addon.store import config_store
 from rr_addon.store.db import DatabaseError, check_schema, make_engine, migrate
@@ -30,7 +32,7 @@ err_console = Output(stderr=True)
 
 def die(message: str) -> typer.Exit:
     """A clear, expected failure: print the message; the caller raises the returned Exit (status 1)."""
-    err_console.print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("rr:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -44,6 +46,20 @@ def _lifecycle(ctx: typer.Context) -> None:
             _engines.pop().dispose()  # no pooled connection outlives the command
 
     ctx.call_on_close(dispose)
+
+
+def _read_stored(engine, keyring) -> config_store.Stored:
+    try:
+        return config_store.read(engine, keyring)
+    except config_store.StoredConfigError as e:
+        raise die(str(e)) from None
+
+
+def _load_snapshot(engine, keyring):
+    try:
+        return config_store.load_snapshot(engine, keyring)
+    except config_store.StoredConfigError as e:
+        raise die(str(e)) from None
 
 
 def _store():
@@ -116,9 +132,16 @@ def apply(
     engine, keyring = _store()
     try:
         prepared = prepare(file, engine, keyring)
+        if dry_run or prepared.changed:
+            # also on a dry run: write, load the written rows as a proxy would, roll back
+            version = do_apply(prepared, engine, keyring, ",".join(str(f) for f in file), dry_run=dry_run)
     except ConfigErrors as e:
         err_console.print(render.errors_text(e.errors), soft_wrap=True)
         raise typer.Exit(1)
+    except config_store.ConcurrentChange as e:
+        raise die(str(e)) from None
+    for message in prepared.stored.broken.values():
+        err_console.print(f"rr: {printable(message)}", highlight=False, soft_wrap=True, markup=False)
     console.print(render.changes_table(prepared.changes, "planned changes" if dry_run else "changes"))
     if dry_run:
         console.print("dry run: nothing written")
@@ -126,10 +149,6 @@ def apply(
     if not prepared.changed:
         console.print(f"no changes; configuration version stays {prepared.stored.version}")
         return
-    try:
-        version = do_apply(prepared, engine, keyring, ",".join(str(f) for f in file))
-    except config_store.ConcurrentChange as e:
-        raise die(str(e)) from None
     console.print(f"[green]applied[/green]: configuration version {version}; running proxies pick it up within seconds")
 
 
@@ -137,7 +156,7 @@ def apply(
 def export(output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout.")) -> None:
     """Print the stored configuration as YAML. Secrets are never exported."""
     engine, keyring = _store()
-    stored = config_store.read(engine, keyring)
+    stored = _read_stored(engine, keyring)
     data = stored.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
     header = (
         f"# rr configuration version {stored.version}\n"
@@ -187,7 +206,7 @@ def env(
 ) -> None:
     """Print the environment a workload needs to go through rr."""
     engine, keyring = _store()
-    stored = config_store.read(engine, keyring)
+    stored = _read_stored(engine, keyring)
     p = next((p for p in stored.config.proxies if p.name == proxy), None)
     if p is None:
         raise die(f"no proxy {proxy!r}") from None
@@ -235,7 +254,7 @@ def explain(
     if (credential is None) == (token is None):
         raise die("give exactly one of --credential or --token")
     engine, keyring = _store()
-    snap = config_store.load_snapshot(engine, keyring)
+    snap = _load_snapshot(engine, keyring)
     verified_claims = None
     if token is not None:
         caller, verified_claims = identify_token(snap, token)
@@ -243,7 +262,7 @@ def explain(
         caller = find_caller(snap, credential)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise die(f"{url!r} is not an http(s) URL")
+        raise die(f"{settings.without_userinfo(url)!r} is not an http(s) URL")
     headers = []
     for h in header:
         name, sep, value = h.partition(":")
@@ -263,7 +282,7 @@ def explain(
             raise die(f"claim {c!r} is not 'name=value'")
         claims[name] = value
     ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
-    console.print(render.explanation_tree(f"{method.upper()} {url} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
+    console.print(render.explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
 

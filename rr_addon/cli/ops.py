@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from rr_addon import settings
+from rr_addon.core.terminal import printable
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.cli.consoles import Output
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
@@ -51,14 +52,19 @@ def human_age(seconds: float) -> str:
     return f"{s // 86400}d {s % 86400 // 3600:02d}h"
 
 
+# Every field of a record may hold caller bytes (a path, a method) or come from
+# an imported file: cells are Text (never parsed as Rich markup) made of
+# printable() strings (no terminal control characters).
+
+
 def _when(rec: dict) -> str:
-    return (rec.get("ts") or "")[:23].replace("T", " ")
+    return printable((rec.get("ts") or "")[:23].replace("T", " "))
 
 
 def _caller(rec: dict) -> str:
     if rec.get("proxy") is None:
         return "-"
-    return f"{rec['proxy']}/{rec.get('credential') or '-'}"
+    return printable(f"{rec['proxy']}/{rec.get('credential') or '-'}")
 
 
 def _request(rec: dict) -> str:
@@ -66,28 +72,30 @@ def _request(rec: dict) -> str:
     port = rec.get("port")
     default = {"https": 443, "http": 80}.get(rec.get("scheme") or "")
     where = host if port in (None, default) else f"{host}:{port}"
-    return f"{rec.get('method') or '-'} {where}{rec.get('path') or ''}"
+    return printable(f"{rec.get('method') or '-'} {where}{rec.get('path') or ''}")
 
 
 def _outcome(rec: dict) -> Text:
     style = RESULT_STYLE.get(rec.get("result") or "", "")
     status = rec.get("status")
-    text = Text(str(status) if status is not None else "-", style=style)
+    text = Text(printable(status) if status is not None else "-", style=style)
     if rec.get("code"):
-        text.append(" " + rec["code"], style=style)
+        text.append(" " + printable(rec["code"]), style=style)
     elif rec.get("result") not in (None, "allow"):
-        text.append(" " + rec["result"], style=style)
+        text.append(" " + printable(rec["result"]), style=style)
     return text
 
 
 def _decided_by(rec: dict) -> str:
     if rec.get("rule"):
-        return f"{rec.get('scope') or '-'}/{rec['rule']}"
-    return rec.get("scope") or ""
+        return printable(f"{rec.get('scope') or '-'}/{rec['rule']}")
+    return printable(rec.get("scope") or "")
 
 
 def _ms(value) -> str:
-    return "" if value is None else f"{value:.1f}"
+    if value is None:
+        return ""
+    return f"{value:.1f}" if isinstance(value, (int, float)) else printable(value)
 
 
 def audit_table(records: Iterable[dict], title: str = "audit trail (UTC)") -> Table:
@@ -106,15 +114,15 @@ def audit_table(records: Iterable[dict], title: str = "audit trail (UTC)") -> Ta
         table.add_column(name, **kw)
     for r in records:
         table.add_row(
-            _when(r),
+            Text(_when(r)),
             _outcome(r),
-            _caller(r),
-            r.get("target") or "-",
-            _request(r),
-            _ms(r.get("latency_ms")),
-            "" if r.get("bytes_out") is None else str(r["bytes_out"]),
-            _decided_by(r),
-            r.get("request_id") or "",
+            Text(_caller(r)),
+            Text(printable(r.get("target") or "-")),
+            Text(_request(r)),
+            Text(_ms(r.get("latency_ms"))),
+            Text("" if r.get("bytes_out") is None else printable(r["bytes_out"])),
+            Text(_decided_by(r)),
+            Text(printable(r.get("request_id") or "")),
         )
     return table
 
@@ -125,10 +133,10 @@ def audit_line(rec: dict) -> Text:
     line.append_text(_outcome(rec))
     line.append(f"  {_caller(rec)} -> {rec.get('target') or '-'}  {_request(rec)}")
     if rec.get("latency_ms") is not None:
-        line.append(f"  {rec['latency_ms']:.1f}ms", style="dim")
+        line.append(f"  {_ms(rec['latency_ms'])}ms", style="dim")
     if _decided_by(rec):
         line.append(f"  [{_decided_by(rec)}]", style="cyan")
-    line.append(f"  {rec.get('request_id') or ''}", style="dim")
+    line.append(f"  {printable(rec.get('request_id') or '')}", style="dim")
     return line
 
 
@@ -161,14 +169,14 @@ def status_table(planes: list[dataplanes.DataPlane], current_version: int | None
         beat = Text(f"stale: {human_age(p.age)} ago", style="bold red") if p.stale else Text(f"{human_age(p.age)} ago")
         dropped = p.stats.get("audit_dropped")
         table.add_row(
-            p.id,
-            p.listen or "-",
+            Text(printable(p.id)),
+            Text(printable(p.listen or "-")),
             v,
             beat,
             human_age((now - p.started_at).total_seconds()),
             str(p.stats.get("requests", "")),
             Text(str(dropped), style="red" if dropped else "") if dropped is not None else "",
-            p.rr_version or "",
+            Text(printable(p.rr_version or "")),
         )
     return table
 
@@ -192,7 +200,7 @@ def status_summary(planes: list[dataplanes.DataPlane], current_version: int | No
 
 
 def _die(message: str) -> typer.Exit:
-    _console(stderr=True).print(f"[bold red]rr:[/bold red] {message}", highlight=False, soft_wrap=True)
+    _console(stderr=True).print(Text.assemble(("rr:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Iterable
 
 from rich.table import Table
@@ -26,7 +26,7 @@ def changes_table(changes: Iterable[Change], title: str) -> Table:
     shown = changes if len(unchanged) <= 20 else [c for c in changes if c.action != "unchanged"]
     for c in shown:
         style = ACTION_STYLE.get(c.action, "")
-        table.add_row(Text(c.action, style=style), c.kind, c.name, c.detail)
+        table.add_row(Text(c.action, style=style), Text(c.kind), Text(c.name), Text(c.detail))  # never parsed as markup
     if len(shown) < len(changes):
         table.add_row(Text("unchanged", style="dim"), f"{len(unchanged)} objects", "", "")
     return table
@@ -82,7 +82,7 @@ def plain(renderable) -> str:
     """Render without colour, for logs and mitmproxy's command bar."""
     from rich.console import Console
 
-    console = Console(width=120, record=True, color_system=None, file=open(os.devnull, "w"))
+    console = Console(width=120, record=True, color_system=None, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 

@@ -69,11 +69,10 @@ def usage(
     """Every meter and usage counter of the current windows."""
     if ctx.invoked_subcommand is not None:
         return
-    from rr_addon.cli import _store, console, render
-    from rr_addon.store import config_store
+    from rr_addon.cli import _load_snapshot, _store, console, render
 
     engine, keyring = _store()
-    snap = config_store.load_snapshot(engine, keyring)
+    snap = _load_snapshot(engine, keyring)
     now = time.time()
     counts = asyncio.run(_read(_backend(engine)))
     rows = usage_rows(snap, counts, now, proxy, credential)
@@ -92,11 +91,10 @@ def reset(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
 ) -> None:
     """Reset counters (all windows). Running proxies see it within a second."""
-    from rr_addon.cli import _store, console, die
-    from rr_addon.store import config_store
+    from rr_addon.cli import _load_snapshot, _store, console, die
 
     engine, keyring = _store()
-    snap = config_store.load_snapshot(engine, keyring)
+    snap = _load_snapshot(engine, keyring)
     p = snap.proxies.get(proxy)
     if p is None:
         raise die(f"no proxy {proxy!r}")

@@ -1,7 +1,8 @@
 """Configuration of verified identities (CONTRACT §2, §3) as pydantic models.
 
 Proxy credentials (discriminated by `auth:`):
-  jwt_verify  keys from `jwks_url`, an inline `jwks` or an HMAC `secret`;
+  jwt_verify  keys from `jwks_url`, an inline `jwks` (public keys only) or an
+              HMAC `secret` (stored encrypted; omitted = keep the stored one);
               `issuer`, `audience`, `algorithms`, `leeway`, `required_claims`
   oauth2      RFC 7662 `introspection_url` + `client_id`/`client_secret`,
               and/or RFC 9068 JWT access tokens through `jwks_url`/`jwks`
@@ -65,18 +66,42 @@ def _required_claims(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+# JWK members that carry secret key material (RFC 7518 §6.2.2, §6.3.2, §6.4).
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth")
+
+
 def _check_jwks(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    if doc is not None:
-        parse_jwks(doc, allow_symmetric=True)
+    """An inline JWKS is configuration, stored and exported in clear: it may hold
+    public keys only. An HMAC key belongs in `secret:`, which is stored encrypted."""
+    if doc is None:
+        return doc
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    for i, jwk in enumerate(keys if isinstance(keys, list) else []):
+        if not isinstance(jwk, dict):
+            continue
+        if jwk.get("kty") == "oct" or "k" in jwk:
+            raise ValueError(
+                f"keys[{i}] is a symmetric key (kty 'oct'), which is a secret: an inline jwks is stored and exported "
+                "in clear; give the HMAC key as 'secret:' (algorithms HS256, HS384 or HS512) instead"
+            )
+        private = [m for m in _PRIVATE_MEMBERS if m in jwk]
+        if private:
+            raise ValueError(
+                f"keys[{i}] holds private key material ({', '.join(private)}): an inline jwks is stored and exported "
+                "in clear, so it may hold public keys only; remove the private members"
+            )
+    parse_jwks(doc, allow_symmetric=False)
     return doc
 
 
-def _check_families(algorithms: list[str], *, public_endpoint: bool) -> None:
+def _check_families(algorithms: list[str], *, public_endpoint: bool, inline: bool = False) -> None:
     hmac = [a for a in algorithms if a in HMAC_ALGORITHMS]
     if hmac and public_endpoint:
         raise ValueError(f"{', '.join(hmac)} cannot be verified with keys from a jwks_url (HMAC keys are secrets)")
     if hmac and len(hmac) != len(algorithms):
         raise ValueError("algorithms mixes HMAC (HS*) and public-key algorithms; use one credential for each")
+    if hmac and inline:
+        raise ValueError(f"{', '.join(hmac)} cannot be verified with an inline jwks (it holds public keys only); use a jwt_verify 'secret:'")
 
 
 class _Verifying(Model):
@@ -113,12 +138,21 @@ class JwtVerifyCaller(_Verifying, ProxyCredentialBase):
     @model_validator(mode="after")
     def _one_key_source(self) -> JwtVerifyCaller:
         sources = [n for n in ("jwks_url", "jwks", "secret") if getattr(self, n) is not None]
-        if len(sources) != 1:
-            raise ValueError("a jwt_verify credential needs exactly one of 'jwks_url', 'jwks' or 'secret'")
+        # HS* algorithms and no key source: the HMAC secret already stored is kept
+        # (that is how `rr export` writes such a credential, like every secret).
+        if len(sources) > 1 or (not sources and not set(self.algorithms) <= HMAC_ALGORITHMS):
+            raise ValueError(
+                "a jwt_verify credential needs exactly one of 'jwks_url', 'jwks' or 'secret' "
+                "(a stored HMAC credential may omit 'secret' to keep its key: give algorithms HS*)"
+            )
         if self.secret is not None and not set(self.algorithms) <= HMAC_ALGORITHMS:
             raise ValueError("with an HMAC 'secret', algorithms may only be HS256, HS384, HS512")
-        _check_families(list(self.algorithms), public_endpoint=self.jwks_url is not None)
+        _check_families(list(self.algorithms), public_endpoint=self.jwks_url is not None, inline=self.jwks is not None)
         return self
+
+    @property
+    def uses_hmac_secret(self) -> bool:
+        return self.jwks_url is None and self.jwks is None
 
     @property
     def secret_ref(self) -> Any:
@@ -139,7 +173,11 @@ class OAuth2Caller(_Verifying, ProxyCredentialBase):
     issuer: str | None = None  # checked when set; required with a JWKS
     audience: str | None = None
     scopes: list[str] = Field(default_factory=list)  # every one must be granted (`scope` claim)
-    cache_max_ttl: float = Field(300.0, gt=0, le=86400)  # active answers: until exp, at most this
+    # Active answers are cached until the token's exp, at most this long: the
+    # revocation lag (a token revoked at the IdP keeps working until then).
+    # 60 s rather than 300: one introspection per token per minute is cheap,
+    # five minutes of a revoked token is not. See docs/identity.md.
+    cache_max_ttl: float = Field(60.0, gt=0, le=86400)
     negative_ttl: float = Field(10.0, ge=0, le=300)  # inactive answers
     timeout: float = Field(5.0, gt=0, le=60)
 
@@ -167,7 +205,7 @@ class OAuth2Caller(_Verifying, ProxyCredentialBase):
         if local and (self.issuer is None or self.audience is None):
             raise ValueError("JWT access tokens (RFC 9068) need 'issuer' and 'audience'")
         if local:
-            _check_families(list(self.algorithms), public_endpoint=self.jwks_url is not None)
+            _check_families(list(self.algorithms), public_endpoint=self.jwks_url is not None, inline=self.jwks is not None)
         return self
 
     @property

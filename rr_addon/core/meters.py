@@ -49,6 +49,8 @@ PROXY_WIDE = "-"  # the subject of per: proxy meters (a name cannot start with '
 QUOTA_EXCEEDED = "meter limit reached"
 BACKEND_DENY = "counters unavailable; the meter denies on backend error"
 BACKEND_ALLOW = "counters unavailable; the meter allows on backend error"
+# the audit record's `degraded` field: a request let through that the meters did not count
+UNCOUNTED = "counters unavailable; allowed without counting"
 
 # Why a response_value meter could not measure a response (audit `unmeasured`).
 NO_VALUE = "no-value"  # the body, or no event, had a count at the meter's path or header

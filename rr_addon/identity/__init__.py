@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
+from rr_addon.settings import without_userinfo
+
 if TYPE_CHECKING:
     import httpx
 
@@ -43,6 +45,7 @@ KEYS_UNAVAILABLE = "signing keys unavailable"
 WRONG_TOKEN_TYPE = "token type not accepted"
 INACTIVE = "token inactive"
 INTROSPECTION_UNAVAILABLE = "introspection endpoint unavailable"
+INTROSPECTION_BUSY = "too many token introspections in flight"
 INSUFFICIENT_SCOPE = "token scope insufficient"
 NO_MATCHING_CREDENTIAL = "token matches no credential"
 AMBIGUOUS_MATCH = "token matches more than one credential"
@@ -95,21 +98,23 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
 def check_endpoint_url(url: str) -> str:
-    """https, or plain http to a loopback host only. Raises ValueError."""
+    """https, or plain http to a loopback host only. Raises ValueError; its
+    message never repeats user info (the URL's password may be a secret)."""
+    shown = without_userinfo(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 -- raises ValueError on a bad port
     except ValueError:
-        raise ValueError(f"{url!r} is not a valid URL") from None
+        raise ValueError(f"{shown!r} is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not host:
-        raise ValueError(f"{url!r} must be an https:// URL")
+        raise ValueError(f"{shown!r} must be an https:// URL")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{url!r}: credentials do not belong in the URL")
+        raise ValueError(f"{shown!r}: credentials do not belong in the URL")
     if parts.fragment:
-        raise ValueError(f"{url!r}: a fragment is not allowed")
+        raise ValueError(f"{shown!r}: a fragment is not allowed")
     if parts.scheme == "http" and not _is_loopback(host):
-        raise ValueError(f"{url!r}: plain http is only allowed to a loopback address; use https")
+        raise ValueError(f"{shown!r}: plain http is only allowed to a loopback address; use https")
     return url
 
 
@@ -141,6 +146,11 @@ class FetchError(Exception):
     message is safe to log (no token, no secret)."""
 
 
+class NotSent(FetchError):
+    """The request never reached the endpoint (no connection, or none free in
+    time): a rate-limited retry slot must not be spent on it."""
+
+
 @dataclass(frozen=True, slots=True)
 class JsonResponse:
     status: int
@@ -152,39 +162,68 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity would break exp and expires_in arithmetic
 
 
+# Fetch purposes. Each (purpose, endpoint origin) gets its own connection pool,
+# so a flood of introspections can never take the connections a JWKS refresh
+# or an upstream-token refresh needs.
+JWKS = "jwks"
+INTROSPECTION = "introspection"
+TOKEN = "token"
+LANE_CONNECTIONS: Mapping[str, int] = {JWKS: 4, INTROSPECTION: 16, TOKEN: 4}
+_SENT = ("http11.send_request_headers.started", "http2.send_request_headers.started")
+
+
 class Http:
-    """One httpx.AsyncClient per event loop, created on first use.
+    """httpx.AsyncClients per event loop, one per (purpose, endpoint origin),
+    created on first use.
 
     Ignores HTTP(S)_PROXY from the environment (trust_env=False): rr may run
     with those pointing at itself. Redirects are not followed: an identity
     endpoint that redirects is misconfigured, and following could leak a
     client secret to another host. For a private CA pass `verify=SSLContext`.
+    `on_failure(purpose)` is told about every failed fetch (the metrics).
     """
 
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, max_connections: int = 20) -> None:
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        lanes: Mapping[str, int] = LANE_CONNECTIONS,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self._verify = verify
-        self._max_connections = max_connections
-        self._client: httpx.AsyncClient | None = None
+        self._lanes = lanes
+        self._on_failure = on_failure
+        self._clients: dict[tuple[str, str], httpx.AsyncClient] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _get(self) -> httpx.AsyncClient:
+    def _get(self, purpose: str, url: str) -> httpx.AsyncClient:
         # httpx is imported here, not at the top: the configuration models
         # import this package, and the pure core (which compiles them) must
         # not pull in httpx (and, through it, rich).
         import httpx
 
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            n = self._max_connections
+        if self._loop is not loop:
+            self._clients, self._loop = {}, loop  # clients of a finished loop cannot be used (nor closed) here
+        parts = urlsplit(url)
+        key = (purpose, f"{parts.scheme}://{parts.netloc}")
+        client = self._clients.get(key)
+        if client is None:
+            n = self._lanes.get(purpose, 4)
             limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-            self._client = httpx.AsyncClient(verify=self._verify, trust_env=False, follow_redirects=False, limits=limits)
-            self._loop = loop
-        return self._client
+            client = self._clients[key] = httpx.AsyncClient(verify=self._verify, trust_env=False, follow_redirects=False, limits=limits)
+        return client
 
     async def aclose(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = self._loop = None
+        if self._loop is asyncio.get_running_loop():
+            for client in self._clients.values():
+                await client.aclose()
+        self._clients, self._loop = {}, None
+
+    def failed(self, purpose: str) -> None:
+        """Count an endpoint failure (transport, status or content)."""
+        if self._on_failure is not None:
+            self._on_failure(purpose)
 
     async def json(
         self,
@@ -192,29 +231,43 @@ class Http:
         url: str,
         *,
         timeout: float,
+        purpose: str = "other",
         data: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         limit: int = MAX_RESPONSE_BYTES,
     ) -> JsonResponse:
         """Send one request and parse a JSON answer of at most `limit` bytes.
-        Raises FetchError on transport failures and oversized bodies."""
+
+        `timeout` bounds the whole exchange — waiting for a pooled connection,
+        connecting, sending and reading the body — not each read: an endpoint
+        that drips a byte at a time cannot hold a request past it. Raises
+        FetchError on transport failures, the deadline and oversized bodies;
+        NotSent when the request never left."""
         import httpx
 
         headers = {"accept": "application/json"}
+        sent = False
+
+        async def trace(event: str, info: Mapping[str, Any]) -> None:
+            nonlocal sent
+            if event in _SENT:
+                sent = True
+
         try:
-            async with self._get().stream(
-                method, url, data=data, auth=auth, headers=headers, timeout=httpx.Timeout(timeout)
-            ) as response:
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise FetchError(f"{method} {url}: response larger than {limit} bytes")
-                    chunks.append(chunk)
-        except httpx.TimeoutException:
-            raise FetchError(f"{method} {url}: timed out after {timeout:g}s") from None
+            async with asyncio.timeout(timeout):
+                async with self._get(purpose, url).stream(
+                    method, url, data=data, auth=auth, headers=headers, timeout=httpx.Timeout(timeout), extensions={"trace": trace}
+                ) as response:
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise FetchError(f"{method} {url}: response larger than {limit} bytes")
+                        chunks.append(chunk)
+        except (TimeoutError, httpx.TimeoutException):
+            raise (FetchError if sent else NotSent)(f"{method} {url}: timed out after {timeout:g}s") from None
         except httpx.HTTPError as e:
-            raise FetchError(f"{method} {url}: {type(e).__name__}: {e}") from None
+            raise (FetchError if sent else NotSent)(f"{method} {url}: {type(e).__name__}: {e}") from None
         try:
             body = json.loads(b"".join(chunks), parse_constant=_no_constant)
         except (ValueError, RecursionError):

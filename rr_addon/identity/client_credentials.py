@@ -24,6 +24,7 @@ from rr_addon.core.inject import Injection, placeholder
 from rr_addon.identity import (
     TOKEN_ENDPOINT_REFUSED,
     TOKEN_ENDPOINT_UNAVAILABLE,
+    TOKEN,
     TOKEN_RESPONSE_INVALID,
     FetchError,
     Http,
@@ -125,6 +126,7 @@ class ClientCredentialsToken:
         try:
             value, ttl = await self._request()
         except UpstreamTokenError as e:
+            self._http.failed(TOKEN)
             self._failed = (self._clock() + self._backoff, e)
             logger.warning("rr: upstream token for %s from %s: %s", self.client_id, self.token_url, e)
             return self._fallback(current, self._clock(), e)
@@ -152,7 +154,7 @@ class ClientCredentialsToken:
         else:
             form.update(client_id=self.client_id, client_secret=self._secret)
         try:
-            response = await self._http.json("POST", self.token_url, data=form, auth=auth, timeout=self._timeout)
+            response = await self._http.json("POST", self.token_url, data=form, auth=auth, timeout=self._timeout, purpose=TOKEN)
         except FetchError:
             raise UpstreamTokenError(TOKEN_ENDPOINT_UNAVAILABLE, "unreachable") from None
         body = response.body

@@ -5,11 +5,14 @@ Introspection answers are cached by a keyed hash of the token, never the
 token: active answers until the token's `exp` (at most `max_ttl`), inactive
 ones for `negative_ttl`. Endpoint failures are not cached and never allow:
 they refuse with INTROSPECTION_UNAVAILABLE. Concurrent requests carrying the
-same uncached token share one introspection request.
+same uncached token share one introspection request; a new one needs a slot
+of the shared `Gate` (overall and per client address), else it is refused at
+once with INTROSPECTION_BUSY.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from urllib.parse import quote_plus
 
 from rr_addon.identity import (
     INACTIVE,
+    INTROSPECTION,
+    INTROSPECTION_BUSY,
     INTROSPECTION_UNAVAILABLE,
     MALFORMED_TOKEN,
     PATH_INTROSPECTION,
@@ -32,6 +37,7 @@ from rr_addon.identity import (
     secret_digest,
     token_key,
 )
+from rr_addon.identity.gate import CLIENT, Gate
 from rr_addon.identity.jwt_verify import (
     ACCESS_TOKEN_TYPES,
     ClaimRules,
@@ -65,10 +71,11 @@ class Introspector:
         *,
         http: Http,
         client_auth: str = "basic",
-        max_ttl: float = 300.0,
+        max_ttl: float = 60.0,
         negative_ttl: float = 10.0,
         timeout: float = 5.0,
         max_entries: int = 10000,
+        gate: Gate | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -82,6 +89,7 @@ class Introspector:
         self._client_auth = client_auth
         self._max_ttl, self._negative_ttl, self._timeout = max_ttl, negative_ttl, timeout
         self._max_entries = max_entries
+        self._gate = gate
         self._clock, self._wall = clock, wall
         self._cache: dict[bytes, _Entry] = {}
         self._flight: SingleFlight[bytes, Answer] = SingleFlight()
@@ -97,7 +105,17 @@ class Introspector:
     async def introspect(self, token: str) -> Answer:
         key = token_key(token)
         hit = self._hit(key)
-        return hit if hit is not None else await self._flight.run(key, lambda: self._ask(key, token))
+        if hit is not None:
+            return hit
+        if self._gate is None or self._flight.running(key):
+            return await self._flight.run(key, lambda: self._ask(key, token))  # joining costs the endpoint nothing
+        client = CLIENT.get()
+        if not self._gate.enter(client):
+            return Refused(INTROSPECTION_BUSY, PATH_INTROSPECTION, "retry shortly")
+        task = self._flight.start(key, lambda: self._ask(key, token))
+        # the slot is held until the endpoint answers, even if this caller goes away
+        task.add_done_callback(lambda _: self._gate.leave(client))  # type: ignore[union-attr]
+        return await asyncio.shield(task)
 
     def _hit(self, key: bytes) -> Answer | None:
         entry = self._cache.get(key)
@@ -117,12 +135,13 @@ class Introspector:
         else:
             form.update(client_id=self.client_id, client_secret=self._secret)
         try:
-            response = await self._http.json("POST", self.url, data=form, auth=auth, timeout=self._timeout)
+            response = await self._http.json("POST", self.url, data=form, auth=auth, timeout=self._timeout, purpose=INTROSPECTION)
             if response.status != 200:
                 raise FetchError(f"POST {self.url}: HTTP {response.status}")
             if not isinstance(response.body, dict):
                 raise FetchError(f"POST {self.url}: the answer is not a JSON object")
         except FetchError as e:
+            self._http.failed(INTROSPECTION)
             if not self._failing:
                 logger.warning("rr: token introspection failed (%s); refusing tokens it cannot vouch for", e)
             self._failing = True
@@ -216,7 +235,7 @@ class OAuth2Verifier:
         return verified(answer, PATH_INTROSPECTION)
 
 
-def build(cred: Any, *, client_secret: str | None, http: Http, shared: Shared | None = None) -> OAuth2Verifier:
+def build(cred: Any, *, client_secret: str | None, http: Http, shared: Shared | None = None, gate: Gate | None = None) -> OAuth2Verifier:
     """A verifier for an `oauth2` credential (rr_addon.config.identity_schema.OAuth2Caller).
     Introspectors and JWKS caches are shared across reloads. Raises ValueError."""
     introspector = None
@@ -235,6 +254,7 @@ def build(cred: Any, *, client_secret: str | None, http: Http, shared: Shared | 
                 max_ttl=cred.cache_max_ttl,
                 negative_ttl=cred.negative_ttl,
                 timeout=cred.timeout,
+                gate=gate,
             )
 
         # Only what shapes the answers and the cache: credentials that differ in

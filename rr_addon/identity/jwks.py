@@ -9,7 +9,8 @@ RS/HS confusion cannot happen by construction.
 lookups are sync and never do I/O; a miss returns None and the caller awaits
 `refresh()`, which concurrent callers share. Cache-Control max-age is
 honoured within bounds; an unknown kid refetches at most once per
-`refetch_interval`; keys survive an endpoint outage; a key that disappears
+`refetch_interval` (a fetch that never reached the endpoint does not use
+up that slot: another may go after `NOT_SENT_RETRY`); keys survive an endpoint outage; a key that disappears
 from the set stays usable until the max-age of the fetch that last listed it.
 """
 
@@ -28,6 +29,7 @@ from jwt.exceptions import PyJWTError
 
 from rr_addon.identity import (
     ALGORITHM_NOT_ALLOWED,
+    JWKS,
     KEYS_UNAVAILABLE,
     PATH_HMAC,
     PATH_INLINE_JWKS,
@@ -35,6 +37,7 @@ from rr_addon.identity import (
     UNKNOWN_KID,
     FetchError,
     Http,
+    NotSent,
     SingleFlight,
     check_endpoint_url,
 )
@@ -181,7 +184,7 @@ class StaticKeys:
 
 
 def inline_keys(doc: Any) -> StaticKeys:
-    return StaticKeys(parse_jwks(doc, allow_symmetric=True), PATH_INLINE_JWKS)
+    return StaticKeys(parse_jwks(doc, allow_symmetric=False), PATH_INLINE_JWKS)
 
 
 def hmac_keys(secret: str, algorithms: Iterable[str]) -> StaticKeys:
@@ -239,6 +242,7 @@ class _State:
 
 
 _FLIGHT = "jwks"
+NOT_SENT_RETRY = 1.0  # seconds: after a fetch that never left, the next may go this soon
 
 
 class RemoteJwks:
@@ -329,17 +333,21 @@ class RemoteJwks:
         self._last_attempt = self._clock()
         self.fetches += 1
         try:
-            response = await self._http.json("GET", self.url, timeout=self.settings.timeout)
+            response = await self._http.json("GET", self.url, timeout=self.settings.timeout, purpose=JWKS)
             if response.status != 200:
                 raise FetchError(f"GET {self.url}: HTTP {response.status}")
             keys = parse_jwks(response.body, allow_symmetric=False)
         except (FetchError, ValueError) as e:
+            self._http.failed(JWKS)
+            if isinstance(e, NotSent):
+                self._refund()
             if not self._failing:
                 kept = f"keeping {len(self._state.latest)} cached keys" if self._state else "no keys cached"
                 logger.warning("rr: JWKS fetch failed (%s); %s", e, kept)
             self._failing = True
             return
         except Exception:
+            self._http.failed(JWKS)
             logger.exception("rr: JWKS fetch from %s failed unexpectedly", self.url)
             self._failing = True
             return
@@ -348,6 +356,16 @@ class RemoteJwks:
         self._failing = False
         now = self._clock()
         self._state = _merge(self._state, keys, now, now + cache_ttl(response.headers, self.settings))
+
+
+    def _refund(self) -> None:
+        """The endpoint never saw the fetch (our side could not connect in
+        time): let the next one go soon instead of after `refetch_interval`."""
+        soon = self._clock() - self.settings.refetch_interval + NOT_SENT_RETRY
+        if self._last_kid_refetch is not None:
+            self._last_kid_refetch = min(self._last_kid_refetch, soon)
+        if self._last_attempt is not None:
+            self._last_attempt = min(self._last_attempt, soon)
 
 
 def _merge(old: _State | None, keys: KeySet, now: float, fresh_until: float) -> _State:

@@ -2,9 +2,13 @@
 
 Routing: a JWT whose (unverified) `iss` and `aud` name credentials that
 verify JWTs locally (`jwt_verify`, `oauth2` with a JWKS) goes to those;
-anything else goes to the `oauth2` credentials that introspect. Among the
-candidates, each verifies the token (signature, claims, required_claims);
-exactly one must accept it.
+anything else goes to the `oauth2` credentials that introspect — but only
+when one of them could accept it (`could_introspect`): a token is never sent
+to an introspection endpoint when it is not RFC 6750 bearer-token syntax, is
+longer than a JWT rr would parse, is a JWT whose unverified `iss`/`aud` the
+credential would refuse anyway, or is a secret rr itself injects upstream.
+Among the candidates, each verifies the token (signature, claims,
+required_claims); exactly one must accept it.
 
 `conflicts()` (for `rr apply`) refuses configurations where one token could
 match two credentials: same issuer and audience (an unset one matches any)
@@ -20,11 +24,12 @@ matching both credentials' patterns.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import Any, Generic, Iterable, Mapping, Protocol, TypeVar
 
-from rr_addon.identity import AMBIGUOUS_MATCH, NO_MATCHING_CREDENTIAL, PATH_MATCH, Refused, Verified
-from rr_addon.identity.jwt_verify import ParsedToken, parse
+from rr_addon.identity import AMBIGUOUS_MATCH, NO_MATCHING_CREDENTIAL, PATH_MATCH, WRONG_AUDIENCE, Refused, Verified, token_key
+from rr_addon.identity.jwt_verify import MAX_TOKEN_LENGTH, ParsedToken, parse
 
 T = TypeVar("T")
 
@@ -169,6 +174,26 @@ def check_unambiguous(specs: Iterable[MatchSpec]) -> None:
 
 # ---------------------------------------------------------------- request time
 
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
+
+
+def could_introspect(spec: MatchSpec, token: str, parsed: ParsedToken | None) -> bool:
+    """Whether the introspecting credential `spec` could accept `token`, judged
+    without sending it anywhere. An opaque token's issuer cannot be known, so
+    any well-formed one could; a JWT names its issuer and audience, and the
+    credential checks both on the introspection answer."""
+    if len(token) > MAX_TOKEN_LENGTH or not _BEARER_TOKEN.fullmatch(token):
+        return False
+    if parsed is None:
+        return True
+    if spec.issuer is not None and parsed.claims.get("iss") != spec.issuer:
+        return False
+    if spec.audience is None:
+        return True
+    aud = parsed.claims.get("aud")
+    return aud == spec.audience or (isinstance(aud, list) and spec.audience in aud)
+
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate(Generic[T]):
@@ -181,7 +206,8 @@ class CredentialIndex(Generic[T]):
     """(iss, aud) -> local-JWT candidates in configuration order, plus the
     introspecting credentials. Build once per configuration."""
 
-    def __init__(self, entries: Iterable[Candidate[T]]) -> None:
+    def __init__(self, entries: Iterable[Candidate[T]], never_introspect: frozenset[bytes] = frozenset()) -> None:
+        self._never_introspect = never_introspect  # token_key digests of rr's own upstream secrets
         self._local: dict[tuple[str | None, str | None], list[Candidate[T]]] = {}
         introspecting: list[Candidate[T]] = []
         self._order: dict[int, int] = {}
@@ -208,11 +234,23 @@ class CredentialIndex(Generic[T]):
                 found[id(c)] = c
         return tuple(sorted(found.values(), key=lambda c: self._order[id(c)]))
 
+    def no_match(self, parsed: ParsedToken | None) -> Refused:
+        """Why a token has no candidate: a JWT from a known issuer for another audience says so."""
+        if parsed is not None:
+            iss = parsed.claims.get("iss")
+            if any(c.spec.issuer == iss for c in self.entries if iss is not None):
+                return Refused(WRONG_AUDIENCE, PATH_MATCH)
+        return Refused(NO_MATCHING_CREDENTIAL, PATH_MATCH)
+
     def route(self, token: str) -> tuple[tuple[Candidate[T], ...], ParsedToken | None]:
         """The candidates for a token, and its parse (None if it is no JWT)."""
         parsed = parse(token)
         found = self.candidates(parsed.claims.get("iss"), parsed.claims.get("aud")) if parsed is not None else ()
-        return found or self.introspecting, parsed
+        if found or not self.introspecting:
+            return found, parsed
+        if token_key(token) in self._never_introspect:
+            return (), parsed  # an upstream API key presented as a caller credential stays here
+        return tuple(c for c in self.introspecting if could_introspect(c.spec, token, parsed)), parsed
 
 
 def _choose(results: list[tuple[Candidate[T], Verified | Refused]]) -> tuple[Candidate[T], Verified] | Refused:
@@ -228,7 +266,7 @@ def identify_cached(index: CredentialIndex[T], token: str) -> tuple[Candidate[T]
     """Sync, no I/O. None: some candidate needs keys or an introspection answer; await `identify`."""
     candidates, parsed = index.route(token)
     if not candidates:
-        return Refused(NO_MATCHING_CREDENTIAL, PATH_MATCH)
+        return index.no_match(parsed)
     results = []
     for c in candidates:
         r = c.verifier.verify_cached(token, parsed=parsed)
@@ -249,7 +287,7 @@ async def prewarm(index: CredentialIndex[Any]) -> bool:
 async def identify(index: CredentialIndex[T], token: str) -> tuple[Candidate[T], Verified] | Refused:
     candidates, parsed = index.route(token)
     if not candidates:
-        return Refused(NO_MATCHING_CREDENTIAL, PATH_MATCH)
+        return index.no_match(parsed)
     results = []
     for c in candidates:
         r = c.verifier.verify_cached(token, parsed=parsed)

@@ -328,7 +328,7 @@ class DatabaseSink:
                 logger.error("rr audit: %s; %d records dropped (no spill file configured)", why, len(records))
                 return
             try:
-                with self.spill_path.open("a", encoding="utf-8") as f:
+                with audit.open_private(self.spill_path) as f:
                     f.write("".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records))
                 self.spilled += len(records)
                 logger.warning("rr audit: %s; %d records spilled to %s (load with `rr audit import`)", why, len(records), self.spill_path)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from rr_addon.config import schema
-from rr_addon.core.snapshot import Snapshot, compile_snapshot
+from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
 from rr_addon.store import notify
 from rr_addon.store.db import session
@@ -39,6 +41,8 @@ class Stored:
     caller_digests: dict[tuple[str, str], bytes] = field(default_factory=dict)
     caller_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)  # credentials that verify tokens
     sources: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # (section, obj, cred) -> source
+    broken: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why it does not load (lenient reads)
+    in_clear: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) of rows whose spec holds a secret
 
     def target_secrets(self, keyring: Keyring) -> dict[tuple[str, str], str]:
         return {k: keyring.decrypt(v).decode("utf-8") for k, v in self.target_secrets_enc.items()}
@@ -81,50 +85,100 @@ def current_version(engine: Engine) -> int:
     return row[0]
 
 
-def read(engine: Engine, keyring: Keyring) -> Stored:
+class StoredConfigError(Exception):
+    """A stored row no longer loads (written by an older rr, or edited by hand).
+    The message names the object; a valid `rr apply` replaces the row."""
+
+
+def read(engine: Engine, keyring: Keyring, *, lenient: bool = False) -> Stored:
+    """The stored configuration. Raises StoredConfigError on a row that does not
+    load, unless `lenient` (what `rr apply` uses, so it can repair the store): then
+    such objects are left out of `config` and listed in `broken`."""
     with session(engine) as s:
-        state = s.get(ConfigState, 1)
-        if state is None:
-            raise LookupError("database is not initialised: run `rr init`")
-        stored = Stored(version=state.version, config=schema.Config(), hmac_key=keyring.decrypt(state.hmac_key_enc))
-        creds_by_target: dict[int, list[TargetCredentialRow]] = {}
-        for c in s.exec(select(TargetCredentialRow).order_by(TargetCredentialRow.id)):
-            creds_by_target.setdefault(c.target_id, []).append(c)
-        targets = []
-        for t in s.exec(select(TargetRow).order_by(TargetRow.id)):
-            creds = creds_by_target.get(t.id, [])
-            targets.append(schema.Target.model_validate({**t.spec, "credentials": [c.spec for c in creds]}))
-            for c in creds:
-                if c.secret_enc is not None:
-                    stored.target_secrets_enc[(t.name, c.name)] = c.secret_enc
-                stored.sources[("targets", t.name, c.name)] = c.secret_source
-        creds_by_proxy: dict[int, list[ProxyCredentialRow]] = {}
-        for c in s.exec(select(ProxyCredentialRow).order_by(ProxyCredentialRow.id)):
-            creds_by_proxy.setdefault(c.proxy_id, []).append(c)
-        proxies = []
-        for p in s.exec(select(ProxyRow).order_by(ProxyRow.id)):
-            creds = creds_by_proxy.get(p.id, [])
-            proxies.append(schema.Proxy.model_validate({**p.spec, "credentials": [c.spec for c in creds]}))
-            for c in creds:
-                if c.secret_digest is not None:
-                    stored.caller_digests[(p.name, c.name)] = c.secret_digest
-                if c.secret_enc is not None:
-                    stored.caller_secrets_enc[(p.name, c.name)] = c.secret_enc
-                stored.sources[("proxies", p.name, c.name)] = c.secret_source
-        stored.config = schema.Config(targets=targets, proxies=proxies)
-        return stored
+        return _read(s, keyring, lenient)
+
+
+def _validate(model, spec: dict, what: str, broken: dict[tuple[str, str], str] | None):
+    try:
+        return model.validate_python(spec) if isinstance(model, TypeAdapter) else model.model_validate(spec)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"] if str(x) not in _UNION_TAGS)
+        msg = first["msg"].removeprefix("Value error, ")  # pydantic's wording for a validator's ValueError
+        message = f"stored {what} does not load: {where + ': ' if where else ''}{msg} (run `rr apply` with a valid configuration to replace it)"
+        if broken is None:
+            raise StoredConfigError(message) from None
+        kind, _, name = what.rpartition(" ")
+        broken[(kind, name)] = message
+        return None
+
+
+_TARGET_CREDENTIAL = TypeAdapter(schema.TargetCredential)
+_PROXY_CREDENTIAL = TypeAdapter(schema.ProxyCredential)
+_UNION_TAGS = {"api_key", "bearer", "basic", "jwt", "custom", "none", "jwt_verify", "oauth2", "oauth2_client_credentials"}  # not fields
+
+
+def _read(s, keyring: Keyring, lenient: bool) -> Stored:
+    state = s.get(ConfigState, 1)
+    if state is None:
+        raise LookupError("database is not initialised: run `rr init`")
+    stored = Stored(version=state.version, config=schema.Config(), hmac_key=keyring.decrypt(state.hmac_key_enc))
+    broken = stored.broken if lenient else None
+    creds_by_target: dict[int, list[TargetCredentialRow]] = {}
+    for c in s.exec(select(TargetCredentialRow).order_by(TargetCredentialRow.id)):
+        creds_by_target.setdefault(c.target_id, []).append(c)
+    targets = []
+    for t in s.exec(select(TargetRow).order_by(TargetRow.id)):
+        creds = creds_by_target.get(t.id, [])
+        specs = [_without_secrets(c.spec) for c in creds]
+        stored.in_clear |= {("target credential", f"{t.name}/{c.name}") for c, sp in zip(creds, specs) if sp != c.spec}
+        good = [sp for c, sp in zip(creds, specs) if _validate(_TARGET_CREDENTIAL, sp, f"target credential {t.name}/{c.name}", broken)]
+        target = _validate(schema.Target, {**t.spec, "credentials": good}, f"target {t.name}", broken)
+        if target is not None:
+            targets.append(target)
+        for c in creds:
+            if c.secret_enc is not None:
+                stored.target_secrets_enc[(t.name, c.name)] = c.secret_enc
+            stored.sources[("targets", t.name, c.name)] = c.secret_source
+    creds_by_proxy: dict[int, list[ProxyCredentialRow]] = {}
+    for c in s.exec(select(ProxyCredentialRow).order_by(ProxyCredentialRow.id)):
+        creds_by_proxy.setdefault(c.proxy_id, []).append(c)
+    proxies = []
+    for p in s.exec(select(ProxyRow).order_by(ProxyRow.id)):
+        creds = creds_by_proxy.get(p.id, [])
+        specs = [_without_secrets(c.spec) for c in creds]
+        stored.in_clear |= {("proxy credential", f"{p.name}/{c.name}") for c, sp in zip(creds, specs) if sp != c.spec}
+        good = [sp for c, sp in zip(creds, specs) if _validate(_PROXY_CREDENTIAL, sp, f"proxy credential {p.name}/{c.name}", broken)]
+        proxy = _validate(schema.Proxy, {**p.spec, "credentials": good}, f"proxy {p.name}", broken)
+        if proxy is not None:
+            proxies.append(proxy)
+        for c in creds:
+            if c.secret_digest is not None:
+                stored.caller_digests[(p.name, c.name)] = c.secret_digest
+            if c.secret_enc is not None:
+                stored.caller_secrets_enc[(p.name, c.name)] = c.secret_enc
+            stored.sources[("proxies", p.name, c.name)] = c.secret_source
+    stored.config = schema.Config(targets=targets, proxies=proxies)
+    return stored
+
+
+def snapshot_of(stored: Stored, keyring: Keyring) -> Snapshot:
+    """Compile what `read` returned: exactly what a data plane enforces."""
+    try:
+        return compile_snapshot(
+            stored.config,
+            version=stored.version,
+            hmac_key=stored.hmac_key,
+            target_secrets=stored.target_secrets(keyring),
+            caller_digests=stored.caller_digests,
+            caller_secrets=stored.caller_secrets(keyring),
+        )
+    except CompileError as e:
+        raise StoredConfigError(str(e)) from None
 
 
 def load_snapshot(engine: Engine, keyring: Keyring) -> Snapshot:
-    stored = read(engine, keyring)
-    return compile_snapshot(
-        stored.config,
-        version=stored.version,
-        hmac_key=stored.hmac_key,
-        target_secrets=stored.target_secrets(keyring),
-        caller_digests=stored.caller_digests,
-        caller_secrets=stored.caller_secrets(keyring),
-    )
+    return snapshot_of(read(engine, keyring), keyring)
 
 
 # ---------------------------------------------------------------------------
@@ -135,8 +189,18 @@ def target_spec(t: schema.Target) -> dict:
     return t.model_dump(mode="json", exclude={"credentials"}, exclude_none=True, by_alias=True)
 
 
+# Fields that hold a secret reference: stored encrypted (or as a digest), never in a spec.
+SECRET_FIELDS = frozenset({"secret", "client_secret"})
+
+
 def credential_spec(c: schema.BaseModel) -> dict:
-    return c.model_dump(mode="json", exclude={"secret"}, exclude_none=True, by_alias=True)
+    return c.model_dump(mode="json", exclude=set(SECRET_FIELDS), exclude_none=True, by_alias=True)
+
+
+def _without_secrets(spec: dict) -> dict:
+    """Specs written before client_secret was excluded may hold it (a literal
+    secret, in clear): it is never read back, so never exported."""
+    return {k: v for k, v in spec.items() if k not in SECRET_FIELDS}
 
 
 def proxy_spec(p: schema.Proxy) -> dict:
@@ -192,7 +256,22 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
             )
         changes += [Change("delete", "proxy credential", f"{p.name}/{n}") for n in old_creds]
     changes += [Change("delete", "proxy", n) for n in old_proxies]
-    return changes
+    return _repairs(changes, stored.broken, stored.in_clear)
+
+
+def _repairs(changes: list[Change], broken: dict[tuple[str, str], str], in_clear: set[tuple[str, str]]) -> list[Change]:
+    """Rows that do not load are missing from `stored.config`: show them as replaced
+    or deleted. Rows holding a secret in clear are rewritten without it."""
+    out = []
+    for c in changes:
+        if c.action == "create" and (c.kind, c.name) in broken:
+            c = Change("update", c.kind, c.name, "replaces a stored row that does not load")
+        elif c.action == "unchanged" and (c.kind, c.name) in in_clear:
+            c = Change("update", c.kind, c.name, "removes a secret stored in clear (kept encrypted)")
+        out.append(c)
+    named = {(c.kind, c.name) for c in changes}
+    out += [Change("delete", kind, name, "a stored row that does not load") for kind, name in broken if (kind, name) not in named]
+    return out
 
 
 def _compare(kind: str, name: str, old: dict | None, new: dict, secret_changed: bool = False) -> Change:
@@ -206,9 +285,22 @@ def _compare(kind: str, name: str, old: dict | None, new: dict, secret_changed: 
     return Change("update", kind, name, ", ".join(fields))
 
 
-def write(engine: Engine, stored: Stored, desired: Desired, keyring: Keyring, applied_from: str) -> int:
+def write(
+    engine: Engine,
+    stored: Stored,
+    desired: Desired,
+    keyring: Keyring,
+    applied_from: str,
+    *,
+    check: Callable[[Stored], None] | None = None,
+    commit: bool = True,
+) -> int:
     """Replace the stored configuration with `desired` in one transaction.
-    Raises ConcurrentChange if someone else applied since `stored` was read."""
+    Raises ConcurrentChange if someone else applied since `stored` was read.
+
+    Before committing, the rows just written are read back and handed to
+    `check` (which raises to refuse them): what is tested is what data planes
+    will load, not the YAML it came from. `commit=False` rolls back (dry run)."""
     now = utcnow()
     with session(engine) as s:
         bumped = s.execute(
@@ -283,7 +375,19 @@ def write(engine: Engine, stored: Stored, desired: Desired, keyring: Keyring, ap
                 _delete_children(s, ProxyCredentialRow, ProxyCredentialRow.proxy_id, row.id)
                 s.delete(row)
         notify.notify_change(s, stored.version + 1)  # delivered at commit, to every data plane
-        s.commit()
+        if check is not None:
+            s.flush()
+            try:
+                written = _read(s, keyring, lenient=False)
+                written.version = stored.version + 1
+                check(written)
+            except BaseException:
+                s.rollback()
+                raise
+        if commit:
+            s.commit()
+        else:
+            s.rollback()
         return stored.version + 1
 
 

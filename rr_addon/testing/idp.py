@@ -8,9 +8,12 @@ Endpoints:
 
 It counts requests per endpoint (`count("jwks")`) and can be told to fail
 (`fail("token", 503)`), to answer something odd (`override(...)`), to be
-slow (`slow("jwks", 0.2)`) or to go down altogether (`down()` / `up()`:
-the port refuses connections). Every answer closes its connection, so
-"down" really means unreachable for clients that pool connections.
+slow (`slow("jwks", 0.2)`), to hold requests until released (`hold` /
+`release`), to drip its answer one byte at a time (`drip("jwks", 0.25)`;
+`hangups("jwks")` then counts answers the client abandoned), or to go down
+altogether (`down()` / `up()`: the port refuses connections). Every answer
+closes its connection, so "down" really means unreachable for clients that
+pool connections.
 
     with IdP() as idp:
         kid = idp.add_key("RSA")
@@ -107,10 +110,13 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a bug in the IdP: answer 500 and keep it for the test to see
             self.idp.errors.append(e)
             status, payload, headers = 500, {"error": "server_error"}, {}
-        self._send(status, payload, headers)
+        self._send(status, payload, headers, endpoint)
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None, endpoint: str | None = None) -> None:
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        drip = self.idp._drip_interval(endpoint)
+        if drip:
+            raw += b" " * 4096  # JSON allows trailing whitespace: enough bytes to drip for minutes
         try:
             self.send_response(status)
             self.send_header("content-type", "application/json")
@@ -119,9 +125,14 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(raw)
+            if not drip:
+                self.wfile.write(raw)
+            for i in range(len(raw) if drip else 0):
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+                time.sleep(drip)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-            pass  # the client gave up (a timeout test)
+            self.idp._hung_up(endpoint)  # the client gave up (a timeout test)
         self.close_connection = True
 
 
@@ -144,6 +155,10 @@ class IdP:
         self._counts = dict.fromkeys(ENDPOINTS, 0)
         self._failures: dict[str, tuple[int, Any]] = {}
         self._delays: dict[str, float] = {}
+        self._drips: dict[str, float] = {}
+        self._holds: dict[str, threading.Event] = {}
+        self._hangups = dict.fromkeys(ENDPOINTS, 0)
+        self._waiting = dict.fromkeys(ENDPOINTS, 0)
         self._keys: dict[str, tuple[Any, str]] = {}  # kid -> (private key, alg)
         self._published: list[str] = []  # kids in the JWKS, in order
         self._signer: str | None = None
@@ -175,6 +190,7 @@ class IdP:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.heal()  # held requests end, so their threads do
         self.down()
 
     def down(self) -> None:
@@ -220,10 +236,49 @@ class IdP:
         with self._lock:
             self._delays[endpoint] = seconds
 
+    def drip(self, endpoint: str, interval: float) -> None:
+        """Answer `endpoint` one byte every `interval` seconds (a body of several KB)."""
+        with self._lock:
+            self._drips[endpoint] = interval
+
+    def hold(self, endpoint: str) -> None:
+        """Requests to `endpoint` wait (connection open, nothing answered) until `release`."""
+        with self._lock:
+            self._holds.setdefault(endpoint, threading.Event())
+
+    def release(self, endpoint: str) -> None:
+        with self._lock:
+            event = self._holds.pop(endpoint, None)
+        if event is not None:
+            event.set()
+
+    def waiting(self, endpoint: str) -> int:
+        """Requests to `endpoint` held right now."""
+        with self._lock:
+            return self._waiting[endpoint]
+
+    def hangups(self, endpoint: str) -> int:
+        """Answers to `endpoint` the client closed the connection on before the end."""
+        with self._lock:
+            return self._hangups[endpoint]
+
+    def _hung_up(self, endpoint: str | None) -> None:
+        if endpoint in self._hangups:
+            with self._lock:
+                self._hangups[endpoint] += 1
+
+    def _drip_interval(self, endpoint: str | None) -> float:
+        with self._lock:
+            return self._drips.get(endpoint, 0.0) if endpoint else 0.0
+
     def heal(self) -> None:
         with self._lock:
             self._failures.clear()
             self._delays.clear()
+            self._drips.clear()
+            holds, self._holds = list(self._holds.values()), {}
+        for event in holds:
+            event.set()
 
     # ------------------------------------------------------------ keys and tokens
     def add_key(self, kind: str = "RSA", *, kid: str | None = None, publish: bool = True, sign_with: bool = True, pool: int = 0) -> str:
@@ -275,12 +330,24 @@ class IdP:
             self._opaque[token] = {"active": active, **claims}
         return token
 
+    def revoke(self, token: str) -> None:
+        """From now on introspection says the token is inactive."""
+        with self._lock:
+            self._opaque[token] = {**self._opaque[token], "active": False}
+
     # ------------------------------------------------------------ the server side
     def _answer(self, endpoint: str, method: str, authorization: str | None, body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self._counts[endpoint] += 1
             failure = self._failures.get(endpoint)
             delay = self._delays.get(endpoint, 0.0)
+            held = self._holds.get(endpoint)
+            if held is not None:
+                self._waiting[endpoint] += 1
+        if held is not None:
+            held.wait(60)
+            with self._lock:
+                self._waiting[endpoint] -= 1
         if delay:
             time.sleep(delay)
         if failure is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import socket
 import ssl
 import threading
 import time
@@ -262,3 +263,29 @@ class Upstream:
     @property
     def received(self) -> list[Received]:
         return self.recorder.snapshot()
+
+
+class RawListener:
+    """A plain TCP listener on 127.0.0.1 handing each connection to `one` in its own thread
+    (subclasses decide how to misbehave); `close()` stops it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(conn,), daemon=True).start()
+
+    def one(self, conn) -> None:
+        conn.close()
+
+    def close(self) -> None:
+        self.sock.close()

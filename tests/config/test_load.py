@@ -51,6 +51,9 @@ def test_good_file_loads(tmp_path):
     [
         pytest.param("- a\n- b\n", ["F: the document must be a mapping with 'targets' and/or 'proxies'"], id="not-a-mapping"),
         pytest.param("targets: []\ntargets: []\n", ["F:2: invalid YAML: duplicate key 'targets' (first on line 1)"], id="duplicate-key"),
+        pytest.param(
+            "targets:\n  - {{name: t}}\n", ["F:2: invalid YAML: a mapping key must be a plain value, not a list or mapping"], id="mapping-as-key"
+        ),
         pytest.param("bogus: 1\n", ["F:1: bogus: unknown field"], id="unknown-top-level"),
         pytest.param(
             "targets:\n  - name: t\n    hosts: [a.test]\n    colour: red\n",

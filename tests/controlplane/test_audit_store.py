@@ -4,6 +4,8 @@ bounded and counted when the database is slow or down, retention, queries."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 import uuid
@@ -183,6 +185,7 @@ def test_a_database_that_is_down_is_retried_then_spilled_at_shutdown(tmp_path, s
     sink.close()
     assert time.monotonic() - started < 3
     assert (sink.spilled, sink.dropped) == (20, 0)
+    assert stat.S_IMODE(spill.stat().st_mode) == 0o600  # audit records: private, like the database
     lines = [json.loads(line) for line in spill.read_text().splitlines()]
     assert lines == records  # the JSON-lines sink's format: importable, readable by a SIEM
     assert audit_store.import_jsonl(sqlite_engine, spill) == (20, 20)
@@ -286,3 +289,18 @@ def test_multi_row_statements_come_in_few_sizes(n):
     chunks = list(fixed_chunks(list(range(n))))
     assert [x for c in chunks for x in c] == list(range(n))
     assert {len(c) for c in chunks} <= {256, 64, 16, 4, 1}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_the_audit_file_is_created_0600_whatever_the_umask(tmp_path, umask):
+    path = tmp_path / "audit.jsonl"
+    old = os.umask(umask)
+    try:
+        sink = audit.JsonLinesSink(path)
+    finally:
+        os.umask(old)
+    record = rec(1)
+    sink.write([record])
+    sink.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == record

@@ -18,6 +18,7 @@ import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.upstream import RawListener
 
 from pathlib import Path
 
@@ -49,25 +50,14 @@ DNS = {
 }
 
 
-class Sink:
+class Sink(RawListener):
     """Counts connections that a faulty rr would have sent to a non-loopback address."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.count = 0
-        threading.Thread(target=self.serve, daemon=True).start()
+    count = 0
 
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.count += 1
-            conn.close()
+    def one(self, conn):
+        self.count += 1
+        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -410,3 +400,25 @@ def test_a_flow_replayed_in_mitmweb_is_decided_again(web, upstream, edit):
     assert audited(web, flow_id, 1) == [(200, None)]
     assert audited(web, f"{flow_id}/replay-1", 1) == [(401, "unauthenticated")]  # the replay has its own record
     assert not any(rq.path.startswith("/anything/replayed") for rq in upstream.received)
+
+
+@pytest.mark.parametrize("size", [10, 20_000])  # the small body is decided at requestheaders, the large one read whole (rule)
+def test_expect_100_continue_is_not_taken_for_a_change(proxy, upstream, size):
+    """mitmproxy answers `Expect: 100-continue` itself and removes the header after rr decided."""
+    marker = uuid.uuid4().hex
+    body = json.dumps({"model": "fine", "pad": "p" * size}).encode()
+    with tunnel(proxy, f"127.0.0.1:{proxy.upstream_port}", None) as tls:
+        head = (
+            f"POST /anything/expect HTTP/1.1\r\nHost: 127.0.0.1:{proxy.upstream_port}\r\nx-marker: {marker}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nexpect: 100-continue\r\n\r\n"
+        )
+        tls.sendall(head.encode())
+        interim = tls.recv(64)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        tls.sendall(body)
+        resp = http.client.HTTPResponse(tls)
+        resp.begin()
+        resp.read()
+    assert resp.status == 200
+    (got,) = forwarded(upstream, marker)
+    assert got.body == body and got.header("expect") is None

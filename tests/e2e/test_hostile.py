@@ -18,6 +18,7 @@ import pytest
 
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.upstream import RawListener
 
 POLICY = """
 targets:
@@ -46,23 +47,7 @@ proxies:
 """
 
 
-class BadUpstream:
-    """A plain-HTTP listener on 127.0.0.1 answering each connection with `one` in its own thread."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.one, args=(conn,), daemon=True).start()
+BadUpstream = RawListener
 
 
 class Misbehaving(BadUpstream):

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 import time
@@ -167,6 +168,18 @@ def test_two_proxies_share_one_exact_quota_through_redis(tmp_path, upstream, pki
     rr_cli(home, "usage", "reset", "--proxy", proxy_name, "--yes", env=env)
 
 
+def wait_for_record(path, request_id, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        for line in lines:
+            rec = json.loads(line)
+            if rec["request_id"] == request_id:
+                return rec
+        assert time.monotonic() < deadline, f"no audit record for {request_id}"
+        time.sleep(0.05)
+
+
 @pytest.mark.services
 def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, pki, redis_url):
     server = shutil.which("redis-server")
@@ -190,16 +203,28 @@ def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, 
     allow_proxy = POLICY.format(port=upstream.port, proxy="allow-p", policy="allow").split("proxies:")[1]
     prepare_home(home, policy + allow_proxy.replace("KEY_a", "KEY_c").replace("KEY_b", "KEY_d"))
     env = {"RR_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    metrics_port = free_port()
+    args = ["--set", f"rr_audit_file={home / 'audit.jsonl'}", "--set", f"rr_metrics_port={metrics_port}"]
     try:
-        with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env) as proxy:
-            assert get(proxy, "KEY_a", "/limited/1", upstream.port, user="deny-p").status_code == 200
+        with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, args=args) as proxy:
+            counted = get(proxy, "KEY_a", "/limited/1", upstream.port, user="deny-p")
+            assert counted.status_code == 200
             redis.terminate()
             redis.wait(10)
             r = get(proxy, "KEY_a", "/limited/2", upstream.port, user="deny-p")
             assert r.status_code == 429
             assert r.json()["error"]["message"].startswith("counters unavailable; the meter denies on backend error")
-            assert get(proxy, "KEY_c", "/limited/2", upstream.port, user="allow-p").status_code == 200
+            uncounted = get(proxy, "KEY_c", "/limited/2", upstream.port, user="allow-p")
+            assert uncounted.status_code == 200
             proxy.wait_for_log("counters unavailable")
+            # the uncounted request is told apart from a counted one: in its audit record and in the metrics
+            record = wait_for_record(home / "audit.jsonl", uncounted.headers["rr-request-id"])
+            assert stat.S_IMODE((home / "audit.jsonl").stat().st_mode) == 0o600  # as private as the database
+            assert (record["result"], record["degraded"]) == ("allow", "counters unavailable; allowed without counting")
+            assert wait_for_record(home / "audit.jsonl", counted.headers["rr-request-id"])["degraded"] is None
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            assert 'rr_degraded_decisions_total{proxy="allow-p",result="allow"} 1.0' in text
+            assert 'rr_degraded_decisions_total{proxy="deny-p",result="deny"} 1.0' in text
             redis = start_redis()
             deadline = time.monotonic() + 10
             while get(proxy, "KEY_a", "/limited/3", upstream.port, user="deny-p").status_code != 200:

@@ -11,6 +11,7 @@ from rr_addon.identity import Verified
 from rr_addon.identity.introspection import Introspector, OAuth2Verifier
 from rr_addon.identity.jwks import RemoteJwks
 from rr_addon.identity.jwt_verify import ClaimRules, JwtVerifier
+from rr_addon.identity.jwt_verify import parse as _parse
 from rr_addon.identity.matching import (
     Candidate,
     CredentialIndex,
@@ -18,12 +19,14 @@ from rr_addon.identity.matching import (
     check_unambiguous,
     claims_disjoint,
     conflicts,
+    could_introspect,
     identify,
     identify_cached,
     literal_alternatives,
     prewarm,
 )
-from rr_addon.testing.idp import run_with_http, IdP
+from rr_addon.testing.idp import IdP, run_with_http
+from rr_addon.testing.idp import compact as _compact
 
 # ---------------------------------------------------------------- literal analysis
 
@@ -204,3 +207,27 @@ def test_prewarm_reports_missing_keys(idp):
         return await prewarm(CredentialIndex([local(idp, http, RemoteJwks(idp.jwks_url, http=http), "a")]))
 
     assert run(body) is False
+
+
+# ---------------------------------------------------------------- what may go to introspection
+
+
+@pytest.mark.parametrize(
+    "name, token, issuer, audience, expected",
+    [
+        ("opaque", "op-abc_DEF.123~+/==", None, None, True),
+        ("opaque, issuer set", "op-abc", "https://idp/", "api", True),  # an opaque token names no issuer
+        ("not b64token", "two words", None, None, False),
+        ("comma", "a,b", None, None, False),
+        ("empty", "", None, None, False),
+        ("too long", "a" * 20000, None, None, False),
+        ("jwt, same issuer", _compact({"alg": "RS256"}, {"iss": "https://idp/", "aud": "api"}), "https://idp/", "api", True),
+        ("jwt, other issuer", _compact({"alg": "RS256"}, {"iss": "https://evil/", "aud": "api"}), "https://idp/", None, False),
+        ("jwt, other audience", _compact({"alg": "RS256"}, {"iss": "https://idp/", "aud": "x"}), None, "api", False),
+        ("jwt, audience list", _compact({"alg": "RS256"}, {"iss": "https://idp/", "aud": ["x", "api"]}), None, "api", True),
+        ("jwt, any issuer", _compact({"alg": "RS256"}, {"iss": "https://evil/"}), None, None, True),
+    ],
+)
+def test_could_introspect(name, token, issuer, audience, expected):
+    spec = MatchSpec("proxies[p].credentials[o]", issuer, audience, local_jwt=False, introspection_url="https://idp/introspect")
+    assert could_introspect(spec, token, _parse(token)) is expected, name

@@ -53,7 +53,8 @@ def test_jwt_verify_defaults_follow_the_key_source():
         ({"jwks_url": "https://idp/jwks", "algorithms": ["HS256"]}, "cannot be verified with keys from a jwks_url"),
         ({"secret": "x", "algorithms": ["RS256"]}, "may only be HS256, HS384, HS512"),
         ({"jwks": {"keys": []}}, "none of the 0 keys is usable"),
-        ({"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, "algorithms": ["HS256", "RS256"]}, "mixes HMAC"),
+        ({"jwks": {"keys": [public_jwk(pooled_key("EC"), "k1")]}, "algorithms": ["HS256", "ES256"]}, "mixes HMAC"),
+        ({"jwks": {"keys": [public_jwk(pooled_key("EC"), "k1")]}, "algorithms": ["HS256"]}, "cannot be verified with an inline jwks"),
         ({"jwks_url": "https://idp/jwks", "required_claims": {"env": "(prod"}}, "invalid RE2 regex '(prod': missing )"),
         ({"jwks_url": "https://idp/jwks", "leeway": 3600}, "less than or equal to 600"),
         ({"jwks_url": "https://idp/jwks", "jwks_cache": {"min_ttl": 10, "max_ttl": 5}}, "min_ttl must not exceed max_ttl"),
@@ -62,6 +63,42 @@ def test_jwt_verify_defaults_follow_the_key_source():
 )
 def test_jwt_verify_refuses_bad_configuration(extra, message):
     assert message in error(JwtVerifyCaller, {**JWT, **extra})
+
+
+def _private_jwk(kind: str) -> dict:
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    return (ECAlgorithm if kind == "EC" else RSAAlgorithm).to_jwk(pooled_key(kind), as_dict=True)
+
+
+OCT_MESSAGE = "keys[0] is a symmetric key (kty 'oct'), which is a secret: an inline jwks is stored and exported in clear; give the HMAC key as 'secret:'"
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        (JwtVerifyCaller, {**JWT, "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0" * 8}]}, "algorithms": ["HS256"]}, OCT_MESSAGE),
+        (JwtVerifyCaller, {**JWT, "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0" * 8, "alg": "HS256"}]}}, OCT_MESSAGE),
+        (OAuth2Caller, {**OAUTH, "issuer": "i", "audience": "a", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0" * 8}]}}, OCT_MESSAGE),
+        (JwtVerifyCaller, {**JWT, "jwks": {"keys": [_private_jwk("EC")]}, "algorithms": ["ES256"]}, "keys[0] holds private key material (d)"),
+        (
+            JwtVerifyCaller,
+            {**JWT, "jwks": {"keys": [public_jwk(pooled_key("EC"), "k1"), _private_jwk("RSA")]}},
+            "keys[1] holds private key material (d, p, q, dp, dq, qi): an inline jwks is stored and exported in clear, so it may hold public keys only",
+        ),
+    ],
+    ids=["oct-hs256", "oct-default-algorithms", "oct-oauth2", "private-ec", "private-rsa"],
+)
+def test_inline_jwks_refuses_secret_key_material(model, data, message):
+    """Key material that signs is a secret: never accepted into the clear-text, exported configuration."""
+    assert message in error(model, data)
+
+
+def test_jwt_verify_without_a_key_source_keeps_a_stored_hmac_secret():
+    """How `rr export` writes an HMAC credential: HS* algorithms, no secret."""
+    c = JwtVerifyCaller.model_validate({**JWT, "algorithms": ["HS384"]})
+    assert c.uses_hmac_secret and c.secret_ref is None
+    assert "exactly one of" in error(JwtVerifyCaller, {**JWT, "algorithms": ["RS256"]})
 
 
 def test_inline_jwks_is_accepted():

@@ -19,24 +19,27 @@ targets:
 """
 
 
-def test_a_piped_table_is_not_squeezed_to_80_columns(tmp_path):
-    rr_cli(tmp_path, "init")
-    (tmp_path / "policy.yaml").write_text(POLICY)
+def apply_dry_run(home, **extra_env) -> subprocess.CompletedProcess:
+    """`rr apply --dry-run` in its own process, its output piped (as `rr … | grep` would)."""
+    rr_cli(home, "init")
+    (home / "policy.yaml").write_text(POLICY)
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RR_DATABASE_URL", "RR_MASTER_KEY")}
-    env["RR_HOME"] = str(tmp_path)
-    if (tmp_path / "database-url").exists():
-        env["RR_DATABASE_URL"] = (tmp_path / "database-url").read_text().strip()
-    out = subprocess.run(
-        [str(BIN / "rr"), "apply", "-f", str(tmp_path / "policy.yaml"), "--dry-run"], capture_output=True, text=True, timeout=60, env=env
-    )
+    env.update(RR_HOME=str(home), **extra_env)
+    if (home / "database-url").exists():
+        env["RR_DATABASE_URL"] = (home / "database-url").read_text().strip()
+    out = subprocess.run([str(BIN / "rr"), "apply", "-f", str(home / "policy.yaml"), "--dry-run"], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_a_piped_table_is_not_squeezed_to_80_columns(tmp_path):
+    out = apply_dry_run(tmp_path)
     rows = [line for line in out.stdout.splitlines() if LONG in line]
     assert rows and "live-credential-with-a-long-name" in out.stdout
     assert any(len(line) > 80 for line in out.stdout.splitlines())
 
 
 def test_columns_still_decides_when_set(tmp_path):
-    rr_cli(tmp_path, "init")
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    result = rr_cli(tmp_path, "apply", "-f", str(tmp_path / "policy.yaml"), "--dry-run", env={"COLUMNS": "60"})
-    assert all(len(line) <= 60 for line in result.output.splitlines())
+    out = apply_dry_run(tmp_path, COLUMNS="60")
+    assert LONG not in out.stdout  # wrapped to fit
+    assert all(len(line) <= 60 for line in out.stdout.splitlines())

@@ -165,3 +165,19 @@ def test_lookup_cost_does_not_depend_on_size():
     assert len(snap.by_token) == 2000 and len(snap.proxies["p"].routes) == 1000
     out = decide(snap, facts(host="h999.test", tunnel=["Bearer s1999"]), NOW)
     assert out.route == Route("t999", None) and out.identity.credential == "c1999"
+
+
+def test_plain_http_to_a_host_listed_with_port_443_says_use_https():
+    snap = snapshot_from(
+        {
+            "targets": [{"name": "pinned", "hosts": ["api.pinned.test:443"]}],
+            "proxies": [{"name": "p", "targets": [{"target": "pinned"}], "credentials": [{"name": "c", "auth": "api_key", "secret": "key-p"}]}],
+        }
+    )
+    d = decide(snap, facts(host="api.pinned.test", port=80, scheme="http", tunnel=["Bearer key-p"]), NOW).decision
+    assert d == Decision.deny(
+        "unknown-target",
+        reasons.UNKNOWN_TARGET,
+        scope="proxy",
+        detail="http://api.pinned.test:80; use https://api.pinned.test (target pinned accepts https only)",
+    )

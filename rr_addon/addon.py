@@ -385,7 +385,8 @@ class RR:
         self._client(flow.client_conn.id).tunnel_authorization = values
         snap = self.snapshot
         if snap is not None and flow.request.port not in snap.connect_ports:
-            self.answer(flow, Decision.deny("unknown-target", reasons.CONNECT_PORT_NOT_ALLOWED))
+            where = f"{flow.request.host}:{flow.request.port}"
+            self.answer(flow, Decision.deny("unknown-target", reasons.CONNECT_PORT_NOT_ALLOWED, detail=f"{where}; check the URL's port"))
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Refuse connections no governed request asked for, and (unless the

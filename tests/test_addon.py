@@ -172,7 +172,7 @@ def test_connect_to_a_port_no_target_allows(rr):
     connect = tflow.tflow(req=tutils.treq(method=b"CONNECT", host="api.test", port=22, path=b""))
     rr.http_connect(connect)
     assert connect.response.status_code == 403
-    assert json.loads(connect.response.content)["error"]["message"] == "no target allows this port"
+    assert json.loads(connect.response.content)["error"]["message"] == "no target allows this port: api.test:22; check the URL's port"
 
 
 class Exploding:

@@ -76,3 +76,4 @@ def test_an_untrusted_upstream_certificate_names_the_option_that_trusts_its_ca(t
         assert "Certificate verify failed" in message and "ssl_verify_upstream_trusted_ca" in message
         p.wait_for_log(f"upstream certificate of 127.0.0.1:{upstream.port} is not trusted")
         assert "--set ssl_verify_upstream_trusted_ca=" in p.log_text()
+

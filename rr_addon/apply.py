@@ -5,7 +5,7 @@ and only then commit — all, or nothing."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -25,10 +25,19 @@ class Prepared:
     desired: Desired
     changes: list[Change]
     paths: list[str]
+    warnings: list[ConfigError] = field(default_factory=list)  # configurations that do nothing
 
     @property
     def changed(self) -> bool:
         return any(c.action != "unchanged" for c in self.changes)
+
+    @property
+    def deletes(self) -> list[Change]:
+        return [c for c in self.changes if c.action == "delete"]
+
+    @property
+    def empty(self) -> bool:
+        return not self.desired.config.targets and not self.desired.config.proxies
 
 
 def source_label(ref: object) -> str:
@@ -50,7 +59,7 @@ def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: 
     if errors:
         raise ConfigErrors(errors)
     desired = Desired(config, target_secrets, caller_digests, caller_secrets)
-    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), [str(p) for p in paths])
+    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), [str(p) for p in paths], validate.warnings(config, source))
 
 
 def loadable(stored: Stored, keyring: Keyring) -> None:

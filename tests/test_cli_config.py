@@ -148,6 +148,9 @@ proxies:
     assert ("unchanged", "proxy credential", "billing/agent-1") in lines
     assert "hosts" in r.output and "secret" in r.output
     r = rr("apply", "-f", str(policy(home, smaller)))
+    assert r.exit_code == 1 and "would delete 2 object(s)" in r.output and "--prune" in r.output
+    assert stored(home).version == 1
+    r = rr("apply", "-f", str(policy(home, smaller)), "--prune")
     assert r.exit_code == 0
     s = stored(home)
     assert s.version == 2

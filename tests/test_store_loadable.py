@@ -170,6 +170,8 @@ def test_a_broken_row_no_longer_wanted_is_deleted(home):
     engine.dispose()
     without = POLICY.replace("      - {name: key, auth: api_key, secret: agent-key}\n", "")
     r = rr("apply", "-f", write(home, without))
+    assert r.exit_code == 1 and "would delete 1 object(s)" in r.output and "--prune" in r.output  # a deletion needs consent
+    r = rr("apply", "-f", write(home, without), "--prune")
     assert r.exit_code == 0, r.output
     assert "delete" in r.output and "agents/key" in r.output and "a stored row that does not load" in r.output
     assert [c.name for c in stored(home).config.proxies[0].credentials] == ["hs"]

@@ -124,14 +124,49 @@ def migrate_schema() -> None:
 def apply(
     file: List[Path] = typer.Option(..., "-f", "--file", help="Configuration YAML (repeatable; merged)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the changes; write nothing."),
+    prune: bool = typer.Option(
+        False, "--prune", "--yes", "-y", help="Delete stored objects the files no longer declare, without asking (for scripts)."
+    ),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept files that declare no target and no proxy."),
 ) -> None:
-    """Validate FILE(s) and make the stored configuration equal to them (one transaction)."""
+    """Validate FILE(s) and make the stored configuration equal to them (one transaction).
+
+    Objects the files do not declare are deleted: on a terminal rr asks first;
+    elsewhere it refuses unless --prune is given. Files that declare nothing at
+    all are refused unless --allow-empty is given."""
     from rr_addon.apply import apply as do_apply
     from rr_addon.apply import prepare
 
     engine, keyring = _store()
     try:
         prepared = prepare(file, engine, keyring)
+    except ConfigErrors as e:
+        err_console.print(render.errors_text(e.errors), soft_wrap=True)
+        raise typer.Exit(1)
+    for message in prepared.stored.broken.values():
+        err_console.print(f"rr: {printable(message)}", highlight=False, soft_wrap=True, markup=False)
+    if prepared.warnings:
+        err_console.print(render.warnings_text(prepared.warnings), soft_wrap=True)
+    table = render.changes_table(prepared.changes, "planned changes" if dry_run else "changes")
+    files = ", ".join(str(f) for f in file)
+    empty = f"{files} declare{'s' if len(file) == 1 else ''} no target and no proxy"
+    deletes = ", ".join(f"{c.kind} {c.name}" for c in prepared.deletes)
+    if not dry_run:
+        # consent first: nothing is written (not even a trial write) before it is given
+        if prepared.empty and not allow_empty:
+            console.print(table)
+            raise die(f"{empty}; nothing was written. Pass --allow-empty if the configuration really is meant to be empty")
+        if prepared.deletes and not prune:
+            console.print(table)
+            table = None
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise die(
+                    f"this apply would delete {len(prepared.deletes)} object(s) that {files} {'does' if len(file) == 1 else 'do'} not declare: {deletes}. "
+                    "Nothing was written. Pass --prune to delete them, or add them to the files to keep them"
+                )
+            if not typer.confirm(f"delete {len(prepared.deletes)} object(s) the files do not declare ({deletes})?", default=False):
+                raise die("nothing was written")
+    try:
         if dry_run or prepared.changed:
             # also on a dry run: write, load the written rows as a proxy would, roll back
             version = do_apply(prepared, engine, keyring, ",".join(str(f) for f in file), dry_run=dry_run)
@@ -140,10 +175,13 @@ def apply(
         raise typer.Exit(1)
     except config_store.ConcurrentChange as e:
         raise die(str(e)) from None
-    for message in prepared.stored.broken.values():
-        err_console.print(f"rr: {printable(message)}", highlight=False, soft_wrap=True, markup=False)
-    console.print(render.changes_table(prepared.changes, "planned changes" if dry_run else "changes"))
+    if table is not None:
+        console.print(table)
     if dry_run:
+        if prepared.empty and not allow_empty:
+            console.print(f"note: {empty}; applying it needs --allow-empty", markup=False, highlight=False)
+        if prepared.deletes and not prune:
+            console.print(f"note: applying this deletes {len(prepared.deletes)} object(s) ({deletes}); it needs --prune or a yes on a terminal", markup=False, highlight=False)
         console.print("dry run: nothing written")
         return
     if not prepared.changed:
@@ -168,6 +206,16 @@ def export(output: Optional[Path] = typer.Option(None, "-o", "--output", help="W
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+@app.command(name="schema")
+def schema_command(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the policy reference (docs/policy.md) instead of the JSON Schema."),
+) -> None:
+    """Print the JSON Schema of policy files (for editors: `# yaml-language-server: $schema=PATH`)."""
+    from rr_addon.config import reference
+
+    sys.stdout.write(reference.markdown() if markdown else reference.json_schema_text())
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -20,13 +20,14 @@ def changes_table(changes: Iterable[Change], title: str) -> Table:
     table.add_column("action")
     table.add_column("object")
     table.add_column("name")
-    table.add_column("changed fields")
+    table.add_column("changes (old → new)", overflow="fold")
     changes = list(changes)
     unchanged = [c for c in changes if c.action == "unchanged"]
     shown = changes if len(unchanged) <= 20 else [c for c in changes if c.action != "unchanged"]
     for c in shown:
         style = ACTION_STYLE.get(c.action, "")
-        table.add_row(Text(c.action, style=style), Text(c.kind), Text(c.name), Text(c.detail))  # never parsed as markup
+        detail = "\n".join(str(f) for f in c.fields) or c.detail
+        table.add_row(Text(c.action, style=style), Text(c.kind), Text(c.name), Text(detail))  # never parsed as markup
     if len(shown) < len(changes):
         table.add_row(Text("unchanged", style="dim"), f"{len(unchanged)} objects", "", "")
     return table
@@ -42,6 +43,19 @@ def errors_text(errors: Iterable[ConfigError]) -> Text:
         if e.path:
             text.append(e.path + ": ", style="cyan")
         text.append(e.message + "\n")
+    return text
+
+
+def warnings_text(warnings: Iterable[ConfigError]) -> Text:
+    """Like errors_text, for configurations rr accepts but that do nothing (rr_addon.config.validate.warnings)."""
+    text = Text()
+    for w in warnings:
+        where = w.file + (f":{w.line}" if w.line else "")
+        text.append(where + ": ", style="bold")
+        text.append("warning: ", style="bold yellow")
+        if w.path:
+            text.append(w.path + ": ", style="cyan")
+        text.append(w.message + "\n")
     return text
 
 

@@ -15,6 +15,7 @@ from typing import Any, Hashable, Iterable, Mapping
 import yaml
 from pydantic import ValidationError
 
+from rr_addon.config.messages import humanize
 from rr_addon.config.schema import Config, EnvSecret, FileSecret
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -166,13 +167,7 @@ def parse_document(name: str, data: dict, lines: dict[tuple, int]) -> Config:
         return Config.model_validate(data)
     except ValidationError as e:
         errors = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            elif msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
+        for loc, msg in humanize(e.errors()):
             errors.append(ConfigError(name, describe_path(data, loc), msg, lines.get(_raw_path(data, loc))))
         raise ConfigErrors(errors) from None
 

@@ -78,3 +78,66 @@ def check(config: Config, source: Source) -> list[ConfigError]:
             err("proxies", p.name, "", "duplicate proxy name")
         seen_p.add(p.name)
     return errors
+
+
+# --------------------------------------------------------------------------
+# Warnings: configurations rr accepts but that do nothing, or not what they seem.
+# "Does nothing" is decided against what rr already does without them: a
+# request_count meter without limits and without `when` counts every request of
+# the proxy, which the per-credential usage counters (`rr usage`) always do; a
+# meter that reads a response value, or counts a subset (`when`), is tracking
+# on purpose ("track only", docs/policy.md#meter) and is not warned about.
+
+_CONDITIONS = ("methods", "path", "headers", "query", "body", "claims")
+
+
+def _has_condition(match) -> bool:
+    return any(getattr(match, f) for f in _CONDITIONS)
+
+
+def warnings(config: Config, source: Source) -> list[ConfigError]:
+    out: list[ConfigError] = []
+
+    def warn(section: str, name: str, field: str, message: str, rest: tuple = ()) -> None:
+        path = f"{section}[{name}]" + (f".{field}" if field else "")
+        out.append(ConfigError(source.file_of(section, name), path, message, source.line_of(section, name, rest)))
+
+    def rules(section: str, name: str, prefix: str, scope_rules, rest: tuple) -> None:
+        for i, r in enumerate(scope_rules):
+            if not _has_condition(r):
+                what = "denies every request" if r.effect == "deny" else "allows every request its deny rules do not match"
+                warn(
+                    section, name, f"{prefix}rules[{r.name}]",
+                    f"has no condition, so it matches every request: the scope {what} and its default_effect never applies; "
+                    f"add one of {', '.join(_CONDITIONS)}, or drop the rule and set default_effect: {r.effect}",
+                    rest + ("rules", i),
+                )
+
+    used = {pt.target for p in config.proxies for pt in p.targets}
+    for t in config.targets:
+        rules("targets", t.name, "", t.rules, ())
+        for i, c in enumerate(t.credentials):
+            rules("targets", t.name, f"credentials[{c.name}].", c.rules, ("credentials", i))
+        if t.name not in used:
+            warn("targets", t.name, "", "no proxy lists this target, so no request can reach it; add it to a proxy's targets")
+    for p in config.proxies:
+        rules("proxies", p.name, "", p.rules, ())
+        for i, c in enumerate(p.credentials):
+            rules("proxies", p.name, f"credentials[{c.name}].", c.rules, ("credentials", i))
+        if not p.targets:
+            warn("proxies", p.name, "targets", "the proxy has no targets: every request is refused with 403 unknown-target", ("targets",))
+        if not p.credentials:
+            warn("proxies", p.name, "credentials", "the proxy has no credentials: no caller can authenticate to it", ("credentials",))
+        for i, m in enumerate(p.meters):
+            rest = ("meters", i)
+            if m.when is not None and not _has_condition(m.when):
+                warn("proxies", p.name, f"meters[{m.name}].when", f"has no condition and matches every request; omit it or add one of {', '.join(_CONDITIONS)}", rest + ("when",))
+            if m.type == "request_count" and not any(v is not None for v in m.limits.by_kind()) and (m.when is None or not _has_condition(m.when)):
+                warn(
+                    "proxies", p.name, f"meters[{m.name}]",
+                    "counts every request without a limit, which the usage counters (`rr usage`) already do, so it does nothing; "
+                    "add limits: {minute|hour|day|month: N} to enforce a quota, when: {…} to count a subset, "
+                    "or type: response_value to add up a value",
+                    rest,
+                )
+    return out

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from rr_addon.config import schema
+from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
 from rr_addon.store import notify
@@ -56,7 +57,8 @@ class Change:
     action: str  # create | update | delete | unchanged
     kind: str  # target | target credential | proxy | proxy credential
     name: str
-    detail: str = ""
+    detail: str = ""  # the changed top-level fields, comma-separated
+    fields: tuple[FieldChange, ...] = ()  # old -> new per changed field (never a secret's value)
 
 
 def initialise(engine: Engine, keyring: Keyring) -> bool:
@@ -238,7 +240,8 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
                 _compare("target credential", f"{t.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
             )
         changes += [Change("delete", "target credential", f"{t.name}/{n}") for n in old_creds]
-    changes += [Change("delete", "target", n) for n in old_targets]
+    for n, t in old_targets.items():  # a deleted object's credentials go with it: list them too
+        changes += [Change("delete", "target", n)] + [Change("delete", "target credential", f"{n}/{c.name}") for c in t.credentials]
     for p in desired.config.proxies:
         old = old_proxies.pop(p.name, None)
         changes.append(_compare("proxy", p.name, old and proxy_spec(old), proxy_spec(p)))
@@ -255,7 +258,8 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
                 _compare("proxy credential", f"{p.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
             )
         changes += [Change("delete", "proxy credential", f"{p.name}/{n}") for n in old_creds]
-    changes += [Change("delete", "proxy", n) for n in old_proxies]
+    for n, p in old_proxies.items():  # a deleted object's credentials go with it: list them too
+        changes += [Change("delete", "proxy", n)] + [Change("delete", "proxy credential", f"{n}/{c.name}") for c in p.credentials]
     return _repairs(changes, stored.broken, stored.in_clear)
 
 
@@ -278,11 +282,13 @@ def _compare(kind: str, name: str, old: dict | None, new: dict, secret_changed: 
     if old is None:
         return Change("create", kind, name)
     fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    changes = diff(old, new)
     if secret_changed:
         fields.append("secret")
+        changes.append(FieldChange("secret", note="changed (value not shown)"))
     if not fields:
         return Change("unchanged", kind, name)
-    return Change("update", kind, name, ", ".join(fields))
+    return Change("update", kind, name, ", ".join(fields), tuple(changes))
 
 
 def write(

@@ -59,5 +59,5 @@ def prepare_home(home: Path, policy: str, env: dict[str, str] | None = None) -> 
         (home / URL_FILE).write_text(create_postgres_database())
     (home / "policy.yaml").write_text(policy)
     rr_cli(home, "init", env=env)
-    rr_cli(home, "apply", "-f", str(home / "policy.yaml"), env=env)
+    rr_cli(home, "apply", "-f", str(home / "policy.yaml"), "--prune", env=env)  # a home may be prepared again with a smaller policy
     return home

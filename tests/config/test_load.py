@@ -54,20 +54,20 @@ def test_good_file_loads(tmp_path):
         pytest.param(
             "targets:\n  - {{name: t}}\n", ["F:2: invalid YAML: a mapping key must be a plain value, not a list or mapping"], id="mapping-as-key"
         ),
-        pytest.param("bogus: 1\n", ["F:1: bogus: unknown field"], id="unknown-top-level"),
+        pytest.param("bogus: 1\n", ["F:1: bogus: unknown field 'bogus'. Valid fields: targets, proxies"], id="unknown-top-level"),
         pytest.param(
             "targets:\n  - name: t\n    hosts: [a.test]\n    colour: red\n",
-            ["F:4: targets[t].colour: unknown field"],
+            ["F:4: targets[t].colour: unknown field 'colour'. Valid fields: name, hosts, schemes, default_effect, allow_private_addresses, allow_path_parameters, caller_headers, credentials, rules, filters, redact, validate, description"],
             id="unknown-field-in-target",
         ),
         pytest.param(
             "targets:\n  - name: t\n    hosts: a.test\n",
-            ["F:3: targets[t].hosts: Input should be a valid list"],
+            ["F:3: targets[t].hosts: expected a list; got the string 'a.test' (write [value] for one entry)"],
             id="wrong-type",
         ),
         pytest.param(
             "targets:\n  - name: t\n    hosts: [a.test]\n    credentials:\n      - {name: c, kind: magic}\n",
-            ["F:5: targets[t].credentials[c]: Input tag 'magic' found using 'kind' does not match any of the expected tags: 'api_key', 'bearer', 'basic', 'jwt', 'custom', 'none', 'oauth2_client_credentials'"],
+            ["F:5: targets[t].credentials[c].kind: kind 'magic' is not one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials"],
             id="unknown-kind",
         ),
         pytest.param(
@@ -77,7 +77,7 @@ def test_good_file_loads(tmp_path):
         ),
         pytest.param(
             "proxies:\n  - name: p\n    credentials:\n      - name: c\n        auth: api_key\n        secret: x\n        active: maybe\n",
-            ["F:7: proxies[p].credentials[c].active: Input should be a valid boolean, unable to interpret input"],
+            ["F:7: proxies[p].credentials[c].active: expected true or false; got the string 'maybe'"],
             id="bad-bool",
         ),
         pytest.param(

@@ -131,7 +131,7 @@ class Cluster:
     def apply(self, extra: str, upstream_port: int) -> None:
         policy = self.home / f"policy-{uuid.uuid4().hex[:6]}.yaml"
         policy.write_text(POLICY.format(port=upstream_port, extra=extra))
-        cli(self.home, "apply", "-f", str(policy), env=self.env)
+        cli(self.home, "apply", "-f", str(policy), "--prune", env=self.env)
 
 
 def start_planes(home: Path, env: dict[str, str], pki, n: int, extra_args: list[str] = ()) -> tuple[list[ProxyProcess], list[int]]:

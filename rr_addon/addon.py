@@ -20,12 +20,12 @@ from pathlib import Path
 
 from collections.abc import Sequence
 
-from mitmproxy import command, ctx, exceptions, flow, http
+from mitmproxy import command, contentviews, ctx, exceptions, flow, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from rr_addon import audit, flows, metrics, settings, timeouts, wire
+from rr_addon import audit, flows, metrics, settings, timeouts, webview, wire
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
 from rr_addon.metering import Metering
@@ -138,11 +138,13 @@ class RR:
         self._exporter: metrics.Exporter | None = None
         self.metering: Metering | None = None
         self.identities: Identities | None = None
+        self._lazy = False  # connection_strategy is lazy from the first configure on
 
     # ------------------------------------------------------------------ lifecycle
 
     def load(self, loader: Loader) -> None:
         escape_log_output()  # request lines and errors carry caller bytes: no terminal control sequences
+        contentviews.add(webview.RRView(self.explain_flow))
         server_log = logging.getLogger("mitmproxy.proxy.server")
         if not any(isinstance(f, _StreamingIsRoutine) for f in server_log.filters):
             server_log.addFilter(_STREAMING_FILTER)
@@ -228,8 +230,13 @@ class RR:
             ctx.options.update(rr_first_byte_timeout=old, rr_idle_timeout=old, rr_upstream_timeout=-1)
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream on CONNECT, before rr has decided anything.
+            if self._lazy:  # changed at run time (mitmweb's options editor, `set`): refused and rolled back
+                from rr_addon.runner import LAZY_ONLY
+
+                raise exceptions.OptionsError(LAZY_ONLY)
             logger.info("rr sets connection_strategy=lazy: nothing connects upstream before a decision")
             ctx.options.update(connection_strategy="lazy")
+        self._lazy = True
         if "rr_database_url" in updated:
             self._open_store(ctx.options.rr_database_url or None)
         if "rr_database_url" in updated or "rr_redis_url" in updated:
@@ -250,7 +257,7 @@ class RR:
 
     def _open_store(self, url: str | None) -> None:
         try:
-            engine = make_engine(url)
+            engine = make_engine(url, existing=True)
             check_schema(engine)
             keyring = Keyring(master_keys(settings.home()))
             snapshot = config_store.load_snapshot(engine, keyring)
@@ -420,7 +427,8 @@ class RR:
         state.tunnel_authorization, state.tunnel = values, True
         snap = self.snapshot
         if snap is not None and flow.request.port not in snap.connect_ports:
-            self.answer(flow, Decision.deny("unknown-target", reasons.CONNECT_PORT_NOT_ALLOWED))
+            where = f"{flow.request.host}:{flow.request.port}"
+            self.answer(flow, Decision.deny("unknown-target", reasons.CONNECT_PORT_NOT_ALLOWED, detail=f"{where}; check the URL's port"))
         elif not values and ctx.options.rr_proxy_auth_challenge:
             self.answer(flow, dataclasses.replace(Decision.deny("unauthenticated", reasons.PROXY_AUTH_CHALLENGE), status=407))
 
@@ -696,9 +704,8 @@ class RR:
         if injection is None and admitted is not None and admitted.credential is not None and not admitted.credential.injection.dynamic:
             injection = admitted.credential.injection
         if not outcome.decision.allowed and not outcome.report_only:
-            if injection is not None and not injection.empty:
-                # show which credential the refused request would have carried; nothing is sent
-                flows.show_injection(flow.request, injection)
+            # no placeholder: nothing was injected into a request that is never sent (CONTRACT §12);
+            # the comment and the rr view name the target credential
             self.answer(flow, outcome.decision, extra_headers)
             return
         assert admitted is not None
@@ -706,6 +713,7 @@ class RR:
             setattr(flow, _PIPELINE, admitted.pipeline)
             if admitted.pipeline.request_redactor is not None:
                 self.redact_request(flow, admitted.pipeline.request_redactor)
+                webview.show(flow)  # with the request's redaction count
         if injection is not None and not injection.empty:
             flows.show_injection(flow.request, injection)
         else:
@@ -871,6 +879,9 @@ class RR:
                 decision = dataclasses.replace(decision, reason=held_for)
             self.replace_response(flow, decision)
         elif result.body is not None:
+            if getattr(flow, _PIPELINE, EMPTY).filters and 200 <= resp.status_code < 300:
+                flow.metadata["rr"]["filtered"] = True
+            webview.show(flow)
             resp.headers.pop("content-encoding", None)
             resp.content = result.body
         else:
@@ -896,8 +907,7 @@ class RR:
         flow.response = flows.decision_response(decision, flow.id)
         meta = flow.metadata["rr"]
         meta.update(result="deny", status=decision.status, code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
-        flow.comment = f"rr deny {decision.code}"
-        flow.marked = ":no_entry:"
+        webview.show(flow)
 
     @fail_closed
     async def error(self, flow: http.HTTPFlow) -> None:
@@ -929,14 +939,17 @@ class RR:
             elif getattr(flow, _TIMED_OUT, None) or "timed out" in msg.lower() or "timeout" in msg.lower():
                 decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=getattr(flow, _TIMED_OUT, None) or msg)
             else:
-                decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=msg)
+                decision = Decision.deny("upstream-unavailable", reasons.UPSTREAM_UNAVAILABLE, detail=_with_hint(flow, msg))
             wire.answer_errors_with(flow, flows.decision_response(decision, flow.id))
+            metered = getattr(flow, _METERED, None)
+            if metered is not None and self.metering is not None and not _reached_upstream(flow, refused):
+                await self.metering.add(metered[0].refund())  # nothing went out: the quota is not used
+                delattr(flow, _METERED)
             meta.update(result="deny", code=decision.code, reason=decision.reason, scope=decision.scope, rule=decision.rule)
             meta["status"] = decision.status
             if refused is not None:
                 meta["result"] = "deny"
-                flow.comment = f"rr deny {decision.code}"
-                flow.marked = ":no_entry:"
+            webview.show(flow)
         self.finish(flow)
 
     # ------------------------------------------------------------------ commands
@@ -944,30 +957,33 @@ class RR:
     @command.command("rr.explain")
     def explain_flows(self, selection: Sequence[flow.Flow]) -> str:
         """Explain rr's decision for each flow: every scope and rule, as the proxy evaluated it."""
+        if self.snapshot is None:
+            raise exceptions.CommandError("rr has no configuration loaded")
+        text = "\n".join(self.explain_flow(f) if isinstance(f, http.HTTPFlow) else f"{f.id}: not an HTTP flow" for f in selection)
+        for line in text.splitlines():  # one record per line: a record's args have their line breaks escaped
+            logger.info("%s", line)
+        return text
+
+    def explain_flow(self, f: http.HTTPFlow) -> str:
+        """The decision tree of one flow, re-evaluated with the loaded configuration (the rr view, rr.explain)."""
         from rr_addon.cli.render import explanation_tree, plain
         from rr_addon.core.decide import explain
 
         snap = self.snapshot
+        meta = f.metadata.get("rr")
         if snap is None:
-            raise exceptions.CommandError("rr has no configuration loaded")
-        out = []
-        for f in selection:
-            meta = f.metadata.get("rr") if isinstance(f, http.HTTPFlow) else None
-            if not meta or not meta.get("proxy"):
-                out.append(f"{f.id}: no authenticated rr decision on this flow")
-                continue
-            caller = snap.proxies.get(meta["proxy"]).callers.get(meta["credential"]) if meta["proxy"] in snap.proxies else None
-            if caller is None:
-                out.append(f"{f.id}: credential {meta['proxy']}/{meta['credential']} is no longer configured")
-                continue
-            body = self.request_body(f)
-            facts = dataclasses.replace(flows.request_facts(f), body=body if isinstance(body, bytes) else None)
-            title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
-            out.append(plain(explanation_tree(title, explain(snap, caller, facts, self.limits))))
-        text = "\n".join(out)
-        for line in text.splitlines():  # one record per line: a record's args have their line breaks escaped
-            logger.info("%s", line)
-        return text
+            return "rr has no configuration loaded"
+        if not meta or not meta.get("proxy"):
+            return f"{f.id}: no authenticated rr decision on this flow"
+        caller = snap.proxies.get(meta["proxy"]).callers.get(meta["credential"]) if meta["proxy"] in snap.proxies else None
+        if caller is None:
+            return f"{f.id}: credential {meta['proxy']}/{meta['credential']} is no longer configured"
+        body = self.request_body(f)
+        facts = dataclasses.replace(flows.request_facts(f), body=body if isinstance(body, bytes) else None)
+        title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
+        if meta.get("config_version") not in (None, snap.version):
+            title += f"; decided under version {meta['config_version']}"
+        return plain(explanation_tree(title, explain(snap, caller, facts, self.limits)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -985,8 +1001,7 @@ class RR:
             meta.update({k: old.get(k) for k in meta})
         meta.update(result="error", status=500, code="internal-error", reason=reasons.INTERNAL_ERROR)
         flow.metadata["rr"] = meta
-        flow.comment = "rr error internal-error"
-        flow.marked = ":no_entry:"
+        webview.show(flow)
         if final:
             try:
                 self.finish(flow)
@@ -1012,12 +1027,7 @@ class RR:
             "config_version": snap.version,
             **(getattr(flow, _VERIFICATION, None) or {}),
         }
-        if result == "allow":
-            flow.comment = f"rr allow {route.target}/{route.target_credential or '-'}" if route else "rr allow"
-        else:
-            where = f" {d.scope}/{d.rule}" if d.rule else ""
-            flow.comment = f"rr {result} {d.code}{where}"
-            flow.marked = ":warning:" if result == "would-deny" else ":no_entry:"
+        webview.show(flow)
 
     def finish(self, flow: http.HTTPFlow) -> None:
         """Write the flow's one audit record."""
@@ -1105,6 +1115,32 @@ def _changed(admitted: Admission | Outcome) -> Outcome:
     if isinstance(admitted, Admission):
         return dataclasses.replace(admitted.outcome(decision), report_only=False)
     return dataclasses.replace(admitted, decision=decision, report_only=False)
+
+
+def _reached_upstream(flow: http.HTTPFlow, refused) -> bool:
+    """Whether any of the request may have reached the upstream: rr refused it below
+    the hooks, or its connection never opened (refused, failed, or its TLS handshake
+    failed), then nothing went out. A connection that was open counts as reached."""
+    if refused is not None:
+        return False
+    server = flow.server_conn
+    if server is None or server.timestamp_tcp_setup is None:
+        return False
+    return not (server.tls and server.timestamp_tls_setup is None)
+
+
+UNTRUSTED_CA_HINT = (
+    "if the upstream's certificate is issued by a private CA, trust that CA with "
+    "--set ssl_verify_upstream_trusted_ca=/path/to/ca.pem (see README, Upstreams with a private CA)"
+)
+
+
+def _with_hint(flow: http.HTTPFlow, msg: str) -> str:
+    """mitmproxy's upstream error, with what to do about a certificate rr cannot verify."""
+    if "certificate verify failed" not in msg.lower():
+        return msg
+    logger.warning("rr: upstream certificate of %s:%s is not trusted (%s); %s", flow.request.host, flow.request.port, msg, UNTRUSTED_CA_HINT)
+    return f"{msg}; {UNTRUSTED_CA_HINT}"
 
 
 def _add_time(flow: http.HTTPFlow, seconds: float) -> None:

@@ -100,32 +100,32 @@ class JsonLinesSink:
 
 
 class LogSink:
-    """Denials, would-denials and errors at INFO on the `rr.audit` logger. Allowed
-    requests are not logged: the audit trail records them (a log call per
-    request would cost more than rr's whole decision)."""
+    """Denials, would-denials and errors at INFO on the `rr.audit` logger, one
+    line each with constant field names: who called (`caller=proxy/credential`,
+    `-` when unauthenticated), what (method, scheme://host:port/path), the answer,
+    and where the decision was taken (`scope=`, `rule=`). Allowed requests are
+    not logged: the audit trail records them (a log call per request would cost
+    more than rr's whole decision)."""
 
     def write(self, records: list[dict]) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
         for r in records:
             if r["result"] in ("deny", "would-deny", "error"):
-                # method, host, path and reason carry caller bytes: escaped here
-                # too, whatever handlers the logger has
-                logger.info(
-                    "%s %s %s %s://%s%s -> %s %s (%s)",
-                    r["result"],
-                    r["request_id"],
-                    printable(r["method"]),
-                    r["scheme"],
-                    printable(r["host"]),
-                    printable(r["path"]),
-                    r["status"],
-                    r["code"] or "",
-                    printable(r["reason"]),
-                )
+                logger.info(log_line(r))
 
     def close(self) -> None:
         pass
+
+
+def log_line(r: dict) -> str:
+    # method, host, path and reason carry caller bytes: escaped here too, whatever handlers the logger has
+    caller = f"{r['proxy']}/{r['credential']}" if r["proxy"] else "-"
+    return (
+        f"{r['result']} {r['request_id']} caller={printable(caller)} {printable(r['method'])} "
+        f"{r['scheme']}://{printable(r['host'])}:{r['port']}{printable(r['path'])}"
+        f" -> {r['status']} {r['code'] or '-'} scope={r['scope'] or '-'} rule={printable(r['rule'] or '-')}: {printable(r['reason'])}"
+    )
 
 
 class AuditWriter:

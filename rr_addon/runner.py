@@ -38,6 +38,11 @@ rr or configuration stops the process at start with rr's message.
 Without user scripts (`-s`), mitmproxy's debug-mode type check of every
 request and response it builds is off (`skip_message_typechecks`).
 
+rr's defaults (`defaults()`: listen on 127.0.0.1:8080, confdir `$RR_HOME/certs`,
+lazy connections, mitmweb without opening a browser and with rr's columns) are
+applied before the command line, so every option the user passes wins —
+except `connection_strategy=eager`, which is refused (see `LAZY_ONLY`).
+
 Deliberate differences from mitmdump: `--set` of an option that nothing
 defines is an error (mitmdump ignores it silently, so a typo such as
 `block_globl=false` would go unnoticed), and `rr_addon/addon.py` given with
@@ -66,6 +71,31 @@ from mitmproxy.proxy import mode_specs
 logger = logging.getLogger("rr.runner")
 
 RR_SCRIPT = Path(__file__).resolve().parent / "addon.py"
+
+LAZY_ONLY = (
+    "connection_strategy=eager is not supported by rr: eager connects to the upstream (and completes "
+    "its TLS handshake) as soon as a client sends CONNECT, before rr has decided any request; rr keeps "
+    "connections lazy so that nothing reaches an upstream undecided. Remove the option."
+)
+
+# The columns of mitmweb's flow list under rr: rr's decision is the flow comment.
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
+
+
+def defaults(*, web: bool) -> dict[str, Any]:
+    """The option values rr starts from; the user's command line and confdir/config.yaml override them."""
+    from rr_addon import settings
+
+    values: dict[str, Any] = {
+        "listen_host": "127.0.0.1",
+        "listen_port": 8080,
+        "confdir": str(settings.confdir()),
+        "connection_strategy": "lazy",
+    }
+    if web:
+        values.update(web_open_browser=False, web_columns=list(WEB_COLUMNS))
+    return values
+
 
 # Addons always kept in the chain, and why (anything unknown is kept as well).
 KEPT = {
@@ -435,10 +465,11 @@ def _drop_rr_script(args: argparse.Namespace) -> None:
     args.setoptions = [s for s in args.setoptions if not (s.startswith("scripts=") and _is_rr_script(s[len("scripts=") :]))]
 
 
-async def prepare(arguments: Iterable[str], *, web: bool) -> master.Master:
+async def prepare(arguments: Iterable[str], *, web: bool, base: dict[str, Any] | None = None) -> master.Master:
     """Build, configure and trim the master for these command-line arguments,
-    as `mitmproxy.tools.main.run` does up to `master.run()`. Raises
-    StartupError when the process must exit instead."""
+    as `mitmproxy.tools.main.run` does up to `master.run()`, starting from the
+    option values `base` (rr's `defaults()`; the arguments override them).
+    Raises StartupError when the process must exit instead."""
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.main import process_options
     from mitmproxy.utils import arg_check, debug
@@ -471,6 +502,8 @@ async def prepare(arguments: Iterable[str], *, web: bool) -> master.Master:
 
     given = {spec.partition("=")[0] for spec in args.setoptions}
     try:
+        if base:
+            opts.update(**base)
         opts.set(*args.setoptions, defer=True)
         for path in (Path(opts.confdir).expanduser() / "config.yaml", Path(opts.confdir).expanduser() / "config.yml"):
             if path.is_file():
@@ -494,6 +527,8 @@ async def prepare(arguments: Iterable[str], *, web: bool) -> master.Master:
             raise exceptions.OptionsError(unknown_options(opts))
         if any(_is_rr_script(s) for s in opts.scripts):
             raise exceptions.OptionsError(f"rr is loaded by rr run; remove {RR_SCRIPT} from scripts")
+        if "connection_strategy" in given and opts.connection_strategy != "lazy":
+            raise exceptions.OptionsError(LAZY_ONLY)
         m.addons.chain = full
         m.addons.invoke_addon_sync(rr, hooks.ConfigureHook(set(opts.keys())))
     except exceptions.OptionsError as e:
@@ -543,17 +578,56 @@ def _route_configure_through(lean: LeanChain) -> None:
     raise RuntimeError("rr cannot route option changes on this mitmproxy (AddonManager._configure_all not connected)")
 
 
-def run(args: list[str], *, web: bool) -> int:
+@dataclass(frozen=True)
+class Where:
+    """Where a client reaches `rr run ARGS` and the CA it must trust."""
+
+    address: str  # host:port; a wildcard listen host (all interfaces) as loopback, where a local client connects
+    ca: Path
+
+
+def where(arguments: Iterable[str], *, web: bool) -> Where:
+    """Where `rr run [--web] ARGUMENTS` will listen (its first proxy server) and
+    its CA file: rr's defaults, then confdir/config.yaml and the command line,
+    as `prepare` applies them, without starting anything (scripts/quickstart)."""
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools.main import process_options
+
+    opts = mitm_options.Options()
+
+    async def declare() -> None:  # a master declares every option mitmproxy's addons have
+        _master_class(web)(opts, with_termlog=False)
+
+    asyncio.run(declare())
+    args = (cmdline.mitmweb if web else cmdline.mitmdump)(opts).parse_args(list(arguments))
+    opts.update(**defaults(web=web))
+    opts.set(*args.setoptions, defer=True)
+    confdir = Path(opts.confdir).expanduser()
+    optmanager.load_paths(opts, str(confdir / "config.yaml"), str(confdir / "config.yml"))
+    process_options(None, opts, args)
+    mode = mode_specs.ProxyMode.parse(opts.mode[0] if opts.mode else "regular")
+    host = mode.listen_host(opts.listen_host)
+    port = mode.listen_port(opts.listen_port)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return Where(address, Path(opts.confdir).expanduser() / "mitmproxy-ca-cert.pem")
+
+
+def run(args: list[str], *, web: bool, base: dict[str, Any] | None = None) -> int:
     """Run mitmdump (or mitmweb, `web=True`) with rr and a trimmed addon chain
-    until it is stopped. Returns the process exit status."""
+    until it is stopped, starting from the option values `base`. Returns the
+    process exit status."""
 
     async def main() -> int:
         try:
-            m = await prepare(args, web=web)
+            m = await prepare(args, web=web, base=base)
         except StartupError as e:
             if e.message:
                 print(e.message, file=sys.stderr)
             return e.code
+        if base is not None:
+            ca = Path(m.options.confdir).expanduser() / "mitmproxy-ca-cert.pem"
+            print(f"rr: CA certificate {ca}", file=sys.stderr)
         loop = asyncio.get_running_loop()
 
         def _sigint(*_: Any) -> None:
@@ -586,8 +660,14 @@ def run(args: list[str], *, web: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--where"]:  # scripts/quickstart: the address and CA file of `rr run ARGS`
+        argv = argv[1:]
+        web = argv[:1] == ["--web"]
+        found = where(argv[1:] if web else argv, web=web)
+        print(f"{found.address}\n{found.ca}")
+        return 0
     web = bool(argv) and argv[0] == "--web"
-    return run(argv[1:] if web else argv, web=web)
+    return run(argv[1:] if web else argv, web=web, base=defaults(web=web))
 
 
 if __name__ == "__main__":

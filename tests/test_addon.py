@@ -112,7 +112,7 @@ def test_allowed_request_shows_placeholder_and_strips_caller_credential(rr):
     wired = wire.wire_request(f.request, injection)
     assert wired.headers["Authorization"] == f"Bearer {UPSTREAM}"
     assert f.request.headers["Authorization"] == "Bearer [rr:api/live]"
-    assert f.metadata["rr"]["result"] == "allow" and f.comment == "rr allow api/live"
+    assert f.metadata["rr"]["result"] == "allow" and f.comment == "rr allow · p/c → api/live"
 
 
 def test_query_injection_replaces_caller_params(rr):
@@ -141,7 +141,8 @@ def test_unauthenticated_answer(rr):
     assert body(f)["error"]["request_id"] == f.id
     assert "Authorization" not in f.request.headers  # a mistyped secret never shows in a view
     assert wire.attached(f.request) is None
-    assert f.marked and f.comment == "rr deny unauthenticated"
+    assert f.marked == ":heavy_multiplication_x:"
+    assert f.comment == "rr deny unauthenticated · no caller · caller credential matches no proxy credential"
 
 
 def test_unknown_target(rr):
@@ -171,7 +172,7 @@ def test_connect_to_a_port_no_target_allows(rr):
     connect = tflow.tflow(req=tutils.treq(method=b"CONNECT", host="api.test", port=22, path=b""))
     rr.http_connect(connect)
     assert connect.response.status_code == 403
-    assert json.loads(connect.response.content)["error"]["message"] == "no target allows this port"
+    assert json.loads(connect.response.content)["error"]["message"] == "no target allows this port: api.test:22; check the URL's port"
 
 
 class Exploding:

@@ -81,11 +81,11 @@ def base_args(home: Path) -> list[str]:
     return ["--listen-host", "127.0.0.1", "-p", "0", "--set", f"confdir={home / 'certs'}", "--set", "connection_strategy=lazy"]
 
 
-def build(args: list[str], *, web: bool = False, inspect=None):
+def build(args: list[str], *, web: bool = False, inspect=None, base=None):
     """prepare() a master, hand it to `inspect` (sync or async), shut it down; returns inspect's result."""
 
     async def main():
-        m = await runner.prepare(args, web=web)
+        m = await runner.prepare(args, web=web, base=base)
         try:
             out = inspect(m) if inspect else m
             if asyncio.iscoroutine(out):
@@ -222,10 +222,83 @@ def test_user_options_are_honoured(rr_home):
     assert build(args, inspect=check) == (18123, "127.0.0.2", True, "lazy", audit)
 
 
-def test_rr_keeps_connections_lazy_even_when_asked_otherwise(rr_home):
-    args = [a for a in base_args(rr_home) if a != "connection_strategy=lazy"]
-    args.remove("--set")  # the one that preceded it (confdir's stays)
-    assert build(args + ["--set", "connection_strategy=eager"], inspect=lambda m: m.options.connection_strategy) == "lazy"
+def test_eager_connections_are_refused_with_the_reason(rr_home):
+    with pytest.raises(runner.StartupError, match="connection_strategy=eager is not supported by rr: eager connects to the upstream") as e:
+        build(["--set", "connection_strategy=eager"], base=runner.defaults(web=False))
+    assert e.value.code == 1 and "before rr has decided any request" in e.value.message
+
+
+def test_eager_connections_set_at_run_time_are_refused_and_rolled_back(rr_home):
+    def check(m):
+        with pytest.raises(exceptions.OptionsError, match="connection_strategy=eager is not supported"):
+            m.options.update(connection_strategy="eager")
+        return m.options.connection_strategy
+
+    assert build([], base=runner.defaults(web=False), inspect=check) == "lazy"
+
+
+def test_without_rrs_defaults_the_addon_still_makes_connections_lazy(rr_home):
+    # `mitmdump -s rr_addon/addon.py` starts from mitmproxy's default, eager
+    assert build(["-p", "0"], inspect=lambda m: m.options.connection_strategy) == "lazy"
+
+
+def _option(name):
+    return lambda m: getattr(m.options, name)
+
+
+@pytest.mark.parametrize("web", [False, True], ids=["dump", "web"])
+def test_rrs_defaults_apply_when_the_user_gives_none(rr_home, web):
+    expected = runner.defaults(web=web)
+    assert expected["confdir"] == str(rr_home / "certs")
+    got = build([], web=web, base=expected, inspect=lambda m: {k: getattr(m.options, k) for k in expected})
+    assert got == expected
+
+
+# One case per default rr sets: the user's value wins, given the way mitmproxy users give it.
+USERS_OPTIONS = [
+    pytest.param(False, ["--listen-host", "127.0.0.2"], "listen_host", "127.0.0.2", id="listen_host-flag"),
+    pytest.param(False, ["--set", "listen_host=127.0.0.3"], "listen_host", "127.0.0.3", id="listen_host-set"),
+    pytest.param(False, ["-p", "18123"], "listen_port", 18123, id="listen_port-flag"),
+    pytest.param(False, ["--set", "listen_port=18124"], "listen_port", 18124, id="listen_port-set"),
+    pytest.param(False, ["--set", "confdir={tmp}"], "confdir", "{tmp}", id="confdir"),
+    pytest.param(False, ["--set", "connection_strategy=lazy"], "connection_strategy", "lazy", id="connection_strategy-lazy"),
+    pytest.param(True, ["--set", "web_open_browser=false"], "web_open_browser", False, id="web_open_browser-false"),
+    pytest.param(True, ["--set", "web_open_browser=true"], "web_open_browser", True, id="web_open_browser-true"),
+    pytest.param(True, ["--set", "web_columns=path", "--set", "web_columns=comment"], "web_columns", ["path", "comment"], id="web_columns"),
+]
+
+
+@pytest.mark.parametrize("web, args, name, value", USERS_OPTIONS)
+def test_the_users_options_win_over_rrs_defaults(rr_home, tmp_path, web, args, name, value):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    value = value.replace("{tmp}", str(tmp_path)) if isinstance(value, str) else value
+    assert build(args, web=web, base=runner.defaults(web=web), inspect=_option(name)) == value
+
+
+def test_confdir_config_yaml_wins_over_rrs_defaults(rr_home, tmp_path):
+    (tmp_path / "config.yaml").write_text("listen_port: 18125\n")
+    assert build(["--set", f"confdir={tmp_path}"], base=runner.defaults(web=False), inspect=_option("listen_port")) == 18125
+
+
+@pytest.mark.parametrize(
+    "web, args, expected",
+    [
+        (False, [], "127.0.0.1:8080"),
+        (False, ["-p", "28080"], "127.0.0.1:28080"),
+        (False, ["--listen-port", "28081", "--listen-host", "0.0.0.0"], "127.0.0.1:28081"),  # all interfaces: reached on loopback
+        (False, ["--set", "listen_port=28082"], "127.0.0.1:28082"),
+        (False, ["--mode", "regular@28083"], "127.0.0.1:28083"),
+        (True, ["-p", "28084", "--set", "web_port=28085"], "127.0.0.1:28084"),
+        (False, ["--listen-host", "::1", "-p", "28086"], "[::1]:28086"),
+    ],
+)
+def test_where_tells_the_address_the_proxy_will_listen_on(rr_home, web, args, expected):
+    assert runner.where(args, web=web).address == expected
+
+
+def test_where_tells_the_ca_of_the_confdir_in_use(rr_home, tmp_path):
+    assert runner.where([], web=False).ca == rr_home / "certs" / "mitmproxy-ca-cert.pem"
+    assert runner.where(["--set", f"confdir={tmp_path}"], web=False).ca == tmp_path / "mitmproxy-ca-cert.pem"
 
 
 def test_an_unknown_option_next_to_scripts_stops_the_start(rr_home, tmp_path, caplog):

@@ -9,11 +9,11 @@ from typing import List, Optional
 
 import typer
 import yaml
-from rich.console import Console
 from rich.text import Text
 
 from rr_addon import settings
 from rr_addon.cli import envvars, render
+from rr_addon.cli.consoles import Output
 from rr_addon.config.load import ConfigErrors
 from rr_addon.core.terminal import printable
 from rr_addon.crypto import Keyring, MasterKeyError, create_key_file, master_keys
@@ -27,11 +27,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
-
+console = Output()
+err_console = Output(stderr=True)
 
 def die(message: str) -> typer.Exit:
     """A clear, expected failure: print the message; the caller raises the returned Exit (status 1)."""
@@ -68,7 +65,7 @@ def _load_snapshot(engine, keyring):
 def _store():
     """Engine and keyring of an initialised database, or exit with the reason."""
     try:
-        engine = make_engine()
+        engine = make_engine(existing=True)
         check_schema(engine)
         keyring = Keyring(master_keys(settings.home()))
         config_store.check_key(engine, keyring)
@@ -228,38 +225,25 @@ def run(
 ) -> None:
     """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.
 
+    rr's defaults (127.0.0.1:8080, confdir $RR_HOME/certs, lazy connections; for --web no browser
+    and a Comment column) yield to the options you pass; connection_strategy=eager is refused.
+
     Only the mitmproxy addons the options ask for are loaded (see rr_addon/runner.py); flows are
     printed with -v or --set flow_detail=N."""
     _store()  # fail early, with rr's message, if the database or key is not usable
     confdir = settings.confdir()
     if not (confdir / "mitmproxy-ca-cert.pem").exists():
         ensure_ca(confdir)
-    args = [
-        "--listen-host",
-        "127.0.0.1",
-        "-p",
-        "8080",
-        "--set",
-        f"confdir={confdir}",
-        "--set",
-        "connection_strategy=lazy",
-    ]
-    if web:
-        args += ["--set", "web_open_browser=false"]
-        if not any(a.startswith("web_columns=") or a == "--web-columns" for a in ctx.args):
-            # rr's decision is the flow comment: show it in the flow list
-            for column in WEB_COLUMNS:
-                args += ["--set", f"web_columns={column}"]
-    args += list(ctx.args)
     from rr_addon import runner
 
     err_console.print(
-        f"rr: starting {'mitmweb' if web else 'mitmdump'}; CA certificate {confdir / 'mitmproxy-ca-cert.pem'}\n"
+        f"rr: starting {'mitmweb' if web else 'mitmdump'}\n"
         "rr: point a workload at it with the output of `rr env --proxy NAME --credential NAME`",
         soft_wrap=True,
         highlight=False,
     )
-    sys.exit(runner.run(args, web=web))
+    # rr's defaults (runner.defaults) come first: every option the user passes wins
+    sys.exit(runner.run(list(ctx.args), web=web, base=runner.defaults(web=web)))
 
 
 @app.command()

@@ -25,12 +25,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from rr_addon import settings
 from rr_addon.core.terminal import printable
 from rr_addon.store import audit_store, config_store, dataplanes
+from rr_addon.cli.consoles import Output
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
 
 
 def _console(stderr: bool = False) -> Console:
     """Made per command, so the terminal width (or COLUMNS) is the one at the time it runs."""
-    return Console(stderr=stderr)
+    return Output(stderr=stderr)
 
 RESULT_STYLE = {"allow": "green", "deny": "red", "would-deny": "yellow", "error": "bold red"}
 
@@ -207,7 +208,7 @@ def _die(message: str) -> typer.Exit:
 def _database() -> Iterator[Engine]:
     """The engine of an initialised database (no master key needed), disposed afterwards."""
     try:
-        engine = make_engine()
+        engine = make_engine(existing=True)
     except DatabaseError as e:
         raise _die(str(e)) from None
     try:

@@ -144,10 +144,19 @@ def credential_headers(snap: Snapshot, facts: RequestFacts, presented: Presented
 def route(snap: Snapshot, caller: Caller, facts: RequestFacts) -> tuple[Binding | None, Decision | None]:
     proxy = snap.proxies[caller.proxy]
     binding = proxy.routes.lookup(facts.host, facts.port, facts.scheme)
+    hostport = f"{facts.host}:{facts.port}"
     if binding is None:
-        return None, Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope=PROXY)
+        secure = proxy.routes.lookup(facts.host, 443, "https") if facts.scheme == "http" else None
+        if secure is not None and "https" in secure.target.schemes:
+            detail = f"http://{hostport}; use https://{facts.host} (target {secure.target.name} accepts https only)"
+        else:
+            detail = f"{hostport}; check the URL, or add the host to a target of proxy {caller.proxy}"
+        return None, Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope=PROXY, detail=detail)
     if facts.scheme not in binding.target.schemes:
-        return None, Decision.deny("unknown-target", reasons.SCHEME_NOT_ALLOWED, scope=TARGET)
+        allowed = " or ".join(sorted(binding.target.schemes))
+        hint = f"use https://{facts.host}" if "https" in binding.target.schemes else f"use {allowed}"
+        detail = f"{facts.scheme}://{hostport}; {hint} (target {binding.target.name} accepts {allowed} only)"
+        return None, Decision.deny("unknown-target", reasons.SCHEME_NOT_ALLOWED, scope=TARGET, detail=detail)
     return binding, None
 
 

@@ -254,6 +254,12 @@ class Plan:
                 ops.extend(_unmeasured(op) for op in g.ops)
         return tuple(ops)
 
+    def refund(self) -> tuple[CounterOp, ...]:
+        """The adds that undo what admission counted on the meters, for a request
+        that never reached the upstream (rr's own 502/504 before anything went
+        out). The per-credential usage counters keep the attempt."""
+        return tuple(CounterOp(op.key, -op.amount, None, op.window, op.meter) for op in self.ops if op.meter is not None and op.amount > 0)
+
     def response_ops(self, headers: Any, body: Any) -> tuple[CounterOp, ...]:
         """The value adds of one whole response (no unmeasured counts); see `measure`."""
         measured = self.measure(headers, body)

@@ -30,7 +30,16 @@ class DatabaseError(Exception):
     """The database cannot be used; the message says why and what to do."""
 
 
-def make_engine(url: str | None = None) -> Engine:
+POINT_AT_A_HOME = (
+    "run `rr init` to create one here, or point rr at an initialised one with RR_HOME=/path/to/home "
+    "(its rr.db, rr.key and certs/) or RR_DATABASE_URL=sqlite:///path/to/rr.db or postgresql+psycopg://…"
+)
+
+
+def make_engine(url: str | None = None, *, existing: bool = False) -> Engine:
+    """An engine for `url` (default: RR_DATABASE_URL, else $RR_HOME/rr.db). With
+    `existing`, an embedded database that is not there is an error, not created:
+    commands other than `rr init`/`rr migrate` must leave a wrong directory as it was."""
     url = settings.database_url(url)
     try:
         parsed = make_url(url)
@@ -45,6 +54,8 @@ def make_engine(url: str | None = None) -> Engine:
             parent = Path(db).parent
             if not parent.is_dir():
                 raise DatabaseError(f"cannot open database {db}: directory {parent} does not exist")
+            if not Path(db).exists() and existing:
+                raise DatabaseError(f"no rr database at {db}: {settings.home()} is not initialised: {POINT_AT_A_HOME}")
             if not Path(db).exists():
                 # create it private: it holds ciphertext and digests, but no one else needs them
                 Path(db).touch(mode=0o600)
@@ -136,7 +147,7 @@ def check_schema(engine: Engine) -> None:
     current = current_revision(engine)
     head = head_revision()
     if current is None:
-        raise DatabaseError(f"database {settings.redacted_url(str(engine.url))} is not initialised: run `rr init`")
+        raise DatabaseError(f"database {settings.redacted_url(str(engine.url))} is not initialised: {POINT_AT_A_HOME}")
     if current != head:
         raise DatabaseError(f"database schema is at {current}, this rr needs {head}: run `rr migrate`")
 

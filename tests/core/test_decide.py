@@ -68,13 +68,32 @@ ALL_CALLER_HEADERS = frozenset({"proxy-authorization", "x-rr-authorization", "au
         pytest.param(facts(host="other.test", tunnel=["Bearer key-s"]), Decision.deny("unauthenticated", reasons.INACTIVE_PROXY), id="inactive-proxy"),
         pytest.param(facts(tunnel=[f"Basic {b64('ci:wrong')}"]), Decision.deny("unauthenticated", reasons.UNKNOWN_CREDENTIAL), id="basic-wrong-secret"),
         pytest.param(facts(tunnel=[f"Basic {b64('other:pw')}"]), Decision.deny("unauthenticated", reasons.UNKNOWN_CREDENTIAL), id="basic-wrong-user"),
-        pytest.param(facts(host="evil.test", tunnel=["Bearer key-1"]), Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope="proxy"), id="unknown-target"),
-        pytest.param(facts(host="other.test", tunnel=["Bearer key-1"]), Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope="proxy"), id="target-of-another-proxy"),
-        pytest.param(facts(port=8443, tunnel=["Bearer key-1"]), Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope="proxy"), id="wrong-port"),
+        pytest.param(
+            facts(host="evil.test", tunnel=["Bearer key-1"]),
+            Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope="proxy", detail="evil.test:443; check the URL, or add the host to a target of proxy billing"),
+            id="unknown-target",
+        ),
+        pytest.param(
+            facts(host="other.test", tunnel=["Bearer key-1"]),
+            Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope="proxy", detail="other.test:443; check the URL, or add the host to a target of proxy billing"),
+            id="target-of-another-proxy",
+        ),
+        pytest.param(
+            facts(port=8443, tunnel=["Bearer key-1"]),
+            Decision.deny("unknown-target", reasons.UNKNOWN_TARGET, scope="proxy", detail="api.stripe.com:8443; check the URL, or add the host to a target of proxy billing"),
+            id="wrong-port",
+        ),
         pytest.param(
             facts(scheme="http", port=80, tunnel=["Bearer key-1"]),
-            Decision.deny("unknown-target", reasons.SCHEME_NOT_ALLOWED, scope="target"),
+            Decision.deny(
+                "unknown-target", reasons.SCHEME_NOT_ALLOWED, scope="target", detail="http://api.stripe.com:80; use https://api.stripe.com (target stripe accepts https only)"
+            ),
             id="http-to-https-only-target",
+        ),
+        pytest.param(
+            facts(scheme="https", port=443, host="plain.test", tunnel=["Bearer key-1"]),
+            Decision.deny("unknown-target", reasons.SCHEME_NOT_ALLOWED, scope="target", detail="https://plain.test:443; use http (target plain accepts http only)"),
+            id="https-to-http-only-target",
         ),
         pytest.param(facts(tunnel=["Bearer key-1"]), Decision.allow(reasons.ALLOWED), id="allowed"),
     ],
@@ -146,3 +165,19 @@ def test_lookup_cost_does_not_depend_on_size():
     assert len(snap.by_token) == 2000 and len(snap.proxies["p"].routes) == 1000
     out = decide(snap, facts(host="h999.test", tunnel=["Bearer s1999"]), NOW)
     assert out.route == Route("t999", None) and out.identity.credential == "c1999"
+
+
+def test_plain_http_to_a_host_listed_with_port_443_says_use_https():
+    snap = snapshot_from(
+        {
+            "targets": [{"name": "pinned", "hosts": ["api.pinned.test:443"]}],
+            "proxies": [{"name": "p", "targets": [{"target": "pinned"}], "credentials": [{"name": "c", "auth": "api_key", "secret": "key-p"}]}],
+        }
+    )
+    d = decide(snap, facts(host="api.pinned.test", port=80, scheme="http", tunnel=["Bearer key-p"]), NOW).decision
+    assert d == Decision.deny(
+        "unknown-target",
+        reasons.UNKNOWN_TARGET,
+        scope="proxy",
+        detail="http://api.pinned.test:80; use https://api.pinned.test (target pinned accepts https only)",
+    )

@@ -321,7 +321,7 @@ def test_connect_to_a_port_no_target_allows(proxy):
         resp.begin()
         body = json.loads(resp.read())
     assert resp.status == 403
-    assert body["error"]["code"] == "unknown-target" and body["error"]["message"] == "no target allows this port"
+    assert body["error"]["code"] == "unknown-target" and body["error"]["message"] == "no target allows this port: 127.0.0.1:22; check the URL's port"
 
 
 def test_tunnel_without_http_is_closed_not_relayed(proxy, raw):

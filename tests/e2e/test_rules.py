@@ -132,7 +132,7 @@ def test_report_mode_forwards_and_flags(proxy, upstream):
     with open(proxy.home / "flows.mitm", "rb") as f:
         flows = [fl for fl in mio.FlowReader(f).stream() if getattr(fl, "request", None) is not None and fl.request.headers.get("x-marker") == marker]
     (fl,) = flows
-    assert fl.comment == "rr would-deny access-denied proxy/no-posts"
+    assert fl.comment == "rr would-deny access-denied · trial/t → api/live · proxy rule no-posts"
     assert fl.marked == ":warning:"
     assert fl.metadata["rr"]["result"] == "would-deny" and fl.metadata["rr"]["rule"] == "no-posts"
 

@@ -111,13 +111,19 @@ def test_the_log_shows_control_characters_escaped(proxy, sent):
         (line,) = [x for x in lines if f" deny {rid} " in x]
         return line.split("] ", 1)[1]
 
-    assert line_of(sent["path"][1]) == f"deny {sent['path'][1]} GET http://127.0.0.1{PATH_SHOWN} -> 401 unauthenticated (no caller credential presented)"
-    assert line_of(sent["method"][1]) == f"deny {sent['method'][1]} G\\x1b[2JET http://127.0.0.1/m -> 401 unauthenticated (no caller credential presented)"
+    at = f"http://127.0.0.1:{proxy.upstream_port}"
+    assert line_of(sent["path"][1]) == (
+        f"deny {sent['path'][1]} caller=- GET {at}{PATH_SHOWN} -> 401 unauthenticated scope=- rule=-: no caller credential presented"
+    )
+    assert line_of(sent["method"][1]) == (
+        f"deny {sent['method'][1]} caller=- G\\x1b[2JET {at}/m -> 401 unauthenticated scope=- rule=-: no caller credential presented"
+    )
     assert line_of(sent["control-in-path"][1]) == (
-        f"deny {sent['control-in-path'][1]} DELETE http://127.0.0.1/d\\x1b]8;;https://e.example\\x07here -> 400 invalid-request (NUL or control character in path)"
+        f"deny {sent['control-in-path'][1]} caller=agents/k DELETE {at}/d\\x1b]8;;https://e.example\\x07here"
+        " -> 400 invalid-request scope=- rule=-: NUL or control character in path"
     )
     assert line_of(sent["denied"][1]) == (
-        f"deny {sent['denied'][1]} DELETE http://127.0.0.1{CANONICAL} -> 403 access-denied (denied by rule)"
+        f"deny {sent['denied'][1]} caller=agents/k DELETE {at}{CANONICAL} -> 403 access-denied scope=proxy rule=no-deletes: denied by rule"
     )
     # mitmproxy's own flow printer escapes the header values it shows
     assert "\\x1b[31mred\\x1b]0;title\\x07 [bold]b[/bold]" in log

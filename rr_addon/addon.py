@@ -32,7 +32,7 @@ from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.core import reasons
 from rr_addon.core.addresses import is_global_address
-from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
+from rr_addon.core.bodies import BodyError, DecodedTooLarge, decodable, decode_content, dump_json, is_json_content_type, media_type, parse_json
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, EventMeasure, Measurement
@@ -61,6 +61,7 @@ _HELD_FOR = "_rr_held_for"  # why a response is held back whole (the reason if i
 _DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, rules, meters), body waits excluded
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 _SEEN = "_rr_seen"  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
+_UNSCRUBBABLE = "_rr_unscrubbable"  # the Decision refusing a response rr cannot scrub (its body is never read)
 
 
 class _StreamingIsRoutine(logging.Filter):
@@ -779,6 +780,14 @@ class RR:
             # an event stream is measured as it passes (encoded ones are read whole at the end)
             events = valued and not encoded and media_type(resp.headers.get("content-type")) == "text/event-stream"
             body = flow.request.method != "HEAD" and resp.status_code >= 200 and resp.status_code not in (204, 304)
+            if pairs and encoded and body and not decodable(encoding):
+                # a coding rr cannot undo could carry the echoed secret to a caller that can (fail closed)
+                detail = f"content-encoding {encoding!r}"
+                setattr(flow, _UNSCRUBBABLE, Decision.deny("upstream-unavailable", reasons.RESPONSE_ENCODING_UNSCRUBBABLE, detail=detail))
+                resp.stream = BodyCollector(0, over=True)  # the body is never kept
+                wire.defer(flow)
+                resp.headers["rr-request-id"] = flow.id
+                return
             held_for = (
                 BODY_TOO_LARGE
                 if pipeline.applies(resp.status_code, resp.headers.get("content-type"))
@@ -800,6 +809,7 @@ class RR:
             elif pairs and encoded and body:
                 # decoded, scrubbed and encoded again as it streams (rr_addon.core.recode): its length changes
                 resp.stream = Recoder(coding, pairs, tap=copy)
+                wire.guard(flow)  # headers wait for the first scrubbed bytes; a body that stops decoding is cut
                 resp.headers.pop("content-length", None)
                 if not (flow.request.is_http2 or flow.request.is_http3):
                     resp.headers["transfer-encoding"] = "chunked"
@@ -819,9 +829,14 @@ class RR:
         elif resp is not None and isinstance(getattr(resp.stream, "tap", None), BodyCopy):
             await self.settle(flow, self.measure_copy(flow, resp))
         if resp is not None and isinstance(resp.stream, Recoder) and resp.stream.failed:
-            # cannot be scanned any further: the caller got the body up to there, then nothing
+            # cannot be scanned any further: nothing more is passed on, and the body must not
+            # look complete — 502 if nothing reached the caller yet, else its stream is cut
             logger.warning("rr stopped passing on the response of request %s: %s", flow.id, resp.stream.failed)
-            flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
+            wire.cut(flow)
+            if wire.deferred(flow):
+                self.replace_response(flow, Decision.deny("upstream-unavailable", reasons.RESPONSE_BODY_UNSCRUBBABLE, detail=resp.stream.failed))
+            else:
+                flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
         self.finish(flow)
 
     def measure_copy(self, flow: http.HTTPFlow, resp: http.Response) -> Measurement:
@@ -848,6 +863,12 @@ class RR:
         metered = getattr(flow, _METERED, None)
         counting = metered is not None and metered[0].needs_response and self.metering is not None
         held_for = getattr(flow, _HELD_FOR, BODY_TOO_LARGE)  # why rr had to hold it back whole
+        unscrubbable = getattr(flow, _UNSCRUBBABLE, None)
+        if unscrubbable is not None:
+            if counting:
+                await self.settle(flow, metered[0].measure(resp.headers, None, failed=NOT_JSON))
+            self.replace_response(flow, unscrubbable)
+            return
         if collected.over:
             if counting:
                 await self.settle(flow, metered[0].measure(resp.headers, None, failed=TOO_LARGE))
@@ -1090,7 +1111,7 @@ class RR:
         )
 
 
-_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN)
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN, _UNSCRUBBABLE)
 
 
 def _forget(flow: http.HTTPFlow) -> None:

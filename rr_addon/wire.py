@@ -22,6 +22,12 @@ error instead of mitmproxy's HTML page, and hold back a response that must be
 filtered: a deferred flow's response headers and body are not passed to the
 client as they arrive; when the message ends — after the `response` hook has
 replaced the body, or the whole response — the flow's response is sent whole.
+A guarded flow (a compressed body rr decodes, scrubs and encodes again as it
+streams) keeps its response headers back until the first body bytes are ready:
+if the body cannot be decoded before then, the caller gets rr's answer
+instead; if it fails after bytes went out, the caller's stream is cut
+(HTTP/1 connection closed, HTTP/2 stream reset) instead of ending cleanly, so
+no client takes a body rr could not scan for complete.
 
 This wraps `HttpLayer.event_to_child`, mitmproxy's single routing point for
 HTTP events between streams and connections. `install()` is idempotent and
@@ -59,6 +65,9 @@ _WHOLE = "_rr_reads_body"  # attribute on HTTPFlow: rr decides on the whole body
 _ANSWER = "_rr_error_answer"  # attribute on HTTPFlow: the response to send instead of a protocol error
 _MARK = "_rr_wrapped"
 _DEFER = "_rr_deferred"  # attribute on HTTPFlow: send the response whole, at its end
+_GUARD = "_rr_guarded"  # attribute on HTTPFlow: True, the held ResponseHeaders event, or _SENT
+_CUT = "_rr_cut"  # attribute on HTTPFlow: its streamed body cannot be passed on any further
+_SENT = "sent"
 
 
 _UNSET = object()  # a stamp's body before the request's body is in
@@ -141,7 +150,7 @@ def refusal(flow: http.HTTPFlow) -> tuple[str, str] | None:
 def forget(flow: http.HTTPFlow) -> None:
     """A replayed flow is a new request: nothing rr decided or planned for it before holds."""
     detach(flow.request)
-    for name in (_REFUSAL, _WHOLE, _ANSWER, _DEFER):
+    for name in (_REFUSAL, _WHOLE, _ANSWER, _DEFER, _GUARD, _CUT):
         flow.__dict__.pop(name, None)
 
 
@@ -163,7 +172,19 @@ def defer(flow: http.HTTPFlow) -> None:
 
 
 def deferred(flow: http.HTTPFlow) -> bool:
-    return getattr(flow, _DEFER, False)
+    """Whether nothing of this flow's response has reached the client yet, and rr holds it back."""
+    return getattr(flow, _DEFER, False) or isinstance(getattr(flow, _GUARD, None), ResponseHeaders)
+
+
+def guard(flow: http.HTTPFlow) -> None:
+    """Hold this flow's streamed response headers until its first body bytes; see `cut`."""
+    setattr(flow, _GUARD, True)
+
+
+def cut(flow: http.HTTPFlow) -> None:
+    """This flow's streamed body cannot go on: if nothing reached the client, it gets
+    `flow.response` (rr's answer) whole at the end of the message; else its stream is cut."""
+    setattr(flow, _CUT, True)
 
 
 def query_suffix(injection: Injection, *, wire: bool) -> str:
@@ -310,9 +331,9 @@ def _route(self: HttpLayer, child, event, _original: Callable):
             stream = self.streams.get(event.stream_id)
             flow = getattr(stream, "flow", None)
             answer = getattr(flow, _ANSWER, None) if flow is not None else None
+            self.__dict__.get(_HELD_STREAMS, {}).pop(event.stream_id, None)
             if answer is not None:
                 delattr(flow, _ANSWER)
-                self.__dict__.get(_HELD_STREAMS, {}).pop(event.stream_id, None)
                 return _send_response(self, child, event.stream_id, answer, _original)
         elif type(event) in _HELD:
             # The stream may already be dropped when its end-of-message passes (mitmproxy
@@ -322,9 +343,11 @@ def _route(self: HttpLayer, child, event, _original: Callable):
             if flow is None:
                 stream = self.streams.get(event.stream_id)
                 flow = getattr(stream, "flow", None)
-                if flow is None or not getattr(flow, _DEFER, False):
+                if flow is None or not (getattr(flow, _DEFER, False) or getattr(flow, _GUARD, None)):
                     return _original(self, child, event)
                 held[event.stream_id] = flow
+            if not getattr(flow, _DEFER, False):
+                return _guarded(self, child, event, flow, held, _original)
             if type(event) is ResponseEndOfMessage:
                 del held[event.stream_id]
                 delattr(flow, _DEFER)
@@ -334,11 +357,39 @@ def _route(self: HttpLayer, child, event, _original: Callable):
 
 
 _HELD = (ResponseHeaders, ResponseData, ResponseTrailers, ResponseEndOfMessage)
-_HELD_STREAMS = "_rr_held_streams"  # on an HttpLayer: stream id -> deferred flow
+_HELD_STREAMS = "_rr_held_streams"  # on an HttpLayer: stream id -> deferred or guarded flow
 
 
 def _nothing():
     yield from ()
+
+
+def _guarded(self: HttpLayer, child, event, flow: http.HTTPFlow, held: dict, _original: Callable):
+    """A guarded flow's response events on their way to the client (see `guard`, `cut`)."""
+    kind, head = type(event), getattr(flow, _GUARD)
+    if kind is ResponseEndOfMessage:
+        del held[event.stream_id]
+    if kind is ResponseHeaders:
+        setattr(flow, _GUARD, event)  # waits for the first body bytes
+        return _nothing()
+    if getattr(flow, _CUT, False):
+        if isinstance(head, ResponseHeaders):  # nothing reached the client: it gets rr's answer
+            if kind is not ResponseEndOfMessage:
+                return _nothing()
+            setattr(flow, _GUARD, _SENT)
+            return _send_response(self, child, event.stream_id, flow.response, _original)
+        if head == _SENT and kind is ResponseEndOfMessage:  # the body must not look complete
+            return _original(self, child, ResponseProtocolError(event.stream_id, "rr: response body cannot be scrubbed", ErrorCode.KILL))
+        return _nothing()
+    if isinstance(head, ResponseHeaders):
+        setattr(flow, _GUARD, _SENT)
+        return _then(_original(self, child, head), _original(self, child, event))
+    return _original(self, child, event)
+
+
+def _then(*generators):
+    for g in generators:
+        yield from g
 
 
 def _send_response(self: HttpLayer, child, stream_id: int, response: http.Response, _original: Callable):

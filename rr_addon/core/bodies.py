@@ -197,6 +197,11 @@ _DECODERS = {"gzip": _gzip, "x-gzip": _gzip, "deflate": _deflate, "br": _brotli,
 SUPPORTED_ENCODINGS = frozenset(_DECODERS) | {"identity"}
 
 
+def decodable(content_encoding: str | None) -> bool:
+    """Whether `decode_content` knows every coding of a Content-Encoding header."""
+    return all(c.strip().lower() in SUPPORTED_ENCODINGS or not c.strip() for c in (content_encoding or "").split(","))
+
+
 # --------------------------------------------------------------------------
 # JSON
 

@@ -40,6 +40,9 @@ UPSTREAM_TIMEOUT = "upstream timed out"
 BODY_TOO_LARGE_METERED = "response body larger than the buffer limit, and a response_value meter reads it"
 BODY_TOO_LARGE_ENCODING = "response body larger than the buffer limit, and its content-encoding cannot be scrubbed of the injected secret while it streams"
 TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
+# 502 upstream-unavailable: a response that could carry the injected secret back, and rr cannot scan
+RESPONSE_ENCODING_UNSCRUBBABLE = "response content-encoding cannot be decoded to scrub the injected secret"
+RESPONSE_BODY_UNSCRUBBABLE = "response body cannot be decoded to scrub the injected secret"
 
 # 400 / 413 before the rules
 HEADER_CONTROL_CHARACTER = "request header value contains CR, LF or NUL"

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
 from rr_addon.core.filters import Filter, apply_filters
 from rr_addon.core.redact import Redactor, scrub_document
+from rr_addon.core.reasons import RESPONSE_BODY_UNSCRUBBABLE
 from rr_addon.core.scrub import scrub_bytes
 from rr_addon.core.types import Decision
 from rr_addon.core.validation import Check
@@ -81,7 +82,9 @@ def process_response(
     except BodyError as e:
         if must:
             return Processed(decision=Decision.deny("unfilterable-response", BODY_NOT_DECODABLE, detail=str(e)))
-        return Processed(body=None if not scrub else _scrub_raw(raw, scrub))
+        if scrub:  # the caller may decode what rr cannot, secret and all: never pass it on (fail closed)
+            return Processed(decision=Decision.deny("upstream-unavailable", RESPONSE_BODY_UNSCRUBBABLE, detail=str(e)))
+        return Processed(body=None)
     counts: dict[str, int] = {}
     if is_json and (must or scrub):
         try:
@@ -105,11 +108,6 @@ def process_response(
         text, counts = redactor.redact_text(body.decode("utf-8", "surrogateescape"))
         body = text.encode("utf-8", "surrogateescape")
     return Processed(body=scrub_bytes(body, scrub), redactions=counts)
-
-
-def _scrub_raw(raw: bytes, scrub: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
-    clean = scrub_bytes(raw, scrub)
-    return None if clean == raw else clean
 
 
 class BodyCollector:

@@ -6,7 +6,8 @@ import pytest
 from rr_addon.config.filters_schema import RedactEntry
 from rr_addon.core.filters import compile_filter
 from rr_addon.core.redact import compile_redactor
-from rr_addon.core.responses import BODY_NOT_DECODABLE, BODY_NOT_JSON, BODY_TOO_LARGE, BodyCollector, Pipeline, process_response
+from rr_addon.core.reasons import RESPONSE_BODY_UNSCRUBBABLE
+from rr_addon.core.responses import BODY_NOT_DECODABLE, BODY_NOT_JSON, BODY_TOO_LARGE, EMPTY, BodyCollector, Pipeline, process_response
 from rr_addon.core.scrub import replacement_pairs
 
 MASK = compile_redactor([RedactEntry(detectors=["email"])], key=b"k", direction="response")
@@ -29,6 +30,10 @@ def run(p, body, status=200, ctype="application/json", enc=None, scrub=(), limit
         pytest.param(FILTER, {"enc": "gzip"}, b"not gzip", "unfilterable-response", BODY_NOT_DECODABLE, id="corrupt-gzip"),
         pytest.param(FILTER, {"enc": "gzip", "limit": 100}, gzip.compress(b"[" + b"0," * 1000 + b"0]"), "response-too-large", BODY_TOO_LARGE, id="bomb-capped"),
         pytest.param(REDACT, {"ctype": "image/png"}, b"a@example.com", None, None, id="binary-untouched"),
+        # nothing to filter, but a secret could be echoed: what rr cannot decode it cannot scrub
+        pytest.param(EMPTY, {"enc": "gzip", "scrub": SCRUB}, b"not gzip", "upstream-unavailable", RESPONSE_BODY_UNSCRUBBABLE, id="corrupt-gzip-scrubbed"),
+        pytest.param(EMPTY, {"enc": "x-custom", "scrub": SCRUB}, b"sk_live_abcdefghijklmnop", "upstream-unavailable", RESPONSE_BODY_UNSCRUBBABLE, id="unknown-coding-scrubbed"),
+        pytest.param(EMPTY, {"enc": "x-custom"}, b"anything", None, None, id="unknown-coding-no-secret"),
     ],
 )
 def test_outcomes(pipeline, kw, body, code, reason):

@@ -5,17 +5,23 @@ mitmproxy itself rejects a shape before rr sees it, the test says so."""
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import json
 import socket
+import subprocess
 import ssl
 import threading
 import time
 import uuid
+import zlib
+from urllib.parse import unquote
 
 import httpx
 import pytest
 
+from rr_addon.core import reasons
+from rr_addon.core.scrub import mask
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import RawListener
@@ -306,3 +312,180 @@ def test_per_client_connection_limit(proxy):
             s.close()
     time.sleep(0.3)
     still_serving(proxy)  # a slot is free again
+
+
+# ---------------------------------------------------------------------------- a hostile upstream echoes the secret
+# (from the attacker's pass, tests/e2e/test_redteam.py of the redteam branch)
+
+ECHO_SECRET = "sk_echo_SECRET_7171"
+ECHO_POLICY = """
+targets:
+  - name: one
+    hosts: {hosts}
+    schemes: [http, https]
+    allow_private_addresses: true
+    credentials: [{{name: live, kind: bearer, secret: {secret}}}]
+proxies:
+  - name: agent
+    targets: [{{target: one}}]
+    credentials: [{{name: a, auth: api_key, secret: KEY_e}}]
+"""
+
+
+def echo_policy(*ports: int) -> str:
+    return ECHO_POLICY.format(hosts=json.dumps([f"127.0.0.1:{p}" for p in ports]), secret=ECHO_SECRET)
+
+
+class CodedEcho(RawListener):
+    """A plain-HTTP upstream echoing the Authorization it received in a body whose
+    Content-Encoding and bytes the request path chooses (`/<shape>/<content-encoding>`);
+    over TLS when given a PKI."""
+
+    def __init__(self, pki=None):
+        self.heads: list[bytes] = []
+        self.ctx = None
+        if pki is not None:
+            self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        super().__init__()
+
+    def one(self, conn):
+        try:
+            if self.ctx is not None:
+                conn = self.ctx.wrap_socket(conn, server_side=True)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head = data.split(b"\r\n\r\n", 1)[0]
+            self.heads.append(head)
+            path = head.split(b" ")[1].decode()
+            auth = next((v.strip() for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:]) if k.strip().lower() == b"authorization"), b"")
+            shape, coding = unquote(path).split("/")[1:3]
+            plain = b'{"you_sent": "' + auth + b'"}'
+            body = {
+                "truncated": lambda: gzip.compress(plain)[:-8],  # deflate data complete, CRC/size trailer missing
+                "corrupt": lambda: gzip.compress(plain)[:-20] + b"\xff" * 40,  # breaks inside the deflate data
+                "garbage": lambda: b"\x1f\x8b not compressed at all " + auth,  # fails at the first bytes
+                "gzipped": lambda: gzip.compress(plain),  # valid gzip, whatever the label says
+            }[shape]()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: " + coding.encode()
+                + b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+            )
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def echo_proxy(tmp_path_factory, pki):
+    up, tls = CodedEcho(), CodedEcho(pki)
+    home = tmp_path_factory.mktemp("rr-echo")
+    prepare_home(home, echo_policy(up.port, tls.port))
+    with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
+        p.echo, p.echo_tls = up, tls
+        yield p
+    up.close()
+    tls.close()
+
+
+def echo_get(proxy, shape: str, coding: str) -> tuple[httpx.Response, bytes, Exception | None]:
+    """(response, the raw bytes the caller received, the error that ended the body if any)."""
+    got, broke = bytearray(), None
+    with httpx.Client(proxy=proxy.url("agent", "KEY_e"), timeout=10) as c:
+        with c.stream("GET", f"http://127.0.0.1:{proxy.echo.port}/{shape}/{coding}") as r:
+            try:
+                for piece in r.iter_raw():
+                    got += piece
+            except httpx.RemoteProtocolError as e:
+                broke = e
+    assert any(b"Bearer " + ECHO_SECRET.encode() in h for h in proxy.echo.heads)  # the upstream got it
+    return r, bytes(got), broke
+
+
+def echo_curl_http2(proxy, shape: str, coding: str, tmp_path) -> tuple[str, bytes, int]:
+    """(response head, raw body, curl's exit status) of one HTTP/2 request in a tunnel to the TLS upstream."""
+    head, body = tmp_path / "head", tmp_path / "body"
+    out = subprocess.run(
+        ["curl", "-sS", "--http2", "--proxy", proxy.url("agent", "KEY_e"), "--cacert", str(proxy.ca), "-D", str(head), "-o", str(body),
+         f"https://127.0.0.1:{proxy.echo_tls.port}/{shape}/{coding}"],
+        capture_output=True, timeout=20,
+    )
+    assert any(b"Bearer " + ECHO_SECRET.encode() in h for h in proxy.echo_tls.heads)  # the upstream got it
+    final = head.read_text().replace("\r\n", "\n").strip().split("\n\n")[-1]  # after the CONNECT's answer
+    return final, body.read_bytes() if body.exists() else b"", out.returncode
+
+
+@pytest.mark.parametrize("shape", ["truncated", "corrupt"])
+def test_a_compressed_body_that_stops_decoding_after_bytes_went_out_is_cut(echo_proxy, shape):
+    """rr decodes, scrubs and encodes a compressed response as it streams; when the body stops
+    decoding, what went out was scrubbed and nothing more is passed on — and the caller's
+    connection is cut instead of the body ending cleanly, so no client takes it for complete.
+    (The attacker's reproduction: a gzip body without its CRC trailer; before streaming
+    decode rr scrubbed the compressed bytes and the caller inflated the secret.)"""
+    r, raw, broke = echo_get(echo_proxy, shape, "gzip")
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    readable = zlib.decompressobj(31).decompress(raw)
+    assert ECHO_SECRET.encode() not in readable and ECHO_SECRET.encode() not in raw
+    if shape == "truncated":
+        assert readable.startswith(b'{"you_sent": "Bearer [rr:one/live]'), readable
+    assert isinstance(broke, httpx.RemoteProtocolError), "the body ended cleanly: it must be cut"
+    still_serving_echo(echo_proxy)
+
+
+def test_a_compressed_body_that_fails_before_any_byte_went_out_is_a_502(echo_proxy):
+    """Nothing decodable came before the failure: the response headers were still held back,
+    so the caller gets rr's answer (502 upstream-unavailable) rather than a 200 that is empty or cut."""
+    r, raw, broke = echo_get(echo_proxy, "garbage", "gzip")
+    assert broke is None
+    assert r.status_code == 502, (r.status_code, raw)
+    error = json.loads(raw)["error"]
+    assert error["code"] == "upstream-unavailable"
+    assert error["message"].startswith(reasons.RESPONSE_BODY_UNSCRUBBABLE)
+    assert ECHO_SECRET.encode() not in raw
+
+
+@pytest.mark.parametrize("coding", ["x-custom", "compress", "gzip, x-custom"])
+def test_a_content_encoding_rr_cannot_decode_is_refused_when_a_secret_could_be_echoed(echo_proxy, coding):
+    """A coding rr cannot undo (unknown, `compress`, or one unknown in a stack) could carry the
+    echoed secret to a caller that can: the response is refused with 502, its body never passed
+    on. (The upstream here sends gzip labelled otherwise — a caller that knows the label inflates it.)"""
+    r, raw, broke = echo_get(echo_proxy, "gzipped", coding)
+    assert broke is None
+    assert r.status_code == 502, (r.status_code, raw)
+    error = json.loads(raw)["error"]
+    assert error["code"] == "upstream-unavailable"
+    assert error["message"].startswith(reasons.RESPONSE_ENCODING_UNSCRUBBABLE)
+    assert ECHO_SECRET.encode() not in raw
+
+
+def test_over_http2_a_body_that_stops_decoding_resets_the_stream_or_is_a_502(echo_proxy, tmp_path):
+    """The same over HTTP/2 end to end: after bytes went out the caller's stream is reset (curl:
+    exit 92, stream not closed cleanly), what it got holds no secret; before, it is a 502."""
+    head, raw, status = echo_curl_http2(echo_proxy, "truncated", "gzip", tmp_path)
+    assert head.startswith("HTTP/2 200") and "content-encoding: gzip" in head, head
+    assert status == 92, status
+    readable = zlib.decompressobj(31).decompress(raw)
+    assert readable.startswith(b'{"you_sent": "Bearer [rr:one/live]'), readable
+    assert ECHO_SECRET.encode() not in readable
+    head, raw, status = echo_curl_http2(echo_proxy, "garbage", "gzip", tmp_path)
+    assert head.startswith("HTTP/2 502"), head
+    assert status == 0 and json.loads(raw)["error"]["message"].startswith(reasons.RESPONSE_BODY_UNSCRUBBABLE)
+
+
+def test_a_stacked_coding_that_does_not_decode_is_refused(echo_proxy):
+    """`gzip, gzip` is a stack rr can undo (read whole); one that does not decode is refused (502),
+    never passed on as the upstream sent it."""
+    r, raw, broke = echo_get(echo_proxy, "gzipped", "gzip, gzip")
+    assert r.status_code == 502, (r.status_code, raw)
+    assert json.loads(raw)["error"]["message"].startswith(reasons.RESPONSE_BODY_UNSCRUBBABLE)
+
+
+def still_serving_echo(proxy):
+    r, raw, broke = echo_get(proxy, "gzipped", "gzip")
+    assert broke is None and r.status_code == 200
+    assert json.loads(zlib.decompressobj(31).decompress(raw)) == {"you_sent": "Bearer " + mask(ECHO_SECRET.encode(), b"[rr:one/live]").decode()}

@@ -822,6 +822,11 @@ class RR:
         if "rr" not in flow.metadata:
             return
         resp = flow.response
+        if resp is not None and resp.trailers and (injection := wire.attached(flow.request)) is not None and injection.scrub:
+            # HTTP/2 trailers arrive after the body and are sent after this hook (mitmweb shows them from here)
+            clean = tuple((k, scrub_bytes(v, injection.scrub)) for k, v in resp.trailers.fields)
+            if clean != resp.trailers.fields:
+                resp.trailers.fields = clean
         if resp is not None and isinstance(resp.stream, BodyCollector):
             await self.process_response(flow, resp, resp.stream)
         elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
@@ -838,6 +843,25 @@ class RR:
             else:
                 flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
         self.finish(flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Scrub the injected secret from a message the upstream sends (it may echo the
+        upgrade's credential); mitmweb and `-w` show the message as scrubbed here. A caller's
+        messages are not scanned: it never had the secret. Each message is scanned whole
+        (mitmproxy hands over complete messages), so a secret within one is always caught."""
+        message = flow.websocket.messages[-1] if flow.websocket is not None and flow.websocket.messages else None
+        if message is None or message.from_client:
+            return
+        injection = wire.attached(flow.request)
+        if injection is None or not injection.scrub:
+            return
+        try:
+            clean = scrub_bytes(message.content, injection.scrub)
+            if clean is not message.content:
+                message.content = clean  # the mask is ASCII: a text message stays valid UTF-8
+        except Exception:  # fail closed: a message rr could not scan is not passed on
+            logger.exception("rr could not scrub a WebSocket message of request %s; dropping it", flow.id)
+            message.drop()
 
     def measure_copy(self, flow: http.HTTPFlow, resp: http.Response) -> Measurement:
         """The meter values of a streamed response, from the copy its tap kept."""

@@ -489,3 +489,125 @@ def still_serving_echo(proxy):
     r, raw, broke = echo_get(proxy, "gzipped", "gzip")
     assert broke is None and r.status_code == 200
     assert json.loads(zlib.decompressobj(31).decompress(raw)) == {"you_sent": "Bearer " + mask(ECHO_SECRET.encode(), b"[rr:one/live]").decode()}
+
+
+class TrailerEcho(RawListener):
+    """An HTTP/2 TLS upstream answering every request with a small JSON body and a trailer
+    `x-echo` holding the Authorization it received (gRPC and many APIs send trailers)."""
+
+    def __init__(self, pki):
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        self.ctx.set_alpn_protocols(["h2"])
+        self.seen: list[str] = []
+        super().__init__()
+
+    def one(self, raw):
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        conn = None
+        try:
+            conn = self.ctx.wrap_socket(raw, server_side=True)
+            h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+            h2c.initiate_connection()
+            conn.sendall(h2c.data_to_send())
+            while data := conn.recv(65536):
+                for ev in h2c.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        auth = dict(ev.headers).get("authorization", "")
+                        self.seen.append(auth)
+                        h2c.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/json")])
+                        h2c.send_data(ev.stream_id, b'{"ok": true}')
+                        h2c.send_headers(ev.stream_id, [("x-echo", auth)], end_stream=True)
+                conn.sendall(h2c.data_to_send())
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            (conn or raw).close()
+
+
+def test_a_secret_echoed_in_response_trailers_is_scrubbed(tmp_path, pki):
+    """An HTTP/2 upstream echoes the Authorization it got in a response trailer: the caller
+    (HTTP/2 end to end) gets the trailer with the secret masked, like a header."""
+    up = TrailerEcho(pki)
+    try:
+        prepare_home(tmp_path, echo_policy(up.port))
+        with ProxyProcess(tmp_path, upstream_ca=pki.ca_cert) as p:
+            out = subprocess.run(
+                ["curl", "-sS", "-v", "--http2", "--proxy", p.url("agent", "KEY_e"), "--cacert", str(p.ca), "-D", "-", f"https://127.0.0.1:{up.port}/echo"],
+                capture_output=True, text=True, timeout=20,
+            )
+    finally:
+        up.close()
+    assert up.seen == [f"Bearer {ECHO_SECRET}"]  # the upstream got the secret, as it should
+    assert '{"ok": true}' in out.stdout, out.stdout + out.stderr
+    assert ECHO_SECRET not in out.stdout + out.stderr
+    assert f"x-echo: Bearer {mask(ECHO_SECRET.encode(), b'[rr:one/live]').decode()}" in out.stdout, out.stdout
+
+
+class WsTellsAuthorization:
+    """A TLS WebSocket server whose first message is the Authorization its upgrade carried
+    ("connected as …" greetings and echo/debug endpoints do this); it echoes what it gets."""
+
+    def __init__(self, pki):
+        import asyncio
+
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        self.loop = asyncio.new_event_loop()
+        self.seen: list[str] = []
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _handler(self, ws):
+        auth = ws.request.headers.get("Authorization", "")
+        self.seen.append(auth)
+        await ws.send(f"connected with {auth}")
+        await ws.send(f"binary {auth}".encode())
+        async for message in ws:
+            await ws.send(f"echo:{message}")
+
+    async def _start(self):
+        from websockets.asyncio.server import serve
+
+        self.server = await serve(self._handler, "127.0.0.1", 0, ssl=self.ctx)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _stop(self):
+        self.server.close()
+        await self.server.wait_closed()
+
+    def close(self):
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_a_secret_echoed_in_a_websocket_message_is_scrubbed(tmp_path, pki):
+    """After an upgrade rr governed and injected, the upstream tells the upgrade's Authorization
+    in a text and a binary message: the caller gets both with the secret masked; its own
+    messages pass unchanged."""
+    from websockets.sync.client import connect as ws_connect
+
+    up = WsTellsAuthorization(pki)
+    try:
+        prepare_home(tmp_path, echo_policy(up.port))
+        with ProxyProcess(tmp_path, upstream_ca=pki.ca_cert) as p:
+            ctx = ssl.create_default_context(cafile=str(p.ca))
+            with ws_connect(f"wss://127.0.0.1:{up.port}/chat", proxy=p.url("agent", "KEY_e"), ssl=ctx, open_timeout=10) as ws:
+                greeting, binary = ws.recv(timeout=10), ws.recv(timeout=10)
+                ws.send("hello [rr:one/live]")
+                echoed = ws.recv(timeout=10)
+    finally:
+        up.close()
+    masked = f"Bearer {mask(ECHO_SECRET.encode(), b'[rr:one/live]').decode()}"
+    assert up.seen == [f"Bearer {ECHO_SECRET}"]  # the upstream got the secret, as it should
+    assert greeting == f"connected with {masked}", greeting
+    assert binary == f"binary {masked}".encode(), binary
+    assert echoed == "echo:hello [rr:one/live]"

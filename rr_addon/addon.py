@@ -745,12 +745,20 @@ class RR:
             return
         option = {timeouts.FIRST_BYTE: "rr_first_byte_timeout", timeouts.IDLE: "rr_idle_timeout"}[which]
         setattr(flow, _TIMED_OUT, f"{which} timeout: {option} is {getattr(ctx.options, option)} s")
-        server = ctx.master.addons.get("proxyserver")
-        handler = server.connections.get(flow.client_conn.id) if server is not None else None
-        io = handler.transports.get(flow.server_conn) if handler is not None else None
-        if io is not None and io.handler is not None:
+        io = _upstream_io(flow)
+        if io is not None:
             logger.info("rr cuts off %s: %s (request %s)", flow.request.host, getattr(flow, _TIMED_OUT), flow.id)
             io.handler.cancel("rr: upstream timed out")
+
+    def abandon(self, flow: http.HTTPFlow) -> None:
+        """A streamed body stopped decoding: nothing more of it can be passed on, so stop
+        reading the upstream now rather than at its end (the caller is not left waiting).
+        Called from inside mitmproxy's processing of the upstream's data: the connection's
+        task is cancelled once that returns, where mitmproxy expects a cancellation."""
+        io = _upstream_io(flow)
+        if io is not None:
+            logger.info("rr stops reading %s: the response body cannot be scrubbed (request %s)", flow.request.host, flow.id)
+            asyncio.get_running_loop().call_soon(io.handler.cancel, "rr: response body cannot be scrubbed")
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -808,7 +816,7 @@ class RR:
                 resp.stream = StreamScrubber(pairs, tap=metered[0].events(resp.headers, ctx.options.rr_buffer_limit))
             elif pairs and encoded and body:
                 # decoded, scrubbed and encoded again as it streams (rr_addon.core.recode): its length changes
-                resp.stream = Recoder(coding, pairs, tap=copy)
+                resp.stream = Recoder(coding, pairs, tap=copy, on_fail=lambda: self.abandon(flow))
                 wire.guard(flow)  # headers wait for the first scrubbed bytes; a body that stops decoding is cut
                 resp.headers.pop("content-length", None)
                 if not (flow.request.is_http2 or flow.request.is_http3):
@@ -981,6 +989,8 @@ class RR:
                 logger.warning("rr refused request %s below the hooks: %s", flow.id, decision.reason)
             elif refusal is not None:
                 decision = refusal
+            elif isinstance(flow.response.stream if flow.response is not None else None, Recoder) and flow.response.stream.failed:
+                decision = Decision.deny("upstream-unavailable", reasons.RESPONSE_BODY_UNSCRUBBABLE, detail=flow.response.stream.failed)
             elif getattr(flow, _TIMED_OUT, None) or "timed out" in msg.lower() or "timeout" in msg.lower():
                 decision = Decision.deny("upstream-timeout", reasons.UPSTREAM_TIMEOUT, detail=getattr(flow, _TIMED_OUT, None) or msg)
             else:
@@ -995,6 +1005,8 @@ class RR:
             if refused is not None:
                 meta["result"] = "deny"
             webview.show(flow)
+        elif isinstance(stream, Recoder) and stream.failed:  # rr stopped reading it: the caller's stream is cut
+            meta["reason"] = f"response cut short: {stream.failed}"
         self.finish(flow)
 
     # ------------------------------------------------------------------ commands
@@ -1146,6 +1158,14 @@ def _forget(flow: http.HTTPFlow) -> None:
         flow.__dict__.pop(name, None)
     flow.metadata.pop("rr", None)
     wire.forget(flow)
+
+
+def _upstream_io(flow: http.HTTPFlow):
+    """mitmproxy's transport of this flow's upstream connection (its reading task: `.handler`), or None."""
+    server = ctx.master.addons.get("proxyserver")
+    handler = server.connections.get(flow.client_conn.id) if server is not None else None
+    io = handler.transports.get(flow.server_conn) if handler is not None else None
+    return io if io is not None and io.handler is not None else None
 
 
 def _blank_meta(snap: Snapshot | None) -> dict:

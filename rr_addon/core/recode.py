@@ -144,12 +144,21 @@ class Recoder:
     """A mitmproxy `response.stream` callable for a compressed body: decode, scrub, encode.
 
     `count` is what the upstream sent (compressed), `sent` what the caller got;
-    `tap`, if given, sees the decoded bytes before scrubbing."""
+    `tap`, if given, sees the decoded bytes before scrubbing; `on_fail`, if given, is
+    called once when the body stops decoding while it still streams (the upstream
+    need not be read any further)."""
 
-    __slots__ = ("coding", "scrubber", "decoder", "encoder", "count", "sent", "failed", "tap")
+    __slots__ = ("coding", "scrubber", "decoder", "encoder", "count", "sent", "failed", "tap", "on_fail")
 
-    def __init__(self, coding: str, pairs: tuple[tuple[bytes, bytes], ...], tap: Callable[[bytes], None] | None = None):
+    def __init__(
+        self,
+        coding: str,
+        pairs: tuple[tuple[bytes, bytes], ...],
+        tap: Callable[[bytes], None] | None = None,
+        on_fail: Callable[[], None] | None = None,
+    ):
         self.coding = coding
+        self.on_fail = on_fail
         self.scrubber = StreamScrubber(pairs)
         self.decoder = _decoder(coding)
         self.encoder = _Encoder(coding)
@@ -179,6 +188,8 @@ class Recoder:
                         self._put(self.scrubber(plain), out)
             except (zlib.error, brotli.error, zstd.ZstdError, EOFError, ValueError) as e:
                 self.failed = f"corrupt {self.coding} body: {e}"
+                if self.on_fail is not None:
+                    self.on_fail()
             else:
                 out.append(self.encoder.flush())
         out = [b for b in out if b]

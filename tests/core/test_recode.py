@@ -94,3 +94,16 @@ def test_equals_whole_scrub(prefix, pos, size, coding):
     plain = prefix[:pos] + SECRET + prefix[pos:]
     out, _ = run(coding, cut(ENCODE[coding](plain), size))
     assert decode_content(out, coding, limit=10**6) == scrub_bytes(plain, PAIRS)
+
+
+def test_on_fail_is_called_once_when_the_body_stops_decoding_while_it_streams():
+    calls = []
+    r = Recoder("gzip", PAIRS, on_fail=lambda: calls.append(r.failed))
+    good = gzip.compress(b"x" * 100)
+    r(good[:20])  # a valid start
+    assert r(b"\xff" * 50) == [] and r(b"more") == [] and r(b"") == []
+    assert len(calls) == 1 and calls[0].startswith("corrupt gzip body")
+    t = Recoder("gzip", PAIRS, on_fail=lambda: calls.append("again"))
+    t(good[:-8])
+    t(b"")  # truncated is found at the end of the body, when nothing streams any more
+    assert t.failed == "truncated compressed body" and calls == calls[:1]

@@ -343,6 +343,7 @@ class CodedEcho(RawListener):
 
     def __init__(self, pki=None):
         self.heads: list[bytes] = []
+        self.stalled_until_closed: bool | None = None
         self.ctx = None
         if pki is not None:
             self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -365,6 +366,16 @@ class CodedEcho(RawListener):
             auth = next((v.strip() for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:]) if k.strip().lower() == b"authorization"), b"")
             shape, coding = unquote(path).split("/")[1:3]
             plain = b'{"you_sent": "' + auth + b'"}'
+            if shape == "stalls":  # a valid start, then corrupt bytes, then silence on an open connection
+                z = zlib.compressobj(6, zlib.DEFLATED, 31)
+                start = z.compress(plain) + z.flush(zlib.Z_SYNC_FLUSH)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+                    + b"%x\r\n%s\r\n" % (len(start), start) + b"20\r\n" + b"\xff" * 32 + b"\r\n"
+                )
+                conn.settimeout(60)
+                self.stalled_until_closed = conn.recv(1) == b""  # rr closes it; a timeout raises
+                return
             body = {
                 "truncated": lambda: gzip.compress(plain)[:-8],  # deflate data complete, CRC/size trailer missing
                 "corrupt": lambda: gzip.compress(plain)[:-20] + b"\xff" * 40,  # breaks inside the deflate data
@@ -435,6 +446,20 @@ def test_a_compressed_body_that_stops_decoding_after_bytes_went_out_is_cut(echo_
         assert readable.startswith(b'{"you_sent": "Bearer [rr:one/live]'), readable
     assert isinstance(broke, httpx.RemoteProtocolError), "the body ended cleanly: it must be cut"
     still_serving_echo(echo_proxy)
+
+
+def test_a_body_that_stops_decoding_is_cut_at_once_not_when_the_upstream_ends(echo_proxy):
+    """The upstream sends a valid start, corrupt bytes, then nothing more on an open connection:
+    rr stops reading it and cuts the caller then (the caller is not left waiting for an upstream
+    whose rest rr would never pass on; before, it waited until the upstream ended it)."""
+    r, raw, broke = echo_get(echo_proxy, "stalls", "gzip")
+    assert isinstance(broke, httpx.RemoteProtocolError), broke  # cut, not a read timeout (10 s)
+    readable = zlib.decompressobj(31).decompress(raw)
+    assert readable == b'{"you_sent": "Bearer ' + mask(ECHO_SECRET.encode(), b"[rr:one/live]") + b'"}', readable
+    deadline = time.monotonic() + 10
+    while echo_proxy.echo.stalled_until_closed is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert echo_proxy.echo.stalled_until_closed is True  # rr closed the upstream connection
 
 
 def test_a_compressed_body_that_fails_before_any_byte_went_out_is_a_502(echo_proxy):

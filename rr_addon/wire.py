@@ -45,7 +45,7 @@ from typing import Callable
 from mitmproxy import http
 from mitmproxy.utils import human
 from mitmproxy.proxy.layers.http import ErrorCode, HttpLayer, HttpStream
-from mitmproxy.proxy.layers.http._http1 import Http1Client
+from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Server
 from mitmproxy.proxy.layers.http._events import (
     RequestHeaders,
     ResponseData,
@@ -372,8 +372,8 @@ def _guarded(self: HttpLayer, child, event, flow: http.HTTPFlow, held: dict, _or
     if kind is ResponseHeaders:
         setattr(flow, _GUARD, event)  # waits for the first body bytes
         return _nothing()
-    if getattr(flow, _CUT, False):
-        if isinstance(head, ResponseHeaders):  # nothing reached the client: it gets rr's answer
+    if getattr(flow, _CUT, False) or (isinstance(head, ResponseHeaders) and flow.response is not head.response):
+        if isinstance(head, ResponseHeaders):  # nothing reached the client: it gets rr's answer (a replaced response)
             if kind is not ResponseEndOfMessage:
                 return _nothing()
             setattr(flow, _GUARD, _SENT)
@@ -419,6 +419,9 @@ def install() -> None:
     framing = inspect.getsource(Http1Client.send)
     if "self.request = event.request" not in framing or '"chunked" in self.request.headers.get("transfer-encoding"' not in framing:
         raise RuntimeError("rr cannot frame streamed request bodies for HTTP/1 upstreams on this mitmproxy (Http1Client.send changed shape)")
+    server_send = inspect.getsource(Http1Server.send)
+    if not hasattr(ErrorCode, "KILL") or "ResponseProtocolError" not in server_send or "CloseConnection" not in server_send:
+        raise RuntimeError("rr cannot cut a response it cannot scrub on this mitmproxy (Http1Server.send or ErrorCode changed shape)")
     params = list(inspect.signature(current).parameters)
     if params != ["self", "child", "event"] or not hasattr(RequestHeaders, "__dataclass_fields__"):
         raise RuntimeError(f"rr cannot install its wire hook on this mitmproxy (HttpLayer.event_to_child{params})")

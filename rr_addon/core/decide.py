@@ -247,7 +247,8 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
     (`RuleRequest.body_opaque`: it satisfies no allow rule's json_path). A form
     body that also parses as a JSON object or array is refused: rules would see
     form fields, a content-type-blind upstream the JSON. So is a JSON object that
-    repeats a key: parsers disagree on which occurrence wins."""
+    repeats a key, or has keys that differ only in case: parsers disagree on which
+    occurrence wins, and some match keys case-insensitively."""
     headers: dict[str, tuple[str, ...]] = {}
     for k, v in facts.headers:
         headers[k] = headers.get(k, ()) + (v,)
@@ -259,8 +260,8 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
         body_text = facts.body.decode("utf-8", "surrogateescape")
         try:
             body_json = _RULE_JSON.decode(_text(facts.body))
-        except _RepeatedKey:
-            return Decision.deny("invalid-request", reasons.BODY_JSON_REPEATED_KEY)
+        except _RepeatedKey as e:
+            return Decision.deny("invalid-request", e.reason)
         except (ValueError, RecursionError):
             if ctype == "application/json" or ctype.endswith("+json"):
                 return Decision.deny("invalid-request", reasons.BODY_NOT_JSON)
@@ -276,13 +277,22 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
 
 
 class _RepeatedKey(ValueError):
-    pass
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object's keys must differ, and not only in case: Go's encoding/json (and
+    Jackson with ACCEPT_CASE_INSENSITIVE_PROPERTIES, System.Text.Json's default
+    web options) give `{"stream": false, "Stream": true}` the last value. Go folds
+    Unicode simple case; `str.casefold()` equates all that and a little more
+    (`ß` and `ss`), which errs toward refusing."""
     doc = dict(pairs)
     if len(doc) != len(pairs):
-        raise _RepeatedKey
+        raise _RepeatedKey(reasons.BODY_JSON_REPEATED_KEY)
+    # one set over the keys (most objects are small; one key cannot collide)
+    if len(doc) > 1 and len({k.casefold() for k in doc}) != len(doc):
+        raise _RepeatedKey(reasons.BODY_JSON_KEYS_DIFFER_IN_CASE)
     return doc
 
 

@@ -53,5 +53,6 @@ ENCODED_SLASH_HINT = "a target that needs %2F within a segment (npm scopes, GitL
 BODY_NOT_JSON = "request body claims JSON but does not parse"
 BODY_FORM_AND_JSON = "request body declared as a form parses as JSON"
 BODY_JSON_REPEATED_KEY = "request body JSON repeats a key in an object"
+BODY_JSON_KEYS_DIFFER_IN_CASE = "request body JSON repeats a key in an object, differing only in case"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"

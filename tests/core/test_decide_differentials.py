@@ -69,6 +69,7 @@ def invalid(reason):
 
 
 ALLOWED = Decision.allow(reasons.ALLOWED)
+CASE_KEYS = reasons.BODY_JSON_KEYS_DIFFER_IN_CASE
 STRICT_DEFAULT = Decision.deny("access-denied", DEFAULT_DENIES, scope="proxy-credential")
 NO_STREAM = Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-stream")
 
@@ -117,6 +118,16 @@ CASES = [
     ("json-repeated-key-nested", facts("POST", body=b'{"a": [{"x": 1, "x": 1}]}', ctype="text/plain"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
     ("json-same-key-other-objects", facts("POST", body=b'{"a": {"x": 1}, "b": {"x": 2}}', ctype="application/json"), ALLOWED),
     ("form-scalar-json-is-a-form", facts("POST", key="rr-strict", body=b"123", ctype="application/x-www-form-urlencoded"), STRICT_DEFAULT),
+    # d'. keys that differ only in case are repeated keys (Go's encoding/json matches them to one field)
+    ("json-keys-differ-in-case", facts("POST", body=b'{"stream": false, "Stream": true}', ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-upper-case", facts("POST", body=b'{"stream": false, "STREAM": true}', ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-case-nested", facts("POST", body=b'{"a": [{"id": 1, "Id": 2}]}', ctype="text/plain"), invalid(CASE_KEYS)),
+    ("json-keys-kelvin-sign", facts("POST", body=b'{"k": 1, "\\u212a": 2}', ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-long-s-utf8", facts("POST", body='{"s": 1, "\u017f": 2}'.encode(), ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-sharp-s-casefold", facts("POST", body='{"stra\u00dfe": 1, "STRASSE": 2}'.encode(), ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-exact-repeat-reported-first", facts("POST", body=b'{"a": 1, "A": 2, "a": 3}', ctype="application/json"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
+    ("json-case-other-objects", facts("POST", body=b'{"a": {"x": 1}, "b": {"X": 2}}', ctype="application/json"), ALLOWED),
+    ("json-keys-differ-more", facts("POST", body=b'{"stream": false, "streams": true, "Strea": 1}', ctype="application/json"), ALLOWED),
 ]
 
 

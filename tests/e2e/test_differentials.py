@@ -185,3 +185,15 @@ def test_rr_key_in_authorization_is_not_forwarded(proxy, upstream, second_upstre
         assert "KEY_diff" not in value and "S0VZX2RpZmZf" not in value
     echoed = json.dumps(r.json())
     assert "KEY_diff" not in echoed
+
+
+@pytest.mark.parametrize("body", [b'{"stream": false, "Stream": true}', b'{"stream": false, "STREAM": true}'])
+def test_json_keys_that_differ_only_in_case_are_refused(proxy, upstream, body):
+    """Go's encoding/json (the decoder of most Go APIs) matches object keys to struct fields
+    case-insensitively, the last match winning: `{"stream": false, "Stream": true}` is
+    `stream: true` upstream, while rr's `$.stream` reads false and the `no-stream` deny rule
+    would let it pass. Refused like repeated keys: 400 invalid-request. (From the red-team pass.)"""
+    marker = uuid.uuid4().hex
+    r = call(proxy, "POST", "/anything/chat", content=body, headers={"content-type": "application/json", "x-marker": marker})
+    refused(r, 400, "invalid-request", reasons.BODY_JSON_KEYS_DIFFER_IN_CASE)
+    assert marked(upstream, marker) == []

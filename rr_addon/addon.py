@@ -215,7 +215,8 @@ class RR:
             "rr_inspect_limit",
             int,
             1024 * 1024,
-            "Largest request body (bytes) rr reads for body rules; a larger body is refused with 413 when body rules apply.",
+            "Largest request body (bytes) rr reads for body rules and for a form's _method field; a larger body is "
+            "refused with 413 when body rules apply or it is an urlencoded form (or a POST without Content-Type).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -560,7 +561,7 @@ class RR:
             else:
                 # decided in `request`, once the body is in; whatever mitmproxy's
                 # stream_large_bodies says, it is read whole (see wire.keep_whole)
-                wire.read_whole(flow, self.limits.inspect_bytes)
+                wire.read_whole(flow, self.limits.inspect_bytes, admitted.over_limit_reason)
                 setattr(flow, _PENDING, (admitted, facts))
             return
         await self.authorize(flow, admitted, facts, snap)
@@ -612,7 +613,7 @@ class RR:
             self.conclude(flow, _changed(admitted), snap, admitted)
             return
         seen.seal_body(flow.request.data)
-        body = self.request_body(flow)
+        body = self.request_body(flow, admitted.over_limit_reason)
         if isinstance(body, Decision):
             self.conclude(flow, admitted.outcome(body), snap, admitted)
             return
@@ -620,13 +621,13 @@ class RR:
         if flow.response is None:
             self.watch(flow).sent()
 
-    def request_body(self, flow: http.HTTPFlow) -> bytes | Decision:
+    def request_body(self, flow: http.HTTPFlow, too_large: str = reasons.BODY_OVER_INSPECTION_LIMIT) -> bytes | Decision:
         """The request body, decoded under the inspection limit (a compressed bomb stops there)."""
         limit = ctx.options.rr_inspect_limit
         try:
             return decode_content(flow.request.raw_content or b"", flow.request.headers.get("content-encoding"), limit=limit)
         except DecodedTooLarge:
-            return Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail=f"over {limit} bytes decoded")
+            return Decision.deny("payload-too-large", too_large, detail=f"over {limit} bytes decoded")
         except BodyError:
             return Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID)
 

@@ -61,6 +61,7 @@ class Admission:
     scopes: tuple[ScopeRules, ...] = field(default=())
     meters_need_body: bool = False
     pipeline: Pipeline = EMPTY
+    reads_form: bool = False  # a form body: read for a `_method` override (ambiguity.reads_form)
 
     @property
     def route(self) -> Route:
@@ -69,7 +70,16 @@ class Admission:
     @property
     def needs_body(self) -> bool:
         p = self.pipeline
-        return self.meters_need_body or bool(p.checks) or p.request_redactor is not None or any(s.needs_body for s in self.scopes)
+        return (
+            self.meters_need_body or self.reads_form or bool(p.checks) or p.request_redactor is not None or any(s.needs_body for s in self.scopes)
+        )
+
+    @property
+    def over_limit_reason(self) -> str:
+        """Why a body over the inspection limit is refused (413): the form check alone, or body rules."""
+        p = self.pipeline
+        alone = not (self.meters_need_body or p.checks or p.request_redactor is not None or self.rules_need_body)
+        return reasons.FORM_OVER_INSPECTION_LIMIT if self.reads_form and alone else reasons.BODY_OVER_INSPECTION_LIMIT
 
     @property
     def rules_need_body(self) -> bool:
@@ -187,7 +197,8 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
         return Outcome(Decision.deny("invalid-request", ambiguous), identity, Route(target.name, cred_name), strip)
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
     pipeline = snap.pipeline(caller, target, cred)
-    return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body, pipeline)
+    report = proxy.mode == "report"
+    return Admission(caller, identity, target, cred, path, strip, report, scopes, proxy.meters_need_body, pipeline, ambiguity.reads_form(facts))
 
 
 def other_host(facts: RequestFacts) -> str | None:
@@ -231,10 +242,10 @@ def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcom
 
 
 def too_large(admission: Admission, size: int | None, limits: Limits) -> Outcome | None:
-    """413 when body rules apply and the body is over the inspection limit."""
+    """413 when rr must read the body and it is over the inspection limit."""
     if admission.needs_body and size is not None and size > limits.inspect_bytes:
         return admission.outcome(
-            Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail=f"{size} > {limits.inspect_bytes} bytes")
+            Decision.deny("payload-too-large", admission.over_limit_reason, detail=f"{size} > {limits.inspect_bytes} bytes")
         )
     return None
 
@@ -311,6 +322,8 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
     """The rules' outcome, and the RuleRequest they saw (meters' `when` reuses it)."""
     if (big := too_large(admission, len(facts.body) if facts.body is not None else None, limits)) is not None:
         return big, None
+    if admission.reads_form and facts.body and (override := ambiguity.form_refusal(facts.body)) is not None:
+        return admission.outcome(Decision.deny("invalid-request", override)), None
     req = rule_request(admission, facts)
     if isinstance(req, Decision):
         return admission.outcome(req), None

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rr_addon.core import paths, reasons
-from rr_addon.core.decide import decide
+from rr_addon.core.decide import Limits, admit, decide
 from rr_addon.core.rules import DEFAULT_DENIES, DENIED_BY_RULE
 from rr_addon.core.types import Decision, RequestFacts
 from rr_addon.testing.snapshots import snapshot_from
@@ -70,6 +70,7 @@ def invalid(reason):
 
 ALLOWED = Decision.allow(reasons.ALLOWED)
 CASE_KEYS = reasons.BODY_JSON_KEYS_DIFFER_IN_CASE
+FORM = "application/x-www-form-urlencoded"
 STRICT_DEFAULT = Decision.deny("access-denied", DEFAULT_DENIES, scope="proxy-credential")
 NO_STREAM = Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-stream")
 
@@ -128,12 +129,59 @@ CASES = [
     ("json-exact-repeat-reported-first", facts("POST", body=b'{"a": 1, "A": 2, "a": 3}', ctype="application/json"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
     ("json-case-other-objects", facts("POST", body=b'{"a": {"x": 1}, "b": {"X": 2}}', ctype="application/json"), ALLOWED),
     ("json-keys-differ-more", facts("POST", body=b'{"stream": false, "streams": true, "Strea": 1}', ctype="application/json"), ALLOWED),
+    # b'. a `_method` field in a form body is an override too, read whatever the rules need
+    ("form-override", facts("POST", body=b"_method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-among-fields", facts("POST", body=b"name=x&_method=PUT&b=2", ctype=FORM + "; charset=utf-8"), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-encoded", facts("POST", body=b"a=1&%5Fmethod=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-php-dot", facts("POST", body=b".method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-php-space", facts("POST", body=b"+.method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-php-leading-space", facts("POST", body=b"%20_method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-array", facts("POST", body=b"_method[]=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-no-content-type", facts("POST", body=b"_method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-second-content-type", facts("POST", body=b"_method=DELETE", headers=[("Content-Type", "text/plain")], ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-no-body-rules", facts("POST", host="matrix.test", body=b"_method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-not-latin", facts("POST", host="matrix.test", body="n=\u00e9\u20ac&_method=DELETE".encode(), ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-lookalikes", facts("POST", body=b"method=DELETE&+method=x&my_method=x&_methods=x&note=_method%3DDELETE", ctype=FORM), ALLOWED),
+    ("text-plain-is-no-form", facts("POST", host="matrix.test", body=b"_method=DELETE", ctype="text/plain"), ALLOWED),
+    ("put-without-content-type-is-no-form", facts("PUT", host="matrix.test", body=b"_method=DELETE"), ALLOWED),
+    ("query-override-php-dot", facts("POST", path="/v1/x?.method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
+    ("query-override-array", facts("POST", path="/v1/x?_method%5B%5D=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
 ]
 
 
 @pytest.mark.parametrize("f, decision", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_differentials(f, decision):
     assert decide(SNAP, f, 0).decision == decision
+
+
+@pytest.mark.parametrize(
+    "f, reads",
+    [
+        (facts("POST", host="matrix.test", body=b"a=1", ctype=FORM), True),
+        (facts("PUT", host="matrix.test", body=b"a=1", ctype=FORM.upper()), True),
+        (facts("POST", host="matrix.test", body=b"a=1"), True),  # Rack: a POST without a media type is a form
+        (facts("POST", host="matrix.test", body=b"a=1", ctype=""), True),
+        (facts("POST", host="matrix.test", body=b"{}", ctype="application/json"), False),
+        (facts("POST", host="matrix.test", body=b"\x00", ctype="application/octet-stream"), False),
+        (facts("POST", host="matrix.test", body=b"--b--", ctype="multipart/form-data; boundary=b"), False),
+        (facts("PUT", host="matrix.test", body=b"\x00"), False),
+        (facts("GET", host="matrix.test"), False),
+    ],
+    ids=["form", "form-put-upper-case", "post-no-type", "post-empty-type", "json", "binary", "multipart", "put-no-type", "get"],
+)
+def test_only_form_bodies_are_read_for_an_override(f, reads):
+    """A target without body rules reads only form bodies; every other body may stream."""
+    admitted = admit(SNAP, f, 0)
+    assert (admitted.reads_form, admitted.needs_body) == (reads, reads)
+
+
+def test_a_form_over_the_inspection_limit_is_refused():
+    big = facts("POST", host="matrix.test", body=b"a=" + b"x" * 2000, ctype=FORM)
+    out = decide(SNAP, big, 0, Limits(inspect_bytes=1000))
+    assert out.decision == Decision.deny("payload-too-large", reasons.FORM_OVER_INSPECTION_LIMIT, detail="2002 > 1000 bytes")
+    # where body rules read it too, theirs is the reason
+    out = decide(SNAP, facts("POST", body=b"a=" + b"x" * 2000, ctype=FORM), 0, Limits(inspect_bytes=1000))
+    assert out.decision == Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail="2002 > 1000 bytes")
 
 
 RR_OWN = {"proxy-authorization", "x-rr-authorization"}

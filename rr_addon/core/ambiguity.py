@@ -14,6 +14,9 @@ written against a request whose meaning depends on the upstream's framework:
   Content-Type, which Rack (Rails) parses as a form. A `multipart/form-data`
   `_method` part is not looked at: reading every upload whole would refuse
   any file over the inspection limit.
+- a path override: `X-Original-URL`, `X-Rewrite-URL` (any value; `_` for `-`
+  too). IIS URL Rewrite, Zend and older Symfony route the request to the path
+  they name, which rules never saw.
 - `;` parameters in a path segment (raw or `%3B`) unless the target sets
   `allow_path_parameters`: Tomcat, Spring, Jetty and others strip them, so
   `/v1/customers;x/cus_1` reaches the handler of `/v1/customers/cus_1` while
@@ -30,6 +33,7 @@ from rr_addon.core.types import RequestFacts
 
 OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 OVERRIDE_PARAMETER = "_method"
+PATH_OVERRIDE_HEADERS = frozenset({"x-original-url", "x-rewrite-url"})
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -50,8 +54,13 @@ def form_refusal(body: bytes) -> str | None:
 def refusal(facts: RequestFacts, path: CanonicalPath, allow_path_parameters: bool) -> str | None:
     """The reason to refuse the request, or None."""
     # CGI/WSGI servers read `_` in a header name as `-` (both become HTTP_X_HTTP_METHOD_OVERRIDE).
-    if any(name.replace("_", "-") in OVERRIDE_HEADERS for name, _ in facts.headers):
-        return reasons.METHOD_OVERRIDE
+    for name, _ in facts.headers:
+        if "-" in name or "_" in name:
+            name = name.replace("_", "-")
+            if name in OVERRIDE_HEADERS:
+                return reasons.METHOD_OVERRIDE
+            if name in PATH_OVERRIDE_HEADERS:
+                return reasons.PATH_OVERRIDE
     if (override := _overrides(path.query)) is not None:
         return override
     if not allow_path_parameters and (";" in path.path or "%3B" in path.path):

@@ -1,4 +1,4 @@
-"""Requests the upstream may read differently from rr's rules (CONTRACT §11).
+"""Requests the upstream may read differently from rr's rules (docs/security.md).
 
 Refused with 400 `invalid-request`, before the rules, because no rule can be
 written against a request whose meaning depends on the upstream's framework:

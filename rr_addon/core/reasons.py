@@ -24,7 +24,7 @@ CONNECT_PORT_NOT_ALLOWED = "no target allows this port"
 # 403 access-denied (connection-time)
 PRIVATE_ADDRESS = "target host resolves to a private address"  # private: not globally routable
 
-# 403 access-denied at the upstream connection (CONTRACT §11)
+# 403 access-denied at the upstream connection (docs/security.md)
 CHANGED_AFTER_DECISION = "request changed after rr decided it"
 UNDECIDED = "request reached the upstream connection without a decision"
 

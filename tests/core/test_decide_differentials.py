@@ -1,4 +1,4 @@
-"""Parsing differentials closed in the core (CONTRACT §11): what rr decides on is
+"""Parsing differentials closed in the core (docs/security.md): what rr decides on is
 what any upstream framework would read. Exact decisions and reasons."""
 
 import json

@@ -1,4 +1,4 @@
-"""Parsing differentials through a real `rr run` (CONTRACT §11): repeated query
+"""Parsing differentials through a real `rr run` (docs/security.md): repeated query
 parameters, method overrides, `;` path parameters, JSON bodies under another
 content type, and an rr key sent in a second header. Each request either gets
 rr's 400/403 with nothing forwarded, or reaches the upstream exactly as decided."""

@@ -259,7 +259,7 @@ def test_a_viewer_cannot_turn_off_upstream_certificate_checks(tmp_path, pki):
 
 
 def test_a_viewer_cannot_read_the_secret_from_the_debug_log(tmp_path, pki, upstream):
-    """CONTRACT §9: the secret never appears in mitmweb or in logs. A viewer sets
+    """docs/security.md: the secret never appears in mitmweb or in logs. A viewer sets
     `proxy_debug` (`PUT /options`); mitmproxy then logs every byte it writes to a connection,
     including the wire request rr built with the secret, and mitmweb serves that log to the
     viewer (`GET /events`) — as it writes it to rr's log. (`--set proxy_debug=true` at start does

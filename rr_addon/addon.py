@@ -140,6 +140,7 @@ class RR:
         self.metering: Metering | None = None
         self.identities: Identities | None = None
         self._lazy = False  # connection_strategy is lazy from the first configure on
+        self._running = False  # from then on, FROZEN_OPTIONS and rr's own options cannot change
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,10 +217,18 @@ class RR:
             "rr_inspect_limit",
             int,
             1024 * 1024,
-            "Largest request body (bytes) rr reads for body rules; a larger body is refused with 413 when body rules apply.",
+            "Largest request body (bytes) rr reads for body rules and for a form's _method field; a larger body is "
+            "refused with 413 when body rules apply or it is an urlencoded form (or a POST without Content-Type).",
         )
 
     def configure(self, updated: set[str]) -> None:
+        if self._running and (frozen := sorted(n for n in updated if n in FROZEN_OPTIONS or n.startswith("rr_"))):
+            # mitmweb's options editor (anyone with the web password) or a script: refused and rolled back
+            raise exceptions.OptionsError(f"rr: {', '.join(frozen)} cannot change while rr runs (they decide where secrets may go); restart rr to change them")
+        if "proxy_debug" in updated and ctx.options.proxy_debug:
+            raise exceptions.OptionsError("rr refuses proxy_debug: it logs the bytes sent upstream, injected secrets included")
+        if "ssl_insecure" in updated and ctx.options.ssl_insecure:
+            logger.warning("ssl_insecure is set: rr sends secrets to upstreams whose certificates it does not verify (a hostile DNS answer gets them)")
         if "rr_upstream_timeout" in updated and ctx.options.rr_upstream_timeout >= 0:
             old = ctx.options.rr_upstream_timeout
             logger.warning(
@@ -308,6 +317,7 @@ class RR:
         return {"requests": self.requests, "audit_dropped": dropped}
 
     def running(self) -> None:
+        self._running = True
         if self._engine is not None and self._changes is None:
             self._changes = notify.ConfigChangeListener(self._engine.url)
             self._changes.start()
@@ -532,7 +542,8 @@ class RR:
             self.answer(flow, Decision.deny("internal-error", reasons.NO_CONFIGURATION))
             return
         seen = wire.Stamp(flow.request.data, None)
-        client = self.clients.get(flow.client_conn.id)  # none for a replay whose connection closed
+        # a replay (mitmweb) never borrows the credential of the tunnel its flow came through
+        client = None if flow.is_replay else self.clients.get(flow.client_conn.id)
         facts = flows.request_facts(flow, client.tunnel_authorization if client is not None else ())
         now = time.time()
         t0 = time.perf_counter()
@@ -561,7 +572,7 @@ class RR:
             else:
                 # decided in `request`, once the body is in; whatever mitmproxy's
                 # stream_large_bodies says, it is read whole (see wire.keep_whole)
-                wire.read_whole(flow, self.limits.inspect_bytes)
+                wire.read_whole(flow, self.limits.inspect_bytes, admitted.over_limit_reason)
                 setattr(flow, _PENDING, (admitted, facts))
             return
         await self.authorize(flow, admitted, facts, snap)
@@ -613,7 +624,7 @@ class RR:
             self.conclude(flow, _changed(admitted), snap, admitted)
             return
         seen.seal_body(flow.request.data)
-        body = self.request_body(flow)
+        body = self.request_body(flow, admitted.over_limit_reason)
         if isinstance(body, Decision):
             self.conclude(flow, admitted.outcome(body), snap, admitted)
             return
@@ -621,13 +632,13 @@ class RR:
         if flow.response is None:
             self.watch(flow).sent()
 
-    def request_body(self, flow: http.HTTPFlow) -> bytes | Decision:
+    def request_body(self, flow: http.HTTPFlow, too_large: str = reasons.BODY_OVER_INSPECTION_LIMIT) -> bytes | Decision:
         """The request body, decoded under the inspection limit (a compressed bomb stops there)."""
         limit = ctx.options.rr_inspect_limit
         try:
             return decode_content(flow.request.raw_content or b"", flow.request.headers.get("content-encoding"), limit=limit)
         except DecodedTooLarge:
-            return Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail=f"over {limit} bytes decoded")
+            return Decision.deny("payload-too-large", too_large, detail=f"over {limit} bytes decoded")
         except BodyError:
             return Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID)
 
@@ -1146,6 +1157,27 @@ class RR:
             total_seconds=(time.monotonic() - started) if started else None,
         )
 
+
+# Options that decide where secrets may go or what rr sees: fixed once rr runs.
+FROZEN_OPTIONS = frozenset(
+    {
+        "ssl_insecure",
+        "ssl_verify_upstream_trusted_ca",
+        "ssl_verify_upstream_trusted_confdir",
+        "proxy_debug",
+        "mode",
+        "upstream_auth",
+        "ignore_hosts",
+        "allow_hosts",
+        "tcp_hosts",
+        "udp_hosts",
+        "confdir",
+        "validate_inbound_headers",
+        "body_size_limit",
+        "stream_large_bodies",
+        "store_streamed_bodies",
+    }
+)
 
 _PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN, _UNSCRUBBABLE)
 

@@ -51,7 +51,7 @@ def error_message(decision: Decision) -> str:
 
 
 # Clients that show one field of an error: a top-level "message" string (beside
-# CONTRACT §8's "error" object) and, over HTTP/1, the reason phrase (npm prints
+# the error body's "error" object) and, over HTTP/1, the reason phrase (npm prints
 # only the status line and `error`, which it stringifies as "[object Object]").
 REALM = 'Basic realm="rr"'
 _REASON_MAX = 200

@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 _PLAN = "_rr_stamp"  # attribute on http.Request: the Stamp of what rr decided (and the Injection to apply)
 _REFUSAL = "_rr_wire_refusal"  # attribute on HTTPFlow: (code, reason) of a refusal below the hooks
-_WHOLE = "_rr_reads_body"  # attribute on HTTPFlow: rr decides on the whole body, read up to this many bytes
+_WHOLE = "_rr_reads_body"  # attribute on HTTPFlow: rr decides on the whole body, read up to (this many bytes, 413 reason)
 _ANSWER = "_rr_error_answer"  # attribute on HTTPFlow: the response to send instead of a protocol error
 _MARK = "_rr_wrapped"
 _DEFER = "_rr_deferred"  # attribute on HTTPFlow: send the response whole, at its end
@@ -154,11 +154,11 @@ def forget(flow: http.HTTPFlow) -> None:
         flow.__dict__.pop(name, None)
 
 
-def read_whole(flow: http.HTTPFlow, limit: int) -> None:
+def read_whole(flow: http.HTTPFlow, limit: int, reason: str) -> None:
     """rr decides on this request's body: buffer it whatever `stream_large_bodies` says;
-    over `limit` bytes it is refused (413) as it arrives."""
+    over `limit` bytes it is refused (413, `reason`) as it arrives."""
     flow.request.stream = False
-    setattr(flow, _WHOLE, limit)
+    setattr(flow, _WHOLE, (limit, reason))
 
 
 def answer_errors_with(flow: http.HTTPFlow, response: http.Response) -> None:
@@ -264,14 +264,13 @@ def _whole_bodies(original: Callable):
     body rr must read to decide, keep buffering it, and refuse it once over rr's limit."""
 
     def check_body_size(self: HttpStream, request: bool):
-        limit = getattr(self.flow, _WHOLE, None) if request else None
-        if limit is None:
+        whole = getattr(self.flow, _WHOLE, None) if request else None
+        if whole is None:
             return (yield from original(self, request))
+        limit, reason = whole
         if len(self.request_body_buf) > limit:
-            from rr_addon.core import reasons
-
             self.request_body_buf.clear()
-            yield from _refuse(self, "payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT)
+            yield from _refuse(self, "payload-too-large", reason)
             self.client_state = self.state_errored
             return True
         total = human.parse_size(self.context.options.body_size_limit)

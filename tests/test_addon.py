@@ -245,3 +245,18 @@ def test_install_fails_loudly_when_mitmproxy_changed_shape(monkeypatch, name):
     monkeypatch.setattr(HttpStream, name, changed)
     with pytest.raises(RuntimeError, match=name):
         wire.install()
+
+
+def test_install_fails_loudly_when_a_response_can_no_longer_be_cut(monkeypatch):
+    """rr cuts a response it cannot scrub by sending a protocol error to the client's HTTP/1
+    connection, which must close it; a mitmproxy that no longer does refuses to start."""
+    from mitmproxy.proxy.layers.http import HttpLayer
+    from mitmproxy.proxy.layers.http._http1 import Http1Server
+
+    def send(self, event):  # handles no protocol error
+        yield from ()
+
+    monkeypatch.setattr(HttpLayer, "event_to_child", lambda self, child, event: None)  # unwrapped
+    monkeypatch.setattr(Http1Server, "send", send)
+    with pytest.raises(RuntimeError, match="Http1Server.send"):
+        wire.install()

@@ -1,4 +1,4 @@
-"""`filters:`, `redact:` and `validate:` entries (CONTRACT §6-§7) as pydantic models.
+"""`filters:`, `redact:` and `validate:` entries (docs/policy.md: filters, redact, validate) as pydantic models.
 
 Everything that can fail is compiled here, at validation time, so `rr apply`
 refuses a bad path, regex or schema with the entry and field named:

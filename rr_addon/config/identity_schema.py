@@ -1,4 +1,4 @@
-"""Configuration of verified identities (CONTRACT §2, §3) as pydantic models.
+"""Configuration of verified identities (docs/policy.md) as pydantic models.
 
 Proxy credentials (discriminated by `auth:`):
   jwt_verify  keys from `jwks_url`, an inline `jwks` (public keys only) or an

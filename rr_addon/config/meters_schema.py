@@ -1,4 +1,4 @@
-"""`meters:` entries of a proxy (CONTRACT §5) as pydantic models.
+"""`meters:` entries of a proxy (docs/policy.md: meters) as pydantic models.
 
     - name: tokens
       type: response_value           # or request_count (the default)

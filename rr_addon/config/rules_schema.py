@@ -1,4 +1,4 @@
-"""Access rules (CONTRACT §4) as pydantic models.
+"""Access rules (docs/policy.md: rules) as pydantic models.
 
 A rule matches a request when every field it sets matches. Every regex is RE2
 syntax with search semantics (a path's `regex` form: a full match) and is

@@ -1,4 +1,4 @@
-"""The configuration language (CONTRACT §2) as pydantic models.
+"""The configuration language (docs/policy.md) as pydantic models.
 
 These models validate one YAML document's shape and types; references between
 objects are checked in `rr_addon.config.validate`. They are pure data (no I/O),
@@ -112,7 +112,7 @@ class Target(Model):
     schemes: list[Literal["https", "http"]] = Field(default_factory=lambda: ["https"])
     default_effect: Effect = "allow"
     allow_private_addresses: bool = False
-    allow_path_parameters: bool = False  # `;` parameters in path segments (refused otherwise, CONTRACT §11)
+    allow_path_parameters: bool = False  # `;` parameters in path segments (refused otherwise, docs/security.md)
     allow_encoded_slashes: bool = False  # `%2F` kept as a literal within a segment (refused otherwise)
     caller_headers: list[str] = Field(default_factory=list)
     credentials: list[TargetCredential] = Field(default_factory=list)

@@ -2,7 +2,7 @@
 content-encodings undone under a hard size cap, JSON parsed and written back
 without changing a single number.
 
-Exactness (CONTRACT §6: numbers keep their exact value, key order is kept):
+Exactness (docs/policy.md: filters: numbers keep their exact value, key order is kept):
 - integers stay Python ints (exact at any size; beyond Python's 4300-digit
   str/int limit they become JsonNumber);
 - every number with a fraction or exponent becomes a JsonNumber: a Decimal

@@ -1,4 +1,4 @@
-"""Finding the caller's credential in a request (CONTRACT §3).
+"""Finding the caller's credential in a request (README: who is calling).
 
 Channels, in order; the first one present is used:
 1. `Proxy-Authorization` from the CONNECT of this tunnel, else on the request
@@ -9,7 +9,7 @@ Channels, in order; the first one present is used:
 
 `Proxy-Authorization` and `X-RR-Authorization` are rr's own and never
 forwarded; the others are removed when consumed, and also when they carry an
-rr credential though another channel authenticated the caller (CONTRACT §11).
+rr credential though another channel authenticated the caller (docs/security.md).
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ class Admission:
     scopes: tuple[ScopeRules, ...] = field(default=())
     meters_need_body: bool = False
     pipeline: Pipeline = EMPTY
+    reads_form: bool = False  # a form body: read for a `_method` override (ambiguity.reads_form)
 
     @property
     def route(self) -> Route:
@@ -69,7 +70,16 @@ class Admission:
     @property
     def needs_body(self) -> bool:
         p = self.pipeline
-        return self.meters_need_body or bool(p.checks) or p.request_redactor is not None or any(s.needs_body for s in self.scopes)
+        return (
+            self.meters_need_body or self.reads_form or bool(p.checks) or p.request_redactor is not None or any(s.needs_body for s in self.scopes)
+        )
+
+    @property
+    def over_limit_reason(self) -> str:
+        """Why a body over the inspection limit is refused (413): the form check alone, or body rules."""
+        p = self.pipeline
+        alone = not (self.meters_need_body or p.checks or p.request_redactor is not None or self.rules_need_body)
+        return reasons.FORM_OVER_INSPECTION_LIMIT if self.reads_form and alone else reasons.BODY_OVER_INSPECTION_LIMIT
 
     @property
     def rules_need_body(self) -> bool:
@@ -187,7 +197,8 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
         return Outcome(Decision.deny("invalid-request", ambiguous), identity, Route(target.name, cred_name), strip)
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
     pipeline = snap.pipeline(caller, target, cred)
-    return Admission(caller, identity, target, cred, path, strip, proxy.mode == "report", scopes, proxy.meters_need_body, pipeline)
+    report = proxy.mode == "report"
+    return Admission(caller, identity, target, cred, path, strip, report, scopes, proxy.meters_need_body, pipeline, ambiguity.reads_form(facts))
 
 
 def other_host(facts: RequestFacts) -> str | None:
@@ -231,10 +242,10 @@ def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcom
 
 
 def too_large(admission: Admission, size: int | None, limits: Limits) -> Outcome | None:
-    """413 when body rules apply and the body is over the inspection limit."""
+    """413 when rr must read the body and it is over the inspection limit."""
     if admission.needs_body and size is not None and size > limits.inspect_bytes:
         return admission.outcome(
-            Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail=f"{size} > {limits.inspect_bytes} bytes")
+            Decision.deny("payload-too-large", admission.over_limit_reason, detail=f"{size} > {limits.inspect_bytes} bytes")
         )
     return None
 
@@ -247,7 +258,8 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
     (`RuleRequest.body_opaque`: it satisfies no allow rule's json_path). A form
     body that also parses as a JSON object or array is refused: rules would see
     form fields, a content-type-blind upstream the JSON. So is a JSON object that
-    repeats a key: parsers disagree on which occurrence wins."""
+    repeats a key, or has keys that differ only in case: parsers disagree on which
+    occurrence wins, and some match keys case-insensitively."""
     headers: dict[str, tuple[str, ...]] = {}
     for k, v in facts.headers:
         headers[k] = headers.get(k, ()) + (v,)
@@ -259,8 +271,8 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
         body_text = facts.body.decode("utf-8", "surrogateescape")
         try:
             body_json = _RULE_JSON.decode(_text(facts.body))
-        except _RepeatedKey:
-            return Decision.deny("invalid-request", reasons.BODY_JSON_REPEATED_KEY)
+        except _RepeatedKey as e:
+            return Decision.deny("invalid-request", e.reason)
         except (ValueError, RecursionError):
             if ctype == "application/json" or ctype.endswith("+json"):
                 return Decision.deny("invalid-request", reasons.BODY_NOT_JSON)
@@ -276,13 +288,22 @@ def rule_request(admission: Admission, facts: RequestFacts, claims: Mapping[str,
 
 
 class _RepeatedKey(ValueError):
-    pass
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object's keys must differ, and not only in case: Go's encoding/json (and
+    Jackson with ACCEPT_CASE_INSENSITIVE_PROPERTIES, System.Text.Json's default
+    web options) give `{"stream": false, "Stream": true}` the last value. Go folds
+    Unicode simple case; `str.casefold()` equates all that and a little more
+    (`ß` and `ss`), which errs toward refusing."""
     doc = dict(pairs)
     if len(doc) != len(pairs):
-        raise _RepeatedKey
+        raise _RepeatedKey(reasons.BODY_JSON_REPEATED_KEY)
+    # one set over the keys (most objects are small; one key cannot collide)
+    if len(doc) > 1 and len({k.casefold() for k in doc}) != len(doc):
+        raise _RepeatedKey(reasons.BODY_JSON_KEYS_DIFFER_IN_CASE)
     return doc
 
 
@@ -301,6 +322,8 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
     """The rules' outcome, and the RuleRequest they saw (meters' `when` reuses it)."""
     if (big := too_large(admission, len(facts.body) if facts.body is not None else None, limits)) is not None:
         return big, None
+    if admission.reads_form and facts.body and (override := ambiguity.form_refusal(facts.body)) is not None:
+        return admission.outcome(Decision.deny("invalid-request", override)), None
     req = rule_request(admission, facts)
     if isinstance(req, Decision):
         return admission.outcome(req), None

@@ -1,4 +1,4 @@
-"""Response filters (CONTRACT §6): `{retain: [paths]}` and `{destroy: [paths]}`.
+"""Response filters (docs/policy.md: filters): `{retain: [paths]}` and `{destroy: [paths]}`.
 
 An entry may carry both: it retains first, then destroys within what is left.
 Entries run in list order, each on the previous output, and the four scopes

@@ -1,4 +1,4 @@
-"""Meters (CONTRACT §5): which counters a request touches, and what a count means.
+"""Meters (docs/policy.md: meters): which counters a request touches, and what a count means.
 
 Pure: no I/O, the clock is passed in. The flow of one request is
 

@@ -24,7 +24,7 @@ CONNECT_PORT_NOT_ALLOWED = "no target allows this port"
 # 403 access-denied (connection-time)
 PRIVATE_ADDRESS = "target host resolves to a private address"  # private: not globally routable
 
-# 403 access-denied at the upstream connection (CONTRACT §11)
+# 403 access-denied at the upstream connection (docs/security.md)
 CHANGED_AFTER_DECISION = "request changed after rr decided it"
 UNDECIDED = "request reached the upstream connection without a decision"
 
@@ -51,10 +51,13 @@ HOST_HEADER_REPEATED = "more than one Host header"
 AUTHORITY_OTHER_HOST = "request authority (absolute-form or :authority) names another host than the request's target"
 SNI_OTHER_HOST = "TLS server name (SNI) names another host than the request's target"
 METHOD_OVERRIDE = "request carries a method override (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override or _method)"
+PATH_OVERRIDE = "request carries a path override (X-Original-URL or X-Rewrite-URL)"
 PATH_PARAMETERS = "';' parameters in a path segment are not allowed for this target"
 ENCODED_SLASH_HINT = "a target that needs %2F within a segment (npm scopes, GitLab project ids) sets allow_encoded_slashes"
 BODY_NOT_JSON = "request body claims JSON but does not parse"
 BODY_FORM_AND_JSON = "request body declared as a form parses as JSON"
 BODY_JSON_REPEATED_KEY = "request body JSON repeats a key in an object"
+BODY_JSON_KEYS_DIFFER_IN_CASE = "request body JSON repeats a key in an object, differing only in case"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"
+FORM_OVER_INSPECTION_LIMIT = "request form body larger than the inspection limit (rr reads every form body for a _method override)"

@@ -546,7 +546,7 @@ def compile_redactor(entries: Iterable[Any], *, key: bytes, direction: str) -> R
 
 
 # --------------------------------------------------------------------------
-# Injected secrets echoed back (CONTRACT §9) inside a parsed JSON document
+# Injected secrets echoed back (docs/security.md) inside a parsed JSON document
 
 
 def scrub_document(doc: Any, pairs: tuple[tuple[bytes, bytes], ...]) -> tuple[Any, int]:

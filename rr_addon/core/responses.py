@@ -1,4 +1,4 @@
-"""What happens to a response body before the caller sees it (CONTRACT §6, §9).
+"""What happens to a response body before the caller sees it (docs/policy.md: filters; docs/security.md).
 
 `Pipeline` holds what the four scopes of one (caller, target, credential)
 configured: stacked filters, the response and request redactors and the

@@ -1,6 +1,6 @@
 """The access rules of one scope, compiled once and evaluated per request. No I/O.
 
-Semantics (CONTRACT §4): every rule whose fields all match is collected; any
+Semantics (docs/policy.md: rules): every rule whose fields all match is collected; any
 matching deny denies, else any matching allow allows, else the scope's
 `default_effect`. The rule reported is the highest-priority matching rule of
 the deciding effect (ties: declaration order).
@@ -19,7 +19,7 @@ Matching details the contract leaves open:
   `json_path` as `{name: [values...]}`, so `$.model` matches any `model` field.
 - A rule with `claims` never matches an unverified caller (claims None),
   whatever the presence.
-- Repeated parameters (CONTRACT §11): a query parameter, header or form field
+- Repeated parameters (docs/security.md): a query parameter, header or form field
   sent several times can be read by the upstream as its first, its last or
   all of its occurrences, so a value condition is decided for every reading.
   An allow rule's condition must hold whichever occurrence the upstream reads:

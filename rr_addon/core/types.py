@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-# Status codes and rr codes of CONTRACT §8. One code, one status.
+# Status codes and rr codes (README: what the caller sees). One code, one status.
 STATUS = {
     "unauthenticated": 401,
     "unknown-target": 403,

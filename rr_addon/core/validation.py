@@ -1,4 +1,4 @@
-"""Request validation (CONTRACT §7): body size (413), content type (415) and
+"""Request validation (docs/policy.md: validate): body size (413), content type (415) and
 JSON Schema draft 2020-12 (400) for requests matching `methods` + `path`.
 
 Every entry that applies to a request is checked; the checks run cheapest

@@ -1,4 +1,4 @@
-"""Parsing differentials closed in the core (CONTRACT §11): what rr decides on is
+"""Parsing differentials closed in the core (docs/security.md): what rr decides on is
 what any upstream framework would read. Exact decisions and reasons."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rr_addon.core import paths, reasons
-from rr_addon.core.decide import decide
+from rr_addon.core.decide import Limits, admit, decide
 from rr_addon.core.rules import DEFAULT_DENIES, DENIED_BY_RULE
 from rr_addon.core.types import Decision, RequestFacts
 from rr_addon.testing.snapshots import snapshot_from
@@ -69,6 +69,8 @@ def invalid(reason):
 
 
 ALLOWED = Decision.allow(reasons.ALLOWED)
+CASE_KEYS = reasons.BODY_JSON_KEYS_DIFFER_IN_CASE
+FORM = "application/x-www-form-urlencoded"
 STRICT_DEFAULT = Decision.deny("access-denied", DEFAULT_DENIES, scope="proxy-credential")
 NO_STREAM = Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-stream")
 
@@ -84,6 +86,9 @@ CASES = [
     ("override-x-method-override", facts("POST", headers=[("X-Method-Override", "delete")]), invalid(reasons.METHOD_OVERRIDE)),
     ("override-underscores", facts("POST", headers=[("X_HTTP_Method_Override", "DELETE")]), invalid(reasons.METHOD_OVERRIDE)),
     ("override-same-method", facts("POST", headers=[("X-HTTP-Method-Override", "POST")]), invalid(reasons.METHOD_OVERRIDE)),
+    ("path-override-original-url", facts("GET", headers=[("X-Original-URL", "/admin")]), invalid(reasons.PATH_OVERRIDE)),
+    ("path-override-rewrite-url", facts("GET", headers=[("X-Rewrite-URL", "/admin")]), invalid(reasons.PATH_OVERRIDE)),
+    ("path-override-underscores", facts("GET", headers=[("X_Original_URL", "/admin")]), invalid(reasons.PATH_OVERRIDE)),
     ("override-query", facts("POST", path="/v1/x?_method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
     ("override-query-encoded", facts("POST", path="/v1/x?a=1&%5Fmethod=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
     ("override-query-lookalike", facts("POST", path="/v1/x?method=DELETE&my_method=x"), ALLOWED),
@@ -117,12 +122,69 @@ CASES = [
     ("json-repeated-key-nested", facts("POST", body=b'{"a": [{"x": 1, "x": 1}]}', ctype="text/plain"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
     ("json-same-key-other-objects", facts("POST", body=b'{"a": {"x": 1}, "b": {"x": 2}}', ctype="application/json"), ALLOWED),
     ("form-scalar-json-is-a-form", facts("POST", key="rr-strict", body=b"123", ctype="application/x-www-form-urlencoded"), STRICT_DEFAULT),
+    # d'. keys that differ only in case are repeated keys (Go's encoding/json matches them to one field)
+    ("json-keys-differ-in-case", facts("POST", body=b'{"stream": false, "Stream": true}', ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-upper-case", facts("POST", body=b'{"stream": false, "STREAM": true}', ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-case-nested", facts("POST", body=b'{"a": [{"id": 1, "Id": 2}]}', ctype="text/plain"), invalid(CASE_KEYS)),
+    ("json-keys-kelvin-sign", facts("POST", body=b'{"k": 1, "\\u212a": 2}', ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-long-s-utf8", facts("POST", body='{"s": 1, "\u017f": 2}'.encode(), ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-keys-sharp-s-casefold", facts("POST", body='{"stra\u00dfe": 1, "STRASSE": 2}'.encode(), ctype="application/json"), invalid(CASE_KEYS)),
+    ("json-exact-repeat-reported-first", facts("POST", body=b'{"a": 1, "A": 2, "a": 3}', ctype="application/json"), invalid(reasons.BODY_JSON_REPEATED_KEY)),
+    ("json-case-other-objects", facts("POST", body=b'{"a": {"x": 1}, "b": {"X": 2}}', ctype="application/json"), ALLOWED),
+    ("json-keys-differ-more", facts("POST", body=b'{"stream": false, "streams": true, "Strea": 1}', ctype="application/json"), ALLOWED),
+    # b'. a `_method` field in a form body is an override too, read whatever the rules need
+    ("form-override", facts("POST", body=b"_method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-among-fields", facts("POST", body=b"name=x&_method=PUT&b=2", ctype=FORM + "; charset=utf-8"), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-encoded", facts("POST", body=b"a=1&%5Fmethod=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-php-dot", facts("POST", body=b".method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-php-space", facts("POST", body=b"+.method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-php-leading-space", facts("POST", body=b"%20_method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-array", facts("POST", body=b"_method[]=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-no-content-type", facts("POST", body=b"_method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-second-content-type", facts("POST", body=b"_method=DELETE", headers=[("Content-Type", "text/plain")], ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-no-body-rules", facts("POST", host="matrix.test", body=b"_method=DELETE", ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-override-not-latin", facts("POST", host="matrix.test", body="n=\u00e9\u20ac&_method=DELETE".encode(), ctype=FORM), invalid(reasons.METHOD_OVERRIDE)),
+    ("form-lookalikes", facts("POST", body=b"method=DELETE&+method=x&my_method=x&_methods=x&note=_method%3DDELETE", ctype=FORM), ALLOWED),
+    ("text-plain-is-no-form", facts("POST", host="matrix.test", body=b"_method=DELETE", ctype="text/plain"), ALLOWED),
+    ("put-without-content-type-is-no-form", facts("PUT", host="matrix.test", body=b"_method=DELETE"), ALLOWED),
+    ("query-override-php-dot", facts("POST", path="/v1/x?.method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
+    ("query-override-array", facts("POST", path="/v1/x?_method%5B%5D=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
 ]
 
 
 @pytest.mark.parametrize("f, decision", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_differentials(f, decision):
     assert decide(SNAP, f, 0).decision == decision
+
+
+@pytest.mark.parametrize(
+    "f, reads",
+    [
+        (facts("POST", host="matrix.test", body=b"a=1", ctype=FORM), True),
+        (facts("PUT", host="matrix.test", body=b"a=1", ctype=FORM.upper()), True),
+        (facts("POST", host="matrix.test", body=b"a=1"), True),  # Rack: a POST without a media type is a form
+        (facts("POST", host="matrix.test", body=b"a=1", ctype=""), True),
+        (facts("POST", host="matrix.test", body=b"{}", ctype="application/json"), False),
+        (facts("POST", host="matrix.test", body=b"\x00", ctype="application/octet-stream"), False),
+        (facts("POST", host="matrix.test", body=b"--b--", ctype="multipart/form-data; boundary=b"), False),
+        (facts("PUT", host="matrix.test", body=b"\x00"), False),
+        (facts("GET", host="matrix.test"), False),
+    ],
+    ids=["form", "form-put-upper-case", "post-no-type", "post-empty-type", "json", "binary", "multipart", "put-no-type", "get"],
+)
+def test_only_form_bodies_are_read_for_an_override(f, reads):
+    """A target without body rules reads only form bodies; every other body may stream."""
+    admitted = admit(SNAP, f, 0)
+    assert (admitted.reads_form, admitted.needs_body) == (reads, reads)
+
+
+def test_a_form_over_the_inspection_limit_is_refused():
+    big = facts("POST", host="matrix.test", body=b"a=" + b"x" * 2000, ctype=FORM)
+    out = decide(SNAP, big, 0, Limits(inspect_bytes=1000))
+    assert out.decision == Decision.deny("payload-too-large", reasons.FORM_OVER_INSPECTION_LIMIT, detail="2002 > 1000 bytes")
+    # where body rules read it too, theirs is the reason
+    out = decide(SNAP, facts("POST", body=b"a=" + b"x" * 2000, ctype=FORM), 0, Limits(inspect_bytes=1000))
+    assert out.decision == Decision.deny("payload-too-large", reasons.BODY_OVER_INSPECTION_LIMIT, detail="2002 > 1000 bytes")
 
 
 RR_OWN = {"proxy-authorization", "x-rr-authorization"}

@@ -115,7 +115,7 @@ def test_retry_after_is_the_earliest_exhausted_window_and_wait_the_latest():
     assert run(pm, counts)[1].admitted
     _, v = run(pm, counts)
     assert set(v.exhausted) == {("a", "minute"), ("a", "hour"), ("b", "day")}
-    assert v.retry_after == 30  # the minute resets first (CONTRACT §5)
+    assert v.retry_after == 30  # the minute resets first (docs/policy.md: meters)
     assert v.wait == 9 * 3600 + 54 * 60 + 30  # only at midnight can a retry succeed
 
 

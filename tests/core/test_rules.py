@@ -602,7 +602,7 @@ def test_pattern_set_agrees_with_re2_search(patterns, text):
 
 
 # --------------------------------------------------------------------------
-# Repeated parameters (CONTRACT §11): the upstream may read any occurrence, so an
+# Repeated parameters (docs/security.md): the upstream may read any occurrence, so an
 # allow rule must hold for every occurrence and a deny rule matches if it holds
 # for some. Each case: one rule "r" of the given effect in a scope whose default
 # is the other effect.

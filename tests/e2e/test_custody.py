@@ -1,4 +1,4 @@
-"""CONTRACT §11 against a dishonest caller, a mitmweb viewer and another addon:
+"""The custody guarantees of docs/security.md against a dishonest caller, a mitmweb viewer and another addon:
 the upstream receives the request rr decided on, and the secret goes to the
 target host only. Each case failed before the custody work (issue 13)."""
 

@@ -1,4 +1,4 @@
-"""Parsing differentials through a real `rr run` (CONTRACT §11): repeated query
+"""Parsing differentials through a real `rr run` (docs/security.md): repeated query
 parameters, method overrides, `;` path parameters, JSON bodies under another
 content type, and an rr key sent in a second header. Each request either gets
 rr's 400/403 with nothing forwarded, or reaches the upstream exactly as decided."""
@@ -185,3 +185,46 @@ def test_rr_key_in_authorization_is_not_forwarded(proxy, upstream, second_upstre
         assert "KEY_diff" not in value and "S0VZX2RpZmZf" not in value
     echoed = json.dumps(r.json())
     assert "KEY_diff" not in echoed
+
+
+def test_method_override_in_a_form_body_is_refused(proxy, upstream):
+    """A `_method=DELETE` field in an urlencoded POST body is how Rails, Laravel, Symfony and
+    Express's method-override turn a POST into a DELETE (the same override rr refuses in the
+    query). Refused with 400 invalid-request (method override), nothing forwarded — as for
+    `?_method=` — although no rule of the target reads the body. (From the red-team pass.)"""
+    marker = uuid.uuid4().hex
+    r = call(
+        proxy, "POST", "/anything/customers/cus_1",
+        content=b"_method=DELETE", headers={"content-type": "application/x-www-form-urlencoded", "x-marker": marker},
+    )
+    refused(r, 400, "invalid-request", reasons.METHOD_OVERRIDE)
+    assert marked(upstream, marker) == []
+
+
+@pytest.mark.parametrize("body", [b'{"stream": false, "Stream": true}', b'{"stream": false, "STREAM": true}'])
+def test_json_keys_that_differ_only_in_case_are_refused(proxy, upstream, body):
+    """Go's encoding/json (the decoder of most Go APIs) matches object keys to struct fields
+    case-insensitively, the last match winning: `{"stream": false, "Stream": true}` is
+    `stream: true` upstream, while rr's `$.stream` reads false and the `no-stream` deny rule
+    would let it pass. Refused like repeated keys: 400 invalid-request. (From the red-team pass.)"""
+    marker = uuid.uuid4().hex
+    r = call(proxy, "POST", "/anything/chat", content=body, headers={"content-type": "application/json", "x-marker": marker})
+    refused(r, 400, "invalid-request", reasons.BODY_JSON_KEYS_DIFFER_IN_CASE)
+    assert marked(upstream, marker) == []
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_form_over_the_inspection_limit_is_refused(proxy, second_upstream, chunked):
+    """rr must read a form to find `_method`: one over rr_inspect_limit (1 MiB) is refused
+    with 413 — before it is read when its length is announced, as it arrives when not —
+    even on a target without body rules. Any other body of that size still passes."""
+    marker = uuid.uuid4().hex
+    body = b"a=" + b"x" * (1024 * 1024)
+    content = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    headers = {"content-type": "application/x-www-form-urlencoded", "x-marker": marker}
+    r = call(proxy, "POST", "/v1/upload", target="matrix", content=content, headers=headers)
+    refused(r, 413, "payload-too-large", reasons.FORM_OVER_INSPECTION_LIMIT)
+    assert marked(second_upstream, marker) == []
+    r = call(proxy, "POST", "/v1/upload", target="matrix", content=body, headers={**headers, "content-type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    assert len(marked(second_upstream, marker)) == 1

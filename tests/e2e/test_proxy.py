@@ -355,7 +355,7 @@ def test_unauthenticated_connect_opens_no_upstream_connection(proxy, raw):
 
 
 def test_flows_logs_and_dumps_hold_no_secret(proxy, upstream):
-    """CONTRACT §9 on the -w dump and the log (flow_detail=4 prints full headers and bodies)."""
+    """Secrets never shown (docs/security.md) on the -w dump and the log (flow_detail=4 prints full headers and bodies)."""
     from mitmproxy import io as mio
 
     with client(proxy, "KEY_qry") as c:

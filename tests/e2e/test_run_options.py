@@ -1,5 +1,5 @@
 """`rr run`: rr's defaults yield to the options the user passes, in a real
-process (CONTRACT §12: "`rr run` options the user passes win over rr's
+process (README: "`rr run` options the user passes win over rr's
 defaults"); eager connections are refused with the reason."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CONTRACT §9 at rest: after real traffic through `rr run`, no upstream secret and
+"""Secrets never shown (docs/security.md), at rest: after real traffic through `rr run`, no upstream secret and
 no caller key is in the database file, the audit trail (`rr audit --json`, the
 `rr_audit_file` JSON lines) or `rr export` — the values the flows, logs and dumps
 tests (test_proxy.py, test_views.py) cannot see. docs/security.md cites this."""

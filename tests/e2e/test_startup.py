@@ -28,3 +28,14 @@ def test_uninitialised_database_says_run_init(tmp_path, direct):
 def test_rr_run_help_lists_mitmproxy_passthrough():
     out = subprocess.run([str(BIN / "rr"), "run", "--help"], capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0 and "Other arguments go to mitmproxy" in out.stdout
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["rr-run", "mitmdump-s"])
+def test_proxy_debug_is_refused_at_start(tmp_path, direct):
+    """proxy_debug logs the bytes mitmproxy writes upstream: the injected secret with them."""
+    from rr_addon.testing.home import prepare_home
+
+    prepare_home(tmp_path, "targets: [{name: t, hosts: [api.example.com]}]\nproxies: [{name: p, targets: [{target: t}], credentials: [{name: c, auth: api_key, secret: K}]}]\n")
+    p = ProxyProcess(tmp_path, direct=direct, args=["--set", "proxy_debug=true"])
+    assert p.run_to_exit() != 0
+    assert "rr refuses proxy_debug: it logs the bytes sent upstream, injected secrets included" in p.log_text()

@@ -1,4 +1,4 @@
-"""CONTRACT §9 in mitmweb: no secret in its flow list, its REST API or its live
+"""Secrets never shown (docs/security.md), in mitmweb: no secret in its flow list, its REST API or its live
 /updates stream at any moment of a flow's life. Started the documented
 plain-mitmproxy way: `mitmweb -s rr_addon/addon.py`."""
 

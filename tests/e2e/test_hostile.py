@@ -553,19 +553,33 @@ class TrailerEcho(RawListener):
             (conn or raw).close()
 
 
+def web_views(p) -> str:
+    """Everything mitmweb's REST API shows of its flows: the list, and each flow's WebSocket messages."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{p.web_port}", headers={"authorization": "Bearer rr-test-password"}, timeout=10) as api:
+        listed = api.get("/flows")
+        assert listed.status_code == 200, listed.text
+        shown = [listed.text]
+        for f in listed.json():
+            if f.get("websocket"):
+                shown.append(api.get(f"/flows/{f['id']}/messages/content/raw.json").text)
+    return "\n".join(shown)
+
+
 def test_a_secret_echoed_in_response_trailers_is_scrubbed(tmp_path, pki):
     """An HTTP/2 upstream echoes the Authorization it got in a response trailer: the caller
-    (HTTP/2 end to end) gets the trailer with the secret masked, like a header."""
+    (HTTP/2 end to end) gets the trailer with the secret masked, like a header, and so does mitmweb."""
     up = TrailerEcho(pki)
     try:
         prepare_home(tmp_path, echo_policy(up.port))
-        with ProxyProcess(tmp_path, upstream_ca=pki.ca_cert) as p:
+        with ProxyProcess(tmp_path, upstream_ca=pki.ca_cert, web=True, direct=True, args=["--set", "web_open_browser=false"]) as p:
             out = subprocess.run(
                 ["curl", "-sS", "-v", "--http2", "--proxy", p.url("agent", "KEY_e"), "--cacert", str(p.ca), "-D", "-", f"https://127.0.0.1:{up.port}/echo"],
                 capture_output=True, text=True, timeout=20,
             )
+            shown = web_views(p)
     finally:
         up.close()
+    assert '"trailers"' in shown and "[rr:one/live]" in shown and ECHO_SECRET not in shown, shown
     assert up.seen == [f"Bearer {ECHO_SECRET}"]  # the upstream got the secret, as it should
     assert '{"ok": true}' in out.stdout, out.stdout + out.stderr
     assert ECHO_SECRET not in out.stdout + out.stderr
@@ -616,21 +630,23 @@ class WsTellsAuthorization:
 
 def test_a_secret_echoed_in_a_websocket_message_is_scrubbed(tmp_path, pki):
     """After an upgrade rr governed and injected, the upstream tells the upgrade's Authorization
-    in a text and a binary message: the caller gets both with the secret masked; its own
-    messages pass unchanged."""
+    in a text and a binary message: the caller, and mitmweb, get both with the secret masked;
+    the caller's own messages pass unchanged."""
     from websockets.sync.client import connect as ws_connect
 
     up = WsTellsAuthorization(pki)
     try:
         prepare_home(tmp_path, echo_policy(up.port))
-        with ProxyProcess(tmp_path, upstream_ca=pki.ca_cert) as p:
+        with ProxyProcess(tmp_path, upstream_ca=pki.ca_cert, web=True, direct=True, args=["--set", "web_open_browser=false"]) as p:
             ctx = ssl.create_default_context(cafile=str(p.ca))
             with ws_connect(f"wss://127.0.0.1:{up.port}/chat", proxy=p.url("agent", "KEY_e"), ssl=ctx, open_timeout=10) as ws:
                 greeting, binary = ws.recv(timeout=10), ws.recv(timeout=10)
                 ws.send("hello [rr:one/live]")
                 echoed = ws.recv(timeout=10)
+                shown = web_views(p)  # while the WebSocket is open
     finally:
         up.close()
+    assert "connected with Bearer [rr:one/live]" in shown and ECHO_SECRET not in shown, shown
     masked = f"Bearer {mask(ECHO_SECRET.encode(), b'[rr:one/live]').decode()}"
     assert up.seen == [f"Bearer {ECHO_SECRET}"]  # the upstream got the secret, as it should
     assert greeting == f"connected with {masked}", greeting

@@ -392,7 +392,7 @@ CODES: dict[str, str] = {
     "payload-too-large": "The body exceeds `max_body_bytes` or what rr may inspect.",
     "unsupported-media-type": "The content type is not in `content_types`.",
     "unfilterable-response": "Filters apply but the 2xx response is not JSON.",
-    "upstream-unavailable": "The upstream refused or reset the connection, or its name does not resolve.",
+    "upstream-unavailable": "The upstream refused or reset the connection, or its name does not resolve; or its response, from a target with an injected secret, cannot be decoded to scrub an echoed secret (an unknown content-encoding, a corrupt body).",
     "upstream-credential-error": "The OAuth token endpoint of a target credential failed.",
     "response-too-large": "A response rr must read whole is larger than its buffer limit.",
     "upstream-timeout": "The upstream did not finish answering in time.",

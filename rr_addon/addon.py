@@ -716,7 +716,7 @@ class RR:
         if injection is None and admitted is not None and admitted.credential is not None and not admitted.credential.injection.dynamic:
             injection = admitted.credential.injection
         if not outcome.decision.allowed and not outcome.report_only:
-            # no placeholder: nothing was injected into a request that is never sent (CONTRACT §12);
+            # no placeholder: nothing was injected into a request that is never sent (README: mitmweb);
             # the comment and the rr view name the target credential
             self.answer(flow, outcome.decision, extra_headers)
             return

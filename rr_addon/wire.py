@@ -8,7 +8,7 @@ at the moment mitmproxy passes the request headers to the upstream
 connection layer (HTTP/1, HTTP/2 and HTTP/3 alike). Nothing but that
 connection ever sees the copy.
 
-What goes out is what was decided (CONTRACT §11). When rr decides a request
+What goes out is what was decided (docs/security.md). When rr decides a request
 it stamps the request with what it decided on — method, scheme, host, port,
 authority, path and query, header fields, and the body once it is in — and
 `HttpStream.make_server_connection` is wrapped so that, before a connection is

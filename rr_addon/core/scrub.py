@@ -1,4 +1,4 @@
-"""Scrubbing injected secrets out of what an upstream sends back (CONTRACT §9).
+"""Scrubbing injected secrets out of what an upstream sends back (docs/security.md).
 
 An upstream that echoes a request (debug endpoints, error pages) would hand
 the caller the secret rr injected. `StreamScrubber` replaces every secret while

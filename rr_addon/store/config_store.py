@@ -164,16 +164,21 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
     return stored
 
 
-def snapshot_of(stored: Stored, keyring: Keyring) -> Snapshot:
-    """Compile what `read` returned: exactly what a data plane enforces."""
+def snapshot_of(stored: Stored, keyring: Keyring, watched=None) -> Snapshot:
+    """Compile what `read` returned: exactly what a data plane enforces.
+    `watched` (a rotation.SecretWatcher) overrides the secrets it reads itself."""
+    target_secrets = stored.target_secrets(keyring)
+    if watched is not None:
+        target_secrets = {**target_secrets, **watched.values()}
     try:
         return compile_snapshot(
             stored.config,
             version=stored.version,
             hmac_key=stored.hmac_key,
-            target_secrets=stored.target_secrets(keyring),
+            target_secrets=target_secrets,
             caller_digests=stored.caller_digests,
             caller_secrets=stored.caller_secrets(keyring),
+            previous_secrets=watched.previous() if watched is not None else None,
         )
     except CompileError as e:
         raise StoredConfigError(str(e)) from None

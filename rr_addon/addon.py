@@ -334,7 +334,11 @@ class RR:
                 continue
             async with self._swap:
                 try:
-                    if not await asyncio.to_thread(self.secrets.poll):
+                    before = self.secrets.status()
+                    changed = await asyncio.to_thread(self.secrets.poll)
+                    if self._heartbeat is not None and self.secrets.status() != before:
+                        self._heartbeat.poke()  # `rr secret status` sees a rotation or a failure at once
+                    if not changed:
                         continue
                     snap = await asyncio.to_thread(config_store.snapshot_of, self._stored, self._keyring, self.secrets)
                     assert self.identities is not None

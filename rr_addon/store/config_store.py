@@ -17,6 +17,7 @@ from rr_addon.config import schema
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
+from rr_addon.rotation import WATCHED
 from rr_addon.store import notify
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
@@ -236,11 +237,14 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
         old_creds = {c.name: c for c in (old.credentials if old else [])}
         for c in t.credentials:
             oc = old_creds.pop(c.name, None)
-            secret, _ = desired.target_secrets.get((t.name, c.name), (None, None))
+            secret, source = desired.target_secrets.get((t.name, c.name), (None, None))
             secret_changed = False
             if oc is not None and secret is not None:
                 enc = stored.target_secrets_enc.get((t.name, c.name))
                 secret_changed = enc is None or keyring.decrypt(enc).decode() != secret
+                # starting, stopping or moving a watch changes what data planes do, even with the same value
+                old_source = stored.sources.get(("targets", t.name, c.name)) or ""
+                secret_changed |= source != old_source and WATCHED in (source[: len(WATCHED)], old_source[: len(WATCHED)])
             changes.append(
                 _compare("target credential", f"{t.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
             )

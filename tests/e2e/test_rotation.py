@@ -8,6 +8,7 @@ status` shows the source, the last rotation and readability, never a value."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -80,6 +81,24 @@ def wait_for_bearer(proxy, upstream, value: str, timeout: float = 30.0) -> None:
         time.sleep(0.3)
 
 
+def secret_status(proxy) -> tuple[str, dict]:
+    out = rr_cli(proxy.home, "secret", "status", "--json").output
+    (entry,) = [e for e in json.loads(out)["secrets"] if e["credential"] == "live"]
+    return out, entry
+
+
+def wait_for_status(proxy, check, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        out, entry = secret_status(proxy)
+        if check(entry):
+            for value in (OLD, NEW, NEWER):
+                assert value not in out and value not in rr_cli(proxy.home, "secret", "status").output
+            return entry
+        assert time.monotonic() < deadline, entry
+        time.sleep(0.3)
+
+
 def metric(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     lines = [line for line in text.splitlines() if line.startswith(name + "{") and 'target="api"' in line]
@@ -124,3 +143,14 @@ def test_unreadable_file_keeps_last_good_value_logs_and_counts(proxy, upstream):
     proxy.secrets.point_to(f"..2026_{proxy.secrets.n}")  # repaired
     proxy.wait_for_log("readable again", timeout=30)
     assert metric(proxy.metrics_port, "rr_secret_source_readable") == 1.0
+
+
+def test_secret_status_shows_source_rotation_and_readability_never_the_value(proxy, upstream):
+    path = proxy.home / "mounted" / "token"
+    entry = wait_for_status(proxy, lambda e: e["readable"] is True and e["rotated_at"] is not None)
+    assert entry["source"] == f"watched-file:{path}" and entry["dataplane"] and entry["kind"] == "bearer"
+    proxy.secrets.point_to("..missing")
+    entry = wait_for_status(proxy, lambda e: e["readable"] is False)
+    assert "cannot read secret file" in entry["error"] and str(path) in entry["error"]
+    proxy.secrets.point_to(f"..2026_{proxy.secrets.n}")
+    wait_for_status(proxy, lambda e: e["readable"] is True)

@@ -32,7 +32,7 @@ proxies:
     targets: [{{target: api}}]
     credentials: [{{name: a, auth: api_key, secret: KEY_rot}}]
 """
-OLD, NEW, NEWER = "sk_rot_OLD_7f3a", "sk_rot_NEW_91c2", "sk_rot_NEWER_c0de"
+OLD, NEW, NEWER, LATEST = "sk_rot_OLD_7f3a", "sk_rot_NEW_91c2", "sk_rot_NEWER_c0de", "sk_rot_LATEST_5e1d"
 
 
 class K8sSecretDir:
@@ -92,7 +92,7 @@ def wait_for_status(proxy, check, timeout: float = 30.0) -> dict:
     while True:
         out, entry = secret_status(proxy)
         if check(entry):
-            for value in (OLD, NEW, NEWER):
+            for value in (OLD, NEW, NEWER, LATEST):
                 assert value not in out and value not in rr_cli(proxy.home, "secret", "status").output
             return entry
         assert time.monotonic() < deadline, entry
@@ -147,6 +147,8 @@ def test_unreadable_file_keeps_last_good_value_logs_and_counts(proxy, upstream):
 
 def test_secret_status_shows_source_rotation_and_readability_never_the_value(proxy, upstream):
     path = proxy.home / "mounted" / "token"
+    proxy.secrets.write(LATEST)  # each test rotates itself: they may run in different processes
+    wait_for_bearer(proxy, upstream, LATEST)
     entry = wait_for_status(proxy, lambda e: e["readable"] is True and e["rotated_at"] is not None)
     assert entry["source"] == f"watched-file:{path}" and entry["dataplane"] and entry["kind"] == "bearer"
     proxy.secrets.point_to("..missing")

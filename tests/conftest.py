@@ -7,6 +7,12 @@ import os
 import socket
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests measure correctness, never speed: no per-example deadline (a busy 2-core CI
+# machine misses Hypothesis's default 200 ms), and no health check that times data generation.
+settings.register_profile("rr", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("rr")
 
 POSTGRES_URL = os.environ.get("RR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("RR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -402,3 +402,7 @@ def main() -> None:
 from rr_addon.cli.usage import usage_app  # noqa: E402  (registers after the shared helpers above exist)
 
 app.add_typer(usage_app, name="usage")
+
+from rr_addon.cli.tokens import token_app  # noqa: E402
+
+app.add_typer(token_app, name="token")

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from rr_addon.core import tokens
+from rr_addon.store import minted
 from rr_addon.store.audit_store import parse_duration
 
 token_app = typer.Typer(help="Short-lived tokens that narrow a proxy credential.", no_args_is_help=True)
@@ -65,6 +66,40 @@ def mint(
         targets=tuple(dict.fromkeys(target)),
         allow=allowed,
     )
+    minted.record(engine, token, note)  # for list and revoke; the token itself is not stored
     print(tokens.encode(token, stored.hmac_key))
     print(f"minted {token.id} for {proxy}/{credential}, expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(token.expires_at))}"
           + (f" ({note})" if note else ""), file=sys.stderr)
+
+
+@token_app.command("list")
+def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON array of objects (id, proxy, credential, state, …).")) -> None:
+    """Minted tokens (never the tokens themselves): parent, narrowing, expiry, state."""
+    import json
+
+    from rich.table import Table
+
+    from rr_addon.cli import _store, console
+
+    engine, _ = _store()
+    rows = minted.listing(engine)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("id", "parent", "targets", "allow", "expires (UTC)", "state", "note")
+    for r in rows:
+        table.add_row(r["id"], f"{r['proxy']}/{r['credential']}", ", ".join(r["targets"]) or "all", ", ".join(r["allow"]) or "all",
+                      r["expires_at"], r["state"], r["note"])
+    console.print(table)
+
+
+@token_app.command("revoke")
+def revoke(token_id: str = typer.Argument(..., metavar="ID", help="The id `rr token list` shows (tok_…).")) -> None:
+    """Revoke a minted token: every data plane refuses it within its reload interval."""
+    from rr_addon.cli import _store, console, die
+
+    engine, _ = _store()
+    result = minted.revoke(engine, token_id)
+    if result == "unknown":
+        raise die(f"no minted token {token_id!r} (see rr token list)")
+    console.print(f"{token_id}: {result}")

@@ -179,6 +179,7 @@ def compile_snapshot(
     target_secrets: Mapping[tuple[str, str], str],
     caller_digests: Mapping[tuple[str, str], bytes],
     caller_secrets: Mapping[tuple[str, str], str] | None = None,
+    revoked_tokens: frozenset[str] = frozenset(),
 ) -> Snapshot:
     """Build the snapshot. `target_secrets` maps (target, credential) to the
     plaintext secret; `caller_digests` maps (proxy, credential) to its digest;
@@ -295,4 +296,5 @@ def compile_snapshot(
         connect_ports=frozenset(ports),
         config=config,
         identity_secrets=MappingProxyType(identity_secrets),
+        revoked_tokens=revoked_tokens,
     )

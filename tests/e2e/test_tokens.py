@@ -164,3 +164,27 @@ def test_the_audit_record_names_the_token_and_its_parent(proxy):
 def test_mint_refuses_with_a_message(proxy, args, message):
     done = mint(proxy, *args)
     assert done.returncode == 1 and done.stdout == "" and message in done.stderr
+
+
+def test_list_and_revoke_stop_a_token_within_the_reload_interval(proxy):
+    done = mint(proxy, "--ttl", "1h", "--target", "api", "--allow", "GET /*", "--note", "ci job 7")
+    token, tid = done.stdout.strip(), done.stderr.split()[1]
+    keep = minted(proxy, "--ttl", "1h")
+    assert call(proxy, token, "GET", "/before-revoke").status_code == 200
+    listed = {r["id"]: r for r in json.loads(rr_cli(proxy.home, "token", "list", "--json").stdout)}
+    assert listed[tid]["state"] == "active" and listed[tid]["targets"] == ["api"] and listed[tid]["note"] == "ci job 7"
+    assert listed[tid]["allow"] == ["GET /*"] and (listed[tid]["proxy"], listed[tid]["credential"]) == ("agent", "parent")
+    assert token not in json.dumps(listed)
+    assert tid in rr_cli(proxy.home, "token", "list").stdout
+    assert f"{tid}: revoked" in rr_cli(proxy.home, "token", "revoke", tid).stdout
+    deadline = time.monotonic() + 30
+    while (r := call(proxy, token, "GET", "/after-revoke")).status_code == 200:
+        assert time.monotonic() < deadline, "revoked token still accepted"
+        time.sleep(0.3)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+    assert call(proxy, keep, "GET", "/others-unaffected").status_code == 200
+    listed = {r["id"]: r for r in json.loads(rr_cli(proxy.home, "token", "list", "--json").stdout)}
+    assert listed[tid]["state"] == "revoked"
+    assert "already revoked" in rr_cli(proxy.home, "token", "revoke", tid).stdout
+    unknown = rr_cli(proxy.home, "token", "revoke", "tok_nope", check=False)
+    assert unknown.exit_code == 1 and "no minted token 'tok_nope'" in unknown.output

@@ -86,7 +86,11 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON arr
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("id", "parent", "targets", "allow", "expires (UTC)", "state", "note")
+    table = Table()
+    # the id is what `rr token revoke` takes: never shortened, however narrow the terminal
+    table.add_column("id", no_wrap=True, min_width=max((len(r["id"]) for r in rows), default=2))
+    for name in ("parent", "targets", "allow", "expires (UTC)", "state", "note"):
+        table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(r["id"], f"{r['proxy']}/{r['credential']}", ", ".join(r["targets"]) or "all", ", ".join(r["allow"]) or "all",
                       r["expires_at"], r["state"], r["note"])

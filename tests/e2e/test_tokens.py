@@ -175,7 +175,7 @@ def test_list_and_revoke_stop_a_token_within_the_reload_interval(proxy):
     assert listed[tid]["state"] == "active" and listed[tid]["targets"] == ["api"] and listed[tid]["note"] == "ci job 7"
     assert listed[tid]["allow"] == ["GET /*"] and (listed[tid]["proxy"], listed[tid]["credential"]) == ("agent", "parent")
     assert token not in json.dumps(listed)
-    assert tid in rr_cli(proxy.home, "token", "list").stdout
+    assert tid in rr_cli(proxy.home, "token", "list", env={"COLUMNS": "60"}).stdout  # the id whole, even narrow
     assert f"{tid}: revoked" in rr_cli(proxy.home, "token", "revoke", tid).stdout
     deadline = time.monotonic() + 30
     while (r := call(proxy, token, "GET", "/after-revoke")).status_code == 200:

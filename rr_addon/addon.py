@@ -25,7 +25,8 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from rr_addon import audit, flows, metrics, settings, timeouts, webview, wire
+from rr_addon import audit, flows, metrics, rotation, settings, timeouts, webview, wire
+from rr_addon.rotation import SecretWatcher
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
 from rr_addon.metering import Metering
@@ -128,6 +129,10 @@ class RR:
         self._engine = None
         self._keyring: Keyring | None = None
         self._watcher: asyncio.Task | None = None
+        self._rotator: asyncio.Task | None = None
+        self.secrets = SecretWatcher()  # target secrets this data plane reads itself
+        self._stored = None  # the Stored the snapshot was compiled from (recompiled on rotation)
+        self._swap = asyncio.Lock()  # one snapshot rebuild at a time (reload or rotation)
         self._failed_version: int | None = None
         self._pinned: dict[str, tuple[str, int]] = {}
         self.audit: audit.AuditWriter | None = None
@@ -270,7 +275,7 @@ class RR:
             engine = make_engine(url, existing=True)
             check_schema(engine)
             keyring = Keyring(master_keys(settings.home()))
-            snapshot = config_store.load_snapshot(engine, keyring)
+            snapshot = self._load(engine, keyring)
             identities = Identities(ctx.options.rr_idp_ca_file or None)
             identities.rebuild(snapshot)
         except (DatabaseError, MasterKeyError, LookupError) as e:
@@ -312,9 +317,40 @@ class RR:
         if old is not None:
             old.close()
 
+    def _load(self, engine, keyring: Keyring) -> Snapshot:
+        """Read the stored configuration, follow its watched secrets, compile."""
+        stored = config_store.read(engine, keyring)
+        self.secrets.update(stored.sources, stored.target_secrets(keyring))
+        self.secrets.poll()
+        snap = config_store.snapshot_of(stored, keyring, self.secrets)
+        self._stored = stored
+        return snap
+
+    async def _rotate(self) -> None:
+        """Poll watched secret files; a new value recompiles the running version."""
+        while True:
+            await asyncio.sleep(rotation.POLL)
+            if not self.secrets.watched or self._keyring is None or self._stored is None:
+                continue
+            async with self._swap:
+                try:
+                    before = self.secrets.status()
+                    changed = await asyncio.to_thread(self.secrets.poll)
+                    if self._heartbeat is not None and self.secrets.status() != before:
+                        self._heartbeat.poke()  # `rr secret status` sees a rotation or a failure at once
+                    if not changed:
+                        continue
+                    snap = await asyncio.to_thread(config_store.snapshot_of, self._stored, self._keyring, self.secrets)
+                    assert self.identities is not None
+                    self.identities.rebuild(snap)
+                except Exception as e:  # keep enforcing what runs; the next poll retries
+                    logger.error("rr: rotated secrets could not be compiled, still using the previous ones: %s", e)
+                    continue
+                self.snapshot = snap
+
     def _stats(self) -> dict:
         dropped = (self.audit.dropped if self.audit else 0) + (self.audit_db.dropped if self.audit_db else 0)
-        return {"requests": self.requests, "audit_dropped": dropped}
+        return {"requests": self.requests, "audit_dropped": dropped, "secrets": self.secrets.status()}
 
     def running(self) -> None:
         self._running = True
@@ -332,6 +368,8 @@ class RR:
             self._heartbeat.start()
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if self._rotator is None:
+            self._rotator = asyncio.get_running_loop().create_task(self._rotate())
         if self.identities is not None:
             asyncio.get_running_loop().create_task(self.identities.prewarm())
 
@@ -339,6 +377,9 @@ class RR:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        if self._rotator is not None:
+            self._rotator.cancel()
+            self._rotator = None
         if self._heartbeat is not None:
             await self._heartbeat.stop()
             self._heartbeat = None
@@ -382,9 +423,11 @@ class RR:
             if version == self.snapshot.version or version == self._failed_version:
                 continue
             try:
-                snap = await asyncio.to_thread(config_store.load_snapshot, self._engine, self._keyring)
-                assert self.identities is not None
-                self.identities.rebuild(snap)
+                async with self._swap:
+                    snap = await asyncio.to_thread(self._load, self._engine, self._keyring)
+                    assert self.identities is not None
+                    self.identities.rebuild(snap)
+                    self.snapshot = snap
             except Exception as e:
                 self._failed_version = version
                 metrics.config_reload(False)
@@ -395,7 +438,6 @@ class RR:
                     e,
                 )
                 continue
-            self.snapshot = snap
             logger.info("rr now enforces configuration version %d", snap.version)
             metrics.config_reload(True, snap.version)
             if self._heartbeat is not None:

@@ -15,6 +15,7 @@ from rr_addon.config import schema, validate
 from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.crypto import Keyring
+from rr_addon.rotation import WATCHED
 from rr_addon.store import config_store
 from rr_addon.store.config_store import Change, Desired, Stored, StoredConfigError
 
@@ -40,9 +41,13 @@ class Prepared:
         return not self.desired.config.targets and not self.desired.config.proxies
 
 
-def source_label(ref: object) -> str:
+def source_label(ref: object, base: Path | None = None) -> str:
     if isinstance(ref, EnvSecret):
         return f"env:{ref.env}"
+    if isinstance(ref, FileSecret) and ref.watch:
+        # Absolute, so the data plane finds it whatever its working directory; not
+        # resolved through symlinks, so Kubernetes' `..data` swap is followed.
+        return f"{WATCHED}{os.path.abspath((base or Path.cwd()) / ref.file)}"
     if isinstance(ref, FileSecret):
         return f"file:{ref.file}"
     return "literal"
@@ -104,7 +109,7 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
                 target_secrets[(t.name, c.name)] = (None, None)
                 continue
             try:
-                target_secrets[(t.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref))
+                target_secrets[(t.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref, base))
             except ValueError as e:
                 err("targets", t.name, c.name, i, str(e))
 
@@ -112,6 +117,9 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
         base = source.base_dirs.get(("proxies", p.name), Path.cwd())
         for i, c in enumerate(p.credentials):
             old = stored_proxies.get(p.name, {}).get(c.name)
+            if isinstance(c.secret_ref, FileSecret) and c.secret_ref.watch:
+                err("proxies", p.name, c.name, i, "`watch: true` is for target credentials only; run `rr apply` to change a caller secret")
+                continue
             if c.verifies:
                 # an HMAC key or a client secret: stored encrypted, because rr uses it
                 ref = c.secret_ref

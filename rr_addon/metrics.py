@@ -91,6 +91,15 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("rr_config_reloads", "Configuration reloads, by result (ok | failed).", ["result"], registry=r)
+        self.secret_errors = Counter(
+            "rr_secret_source_errors",
+            "Failed reads of a watched secret source (counted every poll while failing; the last good value is used), by target and credential.",
+            ["target", "credential"],
+            registry=r,
+        )
+        self.secret_readable = Gauge(
+            "rr_secret_source_readable", "1 if the watched secret source was readable at the last poll, else 0.", ["target", "credential"], registry=r
+        )
         self.config_version = Gauge("rr_config_version", "The configuration version this process enforces.", registry=r)
         self.audit = _AuditCollector()
         r.register(self.audit)
@@ -148,6 +157,11 @@ class Metrics:
         if ok and version is not None:
             self.config_version.set(version)
 
+    def secret_source(self, target: str, credential: str, readable: bool) -> None:
+        self.secret_readable.labels(target, credential).set(1 if readable else 0)
+        if not readable:
+            self.secret_errors.labels(target, credential).inc()
+
     def config_loaded(self, version: int) -> None:
         """The version enforced at startup (not counted as a reload)."""
         self.config_version.set(version)
@@ -182,6 +196,7 @@ meter_refused = METRICS.meter_refused
 backend_error = METRICS.backend_error
 degraded_decision = METRICS.degraded_decision
 config_reload = METRICS.config_reload
+secret_source = METRICS.secret_source
 config_loaded = METRICS.config_loaded
 watch_audit = METRICS.watch_audit
 

@@ -40,6 +40,9 @@ class EnvSecret(Model):
 
 class FileSecret(Model):
     file: str = Field(min_length=1)
+    # watch: the data plane re-reads the file when it changes (rr_addon/rotation.py);
+    # without it `rr apply` reads it once, as before.
+    watch: bool = False
 
 
 def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
@@ -51,7 +54,10 @@ def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
         ((key, ref),) = value.items()
         if key in ("env", "file") and isinstance(ref, str) and ref:
             return EnvSecret(env=ref) if key == "env" else FileSecret(file=ref)
-    raise ValueError("a secret is a non-empty string, {env: NAME} or {file: PATH}")
+    if isinstance(value, dict) and set(value) == {"file", "watch"}:
+        if isinstance(value["file"], str) and value["file"] and isinstance(value["watch"], bool):
+            return FileSecret(file=value["file"], watch=value["watch"])
+    raise ValueError("a secret is a non-empty string, {env: NAME}, {file: PATH} or {file: PATH, watch: true}")
 
 
 # A secret is a literal string, {env: NAME} or {file: PATH}; resolved by `rr apply`.

@@ -190,9 +190,14 @@ _SECRET = {
     "anyOf": [
         {"type": "string", "minLength": 1},
         {"type": "object", "properties": {"env": {"type": "string", "minLength": 1}}, "required": ["env"], "additionalProperties": False},
-        {"type": "object", "properties": {"file": {"type": "string", "minLength": 1}}, "required": ["file"], "additionalProperties": False},
+        {
+            "type": "object",
+            "properties": {"file": {"type": "string", "minLength": 1}, "watch": {"type": "boolean"}},
+            "required": ["file"],
+            "additionalProperties": False,
+        },
     ],
-    "description": "A literal string, {env: NAME} or {file: PATH}.",
+    "description": "A literal string, {env: NAME}, {file: PATH} or {file: PATH, watch: true}.",
 }
 
 

@@ -231,7 +231,7 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "stored one, so `rr export` → edit → `rr apply` round-trips; a new credential needs one.",
         "env: STRIPE_KEY\n",
     ),
-    ("FileSecret", "Secret from a file", "See [Secret](#secret).", "file: secrets/stripe.txt\n"),
+    ("FileSecret", "Secret from a file", "See [Secret](#secret).", "file: /var/run/secrets/stripe/token\nwatch: true\n"),
 ]
 
 FIELDS: dict[str, str] = {
@@ -262,6 +262,14 @@ FIELDS: dict[str, str] = {
     "ApiKeyCredential.query": "The query parameter that carries the secret.",
     "EnvSecret.env": "An environment variable of the `rr apply` process.",
     "FileSecret.file": "A file path, relative to the YAML file.",
+    "FileSecret.watch": (
+        "Target credentials only: `true` makes every data plane read the file itself (at start, then every second) and use a "
+        "changed value for new requests without a restart or `rr apply` — for secrets mounted by Kubernetes or written by a "
+        "vault agent. `rr apply` still reads it once (a data plane that cannot read it starts with that value) and stores its "
+        "absolute path, not resolved through symlinks. An unreadable or empty file keeps the last good value, logs an error "
+        "and counts in `rr_secret_source_errors_total`; the replaced value stays masked in responses for 5 minutes. "
+        "`rr secret status` shows what each data plane reads."
+    ),
     "Match.methods": "HTTP methods (case-insensitive); omitted: any method.",
     "Match.path": "Which paths: `{prefix}`, `{glob}`, `{regex}` (full match) or a regex searched in the path; see [Path condition](#path-condition).",
     "Match.headers": "Header conditions; all must match.",

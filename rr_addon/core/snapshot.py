@@ -9,7 +9,7 @@ one reference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -180,11 +180,15 @@ def compile_snapshot(
     caller_digests: Mapping[tuple[str, str], bytes],
     caller_secrets: Mapping[tuple[str, str], str] | None = None,
     revoked_tokens: frozenset[str] = frozenset(),
+    previous_secrets: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
 ) -> Snapshot:
     """Build the snapshot. `target_secrets` maps (target, credential) to the
     plaintext secret; `caller_digests` maps (proxy, credential) to its digest;
-    `caller_secrets` holds the secrets of credentials that verify tokens."""
+    `caller_secrets` holds the secrets of credentials that verify tokens;
+    `previous_secrets` the values a rotation replaced, still scrubbed from
+    responses (rr_addon.rotation)."""
     caller_secrets = caller_secrets or {}
+    previous_secrets = previous_secrets or {}
     identity_secrets: dict[tuple[str, str], str] = {}
     targets: dict[str, Target] = {}
     header_sets: dict[HostPattern, set[str]] = {}
@@ -196,6 +200,10 @@ def compile_snapshot(
             if c.needs_secret and secret is None:
                 raise CompileError(f"targets[{t.name}].credentials[{c.name}]: no stored secret")
             inj = build_injection(t.name, c, secret)
+            old = previous_secrets.get((t.name, c.name), ())
+            if old and not inj.dynamic:
+                forms = tuple(s for o in old for s in build_injection(t.name, c, o).secrets)
+                inj = replace(inj, secrets=inj.secrets + forms)  # scrub pairs are recomputed
             if inj.dynamic and secret is not None:
                 identity_secrets[(t.name, c.name)] = secret
             creds[c.name] = TargetCredential(

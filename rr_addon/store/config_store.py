@@ -17,6 +17,7 @@ from rr_addon.config import schema
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
+from rr_addon.rotation import WATCHED
 from rr_addon.store import minted, notify
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
@@ -166,17 +167,22 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
     return stored
 
 
-def snapshot_of(stored: Stored, keyring: Keyring) -> Snapshot:
-    """Compile what `read` returned: exactly what a data plane enforces."""
+def snapshot_of(stored: Stored, keyring: Keyring, watched=None) -> Snapshot:
+    """Compile what `read` returned: exactly what a data plane enforces.
+    `watched` (a rotation.SecretWatcher) overrides the secrets it reads itself."""
+    target_secrets = stored.target_secrets(keyring)
+    if watched is not None:
+        target_secrets = {**target_secrets, **watched.values()}
     try:
         return compile_snapshot(
             stored.config,
             version=stored.version,
             hmac_key=stored.hmac_key,
-            target_secrets=stored.target_secrets(keyring),
+            target_secrets=target_secrets,
             caller_digests=stored.caller_digests,
             caller_secrets=stored.caller_secrets(keyring),
             revoked_tokens=stored.revoked_tokens,
+            previous_secrets=watched.previous() if watched is not None else None,
         )
     except CompileError as e:
         raise StoredConfigError(str(e)) from None
@@ -234,11 +240,14 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
         old_creds = {c.name: c for c in (old.credentials if old else [])}
         for c in t.credentials:
             oc = old_creds.pop(c.name, None)
-            secret, _ = desired.target_secrets.get((t.name, c.name), (None, None))
+            secret, source = desired.target_secrets.get((t.name, c.name), (None, None))
             secret_changed = False
             if oc is not None and secret is not None:
                 enc = stored.target_secrets_enc.get((t.name, c.name))
                 secret_changed = enc is None or keyring.decrypt(enc).decode() != secret
+                # starting, stopping or moving a watch changes what data planes do, even with the same value
+                old_source = stored.sources.get(("targets", t.name, c.name)) or ""
+                secret_changed |= source != old_source and WATCHED in (source[: len(WATCHED)], old_source[: len(WATCHED)])
             changes.append(
                 _compare("target credential", f"{t.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
             )

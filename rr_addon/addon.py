@@ -1132,6 +1132,7 @@ class RR:
             "proxy": ident.proxy if ident else None,
             "credential": ident.credential if ident else None,
             "channel": ident.channel if ident else None,
+            "token": ident.token if ident else None,
             "target": route.target if route else None,
             "target_credential": route.target_credential if route else None,
             "config_version": snap.version,
@@ -1185,6 +1186,7 @@ class RR:
                 subject=meta.get("subject"),
                 issuer=meta.get("issuer"),
                 verification=meta.get("verification"),
+                token=meta.get("token"),
             )
         )
         setattr(flow, _AUDITED, True)

@@ -54,6 +54,7 @@ FIELDS = (
     "redactions",  # detector -> count, never the values
     "unmeasured",  # response_value meter -> why it could not measure this response (no-value, not-json, too-large, stream-broken)
     "dataplane",  # the data plane that served the request
+    "token",  # id of the minted token the caller presented (`credential` is its parent), else null
 )
 
 

@@ -403,6 +403,10 @@ from rr_addon.cli.usage import usage_app  # noqa: E402  (registers after the sha
 
 app.add_typer(usage_app, name="usage")
 
+from rr_addon.cli.tokens import token_app  # noqa: E402
+
+app.add_typer(token_app, name="token")
+
 from rr_addon.cli.secrets import secret_app  # noqa: E402
 
 app.add_typer(secret_app, name="secret")

@@ -23,6 +23,7 @@ from rr_addon.core.bodies import JsonNumber, reject_constant
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented, parse_value
 from rr_addon.core.digests import basic_digest, same, token_digest
 from rr_addon.core import paths
+from rr_addon.core import tokens
 from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.core.rules import RuleRequest, ScopeRules, ScopeTrace
@@ -30,6 +31,7 @@ from rr_addon.core.validation import RequestBody, validate
 from rr_addon.core.snapshot import (
     PROXY,
     TARGET,
+    TOKEN,
     Binding,
     Caller,
     Snapshot,
@@ -62,6 +64,7 @@ class Admission:
     meters_need_body: bool = False
     pipeline: Pipeline = EMPTY
     reads_form: bool = False  # a form body: read for a `_method` override (ambiguity.reads_form)
+    token: tokens.Token | None = None  # a minted token's narrowing, checked after the parent's rules
 
     @property
     def route(self) -> Route:
@@ -99,8 +102,11 @@ def authenticate(snap: Snapshot, facts: RequestFacts, now: float) -> tuple[Calle
     if found is None or isinstance(found, Problem):
         reason = reasons.NO_CREDENTIAL if found is None else found.reason
         return None, Outcome(Decision.deny("unauthenticated", reason), strip_headers=candidate_headers(extra)), None
-    caller = lookup_caller(snap, found)
-    problem = reasons.UNKNOWN_CREDENTIAL if caller is None else unusable(snap, caller, now)
+    if tokens.looks_like(found.secret):
+        caller, problem = minted_parent(snap, found.secret, now)
+    else:
+        caller = lookup_caller(snap, found)
+        problem = reasons.UNKNOWN_CREDENTIAL if caller is None else unusable(snap, caller, now)
     if problem is not None:
         return None, Outcome(Decision.deny("unauthenticated", problem), strip_headers=candidate_headers(extra)), found
     return caller, None, found
@@ -115,6 +121,30 @@ def unusable(snap: Snapshot, caller: Caller, now: float) -> str | None:
     if not snap.proxies[caller.proxy].active:
         return reasons.INACTIVE_PROXY
     return None
+
+
+def minted_parent(snap: Snapshot, secret: str, now: float) -> tuple[Caller | None, str | None]:
+    """The parent credential of a minted token, or why the token is refused."""
+    token = tokens.decode(secret, snap.hmac_key)
+    if isinstance(token, str):
+        return None, token
+    if token.id in snap.revoked_tokens:
+        return None, reasons.TOKEN_REVOKED
+    if now >= token.expires_at:
+        return None, reasons.TOKEN_EXPIRED
+    proxy = snap.proxies.get(token.proxy)
+    caller = proxy.callers.get(token.credential) if proxy is not None else None
+    if caller is None:
+        return None, reasons.TOKEN_PARENT_GONE
+    return caller, unusable(snap, caller, now)
+
+
+def presented_token(snap: Snapshot, presented: Presented) -> tokens.Token | None:
+    """The minted token an admitted caller presented, if it was one."""
+    if not tokens.looks_like(presented.secret):
+        return None
+    token = tokens.decode(presented.secret, snap.hmac_key)
+    return token if isinstance(token, tokens.Token) else None
 
 
 def lookup_caller(snap: Snapshot, presented: Presented) -> Caller | None:
@@ -142,7 +172,7 @@ def credential_headers(snap: Snapshot, facts: RequestFacts, presented: Presented
     for header in candidate_headers(snap.caller_headers_for(facts.host, facts.port, facts.scheme)) - strip:
         for value in facts.header_values(header):
             found = parse_value(header, value)
-            if found is not None and lookup_caller(snap, found) is not None:
+            if found is not None and (lookup_caller(snap, found) is not None or presented_token(snap, found) is not None):
                 strip.add(header)
                 break
     return frozenset(strip)
@@ -170,7 +200,9 @@ def route(snap: Snapshot, caller: Caller, facts: RequestFacts) -> tuple[Binding 
     return binding, None
 
 
-def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: RequestFacts, strip: frozenset[str]) -> Admission | Outcome:
+def admit_caller(
+    snap: Snapshot, caller: Caller, identity: Identity, facts: RequestFacts, strip: frozenset[str], token: tokens.Token | None = None
+) -> Admission | Outcome:
     """Everything after authentication; `rr explain` enters here with a chosen caller."""
     binding, refusal = route(snap, caller, facts)
     if refusal is not None:
@@ -198,7 +230,7 @@ def admit_caller(snap: Snapshot, caller: Caller, identity: Identity, facts: Requ
     scopes = (proxy.rules, target.rules, caller.rules) + ((cred.rules,) if cred is not None else ())
     pipeline = snap.pipeline(caller, target, cred)
     report = proxy.mode == "report"
-    return Admission(caller, identity, target, cred, path, strip, report, scopes, proxy.meters_need_body, pipeline, ambiguity.reads_form(facts))
+    return Admission(caller, identity, target, cred, path, strip, report, scopes, proxy.meters_need_body, pipeline, ambiguity.reads_form(facts), token)
 
 
 def other_host(facts: RequestFacts) -> str | None:
@@ -234,8 +266,9 @@ def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcom
     if denied is not None:
         return denied
     assert caller is not None and presented is not None
-    identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel)
-    return admit_caller(snap, caller, identity, facts, credential_headers(snap, facts, presented))
+    token = presented_token(snap, presented)
+    identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, token=token.id if token else None)
+    return admit_caller(snap, caller, identity, facts, credential_headers(snap, facts, presented), token)
 
 
 # ---------------------------------------------------------------------------- rules
@@ -331,6 +364,13 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
         result = scope.evaluate(req)
         if not result.allowed:
             return admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule)), req
+    if admission.token is not None:
+        # the parent allowed it; the token only narrows (never subject to report mode)
+        refusal = admission.token.refusal(admission.target.name, facts.method, admission.path.path)
+        if refusal is not None:
+            return Outcome(
+                Decision.deny("access-denied", refusal, scope=TOKEN, rule=admission.token.id), admission.identity, admission.route, admission.strip_headers
+            ), req
     if admission.pipeline.checks:
         ctype = (req.headers.get("content-type") or (None,))[0]
         violation = validate(admission.pipeline.checks, RequestBody(facts.method, admission.path.path, ctype, None, facts.body or b""))

@@ -15,6 +15,15 @@ UNKNOWN_CREDENTIAL = "caller credential matches no proxy credential"
 EXPIRED_CREDENTIAL = "caller credential expired"
 INACTIVE_CREDENTIAL = "caller credential inactive"
 INACTIVE_PROXY = "proxy inactive"
+# minted tokens (rr_addon.core.tokens)
+TOKEN_BAD_SIGNATURE = "minted token signature does not verify"
+TOKEN_EXPIRED = "minted token expired"
+TOKEN_REVOKED = "minted token revoked"
+TOKEN_PARENT_GONE = "minted token's parent credential no longer exists"
+
+# 403 access-denied by a minted token's narrowing (after the parent's rules allowed)
+TOKEN_TARGET = "target not among the minted token's targets"
+TOKEN_NOT_ALLOWED = "method and path not in the minted token's allow list"
 
 # 403 unknown-target
 UNKNOWN_TARGET = "host is not a target of this proxy"

@@ -25,6 +25,7 @@ from rr_addon.core.rules import ScopeRules, compile_when
 
 # Scope names, in the order they are checked and reported.
 PROXY, TARGET, PROXY_CREDENTIAL, TARGET_CREDENTIAL = "proxy", "target", "proxy-credential", "target-credential"
+TOKEN = "token"  # a minted token's narrowing (rr_addon.core.tokens), checked after the four scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ class Snapshot:
     connect_ports: frozenset[int]  # ports some target allows (CONNECT to others is refused)
     config: schema.Config | None = None  # what was compiled (the glue builds token verifiers from it)
     identity_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (proxy|target, cred) -> secret of verifying / OAuth kinds
+    revoked_tokens: frozenset[str] = frozenset()  # ids of revoked minted tokens not yet expired
     # (proxy, credential, target, target credential) -> Pipeline, compiled on first use
     _pipelines: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -177,6 +179,7 @@ def compile_snapshot(
     target_secrets: Mapping[tuple[str, str], str],
     caller_digests: Mapping[tuple[str, str], bytes],
     caller_secrets: Mapping[tuple[str, str], str] | None = None,
+    revoked_tokens: frozenset[str] = frozenset(),
     previous_secrets: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
 ) -> Snapshot:
     """Build the snapshot. `target_secrets` maps (target, credential) to the
@@ -301,4 +304,5 @@ def compile_snapshot(
         connect_ports=frozenset(ports),
         config=config,
         identity_secrets=MappingProxyType(identity_secrets),
+        revoked_tokens=revoked_tokens,
     )

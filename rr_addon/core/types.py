@@ -62,6 +62,7 @@ class Identity:
     auth: str
     channel: str  # where the credential was found (proxy-authorization, x-rr-authorization, ...)
     claims: Mapping[str, object] | None = None
+    token: str | None = None  # id of the minted token presented (the credential above is its parent)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
 from rr_addon.rotation import WATCHED
-from rr_addon.store import notify
+from rr_addon.store import minted, notify
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
     ConfigState,
@@ -45,6 +45,7 @@ class Stored:
     sources: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # (section, obj, cred) -> source
     broken: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why it does not load (lenient reads)
     in_clear: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) of rows whose spec holds a secret
+    revoked_tokens: frozenset[str] = frozenset()  # minted tokens revoked and not yet expired
 
     def target_secrets(self, keyring: Keyring) -> dict[tuple[str, str], str]:
         return {k: keyring.decrypt(v).decode("utf-8") for k, v in self.target_secrets_enc.items()}
@@ -162,6 +163,7 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
                 stored.caller_secrets_enc[(p.name, c.name)] = c.secret_enc
             stored.sources[("proxies", p.name, c.name)] = c.secret_source
     stored.config = schema.Config(targets=targets, proxies=proxies)
+    stored.revoked_tokens = minted.revoked_ids(s)
     return stored
 
 
@@ -179,6 +181,7 @@ def snapshot_of(stored: Stored, keyring: Keyring, watched=None) -> Snapshot:
             target_secrets=target_secrets,
             caller_digests=stored.caller_digests,
             caller_secrets=stored.caller_secrets(keyring),
+            revoked_tokens=stored.revoked_tokens,
             previous_secrets=watched.previous() if watched is not None else None,
         )
     except CompileError as e:

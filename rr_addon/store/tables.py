@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -67,3 +67,19 @@ class ProxyCredentialRow(SQLModel, table=True):
     secret_enc: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # kinds that verify tokens
     secret_source: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class MintedTokenRow(SQLModel, table=True):
+    """A minted token's record (`rr token list`, `rr token revoke`). The token
+    itself is never stored: data planes verify its signature offline and read
+    only the ids revoked here (rr_addon.core.tokens)."""
+
+    __tablename__ = "rr_minted_token"
+    id: str = Field(primary_key=True)
+    proxy: str
+    credential: str
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    spec: dict = Field(sa_column=Column(JSON, nullable=False))  # targets, allow: what it narrows to
+    note: str = ""
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))

@@ -1,0 +1,132 @@
+"""Minted tokens (`rr token mint`): short-lived children of a proxy credential.
+
+A token is self-contained and signed, so every data plane verifies it offline
+from the configuration snapshot it already holds (no database read per
+request):
+
+    rrt1.<base64url(JSON payload)>.<base64url(HMAC-SHA256(key, "rrt1." + payload))>
+
+The key is derived from the snapshot's digest key (`Snapshot.hmac_key`, kept
+encrypted under the master key), so only someone holding the master key can
+mint. The payload names the parent (proxy, credential), the expiry and the
+narrowing: targets, "METHOD PATH" allow entries. A token only narrows: the
+parent must still exist and be usable, and the parent's rules, meters and
+filters all still apply (decide.py checks the token after them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+
+from rr_addon.core import reasons
+
+PREFIX = "rrt1."
+_DERIVE = b"rr minted token signing key v1"
+MAX_ALLOW = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """One "METHOD PATH" entry: METHOD is a method or `*`; PATH is exact, or a
+    prefix when it ends with `*` (matched against the canonical path)."""
+
+    method: str
+    path: str
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method != "*" and self.method != method.upper():
+            return False
+        if self.path.endswith("*"):
+            return path.startswith(self.path[:-1])
+        return path == self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: str
+    proxy: str
+    credential: str
+    expires_at: int  # epoch seconds
+    targets: tuple[str, ...] = ()  # empty: every target of the parent
+    allow: tuple[Allow, ...] = ()  # empty: every method and path
+
+    def refusal(self, target: str, method: str, path: str) -> str | None:
+        """Why this token may not make this request (its narrowing), or None."""
+        if self.targets and target not in self.targets:
+            return reasons.TOKEN_TARGET
+        if self.allow and not any(a.matches(method, path) for a in self.allow):
+            return reasons.TOKEN_NOT_ALLOWED
+        return None
+
+
+def parse_allow(text: str) -> Allow:
+    """ "METHOD PATH" as typed on the command line; ValueError with the reason."""
+    method, sep, path = text.strip().partition(" ")
+    path = path.strip()
+    if not sep or not method or not path:
+        raise ValueError(f"--allow {text!r}: expected \"METHOD PATH\", e.g. \"GET /v1/*\"")
+    if not (method == "*" or method.isalpha()):
+        raise ValueError(f"--allow {text!r}: METHOD must be an HTTP method or *")
+    if not path.startswith("/") or any(c.isspace() for c in path) or "*" in path[:-1]:
+        raise ValueError(f"--allow {text!r}: PATH must start with / and may only end with * (a prefix)")
+    return Allow(method.upper(), path)
+
+
+def signing_key(hmac_key: bytes) -> bytes:
+    return hmac.new(hmac_key, _DERIVE, hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode(token: Token, hmac_key: bytes) -> str:
+    payload = {"id": token.id, "p": token.proxy, "c": token.credential, "exp": token.expires_at}
+    if token.targets:
+        payload["t"] = list(token.targets)
+    if token.allow:
+        payload["a"] = [[a.method, a.path] for a in token.allow]
+    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    signed = PREFIX + body
+    return signed + "." + _b64(hmac.new(signing_key(hmac_key), signed.encode(), hashlib.sha256).digest())
+
+
+def looks_like(secret: str) -> bool:
+    return secret.startswith(PREFIX)
+
+
+def decode(secret: str, hmac_key: bytes) -> Token | str:
+    """The token, or the reason it is refused (a bad signature or shape: never
+    which part was wrong beyond that)."""
+    signed, dot, sig = secret.rpartition(".")
+    if not dot or not signed.startswith(PREFIX):
+        return reasons.TOKEN_BAD_SIGNATURE
+    try:
+        given = _unb64(sig)
+    except (binascii.Error, ValueError):
+        return reasons.TOKEN_BAD_SIGNATURE
+    expected = hmac.new(signing_key(hmac_key), signed.encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(given, expected):
+        return reasons.TOKEN_BAD_SIGNATURE
+    try:
+        p = json.loads(_unb64(signed[len(PREFIX) :]))
+        return Token(
+            id=str(p["id"]),
+            proxy=str(p["p"]),
+            credential=str(p["c"]),
+            expires_at=int(p["exp"]),
+            targets=tuple(str(t) for t in p.get("t", ())),
+            allow=tuple(Allow(str(m), str(path)) for m, path in p.get("a", ())[:MAX_ALLOW]),
+        )
+    except (ValueError, KeyError, TypeError):
+        # signed by us but unreadable: a future format, never forged
+        return reasons.TOKEN_BAD_SIGNATURE

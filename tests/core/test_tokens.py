@@ -1,0 +1,104 @@
+"""Minted tokens in the pure core: verification, expiry, revocation and narrowing (table)."""
+
+import dataclasses
+
+import pytest
+
+from rr_addon.core import reasons, tokens
+from rr_addon.core.decide import decide
+from rr_addon.core.types import RequestFacts
+from rr_addon.testing.snapshots import TEST_HMAC_KEY, snapshot_from
+
+NOW = 1_800_000_000.0
+
+CONFIG = {
+    "targets": [
+        {"name": "stripe", "hosts": ["api.stripe.com"], "credentials": [{"name": "live", "kind": "bearer", "secret": "sk_live"}]},
+        {"name": "github", "hosts": ["api.github.com"], "credentials": [{"name": "gh", "kind": "bearer", "secret": "ghp"}]},
+    ],
+    "proxies": [
+        {
+            "name": "billing",
+            "targets": [{"target": "stripe"}, {"target": "github"}],
+            "credentials": [
+                {"name": "agent", "auth": "api_key", "secret": "key-1",
+                 "rules": [{"name": "no-deletes", "effect": "deny", "methods": ["DELETE"]}]},
+                {"name": "off", "auth": "api_key", "secret": "key-off", "active": False},
+            ],
+        },
+    ],
+}
+SNAP = snapshot_from(CONFIG)
+
+
+def mint(key=TEST_HMAC_KEY, **kw) -> str:
+    base = dict(id="tok_1", proxy="billing", credential="agent", expires_at=int(NOW) + 60)
+    base.update(kw)
+    return tokens.encode(tokens.Token(**base), key)
+
+
+def ask(secret, method="GET", host="api.stripe.com", path="/v1/charges", snap=SNAP, now=NOW):
+    return decide(snap, RequestFacts(method, "https", host, 443, path, (("x-rr-authorization", secret),)), now)
+
+
+NARROW = dict(targets=("stripe",), allow=(tokens.Allow("GET", "/v1/charges*"), tokens.Allow("POST", "/v1/refunds")))
+
+
+@pytest.mark.parametrize(
+    "secret, method, host, path, status, reason",
+    [
+        pytest.param(mint(), "GET", "api.github.com", "/user", 200, reasons.ALLOWED, id="unnarrowed-any-target"),
+        pytest.param(mint(**NARROW), "GET", "api.stripe.com", "/v1/charges/ch_1", 200, reasons.ALLOWED, id="inside-prefix"),
+        pytest.param(mint(**NARROW), "POST", "api.stripe.com", "/v1/refunds", 200, reasons.ALLOWED, id="inside-exact"),
+        pytest.param(mint(**NARROW), "GET", "api.github.com", "/user", 403, reasons.TOKEN_TARGET, id="other-target"),
+        pytest.param(mint(**NARROW), "POST", "api.stripe.com", "/v1/charges", 403, reasons.TOKEN_NOT_ALLOWED, id="other-method"),
+        pytest.param(mint(**NARROW), "POST", "api.stripe.com", "/v1/refunds/x", 403, reasons.TOKEN_NOT_ALLOWED, id="exact-not-prefix"),
+        pytest.param(mint(**NARROW), "GET", "api.stripe.com", "/v1/customers", 403, reasons.TOKEN_NOT_ALLOWED, id="other-path"),
+        # canonicalised before the allow list: no dot-segment escape
+        pytest.param(mint(**NARROW), "GET", "api.stripe.com", "/v1/charges/../customers", 403, reasons.TOKEN_NOT_ALLOWED, id="dot-segments"),
+        # the parent's rules still apply, and are reported first
+        pytest.param(mint(allow=(tokens.Allow("*", "/*"),)), "DELETE", "api.stripe.com", "/v1/x", 403, "denied by rule", id="parent-rule"),
+        pytest.param(mint(expires_at=int(NOW)), "GET", "api.stripe.com", "/v1/charges", 401, reasons.TOKEN_EXPIRED, id="expired"),
+        pytest.param(mint(key=b"another key" * 3), "GET", "api.stripe.com", "/v1/charges", 401, reasons.TOKEN_BAD_SIGNATURE, id="other-key"),
+        pytest.param(mint()[:-2] + "AA", "GET", "api.stripe.com", "/v1/charges", 401, reasons.TOKEN_BAD_SIGNATURE, id="bad-signature"),
+        pytest.param("rrt1.garbage", "GET", "api.stripe.com", "/v1/charges", 401, reasons.TOKEN_BAD_SIGNATURE, id="malformed"),
+        pytest.param(mint(credential="gone"), "GET", "api.stripe.com", "/v1/charges", 401, reasons.TOKEN_PARENT_GONE, id="parent-gone"),
+        pytest.param(mint(credential="off"), "GET", "api.stripe.com", "/v1/charges", 401, reasons.INACTIVE_CREDENTIAL, id="parent-inactive"),
+    ],
+)
+def test_token_decisions(secret, method, host, path, status, reason):
+    out = ask(secret, method, host, path)
+    assert (out.decision.status, out.decision.reason) == (status, reason)
+    if status != 401:
+        assert (out.identity.proxy, out.identity.credential, out.identity.token) == ("billing", "agent", "tok_1")
+    if out.decision.reason in (reasons.TOKEN_TARGET, reasons.TOKEN_NOT_ALLOWED):
+        assert (out.decision.scope, out.decision.rule) == ("token", "tok_1")
+
+
+def test_tampered_payload_is_refused():
+    good = mint(targets=("stripe",))
+    other = mint(targets=("github",))
+    forged = other.rsplit(".", 1)[0] + "." + good.rsplit(".", 1)[1]
+    assert ask(forged, host="api.github.com", path="/user").decision.reason == reasons.TOKEN_BAD_SIGNATURE
+
+
+def test_revoked():
+    snap = dataclasses.replace(SNAP, revoked_tokens=frozenset({"tok_1"}))
+    assert ask(mint(), snap=snap).decision.reason == reasons.TOKEN_REVOKED
+    assert ask(mint(id="tok_2"), snap=snap).decision.status == 200
+
+
+def test_plain_key_carries_no_token_id():
+    out = ask("key-1")
+    assert out.decision.status == 200 and out.identity.token is None
+
+
+@pytest.mark.parametrize("text", ["GET", "GET v1", "G-T /x", "GET /a*b", "GET  "])
+def test_parse_allow_refuses(text):
+    with pytest.raises(ValueError, match="--allow"):
+        tokens.parse_allow(text)
+
+
+def test_parse_allow():
+    assert tokens.parse_allow("get /v1/*") == tokens.Allow("GET", "/v1/*")
+    assert tokens.parse_allow("* /x") == tokens.Allow("*", "/x")

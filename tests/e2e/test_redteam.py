@@ -7,25 +7,20 @@ behaviour and failed on the code it was written against. Everything runs through
 from __future__ import annotations
 
 import base64
-import gzip
 import http.client
 import json
 import socket
 import ssl
-import subprocess
-import threading
 import time
 import uuid
-import zlib
 
 import httpx
 import pytest
 
-from rr_addon.core import reasons
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.certs import make_pki
-from rr_addon.testing.upstream import RawListener, Upstream
+from rr_addon.testing.upstream import Upstream
 
 SECRET = "sk_redteam_SECRET_7171"
 POLICY = """
@@ -38,62 +33,17 @@ targets:
       - {{name: no-admin, effect: deny, path: "^/admin/"}}
       - {{name: no-stream, effect: deny, methods: [POST], body: [{{json_path: "$.stream", value: "^true$"}}]}}
     credentials: [{{name: live, kind: bearer, secret: {secret}}}]
-  - name: raw
-    hosts: ["127.0.0.1:{raw_port}"]
-    schemes: [http]
-    allow_private_addresses: true
-    credentials: [{{name: live, kind: bearer, secret: {secret}}}]
 proxies:
   - name: agent
-    targets: [{{target: api}}, {{target: raw}}]
+    targets: [{{target: api}}]
     credentials: [{{name: a, auth: api_key, secret: KEY_rt}}]
 """
 
 
-class RawUpstream(RawListener):
-    """A plain-HTTP upstream that keeps every request's raw head and echoes the Authorization
-    it received in a gzip body cut short of its 8-byte CRC/size trailer: the compressed data
-    is complete, only the check is missing (a streaming decoder, as any caller has, reads it all)."""
-
-    def __init__(self):
-        self.heads: list[bytes] = []
-        super().__init__()
-
-    def one(self, conn):
-        try:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head = data.split(b"\r\n\r\n", 1)[0]
-            self.heads.append(head)
-            auth = b""
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"authorization":
-                    auth = value.strip()
-            body = gzip.compress(b'{"you_sent": "' + auth + b'"}')[:-8]
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
-                + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
-            )
-        finally:
-            conn.close()
-
-
 @pytest.fixture(scope="module")
-def raw_upstream():
-    u = RawUpstream()
-    yield u
-    u.close()
-
-
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory, upstream, raw_upstream, pki):
+def proxy(tmp_path_factory, upstream, pki):
     home = tmp_path_factory.mktemp("rr-redteam")
-    prepare_home(home, POLICY.format(port=upstream.port, raw_port=raw_upstream.port, secret=SECRET))
+    prepare_home(home, POLICY.format(port=upstream.port, secret=SECRET))
     with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
         p.upstream_port = upstream.port
         yield p
@@ -135,9 +85,9 @@ WEB_PASSWORD = "rr-test-password"
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory, upstream, raw_upstream, pki):
+def web(tmp_path_factory, upstream, pki):
     home = tmp_path_factory.mktemp("rr-redteam-web")
-    prepare_home(home, POLICY.format(port=upstream.port, raw_port=raw_upstream.port, secret=SECRET))
+    prepare_home(home, POLICY.format(port=upstream.port, secret=SECRET))
     with ProxyProcess(home, upstream_ca=pki.ca_cert, web=True, direct=True, args=["--set", "web_open_browser=false"]) as p:
         p.upstream_port = upstream.port
         yield p

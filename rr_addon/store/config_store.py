@@ -122,46 +122,43 @@ _PROXY_CREDENTIAL = TypeAdapter(schema.ProxyCredential)
 _UNION_TAGS = {"api_key", "bearer", "basic", "jwt", "custom", "none", "jwt_verify", "oauth2", "oauth2_client_credentials"}  # not fields
 
 
+def _owners(s, owner_table, cred_table, owner_key: str, model, cred_adapter, kind: str, stored: Stored, broken):
+    """Targets or proxies with their credentials, validated (a row that does not load is
+    left out and named in `broken` when lenient); also every (owner name, credential row)."""
+    by_owner: dict[int, list] = {}
+    for c in s.exec(select(cred_table).order_by(cred_table.id)):
+        by_owner.setdefault(getattr(c, owner_key), []).append(c)
+    objects, rows = [], []
+    for o in s.exec(select(owner_table).order_by(owner_table.id)):
+        creds = by_owner.get(o.id, [])
+        specs = [_without_secrets(c.spec) for c in creds]
+        stored.in_clear |= {(f"{kind} credential", f"{o.name}/{c.name}") for c, sp in zip(creds, specs) if sp != c.spec}
+        good = [sp for c, sp in zip(creds, specs) if _validate(cred_adapter, sp, f"{kind} credential {o.name}/{c.name}", broken)]
+        obj = _validate(model, {**o.spec, "credentials": good}, f"{kind} {o.name}", broken)
+        if obj is not None:
+            objects.append(obj)
+        rows += [(o.name, c) for c in creds]
+    return objects, rows
+
+
 def _read(s, keyring: Keyring, lenient: bool) -> Stored:
     state = s.get(ConfigState, 1)
     if state is None:
         raise LookupError("database is not initialised: run `rr init`")
     stored = Stored(version=state.version, config=schema.Config(), hmac_key=keyring.decrypt(state.hmac_key_enc))
     broken = stored.broken if lenient else None
-    creds_by_target: dict[int, list[TargetCredentialRow]] = {}
-    for c in s.exec(select(TargetCredentialRow).order_by(TargetCredentialRow.id)):
-        creds_by_target.setdefault(c.target_id, []).append(c)
-    targets = []
-    for t in s.exec(select(TargetRow).order_by(TargetRow.id)):
-        creds = creds_by_target.get(t.id, [])
-        specs = [_without_secrets(c.spec) for c in creds]
-        stored.in_clear |= {("target credential", f"{t.name}/{c.name}") for c, sp in zip(creds, specs) if sp != c.spec}
-        good = [sp for c, sp in zip(creds, specs) if _validate(_TARGET_CREDENTIAL, sp, f"target credential {t.name}/{c.name}", broken)]
-        target = _validate(schema.Target, {**t.spec, "credentials": good}, f"target {t.name}", broken)
-        if target is not None:
-            targets.append(target)
-        for c in creds:
-            if c.secret_enc is not None:
-                stored.target_secrets_enc[(t.name, c.name)] = c.secret_enc
-            stored.sources[("targets", t.name, c.name)] = c.secret_source
-    creds_by_proxy: dict[int, list[ProxyCredentialRow]] = {}
-    for c in s.exec(select(ProxyCredentialRow).order_by(ProxyCredentialRow.id)):
-        creds_by_proxy.setdefault(c.proxy_id, []).append(c)
-    proxies = []
-    for p in s.exec(select(ProxyRow).order_by(ProxyRow.id)):
-        creds = creds_by_proxy.get(p.id, [])
-        specs = [_without_secrets(c.spec) for c in creds]
-        stored.in_clear |= {("proxy credential", f"{p.name}/{c.name}") for c, sp in zip(creds, specs) if sp != c.spec}
-        good = [sp for c, sp in zip(creds, specs) if _validate(_PROXY_CREDENTIAL, sp, f"proxy credential {p.name}/{c.name}", broken)]
-        proxy = _validate(schema.Proxy, {**p.spec, "credentials": good}, f"proxy {p.name}", broken)
-        if proxy is not None:
-            proxies.append(proxy)
-        for c in creds:
-            if c.secret_digest is not None:
-                stored.caller_digests[(p.name, c.name)] = c.secret_digest
-            if c.secret_enc is not None:
-                stored.caller_secrets_enc[(p.name, c.name)] = c.secret_enc
-            stored.sources[("proxies", p.name, c.name)] = c.secret_source
+    targets, target_rows = _owners(s, TargetRow, TargetCredentialRow, "target_id", schema.Target, _TARGET_CREDENTIAL, "target", stored, broken)
+    for name, c in target_rows:
+        if c.secret_enc is not None:
+            stored.target_secrets_enc[(name, c.name)] = c.secret_enc
+        stored.sources[("targets", name, c.name)] = c.secret_source
+    proxies, proxy_rows = _owners(s, ProxyRow, ProxyCredentialRow, "proxy_id", schema.Proxy, _PROXY_CREDENTIAL, "proxy", stored, broken)
+    for name, c in proxy_rows:
+        if c.secret_digest is not None:
+            stored.caller_digests[(name, c.name)] = c.secret_digest
+        if c.secret_enc is not None:
+            stored.caller_secrets_enc[(name, c.name)] = c.secret_enc
+        stored.sources[("proxies", name, c.name)] = c.secret_source
     stored.config = schema.Config(targets=targets, proxies=proxies)
     stored.revoked_tokens = minted.revoked_ids(s)
     return stored

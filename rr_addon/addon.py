@@ -613,7 +613,7 @@ class RR:
                 self.conclude(flow, refused, snap)
             else:
                 # decided in `request`, once the body is in; whatever mitmproxy's
-                # stream_large_bodies says, it is read whole (see wire.keep_whole)
+                # stream_large_bodies says, it is read whole (see wire.read_whole)
                 wire.read_whole(flow, self.limits.inspect_bytes, admitted.over_limit_reason)
                 setattr(flow, _PENDING, (admitted, facts))
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -44,14 +45,25 @@ class Watched:
         return f"{self.target}/{self.credential}"
 
 
+_MAX_SIZE = 1 << 20
+
+
 def _read(path: str) -> tuple[str, tuple]:
     """The value and a signature of the file. Raises ValueError naming the problem."""
     try:
-        with open(path, "rb") as f:  # open follows the `..data` symlink as it is now
+        # open follows the `..data` symlink as it is now; O_NONBLOCK: a FIFO put there must not hang rr
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
-            raw = f.read(1 << 20)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"secret file {path} is not a regular file")
+            if st.st_size > _MAX_SIZE:
+                raise ValueError(f"secret file {path} is larger than {_MAX_SIZE} bytes")
+            raw = f.read(_MAX_SIZE + 1)
     except OSError as e:
         raise ValueError(f"cannot read secret file {path}: {e.strerror or e}") from None
+    if len(raw) > _MAX_SIZE:
+        raise ValueError(f"secret file {path} is larger than {_MAX_SIZE} bytes")
     try:
         value = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:

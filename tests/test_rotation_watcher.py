@@ -45,3 +45,21 @@ def test_unreadable_or_empty_file_keeps_last_good_value(tmp_path):
     assert w.poll(now=3.0) is False and w.values() == {("api", "live"): "sk_good"}
     assert "cannot read secret file" in w.status()["api/live"]["error"]
     assert "sk_good" not in repr(w.status())
+
+
+def test_a_fifo_or_an_oversized_file_is_refused_without_blocking(tmp_path):
+    """A FIFO at the secret's path would block the read (and with it reloads) forever."""
+    import os
+
+    import pytest
+
+    from rr_addon import rotation
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        rotation._read(str(fifo))
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * ((1 << 20) + 1))
+    with pytest.raises(ValueError, match="is larger than"):
+        rotation._read(str(big))

@@ -54,6 +54,8 @@ def mint(
     parent = {c.name: c for c in found.credentials}.get(credential)
     if parent is None:
         raise die(f"proxy {proxy} has no credential {credential!r}")
+    if parent.auth in ("jwt_verify", "oauth2"):
+        raise die(f"{proxy}/{credential} verifies tokens itself ({parent.auth}): a minted child would skip that verification")
     bound = {t.target for t in found.targets}
     for t in target:
         if t not in bound:

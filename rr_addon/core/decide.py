@@ -136,6 +136,8 @@ def minted_parent(snap: Snapshot, secret: str, now: float) -> tuple[Caller | Non
     caller = proxy.callers.get(token.credential) if proxy is not None else None
     if caller is None:
         return None, reasons.TOKEN_PARENT_GONE
+    if caller.digest is None:  # a verifier (jwt_verify, oauth2): a child would skip its verification and claims
+        return None, reasons.TOKEN_PARENT_VERIFIES
     return caller, unusable(snap, caller, now)
 
 

@@ -102,3 +102,26 @@ def test_parse_allow_refuses(text):
 def test_parse_allow():
     assert tokens.parse_allow("get /v1/*") == tokens.Allow("GET", "/v1/*")
     assert tokens.parse_allow("* /x") == tokens.Allow("*", "/x")
+
+
+def test_a_signature_has_one_spelling():
+    """The base64 decoder drops characters outside its alphabet: an altered spelling is refused."""
+    key = b"k" * 32
+    good = tokens.encode(tokens.Token(id="tok_1", proxy="p", credential="c", expires_at=2e9), key)
+    assert not isinstance(tokens.decode(good, key), str)
+    signed, _, sig = good.rpartition(".")
+    assert tokens.decode(f"{signed}.{sig[:4]}!{sig[4:]}", key) == reasons.TOKEN_BAD_SIGNATURE
+
+
+def test_a_token_whose_parent_verifies_tokens_itself_is_refused():
+    """A child of a jwt_verify/oauth2 credential (no digest: it verifies tokens) would enter
+    with no claims, so claims rules would not fire."""
+    from types import MappingProxyType
+
+    from rr_addon.core.decide import minted_parent
+
+    proxy = SNAP.proxies["billing"]
+    verifier = dataclasses.replace(proxy.callers["agent"], digest=None)
+    snap = dataclasses.replace(SNAP, proxies=MappingProxyType({"billing": dataclasses.replace(proxy, callers=MappingProxyType({"agent": verifier}))}))
+    assert minted_parent(snap, mint(), NOW) == (None, reasons.TOKEN_PARENT_VERIFIES)
+    assert minted_parent(SNAP, mint(), NOW)[1] is None

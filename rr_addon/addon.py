@@ -26,6 +26,7 @@ from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import RegularMode
 
 from rr_addon import audit, flows, metrics, rotation, settings, timeouts, webview, wire
+from rr_addon.hybrid import dataplane as hybrid
 from rr_addon.rotation import SecretWatcher
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
@@ -140,6 +141,7 @@ class RR:
         self.plane_id = dataplanes.new_id()
         self.requests = 0
         self._changes: notify.ConfigChangeListener | None = None
+        self._link: hybrid.Link | None = None  # hybrid data plane: the control plane instead of a database
         self._heartbeat: dataplanes.Heartbeat | None = None
         self._exporter: metrics.Exporter | None = None
         self.metering: Metering | None = None
@@ -158,6 +160,7 @@ class RR:
         loader.add_option(
             "rr_database_url", str, "", "rr database URL (default: $RR_DATABASE_URL, else sqlite:///$RR_HOME/rr.db)."
         )
+        hybrid.add_options(loader)
         loader.add_option(
             "rr_redis_url", str, "", "Redis URL for meter counters shared by every rr process (default: $RR_REDIS_URL; none: embedded counters)."
         )
@@ -272,13 +275,18 @@ class RR:
 
     def _open_store(self, url: str | None) -> None:
         try:
-            engine = make_engine(url, existing=True)
-            check_schema(engine)
-            keyring = Keyring(master_keys(settings.home()))
-            snapshot = self._load(engine, keyring)
+            if hybrid.wanted(ctx.options):
+                engine, self._link = None, hybrid.open_link(ctx.options)
+                keyring, self.plane_id = self._link.keyring, self._link.plane_id
+                snapshot = self._compile(self._link.first(), keyring)
+            else:
+                engine = make_engine(url, existing=True)
+                check_schema(engine)
+                keyring = Keyring(master_keys(settings.home()))
+                snapshot = self._load(engine, keyring)
             identities = Identities(ctx.options.rr_idp_ca_file or None)
             identities.rebuild(snapshot)
-        except (DatabaseError, MasterKeyError, LookupError) as e:
+        except (DatabaseError, MasterKeyError, LookupError, hybrid.LinkError) as e:
             raise exceptions.OptionsError(f"rr: {e}") from None
         except Exception as e:
             raise exceptions.OptionsError(f"rr: cannot load the configuration: {e}") from None
@@ -289,13 +297,13 @@ class RR:
             snapshot.version,
             len(snapshot.proxies),
             len(snapshot.targets),
-            settings.redacted_url(str(engine.url)),
+            settings.redacted_url(str(engine.url)) if engine is not None else f"the control plane {self._link.url}",
         )
 
     def _open_counters(self, redis_url: str | None) -> None:
         old = self.metering
         try:
-            backend = open_backend(redis_url=redis_url, engine=self._engine)
+            backend = open_backend(redis_url=redis_url, engine=self._engine or hybrid.spool_of(self._link))
         except BackendUnavailable as e:
             raise exceptions.OptionsError(f"rr: meter counters unavailable: {e}") from None
         self.metering = Metering(backend)
@@ -309,8 +317,8 @@ class RR:
         if path:
             sinks.append(audit.JsonLinesSink(Path(path)))
         self.audit_db = None
-        if self._engine is not None:
-            self.audit_db = audit_store.DatabaseSink(self._engine, dataplane=self.plane_id, spill_path=settings.home() / f"audit-spill-{self.plane_id}.jsonl")
+        if (engine := self._engine or hybrid.spool_of(self._link)) is not None:
+            self.audit_db = audit_store.DatabaseSink(engine, dataplane=self.plane_id, spill_path=settings.home() / f"audit-spill-{self.plane_id}.jsonl")
             sinks.append(self.audit_db)
         self.audit = audit.AuditWriter(sinks, maxsize=20_000)
         metrics.watch_audit(self.audit, self.audit_db)
@@ -319,7 +327,9 @@ class RR:
 
     def _load(self, engine, keyring: Keyring) -> Snapshot:
         """Read the stored configuration, follow its watched secrets, compile."""
-        stored = config_store.read(engine, keyring)
+        return self._compile(config_store.read(engine, keyring), keyring)
+
+    def _compile(self, stored, keyring: Keyring) -> Snapshot:
         self.secrets.update(stored.sources, stored.target_secrets(keyring))
         self.secrets.poll()
         snap = config_store.snapshot_of(stored, keyring, self.secrets)
@@ -366,6 +376,8 @@ class RR:
                 plane_id=self.plane_id,
             )
             self._heartbeat.start()
+        if self._link is not None:
+            hybrid.start(self._link, self, listen=dataplanes.listen_address(ctx.master))
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         if self._rotator is None:
@@ -392,6 +404,9 @@ class RR:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
             self.audit = None
+        if self._link is not None:
+            await asyncio.to_thread(self._link.stop)  # after the audit flush: what it spooled is sent once more
+            self._link = None
         if self.metering is not None:
             await self.metering.close()
             self.metering = None
@@ -442,6 +457,16 @@ class RR:
             metrics.config_reload(True, snap.version)
             if self._heartbeat is not None:
                 self._heartbeat.poke()
+
+    async def install(self, stored) -> None:
+        """Swap in a configuration a hybrid data plane received; raises if it does not load."""
+        async with self._swap:
+            snap = await asyncio.to_thread(self._compile, stored, self._keyring)
+            assert self.identities is not None
+            self.identities.rebuild(snap)
+            self.snapshot = snap
+        logger.info("rr now enforces configuration version %d", snap.version)
+        metrics.config_reload(True, snap.version)
 
     # ------------------------------------------------------------------ connections
 

@@ -222,6 +222,12 @@ def schema_command(
 def run(
     ctx: typer.Context,
     web: bool = typer.Option(False, "--web", help="Run mitmweb (the web UI) instead of mitmdump."),
+    control_plane: Optional[str] = typer.Option(
+        None, "--control-plane", help="Hybrid data plane: the control plane's https://HOST:PORT (default: the bundle's). No database needed."
+    ),
+    bundle: Optional[Path] = typer.Option(
+        None, "--dataplane-bundle", help="Hybrid data plane: the bundle `rr control-plane issue-dataplane NAME` wrote (docs/hybrid.md)."
+    ),
 ) -> None:
     """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.
 
@@ -230,7 +236,22 @@ def run(
 
     Only the mitmproxy addons the options ask for are loaded (see rr_addon/runner.py); flows are
     printed with -v or --set flow_detail=N."""
-    _store()  # fail early, with rr's message, if the database or key is not usable
+    args = list(ctx.args)
+    if control_plane and bundle is None:
+        raise die("--control-plane needs --dataplane-bundle FILE (written by `rr control-plane issue-dataplane NAME`)")
+    if bundle is not None:  # hybrid: the configuration comes from the control plane, no database
+        from rr_addon.hybrid import bundle as bundles
+
+        try:
+            bundles.read(bundle)
+            if control_plane:
+                bundles.check_url(control_plane)
+        except bundles.BundleError as e:
+            raise die(str(e)) from None
+        settings.home().mkdir(parents=True, exist_ok=True)
+        args = ["--set", f"rr_dataplane_bundle={bundle.resolve()}", *(["--set", f"rr_control_plane={control_plane}"] if control_plane else []), *args]
+    else:
+        _store()  # fail early, with rr's message, if the database or key is not usable
     confdir = settings.confdir()
     if not (confdir / "mitmproxy-ca-cert.pem").exists():
         ensure_ca(confdir)
@@ -243,7 +264,7 @@ def run(
         highlight=False,
     )
     # rr's defaults (runner.defaults) come first: every option the user passes wins
-    sys.exit(runner.run(list(ctx.args), web=web, base=runner.defaults(web=web)))
+    sys.exit(runner.run(args, web=web, base=runner.defaults(web=web)))
 
 
 @app.command()
@@ -410,3 +431,7 @@ app.add_typer(token_app, name="token")
 from rr_addon.cli.secrets import secret_app  # noqa: E402
 
 app.add_typer(secret_app, name="secret")
+
+from rr_addon.cli.controlplane import cp_app  # noqa: E402
+
+app.add_typer(cp_app, name="control-plane")

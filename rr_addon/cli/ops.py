@@ -325,7 +325,12 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     stale_after: float = typer.Option(dataplanes.STALE_AFTER, "--stale-after", help="Seconds without a heartbeat before a data plane is marked stale."),
 ) -> None:
-    """List running data planes: where they listen, the configuration version each enforces, their last heartbeat."""
+    """List running data planes: where they listen, the configuration version each enforces, their last heartbeat.
+    In a hybrid data plane's home: that data plane's own state (current or stale, and since when)."""
+    from rr_addon.hybrid import status as hybrid_status
+
+    if (state := hybrid_status.here()) is not None:
+        return hybrid_status.show(state, json_out, _console())
     with _database() as engine:
         try:
             current = config_store.current_version(engine)

@@ -1,0 +1,176 @@
+"""`rr control-plane …`: serve the configuration to hybrid data planes, issue
+and revoke their bundles and admin tokens (docs/hybrid.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+cp_app = typer.Typer(
+    help="Hybrid deployment: serve the configuration to data planes that have no database access (docs/hybrid.md).",
+    no_args_is_help=True,
+)
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _name(value: str, what: str) -> str:
+    from rr_addon.cli import die
+
+    if not NAME.match(value):
+        raise die(f"{what} {value!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def _write_private(text: str, output: str, default: str) -> str:
+    from rr_addon.hybrid import bundle as bundles
+
+    if output == "-":
+        sys.stdout.write(text + "\n")
+        return "standard output"
+    path = Path(output or default)
+    fd = bundles.os.open(path, bundles.os.O_WRONLY | bundles.os.O_CREAT | bundles.os.O_TRUNC, 0o600)
+    with bundles.os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    bundles.os.chmod(path, 0o600)
+    return str(path)
+
+
+@cp_app.command("serve")
+def serve(
+    listen_host: str = typer.Option("127.0.0.1", "--listen-host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8443, "--port", "-p", help="Port to listen on."),
+    name: List[str] = typer.Option([], "--name", help="A host name or address data planes use to reach this control plane (repeatable; goes into its TLS certificate)."),
+) -> None:
+    """Serve the configuration (sealed per data plane, mutual TLS), receive heartbeats, audit records and usage."""
+    from rr_addon.cli import _store, die, err_console
+    from rr_addon.hybrid import server
+
+    engine, keyring = _store()
+
+    def ready(bound: int) -> None:
+        names = name or server.default_names(listen_host)
+        err_console.print(f"rr control plane: listening on https://{listen_host}:{bound} (certificate names: {', '.join(names)})", soft_wrap=True, highlight=False)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve(engine, keyring, listen_host, port, name or server.default_names(listen_host), ready=ready)
+    except OSError as e:
+        raise die(f"cannot listen on {listen_host}:{port}: {e.strerror or e}") from None
+    except KeyboardInterrupt:
+        err_console.print("rr control plane: stopped", highlight=False)
+
+
+@cp_app.command("issue-dataplane")
+def issue_dataplane(
+    dataplane: str = typer.Argument(..., metavar="NAME", help="The data plane's name (shown in rr status and the audit trail)."),
+    url: str = typer.Option(..., "--url", help="https://HOST:PORT at which the data plane reaches this control plane."),
+    output: str = typer.Option("", "-o", "--output", help="Write the bundle here (default: NAME.rr-bundle.json; '-': standard output)."),
+    force: bool = typer.Option(False, "--force", help="Re-issue an existing data plane: its old bundle stops working."),
+) -> None:
+    """Issue data plane NAME: write the bundle (mode 0600) that `rr run --dataplane-bundle FILE` needs to join."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from rr_addon.cli import _store, console, die
+    from rr_addon.hybrid import bundle as bundles
+    from rr_addon.hybrid import pki, registry, sealing
+
+    _name(dataplane, "data plane name")
+    try:
+        url = bundles.check_url(url)
+    except bundles.BundleError as e:
+        raise die(str(e)) from None
+    engine, keyring = _store()
+    keys = registry.keys(engine, keyring)
+    cert, key = keys.ca.client(dataplane)
+    seal = X25519PrivateKey.generate()
+    if not registry.issue(engine, dataplane, pki.pem_fingerprint(cert), sealing.raw_public(seal.public_key()), replace=force):
+        raise die(f"data plane {dataplane!r} exists; --force re-issues it (its current bundle stops working)")
+    b = bundles.Bundle(dataplane, url, keys.ca_pem, cert, key, sealing.raw_private(seal), sealing.raw_public(keys.signer.public_key()))
+    where = _write_private(b.as_json(), output, f"{dataplane}.rr-bundle.json")
+    if output != "-":
+        console.print(f"issued data plane {dataplane}: bundle {where} (a credential: keep it 0600, move it to the data plane only)", soft_wrap=True)
+        console.print(f"run it with: rr run --dataplane-bundle {where}", soft_wrap=True, markup=False, highlight=False)
+
+
+@cp_app.command("revoke-dataplane")
+def revoke_dataplane(dataplane: str = typer.Argument(..., metavar="NAME")) -> None:
+    """Revoke data plane NAME: the control plane refuses its bundle from the next request on."""
+    from rr_addon.cli import _store, console, die
+    from rr_addon.hybrid import registry
+
+    engine, _ = _store()
+    result = registry.revoke(engine, dataplane)
+    if result == "unknown":
+        raise die(f"no data plane {dataplane!r} was issued")
+    console.print(f"data plane {dataplane}: {result}")
+
+
+@cp_app.command("list")
+def list_dataplanes(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The issued data planes (rr status shows the running ones)."""
+    from rich.table import Table
+
+    from rr_addon.cli import _store, console
+    from rr_addon.hybrid import registry
+
+    engine, _ = _store()
+    rows = registry.listing(engine)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="issued data planes", title_justify="left")
+    for c in ("name", "issued", "revoked", "certificate sha256"):
+        table.add_column(c)
+    for r in rows:
+        table.add_row(r["name"], r["issued_at"], r["revoked_at"] or "-", r["cert_sha256"][:16] + "…")
+    console.print(table)
+
+
+@cp_app.command("issue-admin")
+def issue_admin(
+    admin: str = typer.Argument(..., metavar="NAME", help="Who the token is for (shown in the control plane's log)."),
+    url: str = typer.Option(..., "--url", help="https://HOST:PORT at which operators reach this control plane."),
+    output: str = typer.Option("", "-o", "--output", help="Write the admin credential here (default: NAME.rr-admin.json; '-': standard output)."),
+    force: bool = typer.Option(False, "--force", help="Replace NAME's token (the old one stops working)."),
+) -> None:
+    """Issue an admin credential for `--server URL --admin FILE` (rr apply, export, usage, audit, status)."""
+    from rr_addon.cli import _store, console, die
+    from rr_addon.hybrid import bundle as bundles
+    from rr_addon.hybrid import registry, remote
+
+    _name(admin, "admin name")
+    try:
+        url = bundles.check_url(url)
+    except bundles.BundleError as e:
+        raise die(str(e)) from None
+    engine, keyring = _store()
+    keys = registry.keys(engine, keyring)
+    token = registry.issue_admin(engine, admin, replace=force)
+    if token is None:
+        raise die(f"admin {admin!r} exists; --force replaces the token")
+    where = _write_private(remote.credential_json(admin, url, keys.ca_pem, token), output, f"{admin}.rr-admin.json")
+    if output != "-":
+        console.print(f"issued admin {admin}: credential {where} (use: rr … --server {url} --admin {where})", soft_wrap=True, markup=False, highlight=False)
+
+
+@cp_app.command("revoke-admin")
+def revoke_admin(admin: str = typer.Argument(..., metavar="NAME")) -> None:
+    """Revoke admin NAME's token."""
+    from rr_addon.cli import _store, console, die
+    from rr_addon.hybrid import registry
+
+    engine, _ = _store()
+    result = registry.revoke_admin(engine, admin)
+    if result == "unknown":
+        raise die(f"no admin {admin!r}")
+    console.print(f"admin {admin}: {result}")

@@ -1,0 +1,13 @@
+"""Hybrid deployment: a control plane that serves the configuration to data
+planes in other networks, which need no database access (docs/hybrid.md).
+
+    pki        the control plane's CA, its server certificate, data-plane client certificates
+    sealing    configuration sealed for one data plane (X25519 + AES-GCM) and signed (Ed25519)
+    payload    a stored configuration <-> the JSON document that is sealed
+    bundle     the file `rr control-plane issue-dataplane` writes: what a data plane needs to join
+    registry   the control plane's tables: issued data planes, admin tokens, reported usage
+    server     `rr control-plane serve`: HTTPS with mutual TLS (stdlib threads)
+    link       the data plane side: pull, cache, spool and report (used by the addon)
+    spool      the data plane's local SQLite: audit records waiting for delivery, meter counters
+    remote     admin commands (`--server URL`) against a control plane
+"""

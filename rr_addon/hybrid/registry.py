@@ -1,0 +1,242 @@
+"""The control plane's tables (migration 0006) and the only code that reads
+and writes them: its key material, the data planes it issued (their client
+certificate's fingerprint and their sealing public key), admin tokens, and the
+meter counters data planes report.
+
+Key material is stored Fernet-encrypted under the master key, like upstream
+secrets, so control-plane replicas sharing one database share one CA."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, String, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel
+
+from rr_addon.crypto import Keyring
+from rr_addon.hybrid import pki, sealing
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ControlPlaneState(SQLModel, table=True):
+    __tablename__ = "rr_cp_state"
+    id: int = Field(default=1, primary_key=True)
+    ca_cert: str
+    ca_key_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    signing_key_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class IssuedDataPlane(SQLModel, table=True):
+    __tablename__ = "rr_cp_dataplane"
+    name: str = Field(sa_column=Column(String, primary_key=True))
+    cert_sha256: str = Field(sa_column=Column(String, nullable=False, unique=True))
+    seal_public: str  # X25519 public key, base64: configuration is sealed to it
+    issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class AdminToken(SQLModel, table=True):
+    __tablename__ = "rr_cp_admin"
+    name: str = Field(sa_column=Column(String, primary_key=True))
+    token_sha256: str = Field(sa_column=Column(String, nullable=False, unique=True))
+    issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class ReportedCounter(SQLModel, table=True):
+    """The latest value of one meter counter in one counting scope: a data plane's
+    own counters, or a Redis shared by the data planes of one region."""
+
+    __tablename__ = "rr_cp_usage"
+    scope: str = Field(sa_column=Column(String, primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    dataplane: str = Field(sa_column=Column(String, nullable=False))  # the last one that reported it
+    reported_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+# ---------------------------------------------------------------------------
+# Key material
+
+
+@dataclass(frozen=True)
+class Keys:
+    ca: pki.CA
+    signer: Ed25519PrivateKey
+
+    @property
+    def ca_pem(self) -> bytes:
+        return pki.cert_pem(self.ca.cert)
+
+
+def keys(engine: Engine, keyring: Keyring) -> Keys:
+    """The control plane's CA and signing key, created on first use."""
+    with engine.begin() as conn:
+        row = conn.execute(select(ControlPlaneState.__table__).where(ControlPlaneState.__table__.c.id == 1)).first()
+        if row is None:
+            ca = pki.CA.create()
+            signer = Ed25519PrivateKey.generate()
+            conn.execute(
+                ControlPlaneState.__table__.insert(),
+                [dict(id=1, ca_cert=pki.cert_pem(ca.cert).decode(), ca_key_enc=keyring.encrypt(pki.key_pem(ca.key)),
+                      signing_key_enc=keyring.encrypt(sealing.raw_private(signer)), created_at=_now())],
+            )
+            return Keys(ca, signer)
+    m = row._mapping
+    ca = pki.CA.load(m["ca_cert"].encode(), keyring.decrypt(m["ca_key_enc"]))
+    return Keys(ca, Ed25519PrivateKey.from_private_bytes(keyring.decrypt(m["signing_key_enc"])))
+
+
+# ---------------------------------------------------------------------------
+# Data planes
+
+
+_DP = IssuedDataPlane.__table__
+
+
+def issue(engine: Engine, name: str, cert_sha256: str, seal_public: bytes, *, replace: bool) -> bool:
+    """Register (or, with `replace`, re-issue) data plane `name`. False if it exists and not `replace`."""
+    row = dict(name=name, cert_sha256=cert_sha256, seal_public=sealing.b64(seal_public), issued_at=_now(), revoked_at=None)
+    with engine.begin() as conn:
+        exists = conn.execute(select(_DP.c.name).where(_DP.c.name == name)).first() is not None
+        if exists and not replace:
+            return False
+        conn.execute(delete(_DP).where(_DP.c.name == name))
+        conn.execute(_DP.insert(), [row])
+    return True
+
+
+def revoke(engine: Engine, name: str) -> str:
+    """'revoked', 'already revoked' or 'unknown'."""
+    with engine.begin() as conn:
+        row = conn.execute(select(_DP.c.revoked_at).where(_DP.c.name == name)).first()
+        if row is None:
+            return "unknown"
+        if row[0] is not None:
+            return "already revoked"
+        conn.execute(update(_DP).where(_DP.c.name == name).values(revoked_at=_now()))
+    return "revoked"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    seal_public: bytes
+    revoked: bool
+
+
+def by_fingerprint(engine: Engine, cert_sha256: str) -> Member | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(_DP).where(_DP.c.cert_sha256 == cert_sha256)).first()
+    if row is None:
+        return None
+    m = row._mapping
+    return Member(m["name"], sealing.unb64(m["seal_public"]), m["revoked_at"] is not None)
+
+
+def listing(engine: Engine) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(_DP).order_by(_DP.c.name)).all()
+    return [
+        {
+            "name": r.name,
+            "issued_at": _utc(r.issued_at).isoformat(timespec="seconds"),
+            "revoked_at": _utc(r.revoked_at).isoformat(timespec="seconds") if r.revoked_at else None,
+            "cert_sha256": r.cert_sha256,
+        }
+        for r in rows
+    ]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# ---------------------------------------------------------------------------
+# Admin tokens
+
+
+_ADMIN = AdminToken.__table__
+ADMIN_PREFIX = "rra_"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()  # 256 random bits: no slow hash needed
+
+
+def issue_admin(engine: Engine, name: str, *, replace: bool) -> str | None:
+    """A new admin token for `name` (shown once; only its digest is kept), or None if `name` exists."""
+    token = ADMIN_PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        exists = conn.execute(select(_ADMIN.c.name).where(_ADMIN.c.name == name)).first() is not None
+        if exists and not replace:
+            return None
+        conn.execute(delete(_ADMIN).where(_ADMIN.c.name == name))
+        conn.execute(_ADMIN.insert(), [dict(name=name, token_sha256=_digest(token), issued_at=_now(), revoked_at=None)])
+    return token
+
+
+def revoke_admin(engine: Engine, name: str) -> str:
+    with engine.begin() as conn:
+        n = conn.execute(update(_ADMIN).where(_ADMIN.c.name == name, _ADMIN.c.revoked_at.is_(None)).values(revoked_at=_now())).rowcount
+        if n:
+            return "revoked"
+        return "already revoked" if conn.execute(select(_ADMIN.c.name).where(_ADMIN.c.name == name)).first() else "unknown"
+
+
+def admin_for(engine: Engine, token: str) -> str | None:
+    """The admin a token belongs to (not revoked), else None."""
+    digest = _digest(token)
+    with engine.connect() as conn:
+        rows = conn.execute(select(_ADMIN.c.name, _ADMIN.c.token_sha256).where(_ADMIN.c.revoked_at.is_(None))).all()
+    for name, stored in rows:
+        if hmac.compare_digest(stored, digest):
+            return name
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Reported usage
+
+
+_USAGE = ReportedCounter.__table__
+
+
+def report_usage(engine: Engine, scope: str, dataplane: str, counters: dict[str, tuple[int, int]]) -> None:
+    """Store the latest value of each counter of `scope` (idempotent: a report repeats absolute values)."""
+    if not counters:
+        return
+    now = _now()
+    rows = [dict(scope=scope, key=k, value=int(v), expires_at=int(e), dataplane=dataplane, reported_at=now) for k, (v, e) in counters.items()]
+    insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(_USAGE)
+    stmt = insert.on_conflict_do_update(
+        index_elements=["scope", "key"],
+        set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at, "dataplane": insert.excluded.dataplane, "reported_at": insert.excluded.reported_at},
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt, rows)
+        conn.execute(delete(_USAGE).where(_USAGE.c.expires_at < int(now.timestamp())))
+
+
+def reported_counts(engine: Engine, now: float) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """(the sum over scopes per live counter key, {scope: {key: value}})."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(_USAGE.c.scope, _USAGE.c.key, _USAGE.c.value).where(_USAGE.c.expires_at > int(now))).all()
+    total: dict[str, int] = {}
+    by_scope: dict[str, dict[str, int]] = {}
+    for scope, key, value in rows:
+        total[key] = total.get(key, 0) + value
+        by_scope.setdefault(scope, {})[key] = value
+    return total, by_scope

@@ -1,0 +1,42 @@
+"""The data plane's local SQLite (`$RR_HOME/dataplane/spool.db`, 0600): the
+audit records waiting for delivery to the control plane (`rr_audit`, written
+by the usual `audit_store.DatabaseSink`) and the embedded meter counters
+(`rr_counter`). Neither ever holds a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Engine
+
+from rr_addon.meters.tables import CounterRow
+from rr_addon.store import audit_store
+from rr_addon.store.db import make_engine
+
+TABLES = [audit_store.TABLE, CounterRow.__table__]  # type: ignore[attr-defined]
+
+
+def open_spool(directory: Path) -> Engine:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(f"sqlite:///{directory / 'spool.db'}")
+    for table in TABLES:
+        table.create(engine, checkfirst=True)
+    return engine
+
+
+def oldest(engine: Engine, limit: int) -> list[dict]:
+    """Up to `limit` undelivered audit records, oldest first, with their spool `id`."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(audit_store.TABLE).order_by(audit_store.TABLE.c.id).limit(limit)).all()
+    return [audit_store.record_from_row(r) for r in rows]
+
+
+def delivered(engine: Engine, ids: list[int]) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(audit_store.TABLE).where(audit_store.TABLE.c.id.in_(ids)))
+
+
+def pending(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(audit_store.TABLE)).scalar_one()

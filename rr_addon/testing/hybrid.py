@@ -1,0 +1,77 @@
+"""A real control plane process for hybrid tests (`rr control-plane serve`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from rr_addon.testing.proxy import BIN, ProxyProcess, free_port, wait_for_port
+
+
+class ControlPlaneProcess:
+    """`rr control-plane serve` on a fixed port, so it can be stopped and started again at the same URL."""
+
+    def __init__(self, home: Path, port: int | None = None):
+        self.home = home
+        self.port = port or free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.log = home / f"control-plane-{self.port}.log"
+        self.cmd = [str(BIN / "rr"), "control-plane", "serve", "-p", str(self.port)]
+        self.env = {**os.environ, "RR_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        self.env.pop("RR_DATABASE_URL", None)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> ControlPlaneProcess:
+        self._logf = self.log.open("ab")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, timeout, self.proc, self.log)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._logf.close()
+        self.proc = None
+
+    def __enter__(self) -> ControlPlaneProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def dataplane(home: Path, bundle: Path, *, upstream_ca: Path | None = None, args: list[str] | None = None, name: str = "dataplane") -> ProxyProcess:
+    """`rr run --dataplane-bundle BUNDLE` with its own home (no database anywhere near it)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {"RR_DATABASE_URL": "", "RR_MASTER_KEY": ""}
+    return ProxyProcess(home, upstream_ca=upstream_ca, args=["--dataplane-bundle", str(bundle), *(args or [])], env=env, name=name)
+
+
+def state(home: Path) -> dict:
+    try:
+        return json.loads((home / "dataplane" / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_until(check: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached after {timeout}s")
+        time.sleep(0.1)

@@ -1,0 +1,188 @@
+"""The control plane's HTTPS API in-process: who may call what, what it seals
+for whom, and that resent audit records are stored once."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rr_addon import settings
+from rr_addon.crypto import Keyring, master_keys
+from rr_addon.hybrid import bundle as bundles
+from rr_addon.hybrid import payload, sealing, server
+from rr_addon.hybrid.admin_api import install
+from rr_addon.store import audit_store, config_store, dataplanes
+from rr_addon.store.db import make_engine
+from rr_addon.testing.certs import make_pki
+from rr_addon.testing.home import prepare_home, rr_cli
+
+SECRET = "sk_api_UPSTREAM_41c9"
+POLICY = f"""
+targets:
+  - name: api
+    hosts: [api.example.com]
+    credentials: [{{name: live, kind: bearer, secret: {SECRET}}}]
+proxies:
+  - name: agent
+    targets: [{{target: api}}]
+    credentials: [{{name: a, auth: api_key, secret: caller-key-api}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory):
+    home = prepare_home(tmp_path_factory.mktemp("cp"), POLICY)
+    old = os.environ.get("RR_HOME")
+    os.environ["RR_HOME"] = str(home)
+    engine = make_engine(f"sqlite:///{home / 'rr.db'}")
+    keyring = Keyring(master_keys(settings.home()))
+    plane = server.ControlPlane(engine, keyring, interval=0.1)
+    install(plane)
+    srv = server.Server(("127.0.0.1", 0), plane, server.server_context(plane.keys, ["127.0.0.1"]))
+    plane.start()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+    yield home, url, engine, keyring
+    srv.shutdown()
+    plane.stop()
+    srv.server_close()
+    engine.dispose()
+    if old is None:
+        os.environ.pop("RR_HOME", None)
+    else:
+        os.environ["RR_HOME"] = old
+
+
+def issue(home: Path, name: str, url: str, *extra: str) -> bundles.Bundle:
+    path = home / f"{name}.json"
+    rr_cli(home, "control-plane", "issue-dataplane", name, "--url", url, "-o", str(path), *extra)
+    return bundles.read(path)
+
+
+def as_dataplane(b: bundles.Bundle, url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, verify=b.ssl_context(), timeout=10, trust_env=False)
+
+
+def anonymous(home: Path, url: str) -> httpx.Client:
+    ca = json.loads(next(home.glob("*.json")).read_text())["ca"] if list(home.glob("*.json")) else None
+    return httpx.Client(base_url=url, verify=ssl.create_default_context(cadata=ca), timeout=10, trust_env=False)
+
+
+def test_configuration_is_sealed_for_its_data_plane_only(cp):
+    home, url, engine, keyring = cp
+    one, two = issue(home, "one", url), issue(home, "two", url)
+    with as_dataplane(one, url) as c:
+        r = c.get("/v1/config", params={"after": -1, "wait": 0})
+    assert r.status_code == 200
+    envelope = r.json()["envelope"]
+    assert SECRET not in r.text  # never in clear on the wire (inside TLS, too)
+    version, doc = sealing.open_sealed(envelope, name="one", private=one.private, verifier=one.verifier)
+    stored = payload.stored_from(doc, payload.session_keyring())
+    assert version == stored.version == config_store.current_version(engine)
+    with pytest.raises(sealing.SealError, match="sealed for data plane 'one', not 'two'"):
+        sealing.open_sealed(envelope, name="two", private=two.private, verifier=two.verifier)
+    # relabelled for two: the signature no longer holds
+    with pytest.raises(sealing.SealError, match="signature"):
+        sealing.open_sealed({**envelope, "dataplane": "two"}, name="two", private=two.private, verifier=two.verifier)
+    # a forged envelope (sealed to one's public key by someone without the control plane's key)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    forged = sealing.seal(doc.replace(SECRET.encode(), b"attacker"), name="one", version=version, recipient=one.private.public_key(), signer=Ed25519PrivateKey.generate())
+    with pytest.raises(sealing.SealError, match="signature"):
+        sealing.open_sealed(forged, name="one", private=one.private, verifier=one.verifier)
+    flipped = dict(envelope, ciphertext=sealing.b64(bytes([sealing.unb64(envelope["ciphertext"])[0] ^ 1]) + sealing.unb64(envelope["ciphertext"])[1:]))
+    with pytest.raises(sealing.SealError):
+        sealing.open_sealed(flipped, name="one", private=one.private, verifier=one.verifier)
+
+
+def test_only_issued_unrevoked_certificates_reach_data_plane_endpoints(cp, tmp_path):
+    home, url, engine, _ = cp
+    first = issue(home, "rotated", url)
+    second = issue(home, "rotated", url, "--force")  # re-issued: the first bundle is dead
+    with anonymous(home, url) as c:
+        r = c.get("/v1/config")
+    assert r.status_code == 401 and "client certificate is required" in r.json()["error"]
+    with as_dataplane(first, url) as c:
+        r = c.get("/v1/config")
+    assert r.status_code == 403 and "belongs to no issued data plane" in r.json()["error"]
+    with as_dataplane(second, url) as c:
+        assert c.get("/v1/config").status_code == 200
+    # a certificate from another CA does not even complete the handshake
+    other = make_pki(tmp_path / "other")
+    ctx = ssl.create_default_context(cadata=second.ca.decode())
+    ctx.load_cert_chain(other.server_cert, other.server_key)
+    with httpx.Client(base_url=url, verify=ctx, timeout=10, trust_env=False) as c, pytest.raises(httpx.HTTPError):
+        c.get("/v1/config")
+    rr_cli(home, "control-plane", "revoke-dataplane", "rotated")
+    with as_dataplane(second, url) as c:
+        for path, method in (("/v1/config", "GET"), ("/v1/audit", "POST"), ("/v1/heartbeat", "POST")):
+            r = c.request(method, path, json={"records": []})
+            assert r.status_code == 403 and "rotated has been revoked" in r.json()["error"], path
+
+
+def test_a_long_poll_ends_when_the_data_plane_is_revoked(cp):
+    home, url, _, _ = cp
+    b = issue(home, "waiting", url)
+    with as_dataplane(b, url) as c:
+        version = sealing.open_sealed(c.get("/v1/config").json()["envelope"], name="waiting", private=b.private, verifier=b.verifier)[0]
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(c.get("/v1/config", params={"after": version, "wait": 30})))
+        t.start()
+        rr_cli(home, "control-plane", "revoke-dataplane", "waiting")
+        t.join(20)
+    assert result and result[0].status_code == 403
+
+
+def test_audit_records_resent_are_stored_once_and_named_after_the_sender(cp):
+    home, url, engine, _ = cp
+    b = issue(home, "sender", url)
+    records = [audit_store.audit.new_record(request_id=f"req-{i}", result="allow", status=200, dataplane="someone-else") for i in range(3)]
+    with as_dataplane(b, url) as c:
+        for _ in range(2):  # the answer to the first was "lost": the data plane sends the batch again
+            r = c.post("/v1/audit", json={"records": records})
+            assert r.status_code == 200
+        r = c.post("/v1/heartbeat", json={"id": "other/pretend", "hostname": "h", "pid": 1, "config_version": 3, "stats": {}})
+        assert r.status_code == 200
+    rows = audit_store.records(engine, [f"req-{i}" for i in range(3)])
+    assert len(rows) == 3
+    assert {r["dataplane"] for r in rows} == {"sender/someone-else"}
+    assert "sender/other/pretend" in {p.id for p in dataplanes.list_planes(engine)}
+
+
+def test_admin_endpoints_need_an_admin_token(cp):
+    home, url, _, _ = cp
+    b = issue(home, "not-an-admin", url)
+    with as_dataplane(b, url) as c:
+        r = c.get("/v1/admin/status")
+    assert r.status_code == 401
+    with as_dataplane(b, url) as c:
+        r = c.get("/v1/admin/status", headers={"Authorization": "Bearer rra_guessed"})
+    assert r.status_code == 403
+    path = home / "ops.json"
+    rr_cli(home, "control-plane", "issue-admin", "ops", "--url", url, "-o", str(path))
+    token = json.loads(path.read_text())["token"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with as_dataplane(b, url) as c:
+        r = c.get("/v1/admin/status", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and "dataplanes" in r.json()
+    rr_cli(home, "control-plane", "revoke-admin", "ops")
+    with as_dataplane(b, url) as c:
+        assert c.get("/v1/admin/status", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+
+
+def test_bundle_refused_when_others_can_read_it(cp):
+    home, url, _, _ = cp
+    issue(home, "loose", url)
+    path = home / "loose.json"
+    os.chmod(path, 0o644)
+    with pytest.raises(bundles.BundleError, match="readable by other users"):
+        bundles.read(path)
+    result = rr_cli(home, "run", "--dataplane-bundle", str(path), check=False)
+    assert result.exit_code == 1 and "chmod 600" in result.output

@@ -44,6 +44,30 @@ def usage_rows(snap, counts, now, proxy=None, credential=None) -> list[UsageRow]
     return rows
 
 
+def _row_key(r: UsageRow) -> tuple:
+    return (r.proxy, r.meter, r.subject, r.window.kind)
+
+
+def report(engine, snap, counts: dict[str, int], now: float, proxy=None, credential=None) -> tuple[list[UsageRow], dict[tuple, dict[str, int]]]:
+    """The rows `rr usage` shows: the counters of data planes that count here
+    (shared database or Redis) plus, on a control plane, the latest counters each
+    hybrid data plane or region reported (summed: each scope counts its own
+    traffic); and per row, what each reported scope counted."""
+    from rr_addon.hybrid import registry
+
+    total, by_scope = registry.reported_counts(engine, now)
+    merged = dict(counts)
+    for k, v in total.items():
+        merged[k] = merged.get(k, 0) + v
+    rows = usage_rows(snap, merged, now, proxy, credential)
+    scopes: dict[tuple, dict[str, int]] = {}
+    for scope, scope_counts in sorted(by_scope.items()):
+        for r in usage_rows(snap, scope_counts, now, proxy, credential):
+            if r.used:
+                scopes.setdefault(_row_key(r), {})[scope] = r.used
+    return rows, scopes
+
+
 def row_json(r: UsageRow, now: float) -> dict:
     return {
         "proxy": r.proxy,
@@ -75,12 +99,15 @@ def usage(
     snap = _load_snapshot(engine, keyring)
     now = time.time()
     counts = asyncio.run(_read(_backend(engine)))
-    rows = usage_rows(snap, counts, now, proxy, credential)
+    rows, scopes = report(engine, snap, counts, now, proxy, credential)
     if as_json:
         for r in rows:
-            print(json.dumps(row_json(r, now)))
+            print(json.dumps({**row_json(r, now), "by_scope": scopes.get(_row_key(r), {})}))
         return
     console.print(render.usage_table(rows, now))
+    if scopes:
+        names = sorted({s for by in scopes.values() for s in by})
+        console.print(f"includes what {len(names)} hybrid data plane(s) or region(s) reported: {', '.join(names)} (--json: by_scope)", markup=False, highlight=False, soft_wrap=True)
 
 
 @usage_app.command("reset")

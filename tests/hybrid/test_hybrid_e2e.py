@@ -96,6 +96,21 @@ def test_configuration_reaches_both_data_planes_and_changes_reach_them(cp, tmp_p
         assert sorted(p["id"].split("/")[0] for p in planes) == ["dp1", "dp2"]
         assert all(not p["stats"]["hybrid"]["stale"] for p in planes)
 
+        # the audit trail and usage on the control plane cover both data planes
+        def audited() -> set[str]:
+            lines = rr_cli(cp.home, "audit", "--json", "-n", "100").output.splitlines()
+            return {json.loads(line)["dataplane"].split("/")[0] for line in lines if json.loads(line)["path"].startswith("/second/")}
+
+        wait_until(lambda: audited() == {"dp1", "dp2"}, what="audit records of both data planes")
+
+        def usage() -> dict:
+            rows = [json.loads(line) for line in rr_cli(cp.home, "usage", "--json").output.splitlines()]
+            row = next((r for r in rows if r["meter"] is None and r["subject"] == "a" and r["window"] == "day"), None)
+            return row if row and sorted(row["by_scope"]) == ["dataplane:dp1", "dataplane:dp2"] and row["used"] >= 4 else None
+
+        row = wait_until(usage, what="usage reported by both data planes")
+        assert row["used"] == sum(row["by_scope"].values())
+
 
 def test_control_plane_outage_traffic_continues_audit_arrives_once(cp, tmp_path, pki, upstream):
     bundle = issue(cp.home, "edge", cp.url, tmp_path)

@@ -55,6 +55,20 @@ def source_label(ref: object, base: Path | None = None) -> str:
 
 def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: Mapping[str, str] = os.environ) -> Prepared:
     config, source = load_files(paths)
+    return prepare_loaded(config, source, [str(p) for p in paths], engine, keyring, env)
+
+
+def prepare_loaded(
+    config: schema.Config,
+    source: Source,
+    paths: Sequence[str],
+    engine: Engine,
+    keyring: Keyring,
+    env: Mapping[str, str] = os.environ,
+    labels: Mapping[tuple[str, str, str], str] | None = None,
+) -> Prepared:
+    """`prepare` for a configuration already loaded. `labels` name the source of
+    secrets resolved elsewhere (`rr apply --server`: on the operator's machine)."""
     errors = validate.check(config, source)
     # Lenient: objects stored by an older rr that no longer load are listed, not
     # fatal, so that this apply can replace them.
@@ -63,8 +77,13 @@ def prepare(paths: Sequence[str | Path], engine: Engine, keyring: Keyring, env: 
     errors.extend(identity_conflicts(config, source))
     if errors:
         raise ConfigErrors(errors)
+    if labels:
+        for section, resolved in (("targets", target_secrets), ("proxies", caller_digests), ("proxies", caller_secrets)):
+            for (obj, cred), (value, label) in list(resolved.items()):
+                if value is not None and (section, obj, cred) in labels:
+                    resolved[(obj, cred)] = (value, labels[(section, obj, cred)])
     desired = Desired(config, target_secrets, caller_digests, caller_secrets)
-    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), [str(p) for p in paths], validate.warnings(config, source))
+    return Prepared(stored, desired, config_store.plan(stored, desired, keyring), list(paths), validate.warnings(config, source))
 
 
 def loadable(stored: Stored, keyring: Keyring) -> None:

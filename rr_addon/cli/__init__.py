@@ -12,7 +12,7 @@ import yaml
 from rich.text import Text
 
 from rr_addon import settings
-from rr_addon.cli import envvars, render
+from rr_addon.cli import envvars, remote, render
 from rr_addon.cli.consoles import Output
 from rr_addon.config.load import ConfigErrors
 from rr_addon.core.terminal import printable
@@ -128,6 +128,8 @@ def apply(
         False, "--prune", "--yes", "-y", help="Delete stored objects the files no longer declare, without asking (for scripts)."
     ),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept files that declare no target and no proxy."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
 ) -> None:
     """Validate FILE(s) and make the stored configuration equal to them (one transaction).
 
@@ -137,6 +139,8 @@ def apply(
     from rr_addon.apply import apply as do_apply
     from rr_addon.apply import prepare
 
+    if server:
+        return remote.apply(server, admin, file, dry_run=dry_run, prune=prune, allow_empty=allow_empty)
     engine, keyring = _store()
     try:
         prepared = prepare(file, engine, keyring)
@@ -191,21 +195,30 @@ def apply(
 
 
 @app.command()
-def export(output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout.")) -> None:
+def export(
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
+) -> None:
     """Print the stored configuration as YAML. Secrets are never exported."""
+    if server:
+        return remote.export(server, admin, output)
     engine, keyring = _store()
-    stored = _read_stored(engine, keyring)
-    data = stored.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
-    header = (
-        f"# rr configuration version {stored.version}\n"
-        "# Secrets are not exported; a credential without `secret` keeps its stored secret on `rr apply`.\n"
-    )
-    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = export_text(_read_stored(engine, keyring))
     if output:
         output.write_text(text)
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+def export_text(stored: config_store.Stored) -> str:
+    data = stored.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
+    header = (
+        f"# rr configuration version {stored.version}\n"
+        "# Secrets are not exported; a credential without `secret` keeps its stored secret on `rr apply`.\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 @app.command(name="schema")

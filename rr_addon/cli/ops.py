@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from rr_addon import settings
 from rr_addon.core.terminal import printable
 from rr_addon.store import audit_store, config_store, dataplanes
+from rr_addon.cli import remote
 from rr_addon.cli.consoles import Output
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
 
@@ -243,10 +244,19 @@ def audit(
     since: Optional[str] = typer.Option(None, "--since", help="A duration back from now (15m, 2h, 7d) or an ISO time (UTC unless stated)."),
     limit: int = typer.Option(50, "--limit", "-n", min=0, help="Show at most this many of the latest records (before following)."),
     interval: float = typer.Option(0.5, "--interval", min=0.05, help="Seconds between checks with --follow."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
 ) -> None:
     """Show the latest audit records, oldest first; --follow tails new ones."""
     if ctx.invoked_subcommand is not None:
         return
+    if server:
+        if since:
+            try:
+                audit_store.parse_since(since)
+            except ValueError as e:
+                raise _die(f"--since: {e}") from None
+        return remote.audit(server, admin, json_out=json_out, follow=follow, proxy=proxy, code=code, since=since, limit=limit, interval=interval)
     try:
         flt = audit_store.Filter(proxy=proxy, code=code, since=audit_store.parse_since(since) if since else None)
     except ValueError as e:
@@ -324,11 +334,15 @@ def audit_import(
 def status(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     stale_after: float = typer.Option(dataplanes.STALE_AFTER, "--stale-after", help="Seconds without a heartbeat before a data plane is marked stale."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
 ) -> None:
     """List running data planes: where they listen, the configuration version each enforces, their last heartbeat.
     In a hybrid data plane's home: that data plane's own state (current or stale, and since when)."""
     from rr_addon.hybrid import status as hybrid_status
 
+    if server:
+        return remote.status(server, admin, json_out, stale_after)
     if (state := hybrid_status.here()) is not None:
         return hybrid_status.show(state, json_out, _console())
     with _database() as engine:

@@ -6,9 +6,12 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
+
+from rr_addon.cli import remote
 
 from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
 
@@ -89,10 +92,14 @@ def usage(
     proxy: Optional[str] = typer.Option(None, "--proxy", help="Only this proxy."),
     credential: Optional[str] = typer.Option(None, "--credential", help="Only this proxy credential."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per counter."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
 ) -> None:
     """Every meter and usage counter of the current windows."""
     if ctx.invoked_subcommand is not None:
         return
+    if server:
+        return remote.usage(server, admin, proxy, credential, as_json)
     from rr_addon.cli import _load_snapshot, _store, console, render
 
     engine, keyring = _store()

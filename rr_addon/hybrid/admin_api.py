@@ -1,13 +1,25 @@
 """The control plane's admin endpoints (`/v1/admin/…`), behind an admin token:
 what `rr status`, `rr audit`, `rr usage`, `rr export` and `rr apply` do when
 given `--server URL`. Each handler takes the request (admin, query, body) and
-returns JSON."""
+returns JSON; the client (rr_addon/cli/remote.py) renders it."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+import time
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from rr_addon.config import schema
+from rr_addon.config.diff import ABSENT
+from rr_addon.config.load import ConfigError, ConfigErrors, Source
 from rr_addon.store import audit_store, config_store, dataplanes
+
+logger = logging.getLogger("rr.controlplane")
 
 
 def status(cp: Any, req: dict, _: dict) -> dict:
@@ -18,5 +30,109 @@ def status(cp: Any, req: dict, _: dict) -> dict:
     }
 
 
+def audit(cp: Any, req: dict, _: dict) -> dict:
+    q = req["query"]
+    since = audit_store.parse_since(q["since"]) if q.get("since") else None
+    flt = audit_store.Filter(proxy=q.get("proxy") or None, code=q.get("code") or None, since=since)
+    limit = min(int(q.get("limit", 50)), 1000)
+    if "after" in q:  # --follow: the records stored after this id, oldest first
+        t = audit_store.TABLE
+        stmt = select(t).where(t.c.id > int(q["after"]), *flt.clauses()).order_by(t.c.id).limit(limit)
+        with cp.engine.connect() as conn:
+            records = [audit_store.record_from_row(r) for r in conn.execute(stmt).all()]
+        return {"records": records, "last_id": records[-1]["id"] if records else int(q["after"])}
+    upto = audit_store.last_id(cp.engine)
+    records = [r for r in audit_store.query(cp.engine, flt, limit=limit) if r["id"] <= upto] if limit else []
+    return {"records": records, "last_id": upto}
+
+
+def usage(cp: Any, req: dict, _: dict) -> dict:
+    from rr_addon.cli.usage import _backend, _read, _row_key, report, row_json
+
+    q = req["query"]
+    snap = config_store.load_snapshot(cp.engine, cp.keyring)
+    now = time.time()
+    counts = asyncio.run(_read(_backend(cp.engine)))
+    rows, scopes = report(cp.engine, snap, counts, now, q.get("proxy") or None, q.get("credential") or None)
+    return {"rows": [{**row_json(r, now), "by_scope": scopes.get(_row_key(r), {})} for r in rows]}
+
+
+def export(cp: Any, req: dict, _: dict) -> dict:
+    from rr_addon.cli import export_text
+
+    return {"yaml": export_text(config_store.read(cp.engine, cp.keyring))}
+
+
+def _source(doc: dict) -> Source:
+    source = Source()
+    for section, name, file in doc.get("files", []):
+        source.files[(section, name)] = str(file)
+    for section, name, rest, line in doc.get("lines", []):
+        source.lines.setdefault((section, name), {})[tuple(rest)] = int(line)
+    return source
+
+
+def _json_value(v: Any) -> Any:
+    return None if v is ABSENT else v
+
+
+def apply(cp: Any, req: dict, _: dict) -> dict:
+    """`rr apply --server`: the operator's machine loaded and validated the files and
+    resolved their secrets; here the stored state decides (digests, plan, write).
+    Consent is the script rule: deletes need `prune`, an empty configuration `allow_empty`."""
+    from rr_addon.apply import apply as do_apply
+    from rr_addon.apply import prepare_loaded
+
+    body = req["body"] or {}
+    source = _source(body.get("source") or {})
+    paths = [str(p) for p in body.get("paths") or ["<remote>"]]
+    labels = {(s, o, c): label for s, o, c, label in body.get("labels") or []}
+    dry_run, prune, allow_empty = bool(body.get("dry_run")), bool(body.get("prune")), bool(body.get("allow_empty"))
+    out: dict = {"errors": [], "warnings": [], "broken": [], "changes": [], "refused": None, "version": None}
+    try:
+        config = schema.Config.model_validate(body.get("config") or {})
+        prepared = prepare_loaded(config, source, paths, cp.engine, cp.keyring, env={}, labels=labels)
+    except ConfigErrors as e:
+        out["errors"] = [dataclasses.asdict(x) for x in e.errors]
+        return out
+    except ValueError as e:
+        out["errors"] = [dataclasses.asdict(ConfigError(",".join(paths), "", str(e)))]
+        return out
+    out["broken"] = list(prepared.stored.broken.values())
+    out["warnings"] = [dataclasses.asdict(w) for w in prepared.warnings]
+    out["changes"] = [
+        {"action": c.action, "kind": c.kind, "name": c.name, "detail": c.detail,
+         "fields": [{"path": f.path, "old": _json_value(f.old), "new": _json_value(f.new), "note": f.note, "old_absent": f.old is ABSENT, "new_absent": f.new is ABSENT} for f in c.fields]}
+        for c in prepared.changes
+    ]
+    out["stored_version"] = prepared.stored.version
+    if not dry_run:
+        if prepared.empty and not allow_empty:
+            out["refused"] = f"{', '.join(paths)} declare no target and no proxy; nothing was written. Pass --allow-empty if the configuration really is meant to be empty"
+            return out
+        if prepared.deletes and not prune:
+            deletes = ", ".join(f"{c.kind} {c.name}" for c in prepared.deletes)
+            out["refused"] = f"this apply would delete {len(prepared.deletes)} object(s) the files do not declare: {deletes}. Nothing was written. Pass --prune to delete them, or add them to the files to keep them"
+            return out
+    try:
+        if dry_run or prepared.changed:
+            out["version"] = do_apply(prepared, cp.engine, cp.keyring, f"{req['admin']}@control-plane:" + ",".join(paths), dry_run=dry_run)
+    except ConfigErrors as e:
+        out["errors"] = [dataclasses.asdict(x) for x in e.errors]
+    except config_store.ConcurrentChange as e:
+        out["refused"] = str(e)
+    if out["version"] is not None and not dry_run:
+        logger.info("rr control plane: admin %s applied configuration version %d", req["admin"], out["version"])
+    return out
+
+
 def install(cp: Any) -> None:
-    cp.admin_handlers.update({("GET", "/v1/admin/status"): status})
+    cp.admin_handlers.update(
+        {
+            ("GET", "/v1/admin/status"): status,
+            ("GET", "/v1/admin/audit"): audit,
+            ("GET", "/v1/admin/usage"): usage,
+            ("GET", "/v1/admin/export"): export,
+            ("POST", "/v1/admin/apply"): apply,
+        }
+    )

@@ -81,3 +81,9 @@ class Client:
 
     def close(self) -> None:
         self._client.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -4,6 +4,7 @@ for whom, and that resent audit records are stored once."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import ssl
 import threading
@@ -186,3 +187,73 @@ def test_bundle_refused_when_others_can_read_it(cp):
         bundles.read(path)
     result = rr_cli(home, "run", "--dataplane-bundle", str(path), check=False)
     assert result.exit_code == 1 and "chmod 600" in result.output
+
+
+# ---------------------------------------------------------------------------
+# --server: operators without database access
+
+
+@pytest.fixture
+def operator(cp, tmp_path):
+    """An operator's home: no database, no key; an admin credential."""
+    home, url, _, _ = cp
+    path = tmp_path / "alice.rr-admin.json"
+    rr_cli(home, "control-plane", "issue-admin", "alice", "--url", url, "-o", str(path), "--force")
+    work = tmp_path / "operator"
+    work.mkdir()
+    return work, url, path
+
+
+def remote(work: Path, url: str, admin: Path, *args: str, env: dict | None = None, check: bool = True):
+    return rr_cli(work, *args, "--server", url, "--admin", str(admin), env={"RR_DATABASE_URL": "", **(env or {})}, check=check)
+
+
+def test_apply_export_status_audit_usage_through_the_control_plane(cp, operator):
+    home, url, engine, keyring = cp
+    work, url, admin = operator
+    before = config_store.current_version(engine)
+    (work / "policy.yaml").write_text(POLICY.replace(SECRET, "{env: UPSTREAM}").replace("api.example.com", "api2.example.com"))
+
+    missing = remote(work, url, admin, "apply", "-f", str(work / "policy.yaml"), check=False)
+    assert missing.exit_code == 1
+    assert re.search(r"policy\.yaml:5: targets\[api\]\.credentials\[live\]\.secret: environment variable UPSTREAM is not set", missing.output), missing.output
+    assert config_store.current_version(engine) == before
+
+    out = remote(work, url, admin, "apply", "-f", str(work / "policy.yaml"), env={"UPSTREAM": "sk_from_operator_env_77"}).output
+    assert "applied" in out and "hosts" in out
+    stored = config_store.read(engine, keyring)
+    assert stored.version == before + 1
+    assert stored.target_secrets(keyring)[("api", "live")] == "sk_from_operator_env_77"
+    assert stored.sources[("targets", "api", "live")] == "env:UPSTREAM"  # the label travels with the value
+
+    # consent: a delete needs --prune, as in a script
+    (work / "smaller.yaml").write_text("targets:\n  - name: other\n    hosts: [other.example.com]\n    credentials: [{name: c, kind: none}]\n")
+    refused = remote(work, url, admin, "apply", "-f", str(work / "smaller.yaml"), check=False)
+    assert refused.exit_code == 1 and "would delete" in refused.output and "--prune" in refused.output
+    assert config_store.current_version(engine) == before + 1
+
+    exported = remote(work, url, admin, "export").output
+    assert "api2.example.com" in exported and "sk_from_operator_env_77" not in exported
+
+    assert "data planes" in remote(work, url, admin, "status").output or "no data plane" in remote(work, url, admin, "status").output
+    doc = json.loads(remote(work, url, admin, "status", "--json").output)
+    assert doc["config_version"] == before + 1
+
+    audit_store.insert_rows(engine, [audit_store.row_from_record(audit_store.audit.new_record(request_id="remote-audit-1", result="deny", status=403, code="access-denied", proxy="agent", dataplane="eu/x"))])
+    lines = [json.loads(x) for x in remote(work, url, admin, "audit", "--json", "--code", "deny").output.splitlines()]
+    assert "remote-audit-1" in {r["request_id"] for r in lines}
+    rows = [json.loads(x) for x in remote(work, url, admin, "usage", "--json").output.splitlines()]
+    assert any(r["proxy"] == "agent" and r["meter"] is None for r in rows)
+    assert not (work / "rr.db").exists()
+
+
+def test_server_commands_refuse_a_wrong_credential(cp, operator, tmp_path):
+    home, url, _, _ = cp
+    work, url, admin = operator
+    bad = tmp_path / "bad.json"
+    bad.write_text(admin.read_text().replace(json.loads(admin.read_text())["token"], "rra_not_the_token"))
+    os.chmod(bad, 0o600)
+    r = remote(work, url, bad, "status", check=False)
+    assert r.exit_code == 1 and "403" in r.output and "unknown or revoked" in r.output
+    r = rr_cli(work, "status", "--server", url, env={"RR_DATABASE_URL": "", "RR_ADMIN": ""}, check=False)
+    assert r.exit_code == 1 and "--admin FILE or RR_ADMIN" in r.output

@@ -126,7 +126,7 @@ class Link:
         self.dir = directory(home)
         self.spool = spool.open_spool(self.dir)
         self.keyring: Keyring = payload.session_keyring()
-        self.plane_id = f"{self.bundle.name}/{dataplanes.new_id()}"
+        self.plane_id = dataplanes.new_id()  # the control plane shows it as NAME/<this>
         self.state = State(self.bundle.name, self.url)
         self.started_at = datetime.now(timezone.utc)
         self._stop = threading.Event()
@@ -189,7 +189,7 @@ class Link:
         try:
             path = self.dir / STATE
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**self.state.as_json(), "id": self.plane_id, "pid": os.getpid(), "updated_at": _iso(time.time())}, indent=2))
+            tmp.write_text(json.dumps({**self.state.as_json(), "id": f"{self.bundle.name}/{self.plane_id}", "pid": os.getpid(), "updated_at": _iso(time.time())}, indent=2))
             os.replace(tmp, path)
         except OSError:
             pass

@@ -271,8 +271,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"envelope": cp.sealed(member)})
 
     def _plane_id(self, member: registry.Member, instance: Any) -> str:
-        instance = str(instance or "")[:200]
-        return instance if instance.startswith(member.name + "/") else f"{member.name}/{instance}"
+        """What a data plane reports is named after the certificate that delivered it."""
+        return f"{member.name}/{str(instance or '-')[:200]}"
 
     def _heartbeat(self, member: registry.Member, _query: dict) -> None:
         b = self._body()

@@ -154,21 +154,23 @@ class Link:
             raise Refused(r.status_code, message)
         if r.status_code >= 400:
             raise httpx.HTTPStatusError(f"control plane answered {r.status_code}: {r.text[:300]}", request=r.request, response=r)
-        self._contact()
+        self._contact(config=path == "/v1/config")
         return r
 
-    def _contact(self) -> None:
+    def _contact(self, *, config: bool = False) -> None:
+        """The control plane answered; `config`: it confirmed (or sent) the configuration."""
         self.state.connected, self.state.last_contact, self.state.error = True, time.time(), None
-        if self.state.source == "control-plane":
-            self.state.stale_since = None
         self.state.revoked = False
+        if config and self.state.source == "control-plane":
+            self.state.stale_since = None
         self._publish()
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, *, config: bool = False) -> None:
+        """The control plane did not answer (or refused); `config`: the configuration could not be confirmed."""
         first = self.state.connected or self.state.error is None
         self.state.connected = False
         self.state.error = why
-        if self.state.stale_since is None:
+        if config and self.state.stale_since is None:
             self.state.stale_since = time.time()
         if first:
             logger.warning(
@@ -181,7 +183,7 @@ class Link:
         if not self.state.revoked:
             logger.error("rr: the control plane refuses this data plane (%s); no configuration updates, still enforcing version %s", e.message, self.state.config_version)
         self.state.revoked = e.status == 403
-        self._lost(f"refused: {e.message}")
+        self._lost(f"refused: {e.message}", config=True)  # refused for one request: refused for all
 
     def _publish(self) -> None:
         CONNECTED.set(1 if self.state.connected else 0)
@@ -225,17 +227,17 @@ class Link:
             stored = self._open(envelope)
             self._cache(envelope)
             self.state.source, self.state.config_version = "control-plane", stored.version
-            self._contact()
+            self._contact(config=True)
             return stored
         except Refused as e:
             self._refused(e)
             why = f"it refused this data plane: {e.message}"
         except (httpx.HTTPError, OSError) as e:
             why = f"{type(e).__name__}: {e}"
-            self._lost(why)
+            self._lost(why, config=True)
         except (sealing.SealError, ValueError) as e:
             why = f"its configuration is unusable: {e}"
-            self._lost(why)
+            self._lost(why, config=True)
         try:
             envelope = json.loads((self.dir / CACHE).read_text())
         except FileNotFoundError:
@@ -267,7 +269,7 @@ class Link:
                     retry = min(retry * 2, MAX_RETRY)
                     continue
                 except (httpx.HTTPError, OSError, ValueError, KeyError) as e:
-                    self._lost(f"{type(e).__name__}: {e}")
+                    self._lost(f"{type(e).__name__}: {e}", config=True)
                     self._stop.wait(retry)
                     retry = min(retry * 2, MAX_RETRY)
                     continue

@@ -12,6 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from rr_addon.hybrid import bundle as bundles
+from rr_addon.hybrid import sealing
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
 from rr_addon.testing.home import prepare_home, rr_cli
@@ -203,3 +207,26 @@ def test_data_plane_home_holds_no_clear_secret(cp, tmp_path, pki, upstream):
             data = p.read_bytes()
             for secret in (SECRET_1, CALLER_KEY):
                 assert secret.encode() not in data, f"{secret} in clear in {p}"
+
+
+def test_a_forged_or_altered_cache_is_refused(cp, tmp_path, pki, upstream):
+    bundle = issue(cp.home, "cached", cp.url, tmp_path)
+    home = tmp_path / "cached"
+    with dataplane(home, bundle, upstream_ca=pki.ca_cert, name="cached") as dp:
+        assert get(dp, upstream, "/c").status_code == 200
+    cp.stop()
+    cache = home / "dataplane" / "config.sealed.json"
+    envelope = json.loads(cache.read_text())
+    ciphertext = bytearray(sealing.unb64(envelope["ciphertext"]))
+    ciphertext[-1] ^= 1
+    cache.write_text(json.dumps({**envelope, "ciphertext": sealing.b64(bytes(ciphertext))}))
+    altered = dataplane(home, bundle, upstream_ca=pki.ca_cert, name="altered")
+    assert altered.run_to_exit() != 0
+    assert "is not usable" in altered.log_text() and "signature does not verify" in altered.log_text()
+    # an envelope sealed to this data plane's key by someone without the control plane's signing key
+    b = bundles.read(bundle)
+    forged = sealing.seal(b'{"format": 1}', name="cached", version=999, recipient=b.private.public_key(), signer=Ed25519PrivateKey.generate())
+    cache.write_text(json.dumps(forged))
+    again = dataplane(home, bundle, upstream_ca=pki.ca_cert, name="forged")
+    assert again.run_to_exit() != 0
+    assert "signature does not verify" in again.log_text()

@@ -404,12 +404,12 @@ class RR:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
             self.audit = None
-        if self._link is not None:
-            await asyncio.to_thread(self._link.stop)  # after the audit flush: what it spooled is sent once more
-            self._link = None
         if self.metering is not None:
             await self.metering.close()
             self.metering = None
+        if self._link is not None:
+            await asyncio.to_thread(self._link.stop)  # after the audit flush: what it spooled is sent once more
+            self._link = None
         if self.identities is not None:
             await self.identities.close()
         if self._engine is not None:

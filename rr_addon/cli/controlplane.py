@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
@@ -35,10 +35,7 @@ def _write_private(text: str, output: str, default: str) -> str:
         sys.stdout.write(text + "\n")
         return "standard output"
     path = Path(output or default)
-    fd = bundles.os.open(path, bundles.os.O_WRONLY | bundles.os.O_CREAT | bundles.os.O_TRUNC, 0o600)
-    with bundles.os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    bundles.os.chmod(path, 0o600)
+    bundles.write_private(path, text)
     return str(path)
 
 

@@ -5,9 +5,12 @@ planes in other networks, which need no database access (docs/hybrid.md).
     sealing    configuration sealed for one data plane (X25519 + AES-GCM) and signed (Ed25519)
     payload    a stored configuration <-> the JSON document that is sealed
     bundle     the file `rr control-plane issue-dataplane` writes: what a data plane needs to join
-    registry   the control plane's tables: issued data planes, admin tokens, reported usage
+    registry   the control plane's tables: its keys, issued data planes, admin tokens, reported usage
     server     `rr control-plane serve`: HTTPS with mutual TLS (stdlib threads)
-    link       the data plane side: pull, cache, spool and report (used by the addon)
+    admin_api  the control plane's `/v1/admin/…` endpoints behind `--server URL`
+    remote     the admin credential file and the HTTPS client of those endpoints
+    link       the data plane side: pull, cache, spool and report
     spool      the data plane's local SQLite: audit records waiting for delivery, meter counters
-    remote     admin commands (`--server URL`) against a control plane
+    dataplane  the few lines the addon calls
+    status     `rr status` in a data plane's home
 """

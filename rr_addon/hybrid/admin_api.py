@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select

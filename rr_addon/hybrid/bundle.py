@@ -81,11 +81,12 @@ def check_url(url: str) -> str:
     return f"https://{parts.netloc}"
 
 
-def write(bundle: Bundle, path: Path) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write a credential file readable by its owner only (also when it existed)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(bundle.as_json() + "\n")
-    os.chmod(path, 0o600)
+        f.write(text + "\n")
 
 
 def read(path: Path) -> Bundle:

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import ssl
 import threading
 import time
 from datetime import datetime, timezone
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit

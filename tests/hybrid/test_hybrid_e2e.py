@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import uuid
 from pathlib import Path
 
 import httpx
@@ -230,3 +231,31 @@ def test_a_forged_or_altered_cache_is_refused(cp, tmp_path, pki, upstream):
     again = dataplane(home, bundle, upstream_ca=pki.ca_cert, name="forged")
     assert again.run_to_exit() != 0
     assert "signature does not verify" in again.log_text()
+
+
+@pytest.mark.services
+def test_data_planes_sharing_redis_report_one_scope_not_a_sum(tmp_path, pki, upstream, redis_url):
+    """Meter consistency: two data planes of one region share Redis and count
+    together; the control plane shows their count once, not twice."""
+    proxy = f"region{uuid.uuid4().hex[:8]}"  # keys of its own in the shared Redis database
+    home = prepare_home(tmp_path / "cp", policy(upstream.port, SECRET_1).replace("name: agent", f"name: {proxy}"))
+    with ControlPlaneProcess(home) as cp:
+        b1, b2 = issue(home, "r1", cp.url, tmp_path), issue(home, "r2", cp.url, tmp_path)
+        env = {"RR_REDIS_URL": redis_url}
+        d1 = dataplane(tmp_path / "r1", b1, upstream_ca=pki.ca_cert, name="r1")
+        d2 = dataplane(tmp_path / "r2", b2, upstream_ca=pki.ca_cert, name="r2")
+        d1.env.update(env)
+        d2.env.update(env)
+        with d1, d2:
+            for i, dp in enumerate((d1, d1, d1, d2, d2)):
+                with httpx.Client(proxy=dp.url(proxy, CALLER_KEY), verify=ssl.create_default_context(cafile=dp.ca), timeout=15) as c:
+                    assert c.get(f"https://127.0.0.1:{upstream.port}/region/{i}").status_code == 200
+
+            def usage() -> dict | None:
+                rows = [json.loads(line) for line in rr_cli(home, "usage", "--json", "--proxy", proxy).output.splitlines()]
+                row = next((r for r in rows if r["meter"] is None and r["subject"] == "a" and r["window"] == "day"), None)
+                return row if row and row["used"] == 5 and row["by_scope"] else None
+
+            row = wait_until(usage, what="the region's usage at the control plane")
+            assert list(row["by_scope"]) == [next(iter(row["by_scope"]))] and next(iter(row["by_scope"])).startswith("redis:")
+            assert row["used"] == 5  # counted once though both data planes reported it

@@ -167,6 +167,9 @@ def status_table(planes: list[dataplanes.DataPlane], current_version: int | None
             v = Text(f"{p.config_version} (behind)", style="yellow")
         else:
             v = Text(str(p.config_version), style="green")
+        hybrid = p.stats.get("hybrid") if isinstance(p.stats.get("hybrid"), dict) else {}
+        if hybrid.get("stale"):  # a hybrid data plane that could not confirm its configuration
+            v.append(f" (stale since {printable(hybrid.get('stale_since') or '?')})", style="bold red")
         beat = Text(f"stale: {human_age(p.age)} ago", style="bold red") if p.stale else Text(f"{human_age(p.age)} ago")
         dropped = p.stats.get("audit_dropped")
         table.add_row(

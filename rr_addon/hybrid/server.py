@@ -42,6 +42,7 @@ logger = logging.getLogger("rr.controlplane")
 MAX_BODY = 16 * 1024 * 1024
 LONG_POLL_MAX = 60.0
 HANDSHAKE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 1024  # each data plane holds about two
 
 
 class _Refusal(Exception):
@@ -319,10 +320,26 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], cp: ControlPlane, context: ssl.SSLContext):
+    def __init__(self, address: tuple[str, int], cp: ControlPlane, context: ssl.SSLContext, max_connections: int = MAX_CONNECTIONS):
         self.cp = cp
         self.context = context
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, at most `max_connections`: more are closed at once
+        (connecting is free to anyone who reaches the port, before any certificate)."""
+        if not self._slots.acquire(blocking=False):
+            logger.warning("rr control plane: %d connections open; closing one from %s", MAX_CONNECTIONS, client_address[0])
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def finish_request(self, request: socket.socket, client_address: Any) -> None:
         request.settimeout(HANDSHAKE_TIMEOUT)

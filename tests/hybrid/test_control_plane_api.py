@@ -257,3 +257,23 @@ def test_server_commands_refuse_a_wrong_credential(cp, operator, tmp_path):
     assert r.exit_code == 1 and "403" in r.output and "unknown or revoked" in r.output
     r = rr_cli(work, "status", "--server", url, env={"RR_DATABASE_URL": "", "RR_ADMIN": ""}, check=False)
     assert r.exit_code == 1 and "--admin FILE or RR_ADMIN" in r.output
+
+
+def test_connections_beyond_the_limit_are_closed_at_once(cp):
+    import socket
+
+    _, _, engine, keyring = cp
+    plane = server.ControlPlane(engine, keyring, interval=0.1)
+    srv = server.Server(("127.0.0.1", 0), plane, server.server_context(plane.keys, ["127.0.0.1"]), max_connections=1)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        held = socket.create_connection(srv.server_address)  # holds the one slot (no handshake yet)
+        extra = socket.create_connection(srv.server_address)
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed without a word
+        extra.close()
+        held.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

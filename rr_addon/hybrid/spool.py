@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, inspect, select
 from sqlalchemy.engine import Engine
 
 from rr_addon.meters.tables import CounterRow
@@ -22,7 +22,19 @@ def open_spool(directory: Path) -> Engine:
     engine = make_engine(f"sqlite:///{directory / 'spool.db'}")
     for table in TABLES:
         table.create(engine, checkfirst=True)
+        _add_missing_columns(engine, table)
     return engine
+
+
+def _add_missing_columns(engine: Engine, table) -> None:
+    """A spool written by an older rr lacks the columns a newer one added: add them
+    (nullable), so records still waiting in it are delivered after an upgrade."""
+    with engine.begin() as conn:
+        have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
 
 
 def oldest(engine: Engine, limit: int) -> list[dict]:

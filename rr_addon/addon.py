@@ -46,6 +46,7 @@ from rr_addon.core.types import Decision, Outcome
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.store import audit_store, config_store, dataplanes, notify
 from rr_addon.store.db import DatabaseError, check_schema, make_engine
+from rr_addon.store.oauth_grants import DatabaseRefreshTokens
 
 logger = logging.getLogger("rr")
 
@@ -276,7 +277,7 @@ class RR:
             check_schema(engine)
             keyring = Keyring(master_keys(settings.home()))
             snapshot = self._load(engine, keyring)
-            identities = Identities(ctx.options.rr_idp_ca_file or None)
+            identities = Identities(ctx.options.rr_idp_ca_file or None, refresh_tokens=DatabaseRefreshTokens(engine, keyring))
             identities.rebuild(snapshot)
         except (DatabaseError, MasterKeyError, LookupError) as e:
             raise exceptions.OptionsError(f"rr: {e}") from None
@@ -709,7 +710,7 @@ class RR:
             try:
                 injection = await self.identities.upstream_injection(cred.target, cred.name)
             except UpstreamTokenError as e:
-                refused = admitted.outcome(Decision.deny("upstream-credential-error", e.reason, detail=e.detail))
+                refused = admitted.outcome(Decision.deny(e.code, e.reason, detail=e.detail))
                 self.conclude(flow, refused, snap, admitted)
                 return
         self.conclude(flow, outcome, snap, admitted, injection=injection)

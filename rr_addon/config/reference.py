@@ -35,7 +35,7 @@ SHORT_FORMS = {
     ("Match", "path"): " or regex",
     ("ValidateEntry", "path"): " or regex",
     ("MeterSpec", "type"): " or `{response_value: …}`",
-    ("OAuth2ClientCredentials", "scope"): " or list of string",
+    ("_TokenEndpoint", "scope"): " or list of string",
 }
 # Strings the models compile at validation time, by the validator that does it.
 STRING_KINDS = {"check_re2": "regex", "_check_json_path": "JSONPath", "_json_path": "JSONPath"}
@@ -240,8 +240,9 @@ def json_schema() -> dict:
         "description": meter["type"].get("description", ""),
     }
     meter["limits"] = {"anyOf": [meter["limits"], {"type": "null"}], "description": meter["limits"].get("description", "")}
-    scope = defs["OAuth2ClientCredentials"]["properties"]["scope"]
-    scope["anyOf"].insert(1, {"type": "array", "items": {"type": "string"}})
+    for kind in ("OAuth2ClientCredentials", "OAuth2RefreshToken", "OAuth2JwtBearer"):
+        scope = defs[kind]["properties"]["scope"]
+        scope["anyOf"].insert(1, {"type": "array", "items": {"type": "string"}})
     doc["title"] = "rr policy"
     doc["description"] = "An rr policy file (targets and proxies). Reference: docs/policy.md."
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **doc}

@@ -119,7 +119,7 @@ def _validate(model, spec: dict, what: str, broken: dict[tuple[str, str], str] |
 
 _TARGET_CREDENTIAL = TypeAdapter(schema.TargetCredential)
 _PROXY_CREDENTIAL = TypeAdapter(schema.ProxyCredential)
-_UNION_TAGS = {"api_key", "bearer", "basic", "jwt", "custom", "none", "jwt_verify", "oauth2", "oauth2_client_credentials"}  # not fields
+_UNION_TAGS = {"api_key", "bearer", "basic", "jwt", "custom", "none", "jwt_verify", "oauth2", "oauth2_client_credentials", "oauth2_refresh_token", "oauth2_jwt_bearer"}  # not fields
 
 
 def _owners(s, owner_table, cred_table, owner_key: str, model, cred_adapter, kind: str, stored: Stored, broken):
@@ -198,7 +198,7 @@ def target_spec(t: schema.Target) -> dict:
 
 
 # Fields that hold a secret reference: stored encrypted (or as a digest), never in a spec.
-SECRET_FIELDS = frozenset({"secret", "client_secret"})
+SECRET_FIELDS = frozenset({"secret", "client_secret", "client_key", "refresh_token", "private_key", "service_account"})
 
 
 def credential_spec(c: schema.BaseModel) -> dict:

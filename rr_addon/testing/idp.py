@@ -382,8 +382,9 @@ class IdP:
         with self._lock:
             self.received.append((endpoint, dict(form)))
         grant = form.get("grant_type")
-        client = self._client(authorization, form)
-        if client is None and not (endpoint == "token" and grant == JWT_BEARER and self._no_client(authorization, form)):
+        anonymous = endpoint == "token" and grant == JWT_BEARER and self._no_client(authorization, form)  # the assertion authenticates
+        client = None if anonymous else self._client(authorization, form)
+        if client is None and not anonymous:
             return 401, {"error": "invalid_client"}, {"www-authenticate": 'Basic realm="idp"'}
         if endpoint == "introspect":
             return 200, self._introspect(form.get("token", "")), {}

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from rr_addon.config import credential_base, paths_schema, rules_schema, schema
+from rr_addon.config.diff import SECRET_FIELDS
 from rr_addon.config.messages import _strip, _union_members
 from rr_addon.config.reference_text import CODES, FIELDS, INTRO, OBJECTS
 from rr_addon.core.types import STATUS
@@ -210,7 +211,7 @@ def json_schema() -> dict:
         model = by_name.get(def_name)
         for field, prop in d.get("properties", {}).items():
             prop.pop("title", None)
-            if field in ("secret", "client_secret"):
+            if field in SECRET_FIELDS:
                 d["properties"][field] = {"anyOf": [_SECRET, {"type": "null"}], "default": None}
                 prop = d["properties"][field]
             if model is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rr_addon.config.diff import SECRET_FIELDS
 from rr_addon.config.oauth_grants_schema import read_bundle
 from rr_addon.identity import Http, Shared, secret_digest
 from rr_addon.identity.client_auth import ClientAuth, load_signing_key
@@ -26,7 +27,7 @@ from rr_addon.identity.upstream_token import UpstreamToken
 
 LEASE_MARGIN = 5.0  # seconds a refresh-token lease outlives the token request it covers
 
-_SECRET_FIELDS = {"secret", "client_secret", "client_key", "refresh_token", "private_key", "service_account"}
+_SECRET_FIELDS = set(SECRET_FIELDS)
 
 
 def build(

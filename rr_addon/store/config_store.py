@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from rr_addon.config import schema
+from rr_addon.config.diff import SECRET_FIELDS as diff_secret_fields
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
@@ -197,8 +198,7 @@ def target_spec(t: schema.Target) -> dict:
     return t.model_dump(mode="json", exclude={"credentials"}, exclude_none=True, by_alias=True)
 
 
-# Fields that hold a secret reference: stored encrypted (or as a digest), never in a spec.
-SECRET_FIELDS = frozenset({"secret", "client_secret", "client_key", "refresh_token", "private_key", "service_account"})
+SECRET_FIELDS = diff_secret_fields  # stored encrypted (or as a digest), never in a spec
 
 
 def credential_spec(c: schema.BaseModel) -> dict:

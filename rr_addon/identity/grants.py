@@ -102,7 +102,10 @@ class RefreshTokenGrant:
     ) -> None:
         self._key, self._seed, self._store = key, refresh_token, store
         self._lease_seconds, self._wait, self._poll, self._clock = lease_seconds, wait, poll, clock
-        self._leased: tuple[str, int] | None = None
+        self._leased: tuple[str, int, bool] | None = None  # (token, generation, not yet stored)
+        # A rotated token the store could not take (the database was down): this
+        # process spends it next, as long as nobody stored a newer generation.
+        self._unsaved: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         return f"RefreshTokenGrant({self._key!r})"
@@ -120,7 +123,10 @@ class RefreshTokenGrant:
             if self._clock() >= deadline:
                 raise UpstreamTokenError(TOKEN_ENDPOINT_UNAVAILABLE, "refresh token leased by another data plane")
             await asyncio.sleep(self._poll)  # another data plane is refreshing: its rotated token is read next
-        self._leased = got
+        unsaved, self._unsaved = self._unsaved, None
+        if unsaved is not None and unsaved[1] == got[1]:
+            got = unsaved  # newer than what is stored: the IdP has already retired the stored one
+        self._leased = (got[0], got[1], got is unsaved)
         return {"grant_type": "refresh_token", "refresh_token": got[0]}
 
     async def end(self, answer: dict[str, Any] | None) -> None:
@@ -128,8 +134,10 @@ class RefreshTokenGrant:
         if leased is None:
             return
         new = answer.get("refresh_token") if answer is not None else None
+        if (new is None or new == leased[0]) and leased[2]:
+            new = leased[0]  # not rotated this time, but what was spent must reach the store
         try:
-            if new is None or new == leased[0]:
+            if new is None or (new == leased[0] and not leased[2]):
                 await self._store.release(self._key)
                 return
             if not isinstance(new, str) or not HEADER_SAFE.fullmatch(new):
@@ -140,8 +148,9 @@ class RefreshTokenGrant:
         except UpstreamTokenError:
             raise
         except Exception as e:
-            logger.error("rr: rotated refresh token for %s not stored: %s", self._key, type(e).__name__)
-            raise UpstreamTokenError(TOKEN_ENDPOINT_UNAVAILABLE, "refresh token store unavailable") from None
+            # The access token is good; the rotated refresh token is kept in memory and stored with the next refresh.
+            logger.error("rr: rotated refresh token for %s not stored (%s): kept in memory until the store answers", self._key, type(e).__name__)
+            self._unsaved = (new, leased[1])
 
 
 # ---------------------------------------------------------------- JWT bearer assertions

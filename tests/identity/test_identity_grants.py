@@ -239,3 +239,52 @@ def test_sources_are_shared_across_reloads_until_a_secret_changes(idp):
     c = build("api", cred(**fields), json.dumps({"refresh_token": "r2", "client_secret": "s"}), http=http, shared=shared)
     assert a is b and a is not c
     assert "r1" not in repr(a) and "r1" not in repr(a.grant)
+
+
+class FlakyStore(MemoryRefreshTokens):
+    """The database down while a rotated token is being stored, then back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def lease(self, key, seed, seconds):
+        if self.down:
+            raise ConnectionError("database down")
+        return await super().lease(key, seed, seconds)
+
+    async def save(self, key, generation, token):
+        if self.down:
+            raise ConnectionError("database down")
+        return await super().save(key, generation, token)
+
+
+def test_a_rotated_token_the_store_missed_is_spent_next_and_then_stored(idp):
+    clock, store = Clock(), FlakyStore()
+    seed = idp.refresh_token("rr")
+
+    async def body(http):
+        src = source(idp, http, clock, refresh_fields(idp), {"refresh_token": seed, "client_secret": "rr-client-secret"}, store=store)
+        await src.token()  # stored: generation 1
+        original_save = store.save
+
+        async def failing_save(key, generation, token):
+            raise ConnectionError("database down")
+
+        store.save = failing_save
+        clock.advance(91)
+        second = await src.token()  # rotated by the IdP, not stored: kept in memory
+        store.save = original_save
+        clock.advance(91)
+        third = await src.token()  # spends the unsaved token, stores the next one
+        store.down = True
+        clock.advance(96)
+        down = await fetch(src)  # the store cannot lease: fail closed, never a stale token
+        return second, third, down
+
+    second, third, down = run(body)
+    assert second != third and idp.reuses == 0 and idp.refusals == []
+    sent = [f["refresh_token"] for e, f in idp.received if e == "token"]
+    assert len(sent) == len(set(sent)) == 3
+    assert store._tokens[("api", "c")][2] == 2, "the store caught up: generation 2 holds the newest token"
+    assert isinstance(down, UpstreamTokenError) and down.code == "upstream-auth-unavailable" and "store unavailable" in str(down)

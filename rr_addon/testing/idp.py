@@ -172,7 +172,7 @@ class IdP:
         self.errors: list[Exception] = []  # exceptions inside the IdP itself
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(ENDPOINTS, 0)
-        self._failures: dict[str, tuple[int, Any]] = {}
+        self._failures: dict[str, tuple[int, Any, dict[str, str]]] = {}
         self._delays: dict[str, float] = {}
         self._drips: dict[str, float] = {}
         self._holds: dict[str, threading.Event] = {}
@@ -246,10 +246,10 @@ class IdP:
     def fail(self, endpoint: str, status: int = 503) -> None:
         self.override(endpoint, status, {"error": "temporarily_unavailable"})
 
-    def override(self, endpoint: str, status: int, body: Any) -> None:
+    def override(self, endpoint: str, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """Answer every request to `endpoint` with this (bytes are sent as they are)."""
         with self._lock:
-            self._failures[endpoint] = (status, body)
+            self._failures[endpoint] = (status, body, headers or {})
 
     def slow(self, endpoint: str, seconds: float) -> None:
         with self._lock:
@@ -370,7 +370,7 @@ class IdP:
         if delay:
             time.sleep(delay)
         if failure is not None:
-            return failure[0], failure[1], {}
+            return failure
         if endpoint == "jwks":
             if method != "GET":
                 return 405, {"error": "method_not_allowed"}, {}

@@ -16,6 +16,7 @@ import uuid
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.idp import IdP, pem, pooled_key, service_account
@@ -186,7 +187,28 @@ def test_a_burst_after_expiry_makes_one_idp_call(web, upstream, idp):
     assert idp.count("token") - before == 1
 
 
+def listen(web):
+    """mitmweb's live /updates stream, collected until `stop` is set."""
+    messages: list[str] = []
+    ready, stop = threading.Event(), threading.Event()
+
+    def run():
+        with ws_connect(f"ws://127.0.0.1:{web.web_port}/updates?token={PASSWORD}") as ws:
+            ready.set()
+            while not stop.is_set():
+                try:
+                    messages.append(ws.recv(timeout=0.2))
+                except TimeoutError:
+                    continue
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    return messages, stop, t
+
+
 def test_rotated_refresh_tokens_are_spent_once_and_never_leak(web, upstream, idp):
+    messages, stop, listener = listen(web)
     first, _ = call(web, "user")
     time.sleep(2.2)  # due for refresh (3 s tokens, 1 s skew)
     second, marker = call(web, "user")
@@ -203,7 +225,11 @@ def test_rotated_refresh_tokens_are_spent_once_and_never_leak(web, upstream, idp
     assert flows.status_code == dump.status_code == 200
     mine = [f for f in flows.json() if marker in f["request"]["path"]]
     assert ["Authorization", "Bearer [rr:api/user]"] in mine[0]["request"]["headers"]
+    stop.set()
+    listener.join(5)
+    assert any(marker in m for m in messages), "the /updates stream carried the flow"
     texts = {
+        "/updates": "\n".join(messages),
         "audit": (web.home / "audit.jsonl").read_text(),
         "log": web.log_text(),
         "REST /flows": flows.text,

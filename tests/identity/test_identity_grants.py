@@ -288,3 +288,40 @@ def test_a_rotated_token_the_store_missed_is_spent_next_and_then_stored(idp):
     assert len(sent) == len(set(sent)) == 3
     assert store._tokens[("api", "c")][2] == 2, "the store caught up: generation 2 holds the newest token"
     assert isinstance(down, UpstreamTokenError) and down.code == "upstream-auth-unavailable" and "store unavailable" in str(down)
+
+
+@pytest.mark.parametrize(
+    "answer, detail",
+    [
+        ({"access_token": "at-ok", "token_type": "Bearer", "refresh_token": "rt\r\nSet-Cookie: x"}, "refresh_token not a usable string"),
+        ({"access_token": "at-ok", "token_type": "Bearer", "refresh_token": 42}, "refresh_token not a usable string"),
+        ({"access_token": "at-ok", "token_type": "Bearer", "refresh_token": "r" * 9000}, "refresh_token not a usable string"),
+    ],
+    ids=["header-injection", "not-a-string", "oversized"],
+)
+def test_a_hostile_idp_cannot_plant_an_unusable_refresh_token(idp, answer, detail):
+    store = MemoryRefreshTokens()
+    seed = idp.refresh_token("rr")
+    idp.override("token", 200, answer)
+
+    async def body(http):
+        src = source(idp, http, Clock(), refresh_fields(idp), {"refresh_token": seed, "client_secret": "rr-client-secret"}, store=store)
+        return await fetch(src)
+
+    error = run(body)
+    assert isinstance(error, UpstreamTokenError) and error.detail == detail and error.code == "upstream-auth-unavailable"
+    assert store._tokens[("api", "c")][1] == seed, "the stored refresh token is unchanged"
+
+
+def test_a_redirecting_token_endpoint_does_not_get_the_refresh_token_sent_elsewhere(idp):
+    with IdP() as elsewhere:
+        idp.override("token", 307, {"error": "moved"}, {"location": elsewhere.token_url})
+        seed = idp.refresh_token("rr")
+
+        async def body(http):
+            src = source(idp, http, Clock(), refresh_fields(idp), {"refresh_token": seed, "client_secret": "rr-client-secret"})
+            return await fetch(src)
+
+        error = run(body)
+        assert isinstance(error, UpstreamTokenError) and error.code == "upstream-auth-unavailable"
+        assert elsewhere.count("token") == 0 and idp.count("token") == 1

@@ -19,7 +19,7 @@ from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
 from rr_addon.rotation import WATCHED
-from rr_addon.store import minted, notify
+from rr_addon.store import minted, notify, oauth_grants
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
     ConfigState,
@@ -389,6 +389,7 @@ def write(
             if name not in keep_proxies:
                 _delete_children(s, ProxyCredentialRow, ProxyCredentialRow.proxy_id, row.id)
                 s.delete(row)
+        oauth_grants.forget_others(s, {(t.name, c.name) for t in desired.config.targets for c in t.credentials if c.kind == "oauth2_refresh_token"})
         notify.notify_change(s, stored.version + 1)  # delivered at commit, to every data plane
         if check is not None:
             s.flush()

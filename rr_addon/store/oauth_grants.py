@@ -116,6 +116,14 @@ class DatabaseRefreshTokens:
             s.commit()
 
 
+def forget_others(s, keep: set[tuple[str, str]]) -> None:
+    """Within `rr apply`'s transaction: delete the refresh tokens of credentials that
+    are gone or no longer `oauth2_refresh_token` (nothing secret is kept for nothing)."""
+    for row in s.exec(select(Row)):
+        if (row.target, row.credential) not in keep:
+            s.delete(row)
+
+
 def rotations(engine: Engine) -> list[dict]:
     """What is stored, for operators and tests: never the token."""
     with session(engine) as s:

@@ -72,3 +72,18 @@ def test_stored_encrypted(planes, engine):
         row = s.exec(select(OAuthRefreshTokenRow)).one()
         raw = repr(row.model_dump()).encode()
     assert b"PLAINTEXT" not in raw and b"rt-" not in row.token_enc and b"rt-" not in row.seed_digest
+
+
+def test_apply_forgets_the_refresh_token_of_a_deleted_credential(planes, engine):
+    from rr_addon.config import schema
+
+    a, _ = planes
+    a.lease_now(KEY, "rt-seed", 30)
+    a.lease_now(("api", "kept"), "rt-kept", 30)
+    keyring = a._keyring
+    stored = config_store.read(engine, keyring)
+    target = {"name": "api", "hosts": ["api.example"], "credentials": [
+        {"name": "kept", "kind": "oauth2_refresh_token", "token_url": "https://idp.example/token", "client_id": "rr", "client_auth": "none"}]}
+    desired = config_store.Desired(schema.Config.model_validate({"targets": [target]}), {("api", "kept"): ('{"refresh_token": "rt-kept"}', "literal")}, {})
+    config_store.write(engine, stored, desired, keyring, "test")
+    assert [(r["target"], r["credential"]) for r in rotations(engine)] == [("api", "kept")]

@@ -510,9 +510,9 @@ class IdP:
         return self._issue("jwt_bearer", client, claims["sub"], claims.get("scope") or form.get("scope"))
 
     # ------------------------------------------------------------ grants, set up by tests
-    def refresh_token(self, client_id: str = "rr", *, sub: str = "alice") -> str:
+    def refresh_token(self, client_id: str = "rr", *, sub: str = "alice", value: str | None = None) -> str:
         """Issue a refresh token to `client_id` (what a user's consent would have given rr)."""
-        token = f"rt-{next(self._serial)}-{secrets.token_urlsafe(16)}"
+        token = value or f"rt-{next(self._serial)}-{secrets.token_urlsafe(16)}"
         with self._lock:
             self._refresh[token] = {"client": client_id, "sub": sub, "active": True}
         return token

@@ -79,6 +79,7 @@ class Identities:
         # rr's own upstream secrets: a caller who presents one (an API key meant for
         # the upstream) must not have it handed to the introspection endpoint
         upstream = frozenset(token_key(v) for t in snap.targets.values() for c in t.credentials.values() for v in c.injection.secrets)
+        upstream |= {token_key(v) for source in sources.values() for v in source.secrets()}  # client secrets, refresh tokens
         self.index = CredentialIndex(entries, never_introspect=upstream) if entries else None
         self.sources = sources
         self.shared.sweep()

@@ -100,7 +100,7 @@ class RefreshTokenGrant:
         poll: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._key, self._seed, self._store = key, refresh_token, store
+        self._key, self.seed, self._store = key, refresh_token, store
         self._lease_seconds, self._wait, self._poll, self._clock = lease_seconds, wait, poll, clock
         self._leased: tuple[str, int, bool] | None = None  # (token, generation, not yet stored)
         # A rotated token the store could not take (the database was down): this
@@ -114,7 +114,7 @@ class RefreshTokenGrant:
         deadline = self._clock() + self._wait
         while True:
             try:
-                got = await self._store.lease(self._key, self._seed, self._lease_seconds)
+                got = await self._store.lease(self._key, self.seed, self._lease_seconds)
             except Exception as e:  # the store is the database: fail closed rather than spend a stale token
                 logger.error("rr: refresh token store unavailable for %s: %s", self._key, type(e).__name__)
                 raise UpstreamTokenError(TOKEN_ENDPOINT_UNAVAILABLE, "refresh token store unavailable") from None

@@ -122,6 +122,10 @@ class UpstreamToken:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.token_url!r}, {self.grant.name}, {self.label!r}, scope={self.scope!r})"
 
+    def secrets(self) -> tuple[str, ...]:
+        """What this source holds that a caller must never get sent anywhere (never logged)."""
+        return tuple(s for s in (self.client.secret, getattr(self.grant, "seed", None)) if s)
+
     def token_nowait(self) -> str | None:
         """The token when it needs no refresh, else None: then await `token()`."""
         t = self._token

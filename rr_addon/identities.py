@@ -69,7 +69,7 @@ class Identities:
         for t in snap.config.targets:
             for c in t.credentials:
                 if c.kind in OAUTH_KINDS:
-                    secret = snap.identity_secrets[(t.name, c.name)]
+                    secret = snap.oauth_secrets[(t.name, c.name)]
                     try:
                         sources[(t.name, c.name)] = upstream_sources.build(
                             t.name, c, secret, http=self.http, shared=self.shared, refresh_tokens=self.refresh_tokens

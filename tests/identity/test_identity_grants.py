@@ -325,3 +325,23 @@ def test_a_redirecting_token_endpoint_does_not_get_the_refresh_token_sent_elsewh
         error = run(body)
         assert isinstance(error, UpstreamTokenError) and error.code == "upstream-auth-unavailable"
         assert elsewhere.count("token") == 0 and idp.count("token") == 1
+
+
+def test_a_proxy_and_a_target_of_one_name_keep_their_secrets_apart():
+    """A caller credential's HMAC key must never be sent to a token endpoint as a client secret."""
+    from rr_addon.config import schema
+    from rr_addon.core.snapshot import compile_snapshot
+    from rr_addon.identities import Identities
+
+    cfg = schema.Config.model_validate({
+        "targets": [{"name": "api", "hosts": ["api.example"], "credentials": [
+            {"name": "x", "kind": "oauth2_client_credentials", "token_url": "https://idp.example/token", "client_id": "rr"}]}],
+        "proxies": [{"name": "api", "targets": [{"target": "api"}], "credentials": [
+            {"name": "x", "auth": "jwt_verify", "issuer": "i", "audience": "a", "algorithms": ["HS256"]}]}],
+    })  # fmt: skip
+    hmac_key = "HMAC-KEY-" + "k" * 32
+    snap = compile_snapshot(cfg, version=1, hmac_key=b"k" * 32, target_secrets={("api", "x"): "CLIENT-SECRET"}, caller_digests={}, caller_secrets={("api", "x"): hmac_key})
+    identities = Identities()
+    identities.rebuild(snap)
+    assert identities.sources[("api", "x")].client.secret == "CLIENT-SECRET"
+    assert snap.identity_secrets[("api", "x")] == hmac_key

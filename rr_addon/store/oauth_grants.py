@@ -3,7 +3,7 @@ under the master key: the `RefreshTokenStore` of data planes
 (rr_addon.identity.grants explains the protocol).
 
 Two data planes racing for one refresh token: each asks for a lease with one
-conditional UPDATE (free, expired, or already its own). The loser gets None
+conditional UPDATE (free or expired). The loser gets None
 and asks again shortly; by then the winner has stored the rotated token and
 ended its lease, so the loser reads the new token and spends that one. The
 lease outlives the token request it covers (the request's timeout plus a
@@ -85,7 +85,9 @@ class DatabaseRefreshTokens:
                 token = seed
             else:
                 token = self._keyring.decrypt(row.token_enc).decode()
-            free = or_(Row.lease_until.is_(None), Row.lease_until < now, Row.lease_holder == self.holder)
+            # Not re-entrant, even for this process: after a reload, the new configuration's
+            # source and the old one's may both be refreshing; they must take turns too.
+            free = or_(Row.lease_until.is_(None), Row.lease_until < now)
             taken = s.execute(update(Row).where(Row.id == row.id, Row.generation == row.generation, free).values(**values))
             if taken.rowcount != 1:
                 s.rollback()

@@ -87,3 +87,12 @@ def test_apply_forgets_the_refresh_token_of_a_deleted_credential(planes, engine)
     desired = config_store.Desired(schema.Config.model_validate({"targets": [target]}), {("api", "kept"): ('{"refresh_token": "rt-kept"}', "literal")}, {})
     config_store.write(engine, stored, desired, keyring, "test")
     assert [(r["target"], r["credential"]) for r in rotations(engine)] == [("api", "kept")]
+
+
+def test_the_lease_is_not_reentrant_within_one_process(planes):
+    """After a reload, the old and the new source of one credential live in one process: they take turns."""
+    a, _ = planes
+    assert a.lease_now(KEY, "rt-seed", 30) == ("rt-seed", 0)
+    assert a.lease_now(KEY, "rt-seed", 30) is None
+    a.release_now(KEY)
+    assert a.lease_now(KEY, "rt-seed", 30) == ("rt-seed", 0)

@@ -47,10 +47,7 @@ def build(
     def make() -> UpstreamToken:
         return _make(target, cred, secret, http, refresh_tokens or MemoryRefreshTokens())
 
-    if shared is None:
-        return make()
-    source = shared.obtain(key, make)
-    return source
+    return make() if shared is None else shared.obtain(key, make)
 
 
 def _client(cred: Any, values: dict[str, str]) -> ClientAuth:

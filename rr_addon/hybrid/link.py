@@ -116,7 +116,7 @@ class Refused(Exception):
 
 
 class Link:
-    def __init__(self, bundle_path: Path, home: Path, url: str | None = None):
+    def __init__(self, bundle_path: Path, home: Path, url: str | None = None, *, plane_id: str | None = None):
         try:
             self.bundle = bundles.read(bundle_path)
             self.url = bundles.check_url(url) if url else self.bundle.control_plane
@@ -126,7 +126,7 @@ class Link:
         self.dir = directory(home)
         self.spool = spool.open_spool(self.dir)
         self.keyring: Keyring = payload.session_keyring()
-        self.plane_id = dataplanes.new_id()  # the control plane shows it as NAME/<this>
+        self.plane_id = plane_id or dataplanes.new_id()  # the control plane shows it as NAME/<this>
         self.state = State(self.bundle.name, self.url)
         self.started_at = datetime.now(timezone.utc)
         self._stop = threading.Event()
@@ -356,6 +356,10 @@ class Link:
         self._call(client, "POST", "/v1/usage", json={"id": self.plane_id, "scope": self.scope, "counters": {k: [v, expires] for k, v in counts.items()}})
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def started(self) -> bool:
+        return bool(self._threads)
 
     def start(self, install: Callable[[Stored], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""The control plane's tables (migration 0006) and the only code that reads
+"""The control plane's tables (migration 0007) and the only code that reads
 and writes them: its key material, the data planes it issued (their client
 certificate's fingerprint and their sealing public key), admin tokens, and the
 meter counters data planes report.

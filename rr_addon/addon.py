@@ -95,7 +95,7 @@ class RR:
         opts = ctx.options
         try:
             if "rr_database_url" in updated:
-                self.snapshot = self.services.open_store(opts.rr_database_url or None, opts.rr_idp_ca_file or None)
+                self.snapshot = self.services.open_store(opts.rr_database_url or None, opts.rr_idp_ca_file or None, opts.rr_dataplane_bundle, opts.rr_control_plane)
             if "rr_database_url" in updated or "rr_redis_url" in updated:
                 self.services.open_counters(opts.rr_redis_url or os.environ.get("RR_REDIS_URL") or None)
             if "rr_inspect_limit" in updated:

@@ -42,12 +42,14 @@ class Services:
         self.heartbeat: dataplanes.Heartbeat | None = None
         self.exporter: metrics.Exporter | None = None
         self.link: hybrid.Link | None = None  # hybrid data plane: the control plane instead of a database
+        self.redis_url: str | None = None
 
-    def open_store(self, url: str | None, idp_ca_file: str | None):
-        """The database, its master keys and the snapshot compiled from it (with its verifiers)."""
+    def open_store(self, url: str | None, idp_ca_file: str | None, bundle: str = "", control_plane: str = ""):
+        """The database, its master keys and the snapshot compiled from it (with its verifiers);
+        for a hybrid data plane (`bundle`), the control plane instead (rr_addon/hybrid)."""
         try:
-            if (hybrid_options := hybrid.requested()) is not None:
-                return self._open_control_plane(hybrid_options, idp_ca_file)
+            if hybrid.requested(bundle, control_plane):
+                return self._open_control_plane(bundle, control_plane, idp_ca_file)
             engine = make_engine(url, existing=True)
             check_schema(engine)
             keyring = Keyring(master_keys(settings.home()))
@@ -70,9 +72,9 @@ class Services:
         )
         return snapshot
 
-    def _open_control_plane(self, options: Any, idp_ca_file: str | None):
+    def _open_control_plane(self, bundle: str, control_plane: str, idp_ca_file: str | None):
         """Hybrid: the configuration from the control plane (or the cache); no database."""
-        self.link = hybrid.open_link(options, self.plane_id)
+        self.link = hybrid.open_link(bundle, control_plane, self.plane_id)
         snapshot = self.reloader.compile(self.link.first(), self.link.keyring)
         identities = Identities(idp_ca_file)  # rotated refresh tokens: in this process only
         identities.rebuild(snapshot)
@@ -86,6 +88,7 @@ class Services:
         old = self.gate.metering
         try:
             backend = open_backend(redis_url=redis_url, engine=self.engine or hybrid.spool_of(self.link))
+            self.redis_url = redis_url
         except BackendUnavailable as e:
             raise ServiceError(f"rr: meter counters unavailable: {e}") from None
         self.gate.metering = Metering(backend)

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-import yaml
 from rich.text import Text
 
 from rr_addon import settings
 from rr_addon.cli import envvars, remote, render
+from rr_addon.reports import export_text
 from rr_addon.cli.consoles import Output
 from rr_addon.config.load import ConfigErrors
 from rr_addon.core.terminal import printable
@@ -204,15 +204,6 @@ def export(
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
-
-
-def export_text(stored: config_store.Stored) -> str:
-    data = stored.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
-    header = (
-        f"# rr configuration version {stored.version}\n"
-        "# Secrets are not exported; a credential without `secret` keeps its stored secret on `rr apply`.\n"
-    )
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 @app.command(name="schema")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,77 +12,10 @@ import typer
 
 from rr_addon.cli import remote
 
-from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
+from rr_addon.core.meters import meter_key, unmeasured_key, usage_key
+from rr_addon.reports import counter_backend, read_counters, report, row_json, row_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
-
-
-def _backend(engine):
-    """The backend the proxies count in: Redis with RR_REDIS_URL, else the embedded database."""
-    redis_url = os.environ.get("RR_REDIS_URL")
-    if redis_url:
-        from rr_addon.meters.redis_backend import RedisBackend
-
-        return RedisBackend(redis_url)
-    from rr_addon.meters.embedded import EmbeddedBackend
-
-    return EmbeddedBackend(engine)
-
-
-async def _read(backend, prefix: str = "") -> dict[str, int]:
-    try:
-        return await backend.read(prefix)
-    finally:
-        await backend.close()
-
-
-def usage_rows(snap, counts, now, proxy=None, credential=None) -> list[UsageRow]:
-    rows: list[UsageRow] = []
-    for p in snap.proxies.values():
-        if proxy and p.name != proxy:
-            continue
-        creds = [c for c in p.callers if not credential or c == credential]
-        rows += [r for r in p.meters.usage_rows(creds, counts, now) if not credential or r.subject in (credential, PROXY_WIDE)]
-    return rows
-
-
-def _row_key(r: UsageRow) -> tuple:
-    return (r.proxy, r.meter, r.subject, r.window.kind)
-
-
-def report(engine, snap, counts: dict[str, int], now: float, proxy=None, credential=None) -> tuple[list[UsageRow], dict[tuple, dict[str, int]]]:
-    """The rows `rr usage` shows: the counters of data planes that count here
-    (shared database or Redis) plus, on a control plane, the latest counters each
-    hybrid data plane or region reported (summed: each scope counts its own
-    traffic); and per row, what each reported scope counted."""
-    from rr_addon.hybrid import registry
-
-    total, by_scope = registry.reported_counts(engine, now)
-    merged = dict(counts)
-    for k, v in total.items():
-        merged[k] = merged.get(k, 0) + v
-    rows = usage_rows(snap, merged, now, proxy, credential)
-    scopes: dict[tuple, dict[str, int]] = {}
-    for scope, scope_counts in sorted(by_scope.items()):
-        for r in usage_rows(snap, scope_counts, now, proxy, credential):
-            if r.used:
-                scopes.setdefault(_row_key(r), {})[scope] = r.used
-    return rows, scopes
-
-
-def row_json(r: UsageRow, now: float) -> dict:
-    return {
-        "proxy": r.proxy,
-        "meter": r.meter,
-        "subject": r.subject,
-        "window": r.window.kind,
-        "window_key": r.window.key,
-        "used": r.used,
-        "limit": r.limit,
-        "remaining": r.remaining,
-        "resets_in": r.window.resets_in(now),
-        "unmeasured": r.unmeasured,  # response_value meters: responses whose value could not be read
-    }
 
 
 @usage_app.callback(invoke_without_command=True)
@@ -105,11 +37,11 @@ def usage(
     engine, keyring = _store()
     snap = _load_snapshot(engine, keyring)
     now = time.time()
-    counts = asyncio.run(_read(_backend(engine)))
+    counts = asyncio.run(read_counters(counter_backend(engine)))
     rows, scopes = report(engine, snap, counts, now, proxy, credential)
     if as_json:
         for r in rows:
-            print(json.dumps({**row_json(r, now), "by_scope": scopes.get(_row_key(r), {})}))
+            print(json.dumps({**row_json(r, now), "by_scope": scopes.get(row_key(r), {})}))
         return
     console.print(render.usage_table(rows, now))
     if scopes:
@@ -151,7 +83,7 @@ def reset(
         raise die("nothing reset")
 
     async def run() -> int:
-        backend = _backend(engine)
+        backend = counter_backend(engine)
         try:
             total = 0
             for prefix in prefixes:

@@ -46,18 +46,18 @@ def audit(cp: Any, req: dict, _: dict) -> dict:
 
 
 def usage(cp: Any, req: dict, _: dict) -> dict:
-    from rr_addon.cli.usage import _backend, _read, _row_key, report, row_json
+    from rr_addon.reports import counter_backend, read_counters, row_key, report, row_json
 
     q = req["query"]
     snap = config_store.load_snapshot(cp.engine, cp.keyring)
     now = time.time()
-    counts = asyncio.run(_read(_backend(cp.engine)))
+    counts = asyncio.run(read_counters(counter_backend(cp.engine)))
     rows, scopes = report(cp.engine, snap, counts, now, q.get("proxy") or None, q.get("credential") or None)
-    return {"rows": [{**row_json(r, now), "by_scope": scopes.get(_row_key(r), {})} for r in rows]}
+    return {"rows": [{**row_json(r, now), "by_scope": scopes.get(row_key(r), {})} for r in rows]}
 
 
 def export(cp: Any, req: dict, _: dict) -> dict:
-    from rr_addon.cli import export_text
+    from rr_addon.reports import export_text
 
     return {"yaml": export_text(config_store.read(cp.engine, cp.keyring))}
 

@@ -7,8 +7,6 @@ import logging
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
-from rr_addon.hybrid import dataplane as hybrid
-
 logger = logging.getLogger("rr")
 
 LAZY_ONLY = (
@@ -43,7 +41,12 @@ def declare(loader: Loader) -> None:
     loader.add_option(
         "rr_database_url", str, "", "rr database URL (default: $RR_DATABASE_URL, else sqlite:///$RR_HOME/rr.db)."
     )
-    hybrid.add_options(loader)
+    loader.add_option(
+        "rr_dataplane_bundle", str, "",
+        "Hybrid data plane: the bundle `rr control-plane issue-dataplane NAME` wrote. rr then needs no database: "
+        "it pulls the configuration from the control plane (docs/hybrid.md).",
+    )
+    loader.add_option("rr_control_plane", str, "", "Hybrid data plane: the control plane's https://HOST:PORT (default: the bundle's).")
     loader.add_option(
         "rr_redis_url", str, "", "Redis URL for meter counters shared by every rr process (default: $RR_REDIS_URL; none: embedded counters)."
     )

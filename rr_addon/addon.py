@@ -37,7 +37,8 @@ from rr_addon.core.bodies import BodyError, DecodedTooLarge, decodable, decode_c
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, EventMeasure, Measurement
-from rr_addon.core.recode import Recoder, recodable
+from rr_addon.core.event_redaction import EventRedactor, event_stage
+from rr_addon.core.recode import IDENTITY, Recoder, recodable
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.snapshot import Snapshot
@@ -858,7 +859,17 @@ class RR:
             )
             # a meter that reads the body gets a copy (up to rr_buffer_limit) as the response streams on
             copy = BodyCopy(ctx.options.rr_buffer_limit) if valued and not events and held_for is None else None
-            if flow.request.method != "HEAD" and held_for is not None:
+            limit = ctx.options.rr_buffer_limit
+            stage = event_stage(pipeline, resp.status_code, resp.headers.get("content-type"), pairs, limit, flow.id) if body else None
+            if stage is not None and (coding is not None or not encoded):
+                # redacted (and filtered) event by event as it streams: rr_addon.core.event_redaction
+                tap = metered[0].events(resp.headers, limit) if valued else None
+                resp.stream = Recoder(coding or IDENTITY, pairs, tap=tap, on_fail=lambda: self.abandon(flow), stage=stage)
+                wire.guard(flow)
+                resp.headers.pop("content-length", None)
+                if not (flow.request.is_http2 or flow.request.is_http3):
+                    resp.headers["transfer-encoding"] = "chunked"
+            elif flow.request.method != "HEAD" and held_for is not None:
                 # buffered (capped), processed in `response`, sent whole: see wire.defer
                 length = resp.headers.get("content-length", "")
                 limit = ctx.options.rr_buffer_limit
@@ -890,7 +901,7 @@ class RR:
                 resp.trailers.fields = clean
         if resp is not None and isinstance(resp.stream, BodyCollector):
             await self.process_response(flow, resp, resp.stream)
-        elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
+        elif resp is not None and isinstance(getattr(resp.stream, "tap", None), EventMeasure):
             await self.settle(flow, resp.stream.tap.result())
         elif resp is not None and isinstance(getattr(resp.stream, "tap", None), BodyCopy):
             await self.settle(flow, self.measure_copy(flow, resp))
@@ -1028,7 +1039,7 @@ class RR:
             return
         meta = flow.metadata["rr"]
         stream = flow.response.stream if flow.response is not None else None
-        if isinstance(stream, StreamScrubber) and isinstance(stream.tap, EventMeasure):
+        if isinstance(getattr(stream, "tap", None), EventMeasure):
             await self.settle(flow, stream.tap.result(broken=True))  # what the caller got before the break
         elif (isinstance(stream, BodyCollector) or isinstance(getattr(stream, "tap", None), BodyCopy)) and (metered := getattr(flow, _METERED, None)) is not None and metered[0].needs_response:
             await self.settle(flow, metered[0].measure(flow.response.headers, None, failed=STREAM_BROKEN))
@@ -1153,6 +1164,8 @@ class RR:
         stream = getattr(resp, "stream", None) if resp is not None else None
         bytes_out = stream.count if isinstance(stream, StreamScrubber) else stream.sent if isinstance(stream, Recoder) else (len(resp.raw_content or b"") if resp is not None else 0)
         metered = getattr(flow, _METERED, None)
+        if isinstance(stream, Recoder) and isinstance(stream.scrubber, EventRedactor) and stream.scrubber.counts:
+            self._count_redactions(flow, stream.scrubber.counts)
         self.audit.submit(
             audit.new_record(
                 request_id=flow.id if not flow.is_replay else f"{flow.id}/replay-{flow.metadata.get('rr_replays', 1)}",

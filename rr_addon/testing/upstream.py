@@ -11,7 +11,9 @@ Paths:
                       text/event-stream, chunked, one event per chunk (see `sse_events`);
                       ?delay=S between events, ?gate=NAME holds the last event until
                       `Upstream.release(NAME)`, ?crlf=1 CRLF line ends, ?split=1 cuts every
-                      event across two chunks, ?break=1 drops the connection before the end
+                      event across two chunks, ?break=1 drops the connection before the end,
+                      ?say=TEXT the second word of /sse/openai, ?gzip=1 (br, zstd, deflate)
+                      the stream encoded so, flushed after every event
   /text/...           text/plain with an email, a card number and the Authorization it got
   ?gzip=1             on any path: the body gzip-encoded
   /bomb/gzip, /bomb/br  64 MB of JSON compressed (decompression bombs)
@@ -144,7 +146,8 @@ def sse_events(kind: str, q: dict[str, str]) -> list[bytes]:
     if kind == "openai":
         prompt, completion = int(q.get("prompt", 7)), int(q.get("completion", 5))
         chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini", "usage": None}
-        docs = [dict(chunk, choices=[{"index": 0, "delta": {"content": w}}]) for w in ("Hel", "lo", " there")]
+        words = ("Hel", q.get("say", "lo"), " there")
+        docs = [dict(chunk, choices=[{"index": 0, "delta": {"content": w}}]) for w in words]
         docs.append(dict(chunk, choices=[], usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}))
         out = [b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs]
         return [b": keep-alive\n\n"] + out + [b"data: [DONE]\n\n"]
@@ -358,10 +361,18 @@ class _Handler(BaseHTTPRequestHandler):
         events = sse_events(kind, q)
         if q.get("crlf"):
             events = [e.replace(b"\n", b"\r\n") for e in events]
+        coding = next((c for c in ("gzip", "br", "zstd", "deflate") if q.get(c) == "1"), None)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
+        if coding:
+            from rr_addon.core.recode import _Encoder
+
+            encoder = _Encoder(coding)  # each event flushed: decodable as soon as it arrives
+            events = [encoder.put(e) + encoder.flush() for e in events]
+            events[-1] += encoder.finish()
+            self.send_header("content-encoding", coding)
         self.end_headers()
         delay = float(q.get("delay", 0))
         for i, event in enumerate(events):

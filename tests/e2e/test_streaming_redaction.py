@@ -1,0 +1,110 @@
+"""`redact` and filters on `text/event-stream` responses through a real `rr run`:
+event by event while the stream streams (the caller sees early events before the
+upstream sends the last one), compressed streams too, echoed secrets scrubbed
+inside events, a value cut across TCP chunks still caught, and an event filters
+cannot vouch for ends the stream."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import uuid
+
+import httpx
+import pytest
+
+from rr_addon.core.bodies import zstd as _zstd
+from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.proxy import ProxyProcess
+
+ZstdDecompressor = _zstd.ZstdDecompressor
+SECRET = "sk_stream_SECRET_123456"
+POLICY = """
+targets:
+  - name: llm
+    hosts: ["127.0.0.1:{port}"]
+    allow_private_addresses: true
+    credentials: [{{name: live, kind: bearer, secret: {secret}}}]
+proxies:
+  - name: redacting
+    targets: [{{target: llm}}]
+    redact: [{{detectors: [email], direction: both}}]
+    credentials: [{{name: a, auth: api_key, secret: KEY_r}}]
+  - name: filtering
+    targets: [{{target: llm}}]
+    filters: [{{destroy: ["$.model"]}}]
+    credentials: [{{name: f, auth: api_key, secret: KEY_f}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, upstream, pki):
+    home = prepare_home(tmp_path_factory.mktemp("rr-sse-redact"), POLICY.format(port=upstream.port, secret=SECRET))
+    with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
+        yield p
+
+
+def client(proxy, name: str = "redacting", key: str = "KEY_r") -> httpx.Client:
+    return httpx.Client(proxy=proxy.url(name, key), verify=ssl.create_default_context(cafile=str(proxy.ca)), timeout=30)
+
+
+def stream_gated(c: httpx.Client, upstream, query: str, early: bytes = b"Hel") -> tuple[httpx.Response, bytes]:
+    """The upstream holds its last event until this client has seen `early`: only a
+    response rr passes on event by event can finish before the gate times out."""
+    gate = uuid.uuid4().hex
+    received = b""
+    with c.stream("GET", f"https://127.0.0.1:{upstream.port}/sse/openai?{query}&gate={gate}") as r:
+        # httpx's zstd decoder (python-zstandard's decompressobj) holds output back until
+        # the frame ends: read zstd with the standard library's decompressor instead
+        zstd = ZstdDecompressor() if r.headers.get("content-encoding") == "zstd" else None
+        for chunk in r.iter_raw() if zstd is not None else r.iter_bytes():
+            received += zstd.decompress(chunk) if zstd is not None else chunk
+            if early in received:
+                upstream.gates.release(gate)
+        upstream.gates.release(gate)
+    assert upstream.gates.released_in_time[gate], "the first event reached the client only after the stream ended: rr buffered it"
+    return r, received
+
+
+def audit_record(proxy, request_id: str) -> dict:
+    deadline = time.monotonic() + 10
+    while True:
+        for line in rr_cli(proxy.home, "audit", "--json").output.splitlines():
+            rec = json.loads(line)
+            if rec["request_id"] == request_id:
+                return rec
+        assert time.monotonic() < deadline, f"no audit record for {request_id}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("extra", ["", "&split=1&crlf=1", "&gzip=1", "&br=1", "&zstd=1", "&deflate=1&split=1"])
+def test_an_email_in_a_streamed_completion_reaches_the_caller_redacted_event_by_event(proxy, upstream, extra):
+    with client(proxy) as c:
+        r, received = stream_gated(c, upstream, f"say=write+to+alice@example.com+{SECRET}{extra}")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert b"alice@example.com" not in received and b"example.com" not in received
+    assert SECRET.encode() not in received  # an injected secret the upstream echoes is masked too
+    assert b'"content":"write to [REDACTED:EMAIL] [rr:llm/live]' in received
+    assert received.replace(b"\r\n", b"\n").endswith(b"data: [DONE]\n\n")
+    assert audit_record(proxy, r.headers["rr-request-id"])["redactions"] == {"email": 1}
+
+
+def test_filters_apply_to_each_event_of_a_stream_as_it_streams(proxy, upstream):
+    with client(proxy, "filtering", "KEY_f") as c:
+        r, received = stream_gated(c, upstream, "split=1")
+    events = [e for e in received.split(b"\n\n") if e.startswith(b"data: {")]
+    assert len(events) == 4 and all(b"model" not in e for e in events)
+    assert b"gpt-4o-mini" not in received and received.endswith(b"data: [DONE]\n\n")
+
+
+def test_an_event_filters_cannot_read_ends_the_stream_with_an_error_and_never_looks_complete(proxy, upstream):
+    received = b""
+    with client(proxy, "filtering", "KEY_f") as c, pytest.raises(httpx.RemoteProtocolError):
+        with c.stream("GET", f"https://127.0.0.1:{upstream.port}/sse/plain") as r:
+            for chunk in r.iter_bytes():
+                received += chunk
+    assert r.status_code == 200 and b"hello" not in received
+    name, data = received.split(b"\n")[:2]
+    assert name == b"event: error"
+    assert json.loads(data.removeprefix(b"data: "))["error"]["code"] == "unfilterable-response"

@@ -37,6 +37,7 @@ from rr_addon.core.bodies import BodyError, DecodedTooLarge, decodable, decode_c
 from rr_addon.core.callers import Problem, find_presented
 from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, EventMeasure, Measurement
+from rr_addon.core import mcp
 from rr_addon.core.event_redaction import EventRedactor, event_stage
 from rr_addon.core.recode import IDENTITY, Recoder, recodable
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
@@ -64,6 +65,7 @@ _DECISION_TIME = "_rr_decision_time"  # seconds spent deciding (auth, target, ru
 _VERIFICATION = "_rr_verification"  # audit summary of a token verification (subject, issuer, path)
 _SEEN = "_rr_seen"  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
 _UNSCRUBBABLE = "_rr_unscrubbable"  # the Decision refusing a response rr cannot scrub (its body is never read)
+_MCP = "_rr_mcp"  # audit fields naming the JSON-RPC method and tool of a body the rules read
 
 
 class _StreamingIsRoutine(logging.Filter):
@@ -689,6 +691,8 @@ class RR:
         """Rules, then meters (counted only for requests the rules let through)."""
         t0 = time.perf_counter()
         outcome, req = authorize(admitted, facts, self.limits)
+        if req is not None and req.body_json is not None:
+            setattr(flow, _MCP, mcp.audit_fields(req.body_json))
         metered = req is not None and (outcome.decision.allowed or outcome.report_only)
         if metered:
             assert self.metering is not None
@@ -1148,6 +1152,7 @@ class RR:
             "target_credential": route.target_credential if route else None,
             "config_version": snap.version,
             **(getattr(flow, _VERIFICATION, None) or {}),
+            **(getattr(flow, _MCP, None) or {}),
         }
         webview.show(flow)
 
@@ -1200,6 +1205,8 @@ class RR:
                 issuer=meta.get("issuer"),
                 verification=meta.get("verification"),
                 token=meta.get("token"),
+                mcp_method=meta.get("mcp_method"),
+                mcp_tool=meta.get("mcp_tool"),
             )
         )
         setattr(flow, _AUDITED, True)
@@ -1236,7 +1243,7 @@ FROZEN_OPTIONS = frozenset(
     }
 )
 
-_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN, _UNSCRUBBABLE)
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN, _UNSCRUBBABLE, _MCP)
 
 
 def _forget(flow: http.HTTPFlow) -> None:

@@ -33,7 +33,8 @@ Paths:
   /lie                says application/json, sends HTML
   Upstream.answer(path, fn) replaces the echo for one exact path (no query) with
   fn(Received) -> (status, content type, body): vendor-shaped answers for the
-  recipes' tests.
+  recipes' tests; Upstream.stream(path, fn) the same, streamed chunk by chunk
+  (rr_addon.testing.vendors: OpenAI- and Anthropic-shaped event streams).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Iterable
 
 import brotli
 
@@ -167,6 +168,7 @@ def sse_events(kind: str, q: dict[str, str]) -> list[bytes]:
 
 
 Answer = Callable[[Received], tuple[int, str, bytes]]
+Streamed = Callable[[Received], "tuple[int, list[tuple[str, str]], Iterable[bytes]]"]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -283,6 +285,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.recorder.add(rec)
         status = 200
         path = self.path.split("?")[0]
+        streamed = self.streams.get(path)
+        if streamed is not None:
+            status, headers, pieces = streamed(rec)
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self._write_chunked(pieces)
+            return
         answer = self.answers.get(path)
         if answer is not None:
             status, content_type, payload = answer(rec)
@@ -446,7 +458,8 @@ class Upstream:
         self.gates = Gates()
         self.server_names: list[str | None] = []  # the TLS SNI of each connection, as received
         self.answers: dict[str, Answer] = {}
-        handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates, "answers": self.answers})
+        self.streams: dict[str, Streamed] = {}
+        handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates, "answers": self.answers, "streams": self.streams})
         self.server = _Server((host, port), handler)
         self.server.daemon_threads = True
         if pki is not None:
@@ -468,6 +481,11 @@ class Upstream:
     def answer(self, path: str, fn: Answer) -> None:
         """Answer requests for exactly `path` (query ignored) with fn(request) instead of the echo."""
         self.answers[path] = fn
+
+    def stream(self, path: str, fn: Streamed) -> None:
+        """Answer requests for exactly `path` with fn(request) -> (status, headers, pieces): each
+        piece is written as one chunk and flushed (a generator may wait on `gates` between them)."""
+        self.streams[path] = fn
 
     @property
     def received(self) -> list[Received]:

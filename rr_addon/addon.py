@@ -39,6 +39,7 @@ from rr_addon.core.decide import Admission, Limits, admit, admit_verified, autho
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, EventMeasure, Measurement
 from rr_addon.core import mcp
 from rr_addon.core.event_redaction import EventRedactor, event_stage
+from rr_addon.core.message_redaction import redact_message
 from rr_addon.core.recode import IDENTITY, Recoder, recodable
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
@@ -921,22 +922,31 @@ class RR:
         self.finish(flow)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
-        """Scrub the injected secret from a message the upstream sends (it may echo the
-        upgrade's credential); mitmweb and `-w` show the message as scrubbed here. A caller's
-        messages are not scanned: it never had the secret. Each message is scanned whole
-        (mitmproxy hands over complete messages), so a secret within one is always caught."""
+        """Redact a message as `redact` says for its direction (rr_addon.core.message_redaction),
+        and scrub the injected secret from a message the upstream sends (it may echo the
+        upgrade's credential); mitmweb and `-w` show the message as changed here. A caller's
+        messages are not scrubbed: it never had the secret. Each message is scanned whole
+        (mitmproxy hands over complete messages), so a value within one is always caught."""
         message = flow.websocket.messages[-1] if flow.websocket is not None and flow.websocket.messages else None
-        if message is None or message.from_client:
+        if message is None:
             return
-        injection = wire.attached(flow.request)
-        if injection is None or not injection.scrub:
+        pipeline = getattr(flow, _PIPELINE, EMPTY)
+        redactor = pipeline.request_redactor if message.from_client else pipeline.response_redactor
+        injection = None if message.from_client else wire.attached(flow.request)
+        if redactor is None and (injection is None or not injection.scrub):
             return
         try:
-            clean = scrub_bytes(message.content, injection.scrub)
-            if clean is not message.content:
-                message.content = clean  # the mask is ASCII: a text message stays valid UTF-8
+            if redactor is not None:
+                redacted, counts = redact_message(redactor, message.content)
+                if redacted is not None:
+                    message.content = redacted
+                    self._count_redactions(flow, counts)
+            if injection is not None and injection.scrub:
+                clean = scrub_bytes(message.content, injection.scrub)
+                if clean is not message.content:
+                    message.content = clean  # the mask is ASCII: a text message stays valid UTF-8
         except Exception:  # fail closed: a message rr could not scan is not passed on
-            logger.exception("rr could not scrub a WebSocket message of request %s; dropping it", flow.id)
+            logger.exception("rr could not redact or scrub a WebSocket message of request %s; dropping it", flow.id)
             message.drop()
 
     def measure_copy(self, flow: http.HTTPFlow, resp: http.Response) -> Measurement:

@@ -2,7 +2,7 @@
 event by event while the stream streams (the caller sees early events before the
 upstream sends the last one), compressed streams too, echoed secrets scrubbed
 inside events, a value cut across TCP chunks still caught, and an event filters
-cannot vouch for ends the stream."""
+cannot vouch for ends the stream; WebSocket messages are redacted in both directions."""
 
 from __future__ import annotations
 
@@ -108,3 +108,63 @@ def test_an_event_filters_cannot_read_ends_the_stream_with_an_error_and_never_lo
     name, data = received.split(b"\n")[:2]
     assert name == b"event: error"
     assert json.loads(data.removeprefix(b"data: "))["error"]["code"] == "unfilterable-response"
+
+
+class WsMailer:
+    """A TLS WebSocket server that greets with an address and echoes what it receives, recording it."""
+
+    def __init__(self, pki):
+        import asyncio
+        import threading
+
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        self.loop = asyncio.new_event_loop()
+        self.received: list[str | bytes] = []
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _handler(self, ws):
+        await ws.send('{"greeting": "support is dora@example.com"}')
+        async for message in ws:
+            self.received.append(message)
+            await ws.send(b"got it" if isinstance(message, bytes) else "got it")
+
+    async def _start(self):
+        from websockets.asyncio.server import serve
+
+        self.server = await serve(self._handler, "127.0.0.1", 0, ssl=self.ctx)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def close(self):
+        import asyncio
+
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_websocket_messages_are_redacted_in_both_directions(tmp_path, pki):
+    from websockets.sync.client import connect as ws_connect
+
+    up = WsMailer(pki)
+    try:
+        home = prepare_home(tmp_path / "ws", POLICY.format(port=up.port, secret=SECRET))
+        with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
+            ctx = ssl.create_default_context(cafile=str(p.ca))
+            with ws_connect(f"wss://127.0.0.1:{up.port}/chat", proxy=p.url("redacting", "KEY_r"), ssl=ctx, open_timeout=10) as ws:
+                greeting = ws.recv(timeout=10)
+                ws.send('{"prompt": "forward it to erin@example.com"}')
+                ws.recv(timeout=10)
+                ws.send(b"binary frank@example.com")
+                ws.recv(timeout=10)
+    finally:
+        up.close()
+    assert json.loads(greeting) == {"greeting": "support is [REDACTED:EMAIL]"}
+    assert up.received == ['{"prompt":"forward it to [REDACTED:EMAIL]"}', b"binary [REDACTED:EMAIL]"]

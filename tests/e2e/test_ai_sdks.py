@@ -108,7 +108,18 @@ def test_openai_sdk_streamed_completion_arrives_redacted_chunk_by_chunk(tmp_path
         assert sent.header("authorization") == "Bearer " + SECRETS["OPENAI_API_KEY"]
         assert b"bob@example.org" not in sent.body and b"[REDACTED:EMAIL]" in sent.body  # the prompt, before it left
         assert stream.response.headers["content-type"].startswith("text/event-stream")
-        assert audit_record(proxy, stream.response.headers["rr-request-id"])["redactions"] == {"email": 2}
+        record = audit_record(proxy, stream.response.headers["rr-request-id"])
+        assert record["redactions"] == {"email": 2} and record["unmeasured"] is None
+        # the tokens meter read the usage chunk of the stream it redacted (9 prompt + 5 completion)
+        deadline = time.monotonic() + 10
+        while (used := _meter(proxy, "llm-apps", "tokens")) != 14 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert used == 14
+
+
+def _meter(proxy: ProxyProcess, proxy_name: str, meter: str) -> int:
+    rows = [json.loads(line) for line in rr_cli(proxy.home, "usage", "--proxy", proxy_name, "--json").output.splitlines()]
+    return sum(r["used"] for r in rows if r["meter"] == meter and r["window"] == "day")
 
 
 # ---------------------------------------------------------------------- Anthropic
@@ -138,6 +149,10 @@ def test_anthropic_sdk_streamed_message_arrives_redacted_chunk_by_chunk(tmp_path
         (sent,) = [r for r in vendor.received if r.header("x-test-gate") == gate]
         assert sent.header("x-api-key") == SECRETS["ANTHROPIC_API_KEY"]
         assert b"carol@example.net" not in sent.body
+        deadline = time.monotonic() + 10
+        while (_meter(proxy, "agents", "input-tokens"), _meter(proxy, "agents", "output-tokens")) != (9, 5) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (_meter(proxy, "agents", "input-tokens"), _meter(proxy, "agents", "output-tokens")) == (9, 5)
 
 
 # ---------------------------------------------------------------------- MCP

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import time
 import uuid
 
@@ -88,6 +89,24 @@ def test_an_email_in_a_streamed_completion_reaches_the_caller_redacted_event_by_
     assert b'"content":"write to [REDACTED:EMAIL] [rr:llm/live]' in received
     assert received.replace(b"\r\n", b"\n").endswith(b"data: [DONE]\n\n")
     assert audit_record(proxy, r.headers["rr-request-id"])["redactions"] == {"email": 1}
+
+
+@pytest.mark.parametrize("extra", ["", "&gzip=1"])
+def test_over_http2_with_curl_the_stream_is_redacted_event_by_event(proxy, upstream, extra):
+    gate = uuid.uuid4().hex
+    url = f"https://127.0.0.1:{upstream.port}/sse/openai?say=mail+bob@example.org{extra}&gate={gate}"
+    cmd = ["curl", "-sS", "-N", "--http2", "--compressed", "--proxy", proxy.url("redacting", "KEY_r"), "--cacert", str(proxy.ca), "-w", "\n%{http_version}", url]
+    received = b""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as curl:
+        while chunk := curl.stdout.read1(65536):
+            received += chunk
+            if b"Hel" in received:
+                upstream.gates.release(gate)
+        upstream.gates.release(gate)
+        assert curl.wait(30) == 0, curl.stderr.read()
+    assert upstream.gates.released_in_time[gate], "the first event reached curl only after the stream ended: rr buffered it"
+    assert received.endswith(b"data: [DONE]\n\n\n2")  # HTTP/2, and every event
+    assert b"bob@example.org" not in received and b'"content":"mail [REDACTED:EMAIL]"' in received
 
 
 def test_filters_apply_to_each_event_of_a_stream_as_it_streams(proxy, upstream):

@@ -187,3 +187,21 @@ def test_websocket_messages_are_redacted_in_both_directions(tmp_path, pki):
         up.close()
     assert json.loads(greeting) == {"greeting": "support is [REDACTED:EMAIL]"}
     assert up.received == ['{"prompt":"forward it to [REDACTED:EMAIL]"}', b"binary [REDACTED:EMAIL]"]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_an_upload_too_large_to_redact_is_refused_and_never_leaves(proxy, upstream, framing):
+    from rr_addon.core import reasons
+
+    marker = uuid.uuid4().hex
+    body = b'{"prompt": "' + b"mail grace@example.com " * 60_000 + b'"}'  # 1.4 MB > rr_inspect_limit (1 MiB)
+
+    def pieces():
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    with client(proxy) as c:
+        r = c.post(f"https://127.0.0.1:{upstream.port}/anything/upload", content=pieces() if framing == "chunked" else body, headers={"x-marker": marker})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "payload-too-large" and reasons.BODY_OVER_REDACTION_LIMIT in r.json()["error"]["message"]
+    assert [x for x in upstream.received if x.header("x-marker") == marker] == []

@@ -146,3 +146,18 @@ def test_audit_fields_name_the_method_and_tool():
 def test_bad_mcp_conditions_are_refused_with_the_field_named(spec, message):
     with pytest.raises(ValidationError, match=message):
         Rule.model_validate({"name": "r", "effect": "deny", "mcp": spec})
+
+
+def test_the_documented_allow_list_allows_reads_and_refuses_everything_else():
+    rules = [
+        {"name": "session", "effect": "allow", "mcp": {"method": "^(initialize|ping|notifications/.+|tools/list)$"}},
+        {"name": "read-tools", "effect": "allow", "mcp": {"method": "^tools/call$", "tool": "^(read_file|search)$"}},
+        {"name": "session-stream", "effect": "allow", "methods": ["GET", "DELETE"]},
+    ]
+    s = scope(rules, "deny")
+    assert decides(s, call(method="initialize")).rule == "session"
+    assert decides(s, call(method="notifications/initialized", id=None)).rule == "session"
+    assert decides(s, call("search", q="x")).rule == "read-tools"
+    assert decides(s, call("delete_file")) == REFUSED
+    assert decides(s, [call(method="initialize", id=1), call("read_file", id=2)]) == REFUSED  # each rule must match every call
+    assert s.evaluate(RuleRequest("GET", "/mcp")).rule == "session-stream"

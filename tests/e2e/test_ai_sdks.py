@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
 import uuid
@@ -268,5 +269,6 @@ def test_mcp_audit_names_method_and_tool_and_explain_says_which_call_matched(mcp
     assert (rec["mcp_method"], rec["mcp_tool"], rec["result"], rec["rule"]) == ("tools/call", "drop_table", "deny", "no-destructive-tools")
     body = json.dumps([_call("read_file", 1, path="/srv/a"), _call("delete_file", 2, path="/srv/a")])
     out = rr_cli(proxy.home, "explain", "--credential", "agents/agent", "POST", server.url, "-H", "content-type: application/json", "-d", body, check=False).output
-    assert "mcp: tools/call read_file did not match; tools/call delete_file matched" in out
-    assert "403 access-denied" in out
+    flat = re.sub(r"[\s│├└─]+", " ", out)  # the tree as one line (the console may wrap it)
+    assert "✓ no-destructive-tools deny p500 matched; mcp: tools/call read_file did not match; tools/call delete_file matched" in flat, out
+    assert "403 access-denied" in flat

@@ -55,6 +55,7 @@ _AUDITED = "_rr_audited"
 _STARTED = "_rr_started"
 _PENDING = "_rr_pending"  # (Admission, RequestFacts) waiting for the body
 _METERED = "_rr_metered"  # (meters Plan, Verdict) of an admitted request
+_SETTLED = "_rr_settled"  # the response_value/cost meters of the flow were settled (or its reservation released)
 _PIPELINE = "_rr_pipeline"  # the response Pipeline of an admitted request
 _WATCH = "_rr_watch"  # the timeouts.Watch of an admitted request
 _TIMED_OUT = "_rr_timed_out"  # which timeout cut the exchange off
@@ -696,7 +697,7 @@ class RR:
         _add_time(flow, time.perf_counter() - t0)
         if metered:
             if not verdict.admitted:
-                extra = [("retry-after", str(verdict.retry_after or 1))]
+                extra = [("retry-after", str(verdict.retry_after))] if verdict.retry_after else []
                 if verdict.policy:
                     extra += [("ratelimit-policy", verdict.policy), ("ratelimit", verdict.ratelimit or "")]
                 self.conclude(flow, quota_outcome(admitted, verdict), snap, admitted, tuple(extra))
@@ -903,6 +904,7 @@ class RR:
                 self.replace_response(flow, Decision.deny("upstream-unavailable", reasons.RESPONSE_BODY_UNSCRUBBABLE, detail=resp.stream.failed))
             else:
                 flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
+        await self.settle_reservation(flow)
         self.finish(flow)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
@@ -937,9 +939,17 @@ class RR:
         metered = getattr(flow, _METERED, None)
         if metered is None or self.metering is None:
             return
-        await self.metering.add(metered[0].settle(measured))
+        setattr(flow, _SETTLED, True)
+        await self.metering.add(metered[0].settle(measured, flow.response.status_code if flow.response is not None else None))
         if measured.unmeasured:
             flow.metadata["rr"]["unmeasured"] = dict(measured.unmeasured)
+
+    async def settle_reservation(self, flow: http.HTTPFlow) -> None:
+        """A reservation no measurement settled (no response, or one rr did not read): released,
+        or kept for a 2xx answer under `unmeasured: charge` (Plan.settle)."""
+        metered = getattr(flow, _METERED, None)
+        if metered is not None and metered[0].reserved and not getattr(flow, _SETTLED, False):
+            await self.settle(flow, Measurement({}, {}))
 
     async def process_response(self, flow: http.HTTPFlow, resp: http.Response, collected: BodyCollector) -> None:
         """Meters that read the body, filters, redaction and echo scrubbing of a buffered response."""
@@ -1060,6 +1070,7 @@ class RR:
             webview.show(flow)
         elif isinstance(stream, Recoder) and stream.failed:  # rr stopped reading it: the caller's stream is cut
             meta["reason"] = f"response cut short: {stream.failed}"
+        await self.settle_reservation(flow)
         self.finish(flow)
 
     # ------------------------------------------------------------------ commands

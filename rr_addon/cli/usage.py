@@ -6,10 +6,12 @@ import asyncio
 import json
 import os
 import time
+from decimal import Decimal
 from typing import Optional
 
 import typer
 
+from rr_addon.core.costs import MICRO
 from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
@@ -45,7 +47,7 @@ def usage_rows(snap, counts, now, proxy=None, credential=None) -> list[UsageRow]
 
 
 def row_json(r: UsageRow, now: float) -> dict:
-    return {
+    row = {
         "proxy": r.proxy,
         "meter": r.meter,
         "subject": r.subject,
@@ -57,6 +59,22 @@ def row_json(r: UsageRow, now: float) -> dict:
         "resets_in": r.window.resets_in(now),
         "unmeasured": r.unmeasured,  # response_value meters: responses whose value could not be read
     }
+    if r.currency is not None:
+        # cost meters: exact decimal strings in the currency, and the counters' integer micro-units
+        row.update(
+            used=amount(r.used),
+            limit=amount(r.limit),
+            remaining=amount(r.remaining),
+            currency=r.currency,
+            used_micros=r.used,
+            limit_micros=r.limit,
+        )
+    return row
+
+
+def amount(micros: int | None) -> str | None:
+    """Micro-units as an exact decimal string of the currency: 12.5 -> "12.500000"."""
+    return None if micros is None else str((Decimal(micros) / MICRO).quantize(Decimal("0.000001")))
 
 
 @usage_app.callback(invoke_without_command=True)

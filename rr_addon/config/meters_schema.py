@@ -25,7 +25,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import AfterValidator, Field, PlainSerializer, WithJsonSchema, field_validator, model_validator
 
 from rr_addon.config.base import Model, _header_name, _name, unique_names
 from rr_addon.config.rules_schema import Match
@@ -65,8 +65,13 @@ def _json_paths(v: str | list[str]) -> str | list[str]:
 JsonPaths = Annotated[str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)], AfterValidator(_json_paths)]
 
 
-# A YAML number (strings are refused below), read exactly.
-LimitValue = Annotated[Decimal, WithJsonSchema({"type": "number", "minimum": 0})]
+# A number, read exactly; stored and shown as a whole number when it is one (as before
+# limits could be fractions), else as its exact decimal text.
+LimitValue = Annotated[
+    Decimal,
+    WithJsonSchema({"type": "number", "minimum": 0}),
+    PlainSerializer(lambda v: int(v) if v == v.to_integral_value() else str(v), when_used="json"),
+]
 
 
 class Limits(Model):
@@ -79,8 +84,8 @@ class Limits(Model):
     @field_validator("minute", "hour", "day", "month", mode="before")
     @classmethod
     def _number(cls, v: Any) -> Any:
-        if isinstance(v, (bool, str)):  # Decimal would parse "12" and True: a limit is a YAML number
-            raise ValueError(f"expected a number; got {'true or false' if isinstance(v, bool) else 'the string ' + repr(v)}")
+        if isinstance(v, bool):  # Decimal would take True as 1
+            raise ValueError("expected a number; got true or false")
         return v
 
     def by_kind(self, scale: int = 1) -> tuple[int | None, ...]:

@@ -205,7 +205,8 @@ def test_cost_reservation_prices_max_tokens_as_output_and_the_body_as_input():
     [
         ({"name": "m", "type": "cost"}, "a cost meter needs cost"),
         ({"name": "m", "type": "cost", "cost": {**OPENAI, "prices": {}}}, "prices"),
-        ({"name": "m", "type": "cost", "cost": OPENAI, "limits": {"day": "0.0000001"}}, "expected a number"),
+        ({"name": "m", "type": "cost", "cost": OPENAI, "limits": {"day": "lots"}}, "expected a number"),
+        ({"name": "m", "limits": {"day": True}}, "expected a number"),
         ({"name": "m", "type": "cost", "cost": OPENAI, "limits": {"day": 0.0000001}}, "finer than one micro-unit"),
         ({"name": "m", "type": "cost", "cost": OPENAI, "currency": "dollars"}, "a currency is a code"),
         ({"name": "m", "type": "cost", "cost": {**OPENAI, "input": "$.usage[?(@.x =="}}, "input"),

@@ -410,7 +410,7 @@ FIELDS: dict[str, str] = {
     "MeterSpec.cost": "Where a `cost` meter reads the model and the token counts, and its price table.",
     "MeterSpec.currency": "The currency of a `cost` meter's prices and limits (a code; `rr usage` shows it). Default USD.",
     "MeterSpec.reserve": "Count a reservation at admission, settled when the response ends.",
-    "Reserve.json_path": "A JSONPath (or a list, the first that finds a number) into the request body: the most the response may use, e.g. `$.max_tokens`.",
+    "Reserve.json_path": "A JSONPath (or a list: the largest number they find) into the request body: the most the response may use, e.g. `$.max_tokens`.",
     "Reserve.default": "The reservation when the body has no number there; with `cost`, output tokens.",
     "Reserve.unmeasured": "A 2xx response rr could not measure (no usage in it, or the stream broke before it): `charge` keeps the reservation, `release` gives it back.",
     "Reserve.add_request_bytes": "Add the request body's size in bytes, an estimate of the prompt's tokens (a `cost` meter's input). Default: true for `cost`, false otherwise.",

@@ -171,7 +171,7 @@ def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable
         if getattr(s, "reserve", None) is not None:
             r = s.reserve
             add_bytes = r.add_request_bytes if r.add_request_bytes is not None else cost is not None
-            reserve = Reservation(_count_at(r.json_path) if r.json_path is not None else None, r.default, r.unmeasured == "charge", add_bytes)
+            reserve = Reservation(_largest_at(r.json_path) if r.json_path is not None else None, r.default, r.unmeasured == "charge", add_bytes)
         limits = s.limits.by_kind(MICRO if cost is not None else 1)
         currency = (s.currency or "USD") if cost is not None else None
         meters.append(Meter(s.name, s.type, limits, s.per, zone(s.timezone), s.on_backend_error, when, source, from_body, cost, reserve, currency))
@@ -599,6 +599,18 @@ def _count_at(paths: str | Sequence[str]) -> Callable[[Any], int | None]:
         return None
 
     return count
+
+
+def _largest_at(paths: str | Sequence[str]) -> Callable[[Any], int | None]:
+    """The largest count any of `paths` finds: a request naming both `max_tokens` and
+    `max_completion_tokens` reserves the larger, whichever the upstream honours."""
+    readers = [_first_at(p) for p in ([paths] if isinstance(paths, str) else paths)]
+
+    def largest(doc: Any) -> int | None:
+        found = [v for read in readers if (v := number(read(doc))) is not None]
+        return max(found) if found else None
+
+    return largest
 
 
 def _first_at(path: str) -> Callable[[Any], Any]:

@@ -61,6 +61,10 @@ def test_default_when_the_body_has_no_count_and_request_bytes_when_asked():
     body = {"max_tokens": 10, "messages": [{"content": "x" * 50}]}
     r = req(body)
     assert with_bytes.plan("c1", r, NOW).reserved == {"tokens": 10 + len(r.body_text.encode())}
+    # both spellings: the larger is reserved, whichever of them the upstream honours
+    for body in ({"max_tokens": 1, "max_completion_tokens": 900}, {"max_tokens": 900, "max_completion_tokens": 1}):
+        r = req(body)
+        assert with_bytes.plan("c1", r, NOW).reserved == {"tokens": 900 + len(r.body_text.encode())}
 
 
 @pytest.mark.parametrize(

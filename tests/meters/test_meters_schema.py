@@ -48,11 +48,11 @@ def test_full_spec():
     [
         ({"name": "r", "limits": {"week": 5}}, "week"),
         ({"name": "r", "limits": {"minute": -1}}, "greater than or equal to 0"),
-        ({"name": "r", "limits": {"minute": "many"}}, "valid integer"),
+        ({"name": "r", "limits": {"minute": "many"}}, "valid decimal"),
         ({"name": "r", "timezone": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),
         ({"name": "r", "per": "team"}, "'proxy' or 'credential'"),
         ({"name": "r", "on_backend_error": "ignore"}, "'deny' or 'allow'"),
-        ({"name": "r", "type": "bytes"}, "'request_count' or 'response_value'"),
+        ({"name": "r", "type": "bytes"}, "'request_count', 'response_value' or 'cost'"),
         ({"name": "r", "type": "response_value"}, "needs response_value"),
         ({"name": "r", "type": "request_count", "response_value": {"header": "x"}}, "only for type: response_value"),
         ({"name": "r", "type": {"other": {}}}, "type is request_count, response_value"),

@@ -129,7 +129,7 @@ def reset(
         if credential and m.per == "proxy":
             continue  # a proxy-wide meter has no per-credential counter
         prefixes.append(meter_key(proxy, m.name, credential, "") if credential else f"meter:{proxy}:{m.name}:")
-        if m.source is not None:
+        if m.valued:
             prefixes.append(unmeasured_key(proxy, m.name, credential, "") if credential else f"unmeasured:{proxy}:{m.name}:")
     if not yes and not typer.confirm(f"reset counters {', '.join(p + '*' for p in prefixes)}?"):
         raise die("nothing reset")

@@ -236,3 +236,10 @@ def test_cost_meter_counts_money_from_both_shapes_and_refuses_unpriced_models(tm
         big = c.post(f"{base}/v1/chat/completions", json={"model": "claude-3-5-haiku", "max_tokens": 4096})
         assert big.status_code == 429 and big.json()["error"]["code"] == "quota-exceeded"
         assert len(upstream.received) == before
+        # a 2xx answer without usage keeps its reservation (10 output tokens + the body as input)
+        assert c.post(f"{base}/v1/echo", json={"model": "gpt-4o-mini", "max_tokens": 10}).status_code == 200
+        row = eventually(spend, {**spend(), "unmeasured": 1})
+        assert row["unmeasured"] == 1 and row["used_micros"] == 2400 + 6 + 6  # ceil(38 bytes × 0.15 µ) + 10 × 0.6 µ
+    rr_cli(home, "usage", "reset", "--proxy", proxy, "--meter", "spend", "--yes")
+    row = spend()
+    assert (row["used"], row["unmeasured"]) == ("0.000000", 0)  # the unmeasured count of a cost meter resets with it

@@ -348,6 +348,7 @@ class Plan:
                 charge = max(value, keep)
             else:
                 charge = value
+            charge = min(charge, LARGEST)  # a giant value from the upstream: counters saturate there
             if charge != reserved:
                 ops.extend(CounterOp(op.key, charge - reserved, None, op.window, op.meter) for op in g.ops)
             if m.name in measured.unmeasured:

@@ -233,3 +233,13 @@ def test_bad_meter_configuration_says_what_is_wrong(tmp_path, spec, message):
     assert message in text, text
     with pytest.raises(Exception):
         MeterSpec.model_validate(spec)
+
+
+def test_a_giant_measured_value_is_capped_where_counters_saturate():
+    from rr_addon.core.costs import LARGEST
+
+    pm, counts = meters(TOKENS), Counts()
+    plan = pm.plan("c1", req({"max_tokens": 10**40}), NOW)
+    assert plan.reserved == {"tokens": LARGEST}
+    plan = pm.plan("c1", req({"max_tokens": 5}), NOW)
+    assert {op.amount for op in plan.settle(Measurement({"tokens": 10**30}, {}))} == {LARGEST - 5}

@@ -243,3 +243,27 @@ def test_cost_meter_counts_money_from_both_shapes_and_refuses_unpriced_models(tm
     rr_cli(home, "usage", "reset", "--proxy", proxy, "--meter", "spend", "--yes")
     row = spend()
     assert (row["used"], row["unmeasured"]) == ("0.000000", 0)  # the unmeasured count of a cost meter resets with it
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_a_hostile_upstreams_giant_usage_saturates_the_counter_and_breaks_nothing(request, tmp_path, upstream, silent, pki, backend):
+    """10**30 tokens: Redis' INCRBY refused it (rr answered 500) and the embedded
+    counters could no longer be written to the database (BIGINT). Now the counter
+    saturates at 2**53: the budget is spent, the answer passes, counting goes on."""
+    env = {"RR_REDIS_URL": request.getfixturevalue("redis_url")} if backend == "redis" else {}
+    home, proxy = home_for(tmp_path, upstream, silent)
+    base = f"https://127.0.0.1:{upstream.port}"
+    try:
+        with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env) as p, client(p, proxy) as c:
+            r = c.post(f"{base}/usage/{10**30}", json={"max_tokens": 5})
+            assert r.status_code == 200 and r.json()["usage"]["total_tokens"] == 10**30
+            assert eventually(lambda: usage(home, proxy, env)["used"], 2**53) == 2**53
+            assert c.post(f"{base}/usage/1", json={"max_tokens": 5}).status_code == 429
+            assert c.post(f"{base}/usage/{10**30}", json={"max_tokens": 5}).status_code == 429
+        # the counters were written to the database (or Redis) and read back by a new process
+        with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env) as p, client(p, proxy) as c:
+            assert c.post(f"{base}/usage/1", json={"max_tokens": 5}).status_code == 429
+        assert usage(home, proxy, env)["used"] == 2**53
+    finally:
+        if backend == "redis":
+            rr_cli(home, "usage", "reset", "--proxy", proxy, "--yes", env=env)

@@ -305,3 +305,16 @@ def test_reservations_settle_with_signed_adds_and_persist(engine):
     assert b._counts[day] == 30
     asyncio.run(b.close())
     assert stored(engine)[day] == 30
+
+
+def test_counters_saturate_at_2_pow_53_and_still_persist(engine):
+    """A giant add (a hostile upstream's usage) would overflow the BIGINT column, and every
+    later flush with it: the counter stops at 2**53, like Redis."""
+    b = EmbeddedBackend(engine, flush_interval=60)
+    b.start()
+    b.add_now([op("k", amount=2**62), op("other")])
+    b.add_now([op("k", amount=2**62)])
+    assert b.check_and_add_now([op("k", amount=2**53)]).values == (2**53,)
+    b.add_now([op("k", amount=-10)])
+    assert b.flush() and stored(engine) == {"k": 2**53 - 10, "other": 1}
+    b.close_sync()

@@ -325,3 +325,21 @@ def test_concurrent_reservations_never_overrun_and_settle_exactly(redis_url, nam
     day = next(k for k in peak if ":day:" in k)
     assert admitted == 14 and peak[day] == 98
     assert final[day] == 70
+
+
+def test_counters_saturate_at_2_pow_53_instead_of_failing(redis_url, namespace):
+    """INCRBY past 2**63 is an error (every later call on the key would fail): counters stop at 2**53."""
+
+    async def main():
+        b = RedisBackend(redis_url, namespace=namespace)
+        await b.add([op("k", amount=2**62)])
+        await b.add([op("k", amount=2**62)])
+        admitted = await b.check_and_add([op("k", amount=2**53), op("u")])
+        await b.add([op("k", amount=-10)])
+        counts = await b.read("")
+        await b.close()
+        return admitted, counts
+
+    admitted, counts = run(main())
+    assert admitted.values == (2**53, 1)
+    assert counts == {"k": 2**53 - 10, "u": 1}

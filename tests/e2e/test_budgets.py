@@ -11,10 +11,12 @@ import json
 import ssl
 import threading
 import uuid
+from decimal import Decimal
 
 import httpx
 import pytest
 
+from rr_addon.core.costs import Price, micro_cost
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 from tests.e2e.test_meters_refund import Silent
@@ -57,6 +59,7 @@ proxies:
 """
 
 LIMIT = 1000
+HAIKU = Price(Decimal("0.0008"), Decimal("0.004"))
 RESERVE = 100  # every request of the burst asks for max_tokens 100 and uses 10 + i % 50 <= 59
 
 
@@ -95,7 +98,7 @@ def silent():
     s.close()
 
 
-def burst(planes: list[ProxyProcess], proxy: str, upstream, n: int) -> tuple[list, list[int], tuple]:
+def burst(planes: list[ProxyProcess], proxy: str, upstream, n: int, kind: str = "openai", body: bytes | None = None) -> tuple[list, list[int], tuple]:
     """Start `n` streamed completions spread over `planes`, and return once all are in
     flight at once: each was refused (429), or is streaming and its end is held by the
     upstream. Returns the statuses, the tokens each admitted request will have used once
@@ -108,10 +111,15 @@ def burst(planes: list[ProxyProcess], proxy: str, upstream, n: int) -> tuple[lis
 
     def one(i: int) -> None:
         completion = i % 50
-        url = f"https://127.0.0.1:{upstream.port}/sse/openai?prompt=10&completion={completion}&gate={gate}"
+        if kind == "openai":
+            url = f"https://127.0.0.1:{upstream.port}/sse/openai?prompt=10&completion={completion}&gate={gate}"
+            payload = json.dumps({"model": "gpt-4o-mini", "max_tokens": RESERVE, "stream": True}).encode()
+        else:
+            url = f"https://127.0.0.1:{upstream.port}/sse/anthropic?input=20&output={150 + completion}&gate={gate}"
+            payload = body or b""
         with client(planes[i % len(planes)], proxy) as c:
             try:
-                with c.stream("POST", url, json={"model": "gpt-4o-mini", "max_tokens": RESERVE, "stream": True}) as r:
+                with c.stream("POST", url, content=payload, headers={"content-type": "application/json"}) as r:
                     statuses[i] = r.status_code
                     seen = b""
                     chunks = r.iter_raw()
@@ -125,7 +133,7 @@ def burst(planes: list[ProxyProcess], proxy: str, upstream, n: int) -> tuple[lis
                         pass
                 if r.status_code == 200:
                     with lock:
-                        used.append(10 + completion)
+                        used.append(10 + completion if kind == "openai" else micro_cost(HAIKU, 20, 150 + completion))
             except threading.BrokenBarrierError:
                 pass
 
@@ -165,6 +173,38 @@ def test_a_burst_of_concurrent_streams_cannot_overrun_the_token_budget(request, 
         after = eventually(lambda: usage(home, proxy, env)["used"], sum(used))
         assert after == sum(used) <= LIMIT  # each reservation replaced by what its stream measured
         assert usage(home, proxy, env)["unmeasured"] == 0
+    finally:
+        for p in processes:
+            p.stop()
+        if backend == "redis":
+            rr_cli(home, "usage", "reset", "--proxy", proxy, "--yes", env=env)
+
+
+@pytest.mark.parametrize("backend, planes", [("embedded", 1), ("redis", 2)])
+def test_a_burst_of_concurrent_streams_cannot_overrun_the_money_budget(request, tmp_path, upstream, silent, pki, monkeypatch, backend, planes):
+    """Anthropic-shaped streams priced per model: each reserves its body as input and
+    max_tokens as output at claude-3-5-haiku's price; 0.01 USD holds 9 of them at once."""
+    monkeypatch.setattr(upstream.gates, "timeout", 120.0)
+    env = {"RR_REDIS_URL": request.getfixturevalue("redis_url")} if backend == "redis" else {}
+    home, proxy = home_for(tmp_path, upstream, silent)
+    body = json.dumps({"model": "claude-3-5-haiku", "max_tokens": 250, "stream": True}).encode()
+    reservation = micro_cost(HAIKU, len(body), 250)
+    fit = 10_000 // reservation
+    assert fit == 9
+    processes = [ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name=f"plane{i}") for i in range(planes)]
+    spend = lambda: usage(home, proxy, env, "spend", "month")  # noqa: E731
+    try:
+        for p in processes:
+            p.start()
+        statuses, used, handle = burst(processes, proxy, upstream, 30, "anthropic", body)
+        try:
+            assert sorted(statuses) == [200] * fit + [429] * (30 - fit)
+            assert spend()["used_micros"] == fit * reservation <= 10_000
+        finally:
+            finish(upstream, handle)
+        after = eventually(lambda: spend()["used_micros"], sum(used))
+        assert after == sum(used) <= 10_000  # each reservation replaced by the stream's exact cost
+        assert spend()["unmeasured"] == 0
     finally:
         for p in processes:
             p.stop()

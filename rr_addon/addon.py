@@ -940,7 +940,9 @@ class RR:
         if metered is None or self.metering is None:
             return
         setattr(flow, _SETTLED, True)
-        await self.metering.add(metered[0].settle(measured, flow.response.status_code if flow.response is not None else None))
+        status = flow.response.status_code if flow.response is not None else None
+        await self.metering.add(metered[0].settle(measured, status))
+        flow.metadata["rr"]["charged"] = metered[0].charged(measured, status)
         if measured.unmeasured:
             flow.metadata["rr"]["unmeasured"] = dict(measured.unmeasured)
 
@@ -1194,6 +1196,7 @@ class RR:
                 degraded=UNCOUNTED if metered is not None and metered[1].degraded and metered[1].admitted else None,
                 redactions=meta.get("redactions") or {},
                 unmeasured=meta.get("unmeasured"),
+                charged=meta.get("charged"),
                 subject=meta.get("subject"),
                 issuer=meta.get("issuer"),
                 verification=meta.get("verification"),

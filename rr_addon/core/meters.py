@@ -51,7 +51,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from rr_addon.core.bodies import BodyError, parse_json
-from rr_addon.core.costs import LARGEST, MICRO, Cost, Price, micro_cost
+from rr_addon.core.costs import LARGEST, MICRO, Cost, Price, micro_cost, money
 from rr_addon.core.jsonpaths import compile_matcher, compile_path, find
 from rr_addon.core.sse import EventParser
 from rr_addon.core.windows import KINDS, UTC, Window, WindowCache, zone
@@ -334,13 +334,25 @@ class Plan:
         or hanging up before it), else released. A partial value (a broken stream) is
         charged at least the reservation under `charge`."""
         ops: list[CounterOp] = []
-        answered = status is not None and 200 <= status < 300
+        charges = self.charges(measured, status)
         for g in self.groups:
             m = g.meter
             if m is None or not m.valued:
                 continue
             reserved = self.reserved.get(m.name, 0)
-            keep = reserved if answered and m.reserve is not None and m.reserve.charge else 0
+            charge = charges[m.name]
+            if charge != reserved:
+                ops.extend(CounterOp(op.key, charge - reserved, None, op.window, op.meter) for op in g.ops)
+            if m.name in measured.unmeasured:
+                ops.extend(_unmeasured(op) for op in g.ops)
+        return tuple(ops)
+
+    def charges(self, measured: Measurement, status: int | None = 200) -> dict[str, int]:
+        """What each value meter counts for this request once settled (see `settle`)."""
+        answered = status is not None and 200 <= status < 300
+        out = {}
+        for m in self.value_meters:
+            keep = self.reserved.get(m.name, 0) if answered and m.reserve is not None and m.reserve.charge else 0
             value = measured.values.get(m.name)
             if value is None:
                 charge = keep
@@ -348,12 +360,13 @@ class Plan:
                 charge = max(value, keep)
             else:
                 charge = value
-            charge = min(charge, LARGEST)  # a giant value from the upstream: counters saturate there
-            if charge != reserved:
-                ops.extend(CounterOp(op.key, charge - reserved, None, op.window, op.meter) for op in g.ops)
-            if m.name in measured.unmeasured:
-                ops.extend(_unmeasured(op) for op in g.ops)
-        return tuple(ops)
+            out[m.name] = min(charge, LARGEST)  # a giant value from the upstream: counters saturate there
+        return out
+
+    def charged(self, measured: Measurement, status: int | None = 200) -> dict[str, int | str]:
+        """`charges` as the audit record shows them: counts, or money with its currency."""
+        by_name = {m.name: m for m in self.value_meters}
+        return {k: v if by_name[k].currency is None else money(v, by_name[k].currency) for k, v in self.charges(measured, status).items()}  # type: ignore[misc]
 
     def release(self) -> tuple[CounterOp, ...]:
         """The adds that give back every reservation (no response came back)."""

@@ -77,6 +77,18 @@ def usage(home, proxy: str, env: dict, meter: str = "tokens", window: str = "day
     return next(r for r in rows if r["meter"] == meter and r["window"] == window)
 
 
+def audit_record(home, proxy: str, request_id: str) -> dict:
+    for _ in range(40):
+        for line in rr_cli(home, "audit", "--json", "--proxy", proxy).output.splitlines():
+            rec = json.loads(line)
+            if rec["request_id"] == request_id:
+                return rec
+        import time
+
+        time.sleep(0.25)
+    raise AssertionError(f"no audit record for {request_id}")
+
+
 def eventually(read, want, tries: int = 40):
     """`read()` until it equals `want` (counters of a finished request land within a flush)."""
     import time
@@ -223,8 +235,10 @@ def test_reservations_are_settled_or_released_however_the_exchange_ends(request,
         with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, args=["--set", "rr_upstream_timeout=1"]) as p, client(p, proxy) as c:
             assert c.post(f"{base}/usage/42", json=body).status_code == 200
             assert eventually(used, 42) == 42  # measured: the value replaces the reservation
-            assert c.post(f"{base}/status/500", json=body).status_code == 500
+            failed = c.post(f"{base}/status/500", json=body)
+            assert failed.status_code == 500
             assert eventually(used, 42) == 42  # an upstream 5xx without usage: released
+            assert audit_record(home, proxy, failed.headers["rr-request-id"])["charged"] == {"tokens": 0}
             assert c.post(f"http://127.0.0.1:{silent.port}/x", json=body).status_code == 504
             assert eventually(used, 42) == 42  # sent, never answered: released
             with client(p, proxy, timeout=0.5) as impatient, pytest.raises(httpx.ReadTimeout):
@@ -262,6 +276,7 @@ def test_cost_meter_counts_money_from_both_shapes_and_refuses_unpriced_models(tm
         with c.stream("POST", f"{base}/sse/anthropic?input=1000&output=250&split=1", json={"model": "claude-3-5-haiku", "max_tokens": 500, "stream": True}) as r:
             assert r.status_code == 200
             r.read()
+        streamed = r.headers["rr-request-id"]
         row = eventually(spend, {**spend(), "used": "0.002400"})
         assert (row["used"], row["used_micros"], row["limit"], row["currency"]) == ("0.002400", 2400, "0.010000", "USD")
         text = rr_cli(home, "usage", "--proxy", proxy).output
@@ -280,6 +295,9 @@ def test_cost_meter_counts_money_from_both_shapes_and_refuses_unpriced_models(tm
         assert c.post(f"{base}/v1/echo", json={"model": "gpt-4o-mini", "max_tokens": 10}).status_code == 200
         row = eventually(spend, {**spend(), "unmeasured": 1})
         assert row["unmeasured"] == 1 and row["used_micros"] == 2400 + 6 + 6  # ceil(38 bytes × 0.15 µ) + 10 × 0.6 µ
+        # each request's audit record says what it cost
+        assert audit_record(home, proxy, streamed)["charged"] == {"spend": "0.0018 USD"}
+        assert audit_record(home, proxy, refused.headers["rr-request-id"])["charged"] is None
     rr_cli(home, "usage", "reset", "--proxy", proxy, "--meter", "spend", "--yes")
     row = spend()
     assert (row["used"], row["unmeasured"]) == ("0.000000", 0)  # the unmeasured count of a cost meter resets with it

@@ -179,8 +179,9 @@ def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable
 
 
 def meters_read_request_body(meters: Iterable[Meter]) -> bool:
-    """A reservation or a price needs the request body (the glue then reads it whole)."""
-    return any(m.reserve is not None or m.cost is not None for m in meters)
+    """A price (the model), or a reservation read from the body or sized by it, needs the
+    request body (the glue then reads it whole, up to rr_inspect_limit)."""
+    return any(m.cost is not None or (m.reserve is not None and (m.reserve.amount is not None or m.reserve.request_bytes)) for m in meters)
 
 
 def usage_key(proxy: str, credential: str, window_key: str) -> str:

@@ -243,3 +243,18 @@ def test_a_giant_measured_value_is_capped_where_counters_saturate():
     assert plan.reserved == {"tokens": LARGEST}
     plan = pm.plan("c1", req({"max_tokens": 5}), NOW)
     assert {op.amount for op in plan.settle(Measurement({"tokens": 10**30}, {}))} == {LARGEST - 5}
+
+
+def test_which_meters_make_the_proxy_read_request_bodies():
+    from rr_addon.config.meters_schema import MeterSpec as Spec
+    from rr_addon.core.meters import compile_meters, meters_read_request_body
+
+    def reads(spec):
+        return meters_read_request_body(compile_meters([Spec.model_validate(spec)]))
+
+    value = {"name": "t", "type": "response_value", "response_value": {"json_path": "$.n"}}
+    assert not reads(value)
+    assert not reads({**value, "reserve": {"default": 10}})  # a fixed reservation needs no body
+    assert reads({**value, "reserve": {"json_path": "$.max_tokens", "default": 10}})
+    assert reads({**value, "reserve": {"default": 10, "add_request_bytes": True}})
+    assert reads({"name": "s", "type": "cost", "cost": OPENAI})  # the model is in the body

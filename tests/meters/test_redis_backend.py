@@ -309,13 +309,22 @@ def test_concurrent_reservations_never_overrun_and_settle_exactly(redis_url, nam
     async def main():
         backends = [RedisBackend(redis_url, namespace=namespace) for _ in range(4)]
 
-        async def one(b):
-            plan = pm.plan("c", RuleRequest("POST", "/", body_json={"max_tokens": 7}), now)
-            return plan if plan.verdict(await b.check_and_add(plan.ops)).admitted else None
+        async def client(b):  # one connection's requests one after another; the four clients interleave
+            mine = []
+            for _ in range(50):
+                plan = pm.plan("c", RuleRequest("POST", "/", body_json={"max_tokens": 7}), now)
+                if plan.verdict(await b.check_and_add(plan.ops)).admitted:
+                    mine.append(plan)
+            return mine
 
-        plans = [p for p in await asyncio.gather(*(one(backends[i % 4]) for i in range(200))) if p is not None]
+        plans = [p for mine in await asyncio.gather(*(client(b) for b in backends)) for p in mine]
         peak = await backends[0].read("meter:")
-        await asyncio.gather(*(backends[i % 4].add(p.settle(Measurement({"tokens": 5}, {}))) for i, p in enumerate(plans)))
+
+        async def settle(b, mine):
+            for p in mine:
+                await b.add(p.settle(Measurement({"tokens": 5}, {})))
+
+        await asyncio.gather(*(settle(backends[i], plans[i::4]) for i in range(4)))
         final = await backends[0].read("meter:")
         for b in backends:
             await b.close()

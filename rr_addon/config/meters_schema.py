@@ -148,7 +148,7 @@ class MeterSpec(Model):
         if isinstance(data, dict) and isinstance(data.get("type"), dict):
             nested = data["type"]
             if list(nested) != ["response_value"]:
-                raise ValueError("type is request_count, response_value, or {response_value: {json_path|header: ...}}")
+                raise ValueError("type is request_count, response_value, cost, or {response_value: {json_path|header: ...}}")
             if "response_value" in data:
                 raise ValueError("response_value given twice")
             data = {**data, "type": "response_value", "response_value": nested["response_value"]}

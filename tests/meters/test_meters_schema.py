@@ -55,7 +55,7 @@ def test_full_spec():
         ({"name": "r", "type": "bytes"}, "'request_count', 'response_value' or 'cost'"),
         ({"name": "r", "type": "response_value"}, "needs response_value"),
         ({"name": "r", "type": "request_count", "response_value": {"header": "x"}}, "only for type: response_value"),
-        ({"name": "r", "type": {"other": {}}}, "type is request_count, response_value"),
+        ({"name": "r", "type": {"other": {}}}, "type is request_count, response_value, cost, or"),
         ({"name": "t", "response_value": {"json_path": "$.a[", "header": "x"}}, "response_value"),
         ({"name": "t", "response_value": {"json_path": "$.a[?(@.b =="}}, "not a valid JSONPath"),
         ({"name": "t", "response_value": {"json_path": "$.a.`len`"}}, "computes a value"),

@@ -97,6 +97,7 @@ class Limits(Model):
 class Reserve(Model):
     json_path: JsonPaths | None = None
     default: int = Field(ge=0, le=2**53)
+    times: JsonPaths | None = None
     unmeasured: Literal["charge", "release"] = "charge"
     add_request_bytes: bool | None = None
 

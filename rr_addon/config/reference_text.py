@@ -412,6 +412,7 @@ FIELDS: dict[str, str] = {
     "MeterSpec.reserve": "Count a reservation at admission, settled when the response ends.",
     "Reserve.json_path": "A JSONPath (or a list: the largest number they find) into the request body: the most the response may use, e.g. `$.max_tokens`.",
     "Reserve.default": "The reservation when the body has no number there; with `cost`, output tokens.",
+    "Reserve.times": "A JSONPath (or a list: the largest number) to how many answers the request asks for, e.g. OpenAI's `$.n`: the reservation is multiplied by it (at least 1).",
     "Reserve.unmeasured": "A 2xx response rr could not measure (no usage in it, or the stream broke before it): `charge` keeps the reservation, `release` gives it back.",
     "Reserve.add_request_bytes": "Add the request body's size in bytes, an estimate of the prompt's tokens (a `cost` meter's input). Default: true for `cost`, false otherwise.",
     "CostSpec.model": "A JSONPath (or a list) to the model name, read from the request body, else from the response.",

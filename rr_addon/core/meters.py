@@ -148,10 +148,13 @@ class Reservation:
     default: int
     charge: bool  # a 2xx response that could not be measured keeps the reservation (else released)
     request_bytes: bool  # add the request body's size (an estimate of the prompt's tokens)
+    times: Callable[[Any], int | None] | None = None  # body JSON -> how many answers (OpenAI's `n`)
 
     def tokens(self, body: Any) -> int:
         found = self.amount(body) if self.amount is not None and body is not None else None
-        return self.default if found is None else found
+        count = self.times(body) if self.times is not None and body is not None else None
+        # `n: 0` must not reserve nothing: at least one answer
+        return (self.default if found is None else found) * max(1, count or 1)
 
 
 def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable[[Any], bool]] | None = None) -> tuple[Meter, ...]:
@@ -171,7 +174,13 @@ def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable
         if getattr(s, "reserve", None) is not None:
             r = s.reserve
             add_bytes = r.add_request_bytes if r.add_request_bytes is not None else cost is not None
-            reserve = Reservation(_largest_at(r.json_path) if r.json_path is not None else None, r.default, r.unmeasured == "charge", add_bytes)
+            reserve = Reservation(
+                _largest_at(r.json_path) if r.json_path is not None else None,
+                r.default,
+                r.unmeasured == "charge",
+                add_bytes,
+                _largest_at(r.times) if r.times is not None else None,
+            )
         limits = s.limits.by_kind(MICRO if cost is not None else 1)
         currency = (s.currency or "USD") if cost is not None else None
         meters.append(Meter(s.name, s.type, limits, s.per, zone(s.timezone), s.on_backend_error, when, source, from_body, cost, reserve, currency))
@@ -181,7 +190,10 @@ def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable
 def meters_read_request_body(meters: Iterable[Meter]) -> bool:
     """A price (the model), or a reservation read from the body or sized by it, needs the
     request body (the glue then reads it whole, up to rr_inspect_limit)."""
-    return any(m.cost is not None or (m.reserve is not None and (m.reserve.amount is not None or m.reserve.request_bytes)) for m in meters)
+    return any(
+        m.cost is not None or (m.reserve is not None and (m.reserve.amount is not None or m.reserve.request_bytes or m.reserve.times is not None))
+        for m in meters
+    )
 
 
 def usage_key(proxy: str, credential: str, window_key: str) -> str:

@@ -61,6 +61,10 @@ def test_default_when_the_body_has_no_count_and_request_bytes_when_asked():
     body = {"max_tokens": 10, "messages": [{"content": "x" * 50}]}
     r = req(body)
     assert with_bytes.plan("c1", r, NOW).reserved == {"tokens": 10 + len(r.body_text.encode())}
+    # n answers of max_tokens each: n times the reservation; n absent, 0 or nonsense: once
+    several = meters({**TOKENS, "reserve": {"json_path": "$.max_tokens", "default": 100, "times": "$.n"}})
+    for body, reserved in (({"max_tokens": 50, "n": 8}, 400), ({"max_tokens": 50}, 50), ({"max_tokens": 50, "n": 0}, 50), ({"n": "x"}, 100), ({"n": 3}, 300)):
+        assert several.plan("c1", req(body), NOW).reserved == {"tokens": reserved}, body
     # both spellings: the larger is reserved, whichever of them the upstream honours
     for body in ({"max_tokens": 1, "max_completion_tokens": 900}, {"max_tokens": 900, "max_completion_tokens": 1}):
         r = req(body)

@@ -17,7 +17,9 @@ from typing import Any, Callable, Mapping
 
 MICRO = 1_000_000  # counter units per currency unit
 LARGEST = 2**53  # counters are exact up to here (Redis Lua numbers are doubles)
-_EXACT = decimal.Context(prec=80, rounding=ROUND_CEILING, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
+# 80 digits hold any price times any count up to 2**53 exactly; beyond that (a price
+# written with dozens of digits) every step rounds up, so a cost is never undercounted.
+_EXACT = decimal.Context(prec=80, rounding=ROUND_CEILING, traps=[decimal.InvalidOperation])
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +31,12 @@ class Price:
 
 
 def micro_cost(price: Price, input_tokens: int, output_tokens: int) -> int:
-    """The cost in micro-units, rounded up. Exact: the Decimal context traps any rounding before the last step."""
+    """The cost in micro-units, rounded up. Counts are capped at LARGEST (a giant count
+    from an upstream costs the most a counter can hold, not an error)."""
+    input_tokens, output_tokens = min(input_tokens, LARGEST), min(output_tokens, LARGEST)
     total = _EXACT.add(_EXACT.multiply(price.input, Decimal(input_tokens)), _EXACT.multiply(price.output, Decimal(output_tokens)))
     micros = _EXACT.multiply(total, Decimal(MICRO // 1000))  # per 1,000 tokens, in micro-units
-    return int(micros.to_integral_value(rounding=ROUND_CEILING))
+    return min(int(micros.to_integral_value(rounding=ROUND_CEILING)), LARGEST)
 
 
 def money(micros: int | None, currency: str) -> str | None:

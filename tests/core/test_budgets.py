@@ -262,3 +262,17 @@ def test_which_meters_make_the_proxy_read_request_bodies():
     assert reads({**value, "reserve": {"json_path": "$.max_tokens", "default": 10}})
     assert reads({**value, "reserve": {"default": 10, "add_request_bytes": True}})
     assert reads({"name": "s", "type": "cost", "cost": OPENAI})  # the model is in the body
+
+
+def test_giant_counts_and_long_prices_never_raise_and_never_undercount():
+    from rr_addon.core.costs import LARGEST
+
+    price = Price(Decimal("0.00015"), Decimal("0.0006"))
+    assert micro_cost(price, 10**100, 0) == micro_cost(price, LARGEST, 0) == 1_351_079_888_211_149  # the count is capped
+    assert micro_cost(Price(Decimal(10**9), Decimal(0)), LARGEST, 0) == LARGEST  # and so is the cost
+    long = Price(Decimal("0." + "3" * 120), Decimal(0))  # a third, to 120 digits
+    assert micro_cost(long, 3000, 0) == 1_000_000  # 0.999…9 USD rounded up to the micro-unit
+    pm = meters({"name": "spend", "type": "cost", "cost": OPENAI, "reserve": {"json_path": "$.max_tokens", "default": 1}})
+    plan = pm.plan("c1", req({"model": "gpt-4o-mini", "max_tokens": Decimal("1e1000")}, text="{}"), NOW)
+    assert plan.reserved == {"spend": micro_cost(price, 0, LARGEST)}
+    assert plan.measure({}, {"usage": {"prompt_tokens": 10**200, "completion_tokens": 1}}).values == {"spend": micro_cost(price, LARGEST, 1)}

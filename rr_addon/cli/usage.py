@@ -87,7 +87,8 @@ def usage(
     """Every meter and usage counter of the current windows."""
     if ctx.invoked_subcommand is not None:
         return
-    from rr_addon.cli import _load_snapshot, _store, console, render
+    from rr_addon.cli import _load_snapshot, _store, render
+    from rr_addon.cli.consoles import Output
 
     engine, keyring = _store()
     snap = _load_snapshot(engine, keyring)
@@ -98,7 +99,7 @@ def usage(
         for r in rows:
             print(json.dumps(row_json(r, now)))
         return
-    console.print(render.usage_table(rows, now))
+    Output().print(render.usage_table(rows, now))  # made now: the terminal width (or COLUMNS) of this run
 
 
 @usage_app.command("reset")

@@ -89,7 +89,7 @@ def audit_record(home, proxy: str, request_id: str) -> dict:
     raise AssertionError(f"no audit record for {request_id}")
 
 
-def eventually(read, want, tries: int = 40):
+def eventually(read, want, tries: int = 80):
     """`read()` until it equals `want` (counters of a finished request land within a flush)."""
     import time
 
@@ -241,8 +241,10 @@ def test_reservations_are_settled_or_released_however_the_exchange_ends(request,
             assert audit_record(home, proxy, failed.headers["rr-request-id"])["charged"] == {"tokens": 0}
             assert c.post(f"http://127.0.0.1:{silent.port}/x", json=body).status_code == 504
             assert eventually(used, 42) == 42  # sent, never answered: released
-            with client(p, proxy, timeout=0.5) as impatient, pytest.raises(httpx.ReadTimeout):
-                impatient.post(f"{base}/usage/7?wait=2", json=body)  # the caller hangs up before any answer
+            with client(p, proxy) as impatient:
+                assert impatient.get(f"{base}/warm").status_code == 200  # the tunnel is up: the timeout below is the answer's
+                with pytest.raises(httpx.ReadTimeout):  # the caller hangs up before any answer
+                    impatient.post(f"{base}/usage/7?wait=5", json=body, timeout=httpx.Timeout(30, read=1.0))
             assert eventually(used, 42) == 42
             assert c.post(f"{base}/x", json=body).status_code == 200  # 2xx, no usage in it: the reservation is charged
             assert eventually(used, 342) == 342

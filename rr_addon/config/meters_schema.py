@@ -29,8 +29,8 @@ from pydantic import AfterValidator, Field, PlainSerializer, WithJsonSchema, fie
 
 from rr_addon.config.base import Model, _header_name, _name, unique_names
 from rr_addon.config.rules_schema import Match
-from rr_addon.core.jsonpaths import compile_path
 from rr_addon.core.costs import LARGEST, MICRO
+from rr_addon.core.jsonpaths import compile_path
 from rr_addon.core.windows import KINDS, zone
 
 
@@ -65,8 +65,8 @@ def _json_paths(v: str | list[str]) -> str | list[str]:
 JsonPaths = Annotated[str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)], AfterValidator(_json_paths)]
 
 
-# A number, read exactly; stored and shown as a whole number when it is one (as before
-# limits could be fractions), else as its exact decimal text.
+# A number, read exactly; stored and shown as a whole number when it is one (so stored
+# limits of count meters look as they always did), else as its exact decimal text.
 LimitValue = Annotated[
     Decimal,
     WithJsonSchema({"type": "number", "minimum": 0}),

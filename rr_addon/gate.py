@@ -136,7 +136,7 @@ class Gate:
         seconds += time.perf_counter() - t0
         if metered is not None and not metered.verdict.admitted:
             v = metered.verdict
-            extra = [("retry-after", str(v.retry_after or 1))]
+            extra = [("retry-after", str(v.retry_after))] if v.retry_after else []  # none for unknown-model
             if v.policy:
                 extra += [("ratelimit-policy", v.policy), ("ratelimit", v.ratelimit or "")]
             return Verdict(quota_outcome(admission, v), admission, extra_headers=tuple(extra), verification=verification, mcp=called, seconds=seconds)

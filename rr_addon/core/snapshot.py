@@ -17,7 +17,7 @@ from rr_addon.config import schema
 from rr_addon.core.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
 from rr_addon.core.filters import Filter, compile_filters
-from rr_addon.core.meters import ProxyMeters, compile_meters
+from rr_addon.core.meters import ProxyMeters, compile_meters, meters_read_request_body
 from rr_addon.core.redact import compile_redactor
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.core.validation import Check, compile_checks
@@ -91,7 +91,7 @@ class Proxy:
     callers: Mapping[str, Caller]
     rules: ScopeRules
     meters: ProxyMeters  # holds a per-window cache of counter keys; nothing else changes
-    meters_need_body: bool  # a meter's `when` reads the request body
+    meters_need_body: bool  # a meter's `when`, reservation or price reads the request body
     filters: tuple[Filter, ...] = ()
     redact: tuple = ()
     checks: tuple[Check, ...] = ()
@@ -291,7 +291,7 @@ def compile_snapshot(
             callers=MappingProxyType(callers),
             rules=_rules(PROXY, p.name, p),
             meters=ProxyMeters(p.name, meters),
-            meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters),
+            meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters) or meters_read_request_body(meters),
             filters=compile_filters(p.filters),
             redact=tuple(p.redact),
             checks=compile_checks(p.validate_),

@@ -50,7 +50,9 @@ measures growth over the ~17,000 requests rr serves after warm-up
 
 The last line of output is JSON: {"plain_rps_small", "rr_rps_small",
 "ratio_small", "plain_rps_big", "rr_rps_big", "ratio_big", "decision_us_p50",
-"rss_growth_mb"}.
+"rss_growth_mb", "redact_mb_s", "re2_scan_mb_s"} (the last two: rr's filters and
+redaction of the big body in MB/s of CPU, and one RE2 pass of the redactor's
+detector set over the same bytes, the physical limit).
 """
 
 from __future__ import annotations
@@ -487,6 +489,16 @@ def main() -> int:
         decision = json.loads(lines[-1])
         print("\n".join(lines[:-1]), flush=True)
 
+        # --- redaction throughput on the big body, in process, before any load
+        import bench_filters
+
+        throughput = bench_filters.redaction_throughput()
+        say(
+            f"redaction on the {throughput['body_kb']} KB body (MB/s, CPU): rr filters+redaction {throughput['rr_filter_redact_mb_s']}, "
+            f"redaction alone {throughput['rr_redact_mb_s']}, a body with nothing to redact {throughput['rr_redact_clean_mb_s']}; "
+            f"raw RE2 scan of the same bytes: the detector set {throughput['re2_set_scan_mb_s']}, one regex {throughput['re2_one_regex_scan_mb_s']}"
+        )
+
         # --- proxies
         common = [
             "--listen-host", "127.0.0.1",
@@ -614,6 +626,8 @@ def main() -> int:
             "ratio_big": round(summary["rr_big"] / summary["plain_big"], 3),
             "decision_us_p50": decision["decision_us_p50"],
             "rss_growth_mb": round(rss_growth, 1),
+            "redact_mb_s": throughput["rr_filter_redact_mb_s"],
+            "re2_scan_mb_s": throughput["re2_set_scan_mb_s"],
         }
         print(json.dumps(line), flush=True)
         return 0

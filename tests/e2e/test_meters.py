@@ -204,7 +204,8 @@ def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, 
     prepare_home(home, policy + allow_proxy.replace("KEY_a", "KEY_c").replace("KEY_b", "KEY_d"))
     env = {"RR_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     metrics_port = free_port()
-    args = ["--set", f"rr_audit_file={home / 'audit.jsonl'}", "--set", f"rr_metrics_port={metrics_port}"]
+    # one worker: the metrics of one process are read below (with Redis `rr run` starts one per core)
+    args = ["--workers", "1", "--set", f"rr_audit_file={home / 'audit.jsonl'}", "--set", f"rr_metrics_port={metrics_port}"]
     try:
         with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, args=args) as proxy:
             counted = get(proxy, "KEY_a", "/limited/1", upstream.port, user="deny-p")

@@ -21,7 +21,6 @@ mitmweb (`--web`) stays one process: its flow list and options live in it.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import select
@@ -106,7 +105,7 @@ class Supervisor:
 
     def check(self) -> None:
         """Refuse what cannot be shared by N processes before starting any."""
-        from rr_addon import runner
+        from rr_addon.mitm import runner
 
         address = runner.where(self.args, web=False).address
         if address.rpartition(":")[2] == "0":
@@ -204,31 +203,22 @@ def supervise(args: list[str], n: int) -> int:
 
 
 def enable_reuse_port() -> None:
-    """Every TCP server mitmproxy starts in this process binds with SO_REUSEPORT,
-    and the first one to listen tells the supervisor (READY_FD)."""
-    from mitmproxy.proxy import mode_servers
+    """This process's proxy servers bind with SO_REUSEPORT (rr_addon.mitm.patches), and
+    the first one to listen tells the supervisor (READY_FD)."""
+    from rr_addon.mitm import patches
 
     ready = os.environ.pop(READY_FD, None)
 
-    class _Asyncio:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(asyncio, name)
+    def listening() -> None:
+        if ready is not None:
+            os.write(int(ready), b"1")
+            os.close(int(ready))
 
-        @staticmethod
-        async def start_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-            nonlocal ready
-            server = await asyncio.start_server(*args, reuse_port=True, **kwargs)
-            if ready is not None:
-                fd, ready = int(ready), None
-                os.write(fd, b"1")
-                os.close(fd)
-            return server
-
-    mode_servers.asyncio = _Asyncio()  # type: ignore[assignment]
+    patches.listen_with_reuse_port(listening)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rr_addon import runner
+    from rr_addon.mitm import runner
 
     enable_reuse_port()
     args = list(sys.argv[1:] if argv is None else argv)

@@ -230,7 +230,7 @@ def run(
 
     Only the mitmproxy addons the options ask for are loaded (see rr_addon/mitm/runner.py); flows are
     printed with -v or --set flow_detail=N."""
-    from rr_addon import runner, workers as worker_pool
+    from rr_addon import workers as worker_pool
 
     try:
         n = worker_pool.count(workers, web=web, args=list(ctx.args))

@@ -142,7 +142,8 @@ def test_two_proxies_share_one_exact_quota_through_redis(tmp_path, upstream, pki
     home = tmp_path / "shared"
     prepare_home(home, POLICY.format(port=upstream.port, proxy=proxy_name, policy="deny").replace("day: 3", "day: 20"))
     env = {"RR_REDIS_URL": redis_url}
-    with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="a") as one, ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="b") as two:
+    one_each = ["--workers", "1"]  # two separate rr run processes (workers sharing one port: tests/e2e/test_workers.py)
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="a", args=one_each) as one, ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="b", args=one_each) as two:
         marker = uuid.uuid4().hex
         statuses: list[int] = []
         lock = threading.Lock()

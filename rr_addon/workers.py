@@ -149,7 +149,7 @@ class Supervisor:
                     time.sleep(RESTART_PAUSE)
                     if not self.stopping:
                         self.start(i)
-                _wait_any(list(self.procs.values()), list(self.ready.values()), 0.5)
+                _wait(list(self.ready.values()), 0.5)
         finally:
             for r in self.ready.values():
                 os.close(r)
@@ -179,7 +179,7 @@ class Supervisor:
         return 0
 
 
-def _wait_any(procs: list[subprocess.Popen], fds: list[int], timeout: float) -> None:
+def _wait(fds: list[int], timeout: float) -> None:
     """Sleep until a readiness pipe has news or `timeout` passes (deaths are polled)."""
     try:
         select.select(fds, [], [], timeout)

@@ -140,13 +140,13 @@ class Gate:
         cred = admission.credential
         injection = cred.injection if cred is not None and not cred.injection.dynamic else None
         if cred is not None and cred.injection.dynamic and forwards:
-            from rr_addon.identity.client_credentials import UpstreamTokenError
+            from rr_addon.identity.upstream_token import UpstreamTokenError
 
             assert self.identities is not None
             try:
                 injection = await self.identities.upstream_injection(cred.target, cred.name)
             except UpstreamTokenError as e:
-                refused = admission.outcome(Decision.deny("upstream-credential-error", e.reason, detail=e.detail))
+                refused = admission.outcome(Decision.deny(e.code, e.reason, detail=e.detail))
                 return Verdict(refused, admission, metered, verification=verification, seconds=seconds)
         return Verdict(outcome, admission, metered, injection, verification=verification, seconds=seconds)
 

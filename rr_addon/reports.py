@@ -4,9 +4,11 @@ CLI and the control plane's admin API (`--server`), which sits below the CLI."""
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 
 import yaml
 
+from rr_addon.core.costs import MICRO
 from rr_addon.core.meters import PROXY_WIDE, UsageRow
 from rr_addon.store import config_store
 
@@ -65,7 +67,7 @@ def report(engine, snap, counts: dict[str, int], now: float, proxy=None, credent
 
 
 def row_json(r: UsageRow, now: float) -> dict:
-    return {
+    row = {
         "proxy": r.proxy,
         "meter": r.meter,
         "subject": r.subject,
@@ -77,6 +79,22 @@ def row_json(r: UsageRow, now: float) -> dict:
         "resets_in": r.window.resets_in(now),
         "unmeasured": r.unmeasured,  # response_value meters: responses whose value could not be read
     }
+    if r.currency is not None:
+        # cost meters: exact decimal strings in the currency, and the counters' integer micro-units
+        row.update(
+            used=amount(r.used),
+            limit=amount(r.limit),
+            remaining=amount(r.remaining),
+            currency=r.currency,
+            used_micros=r.used,
+            limit_micros=r.limit,
+        )
+    return row
+
+
+def amount(micros: int | None) -> str | None:
+    """Micro-units as an exact decimal string of the currency: 12.5 -> "12.500000"."""
+    return None if micros is None else str((Decimal(micros) / MICRO).quantize(Decimal("0.000001")))
 
 
 def export_text(stored: config_store.Stored) -> str:

@@ -226,6 +226,12 @@ def run(
     bundle: Optional[Path] = typer.Option(
         None, "--dataplane-bundle", help="Hybrid data plane: the bundle `rr control-plane issue-dataplane NAME` wrote (docs/hybrid.md)."
     ),
+    workers: Optional[int] = typer.Option(
+        None,
+        "--workers",
+        help="mitmdump processes sharing the listen port (SO_REUSEPORT); more than one needs Redis counters. "
+        "Default: one per core with RR_REDIS_URL, else one; mitmweb is always one.",
+    ),
 ) -> None:
     """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.
 
@@ -234,6 +240,8 @@ def run(
 
     Only the mitmproxy addons the options ask for are loaded (see rr_addon/mitm/runner.py); flows are
     printed with -v or --set flow_detail=N."""
+    from rr_addon import workers as worker_pool
+
     args = list(ctx.args)
     if control_plane and bundle is None:
         raise die("--control-plane needs --dataplane-bundle FILE (written by `rr control-plane issue-dataplane NAME`)")
@@ -248,7 +256,11 @@ def run(
             raise die(str(e)) from None
         settings.home().mkdir(parents=True, exist_ok=True)
         args = ["--set", f"rr_dataplane_bundle={bundle.resolve()}", *(["--set", f"rr_control_plane={control_plane}"] if control_plane else []), *args]
-    else:
+    try:
+        n = worker_pool.count(workers, web=web, args=args)
+    except worker_pool.WorkersError as e:
+        raise die(str(e)) from None
+    if bundle is None:
         _store()  # fail early, with rr's message, if the database or key is not usable
     confdir = settings.confdir()
     from rr_addon.mitm import runner
@@ -263,6 +275,11 @@ def run(
         soft_wrap=True,
         highlight=False,
     )
+    if n > 1:
+        try:
+            sys.exit(worker_pool.supervise(args, n))
+        except worker_pool.WorkersError as e:
+            raise die(str(e)) from None
     # rr's defaults (runner.defaults) come first: every option the user passes wins
     sys.exit(runner.run(args, web=web, base=runner.defaults(web=web)))
 

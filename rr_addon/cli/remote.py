@@ -123,7 +123,13 @@ class _Row:
     def __init__(self, d: dict, at: float):
         self.proxy, self.meter, self.subject = d["proxy"], d["meter"], d["subject"]
         self.window = _Window(d["window"], d["resets_in"], at)
-        self.used, self.limit, self.remaining, self.unmeasured = d["used"], d["limit"], d["remaining"], d["unmeasured"]
+        self.currency = d.get("currency")
+        if self.currency is None:
+            self.used, self.limit, self.remaining = d["used"], d["limit"], d["remaining"]
+        else:  # cost meters: the JSON says amounts as decimal strings; the table shows the micro-units
+            self.used, self.limit = d["used_micros"], d["limit_micros"]
+            self.remaining = None if self.limit is None else max(0, self.limit - self.used)
+        self.unmeasured = d["unmeasured"]
 
 
 def usage(server: str, admin: Optional[Path], proxy, credential, as_json: bool) -> None:

@@ -11,7 +11,6 @@ from typing import Optional
 import typer
 
 from rr_addon.cli import remote
-
 from rr_addon.core.meters import meter_key, unmeasured_key, usage_key
 from rr_addon.reports import counter_backend, read_counters, report, row_json, row_key
 
@@ -32,7 +31,8 @@ def usage(
         return
     if server:
         return remote.usage(server, admin, proxy, credential, as_json)
-    from rr_addon.cli import _load_snapshot, _store, console, render
+    from rr_addon.cli import _load_snapshot, _store, render
+    from rr_addon.cli.consoles import Output
 
     engine, keyring = _store()
     snap = _load_snapshot(engine, keyring)
@@ -43,6 +43,7 @@ def usage(
         for r in rows:
             print(json.dumps({**row_json(r, now), "by_scope": scopes.get(row_key(r), {})}))
         return
+    console = Output()  # made now: the terminal width (or COLUMNS) of this run
     console.print(render.usage_table(rows, now))
     if scopes:
         names = sorted({s for by in scopes.values() for s in by})
@@ -77,7 +78,7 @@ def reset(
         if credential and m.per == "proxy":
             continue  # a proxy-wide meter has no per-credential counter
         prefixes.append(meter_key(proxy, m.name, credential, "") if credential else f"meter:{proxy}:{m.name}:")
-        if m.source is not None:
+        if m.valued:
             prefixes.append(unmeasured_key(proxy, m.name, credential, "") if credential else f"unmeasured:{proxy}:{m.name}:")
     if not yes and not typer.confirm(f"reset counters {', '.join(p + '*' for p in prefixes)}?"):
         raise die("nothing reset")

@@ -29,7 +29,7 @@ from rr_addon.core.types import STATUS
 BASES = (credential_base.TargetCredentialBase, credential_base.ProxyCredentialBase, rules_schema.Match, paths_schema.PathSpec)  # sections other sections extend
 TAGS = ("kind", "auth")
 # Headings one level down (parts of the section above them).
-SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret"}
+SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "McpMatch", "McpArgumentMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret"}
 # Short forms a model normalises before validating (its mode="before" validators):
 # the reference names them, and json_schema() accepts them.
 SHORT_FORMS = {

@@ -212,6 +212,25 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "declared form is seen as `{name: [values…]}`), or `pattern` on the raw text. Exactly one of `json_path`, `pattern`.",
         "json_path: $.model\nvalue: \"^gpt-4o-mini$\"\n",
     ),
+    (
+        "McpMatch",
+        "MCP condition",
+        "On a JSON-RPC 2.0 request body (an MCP message over streamable HTTP, or a batch), read whatever its content "
+        "type: `method` on the call's `method`, `tool` on `params.name`, `arguments` inside `params.arguments`; all that "
+        "are set must match one call. A deny rule matches if any call of a batch matches, an allow rule only if every "
+        "call does. A body that is not JSON-RPC never matches; a non-empty body rr cannot read as JSON, or a batch of "
+        "more than 64 messages, matches every deny rule and no allow rule. `jsonrpc: \"2.0\"` is not required and member "
+        "names are read case-insensitively, as lenient servers read them. `rr explain` says which call matched; audit "
+        "records carry `mcp_method` and `mcp_tool`.",
+        "method: \"^tools/call$\"\ntool: \"^(delete|drop)_\"\narguments:\n  - json_path: $.path\n    value: \"^/etc/\"\n",
+    ),
+    (
+        "McpArgumentMatch",
+        "MCP argument condition",
+        "A JSONPath (+ `value`) inside a call's `params.arguments`. A deny rule needs some selected node to match "
+        "`value`, an allow rule every selected node (and at least one).",
+        "json_path: $.path\nvalue: \"^/tmp/\"\n",
+    ),
     ("ClaimMatch", "Claim condition", "A top-level claim of the caller's verified token (`jwt_verify`, `oauth2`); never matches a caller without verified claims.", "claim: scope\nvalue: \"(^| )payments:write( |$)\"\n"),
     (
         "MeterSpec",
@@ -309,6 +328,13 @@ FIELDS: dict[str, str] = {
     "Match.query": "Query-parameter conditions; all must match.",
     "Match.body": "Body conditions; all must match.",
     "Match.claims": "Verified-claim conditions; all must match.",
+    "Match.mcp": "A condition on the JSON-RPC calls of the body (MCP); see [MCP condition](#mcp-condition).",
+    "McpMatch.method": "A regex on the call's `method` (`tools/call`, `resources/read`, …).",
+    "McpMatch.tool": "A regex on `params.name`: the MCP tool a `tools/call` calls.",
+    "McpMatch.arguments": "Conditions on `params.arguments`; all must match.",
+    "McpArgumentMatch.json_path": "A JSONPath into `params.arguments`, in rr's one dialect.",
+    "McpArgumentMatch.value": "A regex on the selected values; omitted: presence only.",
+    "McpArgumentMatch.presence": "`absent`: the condition holds when no selected value matches.",
     "Match.ignore_case": "Make every regex of this rule case-insensitive (header names always are).",
     "Rule.name": "The rule's name, unique within its scope; named in denials, audit records and `rr explain`.",
     "Rule.effect": "What a match does.",

@@ -53,7 +53,17 @@ CASES = [
     (
         "rule-field-typo",
         "proxies: [{name: p, rules: [{name: r, effect: deny, method: [GET]}]}]\n",
-        ["F:1: proxies[p].rules[r].method: unknown field 'method'; did you mean 'methods'? Valid fields: name, methods, path, headers, query, body, claims, ignore_case, effect, priority, description"],
+        ["F:1: proxies[p].rules[r].method: unknown field 'method'; did you mean 'methods'? Valid fields: name, methods, path, headers, query, body, claims, mcp, ignore_case, effect, priority, description"],
+    ),
+    (
+        "mcp-empty",
+        "proxies: [{name: p, rules: [{name: r, effect: deny, mcp: {}}]}]\n",
+        ["F:1: proxies[p].rules[r].mcp: an mcp condition needs 'method', 'tool' or 'arguments' (to match any JSON-RPC body, use method: \".\")"],
+    ),
+    (
+        "mcp-field-typo",
+        "proxies: [{name: p, rules: [{name: r, effect: deny, mcp: {tools: x}}]}]\n",
+        ["F:1: proxies[p].rules[r].mcp.tools: unknown field 'tools'; did you mean 'tool'? Valid fields: method, tool, arguments"],
     ),
     (
         "one-of-two-shapes",  # response_value is {json_path} or {header}: one answer, not one per shape

@@ -367,10 +367,16 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
     req = rule_request(admission, facts)
     if isinstance(req, Decision):
         return admission.outcome(req), None
+    would_deny = None
     for scope in admission.scopes:
         result = scope.evaluate(req)
         if not result.allowed:
-            return admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule)), req
+            denied = admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule))
+            if not denied.report_only:
+                return denied, req
+            # report mode trials the access rules only: a token's narrowing and validation still enforce
+            would_deny = denied
+            break
     if admission.token is not None:
         # the parent allowed it; the token only narrows (never subject to report mode)
         refusal = admission.token.refusal(admission.target.name, facts.method, admission.path.path)
@@ -383,7 +389,7 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
         violation = validate(admission.pipeline.checks, RequestBody(facts.method, admission.path.path, ctype, None, facts.body or b""))
         if violation is not None:
             return admission.outcome(violation.decision()), req
-    return admission.outcome(Decision.allow(reasons.ALLOWED)), req
+    return would_deny or admission.outcome(Decision.allow(reasons.ALLOWED)), req
 
 
 def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Outcome:

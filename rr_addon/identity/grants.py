@@ -148,6 +148,10 @@ class RefreshTokenGrant:
         except UpstreamTokenError:
             raise
         except Exception as e:
+            if new is None or (new == leased[0] and not leased[2]):
+                # nothing new to keep (never an empty or stale "unsaved" token); the lease expires by itself
+                logger.error("rr: refresh token lease for %s not ended (%s): it expires by itself", self._key, type(e).__name__)
+                return
             # The access token is good; the rotated refresh token is kept in memory and stored with the next refresh.
             logger.error("rr: rotated refresh token for %s not stored (%s): kept in memory until the store answers", self._key, type(e).__name__)
             self._unsaved = (new, leased[1])

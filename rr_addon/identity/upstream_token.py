@@ -187,9 +187,10 @@ class UpstreamToken:
                 response = await self._http.json("POST", self.token_url, data=form, auth=auth, timeout=self._timeout, purpose=TOKEN)
             except FetchError:
                 raise UpstreamTokenError(TOKEN_ENDPOINT_UNAVAILABLE, "unreachable") from None
-            value, ttl = _parse(response.status, response.body, self._default_ttl)
-            answer = response.body
-            return value, ttl
+            if response.status == 200 and isinstance(response.body, dict):
+                # the IdP has rotated: its new refresh token is kept even if the access token is unusable
+                answer = response.body
+            return _parse(response.status, response.body, self._default_ttl)
         finally:
             await self.grant.end(answer)
 

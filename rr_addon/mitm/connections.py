@@ -25,6 +25,7 @@ from mitmproxy.proxy.mode_specs import RegularMode
 from rr_addon.core import reasons
 from rr_addon.core.addresses import is_global_address
 from rr_addon.core.types import Decision
+from rr_addon.mitm import flowstate
 
 logger = logging.getLogger("rr")
 
@@ -95,6 +96,7 @@ class ConnectionGuard:
         state = self.client(flow.client_conn.id)
         key = (flow.request.host, flow.request.port)
         state.connect_policy[key] = state.connect_policy.get(key, True) and allow_private
+        flowstate.of(flow).private_ok = allow_private  # wire checks a reused connection's address against it
 
     def refusal(self, flow: http.HTTPFlow) -> Decision | None:
         """Why the connection of this flow was refused or abandoned, once."""

@@ -40,6 +40,7 @@ class FlowState:
     deferred: bool = False  # send the response whole, at its end
     guard: Any = None  # True, the held ResponseHeaders event, or wire's SENT
     cut: bool = False  # its streamed body cannot be passed on any further
+    private_ok: bool = False  # its target allows private addresses (a reused connection is checked against it)
 
 
 def of(flow: Any) -> FlowState:

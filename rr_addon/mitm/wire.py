@@ -232,13 +232,30 @@ def guarded_connection(original: Callable):
             ok = yield from original(self)
             if not ok:
                 return False
-            reason = _check(self.flow)
+            reason = _check(self.flow) or _private_peer(self)
             if reason is None:
                 return True
         yield from _refuse(self, "access-denied", reason)
         return False
 
     return make_server_connection
+
+
+def _private_peer(stream: HttpStream) -> str | None:
+    """A keep-alive connection opened for a target that allows private addresses (so its
+    address was never checked) may be reused by a request whose target does not: the
+    address it is connected to must then be globally routable too."""
+    from rr_addon.core import reasons
+    from rr_addon.core.addresses import is_global_address
+
+    state = flowstate.peek(stream.flow)
+    server = stream.context.server
+    if (state is not None and state.private_ok) or server.via is not None or not server.peername:
+        return None
+    if is_global_address(server.peername[0]):
+        return None
+    logger.warning("rr refuses request %s: its connection reaches %s, which is not globally routable", stream.flow.id, server.peername[0])
+    return reasons.PRIVATE_ADDRESS
 
 
 def _refuse(stream: HttpStream, code: str, reason: str):

@@ -157,6 +157,7 @@ class IdP:
         self.pki = pki
         self.jwks_max_age = jwks_max_age
         self.token_ttl = token_ttl
+        self.token_type = "Bearer"  # what the token endpoint calls the tokens it issues
         self.clients: dict[str, str] = {"rr": "rr-client-secret"}
         self.public_clients: set[str] = set()
         self.rotate_refresh_tokens = True
@@ -474,7 +475,7 @@ class IdP:
         value = f"at-{next(self._serial)}-{secrets.token_urlsafe(12)}"
         with self._lock:
             self.issued.append({"grant": grant, "access_token": value, "client": client, "sub": sub, "scope": scope})
-        return 200, {"access_token": value, "token_type": "Bearer", "expires_in": self.token_ttl, **(extra or {})}, {}
+        return 200, {"access_token": value, "token_type": self.token_type, "expires_in": self.token_ttl, **(extra or {})}, {}
 
     def _refresh_grant(self, client: str | None, form: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         presented = form.get("refresh_token", "")

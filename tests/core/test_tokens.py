@@ -125,3 +125,13 @@ def test_a_token_whose_parent_verifies_tokens_itself_is_refused():
     snap = dataclasses.replace(SNAP, proxies=MappingProxyType({"billing": dataclasses.replace(proxy, callers=MappingProxyType({"agent": verifier}))}))
     assert minted_parent(snap, mint(), NOW) == (None, reasons.TOKEN_PARENT_VERIFIES)
     assert minted_parent(SNAP, mint(), NOW)[1] is None
+
+
+def test_report_mode_trials_the_parents_rules_never_the_tokens_narrowing():
+    trial = {**CONFIG, "proxies": [{**CONFIG["proxies"][0], "mode": "report"}]}
+    snap = snapshot_from(trial)
+    would = ask(mint(), "DELETE", "api.stripe.com", "/v1/x", snap=snap)
+    assert would.report_only and would.decision.reason.startswith("denied by rule")  # the parent's rule: trialled
+    for host, method, reason in (("api.github.com", "DELETE", reasons.TOKEN_TARGET), ("api.stripe.com", "DELETE", reasons.TOKEN_NOT_ALLOWED)):
+        out = ask(mint(**NARROW), method, host, "/v1/charges", snap=snap)
+        assert (out.decision.status, out.decision.reason, out.report_only) == (403, reason, False), host

@@ -287,3 +287,38 @@ def test_the_rotated_refresh_token_survives_a_restart_and_two_data_planes_never_
         assert idp.reuses == 0 and idp.refusals == [], "no rotated refresh token was ever presented twice"
         refreshes = [f["refresh_token"] for e, f in idp.received if e == "token"]
         assert len(refreshes) == len(set(refreshes)) >= 4
+
+
+METERED = """
+targets:
+  - name: api
+    hosts: ["127.0.0.1:{port}"]
+    allow_private_addresses: true
+    credentials:
+      - {{name: m2m, kind: oauth2_client_credentials, token_url: {token_url}, client_id: rr, client_secret: rr-client-secret}}
+proxies:
+  - name: metered
+    targets: [{{target: api}}]
+    meters: [{{name: requests, per: credential, limits: {{day: 3}}}}]
+    credentials: [{{name: a, auth: api_key, secret: KEY-metered}}]
+"""
+
+
+def test_an_idp_outage_does_not_use_request_quota(tmp_path, upstream, pki):
+    """502 upstream-auth-unavailable sends nothing upstream: like rr's other 502s, the meters give it back."""
+    with IdP(token_ttl=300) as idp:
+        home = prepare_home(tmp_path, METERED.format(port=upstream.port, token_url=idp.token_url))
+        with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
+            verify = ssl.create_default_context(cafile=str(p.ca))
+            with httpx.Client(proxy=p.url("metered", "KEY-metered"), verify=verify, timeout=20) as c:
+                url = f"https://127.0.0.1:{upstream.port}/anything/{uuid.uuid4().hex}"
+                idp.fail("token", 503)
+                during = [c.get(url) for _ in range(4)]
+                assert [r.status_code for r in during] == [502] * 4, [r.text for r in during]
+                assert {r.json()["error"]["code"] for r in during} == {"upstream-auth-unavailable"}
+                idp.heal()
+                deadline = time.monotonic() + 20
+                while (r := c.get(url)).status_code == 502:  # until the failure back-off passes
+                    assert time.monotonic() < deadline, r.text
+                    time.sleep(0.2)
+                assert r.status_code == 200, r.text

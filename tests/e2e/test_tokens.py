@@ -188,3 +188,67 @@ def test_list_and_revoke_stop_a_token_within_the_reload_interval(proxy):
     assert "already revoked" in rr_cli(proxy.home, "token", "revoke", tid).stdout
     unknown = rr_cli(proxy.home, "token", "revoke", "tok_nope", check=False)
     assert unknown.exit_code == 1 and "no minted token 'tok_nope'" in unknown.output
+
+
+# Report mode trials the parent's access rules; a token's narrowing and the request
+# validation are not access rules and must hold even when a parent rule would deny.
+REPORT_POLICY = """
+targets:
+  - name: api
+    hosts: ["127.0.0.1:{port}"]
+    allow_private_addresses: true
+    validate: [{{methods: [POST], path: "^/v1/charges$", json_schema: {{type: object, required: [amount]}}}}]
+    credentials: [{{name: live, kind: bearer, secret: sk_tokens_SECRET}}]
+  - name: other
+    hosts: ["localhost:{port}"]
+    allow_private_addresses: true
+    credentials: [{{name: o, kind: bearer, secret: sk_other_SECRET}}]
+proxies:
+  - name: agent
+    mode: report
+    targets: [{{target: api}}, {{target: other}}]
+    credentials:
+      - name: parent
+        auth: api_key
+        secret: KEY_parent
+        rules:
+          - {{name: no-deletes, effect: deny, methods: [DELETE]}}
+          - {{name: no-posts, effect: deny, methods: [POST]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def report_proxy(tmp_path_factory, upstream, pki):
+    home = tmp_path_factory.mktemp("rr-tokens-report")
+    prepare_home(home, REPORT_POLICY.format(port=upstream.port))
+    with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
+        p.upstream_port = upstream.port
+        yield p
+
+
+def test_report_mode_never_lifts_a_tokens_narrowing(report_proxy, upstream):
+    token = minted(report_proxy, "--ttl", "1h", "--target", "api", "--allow", "GET /v1/*")
+    # the parent's own key: its rule would deny, report mode forwards (that is what report mode is)
+    marker = uuid.uuid4().hex
+    assert call(report_proxy, "KEY_parent", "DELETE", f"/v1/{marker}").status_code == 200
+    assert [r for r in upstream.received if marker in r.path]
+    assert call(report_proxy, token, "GET", f"/v1/{uuid.uuid4().hex}").status_code == 200
+    attempts = {
+        "other target": ("DELETE", "localhost", "minted token's targets"),
+        "other method": ("DELETE", "127.0.0.1", "allow list"),
+    }
+    for what, (method, host, message) in attempts.items():
+        marker = uuid.uuid4().hex
+        r = call(report_proxy, token, method, f"/v1/{marker}", host=host)
+        assert r.status_code == 403, (what, r.text)
+        assert r.json()["error"]["code"] == "access-denied" and message in r.json()["error"]["message"], what
+        assert [x for x in upstream.received if marker in x.path] == [], f"{what}: forwarded with the target's secret"
+
+
+def test_report_mode_still_validates_request_bodies(report_proxy, upstream):
+    marker = uuid.uuid4().hex
+    verify = ssl.create_default_context(cafile=str(report_proxy.ca))
+    with httpx.Client(proxy=report_proxy.url("agent", "KEY_parent"), verify=verify, timeout=10) as c:
+        r = c.post(f"https://127.0.0.1:{report_proxy.upstream_port}/v1/charges", json={"note": marker})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid-request", r.text
+    assert [x for x in upstream.received if marker.encode() in (x.body or b"")] == []

@@ -345,3 +345,52 @@ def test_a_proxy_and_a_target_of_one_name_keep_their_secrets_apart():
     identities.rebuild(snap)
     assert identities.sources[("api", "x")].client.secret == "CLIENT-SECRET"
     assert snap.identity_secrets[("api", "x")] == hmac_key
+
+
+def test_a_rotation_answered_with_an_unusable_access_token_keeps_the_new_refresh_token(idp):
+    """The IdP retired the old refresh token when it answered 200: spending it again would
+    be reuse (many IdPs then revoke the whole family), so the rotated one is kept."""
+    store = MemoryRefreshTokens()
+    clock = Clock()
+    seed = idp.refresh_token("rr")
+    idp.token_type = "mac"
+
+    async def body(http):
+        src = source(idp, http, clock, refresh_fields(idp), {"refresh_token": seed, "client_secret": "rr-client-secret"}, store=store)
+        first = await fetch(src)
+        idp.token_type = "Bearer"
+        clock.advance(3)  # past the failure back-off
+        return first, await fetch(src)
+
+    first, second = run(body)
+    assert isinstance(first, UpstreamTokenError) and first.detail == "token_type is not Bearer"
+    assert isinstance(second, str), second
+    assert idp.reuses == 0 and idp.refusals == []
+
+
+def test_a_lease_the_store_could_not_end_never_sends_an_empty_refresh_token(idp):
+    """An IdP that does not rotate, and the database down while rr ends its lease:
+    nothing new is kept, and the next refresh spends the same refresh token again."""
+    idp.rotate_refresh_tokens = False
+    clock, store = Clock(), FlakyStore()
+    seed = idp.refresh_token("rr")
+
+    async def body(http):
+        src = source(idp, http, clock, refresh_fields(idp), {"refresh_token": seed, "client_secret": "rr-client-secret"}, store=store)
+        await src.token()
+        original = store.release
+
+        async def failing_release(key):
+            raise ConnectionError("database down")
+
+        store.release = failing_release
+        clock.advance(91)
+        second = await fetch(src)
+        store.release = original
+        clock.advance(91)
+        return second, await fetch(src)
+
+    second, third = run(body)
+    assert isinstance(second, str) and isinstance(third, str), (second, third)
+    assert [f["refresh_token"] for e, f in idp.received if e == "token"] == [seed] * 3
+    assert idp.refusals == []

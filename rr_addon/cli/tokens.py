@@ -67,6 +67,7 @@ def mint(
         expires_at=int(time.time() + seconds),
         targets=tuple(dict.fromkeys(target)),
         allow=allowed,
+        generation=stored.caller_generations.get((proxy, credential), ""),
     )
     minted.record(engine, token, note)  # for list and revoke; the token itself is not stored
     print(tokens.encode(token, stored.hmac_key))

@@ -138,6 +138,8 @@ def minted_parent(snap: Snapshot, secret: str, now: float) -> tuple[Caller | Non
         return None, reasons.TOKEN_PARENT_GONE
     if caller.digest is None:  # a verifier (jwt_verify, oauth2): a child would skip its verification and claims
         return None, reasons.TOKEN_PARENT_VERIFIES
+    if not tokens.same_generation(token, caller.generation):
+        return None, reasons.TOKEN_PARENT_CHANGED
     return caller, unusable(snap, caller, now)
 
 

@@ -20,6 +20,7 @@ TOKEN_BAD_SIGNATURE = "minted token signature does not verify"
 TOKEN_EXPIRED = "minted token expired"
 TOKEN_REVOKED = "minted token revoked"
 TOKEN_PARENT_GONE = "minted token's parent credential no longer exists"
+TOKEN_PARENT_CHANGED = "minted token's parent credential was re-created or its secret changed since minting"
 TOKEN_PARENT_VERIFIES = "minted token's parent verifies tokens itself and cannot have minted children"
 
 # 403 access-denied by a minted token's narrowing (after the parent's rules allowed)

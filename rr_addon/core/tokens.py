@@ -8,10 +8,15 @@ request):
 
 The key is derived from the snapshot's digest key (`Snapshot.hmac_key`, kept
 encrypted under the master key), so only someone holding the master key can
-mint. The payload names the parent (proxy, credential), the expiry and the
-narrowing: targets, "METHOD PATH" allow entries. A token only narrows: the
-parent must still exist and be usable, and the parent's rules, meters and
-filters all still apply (decide.py checks the token after them).
+mint. The payload names the parent (proxy, credential) and its generation, the
+expiry and the narrowing: targets, "METHOD PATH" allow entries. A token only
+narrows: the parent must still exist and be usable, and the parent's rules,
+meters and filters all still apply (decide.py checks the token after them).
+
+The generation is a random value the store renews whenever the parent
+credential is created (so also deleted and re-created under the same name),
+its secret changes or its kind changes: a token whose generation differs from
+its parent's is refused, so rotating the parent's key voids its children.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class Token:
     expires_at: int  # epoch seconds
     targets: tuple[str, ...] = ()  # empty: every target of the parent
     allow: tuple[Allow, ...] = ()  # empty: every method and path
+    generation: str = ""  # the parent's generation when minted (Caller.generation)
 
     def refusal(self, target: str, method: str, path: str) -> str | None:
         """Why this token may not make this request (its narrowing), or None."""
@@ -90,7 +96,7 @@ def _unb64(text: str) -> bytes:
 
 
 def encode(token: Token, hmac_key: bytes) -> str:
-    payload = {"id": token.id, "p": token.proxy, "c": token.credential, "exp": token.expires_at}
+    payload = {"id": token.id, "p": token.proxy, "c": token.credential, "exp": token.expires_at, "g": token.generation}
     if token.targets:
         payload["t"] = list(token.targets)
     if token.allow:
@@ -98,6 +104,12 @@ def encode(token: Token, hmac_key: bytes) -> str:
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     signed = PREFIX + body
     return signed + "." + _b64(hmac.new(signing_key(hmac_key), signed.encode(), hashlib.sha256).digest())
+
+
+def same_generation(token: Token, generation: str) -> bool:
+    """The parent is still the credential the token was minted for (a token minted
+    before generations existed carries none and never matches a stored one)."""
+    return hmac.compare_digest(token.generation.encode(), generation.encode())
 
 
 def looks_like(secret: str) -> bool:
@@ -127,6 +139,7 @@ def decode(secret: str, hmac_key: bytes) -> Token | str:
             expires_at=int(p["exp"]),
             targets=tuple(str(t) for t in p.get("t", ())),
             allow=tuple(Allow(str(m), str(path)) for m, path in p.get("a", ())[:MAX_ALLOW]),
+            generation=str(p.get("g", "")),
         )
     except (ValueError, KeyError, TypeError):
         # signed by us but unreadable: a future format, never forged

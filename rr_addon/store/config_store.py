@@ -5,6 +5,7 @@ bumps the version data planes watch; `load_snapshot` is what they call."""
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +43,7 @@ class Stored:
     target_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)
     caller_digests: dict[tuple[str, str], bytes] = field(default_factory=dict)
     caller_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)  # credentials that verify tokens
+    caller_generations: dict[tuple[str, str], str] = field(default_factory=dict)  # what minted tokens are bound to
     sources: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # (section, obj, cred) -> source
     broken: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why it does not load (lenient reads)
     in_clear: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) of rows whose spec holds a secret
@@ -158,6 +160,7 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
             stored.caller_digests[(name, c.name)] = c.secret_digest
         if c.secret_enc is not None:
             stored.caller_secrets_enc[(name, c.name)] = c.secret_enc
+        stored.caller_generations[(name, c.name)] = c.generation or ""
         stored.sources[("proxies", name, c.name)] = c.secret_source
     stored.config = schema.Config(targets=targets, proxies=proxies)
     stored.revoked_tokens = minted.revoked_ids(s)
@@ -178,6 +181,7 @@ def snapshot_of(stored: Stored, keyring: Keyring, watched=None) -> Snapshot:
             target_secrets=target_secrets,
             caller_digests=stored.caller_digests,
             caller_secrets=stored.caller_secrets(keyring),
+            caller_generations=stored.caller_generations,
             revoked_tokens=stored.revoked_tokens,
             previous_secrets=watched.previous() if watched is not None else None,
         )
@@ -375,6 +379,7 @@ def write(
                 if crow is None:
                     crow = ProxyCredentialRow(proxy_id=row.id, name=c.name, auth=c.auth, spec=credential_spec(c))
                     s.add(crow)
+                before = (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc))
                 crow.auth, crow.spec, crow.updated_at = c.auth, credential_spec(c), now
                 if c.verifies:
                     plain, source = desired.caller_secrets.get((p.name, c.name), (None, None))
@@ -383,6 +388,8 @@ def write(
                     crow.secret_source = source
                 elif digest is not None:
                     crow.secret_digest, crow.secret_enc, crow.secret_source = digest, None, source
+                if crow.generation is None or before != (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc)):
+                    crow.generation = secrets.token_hex(8)  # a new credential, secret or kind: its minted tokens stop working
             for crow in old_creds.values():
                 s.delete(crow)
         for name, row in old_proxies.items():
@@ -404,6 +411,10 @@ def write(
         else:
             s.rollback()
         return stored.version + 1
+
+
+def _plain(keyring: Keyring, enc: bytes | None) -> bytes | None:
+    return keyring.decrypt(enc) if enc is not None else None
 
 
 def _delete_children(s, table, column, parent_id: int) -> None:

@@ -125,3 +125,17 @@ def test_a_token_whose_parent_verifies_tokens_itself_is_refused():
     snap = dataclasses.replace(SNAP, proxies=MappingProxyType({"billing": dataclasses.replace(proxy, callers=MappingProxyType({"agent": verifier}))}))
     assert minted_parent(snap, mint(), NOW) == (None, reasons.TOKEN_PARENT_VERIFIES)
     assert minted_parent(SNAP, mint(), NOW)[1] is None
+
+
+def test_a_token_is_bound_to_its_parents_generation():
+    """Re-creating the parent or rotating its secret renews its generation: the children stop."""
+    from types import MappingProxyType
+
+    proxy = SNAP.proxies["billing"]
+    renewed = dataclasses.replace(proxy.callers["agent"], generation="g2")
+    snap = dataclasses.replace(SNAP, proxies=MappingProxyType({"billing": dataclasses.replace(proxy, callers=MappingProxyType({"agent": renewed}))}))
+    assert ask(mint(generation="g2"), snap=snap).decision.status == 200
+    assert ask(mint(generation="g1"), snap=snap).decision.reason == reasons.TOKEN_PARENT_CHANGED
+    # a token minted before generations existed carries none
+    assert ask(mint(), snap=snap).decision.reason == reasons.TOKEN_PARENT_CHANGED
+    assert tokens.decode(mint(generation="g2"), TEST_HMAC_KEY).generation == "g2"

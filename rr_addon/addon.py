@@ -31,11 +31,11 @@ from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
 from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
-from rr_addon.core import reasons
+from rr_addon.core import reasons, tokens
 from rr_addon.core.addresses import is_global_address
 from rr_addon.core.bodies import BodyError, DecodedTooLarge, decodable, decode_content, dump_json, is_json_content_type, media_type, parse_json
 from rr_addon.core.callers import Problem, find_presented
-from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_outcome, too_large
+from rr_addon.core.decide import Admission, Limits, admit, admit_verified, authorize, quota_headers, quota_outcome, too_large
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, UNCOUNTED, EventMeasure, Measurement
 from rr_addon.core.recode import Recoder, recodable
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
@@ -692,14 +692,12 @@ class RR:
         if metered:
             assert self.metering is not None
             plan = snap.proxies[admitted.identity.proxy].meters.plan(admitted.identity.credential, req, time.time())
+            plan = tokens.with_budget(plan, admitted.token)  # a minted token's --max-requests
             verdict = await self.metering.check(plan, admitted.identity.proxy)
         _add_time(flow, time.perf_counter() - t0)
         if metered:
             if not verdict.admitted:
-                extra = [("retry-after", str(verdict.retry_after or 1))]
-                if verdict.policy:
-                    extra += [("ratelimit-policy", verdict.policy), ("ratelimit", verdict.ratelimit or "")]
-                self.conclude(flow, quota_outcome(admitted, verdict), snap, admitted, tuple(extra))
+                self.conclude(flow, quota_outcome(admitted, verdict), snap, admitted, quota_headers(verdict))
                 return
             setattr(flow, _METERED, (plan, verdict))
         injection = None

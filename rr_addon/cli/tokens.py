@@ -25,15 +25,17 @@ def mint(
     ttl: str = typer.Option(..., "--ttl", help="Lifetime: 45s, 30m, 1h, 7d (at most 30d)."),
     target: List[str] = typer.Option([], "--target", help="Restrict to this target of the proxy (repeatable)."),
     allow: List[str] = typer.Option([], "--allow", help='Restrict to "METHOD PATH" (repeatable); PATH may end with * (prefix).'),
-    max_requests: Optional[int] = typer.Option(None, "--max-requests", help="Not supported yet: refused rather than ignored."),
+    max_requests: Optional[int] = typer.Option(
+        None, "--max-requests", help="At most N admitted requests over the token's life (then 429 quota-exceeded, scope token)."
+    ),
     note: str = typer.Option("", "--note", help="Free text for your records (not embedded in the token)."),
 ) -> None:
     """Print a new token, alone, on standard output. Used like an rr key; it can
     only narrow its parent credential, and stops working when it expires."""
     from rr_addon.cli import _read_stored, _store, die
 
-    if max_requests is not None:
-        raise die("--max-requests is not supported yet (no per-token counter); mint without it")
+    if max_requests is not None and not 1 <= max_requests <= tokens.MAX_REQUESTS:
+        raise die(f"--max-requests {max_requests}: must be between 1 and {tokens.MAX_REQUESTS}")
     try:
         seconds = parse_duration(ttl).total_seconds()
     except ValueError as e:
@@ -68,6 +70,7 @@ def mint(
         targets=tuple(dict.fromkeys(target)),
         allow=allowed,
         generation=stored.caller_generations.get((proxy, credential), ""),
+        max_requests=max_requests,
     )
     minted.record(engine, token, note)  # for list and revoke; the token itself is not stored
     print(tokens.encode(token, stored.hmac_key))
@@ -92,10 +95,11 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON arr
     table = Table()
     # the id is what `rr token revoke` takes: never shortened, however narrow the terminal
     table.add_column("id", no_wrap=True, min_width=max((len(r["id"]) for r in rows), default=2))
-    for name in ("parent", "targets", "allow", "expires (UTC)", "state", "note"):
+    for name in ("parent", "targets", "allow", "max requests", "expires (UTC)", "state", "note"):
         table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(r["id"], f"{r['proxy']}/{r['credential']}", ", ".join(r["targets"]) or "all", ", ".join(r["allow"]) or "all",
+                      str(r["max_requests"]) if r["max_requests"] is not None else "-",
                       r["expires_at"], r["state"], r["note"])
     console.print(table)
 

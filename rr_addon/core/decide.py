@@ -392,7 +392,12 @@ def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Lim
 
 
 def quota_outcome(admission: Admission, verdict) -> Outcome:
-    """A refused meter verdict (rr_addon.core.meters.Verdict) as a 429 Outcome."""
+    """A refused meter verdict (rr_addon.core.meters.Verdict) as a 429 Outcome.
+    A minted token's used-up budget is named first: no retry will ever pass it."""
+    if admission.token is not None and tokens.budget_used_up(verdict):
+        token = admission.token
+        decision = Decision.deny("quota-exceeded", reasons.TOKEN_REQUESTS_USED, scope=TOKEN, rule=token.id, detail=f"{token.max_requests} of {token.max_requests}")
+        return Outcome(decision, admission.identity, admission.route, admission.strip_headers)
     meter, window = verdict.exhausted[0] if verdict.exhausted else (None, None)
     return Outcome(
         Decision.deny("quota-exceeded", verdict.reason, scope="meter" if meter else None, rule=meter or None, detail=f"{window} window" if window else None),
@@ -400,6 +405,18 @@ def quota_outcome(admission: Admission, verdict) -> Outcome:
         admission.route,
         admission.strip_headers,
     )
+
+
+def quota_headers(verdict) -> tuple[tuple[str, str], ...]:
+    """The headers of a 429: Retry-After until the earliest exhausted window
+    resets, RateLimit headers; none of them for a token's used-up budget (it
+    never resets: the token expires first)."""
+    if tokens.budget_used_up(verdict):
+        return ()
+    extra = (("retry-after", str(verdict.retry_after or 1)),)
+    if verdict.policy:
+        extra += (("ratelimit-policy", verdict.policy), ("ratelimit", verdict.ratelimit or ""))
+    return extra
 
 
 # ---------------------------------------------------------------------------- explanation

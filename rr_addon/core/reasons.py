@@ -25,6 +25,7 @@ TOKEN_PARENT_VERIFIES = "minted token's parent verifies tokens itself and cannot
 
 # 403 access-denied by a minted token's narrowing (after the parent's rules allowed)
 TOKEN_TARGET = "target not among the minted token's targets"
+TOKEN_REQUESTS_USED = "minted token's --max-requests are used up"
 TOKEN_NOT_ALLOWED = "method and path not in the minted token's allow list"
 
 # 403 unknown-target

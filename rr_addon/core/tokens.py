@@ -17,6 +17,10 @@ The generation is a random value the store renews whenever the parent
 credential is created (so also deleted and re-created under the same name),
 its secret changes or its kind changes: a token whose generation differs from
 its parent's is refused, so rotating the parent's key voids its children.
+
+`--max-requests N` is a counter of its own, `token:<id>`, checked and counted
+with the request's meter counters in one atomic backend call (exact across
+data planes with Redis), dead when the token expires.
 """
 
 from __future__ import annotations
@@ -29,10 +33,16 @@ import json
 from dataclasses import dataclass
 
 from rr_addon.core import reasons
+from rr_addon.core.meters import CounterOp, Plan
+from rr_addon.core.windows import Window
 
 PREFIX = "rrt1."
 _DERIVE = b"rr minted token signing key v1"
 MAX_ALLOW = 64
+MAX_REQUESTS = 1_000_000_000
+# The meter name of a token's request budget in counters, refusals and metrics:
+# no configured meter name starts with '-', so it never collides with one.
+BUDGET = "-max-requests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,7 @@ class Token:
     targets: tuple[str, ...] = ()  # empty: every target of the parent
     allow: tuple[Allow, ...] = ()  # empty: every method and path
     generation: str = ""  # the parent's generation when minted (Caller.generation)
+    max_requests: int | None = None  # admitted requests over the token's whole life
 
     def refusal(self, target: str, method: str, path: str) -> str | None:
         """Why this token may not make this request (its narrowing), or None."""
@@ -101,6 +112,8 @@ def encode(token: Token, hmac_key: bytes) -> str:
         payload["t"] = list(token.targets)
     if token.allow:
         payload["a"] = [[a.method, a.path] for a in token.allow]
+    if token.max_requests is not None:
+        payload["n"] = token.max_requests
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     signed = PREFIX + body
     return signed + "." + _b64(hmac.new(signing_key(hmac_key), signed.encode(), hashlib.sha256).digest())
@@ -140,7 +153,41 @@ def decode(secret: str, hmac_key: bytes) -> Token | str:
             targets=tuple(str(t) for t in p.get("t", ())),
             allow=tuple(Allow(str(m), str(path)) for m, path in p.get("a", ())[:MAX_ALLOW]),
             generation=str(p.get("g", "")),
+            max_requests=_count(p.get("n")),
         )
     except (ValueError, KeyError, TypeError):
         # signed by us but unreadable: a future format, never forged
         return reasons.TOKEN_BAD_SIGNATURE
+
+
+def _count(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("max requests")
+    return value
+
+
+def budget_op(token: Token) -> CounterOp | None:
+    """The counter of a token's `--max-requests`: one per admitted request, refused
+    at the limit, dead (Redis EXPIREAT, database pruning) when the token expires."""
+    if token.max_requests is None:
+        return None
+    key = f"token:{token.id}"
+    return CounterOp(key, 1, token.max_requests, Window("token", 0, token.expires_at, key), BUDGET)
+
+
+def with_budget(plan: Plan, token: Token | None) -> Plan:
+    """The meters' plan plus the token's budget: checked and counted in the same
+    atomic call, so a refused meter counts nothing against the token and an
+    exhausted token counts nothing against the meters. Appended after the
+    meters' groups, it adds no RateLimit header (its limit never resets)."""
+    op = budget_op(token) if token is not None else None
+    if op is None:
+        return plan
+    return Plan(plan.ops + (op,), plan.groups, plan.now)
+
+
+def budget_used_up(verdict) -> bool:
+    """A refused meter verdict (core.meters.Verdict) came from a token's budget."""
+    return any(meter == BUDGET for meter, _ in verdict.exhausted)

@@ -139,3 +139,36 @@ def test_a_token_is_bound_to_its_parents_generation():
     # a token minted before generations existed carries none
     assert ask(mint(), snap=snap).decision.reason == reasons.TOKEN_PARENT_CHANGED
     assert tokens.decode(mint(generation="g2"), TEST_HMAC_KEY).generation == "g2"
+
+
+def test_max_requests_is_one_counter_in_the_meters_atomic_call():
+    from rr_addon.core.decide import admit, quota_headers, quota_outcome
+    from rr_addon.core.meters import CheckResult
+
+    token = tokens.decode(mint(max_requests=3), TEST_HMAC_KEY)
+    assert token.max_requests == 3
+    plan = SNAP.proxies["billing"].meters.plan("agent", None, NOW)
+    budgeted = tokens.with_budget(plan, token)
+    op = budgeted.ops[-1]
+    assert budgeted.ops[:-1] == plan.ops and (op.key, op.amount, op.limit, op.window.end) == ("token:tok_1", 1, 3, token.expires_at)
+    assert tokens.with_budget(plan, tokens.decode(mint(), TEST_HMAC_KEY)) is plan
+    refused = budgeted.verdict(CheckResult(False, tuple(0 for _ in plan.ops) + (3,), (len(plan.ops),)))
+    admission = admit(SNAP, RequestFacts("GET", "https", "api.stripe.com", 443, "/v1/x", (("x-rr-authorization", mint(max_requests=3)),)), NOW)
+    out = quota_outcome(admission, refused)
+    assert (out.decision.status, out.decision.code, out.decision.reason) == (429, "quota-exceeded", reasons.TOKEN_REQUESTS_USED)
+    assert (out.decision.scope, out.decision.rule) == ("token", "tok_1")
+    assert quota_headers(refused) == ()  # no Retry-After: the budget never resets
+
+
+@pytest.mark.parametrize("n", [0, -1, True, "3", 1.5])
+def test_a_signed_but_nonsensical_budget_is_refused(n):
+    """Only rr mints, but a token it cannot read is refused, never read as unlimited."""
+    import base64
+    import hashlib
+    import hmac as hm
+    import json
+
+    body = base64.urlsafe_b64encode(json.dumps({"id": "t", "p": "billing", "c": "agent", "exp": int(NOW) + 60, "n": n}).encode()).rstrip(b"=").decode()
+    signed = tokens.PREFIX + body
+    sig = base64.urlsafe_b64encode(hm.new(tokens.signing_key(TEST_HMAC_KEY), signed.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+    assert tokens.decode(f"{signed}.{sig}", TEST_HMAC_KEY) == reasons.TOKEN_BAD_SIGNATURE

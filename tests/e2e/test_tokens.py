@@ -158,7 +158,7 @@ def test_the_audit_record_names_the_token_and_its_parent(proxy):
         (["--ttl", "90d"], "between 1s and 30d"),
         (["--ttl", "1h", "--target", "nope"], "not a target of proxy agent"),
         (["--ttl", "1h", "--allow", "GET"], "METHOD PATH"),
-        (["--ttl", "1h", "--max-requests", "5"], "not supported yet"),
+        (["--ttl", "1h", "--max-requests", "0"], "--max-requests 0: must be between 1 and"),
     ],
 )
 def test_mint_refuses_with_a_message(proxy, args, message):

@@ -591,6 +591,8 @@ class RR:
         t0 = time.perf_counter()
         admitted = admit(snap, facts, now)
         _add_time(flow, time.perf_counter() - t0)
+        if isinstance(admitted, Admission) and admitted.token is not None and admitted.token.claims is not None:
+            setattr(flow, _VERIFICATION, admitted.token.audit())  # a verified caller's child: its subject
         if isinstance(admitted, Outcome) and admitted.decision.reason == reasons.UNKNOWN_CREDENTIAL:
             admitted = await self.verify_token(flow, snap, facts, now, admitted)
             if seen.differs(flow.request.data) is not None:  # edited (mitmweb) while the token was verified

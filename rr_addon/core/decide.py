@@ -136,7 +136,9 @@ def minted_parent(snap: Snapshot, secret: str, now: float) -> tuple[Caller | Non
     caller = proxy.callers.get(token.credential) if proxy is not None else None
     if caller is None:
         return None, reasons.TOKEN_PARENT_GONE
-    if caller.digest is None:  # a verifier (jwt_verify, oauth2): a child would skip its verification and claims
+    if (caller.digest is None) != (token.claims is not None):
+        # a verifier's (jwt_verify, oauth2) child carries the claims verified at minting; one without
+        # would skip that verification and the claims rules (and a static key's child has no claims)
         return None, reasons.TOKEN_PARENT_VERIFIES
     if not tokens.same_generation(token, caller.generation):
         return None, reasons.TOKEN_PARENT_CHANGED
@@ -271,7 +273,8 @@ def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcom
         return denied
     assert caller is not None and presented is not None
     token = presented_token(snap, presented)
-    identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, token=token.id if token else None)
+    claims = token.claims if token is not None else None  # a verified caller's child: its claims rules see what they saw
+    identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, claims, token=token.id if token else None)
     return admit_caller(snap, caller, identity, facts, credential_headers(snap, facts, presented), token)
 
 

@@ -18,6 +18,13 @@ credential is created (so also deleted and re-created under the same name),
 its secret changes or its kind changes: a token whose generation differs from
 its parent's is refused, so rotating the parent's key voids its children.
 
+A child of a credential that verifies tokens (`jwt_verify`, `oauth2`) is
+minted from one caller's token, verified at minting by the same verifier the
+data planes run (`rr token mint --jwt-file`): it carries that caller's
+verified claims, so the parent's `claims:` rules — allow and deny — see at
+every use what they would see for the caller, and it expires no later than
+the caller's token.
+
 `--max-requests N` is a counter of its own, `token:<id>`, checked and counted
 with the request's meter counters in one atomic backend call (exact across
 data planes with Redis), dead when the token expires.
@@ -31,6 +38,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from rr_addon.core import reasons
 from rr_addon.core.meters import CounterOp, Plan
@@ -71,6 +79,19 @@ class Token:
     allow: tuple[Allow, ...] = ()  # empty: every method and path
     generation: str = ""  # the parent's generation when minted (Caller.generation)
     max_requests: int | None = None  # admitted requests over the token's whole life
+    claims: Mapping[str, Any] | None = None  # a verifying parent's: the caller's verified claims at minting
+
+    @property
+    def subject(self) -> str | None:
+        sub = self.claims.get("sub") if self.claims is not None else None
+        return sub if isinstance(sub, str) else None
+
+    def audit(self) -> dict[str, str | None] | None:
+        """The audit's verification summary of a child minted from a verified caller."""
+        if self.claims is None:
+            return None
+        iss = self.claims.get("iss")
+        return {"subject": self.subject, "issuer": iss if isinstance(iss, str) else None, "verification": "minted token"}
 
     def refusal(self, target: str, method: str, path: str) -> str | None:
         """Why this token may not make this request (its narrowing), or None."""
@@ -114,6 +135,8 @@ def encode(token: Token, hmac_key: bytes) -> str:
         payload["a"] = [[a.method, a.path] for a in token.allow]
     if token.max_requests is not None:
         payload["n"] = token.max_requests
+    if token.claims is not None:
+        payload["cl"] = dict(token.claims)
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     signed = PREFIX + body
     return signed + "." + _b64(hmac.new(signing_key(hmac_key), signed.encode(), hashlib.sha256).digest())
@@ -154,6 +177,7 @@ def decode(secret: str, hmac_key: bytes) -> Token | str:
             allow=tuple(Allow(str(m), str(path)) for m, path in p.get("a", ())[:MAX_ALLOW]),
             generation=str(p.get("g", "")),
             max_requests=_count(p.get("n")),
+            claims=_claims(p.get("cl")),
         )
     except (ValueError, KeyError, TypeError):
         # signed by us but unreadable: a future format, never forged
@@ -165,6 +189,14 @@ def _count(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("max requests")
+    return value
+
+
+def _claims(value: object) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("claims")
     return value
 
 

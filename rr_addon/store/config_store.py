@@ -379,7 +379,7 @@ def write(
                 if crow is None:
                     crow = ProxyCredentialRow(proxy_id=row.id, name=c.name, auth=c.auth, spec=credential_spec(c))
                     s.add(crow)
-                before = (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc))
+                before = (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc), _verification(crow.spec))
                 crow.auth, crow.spec, crow.updated_at = c.auth, credential_spec(c), now
                 if c.verifies:
                     plain, source = desired.caller_secrets.get((p.name, c.name), (None, None))
@@ -388,8 +388,9 @@ def write(
                     crow.secret_source = source
                 elif digest is not None:
                     crow.secret_digest, crow.secret_enc, crow.secret_source = digest, None, source
-                if crow.generation is None or before != (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc)):
-                    crow.generation = secrets.token_hex(8)  # a new credential, secret or kind: its minted tokens stop working
+                if crow.generation is None or before != (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc), _verification(crow.spec)):
+                    # a new credential, key, kind or way of verifying callers: its minted tokens stop working
+                    crow.generation = secrets.token_hex(8)
             for crow in old_creds.values():
                 s.delete(crow)
         for name, row in old_proxies.items():
@@ -411,6 +412,15 @@ def write(
         else:
             s.rollback()
         return stored.version + 1
+
+
+# What a proxy credential's spec says besides who it is: changing these keeps its minted tokens
+# (they follow the new rules at once); any other field (issuer, audience, jwks, introspection…) renews its generation.
+_NOT_IDENTITY = frozenset({"name", "active", "expires_at", "target_credentials", "description", "rules", "default_effect", "filters", "redact"})
+
+
+def _verification(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in _NOT_IDENTITY}
 
 
 def _plain(keyring: Keyring, enc: bytes | None) -> bytes | None:

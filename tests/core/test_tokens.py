@@ -125,6 +125,34 @@ def test_a_token_whose_parent_verifies_tokens_itself_is_refused():
     snap = dataclasses.replace(SNAP, proxies=MappingProxyType({"billing": dataclasses.replace(proxy, callers=MappingProxyType({"agent": verifier}))}))
     assert minted_parent(snap, mint(), NOW) == (None, reasons.TOKEN_PARENT_VERIFIES)
     assert minted_parent(SNAP, mint(), NOW)[1] is None
+    # a verifier's child carries the claims verified at minting; a static key's child carries none
+    assert minted_parent(snap, mint(claims={"sub": "alice"}), NOW)[1] is None
+    assert minted_parent(SNAP, mint(claims={"sub": "alice"}), NOW) == (None, reasons.TOKEN_PARENT_VERIFIES)
+
+
+def test_a_verified_callers_child_is_decided_on_its_claims():
+    """The claims rules of the parent see the child's claims: a deny rule over a claim still fires."""
+    from types import MappingProxyType
+
+    from rr_addon.config.schema import Config
+    from rr_addon.core.snapshot import compile_snapshot
+
+    config = Config.model_validate({
+        "targets": CONFIG["targets"],
+        "proxies": [{
+            "name": "billing", "targets": [{"target": "stripe"}],
+            "credentials": [{"name": "users", "auth": "jwt_verify", "issuer": "https://idp", "audience": "api", "secret": "s" * 32,
+                             "rules": [{"name": "no-interns", "effect": "deny", "claims": [{"claim": "role", "value": "^intern$"}]}]}],
+        }],
+    })
+    snap = compile_snapshot(config, version=1, hmac_key=TEST_HMAC_KEY, target_secrets={("stripe", "live"): "sk", ("github", "gh"): "g"}, caller_digests={},
+                            caller_secrets={("billing", "users"): "s" * 32})
+    assert isinstance(snap.proxies, MappingProxyType)
+    admin = ask(mint(credential="users", claims={"sub": "alice", "role": "admin"}), snap=snap)
+    assert admin.decision.status == 200 and admin.identity.claims == {"sub": "alice", "role": "admin"}
+    intern = ask(mint(credential="users", claims={"sub": "bob", "role": "intern"}), snap=snap)
+    assert (intern.decision.status, intern.decision.rule) == (403, "no-interns")
+    assert ask(mint(credential="users"), snap=snap).decision.reason == reasons.TOKEN_PARENT_VERIFIES
 
 
 def test_a_token_is_bound_to_its_parents_generation():

@@ -67,7 +67,7 @@ def test_rotating_the_parents_key_voids_its_children(proxy):
     assert call(proxy, token, "GET", "/same-key").status_code == 200
     apply(proxy, head + PARENT.format(key="KEY_two", denied="PATCH") + SIBLING)
     r = until_refused(proxy, token, "/rotated")
-    assert r.status_code == 401 and "re-created or its secret changed" in r.json()["error"]["message"]
+    assert r.status_code == 401 and "re-created, or its key or verification changed" in r.json()["error"]["message"]
     assert until_refused(proxy, sibling_token, "/rotated-2").status_code == 401
     # the new key works, and so does a child minted after the rotation
     assert call(proxy, "KEY_two", "GET", "/new-key").status_code == 200
@@ -88,4 +88,4 @@ def test_deleting_and_recreating_the_parent_with_the_same_key_voids_its_children
         assert time.monotonic() < deadline
         time.sleep(0.3)
     r = call(proxy, token, "GET", "/recreated")
-    assert r.status_code == 401 and "re-created or its secret changed" in r.json()["error"]["message"]
+    assert r.status_code == 401 and "re-created, or its key or verification changed" in r.json()["error"]["message"]

@@ -310,9 +310,9 @@ def explain(
         raise die("give exactly one of --credential or --token")
     engine, keyring = _store()
     snap = _load_snapshot(engine, keyring)
-    verified_claims = None
+    verified_claims = minted = None
     if token is not None:
-        caller, verified_claims = identify_token(snap, token)
+        caller, verified_claims, minted = identify_token(snap, token)
     else:
         caller = find_caller(snap, credential)
     parts = urlsplit(url)
@@ -336,26 +336,39 @@ def explain(
         if not sep or not name:
             raise die(f"claim {c!r} is not 'name=value'")
         claims[name] = value
-    ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
+    if minted is not None and claims:
+        raise die("--claim: a minted token carries the claims it was minted with")
+    ex = explain_decision(snap, caller, facts, claims=claims or verified_claims, token=minted)
     console.print(render.explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
 
 
 def identify_token(snap, token: str):
-    """The caller a token belongs to, the way the proxy finds it: a stored digest, else a
-    verifier (prints which verification path accepted or refused it, and why)."""
+    """The caller a token belongs to, the way the proxy finds it: a minted token's parent
+    (its signature, revocation, expiry and parent checked by the proxy's own code), a
+    stored digest, else a verifier (prints which verification path accepted or refused
+    it, and why). Returns (caller, verified claims, minted token)."""
     import asyncio
+    import time
 
+    from rr_addon.core import tokens
     from rr_addon.core.callers import Presented
-    from rr_addon.core.decide import lookup_caller
+    from rr_addon.core.decide import lookup_caller, minted_parent, presented_token
     from rr_addon.identities import Identities
     from rr_addon.identity import Refused
 
+    if tokens.looks_like(token):
+        caller, problem = minted_parent(snap, token, time.time())
+        if problem is not None:
+            raise die(f"token refused (minted token): {problem}")
+        minted = presented_token(snap, Presented("explain", "", token))
+        console.print(f"token: minted token {minted.id}, a child of {caller.proxy}/{caller.name}")
+        return caller, None, minted
     caller = lookup_caller(snap, Presented("explain", "", token))
     if caller is not None:
         console.print(f"token: matches {caller.proxy}/{caller.name} ({caller.auth}, by digest)")
-        return caller, None
+        return caller, None, None
     identities = Identities()
     identities.rebuild(snap)
     if identities.index is None:
@@ -372,7 +385,7 @@ def identify_token(snap, token: str):
         raise die(f"token refused ({result.path}): {result.reason}" + (f" [{result.detail}]" if result.detail else ""))
     caller, verified = result
     console.print(f"token: accepted by {caller.proxy}/{caller.name} via {verified.path}; subject {verified.subject}, issuer {verified.issuer}")
-    return caller, dict(verified.claims)
+    return caller, dict(verified.claims), None
 
 
 def find_caller(snap, name: str):

@@ -433,19 +433,41 @@ class Explanation:
 
 
 def explain(
-    snap: Snapshot, caller: Caller, facts: RequestFacts, limits: Limits = Limits(), claims: Mapping[str, object] | None = None
+    snap: Snapshot,
+    caller: Caller,
+    facts: RequestFacts,
+    limits: Limits = Limits(),
+    claims: Mapping[str, object] | None = None,
+    token: tokens.Token | None = None,
 ) -> Explanation:
-    """The decision for `facts` as `caller` (with verified `claims`, if any), with every scope's rule trace."""
-    identity = Identity(caller.proxy, caller.name, caller.auth, "explain", claims)
+    """The decision for `facts` as `caller` (with verified `claims`, if any), with every scope's rule trace.
+    `token`: a minted token of `caller` (as `minted_parent` accepted it), whose narrowing is applied and shown."""
+    if token is not None:
+        claims = token.claims
+    identity = Identity(caller.proxy, caller.name, caller.auth, "explain", claims, token.id if token else None)
     steps = [("caller", f"{caller.proxy}/{caller.name} ({caller.auth})")]
+    if token is not None:
+        steps.append(("token", describe(token)))
     if caller.digest is None:
         steps.append(("claims", ", ".join(f"{k}={v}" for k, v in claims.items()) if claims else "none given: claims rules do not match"))
-    admitted = admit_caller(snap, caller, identity, facts, ALWAYS_STRIPPED)
+    admitted = admit_caller(snap, caller, identity, facts, ALWAYS_STRIPPED, token)
     if isinstance(admitted, Outcome):
         steps.append(("refused", admitted.decision.reason))
         return Explanation(admitted, tuple(steps))
     steps.append(("target", f"{admitted.target.name} via {admitted.credential.name if admitted.credential else 'no credential'}"))
     steps.append(("path", admitted.path.target))
     outcome, req = authorize(admitted, facts, limits)
+    if token is not None and req is not None:
+        refusal = token.refusal(admitted.target.name, facts.method, admitted.path.path)
+        steps.append(("token narrowing", refusal or "inside it (target, method and path allowed)"))
     traces = tuple(s.explain(req) for s in admitted.scopes) if req is not None else ()
     return Explanation(outcome, tuple(steps), traces)
+
+
+def describe(token: tokens.Token) -> str:
+    """A minted token's narrowing in one line (never the token itself)."""
+    parts = [token.id, f"subject {token.subject}" if token.subject else "",
+             "targets " + ", ".join(token.targets) if token.targets else "every target of the parent",
+             "allow " + ", ".join(f"{a.method} {a.path}" for a in token.allow) if token.allow else "every method and path",
+             f"max requests {token.max_requests}" if token.max_requests is not None else ""]
+    return "; ".join(p for p in parts if p)

@@ -330,7 +330,7 @@ class RR:
         """Poll watched secret files; a new value recompiles the running version."""
         while True:
             await asyncio.sleep(rotation.POLL)
-            if not self.secrets.watched or self._keyring is None or self._stored is None:
+            if not (self.secrets.watched or self.secrets.retired) or self._keyring is None or self._stored is None:
                 continue
             async with self._swap:
                 try:

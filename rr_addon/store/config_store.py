@@ -18,7 +18,7 @@ from rr_addon.config import schema
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
-from rr_addon.rotation import WATCHED
+from rr_addon.rotation import read_by_data_plane
 from rr_addon.store import minted, notify
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
@@ -248,7 +248,7 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
                 secret_changed = enc is None or keyring.decrypt(enc).decode() != secret
                 # starting, stopping or moving a watch changes what data planes do, even with the same value
                 old_source = stored.sources.get(("targets", t.name, c.name)) or ""
-                secret_changed |= source != old_source and WATCHED in (source[: len(WATCHED)], old_source[: len(WATCHED)])
+                secret_changed |= source != old_source and (read_by_data_plane(source) or read_by_data_plane(old_source))
             changes.append(
                 _compare("target credential", f"{t.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
             )

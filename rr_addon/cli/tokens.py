@@ -69,7 +69,7 @@ def mint(
     credential: str = typer.Option(..., "--credential", help="The parent proxy credential."),
     ttl: str = typer.Option(..., "--ttl", help="Lifetime: 45s, 30m, 1h, 7d (at most 30d)."),
     target: List[str] = typer.Option([], "--target", help="Restrict to this target of the proxy (repeatable)."),
-    allow: List[str] = typer.Option([], "--allow", help='Restrict to "METHOD PATH" (repeatable); PATH may end with * (prefix).'),
+    allow: List[str] = typer.Option([], "--allow", help='Restrict to "METHOD PATH" (repeatable); PATH may end with * (a prefix of whole segments: /v1* is /v1 and /v1/…).'),
     max_requests: Optional[int] = typer.Option(
         None, "--max-requests", help="At most N admitted requests over the token's life (then 429 quota-exceeded, scope token)."
     ),
@@ -143,6 +143,9 @@ def mint(
         raise die(f"the token would be {len(encoded)} characters (at most {MAX_TOKEN_LENGTH}, for proxy headers): the caller's claims are too large")
     minted.record(engine, token, note)  # for list and revoke; the token itself is not stored
     print(encoded)
+    for a in allowed:
+        if a.segment_note:
+            print(f"note: {a.segment_note}", file=sys.stderr)
     print(f"minted {token.id} for {proxy}/{credential}" + (f" (subject {token.subject})" if token.subject else "") + ", expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(token.expires_at))}"
           + (f" ({note})" if note else ""), file=sys.stderr)
 

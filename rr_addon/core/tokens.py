@@ -56,7 +56,9 @@ BUDGET = "-max-requests"
 @dataclass(frozen=True, slots=True)
 class Allow:
     """One "METHOD PATH" entry: METHOD is a method or `*`; PATH is exact, or a
-    prefix when it ends with `*` (matched against the canonical path)."""
+    prefix of whole segments when it ends with `*` (matched against the
+    canonical path): `/v1/*` is everything under `/v1/`, and `/v1*` is `/v1`
+    and everything under `/v1/` — never `/v1admin`."""
 
     method: str
     path: str
@@ -65,8 +67,19 @@ class Allow:
         if self.method != "*" and self.method != method.upper():
             return False
         if self.path.endswith("*"):
-            return path.startswith(self.path[:-1])
+            prefix = self.path[:-1]
+            if prefix.endswith("/"):
+                return path.startswith(prefix)
+            return path == prefix or path.startswith(prefix + "/")
         return path == self.path
+
+    @property
+    def segment_note(self) -> str | None:
+        """What a prefix not ending in `/*` matches, said at minting (it is not a string prefix)."""
+        if not self.path.endswith("*") or self.path.endswith("/*"):
+            return None
+        p = self.path[:-1]
+        return f'--allow "{self.method} {self.path}" matches {p} and paths under {p}/ (whole segments), not e.g. {p}admin'
 
 
 @dataclass(frozen=True, slots=True)

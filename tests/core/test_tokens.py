@@ -200,3 +200,23 @@ def test_a_signed_but_nonsensical_budget_is_refused(n):
     signed = tokens.PREFIX + body
     sig = base64.urlsafe_b64encode(hm.new(tokens.signing_key(TEST_HMAC_KEY), signed.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
     assert tokens.decode(f"{signed}.{sig}", TEST_HMAC_KEY) == reasons.TOKEN_BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    "allow, path, allowed",
+    [
+        ("/v1*", "/v1", True),
+        ("/v1*", "/v1/admin", True),
+        ("/v1*", "/v1admin", False),  # a string prefix would have let this through
+        ("/v1*", "/v1-internal/x", False),
+        ("/v1/*", "/v1/x", True),
+        ("/v1/*", "/v1/", True),
+        ("/v1/*", "/v1", False),
+        ("/v1/charges*", "/v1/charges/ch_1", True),
+        ("/v1/charges*", "/v1/charges_export", False),
+        ("/*", "/anything/at/all", True),
+    ],
+)
+def test_a_prefix_matches_whole_segments(allow, path, allowed):
+    assert tokens.Allow("GET", allow).matches("GET", path) is allowed
+    assert (tokens.Allow("GET", allow).segment_note is None) == (allow.endswith("/*"))

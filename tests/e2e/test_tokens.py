@@ -188,3 +188,16 @@ def test_list_and_revoke_stop_a_token_within_the_reload_interval(proxy):
     assert "already revoked" in rr_cli(proxy.home, "token", "revoke", tid).stdout
     unknown = rr_cli(proxy.home, "token", "revoke", "tok_nope", check=False)
     assert unknown.exit_code == 1 and "no minted token 'tok_nope'" in unknown.output
+
+
+def test_a_prefix_allows_whole_segments_only(proxy):
+    """`/v1*` must not hand `/v1admin` to an agent: the mint says what it matches."""
+    done = mint(proxy, "--ttl", "1h", "--allow", "GET /v1*")
+    assert done.returncode == 0 and 'matches /v1 and paths under /v1/ (whole segments), not e.g. /v1admin' in done.stderr
+    token = done.stdout.strip()
+    assert call(proxy, token, "GET", "/v1/charges").status_code == 200
+    assert call(proxy, token, "GET", "/v1").status_code == 200
+    for sneaky in ("/v1admin", "/v1admin/users", "/v1%61dmin"):
+        r = call(proxy, token, "GET", sneaky)
+        assert r.status_code == 403 and "allow list" in r.json()["error"]["message"], sneaky
+    assert "note:" not in mint(proxy, "--ttl", "1h", "--allow", "GET /v1/*").stderr

@@ -22,6 +22,7 @@ seconds too: it may still be in flight, or echoed by an upstream.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -48,6 +49,43 @@ def read_by_data_plane(source: str | None) -> bool:
 
 def exec_source(command: list[str], timeout: float, refresh: float) -> str:
     return EXEC + json.dumps({"command": command, "timeout": timeout, "refresh": refresh}, separators=(",", ":"))
+
+
+# A command source is stored sealed (`exec:{…}#<HMAC>`, under a key derived from the
+# database's digest key, itself encrypted under the master key): a data plane runs only
+# what `rr apply` wrote, so write access to the database alone cannot make every data
+# plane run a program.
+_SEAL = b"rr exec secret source v1"
+UNSEALED = "exec (not sealed by rr apply: not run)"
+
+
+def seal(source: str | None, hmac_key: bytes) -> str | None:
+    if not source or not source.startswith(EXEC):
+        return source
+    return source + "#" + hmac.new(hmac.new(hmac_key, _SEAL, hashlib.sha256).digest(), source.encode(), hashlib.sha256).hexdigest()
+
+
+def unseal(stored: str | None, hmac_key: bytes) -> str | None:
+    """The source as `rr apply` wrote it; UNSEALED for a command source whose seal does not verify."""
+    if not stored or not stored.startswith(EXEC):
+        return stored
+    source, _, _ = stored.rpartition("#")
+    expected = seal(source, hmac_key)
+    if not source or expected is None or not hmac.compare_digest(expected, stored):
+        logger.error("rr: a stored secret command is not sealed by rr apply; it is not run (run rr apply)")
+        return UNSEALED
+    return source
+
+
+def display(stored: str | None) -> str | None:
+    """A stored source for `rr secret status` (which has no master key: it shows, never runs)."""
+    if stored and stored.startswith(EXEC):
+        source, _, _ = stored.rpartition("#")
+        try:
+            return Command.parse(source).display
+        except (ValueError, KeyError, TypeError):
+            return UNSEALED
+    return stored
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from rr_addon.cli.ops import _console, _database, human_age
 from rr_addon.core.terminal import printable
-from rr_addon.rotation import EXEC, Command, read_by_data_plane
+from rr_addon.rotation import EXEC, display, read_by_data_plane
 from rr_addon.store import dataplanes
 from rr_addon.store.db import session
 from rr_addon.store.tables import TargetCredentialRow, TargetRow
@@ -43,7 +43,7 @@ def collect(engine) -> list[dict]:
             out.append({**base, "source": "none", "readable": None, "rotated_at": None, "dataplane": None, "error": None})
             continue
         if source and source.startswith(EXEC):
-            source = Command.parse(source).display  # the command, as the data planes run it
+            source = display(source)  # the command, as the data planes run it
         elif not read_by_data_plane(source):
             at = updated.replace(tzinfo=updated.tzinfo or timezone.utc).timestamp()
             out.append({**base, "source": source or "stored", "readable": stored, "rotated_at": at, "dataplane": None, "error": None})

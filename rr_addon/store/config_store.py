@@ -18,7 +18,7 @@ from rr_addon.config import schema
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
-from rr_addon.rotation import read_by_data_plane
+from rr_addon.rotation import read_by_data_plane, seal, unseal
 from rr_addon.store import minted, notify
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
@@ -153,7 +153,7 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
     for name, c in target_rows:
         if c.secret_enc is not None:
             stored.target_secrets_enc[(name, c.name)] = c.secret_enc
-        stored.sources[("targets", name, c.name)] = c.secret_source
+        stored.sources[("targets", name, c.name)] = unseal(c.secret_source, stored.hmac_key)
     proxies, proxy_rows = _owners(s, ProxyRow, ProxyCredentialRow, "proxy_id", schema.Proxy, _PROXY_CREDENTIAL, "proxy", stored, broken)
     for name, c in proxy_rows:
         if c.secret_digest is not None:
@@ -353,7 +353,7 @@ def write(
                 if not c.needs_secret:
                     crow.secret_enc, crow.secret_source = None, None
                 elif secret is not None:
-                    crow.secret_enc, crow.secret_source = keyring.encrypt(secret.encode("utf-8")), source
+                    crow.secret_enc, crow.secret_source = keyring.encrypt(secret.encode("utf-8")), seal(source, stored.hmac_key)
             for crow in old_creds.values():
                 s.delete(crow)
         for name, row in old_targets.items():

@@ -135,3 +135,42 @@ def test_the_grace_period_survives_moving_the_secret_to_another_source(proxy, up
     with client(proxy) as c:
         body = c.get(f"https://127.0.0.1:{upstream.port}/echo-moved").text
     assert TWO not in body and THREE not in body, body
+
+
+def test_a_command_written_to_the_database_without_rr_apply_is_never_run(tmp_path, upstream, pki):
+    """Write access to the database alone must not make every data plane run a program:
+    the stored command is sealed under the master key's digest key. A running data
+    plane keeps the stored value; a starting one refuses to start."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    from rr_addon.testing.home import database_url
+
+    prog = tmp_path / "print_secret.py"
+    prog.write_text(f"#!{sys.executable}\n" + SCRIPT)
+    prog.chmod(0o755)
+    state = tmp_path / "state"
+    state.write_text(ONE)
+    prepare_home(tmp_path, POLICY.format(port=upstream.port, secret=f"{{command: [{prog}, {state}], timeout: 2, refresh: 1}}"))
+    marker = tmp_path / "pwned"
+    engine = create_engine(database_url(tmp_path) or f"sqlite:///{tmp_path / 'rr.db'}")
+    with engine.connect() as conn:
+        (stored,) = conn.execute(text("SELECT secret_source FROM rr_target_credential")).one()
+    assert stored.startswith("exec:") and "#" in stored  # sealed by rr apply
+    forged = "exec:" + json.dumps({"command": ["/usr/bin/touch", str(marker)], "timeout": 2, "refresh": 1})
+    with ProxyProcess(tmp_path, upstream_ca=pki.ca_cert) as p:
+        assert sent_bearer(p, upstream, "exec-sealed") == f"Bearer {ONE}"
+        for attempt in (forged, forged + stored[stored.rindex("#"):]):  # unsealed, or with another command's seal
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE rr_target_credential SET secret_source = :s"), {"s": attempt})
+                conn.execute(text("UPDATE rr_config_state SET version = version + 1"))  # data planes reload
+            p.wait_for_log("not sealed by rr apply", timeout=30)
+        state.write_text(TWO)
+        time.sleep(3)  # several refresh intervals: a command would have run by now
+        assert not marker.exists()
+        assert sent_bearer(p, upstream, "exec-forged") == f"Bearer {ONE}"  # the value rr apply stored
+    engine.dispose()
+    starting = ProxyProcess(tmp_path, upstream_ca=pki.ca_cert, name="restart")
+    assert starting.run_to_exit() != 0 and "not sealed by rr apply" in starting.log_text()
+    assert not marker.exists()

@@ -5,6 +5,8 @@ decision beside the parent's scopes."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
@@ -38,8 +40,16 @@ def mint(home, *args) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+class Explained:
+    """The CLI result with its text flattened: rich wraps the tree to the terminal's width."""
+
+    def __init__(self, result):
+        self.exit_code = result.exit_code
+        self.output = " ".join(re.sub(r"[│├└─]", " ", result.output).split())
+
+
 def explain(home, token, method, url):
-    return rr_cli(home, "explain", method, url, "--token", token, check=False)
+    return Explained(rr_cli(home, "explain", method, url, "--token", token, check=False))
 
 
 def test_explain_shows_the_tokens_narrowing_and_its_decision(home):
@@ -69,5 +79,5 @@ def test_explain_refuses_a_token_the_proxy_would_refuse(home):
     rr_cli(home, "token", "revoke", tid)
     revoked = explain(home, token, "GET", "https://api.stripe.com/x")
     assert revoked.exit_code == 1 and "minted token revoked" in revoked.output
-    claims = rr_cli(home, "explain", "GET", "https://api.stripe.com/x", "--token", mint(home), "--claim", "role=admin", check=False)
+    claims = Explained(rr_cli(home, "explain", "GET", "https://api.stripe.com/x", "--token", mint(home), "--claim", "role=admin", check=False))
     assert claims.exit_code == 1 and "carries the claims it was minted with" in claims.output

@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 
 from rr_addon.config import schema, validate
 from rr_addon.config.oauth_grants_schema import SecretBundle
-from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
+from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, ExecSecret, FileSecret, Source, command_argv, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.crypto import Keyring
-from rr_addon.rotation import WATCHED
+from rr_addon.rotation import WATCHED, exec_source
 from rr_addon.store import config_store
 from rr_addon.store.config_store import Change, Desired, Stored, StoredConfigError
 
@@ -51,6 +51,8 @@ def source_label(ref: object, base: Path | None = None) -> str:
         return f"{WATCHED}{os.path.abspath((base or Path.cwd()) / ref.file)}"
     if isinstance(ref, FileSecret):
         return f"file:{ref.file}"
+    if isinstance(ref, ExecSecret):
+        return exec_source(command_argv(ref, base or Path.cwd()), ref.timeout, ref.refresh)
     return "literal"
 
 
@@ -142,6 +144,9 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
             old = stored_proxies.get(p.name, {}).get(c.name)
             if isinstance(c.secret_ref, FileSecret) and c.secret_ref.watch:
                 err("proxies", p.name, c.name, i, "`watch: true` is for target credentials only; run `rr apply` to change a caller secret")
+                continue
+            if isinstance(c.secret_ref, ExecSecret):
+                err("proxies", p.name, c.name, i, "a `command` secret is for target credentials only; run `rr apply` to change a caller secret")
                 continue
             if c.verifies:
                 # an HMAC key or a client secret: stored encrypted, because rr uses it

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rr_addon.core import decide, mcp
-from rr_addon.core.decide import Admission, Limits, admit_verified, quota_outcome
+from rr_addon.core import decide, mcp, tokens
+from rr_addon.core.decide import Admission, Limits, admit_verified, quota_headers, quota_outcome
 from rr_addon.core.inject import Injection
 from rr_addon.core.meters import Plan, Verdict as MeterVerdict
 from rr_addon.core.snapshot import Snapshot
@@ -94,7 +94,7 @@ class Gate:
         t0 = time.perf_counter()
         admitted = decide.admit(snap, facts, now)
         seconds = time.perf_counter() - t0
-        verification = None
+        verification = admitted.token.audit() if isinstance(admitted, Admission) and admitted.token is not None else None  # a verified caller's child
         if isinstance(admitted, Outcome) and admitted.unmatched is not None:
             admitted, verification = await self.verify(snap, facts, now, admitted, client)
         if isinstance(admitted, Outcome):
@@ -132,14 +132,12 @@ class Gate:
         if req is not None and forwards:
             assert self.metering is not None
             plan = snap.proxies[admission.identity.proxy].meters.plan(admission.identity.credential, req, time.time())
+            plan = tokens.with_budget(plan, admission.token)  # a minted token's --max-requests
             metered = Metered(plan, await self.metering.check(plan, admission.identity.proxy))
         seconds += time.perf_counter() - t0
         if metered is not None and not metered.verdict.admitted:
             v = metered.verdict
-            extra = [("retry-after", str(v.retry_after))] if v.retry_after else []  # none for unknown-model
-            if v.policy:
-                extra += [("ratelimit-policy", v.policy), ("ratelimit", v.ratelimit or "")]
-            return Verdict(quota_outcome(admission, v), admission, extra_headers=tuple(extra), verification=verification, mcp=called, seconds=seconds)
+            return Verdict(quota_outcome(admission, v), admission, extra_headers=quota_headers(v), verification=verification, mcp=called, seconds=seconds)
         cred = admission.credential
         injection = cred.injection if cred is not None and not cred.injection.dynamic else None
         if cred is not None and cred.injection.dynamic and forwards:

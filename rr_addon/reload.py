@@ -93,7 +93,7 @@ class Reloader:
         """Poll watched secret files; a new value recompiles the running version."""
         while True:
             await asyncio.sleep(rotation.POLL)
-            if not self.secrets.watched or self.keyring is None or self.stored is None:
+            if not (self.secrets.watched or self.secrets.retired) or self.keyring is None or self.stored is None:
                 continue
             async with self.swap_lock:
                 try:

@@ -364,9 +364,9 @@ def explain(
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     facts = RequestFacts(method.upper(), parts.scheme, parts.hostname, port, path, tuple(headers), (), body)
-    verified_claims = None
+    verified_claims = minted = None
     if token is not None:
-        caller, verified_claims = identify_token(snap, token, facts)
+        caller, verified_claims, minted = identify_token(snap, token, facts)
     else:
         caller = find_caller(snap, credential)
     claims = {}
@@ -375,7 +375,9 @@ def explain(
         if not sep or not name:
             raise die(f"claim {c!r} is not 'name=value'")
         claims[name] = value
-    ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
+    if minted is not None and claims:
+        raise die("--claim: a minted token carries the claims it was minted with")
+    ex = explain_decision(snap, caller, facts, claims=claims or verified_claims, token=minted)
     console.print(explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
@@ -383,7 +385,8 @@ def explain(
 
 def identify_token(snap, token: str, facts):
     """The caller a token belongs to, found the way the proxy finds it (rr_addon.gate: a
-    stored digest, a minted token, else a verifier); prints which path accepted or refused it."""
+    stored digest, a minted token, else a verifier); prints which path accepted or refused it.
+    Returns (caller, verified claims, minted token)."""
     import asyncio
     import dataclasses
     import time
@@ -411,11 +414,17 @@ def identify_token(snap, token: str, facts):
             raise die(f"token refused ({verified['verification']}): {d.reason}" + (f" [{d.detail}]" if d.detail else ""))
         raise die("the token matches no proxy credential" if admitted.outcome.unmatched is not None else f"token refused: {d.reason}")
     caller = snap.proxies[ident.proxy].callers[ident.credential]
+    if ident.token is not None:  # a minted token the gate accepted: its narrowing, as the proxy decodes it
+        from rr_addon.core.callers import Presented
+        from rr_addon.core.decide import presented_token
+
+        console.print(f"token: minted token {ident.token}, a child of {caller.proxy}/{caller.name}")
+        return caller, None, presented_token(snap, Presented("explain", "", token))
     if verified.get("verification"):
         console.print(f"token: accepted by {caller.proxy}/{caller.name} via {verified['verification']}; subject {verified.get('subject')}, issuer {verified.get('issuer')}")
-        return caller, dict(ident.claims or {})
+        return caller, dict(ident.claims or {}), None
     console.print(f"token: matches {caller.proxy}/{caller.name} ({caller.auth}, by digest)")
-    return caller, None
+    return caller, None, None
 
 
 def find_caller(snap, name: str):

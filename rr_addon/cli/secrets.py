@@ -2,8 +2,8 @@
 last rotated and whether it is readable — never a value.
 
 Needs only the database (no master key). Secrets `rr apply` resolved are
-reported as stored; watched files (`{file: PATH, watch: true}`) are reported by
-every live data plane through its heartbeat (rr_addon.rotation.SecretWatcher.status),
+reported as stored; watched files (`{file: PATH, watch: true}`) and commands
+(`{command: [..]}`) are reported by every live data plane through its heartbeat (rr_addon.rotation.SecretWatcher.status),
 because only the data plane can tell whether it reads the file.
 """
 
@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from rr_addon.cli.ops import _console, _database, human_age
 from rr_addon.core.terminal import printable
-from rr_addon.rotation import WATCHED
+from rr_addon.rotation import EXEC, display, read_by_data_plane
 from rr_addon.store import dataplanes
 from rr_addon.store.db import session
 from rr_addon.store.tables import TargetCredentialRow, TargetRow
@@ -42,7 +42,9 @@ def collect(engine) -> list[dict]:
         if source is None and not stored:
             out.append({**base, "source": "none", "readable": None, "rotated_at": None, "dataplane": None, "error": None})
             continue
-        if not (source or "").startswith(WATCHED):
+        if source and source.startswith(EXEC):
+            source = display(source)  # the command, as the data planes run it
+        elif not read_by_data_plane(source):
             at = updated.replace(tzinfo=updated.tzinfo or timezone.utc).timestamp()
             out.append({**base, "source": source or "stored", "readable": stored, "rotated_at": at, "dataplane": None, "error": None})
             continue

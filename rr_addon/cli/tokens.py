@@ -16,6 +16,51 @@ from rr_addon.store.audit_store import parse_duration
 token_app = typer.Typer(help="Short-lived tokens that narrow a proxy credential.", no_args_is_help=True)
 
 MAX_TTL = 30 * 86400  # a minted token is a short-lived credential: a month at most
+MAX_TOKEN_LENGTH = 4096  # fits Proxy-Authorization (Basic base64 adds a third) under rr's 8 KiB credential limit
+
+
+def _read_jwt(path: str) -> str:
+    """The caller's token from a file or standard input (never the command line: argv is public)."""
+    from rr_addon.cli import die
+
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read(65536)
+    except (OSError, UnicodeDecodeError) as e:
+        raise die(f"--jwt-file {path}: {e.strerror if isinstance(e, OSError) else 'not UTF-8 text'}") from None
+    text = text.strip()
+    if text[:7].lower() == "bearer ":
+        text = text[7:].strip()
+    if not text or any(c.isspace() for c in text):
+        raise die(f"--jwt-file {path}: expected one token")
+    return text
+
+
+def _verify_caller(stored, keyring, proxy: str, credential: str, token: str, ca_file: str):
+    """The caller's token verified by the very verifiers a data plane builds
+    (rr_addon.identities), and accepted by this parent — or exit with why."""
+    import asyncio
+
+    from rr_addon.cli import die
+    from rr_addon.identities import Identities
+    from rr_addon.identity import Refused
+    from rr_addon.store import config_store
+
+    identities = Identities(ca_file or None)
+    identities.rebuild(config_store.snapshot_of(stored, keyring))
+
+    async def verify():
+        try:
+            return await identities.identify(token)
+        finally:
+            await identities.close()
+
+    result = asyncio.run(verify())
+    if isinstance(result, Refused):
+        raise die(f"--jwt-file: the token does not verify: {result.reason}" + (f" ({result.detail})" if result.detail else ""))
+    caller, verified = result
+    if (caller.proxy, caller.name) != (proxy, credential):
+        raise die(f"--jwt-file: the token is accepted by {caller.proxy}/{caller.name}, not by {proxy}/{credential}")
+    return verified
 
 
 @token_app.command("mint")
@@ -24,16 +69,28 @@ def mint(
     credential: str = typer.Option(..., "--credential", help="The parent proxy credential."),
     ttl: str = typer.Option(..., "--ttl", help="Lifetime: 45s, 30m, 1h, 7d (at most 30d)."),
     target: List[str] = typer.Option([], "--target", help="Restrict to this target of the proxy (repeatable)."),
-    allow: List[str] = typer.Option([], "--allow", help='Restrict to "METHOD PATH" (repeatable); PATH may end with * (prefix).'),
-    max_requests: Optional[int] = typer.Option(None, "--max-requests", help="Not supported yet: refused rather than ignored."),
+    allow: List[str] = typer.Option([], "--allow", help='Restrict to "METHOD PATH" (repeatable); PATH may end with * (a prefix of whole segments: /v1* is /v1 and /v1/…).'),
+    max_requests: Optional[int] = typer.Option(
+        None, "--max-requests", help="At most N admitted requests over the token's life (then 429 quota-exceeded, scope token)."
+    ),
     note: str = typer.Option("", "--note", help="Free text for your records (not embedded in the token)."),
+    jwt_file: Optional[str] = typer.Option(
+        None, "--jwt-file", help="A jwt_verify/oauth2 parent: the caller's token (file, or - for stdin), verified now; the child carries its claims."
+    ),
+    idp_ca_file: str = typer.Option("", "--idp-ca-file", envvar="RR_IDP_CA_FILE", help="CA bundle (PEM) for the identity provider (--jwt-file)."),
 ) -> None:
     """Print a new token, alone, on standard output. Used like an rr key; it can
-    only narrow its parent credential, and stops working when it expires."""
+    only narrow its parent credential, and stops working when it expires.
+
+    The parent of a child for a verified caller (an agent launched by a user)
+    is a jwt_verify or oauth2 credential, and --jwt-file gives that user's
+    token: rr verifies it as the data planes would, the child carries its
+    verified claims (the parent's claims rules apply to them at every use) and
+    expires no later than it."""
     from rr_addon.cli import _read_stored, _store, die
 
-    if max_requests is not None:
-        raise die("--max-requests is not supported yet (no per-token counter); mint without it")
+    if max_requests is not None and not 1 <= max_requests <= tokens.MAX_REQUESTS:
+        raise die(f"--max-requests {max_requests}: must be between 1 and {tokens.MAX_REQUESTS}")
     try:
         seconds = parse_duration(ttl).total_seconds()
     except ValueError as e:
@@ -54,8 +111,18 @@ def mint(
     parent = {c.name: c for c in found.credentials}.get(credential)
     if parent is None:
         raise die(f"proxy {proxy} has no credential {credential!r}")
-    if parent.auth in ("jwt_verify", "oauth2"):
-        raise die(f"{proxy}/{credential} verifies tokens itself ({parent.auth}): a minted child would skip that verification")
+    claims, expires_at = None, int(time.time() + seconds)
+    if parent.verifies:
+        if jwt_file is None:
+            raise die(f"{proxy}/{credential} verifies tokens ({parent.auth}): give the caller's token with --jwt-file (the child carries its verified claims)")
+        verified = _verify_caller(stored, keyring, proxy, credential, _read_jwt(jwt_file), idp_ca_file)
+        if verified.expires_at is None:
+            raise die("--jwt-file: the token has no exp; a child would outlive it")
+        claims, expires_at = dict(verified.claims), min(expires_at, int(verified.expires_at))
+        if expires_at <= time.time():
+            raise die("--jwt-file: the token has expired")
+    elif jwt_file is not None:
+        raise die(f"--jwt-file: {proxy}/{credential} is a static key ({parent.auth}); only jwt_verify and oauth2 parents verify a caller's token")
     bound = {t.target for t in found.targets}
     for t in target:
         if t not in bound:
@@ -64,13 +131,22 @@ def mint(
         id="tok_" + secrets.token_hex(8),
         proxy=proxy,
         credential=credential,
-        expires_at=int(time.time() + seconds),
+        expires_at=expires_at,
         targets=tuple(dict.fromkeys(target)),
         allow=allowed,
+        generation=stored.caller_generations.get((proxy, credential), ""),
+        max_requests=max_requests,
+        claims=claims,
     )
+    encoded = tokens.encode(token, stored.hmac_key)
+    if len(encoded) > MAX_TOKEN_LENGTH:
+        raise die(f"the token would be {len(encoded)} characters (at most {MAX_TOKEN_LENGTH}, for proxy headers): the caller's claims are too large")
     minted.record(engine, token, note)  # for list and revoke; the token itself is not stored
-    print(tokens.encode(token, stored.hmac_key))
-    print(f"minted {token.id} for {proxy}/{credential}, expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(token.expires_at))}"
+    print(encoded)
+    for a in allowed:
+        if a.segment_note:
+            print(f"note: {a.segment_note}", file=sys.stderr)
+    print(f"minted {token.id} for {proxy}/{credential}" + (f" (subject {token.subject})" if token.subject else "") + ", expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(token.expires_at))}"
           + (f" ({note})" if note else ""), file=sys.stderr)
 
 
@@ -91,10 +167,11 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON arr
     table = Table()
     # the id is what `rr token revoke` takes: never shortened, however narrow the terminal
     table.add_column("id", no_wrap=True, min_width=max((len(r["id"]) for r in rows), default=2))
-    for name in ("parent", "targets", "allow", "expires (UTC)", "state", "note"):
+    for name in ("parent", "subject", "targets", "allow", "max requests", "expires (UTC)", "state", "note"):
         table.add_column(name, overflow="fold")
     for r in rows:
-        table.add_row(r["id"], f"{r['proxy']}/{r['credential']}", ", ".join(r["targets"]) or "all", ", ".join(r["allow"]) or "all",
+        table.add_row(r["id"], f"{r['proxy']}/{r['credential']}", r["subject"] or "-", ", ".join(r["targets"]) or "all", ", ".join(r["allow"]) or "all",
+                      str(r["max_requests"]) if r["max_requests"] is not None else "-",
                       r["expires_at"], r["state"], r["note"])
     console.print(table)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
@@ -45,9 +45,28 @@ class FileSecret(Model):
     watch: bool = False
 
 
-def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
-    if isinstance(value, (EnvSecret, FileSecret)):
+class ExecSecret(Model):
+    # a command that prints the secret (a vault CLI), run by `rr apply` and then
+    # by every data plane every `refresh` seconds (rr_addon/secret_command.py)
+    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    timeout: float = Field(10.0, gt=0, le=300)
+    refresh: float = Field(300.0, ge=1, le=86400)
+
+
+def _exec_secret(value: dict) -> ExecSecret:
+    try:
+        return ExecSecret.model_validate(value)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"secret command{' ' + where if where else ''}: {first['msg']}") from None
+
+
+def _secret_ref(value: object) -> str | EnvSecret | FileSecret | ExecSecret:
+    if isinstance(value, (EnvSecret, FileSecret, ExecSecret)):
         return value
+    if isinstance(value, dict) and "command" in value:
+        return _exec_secret(value)
     if isinstance(value, str) and value:
         return value
     if isinstance(value, dict) and len(value) == 1:
@@ -57,11 +76,11 @@ def _secret_ref(value: object) -> str | EnvSecret | FileSecret:
     if isinstance(value, dict) and set(value) == {"file", "watch"}:
         if isinstance(value["file"], str) and value["file"] and isinstance(value["watch"], bool):
             return FileSecret(file=value["file"], watch=value["watch"])
-    raise ValueError("a secret is a non-empty string, {env: NAME}, {file: PATH} or {file: PATH, watch: true}")
+    raise ValueError("a secret is a non-empty string, {env: NAME}, {file: PATH}, {file: PATH, watch: true} or {command: [ARGV…], timeout: S, refresh: S}")
 
 
-# A secret is a literal string, {env: NAME} or {file: PATH}; resolved by `rr apply`.
-SecretRef = Annotated[Union[str, EnvSecret, FileSecret], PlainValidator(_secret_ref)]
+# A secret is a literal string, {env: NAME}, {file: PATH} or {command: [..]}; resolved by `rr apply`.
+SecretRef = Annotated[Union[str, EnvSecret, FileSecret, ExecSecret], PlainValidator(_secret_ref)]
 
 
 def unique_names(what: str):

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from rr_addon.config.messages import humanize
-from rr_addon.config.schema import Config, EnvSecret, FileSecret
+from rr_addon.config.schema import Config, EnvSecret, ExecSecret, FileSecret
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
@@ -208,10 +208,14 @@ def load_files(paths: Iterable[str | Path]) -> tuple[Config, Source]:
     return Config(targets=targets, proxies=proxies), source
 
 
-def resolve_secret(ref: str | EnvSecret | FileSecret, base_dir: Path, env: Mapping[str, str] = os.environ) -> str:
+def resolve_secret(ref: str | EnvSecret | FileSecret | ExecSecret, base_dir: Path, env: Mapping[str, str] = os.environ) -> str:
     """The secret's value. Raises ValueError with a sentence naming what is missing."""
     if isinstance(ref, str):
         return ref
+    if isinstance(ref, ExecSecret):
+        from rr_addon import secret_command
+
+        return secret_command.run(command_argv(ref, base_dir), ref.timeout)
     if isinstance(ref, EnvSecret):
         value = env.get(ref.env)
         if value is None:
@@ -229,3 +233,13 @@ def resolve_secret(ref: str | EnvSecret | FileSecret, base_dir: Path, env: Mappi
     if not value:
         raise ValueError(f"secret file {path} is empty")
     return value
+
+
+def command_argv(ref: ExecSecret, base_dir: Path) -> list[str]:
+    """The argv a command secret runs: a relative program path (one with a `/`) is
+    relative to the YAML file, made absolute so every data plane runs the same
+    program whatever its working directory; a bare name is looked up in PATH."""
+    program = ref.command[0]
+    if "/" in program and not os.path.isabs(program):
+        program = os.path.abspath(base_dir / program)
+    return [program, *ref.command[1:]]

@@ -30,7 +30,7 @@ from rr_addon.core.types import STATUS
 BASES = (credential_base.TargetCredentialBase, credential_base.ProxyCredentialBase, rules_schema.Match, paths_schema.PathSpec)  # sections other sections extend
 TAGS = ("kind", "auth")
 # Headings one level down (parts of the section above them).
-SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "McpMatch", "McpArgumentMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret"}
+SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "McpMatch", "McpArgumentMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret", "ExecSecret"}
 # Short forms a model normalises before validating (its mode="before" validators):
 # the reference names them, and json_schema() accepts them.
 SHORT_FORMS = {
@@ -97,7 +97,7 @@ def type_text(t: Any, anchors: dict[type, str]) -> str:
         return "[secret](#secret)"
     members = [m for m in (_union_members(t) or ()) if m is not type(None)]
     if members:
-        if {_strip(m)[0] for m in members} == {str, schema.EnvSecret, schema.FileSecret}:
+        if {_strip(m)[0] for m in members} == {str, schema.EnvSecret, schema.FileSecret, schema.ExecSecret}:
             return "[secret](#secret)"
         texts = list(dict.fromkeys(type_text(m, anchors) for m in members))
         return " or ".join(texts)
@@ -198,8 +198,18 @@ _SECRET = {
             "required": ["file"],
             "additionalProperties": False,
         },
+        {
+            "type": "object",
+            "properties": {
+                "command": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+                "refresh": {"type": "number", "minimum": 1, "maximum": 86400},
+            },
+            "required": ["command"],
+            "additionalProperties": False,
+        },
     ],
-    "description": "A literal string, {env: NAME}, {file: PATH} or {file: PATH, watch: true}.",
+    "description": "A literal string, {env: NAME}, {file: PATH}, {file: PATH, watch: true} or {command: [ARGV…], timeout: S, refresh: S}.",
 }
 
 

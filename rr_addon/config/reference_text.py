@@ -309,6 +309,13 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "env: STRIPE_KEY\n",
     ),
     ("FileSecret", "Secret from a file", "See [Secret](#secret).", "file: /var/run/secrets/stripe/token\nwatch: true\n"),
+    (
+        "ExecSecret",
+        "Secret from a command",
+        "Target credentials only. A command that prints the secret on standard output (a vault CLI), run without a shell "
+        "by `rr apply` and then by every data plane, every `refresh` seconds. See [Secret](#secret).",
+        "command: [vault, kv, get, -field=token, secret/stripe]\ntimeout: 10\nrefresh: 300\n",
+    ),
 ]
 
 FIELDS: dict[str, str] = {
@@ -346,6 +353,20 @@ FIELDS: dict[str, str] = {
         "absolute path, not resolved through symlinks. An unreadable or empty file keeps the last good value, logs an error "
         "and counts in `rr_secret_source_errors_total`; the replaced value stays masked in responses for 5 minutes. "
         "`rr secret status` shows what each data plane reads."
+    ),
+    "ExecSecret.command": (
+        "The program and its arguments (argv: no shell, no expansion). A program path with a `/` is relative to the YAML "
+        "file; a bare name is looked up in PATH. It inherits the environment of the process that runs it (`rr apply`, "
+        "then each data plane: e.g. `VAULT_ADDR`, `VAULT_TOKEN`), gets an empty standard input, and its standard error is "
+        "discarded (rr logs only the exit status, never output). The secret is standard output without trailing newlines; "
+        "an exit status other than 0, empty output, output over 1 MiB or not UTF-8 is a failure."
+    ),
+    "ExecSecret.timeout": "Seconds the command may run; then it is killed with everything it started (its session), and the run fails.",
+    "ExecSecret.refresh": (
+        "Seconds between runs on each data plane. A changed value is used for new requests without a restart or `rr apply`; "
+        "the replaced value stays masked in responses for 5 minutes. A failed run keeps the last good value, logs an error, "
+        "counts in `rr_secret_source_errors_total` (`rr_secret_source_readable` 0) and is retried within 10 s. "
+        "`rr secret status` shows it per data plane."
     ),
     "Match.methods": "HTTP methods (case-insensitive); omitted: any method.",
     "Match.path": "Which paths: `{prefix}`, `{glob}`, `{regex}` (full match) or a regex searched in the path; see [Path condition](#path-condition).",

@@ -16,6 +16,7 @@ from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's b
     NAME_RE,
     Effect,
     EnvSecret,
+    ExecSecret,
     FileSecret,
     Model,
     Name,

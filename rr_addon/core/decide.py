@@ -141,8 +141,12 @@ def minted_parent(snap: Snapshot, secret: str, now: float) -> tuple[Caller | Non
     caller = proxy.callers.get(token.credential) if proxy is not None else None
     if caller is None:
         return None, reasons.TOKEN_PARENT_GONE
-    if caller.digest is None:  # a verifier (jwt_verify, oauth2): a child would skip its verification and claims
+    if (caller.digest is None) != (token.claims is not None):
+        # a verifier's (jwt_verify, oauth2) child carries the claims verified at minting; one without
+        # would skip that verification and the claims rules (and a static key's child has no claims)
         return None, reasons.TOKEN_PARENT_VERIFIES
+    if not tokens.same_generation(token, caller.generation):
+        return None, reasons.TOKEN_PARENT_CHANGED
     return caller, unusable(snap, caller, now)
 
 
@@ -274,7 +278,8 @@ def admit(snap: Snapshot, facts: RequestFacts, now: float) -> Admission | Outcom
         return denied
     assert caller is not None and presented is not None
     token = presented_token(snap, presented)
-    identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, token=token.id if token else None)
+    claims = token.claims if token is not None else None  # a verified caller's child: its claims rules see what they saw
+    identity = Identity(caller.proxy, caller.name, caller.auth, presented.channel, claims, token=token.id if token else None)
     return admit_caller(snap, caller, identity, facts, credential_headers(snap, facts, presented), token)
 
 
@@ -401,7 +406,12 @@ def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Lim
 
 
 def quota_outcome(admission: Admission, verdict) -> Outcome:
-    """A refused meter verdict (rr_addon.core.meters.Verdict) as an Outcome: 429, or 403 unknown-model."""
+    """A refused meter verdict (rr_addon.core.meters.Verdict) as an Outcome: 429, or 403 unknown-model.
+    A minted token's used-up budget is named first: no retry will ever pass it."""
+    if admission.token is not None and tokens.budget_used_up(verdict):
+        token = admission.token
+        decision = Decision.deny("quota-exceeded", reasons.TOKEN_REQUESTS_USED, scope=TOKEN, rule=token.id, detail=f"{token.max_requests} of {token.max_requests}")
+        return Outcome(decision, admission.identity, admission.route, admission.strip_headers)
     meter, window = verdict.exhausted[0] if verdict.exhausted else (None, None)
     detail = verdict.detail or (f"{window} window" if window else None)
     return Outcome(
@@ -410,6 +420,19 @@ def quota_outcome(admission: Admission, verdict) -> Outcome:
         admission.route,
         admission.strip_headers,
     )
+
+
+def quota_headers(verdict) -> tuple[tuple[str, str], ...]:
+    """The headers of a refused meter verdict: Retry-After until the earliest
+    exhausted window resets, RateLimit headers; no Retry-After for an unknown
+    model, none of them for a token's used-up budget (it never resets: the
+    token expires first)."""
+    if tokens.budget_used_up(verdict):
+        return ()
+    extra = (("retry-after", str(verdict.retry_after)),) if verdict.retry_after else ()  # none for unknown-model
+    if verdict.policy:
+        extra += (("ratelimit-policy", verdict.policy), ("ratelimit", verdict.ratelimit or ""))
+    return extra
 
 
 # ---------------------------------------------------------------------------- explanation
@@ -423,19 +446,41 @@ class Explanation:
 
 
 def explain(
-    snap: Snapshot, caller: Caller, facts: RequestFacts, limits: Limits = Limits(), claims: Mapping[str, object] | None = None
+    snap: Snapshot,
+    caller: Caller,
+    facts: RequestFacts,
+    limits: Limits = Limits(),
+    claims: Mapping[str, object] | None = None,
+    token: tokens.Token | None = None,
 ) -> Explanation:
-    """The decision for `facts` as `caller` (with verified `claims`, if any), with every scope's rule trace."""
-    identity = Identity(caller.proxy, caller.name, caller.auth, "explain", claims)
+    """The decision for `facts` as `caller` (with verified `claims`, if any), with every scope's rule trace.
+    `token`: a minted token of `caller` (as `minted_parent` accepted it), whose narrowing is applied and shown."""
+    if token is not None:
+        claims = token.claims
+    identity = Identity(caller.proxy, caller.name, caller.auth, "explain", claims, token.id if token else None)
     steps = [("caller", f"{caller.proxy}/{caller.name} ({caller.auth})")]
+    if token is not None:
+        steps.append(("token", describe(token)))
     if caller.digest is None:
         steps.append(("claims", ", ".join(f"{k}={v}" for k, v in claims.items()) if claims else "none given: claims rules do not match"))
-    admitted = admit_caller(snap, caller, identity, facts, ALWAYS_STRIPPED)
+    admitted = admit_caller(snap, caller, identity, facts, ALWAYS_STRIPPED, token)
     if isinstance(admitted, Outcome):
         steps.append(("refused", admitted.decision.reason))
         return Explanation(admitted, tuple(steps))
     steps.append(("target", f"{admitted.target.name} via {admitted.credential.name if admitted.credential else 'no credential'}"))
     steps.append(("path", admitted.path.target))
     outcome, req = authorize(admitted, facts, limits)
+    if token is not None and req is not None:
+        refusal = token.refusal(admitted.target.name, facts.method, admitted.path.path)
+        steps.append(("token narrowing", refusal or "inside it (target, method and path allowed)"))
     traces = tuple(s.explain(req) for s in admitted.scopes) if req is not None else ()
     return Explanation(outcome, tuple(steps), traces)
+
+
+def describe(token: tokens.Token) -> str:
+    """A minted token's narrowing in one line (never the token itself)."""
+    parts = [token.id, f"subject {token.subject}" if token.subject else "",
+             "targets " + ", ".join(token.targets) if token.targets else "every target of the parent",
+             "allow " + ", ".join(f"{a.method} {a.path}" for a in token.allow) if token.allow else "every method and path",
+             f"max requests {token.max_requests}" if token.max_requests is not None else ""]
+    return "; ".join(p for p in parts if p)

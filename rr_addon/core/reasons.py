@@ -20,10 +20,12 @@ TOKEN_BAD_SIGNATURE = "minted token signature does not verify"
 TOKEN_EXPIRED = "minted token expired"
 TOKEN_REVOKED = "minted token revoked"
 TOKEN_PARENT_GONE = "minted token's parent credential no longer exists"
-TOKEN_PARENT_VERIFIES = "minted token's parent verifies tokens itself and cannot have minted children"
+TOKEN_PARENT_CHANGED = "minted token's parent credential was re-created, or its key or verification changed, since minting"
+TOKEN_PARENT_VERIFIES = "minted token's claims do not fit its parent (a child of a verifying credential carries the verified caller's claims)"
 
 # 403 access-denied by a minted token's narrowing (after the parent's rules allowed)
 TOKEN_TARGET = "target not among the minted token's targets"
+TOKEN_REQUESTS_USED = "minted token's --max-requests are used up"
 TOKEN_NOT_ALLOWED = "method and path not in the minted token's allow list"
 
 # 403 unknown-target

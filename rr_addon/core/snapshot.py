@@ -71,6 +71,7 @@ class Caller:
     rules: ScopeRules
     filters: tuple[Filter, ...] = ()
     redact: tuple = ()
+    generation: str = ""  # renewed when the credential is re-created or its secret changes; minted tokens carry it
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +190,18 @@ def compile_snapshot(
     target_secrets: Mapping[tuple[str, str], str],
     caller_digests: Mapping[tuple[str, str], bytes],
     caller_secrets: Mapping[tuple[str, str], str] | None = None,
+    caller_generations: Mapping[tuple[str, str], str] | None = None,
     revoked_tokens: frozenset[str] = frozenset(),
     previous_secrets: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
 ) -> Snapshot:
     """Build the snapshot. `target_secrets` maps (target, credential) to the
     plaintext secret; `caller_digests` maps (proxy, credential) to its digest;
     `caller_secrets` holds the secrets of credentials that verify tokens;
+    `caller_generations` what minted tokens of each proxy credential are bound to;
     `previous_secrets` the values a rotation replaced, still scrubbed from
     responses (rr_addon.rotation)."""
     caller_secrets = caller_secrets or {}
+    caller_generations = caller_generations or {}
     previous_secrets = previous_secrets or {}
     identity_secrets: dict[tuple[str, str], str] = {}
     oauth_secrets: dict[tuple[str, str], str] = {}
@@ -276,6 +280,7 @@ def compile_snapshot(
                 rules=_rules(PROXY_CREDENTIAL, f"{p.name}/{c.name}", c),
                 filters=compile_filters(c.filters),
                 redact=tuple(c.redact),
+                generation=caller_generations.get((p.name, c.name), ""),
             )
             index = by_basic if c.auth == "basic" else by_token
             if digest is None:

@@ -27,4 +27,6 @@ def explain_flow(snap: Snapshot | None, f: http.HTTPFlow, limits: Limits) -> str
     title = f"{f.request.method} {f.request.pretty_url} as {caller.proxy}/{caller.name} (configuration version {snap.version})"
     if meta.get("config_version") not in (None, snap.version):
         title += f"; decided under version {meta['config_version']}"
+    if meta.get("token"):  # rr keeps no token: `rr explain --token` shows a token's narrowing
+        title += f"; presented minted token {meta['token']}, whose narrowing is not shown here"
     return plain(explanation_tree(title, explain(snap, caller, facts, limits)))

@@ -5,6 +5,7 @@ bumps the version data planes watch; `load_snapshot` is what they call."""
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,7 +19,7 @@ from rr_addon.config.diff import SECRET_FIELDS as diff_secret_fields
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
-from rr_addon.rotation import WATCHED
+from rr_addon.rotation import read_by_data_plane, seal, unseal
 from rr_addon.store import minted, notify, oauth_grants
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
@@ -43,6 +44,7 @@ class Stored:
     target_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)
     caller_digests: dict[tuple[str, str], bytes] = field(default_factory=dict)
     caller_secrets_enc: dict[tuple[str, str], bytes] = field(default_factory=dict)  # credentials that verify tokens
+    caller_generations: dict[tuple[str, str], str] = field(default_factory=dict)  # what minted tokens are bound to
     sources: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # (section, obj, cred) -> source
     broken: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why it does not load (lenient reads)
     in_clear: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) of rows whose spec holds a secret
@@ -152,13 +154,14 @@ def _read(s, keyring: Keyring, lenient: bool) -> Stored:
     for name, c in target_rows:
         if c.secret_enc is not None:
             stored.target_secrets_enc[(name, c.name)] = c.secret_enc
-        stored.sources[("targets", name, c.name)] = c.secret_source
+        stored.sources[("targets", name, c.name)] = unseal(c.secret_source, stored.hmac_key)
     proxies, proxy_rows = _owners(s, ProxyRow, ProxyCredentialRow, "proxy_id", schema.Proxy, _PROXY_CREDENTIAL, "proxy", stored, broken)
     for name, c in proxy_rows:
         if c.secret_digest is not None:
             stored.caller_digests[(name, c.name)] = c.secret_digest
         if c.secret_enc is not None:
             stored.caller_secrets_enc[(name, c.name)] = c.secret_enc
+        stored.caller_generations[(name, c.name)] = c.generation or ""
         stored.sources[("proxies", name, c.name)] = c.secret_source
     stored.config = schema.Config(targets=targets, proxies=proxies)
     stored.revoked_tokens = minted.revoked_ids(s)
@@ -179,6 +182,7 @@ def snapshot_of(stored: Stored, keyring: Keyring, watched=None) -> Snapshot:
             target_secrets=target_secrets,
             caller_digests=stored.caller_digests,
             caller_secrets=stored.caller_secrets(keyring),
+            caller_generations=stored.caller_generations,
             revoked_tokens=stored.revoked_tokens,
             previous_secrets=watched.previous() if watched is not None else None,
         )
@@ -244,7 +248,7 @@ def plan(stored: Stored, desired: Desired, keyring: Keyring) -> list[Change]:
                 secret_changed = enc is None or keyring.decrypt(enc).decode() != secret
                 # starting, stopping or moving a watch changes what data planes do, even with the same value
                 old_source = stored.sources.get(("targets", t.name, c.name)) or ""
-                secret_changed |= source != old_source and WATCHED in (source[: len(WATCHED)], old_source[: len(WATCHED)])
+                secret_changed |= source != old_source and (read_by_data_plane(source) or read_by_data_plane(old_source))
             changes.append(
                 _compare("target credential", f"{t.name}/{c.name}", oc and credential_spec(oc), credential_spec(c), secret_changed)
             )
@@ -349,7 +353,7 @@ def write(
                 if not c.needs_secret:
                     crow.secret_enc, crow.secret_source = None, None
                 elif secret is not None:
-                    crow.secret_enc, crow.secret_source = keyring.encrypt(secret.encode("utf-8")), source
+                    crow.secret_enc, crow.secret_source = keyring.encrypt(secret.encode("utf-8")), seal(source, stored.hmac_key)
             for crow in old_creds.values():
                 s.delete(crow)
         for name, row in old_targets.items():
@@ -375,6 +379,7 @@ def write(
                 if crow is None:
                     crow = ProxyCredentialRow(proxy_id=row.id, name=c.name, auth=c.auth, spec=credential_spec(c))
                     s.add(crow)
+                before = (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc), _verification(crow.spec))
                 crow.auth, crow.spec, crow.updated_at = c.auth, credential_spec(c), now
                 if c.verifies:
                     plain, source = desired.caller_secrets.get((p.name, c.name), (None, None))
@@ -383,6 +388,9 @@ def write(
                     crow.secret_source = source
                 elif digest is not None:
                     crow.secret_digest, crow.secret_enc, crow.secret_source = digest, None, source
+                if crow.generation is None or before != (crow.auth, crow.secret_digest, _plain(keyring, crow.secret_enc), _verification(crow.spec)):
+                    # a new credential, key, kind or way of verifying callers: its minted tokens stop working
+                    crow.generation = secrets.token_hex(8)
             for crow in old_creds.values():
                 s.delete(crow)
         for name, row in old_proxies.items():
@@ -405,6 +413,19 @@ def write(
         else:
             s.rollback()
         return stored.version + 1
+
+
+# What a proxy credential's spec says besides who it is: changing these keeps its minted tokens
+# (they follow the new rules at once); any other field (issuer, audience, jwks, introspection…) renews its generation.
+_NOT_IDENTITY = frozenset({"name", "active", "expires_at", "target_credentials", "description", "rules", "default_effect", "filters", "redact"})
+
+
+def _verification(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in _NOT_IDENTITY}
+
+
+def _plain(keyring: Keyring, enc: bytes | None) -> bytes | None:
+    return keyring.decrypt(enc) if enc is not None else None
 
 
 def _delete_children(s, table, column, parent_id: int) -> None:

@@ -18,7 +18,8 @@ from rr_addon.store.tables import ConfigState, MintedTokenRow, utcnow
 
 
 def record(engine: Engine, token: tokens.Token, note: str = "") -> None:
-    spec = {"targets": list(token.targets), "allow": [f"{a.method} {a.path}" for a in token.allow]}
+    spec = {"targets": list(token.targets), "allow": [f"{a.method} {a.path}" for a in token.allow], "max_requests": token.max_requests,
+            "subject": token.subject}
     with session(engine) as s:
         s.add(MintedTokenRow(
             id=token.id, proxy=token.proxy, credential=token.credential,
@@ -38,6 +39,8 @@ def listing(engine: Engine) -> list[dict]:
                 "credential": r.credential,
                 "targets": r.spec.get("targets", []),
                 "allow": r.spec.get("allow", []),
+                "max_requests": r.spec.get("max_requests"),
+                "subject": r.spec.get("subject"),
                 "note": r.note,
                 "created_at": _utc(r.created_at).isoformat(timespec="seconds"),
                 "expires_at": _utc(r.expires_at).isoformat(timespec="seconds"),

@@ -66,6 +66,9 @@ class ProxyCredentialRow(SQLModel, table=True):
     secret_digest: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # static kinds
     secret_enc: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # kinds that verify tokens
     secret_source: str | None = None
+    # random, renewed whenever the credential is created or its secret or kind changes:
+    # minted tokens carry it, so such a change voids them (rr_addon.core.tokens)
+    generation: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -72,7 +72,7 @@ def test_good_file_loads(tmp_path):
         ),
         pytest.param(
             "targets:\n  - name: t\n    hosts: [a.test]\n    credentials:\n      - {name: c, kind: bearer, secret: 42}\n",
-            ["F:5: targets[t].credentials[c].secret: a secret is a non-empty string, {env: NAME}, {file: PATH} or {file: PATH, watch: true}"],
+            ["F:5: targets[t].credentials[c].secret: a secret is a non-empty string, {env: NAME}, {file: PATH}, {file: PATH, watch: true} or {command: [ARGV…], timeout: S, refresh: S}"],
             id="secret-wrong-type",
         ),
         pytest.param(

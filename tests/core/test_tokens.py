@@ -125,6 +125,101 @@ def test_a_token_whose_parent_verifies_tokens_itself_is_refused():
     snap = dataclasses.replace(SNAP, proxies=MappingProxyType({"billing": dataclasses.replace(proxy, callers=MappingProxyType({"agent": verifier}))}))
     assert minted_parent(snap, mint(), NOW) == (None, reasons.TOKEN_PARENT_VERIFIES)
     assert minted_parent(SNAP, mint(), NOW)[1] is None
+    # a verifier's child carries the claims verified at minting; a static key's child carries none
+    assert minted_parent(snap, mint(claims={"sub": "alice"}), NOW)[1] is None
+    assert minted_parent(SNAP, mint(claims={"sub": "alice"}), NOW) == (None, reasons.TOKEN_PARENT_VERIFIES)
+
+
+def test_a_verified_callers_child_is_decided_on_its_claims():
+    """The claims rules of the parent see the child's claims: a deny rule over a claim still fires."""
+    from types import MappingProxyType
+
+    from rr_addon.config.schema import Config
+    from rr_addon.core.snapshot import compile_snapshot
+
+    config = Config.model_validate({
+        "targets": CONFIG["targets"],
+        "proxies": [{
+            "name": "billing", "targets": [{"target": "stripe"}],
+            "credentials": [{"name": "users", "auth": "jwt_verify", "issuer": "https://idp", "audience": "api", "secret": "s" * 32,
+                             "rules": [{"name": "no-interns", "effect": "deny", "claims": [{"claim": "role", "value": "^intern$"}]}]}],
+        }],
+    })
+    snap = compile_snapshot(config, version=1, hmac_key=TEST_HMAC_KEY, target_secrets={("stripe", "live"): "sk", ("github", "gh"): "g"}, caller_digests={},
+                            caller_secrets={("billing", "users"): "s" * 32})
+    assert isinstance(snap.proxies, MappingProxyType)
+    admin = ask(mint(credential="users", claims={"sub": "alice", "role": "admin"}), snap=snap)
+    assert admin.decision.status == 200 and admin.identity.claims == {"sub": "alice", "role": "admin"}
+    intern = ask(mint(credential="users", claims={"sub": "bob", "role": "intern"}), snap=snap)
+    assert (intern.decision.status, intern.decision.rule) == (403, "no-interns")
+    assert ask(mint(credential="users"), snap=snap).decision.reason == reasons.TOKEN_PARENT_VERIFIES
+
+
+def test_a_token_is_bound_to_its_parents_generation():
+    """Re-creating the parent or rotating its secret renews its generation: the children stop."""
+    from types import MappingProxyType
+
+    proxy = SNAP.proxies["billing"]
+    renewed = dataclasses.replace(proxy.callers["agent"], generation="g2")
+    snap = dataclasses.replace(SNAP, proxies=MappingProxyType({"billing": dataclasses.replace(proxy, callers=MappingProxyType({"agent": renewed}))}))
+    assert ask(mint(generation="g2"), snap=snap).decision.status == 200
+    assert ask(mint(generation="g1"), snap=snap).decision.reason == reasons.TOKEN_PARENT_CHANGED
+    # a token minted before generations existed carries none
+    assert ask(mint(), snap=snap).decision.reason == reasons.TOKEN_PARENT_CHANGED
+    assert tokens.decode(mint(generation="g2"), TEST_HMAC_KEY).generation == "g2"
+
+
+def test_max_requests_is_one_counter_in_the_meters_atomic_call():
+    from rr_addon.core.decide import admit, quota_headers, quota_outcome
+    from rr_addon.core.meters import CheckResult
+
+    token = tokens.decode(mint(max_requests=3), TEST_HMAC_KEY)
+    assert token.max_requests == 3
+    plan = SNAP.proxies["billing"].meters.plan("agent", None, NOW)
+    budgeted = tokens.with_budget(plan, token)
+    op = budgeted.ops[-1]
+    assert budgeted.ops[:-1] == plan.ops and (op.key, op.amount, op.limit, op.window.end) == ("token:tok_1", 1, 3, token.expires_at)
+    assert tokens.with_budget(plan, tokens.decode(mint(), TEST_HMAC_KEY)) is plan
+    refused = budgeted.verdict(CheckResult(False, tuple(0 for _ in plan.ops) + (3,), (len(plan.ops),)))
+    admission = admit(SNAP, RequestFacts("GET", "https", "api.stripe.com", 443, "/v1/x", (("x-rr-authorization", mint(max_requests=3)),)), NOW)
+    out = quota_outcome(admission, refused)
+    assert (out.decision.status, out.decision.code, out.decision.reason) == (429, "quota-exceeded", reasons.TOKEN_REQUESTS_USED)
+    assert (out.decision.scope, out.decision.rule) == ("token", "tok_1")
+    assert quota_headers(refused) == ()  # no Retry-After: the budget never resets
+
+
+@pytest.mark.parametrize("n", [0, -1, True, "3", 1.5])
+def test_a_signed_but_nonsensical_budget_is_refused(n):
+    """Only rr mints, but a token it cannot read is refused, never read as unlimited."""
+    import base64
+    import hashlib
+    import hmac as hm
+    import json
+
+    body = base64.urlsafe_b64encode(json.dumps({"id": "t", "p": "billing", "c": "agent", "exp": int(NOW) + 60, "n": n}).encode()).rstrip(b"=").decode()
+    signed = tokens.PREFIX + body
+    sig = base64.urlsafe_b64encode(hm.new(tokens.signing_key(TEST_HMAC_KEY), signed.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+    assert tokens.decode(f"{signed}.{sig}", TEST_HMAC_KEY) == reasons.TOKEN_BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    "allow, path, allowed",
+    [
+        ("/v1*", "/v1", True),
+        ("/v1*", "/v1/admin", True),
+        ("/v1*", "/v1admin", False),  # a string prefix would have let this through
+        ("/v1*", "/v1-internal/x", False),
+        ("/v1/*", "/v1/x", True),
+        ("/v1/*", "/v1/", True),
+        ("/v1/*", "/v1", False),
+        ("/v1/charges*", "/v1/charges/ch_1", True),
+        ("/v1/charges*", "/v1/charges_export", False),
+        ("/*", "/anything/at/all", True),
+    ],
+)
+def test_a_prefix_matches_whole_segments(allow, path, allowed):
+    assert tokens.Allow("GET", allow).matches("GET", path) is allowed
+    assert (tokens.Allow("GET", allow).segment_note is None) == (allow.endswith("/*"))
 
 
 def test_report_mode_trials_the_parents_rules_never_the_tokens_narrowing():

@@ -115,9 +115,9 @@ def test_curl_with_a_token_in_the_proxy_url(proxy, upstream):
 
 
 def test_a_token_stops_at_expiry(proxy):
-    token = minted(proxy, "--ttl", "2s")
+    token = minted(proxy, "--ttl", "15s")  # a loaded machine takes seconds to start the CLI
     assert call(proxy, token, "GET", "/before").status_code == 200
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while (r := call(proxy, token, "GET", "/after")).status_code == 200:
         assert time.monotonic() < deadline, "token still accepted long after its ttl"
         time.sleep(0.3)
@@ -158,7 +158,7 @@ def test_the_audit_record_names_the_token_and_its_parent(proxy):
         (["--ttl", "90d"], "between 1s and 30d"),
         (["--ttl", "1h", "--target", "nope"], "not a target of proxy agent"),
         (["--ttl", "1h", "--allow", "GET"], "METHOD PATH"),
-        (["--ttl", "1h", "--max-requests", "5"], "not supported yet"),
+        (["--ttl", "1h", "--max-requests", "0"], "--max-requests 0: must be between 1 and"),
     ],
 )
 def test_mint_refuses_with_a_message(proxy, args, message):
@@ -188,6 +188,19 @@ def test_list_and_revoke_stop_a_token_within_the_reload_interval(proxy):
     assert "already revoked" in rr_cli(proxy.home, "token", "revoke", tid).stdout
     unknown = rr_cli(proxy.home, "token", "revoke", "tok_nope", check=False)
     assert unknown.exit_code == 1 and "no minted token 'tok_nope'" in unknown.output
+
+
+def test_a_prefix_allows_whole_segments_only(proxy):
+    """`/v1*` must not hand `/v1admin` to an agent: the mint says what it matches."""
+    done = mint(proxy, "--ttl", "1h", "--allow", "GET /v1*")
+    assert done.returncode == 0 and 'matches /v1 and paths under /v1/ (whole segments), not e.g. /v1admin' in done.stderr
+    token = done.stdout.strip()
+    assert call(proxy, token, "GET", "/v1/charges").status_code == 200
+    assert call(proxy, token, "GET", "/v1").status_code == 200
+    for sneaky in ("/v1admin", "/v1admin/users", "/v1%61dmin"):
+        r = call(proxy, token, "GET", sneaky)
+        assert r.status_code == 403 and "allow list" in r.json()["error"]["message"], sneaky
+    assert "note:" not in mint(proxy, "--ttl", "1h", "--allow", "GET /v1/*").stderr
 
 
 # Report mode trials the parent's access rules; a token's narrowing and the request

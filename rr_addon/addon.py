@@ -25,7 +25,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from rr_addon import audit, flows, metrics, rotation, settings, timeouts, webview, wire
+from rr_addon import approvals, audit, flows, metrics, rotation, settings, timeouts, webview, wire
 from rr_addon.rotation import SecretWatcher
 from rr_addon.identities import Identities, UpstreamTokenError
 from rr_addon.identity import Refused
@@ -144,6 +144,7 @@ class RR:
         self._exporter: metrics.Exporter | None = None
         self.metering: Metering | None = None
         self.identities: Identities | None = None
+        self.approvals = approvals.Approvals()  # requests held for a person's decision
         self._lazy = False  # connection_strategy is lazy from the first configure on
         self._running = False  # from then on, FROZEN_OPTIONS and rr's own options cannot change
 
@@ -217,6 +218,12 @@ class RR:
             "for clients that send proxy credentials only when challenged (Java, curl --proxy-anyauth, git's default "
             "proxyAuthMethod). Callers that cannot set proxy credentials (an rr key in Authorization or X-RR-Authorization "
             "inside the tunnel) then need a listener without it (docs/clients.md).",
+        )
+        loader.add_option(
+            "rr_max_held_requests",
+            int,
+            20,
+            "Most requests of one proxy this rr process holds for approval at once; more are answered 429 approval-capacity (0: no limit).",
         )
         loader.add_option(
             "rr_inspect_limit",
@@ -374,6 +381,7 @@ class RR:
             asyncio.get_running_loop().create_task(self.identities.prewarm())
 
     async def done(self) -> None:
+        await self.approvals.close()  # held requests are answered 503 (docs/approvals.md)
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
@@ -456,6 +464,7 @@ class RR:
         self.clients[client.id] = ClientState()
 
     def client_disconnected(self, client) -> None:
+        self.approvals.client_gone(client.id)  # its held requests are withdrawn
         if self.clients.pop(client.id, None) is not None:
             address = client.peername[0] if client.peername else None
             left = self.per_address.get(address, 1) - 1
@@ -618,7 +627,7 @@ class RR:
                 setattr(flow, _PENDING, (admitted, facts))
             return
         await self.authorize(flow, admitted, facts, snap)
-        if flow.response is None:
+        if flow.response is None and not hasattr(flow, _PENDING):
             # Decided without the body: a large upload streams through instead of filling memory
             # (small bodies stay buffered, so mitmweb and -w can show them).
             # A body of unknown length (chunked, or HTTP/2 and /3 without content-length) streams
@@ -688,6 +697,15 @@ class RR:
         """Rules, then meters (counted only for requests the rules let through)."""
         t0 = time.perf_counter()
         outcome, req = authorize(admitted, facts, self.limits)
+        if outcome.decision.held and not outcome.report_only:
+            if facts.body is None:  # held in `request`, once the whole body is in (the person sees what goes out)
+                wire.read_whole(flow, self.limits.inspect_bytes, reasons.HELD_OVER_INSPECTION_LIMIT)
+                setattr(flow, _PENDING, (admitted, facts))
+                return
+            outcome = await self.approvals.hold(flow, admitted, facts, outcome, self._engine, self.plane_id, ctx.options.rr_max_held_requests)
+            if not outcome.decision.allowed:
+                self.conclude(flow, outcome, snap, admitted)
+                return
         metered = req is not None and (outcome.decision.allowed or outcome.report_only)
         if metered:
             assert self.metering is not None
@@ -818,7 +836,7 @@ class RR:
         if "rr" not in flow.metadata or flow.response is None:
             return
         resp = flow.response
-        if flow.metadata["rr"]["result"] in ("allow", "would-deny"):
+        if flow.metadata["rr"]["result"] in ("allow", "would-deny", "would-hold"):
             self.watch(flow).answered()
             injection = wire.attached(flow.request)
             pairs = injection.scrub if injection is not None else ()
@@ -1120,7 +1138,7 @@ class RR:
 
     def record(self, flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot) -> None:
         d = outcome.decision
-        result = d.result if d.allowed or not outcome.report_only else "would-deny"
+        result = d.result if d.allowed or not outcome.report_only else "would-hold" if d.held else "would-deny"
         ident, route = outcome.identity, outcome.route
         flow.metadata["rr"] = {
             "result": result,
@@ -1137,6 +1155,7 @@ class RR:
             "target_credential": route.target_credential if route else None,
             "config_version": snap.version,
             **(getattr(flow, _VERIFICATION, None) or {}),
+            **approvals.audit_fields(flow),
         }
         webview.show(flow)
 
@@ -1187,6 +1206,7 @@ class RR:
                 issuer=meta.get("issuer"),
                 verification=meta.get("verification"),
                 token=meta.get("token"),
+                approval=meta.get("approval"),
             )
         )
         setattr(flow, _AUDITED, True)
@@ -1223,7 +1243,7 @@ FROZEN_OPTIONS = frozenset(
     }
 )
 
-_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN, _UNSCRUBBABLE)
+_PER_FLOW = (_AUDITED, _STARTED, _PENDING, _METERED, _PIPELINE, _WATCH, _TIMED_OUT, _HELD_FOR, _DECISION_TIME, _VERIFICATION, _SEEN, _UNSCRUBBABLE, approvals.AUDIT)
 
 
 def _forget(flow: http.HTTPFlow) -> None:

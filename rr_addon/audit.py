@@ -24,7 +24,7 @@ logger = logging.getLogger("rr.audit")
 FIELDS = (
     "ts",
     "request_id",
-    "result",  # allow | deny | would-deny | error
+    "result",  # allow | deny | would-deny | would-hold | error
     "status",
     "code",
     "reason",
@@ -55,6 +55,7 @@ FIELDS = (
     "unmeasured",  # response_value meter -> why it could not measure this response (no-value, not-json, too-large, stream-broken)
     "dataplane",  # the data plane that served the request
     "token",  # id of the minted token the caller presented (`credential` is its parent), else null
+    "approval",  # a held request: {rule, state, by, at, note} (docs/approvals.md), else null
 )
 
 

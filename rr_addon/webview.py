@@ -25,7 +25,7 @@ from mitmproxy import contentviews, http
 
 from rr_addon.core.terminal import printable
 
-MARKERS = {"deny": ":heavy_multiplication_x:", "error": ":heavy_multiplication_x:", "would-deny": ":warning:"}
+MARKERS = {"deny": ":heavy_multiplication_x:", "error": ":heavy_multiplication_x:", "would-deny": ":warning:", "would-hold": ":warning:"}
 
 
 def caller(meta: dict) -> str:

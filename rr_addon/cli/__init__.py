@@ -338,6 +338,8 @@ def explain(
         claims[name] = value
     ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
     console.print(render.explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
+    if ex.outcome.decision.held and not ex.outcome.report_only:
+        raise typer.Exit(3)  # held for a person's approval
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
 
@@ -410,3 +412,7 @@ app.add_typer(token_app, name="token")
 from rr_addon.cli.secrets import secret_app  # noqa: E402
 
 app.add_typer(secret_app, name="secret")
+
+from rr_addon.cli import approvals as _approvals  # noqa: E402
+
+_approvals.register(app)

@@ -71,3 +71,15 @@ BODY_JSON_KEYS_DIFFER_IN_CASE = "request body JSON repeats a key in an object, d
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"
 FORM_OVER_INSPECTION_LIMIT = "request form body larger than the inspection limit (rr reads every form body for a _method override)"
+
+# human approval (docs/approvals.md)
+HELD_FOR_APPROVAL = "held for approval by rule"
+WOULD_HOLD = "report mode: an approve rule matched; forwarded without holding"
+APPROVED = "approved by a person"
+DENIED_BY_APPROVER = "denied by a person"
+APPROVAL_TIMEOUT = "nobody approved the request in time"
+APPROVAL_CAPACITY = "too many requests of this proxy are already held for approval"
+APPROVAL_NOT_RECORDED = "the pending approval could not be recorded in the database"
+APPROVAL_WITHDRAWN = "the client closed the connection while the request was held"
+APPROVAL_INTERRUPTED = "rr stopped while the request was held for approval"
+HELD_OVER_INSPECTION_LIMIT = "request body over the inspection limit (a request held for approval is read whole)"

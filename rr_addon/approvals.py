@@ -45,7 +45,7 @@ POLL = 0.5  # seconds between database checks while a request is held
 TICK = 0.25  # seconds between checks of mitmweb's resume/kill, which set no event rr could await
 NOTIFY_TIMEOUT = 5.0  # seconds for the webhook (connect and answer)
 MITMWEB = "mitmweb"  # who decided, when the decision came from mitmweb (its users have no names)
-MARKER = ":hourglass:"
+MARKER = ":writing_hand:"  # ✍ (U+270D): a text symbol common fonts have (see rr_addon.webview), "awaiting a signature"
 AUDIT = "_rr_approval"  # attribute on HTTPFlow: {"approval": {...}} merged into the audit record
 
 

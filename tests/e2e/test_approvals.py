@@ -55,6 +55,10 @@ proxies:
         when: {{path: "^/v1/refunds"}}
         limits: {{day: 1000}}
     credentials: [{{name: bot, auth: api_key, secret: {key}}}]
+  - name: trial
+    mode: report
+    targets: [{{target: api}}]
+    credentials: [{{name: t, auth: api_key, secret: KEY_trial_approval}}]
 """
 
 RR = Path(sys.executable).parent / "rr"
@@ -348,3 +352,25 @@ def test_approvals_table_and_unknown_ids(proxy):
     assert unknown.returncode == 1 and "no held request 'no-such-request'" in unknown.stderr
     assert cli(proxy, "deny", held["request_id"]).returncode == 0
     assert call.response().status_code == 403
+
+
+def test_report_mode_flags_the_approve_rule_without_holding(proxy, upstream):
+    marker = uuid.uuid4().hex
+    verify = ssl.create_default_context(cafile=str(proxy.ca))
+    with httpx.Client(proxy=proxy.url("trial", "KEY_trial_approval"), verify=verify, timeout=30) as c:
+        r = c.post(f"https://127.0.0.1:{proxy.upstream_port}/v1/refunds/{marker}", json={"amount": 1})
+    assert r.status_code == 200
+    (got,) = forwarded(upstream, marker)
+    assert got.header("authorization") == f"Bearer {SECRET}"
+    rec = audit_record(proxy, r.headers["rr-request-id"])
+    assert (rec["result"], rec["scope"], rec["rule"]) == ("would-hold", "target", "refunds-need-a-human")
+
+
+def test_explain_shows_the_hold(proxy):
+    url = f"https://127.0.0.1:{proxy.upstream_port}/v1/refunds/x"
+    out = rr_cli(proxy.home, "explain", "--credential", "agent/bot", "POST", url, check=False)
+    assert out.exit_code == 3, out.output
+    assert "refunds-need-a-human approve" in out.output
+    assert "result held for approval — held for approval by rule (target rule refunds-need-a-human); waits up to 60 s" in out.output
+    denied = rr_cli(proxy.home, "explain", "--credential", "agent/bot", "POST", url.replace("/x", "/disputed/x"), check=False)
+    assert denied.exit_code == 2

@@ -291,7 +291,7 @@ def _mask(text: str, secrets: tuple[str, ...]) -> str:
 async def _notify(url: str, row: dict, timeout: int) -> None:
     """One JSON POST (Slack-compatible `text`); its failure is logged and approves nothing."""
     text = (
-        f"rr: {row['method']} {row['url']} by {row['proxy']}/{row['credential']} is held for approval "
+        f"rr: {_slack(row['method'])} {_slack(row['url'])} by {row['proxy']}/{row['credential']} is held for approval "
         f"({row['scope']} rule {row['rule']}; times out in {timeout} s). "
         f"Decide with `rr approve {row['request_id']}` or `rr deny {row['request_id']}`."
     )
@@ -314,6 +314,11 @@ async def _notify(url: str, row: dict, timeout: int) -> None:
             logger.warning("rr: approval webhook for request %s answered %d", row["request_id"], resp.status_code)
     except Exception as e:
         logger.warning("rr: approval webhook for request %s failed: %s", row["request_id"], _first_line(e))
+
+
+def _slack(text: str) -> str:
+    """Caller-chosen text in Slack's markup: `<!channel>` or `<https://…|label>` stays literal."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _first_line(e: Exception) -> str:

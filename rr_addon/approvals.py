@@ -109,7 +109,7 @@ class Approvals:
         held = self.held[flow.id] = _Held(flow, ident.proxy)
         self._engine = engine
         try:
-            self._intercept(flow, row, d.hold.timeout)
+            self._intercept(flow, row, d.hold.timeout, held.wake)
             for hook in d.hold.notify:
                 self._spawn(_notify(hook, row, d.hold.timeout))
             self._ensure_poller()
@@ -166,10 +166,10 @@ class Approvals:
             return store.Closed(state, by, closed.at, note)  # a kill refuses, even after an approval elsewhere
         return closed
 
-    def _intercept(self, flow: http.HTTPFlow, row: dict, timeout: int) -> None:
+    def _intercept(self, flow: http.HTTPFlow, row: dict, timeout: int, wake: asyncio.Event) -> None:
         flow.intercept()
         if flow._resume_event is None:
-            flow._resume_event = asyncio.Event()
+            flow._resume_event = wake  # mitmweb's resume wakes the wait at once (a kill sets nothing: see TICK)
         meta = flow.metadata.setdefault("rr", {})
         meta.update(result="held", scope=row["scope"], rule=row["rule"], proxy=row["proxy"], credential=row["credential"],
                     target=row["target"], target_credential=row["target_credential"])

@@ -703,6 +703,8 @@ class RR:
                 setattr(flow, _PENDING, (admitted, facts))
                 return
             outcome = await self.approvals.hold(flow, admitted, facts, outcome, self._engine, self.plane_id, ctx.options.rr_max_held_requests)
+            if outcome.decision.allowed and self.snapshot is not snap and self.snapshot is not None:  # reloaded while held
+                outcome = approvals.recheck(flow.id, outcome, self.snapshot, admitted, facts, self.limits)
             if not outcome.decision.allowed:
                 self.conclude(flow, outcome, snap, admitted)
                 return

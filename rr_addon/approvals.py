@@ -24,6 +24,7 @@ request was held refuses it) or a refusal to answer with.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from mitmproxy import ctx, hooks, http
 
 from rr_addon.core import reasons
 from rr_addon.core.callers import candidate_headers, find_presented, Presented
-from rr_addon.core.decide import Admission
+from rr_addon.core.decide import Admission, still_allowed
 from rr_addon.core.preview import MASK, body_preview
 from rr_addon.core.types import Decision, Outcome, RequestFacts
 from rr_addon.store import approvals as store
@@ -230,6 +231,16 @@ class Approvals:
             self._poller.cancel()
         for task in list(self._tasks):
             task.cancel()
+
+
+def recheck(request_id: str, approved: Outcome, snap, admitted: Admission, facts: RequestFacts, limits) -> Outcome:
+    """An approval does not outlive a configuration change that refuses the request (a
+    credential revoked, a rule added while it was held): then that refusal is the answer."""
+    refusal = still_allowed(snap, admitted, facts, time.time(), limits)
+    if refusal is None:
+        return approved
+    logger.info("rr: request %s was approved, but configuration version %d refuses it: %s", request_id, snap.version, refusal.reason)
+    return dataclasses.replace(approved, decision=refusal, report_only=False)
 
 
 def _killed(flow: http.HTTPFlow) -> bool:

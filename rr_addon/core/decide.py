@@ -402,6 +402,23 @@ def held(holds: list[tuple[str, ScopeResult]]) -> Decision:
     return Decision.approve(reasons.HELD_FOR_APPROVAL, Hold(timeout, urls), scope=scope, rule=first.rule)
 
 
+def still_allowed(snap: Snapshot, admitted: Admission, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Decision | None:
+    """A held request was approved, but the configuration changed while it waited: the
+    refusal the current configuration gives it (its credential gone, inactive or expired,
+    its target unbound, a rule now denying), or None. A hold again is no refusal: a person
+    approved it. Claims are the ones verified when it arrived."""
+    proxy = snap.proxies.get(admitted.caller.proxy)
+    caller = proxy.callers.get(admitted.caller.name) if proxy is not None else None
+    if caller is None:
+        return Decision.deny("unauthenticated", reasons.UNKNOWN_CREDENTIAL)
+    if (problem := unusable(snap, caller, now)) is not None:
+        return Decision.deny("unauthenticated", problem)
+    again = admit_caller(snap, caller, admitted.identity, facts, admitted.strip_headers, admitted.token)
+    outcome = again if isinstance(again, Outcome) else authorize(again, facts, limits)[0]
+    d = outcome.decision
+    return None if d.allowed or d.held or outcome.report_only else d
+
+
 def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Outcome:
     """Authentication, target and rules (meters need counters: the glue runs them)."""
     admitted = admit(snap, facts, now)

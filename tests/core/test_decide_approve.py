@@ -102,3 +102,20 @@ def test_explain_shows_the_approve_rule():
     target = next(s for s in ex.scopes if s.scope == "target")
     assert target.result.effect == "approve" and target.result.reason == HELD_BY_RULE and target.result.rule == "refunds-need-a-human"
     assert any(r.rule == "refunds-need-a-human" and r.effect == "approve" and r.matched for r in target.rules)
+
+
+def test_an_approval_does_not_outlive_a_change_that_refuses_the_request():
+    from rr_addon.core.decide import admit, still_allowed
+
+    f = facts("POST", "/v1/refunds")
+    admitted = admit(SNAP, f, 0)
+    assert still_allowed(SNAP, admitted, f, 0) is None  # unchanged: the approval stands
+    revoked = json.loads(json.dumps(CONFIG))
+    revoked["proxies"][0]["credentials"][0]["active"] = False
+    assert still_allowed(snapshot_from(revoked), admitted, f, 0) == Decision.deny("unauthenticated", reasons.INACTIVE_CREDENTIAL)
+    gone = json.loads(json.dumps(CONFIG))
+    del gone["proxies"][0]["credentials"][0]
+    assert still_allowed(snapshot_from(gone), admitted, f, 0) == Decision.deny("unauthenticated", reasons.UNKNOWN_CREDENTIAL)
+    denying = json.loads(json.dumps(CONFIG))
+    denying["proxies"][0]["rules"].append({"name": "refunds-frozen", "effect": "deny", "path": "^/v1/refunds"})
+    assert still_allowed(snapshot_from(denying), admitted, f, 0) == Decision.deny("access-denied", DENIED_BY_RULE, scope="proxy", rule="refunds-frozen")

@@ -374,3 +374,30 @@ def test_explain_shows_the_hold(proxy):
     assert "result held for approval — held for approval by rule (target rule refunds-need-a-human); waits up to 60 s" in out.output
     denied = rr_cli(proxy.home, "explain", "--credential", "agent/bot", "POST", url.replace("/x", "/disputed/x"), check=False)
     assert denied.exit_code == 2
+
+
+def _apply_and_wait(proxy, policy: str) -> None:
+    before = proxy.log_text().count("rr now enforces configuration version")
+    (proxy.home / "changed.yaml").write_text(policy)
+    rr_cli(proxy.home, "apply", "-f", str(proxy.home / "changed.yaml"))
+    deadline = time.monotonic() + 20
+    while proxy.log_text().count("rr now enforces configuration version") <= before:
+        assert time.monotonic() < deadline, "the proxy never reloaded"
+        time.sleep(0.05)
+
+
+def test_an_approval_does_not_outlive_revoking_the_caller(proxy, upstream, hook):
+    """A person approves a request whose credential was deactivated while it was held: refused."""
+    marker = uuid.uuid4().hex
+    original = (proxy.home / "policy.yaml").read_text()
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
+    held = wait_pending(proxy, marker)
+    try:
+        _apply_and_wait(proxy, original.replace(f"secret: {CALLER_KEY}}}", f"secret: {CALLER_KEY}, active: false}}"))
+        assert cli(proxy, "approve", held["request_id"], "--by", "alice").returncode == 0
+        r = call.response()
+        err = r.json()["error"]
+        assert (r.status_code, err["code"]) == (401, "unauthenticated") and err["message"].startswith("caller credential inactive")
+        assert forwarded(upstream, marker) == []
+    finally:
+        _apply_and_wait(proxy, original)

@@ -376,6 +376,21 @@ def test_explain_shows_the_hold(proxy):
     assert denied.exit_code == 2
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_too_large_to_show_is_refused_not_held(proxy, upstream, chunked):
+    """A held request's body is read whole (the person approves what goes out): over the inspection limit is 413."""
+    marker = uuid.uuid4().hex
+    body = b'{"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    content = iter([body[:1000], body[1000:]]) if chunked else body
+    verify = ssl.create_default_context(cafile=str(proxy.ca))
+    with httpx.Client(proxy=proxy.url("agent", CALLER_KEY), verify=verify, timeout=30) as c:
+        r = c.post(f"https://127.0.0.1:{proxy.upstream_port}/v1/refunds/{marker}", content=content, headers={"content-type": "application/json"})
+    err = r.json()["error"]
+    assert (r.status_code, err["code"]) == (413, "payload-too-large")
+    assert err["message"].startswith("request body over the inspection limit (a request held for approval is read whole)")
+    assert forwarded(upstream, marker) == [] and not any(marker in p["url"] for p in pending(proxy))
+
+
 def _apply_and_wait(proxy, policy: str) -> None:
     before = proxy.log_text().count("rr now enforces configuration version")
     (proxy.home / "changed.yaml").write_text(policy)

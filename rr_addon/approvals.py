@@ -46,6 +46,7 @@ POLL = 0.5  # seconds between database checks while a request is held
 TICK = 0.25  # seconds between checks of mitmweb's resume/kill, which set no event rr could await
 NOTIFY_TIMEOUT = 5.0  # seconds for the webhook (connect and answer)
 MITMWEB = "mitmweb"  # who decided, when the decision came from mitmweb (its users have no names)
+STOPPED = "rr stopped"
 MARKER = ":writing_hand:"  # ✍ (U+270D): a text symbol common fonts have (see rr_addon.webview), "awaiting a signature"
 AUDIT = "_rr_approval"  # attribute on HTTPFlow: {"approval": {...}} merged into the audit record
 
@@ -102,12 +103,13 @@ class Approvals:
             "rule": d.rule,
             "body_preview": body_preview(facts.body, secrets, redactor),
         }
+        held = self.held[flow.id] = _Held(flow, ident.proxy)  # the slot is taken before any await: the cap is hard
         try:
             await asyncio.to_thread(store.record, engine, row, d.hold.timeout)
         except Exception as e:
+            self.held.pop(flow.id, None)
             logger.error("rr cannot hold request %s for approval: the database refused the pending row (%s)", flow.id, _first_line(e))
             return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED)
-        held = self.held[flow.id] = _Held(flow, ident.proxy)
         self._engine = engine
         try:
             self._intercept(flow, row, d.hold.timeout, held.wake)
@@ -128,7 +130,9 @@ class Approvals:
             return refused("approval-timeout", reasons.APPROVAL_TIMEOUT, f"waited {d.hold.timeout} s")
         if closed.state == store.WITHDRAWN:
             return refused("approval-withdrawn", reasons.APPROVAL_WITHDRAWN)
-        return refused("approval-unavailable", reasons.APPROVAL_INTERRUPTED, closed.note)
+        if closed.note == STOPPED:
+            return refused("approval-unavailable", reasons.APPROVAL_INTERRUPTED)
+        return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED, closed.note)
 
     async def _wait(self, held: _Held, engine, deadline: float) -> store.Closed:
         flow = held.flow
@@ -220,11 +224,11 @@ class Approvals:
         """rr is stopping: every held request is answered 503 and its row abandoned."""
         ids = list(self.held)
         for held in self.held.values():
-            held.closed = store.Closed(store.ABANDONED, None, datetime.now(timezone.utc), "rr stopped")
+            held.closed = store.Closed(store.ABANDONED, None, datetime.now(timezone.utc), STOPPED)
             held.wake.set()
         if ids and self._engine is not None:
             try:
-                await asyncio.to_thread(store.abandon, self._engine, ids, "rr stopped")
+                await asyncio.to_thread(store.abandon, self._engine, ids, STOPPED)
             except Exception as e:
                 logger.warning("rr: could not mark %d held requests abandoned (%s)", len(ids), _first_line(e))
         if self._poller is not None:

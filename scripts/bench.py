@@ -11,7 +11,7 @@ What runs, all on 127.0.0.1:
   its own process, listening on 127.0.0.1..127.0.0.8 (the targets the load uses);
 - plain `mitmdump` with the flags `rr run` gives it (listen host, confdir,
   connection_strategy=lazy) and the upstream CA;
-- `rr`: `python -m rr_addon.runner` (what `rr run` runs) with the same flags
+- `rr`: `python -m rr_addon.mitm.runner` (what `rr run` runs) with the same flags
   and an RR_HOME holding 1,000 targets and 10,000 proxy credentials over 50
   proxies, ~20 rules over the four scopes on the load's path, 3 meters, 2
   filters and a redaction block — each optional section only if this build's
@@ -499,7 +499,7 @@ def main() -> int:
             env.pop(var, None)
         specs = [
             ("plain", [str(BIN / "mitmdump")]),
-            ("rr", [sys.executable, "-m", "rr_addon.runner"]),
+            ("rr", [sys.executable, "-m", "rr_addon.mitm.runner"]),
         ]
         if not a.no_script:
             specs.append(("rr -s", [str(BIN / "mitmdump"), "-s", str(ROOT / "rr_addon" / "addon.py")]))

@@ -264,7 +264,7 @@ class Stage:
 def _facts(snap: Any, data: dict, reqs: list[Req]) -> Callable[[int], Any]:
     from mitmproxy.test import tflow
 
-    from rr_addon import flows
+    from rr_addon.mitm import flows
 
     pool = []
     for r in reqs[:200]:

@@ -1,6 +1,6 @@
-"""rr_addon.flows: the error answers clients see."""
+"""rr_addon.mitm.flows: the error answers clients see."""
 
-from rr_addon.flows import decision_response, reason_phrase
+from rr_addon.mitm.flows import decision_response, reason_phrase
 from rr_addon.core.types import Decision
 
 

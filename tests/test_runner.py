@@ -1,8 +1,8 @@
-"""`rr_addon.runner`: the master `rr run` builds — rr first, only the mitmproxy
+"""`rr_addon.mitm.runner`: the master `rr run` builds — rr first, only the mitmproxy
 addons the options ask for, and every option, -w and mitmweb still working.
 
 In-process tests build the master with `prepare()` and look at its chain;
-the end-to-end ones run `python -m rr_addon.runner` as a real proxy. Nothing
+the end-to-end ones run `python -m rr_addon.mitm.runner` as a real proxy. Nothing
 here is timed."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from mitmproxy import exceptions, hooks, options
 from mitmproxy.addonmanager import traverse
 
-from rr_addon import runner
+from rr_addon.mitm import runner
 from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
@@ -477,10 +477,10 @@ def test_fast_dispatch_keeps_mitmproxys_semantics(rr_home, caplog):
 
 
 def runner_process(home: Path, pki, *, args: list[str] = (), web: bool = False) -> ProxyProcess:
-    """A ProxyProcess that runs `python -m rr_addon.runner` with what `rr run` passes."""
+    """A ProxyProcess that runs `python -m rr_addon.mitm.runner` with what `rr run` passes."""
     p = ProxyProcess(home, upstream_ca=pki.ca_cert, args=list(args), web=web, name="runner")
     rest = p.cmd[p.cmd.index("run") + 1 :]
-    p.cmd = [sys.executable, "-m", "rr_addon.runner", *rest, "--listen-host", "127.0.0.1", "--set", f"confdir={home / 'certs'}", "--set", "connection_strategy=lazy"]
+    p.cmd = [sys.executable, "-m", "rr_addon.mitm.runner", *rest, "--listen-host", "127.0.0.1", "--set", f"confdir={home / 'certs'}", "--set", "connection_strategy=lazy"]
     return p
 
 

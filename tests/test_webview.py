@@ -1,10 +1,10 @@
-"""rr_addon.webview: the comment and marker mitmweb shows for each kind of decision."""
+"""rr_addon.mitm.webview: the comment and marker mitmweb shows for each kind of decision."""
 
 from __future__ import annotations
 
 import pytest
 
-from rr_addon import webview
+from rr_addon.mitm import webview
 from mitmproxy.utils.emoji import emoji
 
 

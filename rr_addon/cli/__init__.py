@@ -96,16 +96,10 @@ def init() -> None:
     if not fresh:
         console.print("configuration state: exists (unchanged)")
     engine.dispose()
+    from rr_addon.mitm.certs import ensure_ca
+
     ca = ensure_ca(settings.confdir())
     console.print(f"CA certificate: {ca}")
-
-
-def ensure_ca(confdir: Path) -> Path:
-    from mitmproxy.certs import CertStore
-
-    confdir.mkdir(parents=True, exist_ok=True)
-    CertStore.from_store(confdir, "mitmproxy", 2048)
-    return confdir / "mitmproxy-ca-cert.pem"
 
 
 @app.command(name="migrate")
@@ -228,13 +222,15 @@ def run(
     rr's defaults (127.0.0.1:8080, confdir $RR_HOME/certs, lazy connections; for --web no browser
     and a Comment column) yield to the options you pass; connection_strategy=eager is refused.
 
-    Only the mitmproxy addons the options ask for are loaded (see rr_addon/runner.py); flows are
+    Only the mitmproxy addons the options ask for are loaded (see rr_addon/mitm/runner.py); flows are
     printed with -v or --set flow_detail=N."""
     _store()  # fail early, with rr's message, if the database or key is not usable
     confdir = settings.confdir()
+    from rr_addon.mitm import runner
+    from rr_addon.mitm.certs import ensure_ca
+
     if not (confdir / "mitmproxy-ca-cert.pem").exists():
         ensure_ca(confdir)
-    from rr_addon import runner
 
     err_console.print(
         f"rr: starting {'mitmweb' if web else 'mitmdump'}\n"
@@ -304,17 +300,13 @@ def explain(
     from urllib.parse import urlsplit
 
     from rr_addon.core.decide import explain as explain_decision
+    from rr_addon.explanation import explanation_tree
     from rr_addon.core.types import RequestFacts
 
     if (credential is None) == (token is None):
         raise die("give exactly one of --credential or --token")
     engine, keyring = _store()
     snap = _load_snapshot(engine, keyring)
-    verified_claims = None
-    if token is not None:
-        caller, verified_claims = identify_token(snap, token)
-    else:
-        caller = find_caller(snap, credential)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise die(f"{settings.without_userinfo(url)!r} is not an http(s) URL")
@@ -330,6 +322,11 @@ def explain(
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     facts = RequestFacts(method.upper(), parts.scheme, parts.hostname, port, path, tuple(headers), (), body)
+    verified_claims = None
+    if token is not None:
+        caller, verified_claims = identify_token(snap, token, facts)
+    else:
+        caller = find_caller(snap, credential)
     claims = {}
     for c in claim:
         name, sep, value = c.partition("=")
@@ -337,44 +334,48 @@ def explain(
             raise die(f"claim {c!r} is not 'name=value'")
         claims[name] = value
     ex = explain_decision(snap, caller, facts, claims=claims or verified_claims)
-    console.print(render.explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
+    console.print(explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
     if ex.outcome.decision.held and not ex.outcome.report_only:
         raise typer.Exit(3)  # held for a person's approval
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
 
 
-def identify_token(snap, token: str):
-    """The caller a token belongs to, the way the proxy finds it: a stored digest, else a
-    verifier (prints which verification path accepted or refused it, and why)."""
+def identify_token(snap, token: str, facts):
+    """The caller a token belongs to, found the way the proxy finds it (rr_addon.gate: a
+    stored digest, a minted token, else a verifier); prints which path accepted or refused it."""
     import asyncio
+    import dataclasses
+    import time
 
-    from rr_addon.core.callers import Presented
-    from rr_addon.core.decide import lookup_caller
+    from rr_addon.gate import Gate, Verdict
     from rr_addon.identities import Identities
-    from rr_addon.identity import Refused
 
-    caller = lookup_caller(snap, Presented("explain", "", token))
-    if caller is not None:
-        console.print(f"token: matches {caller.proxy}/{caller.name} ({caller.auth}, by digest)")
-        return caller, None
     identities = Identities()
     identities.rebuild(snap)
-    if identities.index is None:
-        raise die("the token matches no proxy credential")
+    presented = dataclasses.replace(facts, headers=(("x-rr-authorization", token),) + facts.headers)
 
-    async def verify():
+    async def admit():
         try:
-            return await identities.identify(token)
+            return await Gate(identities).admit(snap, presented, time.time())
         finally:
             await identities.close()
 
-    result = asyncio.run(verify())
-    if isinstance(result, Refused):
-        raise die(f"token refused ({result.path}): {result.reason}" + (f" [{result.detail}]" if result.detail else ""))
-    caller, verified = result
-    console.print(f"token: accepted by {caller.proxy}/{caller.name} via {verified.path}; subject {verified.subject}, issuer {verified.issuer}")
-    return caller, dict(verified.claims)
+    admitted = asyncio.run(admit())
+    verified = admitted.verification or {}
+    ident = admitted.outcome.identity if isinstance(admitted, Verdict) else admitted.admission.identity
+    if ident is None:
+        assert isinstance(admitted, Verdict)
+        d = admitted.outcome.decision
+        if verified.get("verification"):
+            raise die(f"token refused ({verified['verification']}): {d.reason}" + (f" [{d.detail}]" if d.detail else ""))
+        raise die("the token matches no proxy credential" if admitted.outcome.unmatched is not None else f"token refused: {d.reason}")
+    caller = snap.proxies[ident.proxy].callers[ident.credential]
+    if verified.get("verification"):
+        console.print(f"token: accepted by {caller.proxy}/{caller.name} via {verified['verification']}; subject {verified.get('subject')}, issuer {verified.get('issuer')}")
+        return caller, dict(ident.claims or {})
+    console.print(f"token: matches {caller.proxy}/{caller.name} ({caller.auth}, by digest)")
+    return caller, None
 
 
 def find_caller(snap, name: str):

@@ -107,14 +107,16 @@ def authenticate(snap: Snapshot, facts: RequestFacts, now: float) -> tuple[Calle
     found = find_presented(facts, extra)
     if found is None or isinstance(found, Problem):
         reason = reasons.NO_CREDENTIAL if found is None else found.reason
-        return None, Outcome(Decision.deny("unauthenticated", reason), strip_headers=candidate_headers(extra)), None
+        return None, Outcome(Decision.deny("unauthenticated", reason), strip_headers=candidate_headers(extra), missing_credential=found is None), None
+    unmatched = None
     if tokens.looks_like(found.secret):
         caller, problem = minted_parent(snap, found.secret, now)
     else:
         caller = lookup_caller(snap, found)
         problem = reasons.UNKNOWN_CREDENTIAL if caller is None else unusable(snap, caller, now)
+        unmatched = found if caller is None else None
     if problem is not None:
-        return None, Outcome(Decision.deny("unauthenticated", problem), strip_headers=candidate_headers(extra)), found
+        return None, Outcome(Decision.deny("unauthenticated", problem), strip_headers=candidate_headers(extra), unmatched=unmatched), found
     return caller, None, found
 
 

@@ -15,7 +15,7 @@ Nothing is capped: no byte is held beyond what the scrubber holds back. A body
 that stops decoding (corrupt or truncated) can no longer be scanned: nothing
 more is passed on, never the undecodable rest as it came, and `failed` says
 why; rr then answers 502 if nothing reached the caller yet, or cuts the
-caller's stream so the body never looks complete (see rr_addon.wire.cut).
+caller's stream so the body never looks complete (see rr_addon.mitm.wire.cut).
 
 Passing the upstream's compressed bytes through unchanged while a parallel
 decoder scans them would not be sound: by the time the decoder sees a secret,

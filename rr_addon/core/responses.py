@@ -113,7 +113,7 @@ def process_response(
 class BodyCollector:
     """A `response.stream` callable that keeps the body (up to `limit` bytes) and
     passes nothing on: the body is processed and sent whole after the response
-    hook (see rr_addon.wire.defer). Over the limit it keeps nothing more."""
+    hook (see rr_addon.mitm.wire.defer). Over the limit it keeps nothing more."""
 
     __slots__ = ("limit", "buf", "over", "count")
 

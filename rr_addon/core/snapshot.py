@@ -108,7 +108,10 @@ class Snapshot:
     caller_headers: HostIndex[tuple[str, ...]]  # host -> extra caller-credential headers
     connect_ports: frozenset[int]  # ports some target allows (CONNECT to others is refused)
     config: schema.Config | None = None  # what was compiled (the glue builds token verifiers from it)
-    identity_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (proxy|target, cred) -> secret of verifying / OAuth kinds
+    identity_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (proxy, cred) -> secret of verifying kinds
+    # (target, cred) -> secret(s) of OAuth kinds. Apart from identity_secrets: a proxy and a
+    # target may share a name, and a caller's HMAC key must never become a client secret.
+    oauth_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)
     revoked_tokens: frozenset[str] = frozenset()  # ids of revoked minted tokens not yet expired
     # (proxy, credential, target, target credential) -> Pipeline, compiled on first use
     _pipelines: dict = field(default_factory=dict, compare=False, repr=False)
@@ -190,6 +193,7 @@ def compile_snapshot(
     caller_secrets = caller_secrets or {}
     previous_secrets = previous_secrets or {}
     identity_secrets: dict[tuple[str, str], str] = {}
+    oauth_secrets: dict[tuple[str, str], str] = {}
     targets: dict[str, Target] = {}
     header_sets: dict[HostPattern, set[str]] = {}
     ports: set[int] = set()
@@ -205,7 +209,7 @@ def compile_snapshot(
                 forms = tuple(s for o in old for s in build_injection(t.name, c, o).secrets)
                 inj = replace(inj, secrets=inj.secrets + forms)  # scrub pairs are recomputed
             if inj.dynamic and secret is not None:
-                identity_secrets[(t.name, c.name)] = secret
+                oauth_secrets[(t.name, c.name)] = secret
             creds[c.name] = TargetCredential(
                 t.name, c.name, c.kind, inj, _rules(TARGET_CREDENTIAL, f"{t.name}/{c.name}", c), compile_filters(c.filters), tuple(c.redact)
             )
@@ -304,5 +308,6 @@ def compile_snapshot(
         connect_ports=frozenset(ports),
         config=config,
         identity_secrets=MappingProxyType(identity_secrets),
+        oauth_secrets=MappingProxyType(oauth_secrets),
         revoked_tokens=revoked_tokens,
     )

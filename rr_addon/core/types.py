@@ -7,7 +7,10 @@ proxy, `rr explain` and the tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from rr_addon.core.callers import Presented
 
 # Status codes and rr codes (README: what the caller sees). One code, one status.
 STATUS = {
@@ -21,6 +24,7 @@ STATUS = {
     "unfilterable-response": 422,
     "upstream-unavailable": 502,
     "upstream-credential-error": 502,
+    "upstream-auth-unavailable": 502,
     "response-too-large": 502,
     "upstream-timeout": 504,
     "internal-error": 500,
@@ -46,7 +50,7 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
     """Everything the core may know about a request. Built once per request by
-    the glue (`rr_addon.flows`); header names are lower-case, values decoded."""
+    the glue (`rr_addon.mitm.flows`); header names are lower-case, values decoded."""
 
     method: str
     scheme: str
@@ -143,3 +147,8 @@ class Outcome:
     # Request headers (lower-case names) to remove before anything else sees the flow.
     strip_headers: frozenset[str] = field(default_factory=frozenset)
     report_only: bool = False  # proxy in report mode: a deny is recorded, not enforced
+    # What authentication found, for the steps after it (structured, never read from `reason`):
+    # no credential at all (a proxy may answer with a 407 challenge) ...
+    missing_credential: bool = False
+    # ... or a credential that matched no stored digest: a token verifier may still accept it.
+    unmatched: Presented | None = field(default=None, repr=False, compare=False)

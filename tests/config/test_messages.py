@@ -33,12 +33,12 @@ CASES = [
     (
         "kind-typo",
         "targets:\n  - name: t\n    hosts: [a.test]\n    credentials:\n      - {name: c, kind: bearr}\n",
-        ["F:5: targets[t].credentials[c].kind: kind 'bearr' is not one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials; did you mean 'bearer'?"],
+        ["F:5: targets[t].credentials[c].kind: kind 'bearr' is not one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials, oauth2_refresh_token, oauth2_jwt_bearer; did you mean 'bearer'?"],
     ),
     (
         "kind-missing",
         "targets: [{name: t, hosts: [a.test], credentials: [{name: c}]}]\n",
-        ["F:1: targets[t].credentials[c].kind: missing 'kind': one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials"],
+        ["F:1: targets[t].credentials[c].kind: missing 'kind': one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials, oauth2_refresh_token, oauth2_jwt_bearer"],
     ),
     (
         "auth-typo",

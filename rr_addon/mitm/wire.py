@@ -29,23 +29,24 @@ instead; if it fails after bytes went out, the caller's stream is cut
 (HTTP/1 connection closed, HTTP/2 stream reset) instead of ending cleanly, so
 no client takes a body rr could not scan for complete.
 
-This wraps `HttpLayer.event_to_child`, mitmproxy's single routing point for
-HTTP events between streams and connections. `install()` is idempotent and
-checks the shape it relies on, so a mitmproxy that changed it fails loudly at
-start instead of leaking or forwarding without secrets.
+The wrappers here are put in place by `rr_addon.mitm.patches` (with every
+other patch of a mitmproxy internal): `route` wraps `HttpLayer.event_to_child`,
+mitmproxy's single routing point for HTTP events between streams and
+connections, `guarded_connection` `HttpStream.make_server_connection` and
+`whole_bodies` `HttpStream.check_body_size`. The patches check the shapes
+they rely on, so a mitmproxy that changed them fails loudly at start instead of
+leaking or forwarding without secrets.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from typing import Callable
 
 from mitmproxy import http
 from mitmproxy.utils import human
 from mitmproxy.proxy.layers.http import ErrorCode, HttpLayer, HttpStream
-from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Server
 from mitmproxy.proxy.layers.http._events import (
     RequestHeaders,
     ResponseData,
@@ -56,18 +57,13 @@ from mitmproxy.proxy.layers.http._events import (
 )
 
 from rr_addon.core.inject import Injection
+from rr_addon.mitm import flowstate
 
 logger = logging.getLogger(__name__)
 
 _PLAN = "_rr_stamp"  # attribute on http.Request: the Stamp of what rr decided (and the Injection to apply)
-_REFUSAL = "_rr_wire_refusal"  # attribute on HTTPFlow: (code, reason) of a refusal below the hooks
-_WHOLE = "_rr_reads_body"  # attribute on HTTPFlow: rr decides on the whole body, read up to (this many bytes, 413 reason)
-_ANSWER = "_rr_error_answer"  # attribute on HTTPFlow: the response to send instead of a protocol error
-_MARK = "_rr_wrapped"
-_DEFER = "_rr_deferred"  # attribute on HTTPFlow: send the response whole, at its end
-_GUARD = "_rr_guarded"  # attribute on HTTPFlow: True, the held ResponseHeaders event, or _SENT
-_CUT = "_rr_cut"  # attribute on HTTPFlow: its streamed body cannot be passed on any further
 _SENT = "sent"
+# The flow's side of the seam (refusal, whole body, error answer, deferred, guard, cut) is in its FlowState.
 
 
 _UNSET = object()  # a stamp's body before the request's body is in
@@ -143,48 +139,43 @@ def attached(request: http.Request) -> Injection | None:
 
 
 def refusal(flow: http.HTTPFlow) -> tuple[str, str] | None:
-    """(code, reason) of a refusal below the hooks (see `_guarded_connection`, `_whole_bodies`), or None."""
-    return getattr(flow, _REFUSAL, None)
-
-
-def forget(flow: http.HTTPFlow) -> None:
-    """A replayed flow is a new request: nothing rr decided or planned for it before holds."""
-    detach(flow.request)
-    for name in (_REFUSAL, _WHOLE, _ANSWER, _DEFER, _GUARD, _CUT):
-        flow.__dict__.pop(name, None)
+    """(code, reason) of a refusal below the hooks (see `guarded_connection`, `whole_bodies`), or None."""
+    state = flowstate.peek(flow)
+    return state.refusal if state is not None else None
 
 
 def read_whole(flow: http.HTTPFlow, limit: int, reason: str) -> None:
     """rr decides on this request's body: buffer it whatever `stream_large_bodies` says;
     over `limit` bytes it is refused (413, `reason`) as it arrives."""
     flow.request.stream = False
-    setattr(flow, _WHOLE, (limit, reason))
+    flowstate.of(flow).whole = (limit, reason)
 
 
 def answer_errors_with(flow: http.HTTPFlow, response: http.Response) -> None:
     """If this flow's upstream fails before a response arrives, send `response`."""
-    setattr(flow, _ANSWER, response)
+    flowstate.of(flow).error_answer = response
 
 
 def defer(flow: http.HTTPFlow) -> None:
     """Hold this flow's response back from the client until the message ends."""
-    setattr(flow, _DEFER, True)
+    flowstate.of(flow).deferred = True
 
 
 def deferred(flow: http.HTTPFlow) -> bool:
     """Whether nothing of this flow's response has reached the client yet, and rr holds it back."""
-    return getattr(flow, _DEFER, False) or isinstance(getattr(flow, _GUARD, None), ResponseHeaders)
+    state = flowstate.peek(flow)
+    return state is not None and (state.deferred or isinstance(state.guard, ResponseHeaders))
 
 
 def guard(flow: http.HTTPFlow) -> None:
     """Hold this flow's streamed response headers until its first body bytes; see `cut`."""
-    setattr(flow, _GUARD, True)
+    flowstate.of(flow).guard = True
 
 
 def cut(flow: http.HTTPFlow) -> None:
     """This flow's streamed body cannot go on: if nothing reached the client, it gets
     `flow.response` (rr's answer) whole at the end of the message; else its stream is cut."""
-    setattr(flow, _CUT, True)
+    flowstate.of(flow).cut = True
 
 
 def query_suffix(injection: Injection, *, wire: bool) -> str:
@@ -232,7 +223,7 @@ def _check(flow: http.HTTPFlow) -> str | None:
     return None
 
 
-def _guarded_connection(original: Callable):
+def guarded_connection(original: Callable):
     def make_server_connection(self: HttpStream):
         # before connecting (an edited destination is never contacted) and after (the
         # connection may take a while; from here to the request leaving, nothing else runs)
@@ -247,24 +238,24 @@ def _guarded_connection(original: Callable):
         yield from _refuse(self, "access-denied", reason)
         return False
 
-    setattr(make_server_connection, _MARK, True)
     return make_server_connection
 
 
 def _refuse(stream: HttpStream, code: str, reason: str):
     """Fail the stream as mitmproxy fails a connection: the error hook runs, and rr's
     `error` hook answers the caller with (code, reason) in JSON (see `answer_errors_with`)."""
-    setattr(stream.flow, _REFUSAL, (code, reason))
+    flowstate.of(stream.flow).refusal = (code, reason)
     yield from stream.handle_protocol_error(ResponseProtocolError(stream.stream_id, f"rr refused: {reason}", ErrorCode.GENERIC_SERVER_ERROR))
 
 
-def _whole_bodies(original: Callable):
+def whole_bodies(original: Callable):
     """mitmproxy streams a request body past `stream_large_bodies` before the `request` hook,
     even one whose content-length was unknown at `requestheaders` (chunked, HTTP/2): for a
     body rr must read to decide, keep buffering it, and refuse it once over rr's limit."""
 
     def check_body_size(self: HttpStream, request: bool):
-        whole = getattr(self.flow, _WHOLE, None) if request else None
+        state = flowstate.peek(self.flow) if request else None
+        whole = state.whole if state is not None else None
         if whole is None:
             return (yield from original(self, request))
         limit, reason = whole
@@ -278,7 +269,6 @@ def _whole_bodies(original: Callable):
             return (yield from original(self, request))  # mitmproxy's own hard limit still applies
         return False
 
-    setattr(check_body_size, _MARK, True)
     return check_body_size
 
 
@@ -308,7 +298,7 @@ def framed_for_http1(request: http.Request, end_stream: bool, upstream_alpn: byt
     return out
 
 
-def _route(self: HttpLayer, child, event, _original: Callable):
+def route(self: HttpLayer, child, event, _original: Callable):
     if not isinstance(child, HttpStream):
         if type(event) is RequestHeaders:
             request = event.request
@@ -329,10 +319,11 @@ def _route(self: HttpLayer, child, event, _original: Callable):
         elif type(event) is ResponseProtocolError:
             stream = self.streams.get(event.stream_id)
             flow = getattr(stream, "flow", None)
-            answer = getattr(flow, _ANSWER, None) if flow is not None else None
+            state = flowstate.peek(flow) if flow is not None else None
+            answer = state.error_answer if state is not None else None
             self.__dict__.get(_HELD_STREAMS, {}).pop(event.stream_id, None)
             if answer is not None:
-                delattr(flow, _ANSWER)
+                state.error_answer = None
                 return _send_response(self, child, event.stream_id, answer, _original)
         elif type(event) in _HELD:
             # The stream may already be dropped when its end-of-message passes (mitmproxy
@@ -342,20 +333,23 @@ def _route(self: HttpLayer, child, event, _original: Callable):
             if flow is None:
                 stream = self.streams.get(event.stream_id)
                 flow = getattr(stream, "flow", None)
-                if flow is None or not (getattr(flow, _DEFER, False) or getattr(flow, _GUARD, None)):
+                state = flowstate.peek(flow) if flow is not None else None
+                if state is None or not (state.deferred or state.guard):
                     return _original(self, child, event)
                 held[event.stream_id] = flow
-            if not getattr(flow, _DEFER, False):
+            state = flowstate.of(flow)
+            if not state.deferred:
                 return _guarded(self, child, event, flow, held, _original)
             if type(event) is ResponseEndOfMessage:
                 del held[event.stream_id]
-                delattr(flow, _DEFER)
+                state.deferred = False
                 return _send_response(self, child, event.stream_id, flow.response, _original)
             return _nothing()
     return _original(self, child, event)
 
 
 _HELD = (ResponseHeaders, ResponseData, ResponseTrailers, ResponseEndOfMessage)
+WATCHED = frozenset({RequestHeaders, ResponseProtocolError, *_HELD})  # the few event types `route` concerns itself with
 _HELD_STREAMS = "_rr_held_streams"  # on an HttpLayer: stream id -> deferred or guarded flow
 
 
@@ -365,23 +359,24 @@ def _nothing():
 
 def _guarded(self: HttpLayer, child, event, flow: http.HTTPFlow, held: dict, _original: Callable):
     """A guarded flow's response events on their way to the client (see `guard`, `cut`)."""
-    kind, head = type(event), getattr(flow, _GUARD)
+    state = flowstate.of(flow)
+    kind, head = type(event), state.guard
     if kind is ResponseEndOfMessage:
         del held[event.stream_id]
     if kind is ResponseHeaders:
-        setattr(flow, _GUARD, event)  # waits for the first body bytes
+        state.guard = event  # waits for the first body bytes
         return _nothing()
-    if getattr(flow, _CUT, False) or (isinstance(head, ResponseHeaders) and flow.response is not head.response):
+    if state.cut or (isinstance(head, ResponseHeaders) and flow.response is not head.response):
         if isinstance(head, ResponseHeaders):  # nothing reached the client: it gets rr's answer (a replaced response)
             if kind is not ResponseEndOfMessage:
                 return _nothing()
-            setattr(flow, _GUARD, _SENT)
+            state.guard = _SENT
             return _send_response(self, child, event.stream_id, flow.response, _original)
         if head == _SENT and kind is ResponseEndOfMessage:  # the body must not look complete
             return _original(self, child, ResponseProtocolError(event.stream_id, "rr: response body cannot be scrubbed", ErrorCode.KILL))
         return _nothing()
     if isinstance(head, ResponseHeaders):
-        setattr(flow, _GUARD, _SENT)
+        state.guard = _SENT
         return _then(_original(self, child, head), _original(self, child, event))
     return _original(self, child, event)
 
@@ -399,44 +394,3 @@ def _send_response(self: HttpLayer, child, stream_id: int, response: http.Respon
     if body:
         yield from _original(self, child, ResponseData(stream_id, body))
     yield from _original(self, child, ResponseEndOfMessage(stream_id))
-
-
-def install() -> None:
-    current = HttpLayer.event_to_child
-    if getattr(current, _MARK, False):
-        return
-    connect = HttpStream.make_server_connection
-    if list(inspect.signature(connect).parameters) != ["self"] or not inspect.isgeneratorfunction(connect):
-        raise RuntimeError("rr cannot guard upstream connections on this mitmproxy (HttpStream.make_server_connection changed shape)")
-    sizes = HttpStream.check_body_size
-    if list(inspect.signature(sizes).parameters) != ["self", "request"] or not inspect.isgeneratorfunction(sizes):
-        raise RuntimeError("rr cannot keep request bodies whole on this mitmproxy (HttpStream.check_body_size changed shape)")
-    if "request_body_buf" not in inspect.getsource(HttpStream.__init__):
-        raise RuntimeError("rr cannot keep request bodies whole on this mitmproxy (HttpStream.request_body_buf is gone)")
-    if list(inspect.signature(HttpStream.handle_protocol_error).parameters) != ["self", "event"]:
-        raise RuntimeError("rr cannot refuse requests at the connection on this mitmproxy (HttpStream.handle_protocol_error changed shape)")
-    framing = inspect.getsource(Http1Client.send)
-    if "self.request = event.request" not in framing or '"chunked" in self.request.headers.get("transfer-encoding"' not in framing:
-        raise RuntimeError("rr cannot frame streamed request bodies for HTTP/1 upstreams on this mitmproxy (Http1Client.send changed shape)")
-    server_send = inspect.getsource(Http1Server.send)
-    if not hasattr(ErrorCode, "KILL") or "ResponseProtocolError" not in server_send or "CloseConnection" not in server_send:
-        raise RuntimeError("rr cannot cut a response it cannot scrub on this mitmproxy (Http1Server.send or ErrorCode changed shape)")
-    params = list(inspect.signature(current).parameters)
-    if params != ["self", "child", "event"] or not hasattr(RequestHeaders, "__dataclass_fields__"):
-        raise RuntimeError(f"rr cannot install its wire hook on this mitmproxy (HttpLayer.event_to_child{params})")
-    fields = RequestHeaders.__dataclass_fields__
-    if not {"request", "end_stream", "replay_flow"} <= set(fields):
-        raise RuntimeError("rr cannot install its wire hook: RequestHeaders changed shape")
-
-    watched = frozenset({RequestHeaders, ResponseProtocolError, *_HELD})
-
-    def event_to_child(self, child, event):
-        # ~27 events per request pass here; only these few types concern rr
-        if type(event) in watched:
-            return _route(self, child, event, current)
-        return current(self, child, event)
-
-    setattr(event_to_child, _MARK, True)
-    HttpStream.make_server_connection = _guarded_connection(connect)  # type: ignore[method-assign]
-    HttpStream.check_body_size = _whole_bodies(sizes)  # type: ignore[method-assign]
-    HttpLayer.event_to_child = event_to_child  # type: ignore[method-assign]

@@ -2,7 +2,7 @@
 mitmproxy addons the options ask for, dispatched without per-addon overhead.
 
     run(args, web=False) -> exit status      # what `rr run [--web] …` calls
-    python -m rr_addon.runner [--web] [mitmdump/mitmweb arguments…]
+    python -m rr_addon.mitm.runner [--web] [mitmdump/mitmweb arguments…]
 
 mitmproxy hands every hook (and the `update` that follows each flow hook) to
 every addon in its chain, whether or not the addon implements it; with the
@@ -36,7 +36,7 @@ mitmweb's View: what rr changes is what `-w` and mitmweb show), and a broken
 rr or configuration stops the process at start with rr's message.
 
 Without user scripts (`-s`), mitmproxy's debug-mode type check of every
-request and response it builds is off (`skip_message_typechecks`).
+request and response it builds is off (`rr_addon.mitm.patches.skip_message_typechecks`).
 
 rr's defaults (`defaults()`: listen on 127.0.0.1:8080, confdir `$RR_HOME/certs`,
 lazy connections, mitmweb without opening a browser and with rr's columns) are
@@ -68,15 +68,13 @@ from mitmproxy import options as mitm_options
 from mitmproxy.addonmanager import safecall, traverse
 from mitmproxy.proxy import mode_specs
 
+from rr_addon.mitm import patches
+from rr_addon.mitm.options import LAZY_ONLY
+
 logger = logging.getLogger("rr.runner")
 
-RR_SCRIPT = Path(__file__).resolve().parent / "addon.py"
+RR_SCRIPT = Path(__file__).resolve().parent.parent / "addon.py"
 
-LAZY_ONLY = (
-    "connection_strategy=eager is not supported by rr: eager connects to the upstream (and completes "
-    "its TLS handshake) as soon as a client sends CONNECT, before rr has decided any request; rr keeps "
-    "connections lazy so that nothing reaches an upstream undecided. Remove the option."
-)
 
 # The columns of mitmweb's flow list under rr: rr's decision is the flow comment.
 WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
@@ -535,47 +533,13 @@ async def prepare(arguments: Iterable[str], *, web: bool, base: dict[str, Any] |
         raise StartupError(f"{sys.argv[0]}: {e}", 1) from None
 
     if not opts.scripts:
-        skip_message_typechecks()
+        patches.skip_message_typechecks()
     lean = LeanChain(m, full, Asked(opts, web, given))
     lean.apply()
     m.lean = lean  # type: ignore[attr-defined]
-    _route_configure_through(lean)
-    m.addons.trigger_event = FastDispatch(m.addons)  # type: ignore[method-assign]
+    patches.route_option_changes(m, lean.options_changed)
+    patches.install_dispatch(m.addons, FastDispatch(m.addons))
     return m
-
-
-def skip_message_typechecks() -> None:
-    """Turn off mitmproxy's type check of every field of every request and response it builds.
-
-    `MessageData.__post_init__` exists only `if __debug__` (`python -O` drops it, and
-    every assert with it): a debugging aid that tells an addon author at once that
-    a field got the wrong type. It costs ~50 µs per request and ~30 µs per response
-    here (`typecheck.check_option_type` walks each annotation), a few percent of
-    the proxy's CPU per request. rr's own messages are built under the checks in
-    its tests, so `rr run` skips them unless user scripts are loaded (`-s`): their
-    authors keep the early error."""
-    from mitmproxy import http
-
-    http.MessageData.__post_init__ = _no_typecheck  # type: ignore[attr-defined]
-
-
-def _no_typecheck(self: object) -> None:
-    pass
-
-
-def _route_configure_through(lean: LeanChain) -> None:
-    """Put `lean.options_changed` where the addon manager's receiver was, so
-    dormant addons wake before the chain is configured and every other
-    receiver (mitmweb's option broadcast) keeps its place."""
-    from mitmproxy.utils.signals import make_weak_ref
-
-    changed = lean.master.options.changed
-    original = lean.master.addons._configure_all
-    for i, ref in enumerate(changed.receivers):
-        if ref() == original:
-            changed.receivers[i] = make_weak_ref(lean.options_changed)
-            return
-    raise RuntimeError("rr cannot route option changes on this mitmproxy (AddonManager._configure_all not connected)")
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,15 @@
 """approvals: requests held until a person decides (rr approvals / approve / deny)
 
-Revision ID: 0006_approvals
-Revises: 0005
+Revision ID: 0007_approvals
+Revises: 0006
 Create Date: 2026-12-05
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006_approvals'
-down_revision = '0005'
+revision = '0007_approvals'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-from rr_addon import wire
+from rr_addon.mitm import wire
 from rr_addon.core.inject import Injection
 from rr_addon.core.types import STATUS, Decision, RequestFacts
 
@@ -108,7 +108,7 @@ def strip_headers(request: http.Request, names: frozenset[str]) -> None:
 
 
 def show_injection(request: http.Request, injection: Injection) -> None:
-    """Put the placeholders on the flow (the real values are applied on the wire: see rr_addon.wire)."""
+    """Put the placeholders on the flow (the real values are applied on the wire: see rr_addon.mitm.wire)."""
     for name, _wire_value, shown in injection.headers:
         request.headers[name] = shown
     if injection.query:

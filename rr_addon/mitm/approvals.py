@@ -38,6 +38,7 @@ from rr_addon.core.callers import candidate_headers, find_presented, Presented
 from rr_addon.core.decide import Admission, still_allowed
 from rr_addon.core.preview import MASK, body_preview
 from rr_addon.core.types import Decision, Outcome, RequestFacts
+from rr_addon.mitm import flowstate
 from rr_addon.store import approvals as store
 
 logger = logging.getLogger("rr")
@@ -48,7 +49,6 @@ NOTIFY_TIMEOUT = 5.0  # seconds for the webhook (connect and answer)
 MITMWEB = "mitmweb"  # who decided, when the decision came from mitmweb (its users have no names)
 STOPPED = "rr stopped"
 MARKER = ":writing_hand:"  # ✍ (U+270D): a text symbol common fonts have (see rr_addon.webview), "awaiting a signature"
-AUDIT = "_rr_approval"  # attribute on HTTPFlow: {"approval": {...}} merged into the audit record
 
 
 @dataclass
@@ -73,6 +73,14 @@ class Approvals:
         return sum(1 for h in self.held.values() if h.proxy == proxy)
 
     # ------------------------------------------------------------------ the hold
+
+    async def hold_flow(self, rr, flow: http.HTTPFlow, outcome: Outcome, admitted: Admission, facts: RequestFacts, snap) -> Outcome:
+        """The gate's `hold` (rr_addon.gate.Gate.authorize): wait for the person, then check an
+        approval against a configuration that changed meanwhile."""
+        decided = await self.hold(flow, admitted, facts, outcome, rr.services.engine, rr.plane_id, ctx.options.rr_max_held_requests)
+        if decided.decision.allowed and rr.snapshot is not snap and rr.snapshot is not None:  # reloaded while held
+            decided = recheck(flow.id, decided, rr.snapshot, admitted, facts, rr.gate.limits)
+        return decided
 
     async def hold(self, flow: http.HTTPFlow, admitted: Admission, facts: RequestFacts, outcome: Outcome, engine, plane: str, cap: int) -> Outcome:
         d = outcome.decision
@@ -265,17 +273,13 @@ def _release(flow: http.HTTPFlow) -> None:
 
 def _note(flow: http.HTTPFlow, closed: store.Closed, rule: str) -> None:
     """What the audit record says of the hold: who decided, when, why."""
-    setattr(flow, AUDIT, {"approval": {
+    flowstate.of(flow).approval = {
         "rule": rule,
         "state": closed.state,
         "by": closed.by,
         "at": closed.at.isoformat(timespec="milliseconds") if closed.at else None,
         "note": closed.note,
-    }})
-
-
-def audit_fields(flow: http.HTTPFlow) -> dict:
-    return getattr(flow, AUDIT, None) or {}
+    }
 
 
 def _secrets(admitted: Admission, facts: RequestFacts) -> tuple[str, ...]:

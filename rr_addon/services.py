@@ -1,0 +1,140 @@
+"""What a running data plane opens and closes: the configuration store, meter counters,
+audit sinks, the metrics exporter, the heartbeat and the change listener.
+
+No mitmproxy here: the addon passes option values in and turns `ServiceError`
+into mitmproxy's `OptionsError`. The request pipeline (`gate`) gets the
+identities and meters opened here; the reload watcher (`reload`) the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from rr_addon import audit, metrics, settings
+from rr_addon.crypto import Keyring, MasterKeyError, master_keys
+from rr_addon.gate import Gate
+from rr_addon.identities import Identities
+from rr_addon.metering import Metering
+from rr_addon.meters import BackendUnavailable, open_backend
+from rr_addon.reload import Reloader
+from rr_addon.store import audit_store, dataplanes, notify
+from rr_addon.store.db import DatabaseError, check_schema, make_engine
+from rr_addon.store.oauth_grants import DatabaseRefreshTokens
+
+logger = logging.getLogger("rr")
+
+
+class ServiceError(Exception):
+    """A service could not be opened; the message is for the operator."""
+
+
+class Services:
+    def __init__(self, gate: Gate, reloader: Reloader, plane_id: str) -> None:
+        self.gate, self.reloader, self.plane_id = gate, reloader, plane_id
+        self.engine: Any = None
+        self.audit: audit.AuditWriter | None = None
+        self.audit_db: audit_store.DatabaseSink | None = None
+        self.changes: notify.ConfigChangeListener | None = None
+        self.heartbeat: dataplanes.Heartbeat | None = None
+        self.exporter: metrics.Exporter | None = None
+
+    def open_store(self, url: str | None, idp_ca_file: str | None):
+        """The database, its master keys and the snapshot compiled from it (with its verifiers)."""
+        try:
+            engine = make_engine(url, existing=True)
+            check_schema(engine)
+            keyring = Keyring(master_keys(settings.home()))
+            snapshot = self.reloader.load(engine, keyring)
+            identities = Identities(idp_ca_file, refresh_tokens=DatabaseRefreshTokens(engine, keyring))
+            identities.rebuild(snapshot)
+        except (DatabaseError, MasterKeyError, LookupError) as e:
+            raise ServiceError(f"rr: {e}") from None
+        except Exception as e:
+            raise ServiceError(f"rr: cannot load the configuration: {e}") from None
+        self.engine, self.gate.identities = engine, identities
+        self.reloader.engine, self.reloader.keyring = engine, keyring
+        metrics.config_loaded(snapshot.version)
+        logger.info(
+            "rr enforces configuration version %d (%d proxies, %d targets) from %s",
+            snapshot.version,
+            len(snapshot.proxies),
+            len(snapshot.targets),
+            settings.redacted_url(str(engine.url)),
+        )
+        return snapshot
+
+    def open_counters(self, redis_url: str | None) -> None:
+        old = self.gate.metering
+        try:
+            backend = open_backend(redis_url=redis_url, engine=self.engine)
+        except BackendUnavailable as e:
+            raise ServiceError(f"rr: meter counters unavailable: {e}") from None
+        self.gate.metering = Metering(backend)
+        logger.info("rr counts meters in %s", "Redis " + settings.redacted_url(redis_url) if redis_url else "the embedded database")
+        if old is not None:
+            asyncio.get_event_loop().create_task(old.close())
+
+    def open_audit(self, path: str) -> None:
+        old = self.audit
+        sinks: list = [audit.LogSink()]
+        if path:
+            sinks.append(audit.JsonLinesSink(Path(path)))
+        self.audit_db = None
+        if self.engine is not None:
+            self.audit_db = audit_store.DatabaseSink(self.engine, dataplane=self.plane_id, spill_path=settings.home() / f"audit-spill-{self.plane_id}.jsonl")
+            sinks.append(self.audit_db)
+        self.audit = audit.AuditWriter(sinks, maxsize=20_000)
+        metrics.watch_audit(self.audit, self.audit_db)
+        if old is not None:
+            old.close()
+
+    def serve_metrics(self, port: int, host: str) -> None:
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
+        if port:
+            try:
+                self.exporter = metrics.serve(port, host)
+            except OSError as e:
+                raise ServiceError(f"rr: cannot serve metrics on {host}:{port}: {e}") from None
+
+    def start(self, listen: Callable[[], str | None], version: Callable[[], int | None], stats: Callable[[], dict]) -> None:
+        """Once rr runs: the change listener and the heartbeat (with a database)."""
+        if self.engine is not None and self.changes is None:
+            self.changes = notify.ConfigChangeListener(self.engine.url)
+            self.changes.start()
+        if self.engine is not None and self.heartbeat is None:
+            self.heartbeat = dataplanes.Heartbeat(self.engine, listen=listen(), version=version, stats=stats, plane_id=self.plane_id)
+            self.heartbeat.start()
+
+    def poke(self) -> None:
+        """Tell the control plane at once (a new version, a rotated secret)."""
+        if self.heartbeat is not None:
+            self.heartbeat.poke()
+
+    def audit_dropped(self) -> int:
+        return (self.audit.dropped if self.audit else 0) + (self.audit_db.dropped if self.audit_db else 0)
+
+    async def close(self) -> None:
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+            self.heartbeat = None
+        if self.changes is not None:
+            await self.changes.aclose()
+            self.changes = None
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.close)  # waits up to 0.5 s for the server thread
+            self.exporter = None
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+            self.audit = None
+        if self.gate.metering is not None:
+            await self.gate.metering.close()
+            self.gate.metering = None
+        if self.gate.identities is not None:
+            await self.gate.identities.close()
+        if self.engine is not None:
+            self.engine.dispose()

@@ -1,0 +1,86 @@
+"""rr_addon.mitm.patches: every patch of a mitmproxy internal checks its shape first.
+
+The first test is the alarm for a mitmproxy upgrade: it fails, naming the
+internal, when an installed mitmproxy no longer has a shape rr patches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from mitmproxy import addonmanager, http
+from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
+
+from rr_addon.mitm import patches
+
+
+def test_every_internal_rr_patches_still_has_the_shape_rr_relies_on():
+    assert patches.check_shapes() == []
+
+
+def test_the_wire_seam_is_installed_by_loading_the_addon():
+    code = (
+        "import rr_addon.addon; from mitmproxy.proxy.layers.http import HttpLayer, HttpStream\n"
+        "print(all(getattr(f, '_rr_wrapped', False) for f in (HttpLayer.event_to_child, HttpStream.make_server_connection, HttpStream.check_body_size)))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("name", ["make_server_connection", "check_body_size"])
+def test_the_wire_seam_refuses_a_changed_stream(monkeypatch, name):
+    def changed(self, extra):  # a different signature, and not a generator
+        return True
+
+    monkeypatch.setattr(HttpLayer, "event_to_child", lambda self, child, event: None)  # unwrapped
+    monkeypatch.setattr(HttpStream, name, changed)
+    with pytest.raises(RuntimeError, match=name):
+        patches.install_wire()
+
+
+def test_the_wire_seam_refuses_a_changed_router(monkeypatch):
+    monkeypatch.setattr(HttpLayer, "event_to_child", lambda self, event: None)
+    with pytest.raises(RuntimeError, match=r"HttpLayer.event_to_child\['self', 'event'\]"):
+        patches.install_wire()
+
+
+def test_dispatch_refuses_a_changed_trigger_event(monkeypatch):
+    def trigger_event(self, event, extra):  # not a coroutine, and another signature
+        return None
+
+    monkeypatch.setattr(addonmanager.AddonManager, "trigger_event", trigger_event)
+
+    class Manager:
+        pass
+
+    manager = Manager()
+    with pytest.raises(RuntimeError, match="AddonManager.trigger_event"):
+        patches.install_dispatch(manager, lambda event: None)
+    assert not hasattr(manager, "trigger_event")
+
+
+def test_typechecks_are_kept_when_post_init_changed(monkeypatch):
+    def post_init(self, strict):
+        pass
+
+    monkeypatch.setattr(http.MessageData, "__post_init__", post_init)
+    with pytest.raises(RuntimeError, match="MessageData.__post_init__"):
+        patches.skip_message_typechecks()
+    assert http.MessageData.__post_init__ is post_init
+
+
+def test_option_changes_refuse_a_manager_that_is_not_connected():
+    class Signal:
+        receivers: list = []
+
+    class Master:
+        class options:
+            changed = Signal()
+
+        class addons:
+            @staticmethod
+            def _configure_all(updated):
+                pass
+
+    with pytest.raises(RuntimeError, match="_configure_all not connected"):
+        patches.route_option_changes(Master, lambda updated: None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from decimal import Decimal
 import re
 import typing
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from rr_addon.core.types import STATUS
 BASES = (credential_base.TargetCredentialBase, credential_base.ProxyCredentialBase, rules_schema.Match, paths_schema.PathSpec)  # sections other sections extend
 TAGS = ("kind", "auth")
 # Headings one level down (parts of the section above them).
-SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret"}
+SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "McpMatch", "McpArgumentMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret"}
 # Short forms a model normalises before validating (its mode="before" validators):
 # the reference names them, and json_schema() accepts them.
 SHORT_FORMS = {
@@ -115,7 +116,7 @@ def type_text(t: Any, anchors: dict[type, str]) -> str:
         return "mapping" if value is Any else f"mapping of {type_text(key, anchors)} → {type_text(value, anchors)}"
     if isinstance(t, type) and issubclass(t, BaseModel):
         return _link(t, anchors)
-    return {str: "string", int: "integer", float: "number", bool: "boolean", datetime.datetime: "date-time", Any: "any"}.get(t, str(t))
+    return {str: "string", int: "integer", float: "number", Decimal: "number", bool: "boolean", datetime.datetime: "date-time", Any: "any"}.get(t, str(t))
 
 
 def _constraints(info) -> str:

@@ -89,7 +89,7 @@ def check(config: Config, source: Source) -> list[ConfigError]:
 # meter that reads a response value, or counts a subset (`when`), is tracking
 # on purpose ("track only", docs/policy.md#meter) and is not warned about.
 
-_CONDITIONS = ("methods", "path", "headers", "query", "body", "claims")
+_CONDITIONS = ("methods", "path", "headers", "query", "body", "claims", "mcp")
 
 
 def _has_condition(match) -> bool:
@@ -139,6 +139,13 @@ def warnings(config: Config, source: Source) -> list[ConfigError]:
                     "counts every request without a limit, which the usage counters (`rr usage`) already do, so it does nothing; "
                     "add limits: {minute|hour|day|month: N} to enforce a quota, when: {…} to count a subset, "
                     "or type: response_value to add up a value",
+                    rest,
+                )
+            if m.type == "cost" and m.reserve is None and any(v is not None for v in m.limits.by_kind()):
+                warn(
+                    "proxies", p.name, f"meters[{m.name}]",
+                    "a cost meter without reserve admits every request while the total is under the limit, so concurrent "
+                    "requests can overrun it; add reserve: {json_path: $.max_tokens, default: N} (docs/budgets.md)",
                     rest,
                 )
     out.extend(path_warnings(config, source))  # paths that probably do not mean what they look like

@@ -83,10 +83,13 @@ class Admission:
 
     @property
     def over_limit_reason(self) -> str:
-        """Why a body over the inspection limit is refused (413): the form check alone, or body rules."""
+        """Why a body over the inspection limit is refused (413): the form check alone, request redaction
+        (the body can never leave unredacted), or body rules."""
         p = self.pipeline
         alone = not (self.meters_need_body or p.checks or p.request_redactor is not None or self.rules_need_body)
-        return reasons.FORM_OVER_INSPECTION_LIMIT if self.reads_form and alone else reasons.BODY_OVER_INSPECTION_LIMIT
+        if self.reads_form and alone:
+            return reasons.FORM_OVER_INSPECTION_LIMIT
+        return reasons.BODY_OVER_REDACTION_LIMIT if p.request_redactor is not None else reasons.BODY_OVER_INSPECTION_LIMIT
 
     @property
     def rules_need_body(self) -> bool:
@@ -430,10 +433,11 @@ def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Lim
 
 
 def quota_outcome(admission: Admission, verdict) -> Outcome:
-    """A refused meter verdict (rr_addon.core.meters.Verdict) as a 429 Outcome."""
+    """A refused meter verdict (rr_addon.core.meters.Verdict) as an Outcome: 429, or 403 unknown-model."""
     meter, window = verdict.exhausted[0] if verdict.exhausted else (None, None)
+    detail = verdict.detail or (f"{window} window" if window else None)
     return Outcome(
-        Decision.deny("quota-exceeded", verdict.reason, scope="meter" if meter else None, rule=meter or None, detail=f"{window} window" if window else None),
+        Decision.deny(verdict.code, verdict.reason, scope="meter" if meter else None, rule=meter or None, detail=detail),
         admission.identity,
         admission.route,
         admission.strip_headers,

@@ -70,6 +70,7 @@ BODY_JSON_REPEATED_KEY = "request body JSON repeats a key in an object"
 BODY_JSON_KEYS_DIFFER_IN_CASE = "request body JSON repeats a key in an object, differing only in case"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"
+BODY_OVER_REDACTION_LIMIT = "request body larger than the inspection limit, and request redaction applies: it is never sent unredacted"
 FORM_OVER_INSPECTION_LIMIT = "request form body larger than the inspection limit (rr reads every form body for a _method override)"
 
 # human approval (docs/approvals.md)

@@ -17,8 +17,8 @@ from rr_addon.config import schema
 from rr_addon.core.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
 from rr_addon.core.filters import Filter, compile_filters
-from rr_addon.core.meters import ProxyMeters, compile_meters
-from rr_addon.core.redact import compile_redactor
+from rr_addon.core.meters import ProxyMeters, compile_meters, meters_read_request_body
+from rr_addon.core.redact import Redactor, compile_redactor
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.core.validation import Check, compile_checks
 from rr_addon.core.rules import ScopeRules, compile_when
@@ -91,7 +91,7 @@ class Proxy:
     callers: Mapping[str, Caller]
     rules: ScopeRules
     meters: ProxyMeters  # holds a per-window cache of counter keys; nothing else changes
-    meters_need_body: bool  # a meter's `when` reads the request body
+    meters_need_body: bool  # a meter's `when`, reservation or price reads the request body
     filters: tuple[Filter, ...] = ()
     redact: tuple = ()
     checks: tuple[Check, ...] = ()
@@ -115,6 +115,9 @@ class Snapshot:
     revoked_tokens: frozenset[str] = frozenset()  # ids of revoked minted tokens not yet expired
     # (proxy, credential, target, target credential) -> Pipeline, compiled on first use
     _pipelines: dict = field(default_factory=dict, compare=False, repr=False)
+    # (direction, the redact entries) -> Redactor or None: one compiled redactor per distinct
+    # list of entries, shared by every pipeline that has it (each holds ~0.3 MB of RE2 programs)
+    _redactors: dict = field(default_factory=dict, compare=False, repr=False)
 
     def caller_headers_for(self, host: str, port: int, scheme: str) -> tuple[str, ...]:
         return self.caller_headers.lookup(host, port, scheme) or ()
@@ -143,12 +146,16 @@ class Snapshot:
         checks = target.checks + proxy.checks
         if not filters and not entries and not checks:
             return EMPTY
-        return Pipeline(
-            filters,
-            compile_redactor(entries, key=self.hmac_key, direction="response"),
-            compile_redactor(entries, key=self.hmac_key, direction="request"),
-            checks,
-        )
+        return Pipeline(filters, self._redactor(entries, "response"), self._redactor(entries, "request"), checks)
+
+    def _redactor(self, entries: list, direction: str) -> Redactor | None:
+        """compile_redactor, once per distinct list of entries. Without this every
+        (proxy, target) pair of a proxy-wide `redact:` compiled its own copy, and the
+        RSS grew by ~0.3 MB for each pair the traffic met (docs/performance.md: Memory)."""
+        key = (self.hmac_key, direction, tuple(e.model_dump_json(exclude={"description"}) for e in entries))
+        if key not in self._redactors:
+            self._redactors[key] = compile_redactor(entries, key=self.hmac_key, direction=direction)
+        return self._redactors[key]
 
 
 class CompileError(ValueError):
@@ -291,7 +298,7 @@ def compile_snapshot(
             callers=MappingProxyType(callers),
             rules=_rules(PROXY, p.name, p),
             meters=ProxyMeters(p.name, meters),
-            meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters),
+            meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters) or meters_read_request_body(meters),
             filters=compile_filters(p.filters),
             redact=tuple(p.redact),
             checks=compile_checks(p.validate_),

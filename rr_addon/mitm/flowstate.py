@@ -23,6 +23,7 @@ class FlowState:
     pending: Any = None  # gate.Admitted waiting for the body
     seen: Any = None  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
     verification: Any = None  # audit summary of a token verification (subject, issuer, path)
+    mcp: Any = None  # audit fields naming the JSON-RPC method and tool of a body the rules read
     approval: Any = None  # a held request: {rule, state, by, at, note} (rr_addon.approvals)
     metered: Any = None  # gate.Metered of an admitted request
     pipeline: Any = None  # the response Pipeline of an admitted request
@@ -32,6 +33,7 @@ class FlowState:
     held_for: str | None = None  # why a response is held back whole (the reason if it is too large)
     unscrubbable: Any = None  # the Decision refusing a response rr cannot scrub (its body is never read)
     audited: bool = False
+    settled: bool = False  # the response_value/cost meters were settled (or the reservation released)
     # the wire seam (rr_addon.mitm.wire)
     refusal: tuple[str, str] | None = None  # (code, reason) of a refusal below the hooks
     whole: tuple[int, str] | None = None  # rr decides on the whole body, read up to (this many bytes, 413 reason)

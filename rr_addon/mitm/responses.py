@@ -19,7 +19,9 @@ from mitmproxy import ctx, http
 from rr_addon.core import reasons
 from rr_addon.core.bodies import BodyError, DecodedTooLarge, decodable, decode_content, media_type
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
-from rr_addon.core.recode import Recoder, recodable
+from rr_addon.core.event_redaction import event_stage
+from rr_addon.core.message_redaction import redact_message
+from rr_addon.core.recode import IDENTITY, Recoder, recodable
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
 from rr_addon.core.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.types import Decision
@@ -71,7 +73,17 @@ def responseheaders(rr: Any, flow: http.HTTPFlow) -> None:
         )
         # a meter that reads the body gets a copy (up to rr_buffer_limit) as the response streams on
         copy = BodyCopy(ctx.options.rr_buffer_limit) if valued and not events and held_for is None else None
-        if flow.request.method != "HEAD" and held_for is not None:
+        limit = ctx.options.rr_buffer_limit
+        stage = event_stage(pipeline, resp.status_code, resp.headers.get("content-type"), pairs, limit, flow.id) if body else None
+        if stage is not None and (coding is not None or not encoded):
+            # redacted (and filtered) event by event as it streams: rr_addon.core.event_redaction
+            tap = metered.plan.events(resp.headers, limit) if valued else None
+            resp.stream = Recoder(coding or IDENTITY, pairs, tap=tap, on_fail=lambda: exchange.abandon(flow), stage=stage)
+            wire.guard(flow)
+            resp.headers.pop("content-length", None)
+            if not (flow.request.is_http2 or flow.request.is_http3):
+                resp.headers["transfer-encoding"] = "chunked"
+        elif flow.request.method != "HEAD" and held_for is not None:
             # buffered (capped), processed in `response`, sent whole: see wire.defer
             length = resp.headers.get("content-length", "")
             limit = ctx.options.rr_buffer_limit
@@ -102,7 +114,7 @@ async def response(rr: Any, flow: http.HTTPFlow) -> None:
             resp.trailers.fields = clean
     if resp is not None and isinstance(resp.stream, BodyCollector):
         await process_buffered(rr, flow, resp, resp.stream)
-    elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
+    elif resp is not None and isinstance(getattr(resp.stream, "tap", None), EventMeasure):
         await settle(rr, flow, resp.stream.tap.result())
     elif resp is not None and isinstance(getattr(resp.stream, "tap", None), BodyCopy):
         await settle(rr, flow, measure_copy(flow, resp))
@@ -115,25 +127,35 @@ async def response(rr: Any, flow: http.HTTPFlow) -> None:
             records.replace_response(flow, Decision.deny("upstream-unavailable", reasons.RESPONSE_BODY_UNSCRUBBABLE, detail=resp.stream.failed))
         else:
             flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
+    await settle_reservation(rr, flow)
     rr.finish(flow)
 
 def websocket_message(flow: http.HTTPFlow) -> None:
-    """Scrub the injected secret from a message the upstream sends (it may echo the
-    upgrade's credential); mitmweb and `-w` show the message as scrubbed here. A caller's
-    messages are not scanned: it never had the secret. Each message is scanned whole
-    (mitmproxy hands over complete messages), so a secret within one is always caught."""
+    """Redact a message as `redact` says for its direction (rr_addon.core.message_redaction),
+    and scrub the injected secret from a message the upstream sends (it may echo the
+    upgrade's credential); mitmweb and `-w` show the message as changed here. A caller's
+    messages are not scrubbed: it never had the secret. Each message is scanned whole
+    (mitmproxy hands over complete messages), so a value within one is always caught."""
     message = flow.websocket.messages[-1] if flow.websocket is not None and flow.websocket.messages else None
-    if message is None or message.from_client:
+    if message is None:
         return
-    injection = wire.attached(flow.request)
-    if injection is None or not injection.scrub:
+    pipeline = flowstate.of(flow).pipeline or EMPTY
+    redactor = pipeline.request_redactor if message.from_client else pipeline.response_redactor
+    injection = None if message.from_client else wire.attached(flow.request)
+    if redactor is None and (injection is None or not injection.scrub):
         return
     try:
-        clean = scrub_bytes(message.content, injection.scrub)
-        if clean is not message.content:
-            message.content = clean  # the mask is ASCII: a text message stays valid UTF-8
+        if redactor is not None:
+            redacted, counts = redact_message(redactor, message.content)
+            if redacted is not None:
+                message.content = redacted
+                records.count_redactions(flow, counts)
+        if injection is not None and injection.scrub:
+            clean = scrub_bytes(message.content, injection.scrub)
+            if clean is not message.content:
+                message.content = clean  # the mask is ASCII: a text message stays valid UTF-8
     except Exception:  # fail closed: a message rr could not scan is not passed on
-        logger.exception("rr could not scrub a WebSocket message of request %s; dropping it", flow.id)
+        logger.exception("rr could not redact or scrub a WebSocket message of request %s; dropping it", flow.id)
         message.drop()
 
 def measure_copy(flow: http.HTTPFlow, resp: http.Response) -> Measurement:
@@ -145,14 +167,25 @@ def measure_copy(flow: http.HTTPFlow, resp: http.Response) -> Measurement:
     return measure_body(plan, resp.headers, bytes(copy.buf), resp.headers.get("content-type"), encoding, limit)
 
 async def settle(rr: Any, flow: http.HTTPFlow, measured: Measurement) -> None:
-    """Count what the response_value meters read; note the ones that could not measure."""
-    metered = flowstate.of(flow).metered
-    metering = rr.gate.metering
+    """Count what the response_value meters read (replacing reservations); note the ones that could not measure."""
+    state = flowstate.of(flow)
+    metered, metering = state.metered, rr.gate.metering
     if metered is None or metering is None:
         return
-    await metering.add(metered.plan.settle(measured))
+    state.settled = True
+    status = flow.response.status_code if flow.response is not None else None
+    await metering.add(metered.plan.settle(measured, status))
+    flow.metadata["rr"]["charged"] = metered.plan.charged(measured, status)
     if measured.unmeasured:
         flow.metadata["rr"]["unmeasured"] = dict(measured.unmeasured)
+
+
+async def settle_reservation(rr: Any, flow: http.HTTPFlow) -> None:
+    """A reservation no measurement settled (no response, or one rr did not read): released,
+    or kept for a 2xx answer under `unmeasured: charge` (Plan.settle)."""
+    state = flowstate.of(flow)
+    if state.metered is not None and state.metered.plan.reserved and not state.settled:
+        await settle(rr, flow, Measurement({}, {}))
 
 async def process_buffered(rr: Any, flow: http.HTTPFlow, resp: http.Response, collected: BodyCollector) -> None:
     """Meters that read the body, filters, redaction and echo scrubbing of a buffered response."""
@@ -233,7 +266,7 @@ async def error(rr: Any, flow: http.HTTPFlow) -> None:
         return
     meta = flow.metadata["rr"]
     stream = flow.response.stream if flow.response is not None else None
-    if isinstance(stream, StreamScrubber) and isinstance(stream.tap, EventMeasure):
+    if isinstance(getattr(stream, "tap", None), EventMeasure):
         await settle(rr, flow, stream.tap.result(broken=True))  # what the caller got before the break
     elif (isinstance(stream, BodyCollector) or isinstance(getattr(stream, "tap", None), BodyCopy)) and (metered := state.metered) is not None and metered.plan.needs_response:
         await settle(rr, flow, metered.plan.measure(flow.response.headers, None, failed=STREAM_BROKEN))
@@ -264,6 +297,7 @@ async def error(rr: Any, flow: http.HTTPFlow) -> None:
         webview.show(flow)
     elif isinstance(stream, Recoder) and stream.failed:  # rr stopped reading it: the caller's stream is cut
         meta["reason"] = f"response cut short: {stream.failed}"
+    await settle_reservation(rr, flow)
     rr.finish(flow)
 
 

@@ -160,8 +160,10 @@ class Gate:
             try:
                 injection = await self.identities.upstream_injection(cred.target, cred.name)
             except UpstreamTokenError as e:
+                if metered is not None and self.metering is not None:
+                    await self.metering.add(metered.plan.refund())  # nothing leaves: the quota is not used
                 refused = admission.outcome(Decision.deny(e.code, e.reason, detail=e.detail))
-                return Verdict(refused, admission, metered, verification=verification, mcp=called, seconds=seconds)
+                return Verdict(refused, admission, verification=verification, mcp=called, seconds=seconds)
         return Verdict(outcome, admission, metered, injection, verification=verification, mcp=called, seconds=seconds)
 
     async def run(self, snap: Snapshot, facts: RequestFacts, now: float, *, client: str | None = None) -> Verdict:

@@ -47,12 +47,32 @@ class Pipeline:
 EMPTY = Pipeline()
 
 
-def redactable(content_type: str | None) -> bool:
-    """JSON and text bodies are redacted; binary ones pass untouched (documented). Event
-    streams are redacted event by event as they stream (rr_addon.core.event_redaction);
-    one in a coding rr cannot encode again is held back and redacted whole, as text."""
+# Media types whose bodies are binary: redaction leaves them untouched. Everything
+# else (no Content-Type, NDJSON, XML, CSV, YAML, vendor types…) is redacted as text,
+# so an upstream — or a caller asking it for another format — cannot step around
+# redaction with a label rr does not know (fail closed).
+BINARY_PREFIXES = ("image/", "audio/", "video/", "font/", "model/", "binary/", "application/grpc")
+BINARY_TYPES = frozenset({
+    "application/octet-stream", "application/zip", "application/gzip", "application/x-gzip", "application/x-tar",
+    "application/x-bzip2", "application/x-xz", "application/x-7z-compressed", "application/zstd", "application/pdf",
+    "application/wasm", "application/protobuf", "application/x-protobuf", "application/msgpack", "application/x-msgpack",
+    "application/cbor", "application/java-archive", "application/vnd.android.package-archive",
+    "application/x-git-upload-pack-result", "application/x-git-receive-pack-result",
+})
+BINARY_SUFFIXES = ("+zip", "+gzip", "+cbor", "+proto")
+
+
+def is_binary_media_type(content_type: str | None) -> bool:
     mt = media_type(content_type)
-    return is_json_content_type(content_type) or mt.startswith("text/")
+    return mt in BINARY_TYPES or mt.startswith(BINARY_PREFIXES) or mt.endswith(BINARY_SUFFIXES)
+
+
+def redactable(content_type: str | None) -> bool:
+    """Every body but a binary one is redacted: JSON as a document, the rest as text
+    (a missing Content-Type included). Event streams are redacted event by event as
+    they stream (rr_addon.core.event_redaction); one in a coding rr cannot encode
+    again is held back and redacted whole, as text."""
+    return not is_binary_media_type(content_type)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from rr_addon.core import reasons
 from rr_addon.core.scrub import mask
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
-from rr_addon.testing.upstream import RawListener
+from rr_addon.testing.upstream import BOMBS, RawListener
 
 POLICY = """
 targets:
@@ -234,6 +234,7 @@ def test_absurd_tokens(proxy, upstream, token):
 
 @pytest.mark.parametrize("path", ["/bomb/gzip", "/bomb/br"])
 def test_decompression_bombs_are_capped(proxy, path):
+    BOMBS[path]()  # compress the bomb before asking: under load, compressing 64 MB outlasts the proxy's 2 s first-byte timeout
     verify = ssl.create_default_context(cafile=str(proxy.ca))
     with httpx.Client(proxy=proxy.url("agent", "KEY_h"), verify=verify, timeout=30) as c:
         r = c.get(f"https://localhost:{proxy.upstream_port}{path}")  # the filtered target must decode it

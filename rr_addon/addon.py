@@ -25,6 +25,7 @@ from mitmproxy.proxy import server_hooks
 from rr_addon.core.decide import Limits
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.terminal import escape_log_output
+from rr_addon.mitm import approvals
 from rr_addon.gate import Gate
 from rr_addon.mitm import explaining, options, patches, records, requests, responses, webview
 from rr_addon.mitm.connections import ConnectionGuard
@@ -72,6 +73,7 @@ class RR:
         self.reloader = Reloader()
         self.plane_id = dataplanes.new_id()
         self.services = Services(self.gate, self.reloader, self.plane_id)
+        self.approvals = approvals.Approvals()  # requests held for a person's decision
         self.requests = 0
         self._tasks: list[asyncio.Task] = []
         self._lazy = False  # connection_strategy is lazy from the first configure on
@@ -131,6 +133,7 @@ class RR:
             loop.create_task(self.gate.identities.prewarm())
 
     async def done(self) -> None:
+        await self.approvals.close()  # held requests are answered 503 (docs/approvals.md)
         for task in self._tasks:
             task.cancel()
         self._tasks = []
@@ -142,6 +145,7 @@ class RR:
         self.guard.client_connected(client, ctx.options.rr_max_client_connections)
 
     def client_disconnected(self, client) -> None:
+        self.approvals.client_gone(client.id)  # its held requests are withdrawn
         self.guard.client_disconnected(client)
 
     @fail_closed

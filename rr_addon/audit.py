@@ -24,7 +24,7 @@ logger = logging.getLogger("rr.audit")
 FIELDS = (
     "ts",
     "request_id",
-    "result",  # allow | deny | would-deny | error
+    "result",  # allow | deny | would-deny | would-hold | error
     "status",
     "code",
     "reason",
@@ -58,6 +58,7 @@ FIELDS = (
     "token",  # id of the minted token the caller presented (`credential` is its parent), else null
     "mcp_method",  # the JSON-RPC method(s) of a body the rules read (a batch's joined by ','), else null
     "mcp_tool",  # the MCP tool(s) called (`params.name`), else null
+    "approval",  # a held request: {rule, state, by, at, note} (docs/approvals.md), else null
 )
 
 

@@ -16,7 +16,7 @@ def explanation_tree(title: str, ex) -> Tree:
         tree.add(Text.assemble((f"{step} ", "cyan"), what))
     for scope in ex.scopes:
         r = scope.result
-        style = "green" if r.allowed else "red"
+        style = "green" if r.allowed else "yellow" if r.held else "red"
         label = Text.assemble(("scope ", "cyan"), (scope.scope, "bold"), ": ", (r.effect, style), f" — {r.reason}" + (f" ({r.rule})" if r.rule else ""))
         node = tree.add(label)
         if not scope.rules:
@@ -28,9 +28,13 @@ def explanation_tree(title: str, ex) -> Tree:
                 why += f"; {rule.path}"
             if rule.mcp:  # which JSON-RPC calls matched the mcp condition
                 why += f"; {rule.mcp}"
-            node.add(Text.assemble(mark, f"{rule.rule} ", (rule.effect, "red" if rule.effect == "deny" else "green"), f" p{rule.priority}  {why}"))
+            node.add(Text.assemble(mark, f"{rule.rule} ", (rule.effect, {"deny": "red", "approve": "yellow"}.get(rule.effect, "green")), f" p{rule.priority}  {why}"))
     if d.allowed:
         result = Text.assemble(("result ", "cyan"), ("allow", "bold green"), f" — {d.reason}")
+    elif d.held:
+        verdict = "would hold (report mode): forwarded" if ex.outcome.report_only else "held for approval"
+        wait = f"; waits up to {d.hold.timeout} s" if d.hold is not None else ""
+        result = Text.assemble(("result ", "cyan"), (verdict, "bold yellow"), f" — {d.reason} ({d.scope} rule {d.rule}){wait}")
     else:
         where = f" ({d.scope} rule {d.rule})" if d.rule else (f" ({d.scope})" if d.scope else "")
         verdict = "would deny (report mode): forwarded" if ex.outcome.report_only else f"{d.status} {d.code}"

@@ -117,9 +117,12 @@ class Gate:
         caller, verified = result
         return admit_verified(snap, caller, presented, facts, now, verified.claims), verified.audit()
 
-    async def authorize(self, snap: Snapshot, admitted: Admitted, body: bytes | Decision | None = None) -> Verdict:
+    async def authorize(self, snap: Snapshot, admitted: Admitted, body: bytes | Decision | None = None, hold=None) -> Verdict:
         """The body (a Decision: it could not be read), rules, meters (counted only for
-        requests the rules let through), then the upstream token of a dynamic credential."""
+        requests the rules let through), then the upstream token of a dynamic credential.
+        A request an approve rule holds is awaited with `hold(outcome, admission, facts)`
+        (rr_addon.approvals: the person's decision as an Outcome) before its meters;
+        without `hold` its held Verdict is returned (it forwards nothing)."""
         admission, verification, seconds = admitted.admission, admitted.verification, admitted.seconds
         if isinstance(body, Decision):
             return Verdict(admission.outcome(body), admission, verification=verification, seconds=seconds)
@@ -127,6 +130,14 @@ class Gate:
         t0 = time.perf_counter()
         outcome, req = decide.authorize(admission, facts, self.limits)
         called = mcp.audit_fields(req.body_json) if req is not None and req.body_json is not None else None
+        if outcome.decision.held and not outcome.report_only:
+            seconds += time.perf_counter() - t0
+            if hold is None:
+                return Verdict(outcome, admission, verification=verification, mcp=called, seconds=seconds)
+            outcome = await hold(outcome, admission, facts)  # meters count only what a person approved
+            if not outcome.decision.allowed:
+                return Verdict(outcome, admission, verification=verification, mcp=called, seconds=seconds)
+            t0 = time.perf_counter()
         forwards = outcome.decision.allowed or outcome.report_only
         metered = None
         if req is not None and forwards:

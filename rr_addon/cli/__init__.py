@@ -379,6 +379,8 @@ def explain(
         raise die("--claim: a minted token carries the claims it was minted with")
     ex = explain_decision(snap, caller, facts, claims=claims or verified_claims, token=minted)
     console.print(explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
+    if ex.outcome.decision.held and not ex.outcome.report_only:
+        raise typer.Exit(3)  # held for a person's approval
     if not ex.outcome.decision.allowed and not ex.outcome.report_only:
         raise typer.Exit(2)
 
@@ -466,3 +468,7 @@ app.add_typer(secret_app, name="secret")
 from rr_addon.cli.controlplane import cp_app  # noqa: E402
 
 app.add_typer(cp_app, name="control-plane")
+
+from rr_addon.cli import approvals as _approvals  # noqa: E402
+
+_approvals.register(app)

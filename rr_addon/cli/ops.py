@@ -34,7 +34,7 @@ def _console(stderr: bool = False) -> Console:
     """Made per command, so the terminal width (or COLUMNS) is the one at the time it runs."""
     return Output(stderr=stderr)
 
-RESULT_STYLE = {"allow": "green", "deny": "red", "would-deny": "yellow", "error": "bold red"}
+RESULT_STYLE = {"allow": "green", "deny": "red", "would-deny": "yellow", "would-hold": "yellow", "error": "bold red"}
 
 
 # ---------------------------------------------------------------------------
@@ -89,9 +89,11 @@ def _outcome(rec: dict) -> Text:
 
 
 def _decided_by(rec: dict) -> str:
-    if rec.get("rule"):
-        return printable(f"{rec.get('scope') or '-'}/{rec['rule']}")
-    return printable(rec.get("scope") or "")
+    text = f"{rec.get('scope') or '-'}/{rec['rule']}" if rec.get("rule") else rec.get("scope") or ""
+    approval = rec.get("approval")
+    if isinstance(approval, dict) and approval.get("state"):  # a held request: how the hold ended, and who ended it
+        text += f" ({approval['state']}" + (f" by {approval['by']}" if approval.get("by") else "") + ")"
+    return printable(text)
 
 
 def _ms(value) -> str:

@@ -180,7 +180,8 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "Rule",
         "Access rules sit on four scopes — the proxy, the target, the proxy credential and the target credential — "
         "and every scope must allow. Within a scope every matching rule counts: any matching `deny` denies, else any "
-        "matching `allow` allows, else the scope's `default_effect`. A rule matches when **all** the conditions it "
+        "matching `approve` holds the request for a person, else any matching `allow` allows, else the scope's "
+        "`default_effect`. A request is held only if no scope denies ([approvals](approvals.md)). A rule matches when **all** the conditions it "
         "sets match; a rule with no condition matches every request (a warning). Denied: 403 `access-denied` "
         "naming the scope and rule, nothing forwarded. Paths are matched in canonical form (unreserved escapes "
         "decoded, dot segments resolved, repeated slashes collapsed); an ambiguous path is refused with 400. A "
@@ -189,6 +190,15 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "name: small-pages-only\neffect: allow\nmethods: [GET]\npath: \"^/v1/customers$\"\n"
         "query: [{name: \"^limit$\", value: \"^[0-9]{1,2}$\"}]\n",
     ),
+    (
+        "Approval",
+        "Approval",
+        "How a request an `approve` rule matched waits for a person: at most `timeout` seconds (then 403 "
+        "`approval-timeout`), with an optional webhook told once. Decide with `rr approvals`, `rr approve ID`, "
+        "`rr deny ID`, or in mitmweb (resume approves, kill denies); see [approvals](approvals.md).",
+        "timeout: 300\nnotify: {url: https://hooks.example.com/rr}\n",
+    ),
+    ("Notify", "Approval webhook", "Where a held request is announced.", "url: https://hooks.example.com/rr\n"),
     ("Match", "Conditions", "The conditions of a rule, also used by a meter's `when`.", "methods: [POST]\npath: \"^/v1/chat/completions$\"\nbody: [{json_path: $.model, value: \"^gpt-4o-mini$\"}]\n"),
     (
         "PathSpec",
@@ -383,7 +393,11 @@ FIELDS: dict[str, str] = {
     "McpArgumentMatch.presence": "`absent`: the condition holds when no selected value matches.",
     "Match.ignore_case": "Make every regex of this rule case-insensitive (header names always are).",
     "Rule.name": "The rule's name, unique within its scope; named in denials, audit records and `rr explain`.",
-    "Rule.effect": "What a match does.",
+    "Rule.effect": "What a match does: `allow`, `deny`, or `approve`: hold the request until a person approves or denies it ([approvals](approvals.md)).",
+    "Rule.approval": "With `effect: approve`: how long the request waits and whom to notify.",
+    "Approval.timeout": "Seconds the request waits (1–3600); then 403 `approval-timeout`.",
+    "Approval.notify": "A webhook told once that a request is held (a JSON POST with a Slack-compatible `text`, the summary and the request id; never a secret).",
+    "Notify.url": "https, or plain http to a loopback address; 5 s timeout; a failure is logged and approves nothing.",
     "Rule.priority": "Order of reporting among matching rules (higher first); it never changes the outcome.",
     "Rule.description": "Free text for people; rr ignores it.",
     "PathSpec.prefix": "A path and everything below it, whole segments only: `/v1/charges` matches `/v1/charges` and `/v1/charges/ch_1`, not `/v1/chargesbacks`; end it with `/` for only what is below.",
@@ -538,4 +552,8 @@ CODES: dict[str, str] = {
     "response-too-large": "A response rr must read whole is larger than its buffer limit.",
     "upstream-timeout": "The upstream did not finish answering in time.",
     "internal-error": "A fault inside rr; nothing was forwarded (fail closed).",
+    "approval-timeout": "A request held by an `approve` rule was not approved within its `approval.timeout` ([approvals](approvals.md)).",
+    "approval-capacity": "This proxy already holds `rr_max_held_requests` requests for approval on this data plane.",
+    "approval-unavailable": "rr could not record the held request in the database, or stopped while it was held.",
+    "approval-withdrawn": "Never sent: the client closed its connection while its request was held (the audit record's status).",
 }

@@ -18,6 +18,10 @@ Choices the contract leaves open:
 - An empty pattern is refused (it matches everything: omit the field instead).
 - `mcp` reads the body as JSON-RPC 2.0 (rr_addon.core.mcp says what counts as
   a call and how batches are read).
+- `effect: approve` holds a matching request until a person decides
+  (docs/approvals.md); `approval` (timeout, optional notify webhook) goes with
+  it and only with it. `default_effect` stays allow | deny: a scope cannot hold
+  every request by default.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from rr_addon.config.base import HEADER_RE, Effect, Model, Name, _name, unique_names
+from rr_addon.config.base import HEADER_RE, Model, Name, _name, unique_names
 from rr_addon.config.paths_schema import PathMatch
 from rr_addon.config.regex import check_re2, re2_options  # noqa: F401  (re2_options: imported from here by core.rules)
 from rr_addon.core.jsonpaths import compile_path
 
 Presence = Literal["present", "absent"]
+RuleEffect = Literal["allow", "deny", "approve"]
+
+MAX_APPROVAL_TIMEOUT = 3600  # seconds: a held request keeps a client connection open
 
 
 def _check_json_path(text: str) -> str:
@@ -157,13 +164,45 @@ class Match(Model):
 
 
 
+class Notify(Model):
+    """Where a held request is announced: one JSON POST with a Slack-compatible `text`."""
+
+    url: str = Field(description="https, or plain http to a loopback address.", examples=["https://hooks.example.com/rr"])
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from rr_addon.identity import check_endpoint_url
+
+        return check_endpoint_url(value)
+
+
+class Approval(Model):
+    """How long a held request waits for a person, and whom to tell."""
+
+    timeout: int = Field(default=300, ge=1, le=MAX_APPROVAL_TIMEOUT, strict=True, description="Seconds; then 403 `approval-timeout`.")
+    notify: Notify | None = None
+
+
 class Rule(Match):
     name: Name
-    effect: Effect
+    effect: RuleEffect
     priority: int = Field(default=500, ge=0, le=1000, strict=True)
     description: str | None = None
+    approval: Approval | None = None
 
     _check_name = field_validator("name")(lambda cls, v: _name(v))
+
+    @model_validator(mode="after")
+    def _approval_goes_with_approve(self) -> Rule:
+        if self.approval is not None and self.effect != "approve":
+            raise ValueError(f"'approval' goes with effect: approve (this rule's effect is {self.effect})")
+        return self
+
+    @property
+    def hold(self) -> Approval:
+        """The approval settings of an approve rule (the defaults when it sets none)."""
+        return self.approval if self.approval is not None else Approval()
 
 
 # The type of a scope's `rules:` field: names are unique within one scope.

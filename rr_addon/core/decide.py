@@ -4,7 +4,11 @@ Two steps, so the glue can decide before reading a body when no rule needs it:
 - `admit`: authenticate the caller, map the host to a target of its proxy,
   canonicalise the path. Returns a deny Outcome or an `Admission`.
 - `authorize`: the access rules of the four scopes — proxy, target, proxy
-  credential, target credential — every one of which must allow.
+  credential, target credential — every one of which must allow. A scope whose
+  approve rule matched allows only with a person's consent: when no scope
+  denies (by a rule or by its default), no token narrowing and no body check
+  refuses, the request is held (a `Decision` with result "approve"; the glue
+  waits for the person, docs/approvals.md).
 `decide` runs both; `explain` runs the same code and keeps every rule's trace.
 """
 
@@ -26,7 +30,7 @@ from rr_addon.core import paths
 from rr_addon.core import tokens
 from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
 from rr_addon.core.responses import EMPTY, Pipeline
-from rr_addon.core.rules import RuleRequest, ScopeRules, ScopeTrace
+from rr_addon.core.rules import RuleRequest, ScopeResult, ScopeRules, ScopeTrace
 from rr_addon.core.validation import RequestBody, validate
 from rr_addon.core.snapshot import (
     PROXY,
@@ -38,7 +42,7 @@ from rr_addon.core.snapshot import (
     Target,
     TargetCredential,
 )
-from rr_addon.core.types import Decision, Identity, Outcome, RequestFacts, Route
+from rr_addon.core.types import Decision, Hold, Identity, Outcome, RequestFacts, Route
 
 DEFAULT_INSPECT_LIMIT = 1024 * 1024
 _CONTROL = re.compile(r"[\x00\r\n]")
@@ -92,7 +96,9 @@ class Admission:
         return any(s.needs_body for s in self.scopes)
 
     def outcome(self, decision: Decision) -> Outcome:
-        return Outcome(decision, self.identity, self.route, self.strip_headers, report_only=self.report_only and decision.code == "access-denied")
+        # report mode trials the access rules: their denials and holds are recorded, not enforced
+        trial = decision.code == "access-denied" or decision.held
+        return Outcome(decision, self.identity, self.route, self.strip_headers, report_only=self.report_only and trial)
 
 
 # ---------------------------------------------------------------------------- authentication
@@ -373,9 +379,12 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
     if isinstance(req, Decision):
         return admission.outcome(req), None
     would_deny = None
+    holds: list[tuple[str, ScopeResult]] = []
     for scope in admission.scopes:
         result = scope.evaluate(req)
-        if not result.allowed:
+        if result.held:
+            holds.append((scope.scope, result))  # a deny in a later scope still wins
+        elif not result.allowed:
             denied = admission.outcome(Decision.deny("access-denied", result.reason, scope=scope.scope, rule=result.rule))
             if not denied.report_only:
                 return denied, req
@@ -394,7 +403,38 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
         violation = validate(admission.pipeline.checks, RequestBody(facts.method, admission.path.path, ctype, None, facts.body or b""))
         if violation is not None:
             return admission.outcome(violation.decision()), req
-    return would_deny or admission.outcome(Decision.allow(reasons.ALLOWED)), req
+    if would_deny is not None:
+        return would_deny, req
+    if holds:
+        return admission.outcome(held(holds)), req
+    return admission.outcome(Decision.allow(reasons.ALLOWED)), req
+
+
+def held(holds: list[tuple[str, ScopeResult]]) -> Decision:
+    """The hold of the approve rules that matched: the first scope's rule is named; the
+    shortest timeout applies; every distinct notify URL is told."""
+    scope, first = holds[0]
+    timeout = min(r.approval.timeout for _, r in holds if r.approval is not None)
+    urls = tuple(dict.fromkeys(r.approval.notify.url for _, r in holds if r.approval is not None and r.approval.notify is not None))
+    assert first.rule is not None
+    return Decision.approve(reasons.HELD_FOR_APPROVAL, Hold(timeout, urls), scope=scope, rule=first.rule)
+
+
+def still_allowed(snap: Snapshot, admitted: Admission, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Decision | None:
+    """A held request was approved, but the configuration changed while it waited: the
+    refusal the current configuration gives it (its credential gone, inactive or expired,
+    its target unbound, a rule now denying), or None. A hold again is no refusal: a person
+    approved it. Claims are the ones verified when it arrived."""
+    proxy = snap.proxies.get(admitted.caller.proxy)
+    caller = proxy.callers.get(admitted.caller.name) if proxy is not None else None
+    if caller is None:
+        return Decision.deny("unauthenticated", reasons.UNKNOWN_CREDENTIAL)
+    if (problem := unusable(snap, caller, now)) is not None:
+        return Decision.deny("unauthenticated", problem)
+    again = admit_caller(snap, caller, admitted.identity, facts, admitted.strip_headers, admitted.token)
+    outcome = again if isinstance(again, Outcome) else authorize(again, facts, limits)[0]
+    d = outcome.decision
+    return None if d.allowed or d.held or outcome.report_only else d
 
 
 def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Outcome:

@@ -1,8 +1,8 @@
 """The access rules of one scope, compiled once and evaluated per request. No I/O.
 
 Semantics (docs/policy.md: rules): every rule whose fields all match is collected; any
-matching deny denies, else any matching allow allows, else the scope's
-`default_effect`. The rule reported is the highest-priority matching rule of
+matching deny denies, else any matching approve holds (docs/approvals.md), else
+any matching allow allows, else the scope's `default_effect`. The rule reported is the highest-priority matching rule of
 the deciding effect (ties: declaration order).
 
 Matching details the contract leaves open:
@@ -59,17 +59,19 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import re2
 
-from rr_addon.config.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
+from rr_addon.config.rules_schema import Approval, BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
 from rr_addon.core.bodies import JsonError, JsonNumber, dump_json
 from rr_addon.core.jsonpaths import JsonPath, compile_path, find
 from rr_addon.core import mcp
 
 ALLOW = "allow"
 DENY = "deny"
+APPROVE = "approve"
 
 # The fixed reasons of a scope's result; tests and audit readers rely on them.
 DENIED_BY_RULE = "denied by rule"
 ALLOWED_BY_RULE = "allowed by rule"
+HELD_BY_RULE = "held for approval by rule"
 DEFAULT_ALLOWS = "no rule matched; scope default allows"
 DEFAULT_DENIES = "no rule matched; scope default denies"
 
@@ -91,9 +93,14 @@ class RuleRequest:
 
 @dataclass(frozen=True, slots=True)
 class ScopeResult:
-    effect: str  # "allow" | "deny"
+    effect: str  # "allow" | "deny" | "approve"
     rule: str | None  # the deciding rule; None when the scope default decided
     reason: str
+    approval: Approval | None = None  # an approve rule's settings
+
+    @property
+    def held(self) -> bool:
+        return self.effect == APPROVE
 
     @property
     def allowed(self) -> bool:
@@ -437,7 +444,7 @@ class _Rule:
     name: str
     effect: str
     priority: int
-    rank: tuple[int, int, int]  # evaluation order: denies first, then priority, then declaration
+    rank: tuple[int, int, int]  # evaluation order: denies, then approves, then allows; then priority, then declaration
     methods: frozenset[str] | None
     path: int | None  # index into the scope's PatternSet
     path_absent: bool
@@ -516,19 +523,22 @@ class ScopeRules:
             if rule.path is not None:
                 path = path_index.setdefault(_flag(rule.path.re2(), rule.ignore_case), len(path_index))
             deny = rule.effect == DENY
+            kind = 0 if deny else 1 if rule.effect == APPROVE else 2
+            reason = DENIED_BY_RULE if deny else HELD_BY_RULE if kind == 1 else ALLOWED_BY_RULE
             compiled.append(
                 _Rule(
                     name=rule.name,
                     effect=rule.effect,
                     priority=rule.priority,
-                    rank=(0 if deny else 1, -rule.priority, order),
+                    rank=(kind, -rule.priority, order),
                     methods=frozenset(rule.methods) if rule.methods is not None else None,
                     path=path,
                     path_absent=rule.path is not None and rule.path.presence == "absent",
                     path_form=rule.path.describe() if rule.path is not None else None,
                     checks=compiler.checks(rule, any_reading),
-                    result=ScopeResult(rule.effect, rule.name, DENIED_BY_RULE if deny else ALLOWED_BY_RULE),
-                    mcp=mcp.compile_condition(rule.mcp, allow=not deny and not any_reading, ignore_case=rule.ignore_case) if rule.mcp else None,
+                    result=ScopeResult(rule.effect, rule.name, reason, rule.hold if kind == 1 else None),
+                    # an approve rule restricts, like a deny rule: it matches on any reading
+                    mcp=mcp.compile_condition(rule.mcp, allow=rule.effect == ALLOW and not any_reading, ignore_case=rule.ignore_case) if rule.mcp else None,
                 )
             )
         paths = PatternSet(list(path_index)) if path_index else None
@@ -551,7 +561,7 @@ class ScopeRules:
             if rule.path_absent and rule.path in hits:
                 continue
             if rule.rest_matches(ctx):
-                return rule.result  # denies come first, so the first match decides
+                return rule.result  # denies come first, then approves: the first match decides
         return self._default
 
     def explain(self, req: RuleRequest) -> ScopeTrace:

@@ -29,10 +29,23 @@ STATUS = {
     "response-too-large": 502,
     "upstream-timeout": 504,
     "internal-error": 500,
+    "approval-timeout": 403,  # held for approval; nobody decided in time
+    "approval-capacity": 429,  # too many requests of this proxy are held already
+    "approval-unavailable": 503,  # rr could not hold it (database unreachable) or stopped while it was held
+    "approval-withdrawn": 499,  # the client left while it was held: recorded, never answered (nginx's "client closed request")
 }
 
 ALLOW = "allow"
 DENY = "deny"
+HOLD = "approve"  # held until a person approves or denies it (docs/approvals.md)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What a held request waits for: at most `timeout` seconds; `notify`: webhook URLs to tell."""
+
+    timeout: int
+    notify: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,17 +90,22 @@ class Decision:
     `reason` is one of the fixed sentences in `rr_addon.core.reasons`; `scope`
     and `rule` name what decided (None when nothing specific did)."""
 
-    result: str  # "allow" | "deny"
+    result: str  # "allow" | "deny" | "approve" (held: never an answer itself, the glue waits for a person)
     status: int
     code: str | None = None
     scope: str | None = None
     rule: str | None = None
     reason: str = ""
     detail: str | None = None  # extra human-readable context (never a secret)
+    hold: Hold | None = None  # set when result is "approve"
 
     @property
     def allowed(self) -> bool:
         return self.result == ALLOW
+
+    @property
+    def held(self) -> bool:
+        return self.result == HOLD
 
     @classmethod
     def deny(
@@ -104,6 +122,12 @@ class Decision:
     @classmethod
     def allow(cls, reason: str, *, scope: str | None = None, rule: str | None = None) -> Decision:
         return cls(ALLOW, 200, None, scope, rule, reason)
+
+    @classmethod
+    def approve(cls, reason: str, hold: Hold, *, scope: str, rule: str) -> Decision:
+        """Held for a person. Its status is a refusal's, so a held decision answered by
+        mistake refuses (fail closed); the glue answers with the person's decision."""
+        return cls(HOLD, 403, None, scope, rule, reason, hold=hold)
 
 
 @dataclass(frozen=True, slots=True)

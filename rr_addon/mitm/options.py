@@ -108,6 +108,12 @@ def declare(loader: Loader) -> None:
         "inside the tunnel) then need a listener without it (docs/clients.md).",
     )
     loader.add_option(
+        "rr_max_held_requests",
+        int,
+        20,
+        "Most requests of one proxy this rr process holds for approval at once; more are answered 429 approval-capacity (0: no limit).",
+    )
+    loader.add_option(
         "rr_inspect_limit",
         int,
         1024 * 1024,

@@ -46,7 +46,7 @@ def blank_meta(snap: Snapshot | None) -> dict:
 def record(flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot) -> None:
     """The decision, as viewers and the audit record see it."""
     d = outcome.decision
-    result = d.result if d.allowed or not outcome.report_only else "would-deny"
+    result = d.result if d.allowed or not outcome.report_only else "would-hold" if d.held else "would-deny"
     ident, route = outcome.identity, outcome.route
     state = flowstate.peek(flow)
     flow.metadata["rr"] = {
@@ -65,6 +65,7 @@ def record(flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot) -> None:
         "config_version": snap.version,
         **((state.verification if state is not None else None) or {}),
         **((state.mcp if state is not None else None) or {}),
+        **({"approval": state.approval} if state is not None and state.approval is not None else {}),
     }
     webview.show(flow)
 
@@ -145,6 +146,7 @@ def finish(rr: Any, flow: http.HTTPFlow) -> None:
             token=meta.get("token"),
             mcp_method=meta.get("mcp_method"),
             mcp_tool=meta.get("mcp_tool"),
+            approval=meta.get("approval"),
         )
     )
     state.audited = True

@@ -78,6 +78,11 @@ async def requestheaders(rr: Any, flow: http.HTTPFlow) -> None:
         return
     verdict = await rr.gate.authorize(snap, admitted)
     state.decision_seconds = verdict.seconds
+    if verdict.outcome.decision.held and not verdict.outcome.report_only:
+        # held in `request`, once the whole body is in: the person approves what goes out
+        wire.read_whole(flow, rr.gate.limits.inspect_bytes, reasons.HELD_OVER_INSPECTION_LIMIT)
+        state.pending = admitted
+        return
     conclude(rr, flow, verdict, snap)
     if flow.response is None and exchange.streams_request(flow):
         flow.request.stream = exchange.ByteCounter()
@@ -98,7 +103,8 @@ async def request(rr: Any, flow: http.HTTPFlow) -> None:
         conclude(rr, flow, Verdict(changed(pending.admission), pending.admission), snap)
         return
     state.seen.seal_body(flow.request.data)
-    verdict = await rr.gate.authorize(snap, pending, request_body(flow, rr.gate.limits.inspect_bytes, pending.admission.over_limit_reason))
+    body = request_body(flow, rr.gate.limits.inspect_bytes, pending.admission.over_limit_reason)
+    verdict = await rr.gate.authorize(snap, pending, body, hold=lambda outcome, admission, facts: rr.approvals.hold_flow(rr, flow, outcome, admission, facts, snap))
     state.decision_seconds = verdict.seconds
     conclude(rr, flow, verdict, snap)
     if flow.response is None:

@@ -34,7 +34,7 @@ def responseheaders(rr: Any, flow: http.HTTPFlow) -> None:
     if "rr" not in flow.metadata or flow.response is None:
         return
     resp = flow.response
-    if flow.metadata["rr"]["result"] in ("allow", "would-deny"):
+    if flow.metadata["rr"]["result"] in ("allow", "would-deny", "would-hold"):
         state = flowstate.of(flow)
         exchange.watch(flow).answered()
         injection = wire.attached(flow.request)

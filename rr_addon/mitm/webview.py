@@ -25,7 +25,7 @@ from mitmproxy import contentviews, http
 
 from rr_addon.core.terminal import printable
 
-MARKERS = {"deny": ":heavy_multiplication_x:", "error": ":heavy_multiplication_x:", "would-deny": ":warning:"}
+MARKERS = {"deny": ":heavy_multiplication_x:", "error": ":heavy_multiplication_x:", "would-deny": ":warning:", "would-hold": ":warning:"}
 
 
 def caller(meta: dict) -> str:
@@ -51,6 +51,9 @@ def comment(meta: dict) -> str:
     parts = [head, who]
     if result != "allow":
         parts.append(where(meta))
+    approval = meta.get("approval")
+    if approval:  # a request that was held: how the hold ended, and who ended it
+        parts.append(approval["state"] + (f" by {approval['by']}" if approval.get("by") else ""))
     if meta.get("filtered"):
         parts.append("filtered")
     redactions = sum((meta.get("redactions") or {}).values())

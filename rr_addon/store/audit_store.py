@@ -386,7 +386,7 @@ def import_jsonl(engine: Engine, path: Path, *, batch_size: int = 1000) -> tuple
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-RESULTS = ("allow", "deny", "would-deny", "error")
+RESULTS = ("allow", "deny", "would-deny", "would-hold", "error")
 
 
 def parse_duration(text: str) -> timedelta:

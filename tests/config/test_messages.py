@@ -53,7 +53,7 @@ CASES = [
     (
         "rule-field-typo",
         "proxies: [{name: p, rules: [{name: r, effect: deny, method: [GET]}]}]\n",
-        ["F:1: proxies[p].rules[r].method: unknown field 'method'; did you mean 'methods'? Valid fields: name, methods, path, headers, query, body, claims, mcp, ignore_case, effect, priority, description"],
+        ["F:1: proxies[p].rules[r].method: unknown field 'method'; did you mean 'methods'? Valid fields: name, methods, path, headers, query, body, claims, mcp, ignore_case, effect, priority, description, approval"],
     ),
     (
         "mcp-empty",

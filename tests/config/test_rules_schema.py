@@ -95,7 +95,7 @@ INVALID = [
     ("priority-too-high", {"priority": 1001}, ("priority",), "Input should be less than or equal to 1000"),
     ("priority-negative", {"priority": -1}, ("priority",), "Input should be greater than or equal to 0"),
     ("priority-string", {"priority": "900"}, ("priority",), "Input should be a valid integer"),
-    ("effect-unknown", {"effect": "maybe"}, ("effect",), "Input should be 'allow' or 'deny'"),
+    ("effect-unknown", {"effect": "maybe"}, ("effect",), "Input should be 'allow', 'deny' or 'approve'"),
     (
         "name-invalid",
         {"name": "no deletes"},
@@ -103,6 +103,14 @@ INVALID = [
         "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
     ),
     ("unknown-field", {"paths": "^/"}, ("paths",), "Extra inputs are not permitted"),
+    ("approval-without-approve", {"approval": {"timeout": 5}}, (), "'approval' goes with effect: approve (this rule's effect is deny)"),
+    ("approval-timeout-zero", {"effect": "approve", "approval": {"timeout": 0}}, ("approval", "timeout"), "Input should be greater than or equal to 1"),
+    ("approval-timeout-too-long", {"effect": "approve", "approval": {"timeout": 3601}}, ("approval", "timeout"), "Input should be less than or equal to 3600"),
+    ("approval-timeout-string", {"effect": "approve", "approval": {"timeout": "5m"}}, ("approval", "timeout"), "Input should be a valid integer"),
+    ("approval-notify-plain-http", {"effect": "approve", "approval": {"notify": {"url": "http://hooks.example.com/x"}}}, ("approval", "notify", "url"),
+     "'http://hooks.example.com/x': plain http is only allowed to a loopback address; use https"),
+    ("approval-notify-credentials", {"effect": "approve", "approval": {"notify": {"url": "https://u:pw@hooks.example.com/x"}}}, ("approval", "notify", "url"),
+     "'https://***@hooks.example.com/x': credentials do not belong in the URL"),
     ("flags-not-a-field", {"flags": "i"}, ("flags",), "Extra inputs are not permitted"),
 ]
 
@@ -207,3 +215,8 @@ def test_duplicate_names_through_the_loader(tmp_path, monkeypatch):
     with pytest.raises(load.ConfigErrors) as info:
         load.parse_document("rules.yaml", data, lines)
     assert [str(e) for e in info.value.errors] == ["rules.yaml:4: proxies[p].rules: duplicate rule name 'a'"]
+
+
+def test_approve_rules_default_their_approval():
+    rule = Rule.model_validate({"name": "r", "effect": "approve"})
+    assert rule.hold.timeout == 300 and rule.hold.notify is None

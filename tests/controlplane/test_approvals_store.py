@@ -1,0 +1,72 @@
+"""The pending-approval rows (rr_addon.store.approvals) on SQLite and PostgreSQL: the
+first decision wins, a late one is told what happened, expired rows are neither
+listed nor decidable."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import update
+
+from rr_addon.store import approvals
+from rr_addon.store.db import make_engine, migrate
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'rr.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def row(request_id: str, **over) -> dict:
+    base = {
+        "request_id": request_id, "dataplane": "dp-1", "proxy": "agent", "credential": "bot", "target": "api",
+        "target_credential": "live", "method": "POST", "url": "https://api.example.com/v1/refunds", "scope": "target",
+        "rule": "refunds-need-a-human", "body_preview": '{"amount":1}',
+    }
+    return {**base, **over}
+
+
+def test_listed_then_approved_once(engine):
+    approvals.record(engine, row("r1"), 60)
+    approvals.record(engine, row("r2", proxy="other"), 60)
+    listed = approvals.listing(engine)
+    assert [r["request_id"] for r in listed] == ["r1", "r2"]
+    assert listed[0]["rule"] == "refunds-need-a-human" and listed[0]["expires_in_seconds"] in (59, 60)
+    assert approvals.decisions(engine, ["r1", "r2"]) == {}
+    applied, closed = approvals.decide(engine, "r1", approvals.APPROVED, "alice", "ticket 7")
+    assert applied and closed.state == "approved" and closed.by == "alice"
+    assert approvals.decisions(engine, ["r1", "r2"])["r1"].note == "ticket 7"
+    # the first decision wins: a later deny, or the data plane timing it out, gets the approval back
+    applied, closed = approvals.decide(engine, "r1", approvals.DENIED, "mallory", None)
+    assert not applied and (closed.state, closed.by) == ("approved", "alice")
+    assert approvals.close(engine, "r1", approvals.TIMED_OUT).state == "approved"
+    assert [r["request_id"] for r in approvals.listing(engine)] == ["r2"]
+
+
+def test_the_data_plane_closing_first_wins(engine):
+    approvals.record(engine, row("r3"), 60)
+    assert approvals.close(engine, "r3", approvals.WITHDRAWN, None, "the client closed the connection").state == "withdrawn"
+    applied, closed = approvals.decide(engine, "r3", approvals.APPROVED, "alice", None)
+    assert not applied and closed.state == "withdrawn"
+
+
+def test_expired_rows_are_neither_listed_nor_decided(engine):
+    approvals.record(engine, row("r4"), 60)
+    with engine.begin() as conn:
+        conn.execute(update(approvals.TABLE).values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    assert approvals.listing(engine) == []
+    applied, closed = approvals.decide(engine, "r4", approvals.APPROVED, "alice", None)
+    assert not applied and closed.state == "timed-out"
+
+
+def test_unknown_and_abandoned(engine):
+    assert approvals.decide(engine, "nope", approvals.APPROVED, "alice", None) == (False, None)
+    approvals.record(engine, row("r5"), 60)
+    approvals.abandon(engine, ["r5"], "rr stopped")
+    assert approvals.listing(engine) == []
+    assert approvals.decisions(engine, ["r5"])["r5"].state == "abandoned"

@@ -11,7 +11,8 @@ from typing import Mapping, Sequence
 
 from sqlalchemy.engine import Engine
 
-from rr_addon.config import schema, validate
+from rr_addon.config import validate
+from rr_addon.policy import schema
 from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.crypto import Keyring

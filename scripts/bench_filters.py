@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 from jsonpath_ng.ext import parse as jsonpath_ng_parse
 
-from rr_addon.core.bodies import decode_content, dump_json, parse_json
-from rr_addon.core.filters import apply_filters, compile_filter
-from rr_addon.core.redact import BUILTIN, DETECTOR_NAMES, MASK, Redactor
+from rr_addon.policy.bodies import decode_content, dump_json, parse_json
+from rr_addon.policy.filters import apply_filters, compile_filter
+from rr_addon.policy.redact import BUILTIN, DETECTOR_NAMES, MASK, Redactor
 
 
 def make_document(users: int, pii: bool) -> dict:

@@ -3,7 +3,7 @@ seconds and then dropped; an unreadable or empty file keeps the last good value.
 
 from __future__ import annotations
 
-from rr_addon.config import schema
+from rr_addon.policy import schema
 from rr_addon.core.snapshot import compile_snapshot
 from rr_addon.rotation import GRACE, WATCHED, SecretWatcher
 

@@ -103,7 +103,7 @@ def test_hmac_jwt_verify_is_stored_encrypted_and_round_trips(home):
     assert version() == 1
     # what a data plane loads
     snap = config_store.load_snapshot(make_engine(), Keyring(master_keys(home)))
-    assert snap.identity_secrets[("agents", "hs")] == HMAC
+    assert {(v.proxy, v.name): v.secret for v in snap.verifiers}[("agents", "hs")] == HMAC
 
 
 def test_a_new_hmac_credential_without_its_key_is_refused(home):
@@ -159,7 +159,7 @@ def test_a_row_that_does_not_load_is_named_and_repaired_by_apply(home, table, na
     assert r.exit_code == 0 and "configuration version 2" in r.output, r.output
     assert rr("export").exit_code == 0
     snap = config_store.load_snapshot(make_engine(), Keyring(master_keys(home)))
-    assert snap.identity_secrets[("agents", "hs")] == HMAC and snap.targets["api"].credentials["static"].kind == "bearer"
+    assert {(v.proxy, v.name): v.secret for v in snap.verifiers}[("agents", "hs")] == HMAC and snap.targets["api"].credentials["static"].kind == "bearer"
 
 
 def test_a_broken_row_no_longer_wanted_is_deleted(home):

@@ -18,7 +18,7 @@ from rr_addon.config.load import ConfigErrors
 from rr_addon.core.terminal import printable
 from rr_addon.crypto import Keyring, MasterKeyError, create_key_file, master_keys
 from rr_addon.store import config_store
-from rr_addon.store.db import DatabaseError, check_schema, make_engine, migrate
+from rr_addon.store.db import DatabaseError, check_schema, make_engine, migrate, redacted_url
 
 app = typer.Typer(
     name="rr",
@@ -91,7 +91,7 @@ def init() -> None:
         fresh = config_store.initialise(engine, keyring)
     except (DatabaseError, MasterKeyError) as e:
         raise die(str(e)) from None
-    url = settings.redacted_url(str(engine.url))
+    url = redacted_url(str(engine.url))
     console.print(f"database: {url} schema {after}" + (" (migrated)" if before != after else ""))
     if not fresh:
         console.print("configuration state: exists (unchanged)")

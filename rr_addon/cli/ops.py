@@ -22,11 +22,10 @@ from rich.text import Text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from rr_addon import settings
 from rr_addon.core.terminal import printable
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.cli.consoles import Output
-from rr_addon.store.db import DatabaseError, check_schema, make_engine
+from rr_addon.store.db import DatabaseError, check_schema, make_engine, redacted_url
 
 
 def _console(stderr: bool = False) -> Console:
@@ -332,7 +331,7 @@ def status(
         except LookupError:
             current = None
         planes = dataplanes.list_planes(engine, stale_after=stale_after)
-        database = settings.redacted_url(str(engine.url))
+        database = redacted_url(str(engine.url))
     if json_out:
         print(json.dumps({"config_version": current, "database": database, "dataplanes": [p.as_json() for p in planes]}, indent=2))
         return

@@ -20,7 +20,7 @@ from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from rr_addon.config import credential_base, paths_schema, rules_schema, schema
+from rr_addon.policy import credential_base, paths_schema, rules_schema, schema
 from rr_addon.config.messages import _strip, _union_members
 from rr_addon.config.reference_text import CODES, FIELDS, INTRO, OBJECTS
 from rr_addon.core.types import STATUS

@@ -38,10 +38,10 @@ from datetime import tzinfo
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from rr_addon.core.bodies import BodyError, parse_json
-from rr_addon.core.jsonpaths import compile_matcher, compile_path, find
+from rr_addon.policy.bodies import BodyError, parse_json
+from rr_addon.policy.jsonpaths import compile_matcher, compile_path, find
 from rr_addon.core.sse import EventParser
-from rr_addon.core.windows import KINDS, UTC, Window, WindowCache, zone
+from rr_addon.policy.windows import KINDS, UTC, Window, WindowCache, zone
 
 PROXY_WIDE = "-"  # the subject of per: proxy meters (a name cannot start with '-')
 

@@ -71,3 +71,28 @@ BODY_JSON_KEYS_DIFFER_IN_CASE = "request body JSON repeats a key in an object, d
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"
 FORM_OVER_INSPECTION_LIMIT = "request form body larger than the inspection limit (rr reads every form body for a _method override)"
+
+# Token verification (rr_addon.identity): a refused token is 401 with one of these.
+EXPIRED = "token expired"
+NOT_YET_VALID = "token not yet valid"
+BAD_SIGNATURE = "token signature invalid"
+WRONG_ISSUER = "token issuer not accepted"
+WRONG_AUDIENCE = "token audience not accepted"
+UNKNOWN_KID = "token signing key unknown"
+ALGORITHM_NOT_ALLOWED = "token algorithm not allowed"
+MALFORMED_TOKEN = "malformed token"
+CLAIM_MISSING = "required claim missing"
+CLAIM_INVALID = "required claim invalid"
+KEYS_UNAVAILABLE = "signing keys unavailable"
+WRONG_TOKEN_TYPE = "token type not accepted"
+INACTIVE = "token inactive"
+INTROSPECTION_UNAVAILABLE = "introspection endpoint unavailable"
+INTROSPECTION_BUSY = "too many token introspections in flight"
+INSUFFICIENT_SCOPE = "token scope insufficient"
+NO_MATCHING_CREDENTIAL = "token matches no credential"
+AMBIGUOUS_MATCH = "token matches more than one credential"
+
+# Upstream token source (the glue answers these with 502 upstream-credential-error).
+TOKEN_ENDPOINT_UNAVAILABLE = "token endpoint unavailable"
+TOKEN_ENDPOINT_REFUSED = "token endpoint refused the client"
+TOKEN_RESPONSE_INVALID = "token endpoint response invalid"

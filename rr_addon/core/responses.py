@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
-from rr_addon.core.filters import Filter, apply_filters
-from rr_addon.core.redact import Redactor, scrub_document
+from rr_addon.policy.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
+from rr_addon.policy.filters import Filter, apply_filters
+from rr_addon.policy.redact import Redactor, scrub_document
 from rr_addon.core.reasons import RESPONSE_BODY_UNSCRUBBABLE
-from rr_addon.core.scrub import scrub_bytes
+from rr_addon.policy.scrub import scrub_bytes
 from rr_addon.core.types import Decision
-from rr_addon.core.validation import Check
+from rr_addon.policy.validation import Check
 
 BODY_NOT_JSON = "response body is not JSON, and filters apply"
 BODY_NOT_DECODABLE = "response body cannot be decoded, and filters or redaction apply"

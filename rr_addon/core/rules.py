@@ -7,12 +7,12 @@ the deciding effect (ties: declaration order).
 
 Matching details the contract leaves open:
 - Methods compare upper-cased on both sides; paths are canonical
-  (`rr_addon.core.paths`); header names arrive lower-case.
+  (`rr_addon.policy.paths`); header names arrive lower-case.
 - Body and claim values are matched in their string form: strings as they
   are; numbers, booleans and null in JSON spelling (`5`, `true`, `null`; a
   body number with a fraction or exponent as the body writes it: `1.50`);
   objects and arrays as compact JSON.
-- `json_path` is rr's one JSONPath dialect (`rr_addon.core.jsonpaths`, the
+- `json_path` is rr's one JSONPath dialect (`rr_addon.policy.jsonpaths`, the
   walker filters and meters use), compiled when the configuration loads;
   filter comparisons are exact (the body's numbers are Decimals) and `=~` is RE2. A node (or claim) whose value
   is an array matches when any element matches. A form body is seen by
@@ -38,7 +38,7 @@ Matching details the contract leaves open:
 Cost (this runs on every request, for up to hundreds of rules): all path
 patterns of a scope are searched in one RE2::Set pass (every path form —
 prefix, glob, full-match regex, search pattern — is one RE2 pattern there:
-rr_addon.config.paths_schema), and a request only
+rr_addon.policy.paths_schema), and a request only
 considers rules whose path matched (or that have no path, or an `absent` one),
 pre-selected by method. Every other pattern is grouped with the patterns of
 other rules on the same subject (one header, one JSON path, the header names,
@@ -56,9 +56,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import re2
 
-from rr_addon.config.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
-from rr_addon.core.bodies import JsonError, JsonNumber, dump_json
-from rr_addon.core.jsonpaths import JsonPath, compile_path, find
+from rr_addon.policy.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
+from rr_addon.policy.bodies import JsonError, JsonNumber, dump_json
+from rr_addon.policy.jsonpaths import JsonPath, compile_path, find
 
 ALLOW = "allow"
 DENY = "deny"

@@ -187,7 +187,7 @@ def _ttl(expires_in: Any, default: float) -> float:
 
 def build(cred: Any, *, client_secret: str, http: Http, shared: Shared | None = None) -> ClientCredentialsToken:
     """The token source of an `oauth2_client_credentials` target credential
-    (rr_addon.config.identity_schema.OAuth2ClientCredentials), shared across
+    (rr_addon.policy.identity_schema.OAuth2ClientCredentials), shared across
     reloads so a new configuration keeps the current token."""
 
     def make() -> ClientCredentialsToken:

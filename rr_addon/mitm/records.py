@@ -13,7 +13,7 @@ from rr_addon import audit, metrics
 from rr_addon.core import reasons
 from rr_addon.core.meters import UNCOUNTED
 from rr_addon.core.recode import Recoder
-from rr_addon.core.scrub import StreamScrubber
+from rr_addon.policy.scrub import StreamScrubber
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.mitm import flows, flowstate, webview, wire

@@ -17,11 +17,11 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from rr_addon.core import reasons
-from rr_addon.core.bodies import BodyError, DecodedTooLarge, decodable, decode_content, media_type
+from rr_addon.policy.bodies import BodyError, DecodedTooLarge, decodable, decode_content, media_type
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
 from rr_addon.core.recode import Recoder, recodable
 from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
-from rr_addon.core.scrub import StreamScrubber, scrub_bytes
+from rr_addon.policy.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.types import Decision
 from rr_addon.mitm import exchange, flows, flowstate, records, webview, wire
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from rr_addon.core import paths, reasons
+from rr_addon.core import reasons
+from rr_addon.policy import paths
 from rr_addon.core.decide import Limits, admit, decide
 from rr_addon.core.rules import DEFAULT_DENIES, DENIED_BY_RULE
 from rr_addon.core.types import Decision, RequestFacts

@@ -3,8 +3,8 @@ from decimal import Decimal
 
 import pytest
 
-from rr_addon.config.meters_schema import MeterSpec
-from rr_addon.core.bodies import parse_json
+from rr_addon.policy.meters_schema import MeterSpec
+from rr_addon.policy.bodies import parse_json
 from rr_addon.core.meters import (
     BACKEND_ALLOW,
     BACKEND_DENY,

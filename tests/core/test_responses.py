@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from rr_addon.config.filters_schema import RedactEntry
-from rr_addon.core.filters import compile_filter
-from rr_addon.core.redact import compile_redactor
+from rr_addon.policy.filters_schema import RedactEntry
+from rr_addon.policy.filters import compile_filter
+from rr_addon.policy.redact import compile_redactor
 from rr_addon.core.reasons import RESPONSE_BODY_UNSCRUBBABLE
 from rr_addon.core.responses import BODY_NOT_DECODABLE, BODY_NOT_JSON, BODY_TOO_LARGE, EMPTY, BodyCollector, Pipeline, process_response
-from rr_addon.core.scrub import replacement_pairs
+from rr_addon.policy.scrub import replacement_pairs
 
 MASK = compile_redactor([RedactEntry(detectors=["email"])], key=b"k", direction="response")
 FILTER = Pipeline(filters=(compile_filter(destroy_paths=["$.secret"]),))

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rr_addon.config.rules_schema import Match, Rule
+from rr_addon.policy.rules_schema import Match, Rule
 from rr_addon.core import rules as rules_module
 from rr_addon.core.rules import (
     ALLOWED_BY_RULE,

@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import re2
 
-from rr_addon.core.bodies import MAX_DEPTH, JsonTooDeep
-from rr_addon.core.scrub import scrub_text
+from rr_addon.policy.bodies import MAX_DEPTH, JsonTooDeep
+from rr_addon.policy.scrub import scrub_text
 
 MASK = "mask"
 HASH = "hash"
@@ -550,7 +550,7 @@ def compile_redactor(entries: Iterable[Any], *, key: bytes, direction: str) -> R
 
 
 def scrub_document(doc: Any, pairs: tuple[tuple[bytes, bytes], ...]) -> tuple[Any, int]:
-    """Replace known secrets (pairs from `rr_addon.core.scrub.replacement_pairs`)
+    """Replace known secrets (pairs from `rr_addon.policy.scrub.replacement_pairs`)
     in every string and key of `doc`. Complements `scrub_bytes` on the raw body:
     after parsing, a secret the upstream wrote with JSON escapes (`\\u0073k_...`,
     `\\/`) is plain text again. Returns the document and how many strings changed."""

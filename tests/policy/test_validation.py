@@ -3,10 +3,10 @@ import gzip
 import pytest
 from pydantic import ValidationError
 
-from rr_addon.config.filters_schema import ValidateEntry
-from rr_addon.core import validation as v
+from rr_addon.policy.filters_schema import ValidateEntry
+from rr_addon.policy import validation as v
 from rr_addon.core.types import STATUS
-from rr_addon.core.validation import RequestBody, Violation, compile_checks, compile_schema, validate
+from rr_addon.policy.validation import RequestBody, Violation, compile_checks, compile_schema, validate
 
 JSON = "application/json"
 CHARGE_SCHEMA = {
@@ -106,10 +106,12 @@ def test_values_stay_out_of_the_detail():
 
 
 def test_violation_maps_to_a_decision():
-    d = Violation("payload-too-large", v.BODY_TOO_LARGE, "9 bytes").decision(scope="proxy")
+    from rr_addon.core.decide import violation_decision
+
+    d = violation_decision(Violation("payload-too-large", v.BODY_TOO_LARGE, "9 bytes"), scope="proxy")
     assert (d.allowed, d.status, d.code, d.reason, d.detail, d.scope) == (False, 413, "payload-too-large", v.BODY_TOO_LARGE, "9 bytes", "proxy")
     for code in ("payload-too-large", "unsupported-media-type", "invalid-request"):
-        assert Violation(code, "r").decision().status == STATUS[code]
+        assert violation_decision(Violation(code, "r")).status == STATUS[code]
 
 
 def test_no_checks():

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from rr_addon.core import paths
-from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
+from rr_addon.policy import paths
+from rr_addon.policy.paths import CanonicalPath, PathError, canonicalize
 
 # Bypass attempts and ordinary paths: each with its canonical path or the refusal.
 CORPUS = [

@@ -27,7 +27,7 @@ import re2
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from rr_addon.core.bodies import (
+from rr_addon.policy.bodies import (
     BodyError,
     CorruptEncoding,
     DecodedTooLarge,
@@ -39,7 +39,6 @@ from rr_addon.core.bodies import (
     media_type,
     parse_json,
 )
-from rr_addon.core.types import Decision
 
 # Fixed reasons (tests and audit readers rely on these sentences).
 BODY_TOO_LARGE = "request body exceeds the size limit"  # 413 payload-too-large
@@ -70,10 +69,7 @@ class RequestBody:
 class Violation:
     code: str  # rr error code: payload-too-large | unsupported-media-type | invalid-request
     reason: str  # one of the constants above
-    detail: str | None = None
-
-    def decision(self, scope: str | None = None) -> Decision:
-        return Decision.deny(self.code, self.reason, scope=scope, detail=self.detail)
+    detail: str | None = None  # (rr_addon.core.decide.violation_decision makes it a Decision)
 
 
 def compile_re2(pattern: str) -> re2._Regexp:
@@ -151,7 +147,7 @@ class Check:
 
 
 def compile_check(entry: Any) -> Check:
-    """From a `validate:` entry (rr_addon.config.filters_schema.ValidateEntry)."""
+    """From a `validate:` entry (rr_addon.policy.filters_schema.ValidateEntry)."""
     return Check(
         methods=frozenset(m.upper() for m in entry.methods) if entry.methods else None,
         path=compile_re2(entry.path.re2()) if entry.path else None,

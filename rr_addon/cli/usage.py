@@ -10,6 +10,9 @@ from typing import Optional
 
 import typer
 
+from rr_addon.cli import render
+from rr_addon.cli.common import console, die, load_snapshot, open_store
+
 from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
@@ -69,10 +72,8 @@ def usage(
     """Every meter and usage counter of the current windows."""
     if ctx.invoked_subcommand is not None:
         return
-    from rr_addon.cli import _load_snapshot, _store, console, render
-
-    engine, keyring = _store()
-    snap = _load_snapshot(engine, keyring)
+    engine, keyring = open_store()
+    snap = load_snapshot(engine, keyring)
     now = time.time()
     counts = asyncio.run(_read(_backend(engine)))
     rows = usage_rows(snap, counts, now, proxy, credential)
@@ -91,10 +92,8 @@ def reset(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
 ) -> None:
     """Reset counters (all windows). Running proxies see it within a second."""
-    from rr_addon.cli import _load_snapshot, _store, console, die
-
-    engine, keyring = _store()
-    snap = _load_snapshot(engine, keyring)
+    engine, keyring = open_store()
+    snap = load_snapshot(engine, keyring)
     p = snap.proxies.get(proxy)
     if p is None:
         raise die(f"no proxy {proxy!r}")

@@ -22,7 +22,6 @@ from rr_addon.core.addresses import names_other_host, sni_names_other_host
 from rr_addon.policy.bodies import JsonNumber, reject_constant
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented, parse_value
 from rr_addon.core.digests import basic_digest, same, token_digest
-from rr_addon.policy import paths
 from rr_addon.core import tokens
 from rr_addon.policy.paths import CanonicalPath, PathError, canonicalize
 from rr_addon.core.responses import EMPTY, Pipeline
@@ -220,7 +219,7 @@ def admit_caller(
     try:
         path = canonicalize(facts.path, encoded_slashes=target.allow_encoded_slashes)
     except PathError as e:
-        hint = reasons.ENCODED_SLASH_HINT if e.reason == paths.ENCODED_SEPARATOR and "%2f" in facts.path.lower() else None
+        hint = reasons.ENCODED_SLASH_HINT if e.reason == reasons.PATH_ENCODED_SEPARATOR and "%2f" in facts.path.lower() else None
         return Outcome(Decision.deny("invalid-request", e.reason, detail=hint), identity, Route(target.name, cred_name), strip)
     wrong_host = other_host(facts)
     if wrong_host is not None:

@@ -96,3 +96,42 @@ AMBIGUOUS_MATCH = "token matches more than one credential"
 TOKEN_ENDPOINT_UNAVAILABLE = "token endpoint unavailable"
 TOKEN_ENDPOINT_REFUSED = "token endpoint refused the client"
 TOKEN_RESPONSE_INVALID = "token endpoint response invalid"
+
+# policy/paths.py
+PATH_NOT_ABSOLUTE = "path does not start with '/'"
+PATH_INVALID_ESCAPE = "invalid percent-escape in path"
+PATH_ENCODED_SEPARATOR = "encoded '/' or '\\' in path"
+PATH_ENCODED_SLASH_DOT_SEGMENT = "dot segment between encoded slashes in path"
+PATH_BACKSLASH = "backslash in path"
+PATH_ENCODED_DOT_SEGMENT = "percent-encoded dot segment in path"
+PATH_DOT_SEGMENT_PARAMETERS = "dot segment with parameters in path"
+PATH_DOUBLE_ENCODING = "double percent-encoding in path"
+PATH_CONTROL_CHARACTER = "NUL or control character in path"
+PATH_FRAGMENT = "'#' in path"
+PATH_INVALID_UTF8 = "path is not valid UTF-8"
+PATH_ABOVE_ROOT = "path climbs above the root"
+
+# policy/validation.py
+VALIDATION_BODY_TOO_LARGE = "request body exceeds the size limit"  # 413 payload-too-large
+VALIDATION_CONTENT_TYPE_NOT_ALLOWED = "request content type not allowed"  # 415 unsupported-media-type
+VALIDATION_ENCODING_NOT_SUPPORTED = "request content encoding not supported"  # 415
+VALIDATION_JSON_REQUIRED = "request body must be JSON"  # 415: a schema applies, the body is something else
+VALIDATION_BODY_NOT_JSON = "request body is not valid JSON"  # 400 invalid-request
+VALIDATION_SCHEMA_MISMATCH = "request body does not match the JSON schema"  # 400
+
+# core/meters.py
+QUOTA_EXCEEDED = "meter limit reached"
+METER_BACKEND_DENY = "counters unavailable; the meter denies on backend error"
+METER_BACKEND_ALLOW = "counters unavailable; the meter allows on backend error"
+METER_UNCOUNTED = "counters unavailable; allowed without counting"
+
+# core/responses.py
+RESPONSE_NOT_JSON = "response body is not JSON, and filters apply"
+RESPONSE_NOT_DECODABLE = "response body cannot be decoded, and filters or redaction apply"
+RESPONSE_TOO_LARGE = "response body larger than the buffer limit, and filters or redaction apply"
+
+# core/rules.py
+DENIED_BY_RULE = "denied by rule"
+ALLOWED_BY_RULE = "allowed by rule"
+DEFAULT_ALLOWS = "no rule matched; scope default allows"
+DEFAULT_DENIES = "no rule matched; scope default denies"

@@ -59,15 +59,12 @@ import re2
 from rr_addon.policy.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
 from rr_addon.policy.bodies import JsonError, JsonNumber, dump_json
 from rr_addon.policy.jsonpaths import JsonPath, compile_path, find
+from rr_addon.core import reasons
 
 ALLOW = "allow"
 DENY = "deny"
 
 # The fixed reasons of a scope's result; tests and audit readers rely on them.
-DENIED_BY_RULE = "denied by rule"
-ALLOWED_BY_RULE = "allowed by rule"
-DEFAULT_ALLOWS = "no rule matched; scope default allows"
-DEFAULT_DENIES = "no rule matched; scope default denies"
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,9 +470,9 @@ class ScopeRules:
         self._by_method = {m: tuple(r for r in others if r.methods is None or m in r.methods) for m in methods}
         self._any_method = tuple(r for r in others if r.methods is None)
         if default_effect == ALLOW:
-            self._default = ScopeResult(ALLOW, None, DEFAULT_ALLOWS)
+            self._default = ScopeResult(ALLOW, None, reasons.DEFAULT_ALLOWS)
         else:
-            self._default = ScopeResult(DENY, None, DEFAULT_DENIES)
+            self._default = ScopeResult(DENY, None, reasons.DEFAULT_DENIES)
 
     @classmethod
     def compile(cls, scope: str, rules: Sequence[Rule], default_effect: str, *, any_reading: bool = False) -> ScopeRules:
@@ -506,7 +503,7 @@ class ScopeRules:
                     path_absent=rule.path is not None and rule.path.presence == "absent",
                     path_form=rule.path.describe() if rule.path is not None else None,
                     checks=compiler.checks(rule, any_reading),
-                    result=ScopeResult(rule.effect, rule.name, DENIED_BY_RULE if deny else ALLOWED_BY_RULE),
+                    result=ScopeResult(rule.effect, rule.name, reasons.DENIED_BY_RULE if deny else reasons.ALLOWED_BY_RULE),
                 )
             )
         paths = PatternSet(list(path_index)) if path_index else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import ssl
@@ -24,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
-from rr_addon.settings import without_userinfo
 
 if TYPE_CHECKING:
     import httpx

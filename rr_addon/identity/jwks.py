@@ -20,12 +20,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from rr_addon.identity import (
-    ALGORITHM_NOT_ALLOWED,
     JWKS,
     KEYS_UNAVAILABLE,
     PATH_HMAC,

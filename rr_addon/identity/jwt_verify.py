@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-import re2
 
 from rr_addon.identity import (
     ALGORITHM_NOT_ALLOWED,

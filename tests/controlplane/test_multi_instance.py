@@ -23,7 +23,6 @@ import typer
 from typer.testing import CliRunner
 
 import rr_addon
-from rr_addon.cli import ops
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
 from rr_addon.testing.certs import make_pki
@@ -250,8 +249,8 @@ def test_requests_keep_succeeding_when_a_data_plane_stops(cluster, upstream, pki
 
 
 def _ops_app() -> typer.Typer:
-    app = typer.Typer()
-    ops.register(app)
+    from rr_addon.cli import app
+
     return app
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from rr_addon.mitm import wire
 from rr_addon.addon import RR
 from rr_addon.cli import app
+from rr_addon.testing.fresh import python_prints
 
 UPSTREAM = "sk_live_wire_only"
 POLICY = f"""
@@ -33,14 +34,10 @@ proxies:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
+def home(make_home, tmp_path):
+    make_home(width=None)
     (tmp_path / "p.yaml").write_text(POLICY)
-    runner = CliRunner()
-    assert runner.invoke(app, ["init"]).exit_code == 0
-    r = runner.invoke(app, ["apply", "-f", str(tmp_path / "p.yaml")])
+    r = CliRunner().invoke(app, ["apply", "-f", str(tmp_path / "p.yaml")])
     assert r.exit_code == 0, r.output
     return tmp_path
 
@@ -248,12 +245,9 @@ def test_the_flow_keeps_rr_state_in_one_attribute(rr):
 
 
 def test_the_addon_loads_neither_the_cli_nor_typer():
-    import subprocess
-    import sys
-
     code = (
         "import sys; from mitmproxy.test import tflow; from rr_addon.addon import RR\n"
         "RR().explain_flow(tflow.tflow())  # the rr view and rr.explain render the decision tree\n"
         "print(sorted(m for m in sys.modules if m == 'typer' or m.startswith(('rr_addon.cli', 'typer.'))))"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert python_prints(code) == "[]"

@@ -5,11 +5,10 @@ only from its own layer and the layers below it. Imports inside functions count 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from rr_addon.testing.fresh import python_prints
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rr_addon"
 
@@ -125,4 +124,4 @@ def test_importing_the_core_loads_no_io():
         "bad = ('jwt', 'ssl', 'asyncio', 'httpx', 'mitmproxy', 'sqlalchemy', 'redis', 'rr_addon.identity', 'rr_addon.store', 'rr_addon.mitm')\n"
         "print(sorted(m for m in sys.modules if m.startswith(bad)))"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert python_prints(code) == "[]"

@@ -14,7 +14,6 @@ import yaml
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from rr_addon import cli
 from rr_addon.cli import app
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.store import config_store
@@ -41,16 +40,8 @@ proxies:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
-    monkeypatch.setenv("HMAC_KEY", HMAC)
-    monkeypatch.setenv("COLUMNS", "200")
-    # rr's console took its width when first imported (maybe by another test): tables must not wrap here
-    monkeypatch.setattr(cli.console, "width", 250)
-    assert rr("init").exit_code == 0
-    return tmp_path
+def home(make_home):
+    return make_home(env={"HMAC_KEY": HMAC, "COLUMNS": "200"})
 
 
 def rr(*args):

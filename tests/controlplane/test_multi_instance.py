@@ -29,7 +29,6 @@ from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port, wait_for_port
 from rr_addon.testing.upstream import Upstream
-from rr_addon.testing.pg import postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -80,10 +79,8 @@ def haproxy() -> str:
 
 
 @pytest.fixture(scope="module")
-def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards."""
-    with postgres_database(postgres_url) as url:
-        yield url
+def pg_url(module_pg_url):
+    return module_pg_url
 
 
 @pytest.fixture(scope="module")

@@ -251,3 +251,35 @@ def test_the_addon_loads_neither_the_cli_nor_typer():
         "print(sorted(m for m in sys.modules if m == 'typer' or m.startswith(('rr_addon.cli', 'typer.'))))"
     )
     assert python_prints(code) == "[]"
+
+
+# ---------------------------------------------------------------------------- the response side, in-process
+
+
+def test_a_secret_the_upstream_echoes_in_headers_and_body_is_masked(rr):
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    rr.request(f)
+    f.response = tutils.tresp(headers=http.Headers([(b"X-Echo", f"Bearer {UPSTREAM}".encode()), (b"content-type", b"text/plain")]), content=b"")
+    rr.responseheaders(f)
+    assert UPSTREAM not in f.response.headers["X-Echo"] and f.response.headers["rr-request-id"] == f.id
+    pieces = [f.response.stream(f"you sent {UPSTREAM}".encode()), f.response.stream(b"")]  # the body, as mitmproxy streams it
+    passed = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in pieces)
+    assert UPSTREAM.encode() not in passed and passed.startswith(b"you sent ")
+    rr.response(f)
+    assert f.metadata["rr"]["result"] == "allow"
+
+
+def test_an_upstream_that_fails_before_answering_is_a_json_502_and_audited_once(rr):
+    from mitmproxy import flow as mflow
+
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    rr.request(f)
+    f.error = mflow.Error("connection refused")
+    rr.error(f)
+    meta = f.metadata["rr"]
+    assert (meta["result"], meta["code"], meta["status"]) == ("deny", "upstream-unavailable", 502)
+    assert vars(f)["_rr"].audited and rr.requests == 1
+    rr.error(f)  # a second error event writes no second record
+    assert rr.requests == 1

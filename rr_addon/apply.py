@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from rr_addon.config import validate
 from rr_addon.policy import schema
+from rr_addon.policy.oauth_grants_schema import SecretBundle
 from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, FileSecret, Source, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.crypto import Keyring
@@ -110,7 +111,10 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
                 target_secrets[(t.name, c.name)] = (None, None)
                 continue
             try:
-                target_secrets[(t.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref, base))
+                if isinstance(ref, SecretBundle):  # several secrets of one credential (rr_addon.policy.oauth_grants_schema)
+                    target_secrets[(t.name, c.name)] = ref.resolve(base, env, resolve_secret, source_label)
+                else:
+                    target_secrets[(t.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref, base))
             except ValueError as e:
                 err("targets", t.name, c.name, i, str(e))
 

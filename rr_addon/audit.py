@@ -55,6 +55,8 @@ FIELDS = (
     "unmeasured",  # response_value meter -> why it could not measure this response (no-value, not-json, too-large, stream-broken)
     "dataplane",  # the data plane that served the request
     "token",  # id of the minted token the caller presented (`credential` is its parent), else null
+    "mcp_method",  # the JSON-RPC method(s) of a body the rules read (a batch's joined by ','), else null
+    "mcp_tool",  # the MCP tool(s) called (`params.name`), else null
 )
 
 

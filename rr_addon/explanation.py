@@ -26,6 +26,8 @@ def explanation_tree(title: str, ex) -> Tree:
             why = "matched" if rule.matched else f"{rule.failed} did not match"
             if rule.path:  # which path form matched, or did not
                 why += f"; {rule.path}"
+            if rule.mcp:  # which JSON-RPC calls matched the mcp condition
+                why += f"; {rule.mcp}"
             node.add(Text.assemble(mark, f"{rule.rule} ", (rule.effect, "red" if rule.effect == "deny" else "green"), f" p{rule.priority}  {why}"))
     if d.allowed:
         result = Text.assemble(("result ", "cyan"), ("allow", "bold green"), f" — {d.reason}")

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rr_addon.core import decide
+from rr_addon.core import decide, mcp
 from rr_addon.core.decide import Admission, Limits, admit_verified, quota_outcome
 from rr_addon.core.inject import Injection
 from rr_addon.core.meters import Plan, Verdict as MeterVerdict
@@ -49,7 +49,8 @@ class Verdict:
     caller was admitted to (None when refused before); `metered` the meters it
     counted in; `injection` the upstream credential to apply on the wire;
     `extra_headers` what a refusal carries (Retry-After, RateLimit);
-    `verification` the audit summary of a token verification."""
+    `verification` the audit summary of a token verification; `mcp` the JSON-RPC
+    method and tool of the body (rr_addon.core.mcp.audit_fields)."""
 
     outcome: Outcome
     admission: Admission | None = None
@@ -57,6 +58,7 @@ class Verdict:
     injection: Injection | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
     verification: Mapping[str, object] | None = None
+    mcp: Mapping[str, str] | None = None  # audit fields: the JSON-RPC method and tool of a body the rules read
     seconds: float = 0.0  # spent deciding (authentication, target, rules, meters); awaited verifiers and bodies excluded
 
     @property
@@ -124,6 +126,7 @@ class Gate:
         facts = admitted.facts if body is None else dataclasses.replace(admitted.facts, body=body)
         t0 = time.perf_counter()
         outcome, req = decide.authorize(admission, facts, self.limits)
+        called = mcp.audit_fields(req.body_json) if req is not None and req.body_json is not None else None
         forwards = outcome.decision.allowed or outcome.report_only
         metered = None
         if req is not None and forwards:
@@ -136,19 +139,19 @@ class Gate:
             extra = [("retry-after", str(v.retry_after or 1))]
             if v.policy:
                 extra += [("ratelimit-policy", v.policy), ("ratelimit", v.ratelimit or "")]
-            return Verdict(quota_outcome(admission, v), admission, extra_headers=tuple(extra), verification=verification, seconds=seconds)
+            return Verdict(quota_outcome(admission, v), admission, extra_headers=tuple(extra), verification=verification, mcp=called, seconds=seconds)
         cred = admission.credential
         injection = cred.injection if cred is not None and not cred.injection.dynamic else None
         if cred is not None and cred.injection.dynamic and forwards:
-            from rr_addon.identity.client_credentials import UpstreamTokenError
+            from rr_addon.identity.upstream_token import UpstreamTokenError
 
             assert self.identities is not None
             try:
                 injection = await self.identities.upstream_injection(cred.target, cred.name)
             except UpstreamTokenError as e:
-                refused = admission.outcome(Decision.deny("upstream-credential-error", e.reason, detail=e.detail))
-                return Verdict(refused, admission, metered, verification=verification, seconds=seconds)
-        return Verdict(outcome, admission, metered, injection, verification=verification, seconds=seconds)
+                refused = admission.outcome(Decision.deny(e.code, e.reason, detail=e.detail))
+                return Verdict(refused, admission, metered, verification=verification, mcp=called, seconds=seconds)
+        return Verdict(outcome, admission, metered, injection, verification=verification, mcp=called, seconds=seconds)
 
     async def run(self, snap: Snapshot, facts: RequestFacts, now: float, *, client: str | None = None) -> Verdict:
         """The whole pipeline for a request whose body (if any) is in `facts`."""

@@ -22,6 +22,7 @@ from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.reload import Reloader
 from rr_addon.store import audit_store, dataplanes, notify
 from rr_addon.store.db import DatabaseError, check_schema, make_engine, redacted_url
+from rr_addon.store.oauth_grants import DatabaseRefreshTokens
 
 logger = logging.getLogger("rr")
 
@@ -47,7 +48,7 @@ class Services:
             check_schema(engine)
             keyring = Keyring(master_keys(settings.home()))
             snapshot = self.reloader.load(engine, keyring)
-            identities = Identities(idp_ca_file)
+            identities = Identities(idp_ca_file, refresh_tokens=DatabaseRefreshTokens(engine, keyring))
             identities.rebuild(snapshot)
         except (DatabaseError, MasterKeyError, LookupError) as e:
             raise ServiceError(f"rr: {e}") from None

@@ -71,7 +71,8 @@ def _request(rec: dict) -> str:
     port = rec.get("port")
     default = {"https": 443, "http": 80}.get(rec.get("scheme") or "")
     where = host if port in (None, default) else f"{host}:{port}"
-    return printable(f"{rec.get('method') or '-'} {where}{rec.get('path') or ''}")
+    call = " ".join(v for v in (rec.get("mcp_method"), rec.get("mcp_tool")) if v)  # a JSON-RPC (MCP) body's
+    return printable(f"{rec.get('method') or '-'} {where}{rec.get('path') or ''}" + (f" [{call}]" if call else ""))
 
 
 def _outcome(rec: dict) -> Text:

@@ -16,7 +16,8 @@ from typing import Any
 ABSENT = object()  # a field present on one side only
 WIDTH = 60  # values longer than this are shown as a compact diff
 CONTEXT = 12  # characters kept around the part that differs
-SECRET_FIELDS = frozenset({"secret", "client_secret"})  # never shown, whatever a spec holds
+# Fields that hold a secret reference: never shown, whatever a spec holds; stored encrypted, never in a spec.
+SECRET_FIELDS = frozenset({"secret", "client_secret", "client_key", "refresh_token", "private_key", "service_account"})
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from rr_addon.policy import credential_base, paths_schema, rules_schema, schema
+from rr_addon.config.diff import SECRET_FIELDS
 from rr_addon.config.messages import _strip, _union_members
 from rr_addon.config.reference_text import CODES, FIELDS, INTRO, OBJECTS
 from rr_addon.core.types import STATUS
@@ -28,14 +29,14 @@ from rr_addon.core.types import STATUS
 BASES = (credential_base.TargetCredentialBase, credential_base.ProxyCredentialBase, rules_schema.Match, paths_schema.PathSpec)  # sections other sections extend
 TAGS = ("kind", "auth")
 # Headings one level down (parts of the section above them).
-SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret"}
+SUBSECTIONS = {"PathSpec", "PathMatch", "HeaderMatch", "QueryMatch", "BodyMatch", "McpMatch", "McpArgumentMatch", "ClaimMatch", "JwksCache", "Limits", "JsonPathValue", "HeaderValue", "CustomDetector", "FileSecret"}
 # Short forms a model normalises before validating (its mode="before" validators):
 # the reference names them, and json_schema() accepts them.
 SHORT_FORMS = {
     ("Match", "path"): " or regex",
     ("ValidateEntry", "path"): " or regex",
     ("MeterSpec", "type"): " or `{response_value: …}`",
-    ("OAuth2ClientCredentials", "scope"): " or list of string",
+    ("_TokenEndpoint", "scope"): " or list of string",
 }
 # Strings the models compile at validation time, by the validator that does it.
 STRING_KINDS = {"check_re2": "regex", "_check_json_path": "JSONPath", "_json_path": "JSONPath"}
@@ -210,7 +211,7 @@ def json_schema() -> dict:
         model = by_name.get(def_name)
         for field, prop in d.get("properties", {}).items():
             prop.pop("title", None)
-            if field in ("secret", "client_secret"):
+            if field in SECRET_FIELDS:
                 d["properties"][field] = {"anyOf": [_SECRET, {"type": "null"}], "default": None}
                 prop = d["properties"][field]
             if model is not None:
@@ -240,8 +241,9 @@ def json_schema() -> dict:
         "description": meter["type"].get("description", ""),
     }
     meter["limits"] = {"anyOf": [meter["limits"], {"type": "null"}], "description": meter["limits"].get("description", "")}
-    scope = defs["OAuth2ClientCredentials"]["properties"]["scope"]
-    scope["anyOf"].insert(1, {"type": "array", "items": {"type": "string"}})
+    for kind in ("OAuth2ClientCredentials", "OAuth2RefreshToken", "OAuth2JwtBearer"):
+        scope = defs[kind]["properties"]["scope"]
+        scope["anyOf"].insert(1, {"type": "array", "items": {"type": "string"}})
     doc["title"] = "rr policy"
     doc["description"] = "An rr policy file (targets and proxies). Reference: docs/policy.md."
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **doc}

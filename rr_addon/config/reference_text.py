@@ -89,10 +89,43 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "OAuth2ClientCredentials",
         "kind: oauth2_client_credentials",
         "An upstream OAuth 2.0 access token fetched with the client-credentials grant, cached and refreshed (one "
-        "request per refresh under load), sent as `Authorization: Bearer <token>`. A failing token endpoint is "
-        "502 `upstream-credential-error`. Takes `client_secret`, not `secret`.",
+        "request per refresh under load), sent as `Authorization: Bearer <token>`. The token is used only while "
+        "valid (less a safety margin of a tenth of its life, at most 5 s). A token endpoint that cannot give a "
+        "token while none is valid (down, erroring, garbled answer) is 502 `upstream-auth-unavailable`; one that "
+        "refuses the client (HTTP 400, 401, 403) is 502 `upstream-credential-error`; nothing reaches the upstream "
+        "either way. rr authenticates as a client with `client_secret` (`client_auth: basic` or `post`) or with "
+        "a private key (`client_auth: private_key_jwt`, `client_key`). Takes no `secret`. These fields and that "
+        "behaviour are shared by the kinds `oauth2_refresh_token` and `oauth2_jwt_bearer`.",
         "name: m2m\nkind: oauth2_client_credentials\ntoken_url: https://login.example.com/oauth/token\nclient_id: rr-gateway\n"
         "client_secret: {env: M2M_SECRET}\nscope: [reports:read]\n",
+    ),
+    (
+        "OAuth2RefreshToken",
+        "kind: oauth2_refresh_token",
+        "An upstream OAuth 2.0 access token obtained with a stored refresh token (a user's delegated access), sent "
+        "as `Authorization: Bearer <token>`. When the token endpoint answers with a new refresh token (rotation), "
+        "rr stores it encrypted in the configuration database at once; every data plane and every restart uses "
+        "the newest. Data planes take turns: one refreshes while the others wait for it and then read the token "
+        "it stored, so a rotated refresh token is never spent twice. Applying the same `refresh_token` again keeps "
+        "the rotated one; applying a new one replaces it. The secrets (`refresh_token` and, with `client_auth` "
+        "`basic`/`post`, `client_secret`, or with `private_key_jwt`, `client_key`) are given all together or not at "
+        "all (then the stored ones are kept); `watch: true` is not supported on them. A public client sets "
+        "`client_auth: none` (only `client_id` is sent).",
+        "name: crm-user\nkind: oauth2_refresh_token\ntoken_url: https://login.example.com/oauth/token\nclient_id: rr-gateway\n"
+        "client_secret: {env: CRM_CLIENT_SECRET}\nrefresh_token: {env: CRM_REFRESH_TOKEN}\nscope: [contacts.read]\n",
+    ),
+    (
+        "OAuth2JwtBearer",
+        "kind: oauth2_jwt_bearer",
+        "An upstream OAuth 2.0 access token obtained with a JWT assertion signed by a private key (RFC 7523), sent as "
+        "`Authorization: Bearer <token>`. Either a Google `service_account` key file (its `client_email` is the "
+        "assertion's issuer and subject, its `private_key` signs, `scope` goes in the assertion; its `token_uri` "
+        "must equal `token_url`), or an explicit `issuer`, `subject`, `private_key` and `key_id`. Each assertion "
+        "lives 5 minutes, names `token_url` (or `assertion_audience`) as audience and has a fresh `jti`. By default "
+        "rr does not authenticate as a client (`client_auth: none`); IdPs that want it take the same `client_auth` "
+        "fields as the other kinds. Secrets are given all together or not at all.",
+        "name: bigquery\nkind: oauth2_jwt_bearer\ntoken_url: https://oauth2.googleapis.com/token\n"
+        "service_account: {file: secrets/bigquery-sa.json}\nscope: [https://www.googleapis.com/auth/bigquery.readonly]\n",
     ),
     (
         "Proxy",
@@ -178,6 +211,25 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "On the request body: `json_path` (+ `value`) on the body parsed as JSON whatever its content type (a "
         "declared form is seen as `{name: [values…]}`), or `pattern` on the raw text. Exactly one of `json_path`, `pattern`.",
         "json_path: $.model\nvalue: \"^gpt-4o-mini$\"\n",
+    ),
+    (
+        "McpMatch",
+        "MCP condition",
+        "On a JSON-RPC 2.0 request body (an MCP message over streamable HTTP, or a batch), read whatever its content "
+        "type: `method` on the call's `method`, `tool` on `params.name`, `arguments` inside `params.arguments`; all that "
+        "are set must match one call. A deny rule matches if any call of a batch matches, an allow rule only if every "
+        "call does. A body that is not JSON-RPC never matches; a non-empty body rr cannot read as JSON, or a batch of "
+        "more than 64 messages, matches every deny rule and no allow rule. `jsonrpc: \"2.0\"` is not required and member "
+        "names are read case-insensitively, as lenient servers read them. `rr explain` says which call matched; audit "
+        "records carry `mcp_method` and `mcp_tool`.",
+        "method: \"^tools/call$\"\ntool: \"^(delete|drop)_\"\narguments:\n  - json_path: $.path\n    value: \"^/etc/\"\n",
+    ),
+    (
+        "McpArgumentMatch",
+        "MCP argument condition",
+        "A JSONPath (+ `value`) inside a call's `params.arguments`. A deny rule needs some selected node to match "
+        "`value`, an allow rule every selected node (and at least one).",
+        "json_path: $.path\nvalue: \"^/tmp/\"\n",
     ),
     ("ClaimMatch", "Claim condition", "A top-level claim of the caller's verified token (`jwt_verify`, `oauth2`); never matches a caller without verified claims.", "claim: scope\nvalue: \"(^| )payments:write( |$)\"\n"),
     (
@@ -276,6 +328,13 @@ FIELDS: dict[str, str] = {
     "Match.query": "Query-parameter conditions; all must match.",
     "Match.body": "Body conditions; all must match.",
     "Match.claims": "Verified-claim conditions; all must match.",
+    "Match.mcp": "A condition on the JSON-RPC calls of the body (MCP); see [MCP condition](#mcp-condition).",
+    "McpMatch.method": "A regex on the call's `method` (`tools/call`, `resources/read`, …).",
+    "McpMatch.tool": "A regex on `params.name`: the MCP tool a `tools/call` calls.",
+    "McpMatch.arguments": "Conditions on `params.arguments`; all must match.",
+    "McpArgumentMatch.json_path": "A JSONPath into `params.arguments`, in rr's one dialect.",
+    "McpArgumentMatch.value": "A regex on the selected values; omitted: presence only.",
+    "McpArgumentMatch.presence": "`absent`: the condition holds when no selected value matches.",
     "Match.ignore_case": "Make every regex of this rule case-insensitive (header names always are).",
     "Rule.name": "The rule's name, unique within its scope; named in denials, audit records and `rr explain`.",
     "Rule.effect": "What a match does.",
@@ -310,14 +369,25 @@ FIELDS: dict[str, str] = {
     "JwtCredential.prefix": "Text before the token in the header.",
     "CustomCredential.headers": "Header name → template.",
     "CustomCredential.query": "Query parameter → template.",
-    "OAuth2ClientCredentials.token_url": "The token endpoint (https; http only to loopback).",
-    "OAuth2ClientCredentials.client_id": "The OAuth client id.",
-    "OAuth2ClientCredentials.client_secret": "The OAuth client secret (see [Secret](#secret)); omitted on an existing credential: keep the stored one.",
-    "OAuth2ClientCredentials.client_auth": "`basic`: HTTP Basic to the token endpoint; `post`: in the form body.",
-    "OAuth2ClientCredentials.scope": "Scopes to ask for, space-separated (a list is joined).",
-    "OAuth2ClientCredentials.audience": "An `audience` parameter for token endpoints that need one.",
-    "OAuth2ClientCredentials.refresh_skew": "Refresh the token this many seconds before it expires.",
-    "OAuth2ClientCredentials.timeout": "Seconds to wait for the token endpoint.",
+    "_TokenEndpoint.token_url": "The token endpoint (https; http only to loopback). rr sends its client secret, key assertions and refresh tokens nowhere else.",
+    "_TokenEndpoint.client_id": "The OAuth client id (every kind but `oauth2_jwt_bearer` needs one).",
+    "_TokenEndpoint.client_auth": "How rr authenticates to the token endpoint: `basic` (HTTP Basic with `client_secret`), `post` (`client_secret` in the form), `private_key_jwt` (a one-minute JWT signed with `client_key`, RFC 7523 §2.2), `none` (a public client: `client_id` only; not for client credentials). Default `basic`; `none` for `oauth2_jwt_bearer`.",
+    "_TokenEndpoint.client_secret": "The OAuth client secret for `basic`/`post` (see [Secret](#secret)); omitted on an existing credential: keep the stored one.",
+    "_TokenEndpoint.client_key": "The client's PEM private key (RSA ≥ 2048 bits, EC P-256/384/521 or Ed25519) for `private_key_jwt`; stored encrypted like every secret.",
+    "_TokenEndpoint.client_key_id": "The `kid` header of the client assertion, for IdPs that hold several keys of a client.",
+    "_TokenEndpoint.scope": "Scopes to ask for, space-separated (a list is joined).",
+    "_TokenEndpoint.audience": "An `audience` form parameter for token endpoints that need one.",
+    "_TokenEndpoint.resource": "A `resource` form parameter (RFC 8707): the API the token is for.",
+    "_TokenEndpoint.refresh_skew": "Refresh the token this many seconds before it expires.",
+    "_TokenEndpoint.timeout": "Seconds to wait for the token endpoint.",
+    "OAuth2RefreshToken.refresh_token": "The refresh token (see [Secret](#secret)); stored encrypted, replaced there by the IdP's rotations.",
+    "OAuth2JwtBearer.service_account": "A Google service-account key file (JSON with `type: service_account`, `client_email`, `private_key`, `private_key_id`, `token_uri`), usually `{file: …}`.",
+    "OAuth2JwtBearer.issuer": "The assertion's `iss` (explicit keys; not with `service_account`).",
+    "OAuth2JwtBearer.subject": "The assertion's `sub`; default: the issuer (or the service account's `client_email`; set it to act as a user, Google's domain-wide delegation).",
+    "OAuth2JwtBearer.private_key": "The PEM private key that signs the assertion (with `issuer`).",
+    "OAuth2JwtBearer.key_id": "The assertion's `kid` header (with `issuer`; a service account sends its `private_key_id`).",
+    "OAuth2JwtBearer.algorithm": "The signing algorithm; default from the key (RS256 for RSA, ES256/384/512 for EC, EdDSA for Ed25519).",
+    "OAuth2JwtBearer.assertion_audience": "The assertion's `aud`; default: `token_url`.",
     "ValidateEntry.methods": "The methods this entry checks; omitted: all.",
     "ValidateEntry.path": "Which paths this entry checks, in any [path form](#path-condition); omitted: all.",
     "ValidateEntry.max_body_bytes": "The largest request body allowed (413 beyond).",
@@ -401,7 +471,8 @@ CODES: dict[str, str] = {
     "unsupported-media-type": "The content type is not in `content_types`.",
     "unfilterable-response": "Filters apply but the 2xx response is not JSON.",
     "upstream-unavailable": "The upstream refused or reset the connection, or its name does not resolve; or its response, from a target with an injected secret, cannot be decoded to scrub an echoed secret (an unknown content-encoding, a corrupt body).",
-    "upstream-credential-error": "The OAuth token endpoint of a target credential failed.",
+    "upstream-credential-error": "The OAuth token endpoint of a target credential refused it (HTTP 400, 401 or 403: a wrong client secret or key, a revoked refresh token).",
+    "upstream-auth-unavailable": "A target credential's OAuth token expired (or was never fetched) and its token endpoint cannot give a new one now: unreachable, timing out, erroring or answering garbage. rr never sends an expired token; nothing reaches the upstream.",
     "response-too-large": "A response rr must read whole is larger than its buffer limit.",
     "upstream-timeout": "The upstream did not finish answering in time.",
     "internal-error": "A fault inside rr; nothing was forwarded (fail closed).",

@@ -89,7 +89,7 @@ def check(config: Config, source: Source) -> list[ConfigError]:
 # meter that reads a response value, or counts a subset (`when`), is tracking
 # on purpose ("track only", docs/policy.md#meter) and is not warned about.
 
-_CONDITIONS = ("methods", "path", "headers", "query", "body", "claims")
+_CONDITIONS = ("methods", "path", "headers", "query", "body", "claims", "mcp")
 
 
 def _has_condition(match) -> bool:

@@ -78,10 +78,13 @@ class Admission:
 
     @property
     def over_limit_reason(self) -> str:
-        """Why a body over the inspection limit is refused (413): the form check alone, or body rules."""
+        """Why a body over the inspection limit is refused (413): the form check alone, request redaction
+        (the body can never leave unredacted), or body rules."""
         p = self.pipeline
         alone = not (self.meters_need_body or p.checks or p.request_redactor is not None or self.rules_need_body)
-        return reasons.FORM_OVER_INSPECTION_LIMIT if self.reads_form and alone else reasons.BODY_OVER_INSPECTION_LIMIT
+        if self.reads_form and alone:
+            return reasons.FORM_OVER_INSPECTION_LIMIT
+        return reasons.BODY_OVER_REDACTION_LIMIT if p.request_redactor is not None else reasons.BODY_OVER_INSPECTION_LIMIT
 
     @property
     def rules_need_body(self) -> bool:

@@ -56,7 +56,7 @@ def build_injection(target: str, cred: schema.TargetCredentialBase, secret: str 
         return Injection(label, headers=(("Authorization", f"Basic {token}", f"Basic {ph}"),), secrets=(secret, token))
     if isinstance(cred, schema.JwtCredential):
         return Injection(label, headers=((cred.header, cred.prefix + secret, cred.prefix + ph),), secrets=(secret,))
-    if isinstance(cred, schema.OAuth2ClientCredentials):
+    if isinstance(cred, (schema.OAuth2ClientCredentials, schema.OAuth2RefreshToken, schema.OAuth2JwtBearer)):
         return Injection(label, dynamic=True)
     if isinstance(cred, schema.CustomCredential):
         headers = tuple((n, t.format(secret=secret), t.format(secret=ph)) for n, t in cred.headers.items())

@@ -46,7 +46,7 @@ NO_CONFIGURATION = "no configuration loaded"
 INTERNAL_ERROR = "internal error in rr"
 UPSTREAM_UNAVAILABLE = "upstream connection failed"
 UPSTREAM_TIMEOUT = "upstream timed out"
-# why a response held back whole was too large (filters and redaction: responses.BODY_TOO_LARGE)
+# why a response held back whole was too large (filters and redaction: RESPONSE_TOO_LARGE)
 BODY_TOO_LARGE_METERED = "response body larger than the buffer limit, and a response_value meter reads it"
 BODY_TOO_LARGE_ENCODING = "response body larger than the buffer limit, and its content-encoding cannot be scrubbed of the injected secret while it streams"
 TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
@@ -70,6 +70,7 @@ BODY_JSON_REPEATED_KEY = "request body JSON repeats a key in an object"
 BODY_JSON_KEYS_DIFFER_IN_CASE = "request body JSON repeats a key in an object, differing only in case"
 BODY_ENCODING_INVALID = "request body content-encoding cannot be decoded"
 BODY_OVER_INSPECTION_LIMIT = "request body larger than the inspection limit for body rules"
+BODY_OVER_REDACTION_LIMIT = "request body larger than the inspection limit, and request redaction applies: it is never sent unredacted"
 FORM_OVER_INSPECTION_LIMIT = "request form body larger than the inspection limit (rr reads every form body for a _method override)"
 
 # Token verification (rr_addon.identity): a refused token is 401 with one of these.

@@ -34,6 +34,7 @@ from rr_addon.policy.scrub import StreamScrubber
 
 _STEP = 1 << 16
 RECODABLE = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
+IDENTITY = "identity"  # no coding: only a `stage` rewrites the body (event streams, rr_addon.core.event_redaction)
 
 
 def recodable(content_encoding: str | None) -> str | None:
@@ -112,7 +113,19 @@ class _Zstd:
         return self.d.eof
 
 
+class _Identity:
+    """No content-coding: the body passes as it comes (a stage still rewrites it)."""
+
+    def feed(self, data: bytes):
+        yield data
+
+    def finished(self) -> bool:
+        return True
+
+
 def _decoder(coding: str):
+    if coding == IDENTITY:
+        return _Identity()
     if coding in ("gzip", "x-gzip"):
         return _Zlib(31)
     if coding == "deflate":
@@ -126,7 +139,9 @@ class _Encoder:
     """The same coding again, at a fast level; `flush` makes what was given decodable at once."""
 
     def __init__(self, coding: str):
-        if coding in ("gzip", "x-gzip", "deflate"):
+        if coding == IDENTITY:
+            self.put, self.flush, self.finish = bytes, bytes, bytes
+        elif coding in ("gzip", "x-gzip", "deflate"):
             c = zlib.compressobj(6, zlib.DEFLATED, 31 if coding != "deflate" else 15)
             self.put, self.flush = c.compress, lambda: c.flush(zlib.Z_SYNC_FLUSH)
             self.finish = lambda: c.flush(zlib.Z_FINISH)
@@ -146,7 +161,9 @@ class Recoder:
     `count` is what the upstream sent (compressed), `sent` what the caller got;
     `tap`, if given, sees the decoded bytes before scrubbing; `on_fail`, if given, is
     called once when the body stops decoding while it still streams (the upstream
-    need not be read any further)."""
+    need not be read any further). `stage`, if given, replaces the echo scrubber: a
+    callable like `StreamScrubber` (an `EventRedactor`) whose `failed`, once set, stops
+    the body as a decoding failure does (what it returned last is still passed on)."""
 
     __slots__ = ("coding", "scrubber", "decoder", "encoder", "count", "sent", "failed", "tap", "on_fail")
 
@@ -156,10 +173,11 @@ class Recoder:
         pairs: tuple[tuple[bytes, bytes], ...],
         tap: Callable[[bytes], None] | None = None,
         on_fail: Callable[[], None] | None = None,
+        stage: Callable[[bytes], bytes | list[bytes]] | None = None,
     ):
         self.coding = coding
         self.on_fail = on_fail
-        self.scrubber = StreamScrubber(pairs)
+        self.scrubber = stage if stage is not None else StreamScrubber(pairs)
         self.decoder = _decoder(coding)
         self.encoder = _Encoder(coding)
         self.count = self.sent = 0
@@ -192,6 +210,11 @@ class Recoder:
                     self.on_fail()
             else:
                 out.append(self.encoder.flush())
+                failed = getattr(self.scrubber, "failed", None)
+                if failed is not None:  # the stage refused the body: its last words go out, nothing after
+                    self.failed = failed
+                    if self.on_fail is not None:
+                        self.on_fail()
         out = [b for b in out if b]
         self.sent += sum(map(len, out))
         return out

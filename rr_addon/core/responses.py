@@ -46,9 +46,11 @@ EMPTY = Pipeline()
 
 
 def redactable(content_type: str | None) -> bool:
-    """JSON and text bodies are redacted; binary and event streams pass untouched (documented)."""
+    """JSON and text bodies are redacted; binary ones pass untouched (documented). Event
+    streams are redacted event by event as they stream (rr_addon.core.event_redaction);
+    one in a coding rr cannot encode again is held back and redacted whole, as text."""
     mt = media_type(content_type)
-    return is_json_content_type(content_type) or (mt.startswith("text/") and mt != "text/event-stream")
+    return is_json_content_type(content_type) or mt.startswith("text/")
 
 
 @dataclass(frozen=True, slots=True)

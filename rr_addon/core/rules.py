@@ -33,7 +33,10 @@ Matching details the contract leaves open:
   declared JSON or form) has no JSON nodes; a `json_path` condition of an allow
   rule never holds on it, whatever the presence: rr cannot vouch for it.
 - Fields are checked cheapest first: methods, path, headers, query, claims,
-  body; `explain()` names the first that did not match.
+  body, mcp; `explain()` names the first that did not match.
+- `mcp` reads the body as JSON-RPC calls (rr_addon.core.mcp): a deny rule (and
+  a meter's `when`) matches if any call of a batch matches, an allow rule only
+  if every call does.
 
 Cost (this runs on every request, for up to hundreds of rules): all path
 patterns of a scope are searched in one RE2::Set pass (every path form —
@@ -56,10 +59,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import re2
 
+from rr_addon.core import reasons
 from rr_addon.policy.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
 from rr_addon.policy.bodies import JsonError, JsonNumber, dump_json
 from rr_addon.policy.jsonpaths import JsonPath, compile_path, find
-from rr_addon.core import reasons
+from rr_addon.core import mcp
 
 ALLOW = "allow"
 DENY = "deny"
@@ -101,6 +105,7 @@ class RuleTrace:
     matched: bool
     failed: str | None  # first field that did not match: "methods", "path", "headers[0]", ...
     path: str | None = None  # how the rule's path condition read this path: "glob '/v1/*' matched"
+    mcp: str | None = None  # how the rule's mcp condition read the body: "mcp: tools/call delete_file matched"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +228,7 @@ class _Groups:
 class _Context:
     """One request as the matchers see it, with per-request caches."""
 
-    __slots__ = ("req", "_sets", "_paths", "_query", "_hits", "_every", "_names", "_json")
+    __slots__ = ("req", "_sets", "_paths", "_query", "_hits", "_every", "_names", "_json", "_mcp")
 
     def __init__(self, req: RuleRequest, sets: Mapping[Subject, PatternSet], paths: Mapping[str, JsonPath]):
         self.req = req
@@ -234,6 +239,14 @@ class _Context:
         self._every: dict[Subject, set[int]] = {}
         self._names: dict[Subject, dict[int, list[str]]] = {}
         self._json: dict[str, tuple[bool, tuple[str, ...]]] = {}
+        self._mcp: list[mcp.Calls] = []
+
+    def mcp_calls(self) -> mcp.Calls:
+        """The JSON-RPC calls of the body (rr_addon.core.mcp), read once per request."""
+        if not self._mcp:
+            req = self.req
+            self._mcp.append(mcp.calls(req.body_json, opaque=req.body_opaque and bool(req.body_text)))
+        return self._mcp[0]
 
     def query_map(self) -> dict[str, list[str]]:
         if self._query is None:
@@ -398,7 +411,14 @@ class _Compiler:
         out += [(f"query[{i}]", _presence(self._named("q", m, ic, every(m)), m.presence)) for i, m in enumerate(rule.query)]
         out += [(f"claims[{i}]", self.claim(m, ic)) for i, m in enumerate(rule.claims)]
         out += [(f"body[{i}]", self.body(m, ic, every(m), allow)) for i, m in enumerate(rule.body)]
+        if rule.mcp is not None:
+            condition = mcp.compile_condition(rule.mcp, allow=allow, ignore_case=ic)
+            out.append(("mcp", lambda ctx: condition.holds(ctx.mcp_calls(), _node_strings)))
         return tuple(out)
+
+
+def _node_strings(node: object) -> list[str]:
+    return list(_strings(node))
 
 
 def _presence(found: Check, presence: str) -> Check:
@@ -421,6 +441,7 @@ class _Rule:
     path_form: str | None  # `rr explain`'s name for the path condition: "glob '/v1/*'"
     checks: tuple[tuple[str, Check], ...]
     result: ScopeResult
+    mcp: mcp.Condition | None = None  # for `rr explain`'s note (the check itself is in `checks`)
 
     def rest_matches(self, ctx: _Context) -> bool:
         return all(check(ctx) for _, check in self.checks)
@@ -454,7 +475,7 @@ class ScopeRules:
         self._sets = groups.seal().sets
         self._json_paths = json_paths
         self.default_effect = default_effect
-        self.needs_body = any(label.startswith("body") for r in rules for label, _ in r.checks)
+        self.needs_body = any(label.startswith("body") or label == "mcp" for r in rules for label, _ in r.checks)
         self.needs_claims = any(label.startswith("claims") for r in rules for label, _ in r.checks)
         self._report = tuple(sorted(rules, key=lambda r: (-r.priority, r.rank[2])))
         self._paths = paths
@@ -504,6 +525,7 @@ class ScopeRules:
                     path_form=rule.path.describe() if rule.path is not None else None,
                     checks=compiler.checks(rule, any_reading),
                     result=ScopeResult(rule.effect, rule.name, reasons.DENIED_BY_RULE if deny else reasons.ALLOWED_BY_RULE),
+                    mcp=mcp.compile_condition(rule.mcp, allow=not deny and not any_reading, ignore_case=rule.ignore_case) if rule.mcp else None,
                 )
             )
         paths = PatternSet(list(path_index)) if path_index else None
@@ -547,7 +569,8 @@ class ScopeRules:
                 failed = next((label for label, check in rule.checks if not check(ctx)), None)
             if failed is None:
                 matched.append(rule)
-            traces.append(RuleTrace(rule.name, rule.effect, rule.priority, failed is None, failed, _path_note(rule, hits, failed)))
+            note = rule.mcp.note(ctx.mcp_calls(), _node_strings) if rule.mcp is not None and failed not in ("methods", "path") else None
+            traces.append(RuleTrace(rule.name, rule.effect, rule.priority, failed is None, failed, _path_note(rule, hits, failed), note))
         decider = min(matched, key=_rank, default=None)
         return ScopeTrace(self.scope, decider.result if decider else self._default, tuple(traces))
 

@@ -21,6 +21,7 @@ STATUS = {
     "unfilterable-response": 422,
     "upstream-unavailable": 502,
     "upstream-credential-error": 502,
+    "upstream-auth-unavailable": 502,
     "response-too-large": 502,
     "upstream-timeout": 504,
     "internal-error": 500,

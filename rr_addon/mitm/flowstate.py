@@ -23,6 +23,7 @@ class FlowState:
     pending: Any = None  # gate.Admitted waiting for the body
     seen: Any = None  # wire.Stamp of the request as rr is deciding on it (an edit meanwhile refuses it)
     verification: Any = None  # audit summary of a token verification (subject, issuer, path)
+    mcp: Any = None  # audit fields naming the JSON-RPC method and tool of a body the rules read
     metered: Any = None  # gate.Metered of an admitted request
     pipeline: Any = None  # the response Pipeline of an admitted request
     watch: Any = None  # the timeouts.Watch of an admitted request

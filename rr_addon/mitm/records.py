@@ -11,6 +11,7 @@ from mitmproxy import http
 
 from rr_addon import audit, metrics
 from rr_addon.core import reasons
+from rr_addon.core.event_redaction import EventRedactor
 from rr_addon.core.recode import Recoder
 from rr_addon.policy.scrub import StreamScrubber
 from rr_addon.core.snapshot import Snapshot
@@ -62,6 +63,7 @@ def record(flow: http.HTTPFlow, outcome: Outcome, snap: Snapshot) -> None:
         "target_credential": route.target_credential if route else None,
         "config_version": snap.version,
         **((state.verification if state is not None else None) or {}),
+        **((state.mcp if state is not None else None) or {}),
     }
     webview.show(flow)
 
@@ -103,6 +105,8 @@ def finish(rr: Any, flow: http.HTTPFlow) -> None:
     stream = getattr(resp, "stream", None) if resp is not None else None
     bytes_out = stream.count if isinstance(stream, StreamScrubber) else stream.sent if isinstance(stream, Recoder) else (len(resp.raw_content or b"") if resp is not None else 0)
     metered = state.metered
+    if isinstance(stream, Recoder) and isinstance(stream.scrubber, EventRedactor) and stream.scrubber.counts:
+        count_redactions(flow, stream.scrubber.counts)  # an event stream redacted as it passed
     rr.audit.submit(
         audit.new_record(
             request_id=flow.id if not flow.is_replay else f"{flow.id}/replay-{flow.metadata.get('rr_replays', 1)}",
@@ -137,6 +141,8 @@ def finish(rr: Any, flow: http.HTTPFlow) -> None:
             issuer=meta.get("issuer"),
             verification=meta.get("verification"),
             token=meta.get("token"),
+            mcp_method=meta.get("mcp_method"),
+            mcp_tool=meta.get("mcp_tool"),
         )
     )
     state.audited = True

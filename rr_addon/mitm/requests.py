@@ -122,6 +122,7 @@ def conclude(rr: Any, flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> 
     outcome, admission = verdict.outcome, verdict.admission
     if verdict.forwards and state.seen is not None and state.seen.differs(flow.request.data) is not None:
         outcome = changed(admission) if admission is not None else outcome  # edited while rr decided
+    state.mcp = verdict.mcp
     records.record(flow, outcome, snap)
     state.metered = verdict.metered
     if not outcome.decision.allowed and not outcome.report_only:

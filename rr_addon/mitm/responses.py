@@ -19,7 +19,9 @@ from mitmproxy import ctx, http
 from rr_addon.core import reasons
 from rr_addon.policy.bodies import BodyError, DecodedTooLarge, decodable, decode_content, media_type
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
-from rr_addon.core.recode import Recoder, recodable
+from rr_addon.core.event_redaction import event_stage
+from rr_addon.core.message_redaction import redact_message
+from rr_addon.core.recode import IDENTITY, Recoder, recodable
 from rr_addon.core.responses import EMPTY, BodyCollector, BodyCopy, process_response
 from rr_addon.policy.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.types import Decision
@@ -71,7 +73,17 @@ def responseheaders(rr: Any, flow: http.HTTPFlow) -> None:
         )
         # a meter that reads the body gets a copy (up to rr_buffer_limit) as the response streams on
         copy = BodyCopy(ctx.options.rr_buffer_limit) if valued and not events and held_for is None else None
-        if flow.request.method != "HEAD" and held_for is not None:
+        limit = ctx.options.rr_buffer_limit
+        stage = event_stage(pipeline, resp.status_code, resp.headers.get("content-type"), pairs, limit, flow.id) if body else None
+        if stage is not None and (coding is not None or not encoded):
+            # redacted (and filtered) event by event as it streams: rr_addon.core.event_redaction
+            tap = metered.plan.events(resp.headers, limit) if valued else None
+            resp.stream = Recoder(coding or IDENTITY, pairs, tap=tap, on_fail=lambda: exchange.abandon(flow), stage=stage)
+            wire.guard(flow)
+            resp.headers.pop("content-length", None)
+            if not (flow.request.is_http2 or flow.request.is_http3):
+                resp.headers["transfer-encoding"] = "chunked"
+        elif flow.request.method != "HEAD" and held_for is not None:
             # buffered (capped), processed in `response`, sent whole: see wire.defer
             length = resp.headers.get("content-length", "")
             limit = ctx.options.rr_buffer_limit
@@ -102,7 +114,7 @@ async def response(rr: Any, flow: http.HTTPFlow) -> None:
             resp.trailers.fields = clean
     if resp is not None and isinstance(resp.stream, BodyCollector):
         await process_buffered(rr, flow, resp, resp.stream)
-    elif resp is not None and isinstance(resp.stream, StreamScrubber) and isinstance(resp.stream.tap, EventMeasure):
+    elif resp is not None and isinstance(getattr(resp.stream, "tap", None), EventMeasure):
         await settle(rr, flow, resp.stream.tap.result())
     elif resp is not None and isinstance(getattr(resp.stream, "tap", None), BodyCopy):
         await settle(rr, flow, measure_copy(flow, resp))
@@ -118,22 +130,31 @@ async def response(rr: Any, flow: http.HTTPFlow) -> None:
     rr.finish(flow)
 
 def websocket_message(flow: http.HTTPFlow) -> None:
-    """Scrub the injected secret from a message the upstream sends (it may echo the
-    upgrade's credential); mitmweb and `-w` show the message as scrubbed here. A caller's
-    messages are not scanned: it never had the secret. Each message is scanned whole
-    (mitmproxy hands over complete messages), so a secret within one is always caught."""
+    """Redact a message as `redact` says for its direction (rr_addon.core.message_redaction),
+    and scrub the injected secret from a message the upstream sends (it may echo the
+    upgrade's credential); mitmweb and `-w` show the message as changed here. A caller's
+    messages are not scrubbed: it never had the secret. Each message is scanned whole
+    (mitmproxy hands over complete messages), so a value within one is always caught."""
     message = flow.websocket.messages[-1] if flow.websocket is not None and flow.websocket.messages else None
-    if message is None or message.from_client:
+    if message is None:
         return
-    injection = wire.attached(flow.request)
-    if injection is None or not injection.scrub:
+    pipeline = flowstate.of(flow).pipeline or EMPTY
+    redactor = pipeline.request_redactor if message.from_client else pipeline.response_redactor
+    injection = None if message.from_client else wire.attached(flow.request)
+    if redactor is None and (injection is None or not injection.scrub):
         return
     try:
-        clean = scrub_bytes(message.content, injection.scrub)
-        if clean is not message.content:
-            message.content = clean  # the mask is ASCII: a text message stays valid UTF-8
+        if redactor is not None:
+            redacted, counts = redact_message(redactor, message.content)
+            if redacted is not None:
+                message.content = redacted
+                records.count_redactions(flow, counts)
+        if injection is not None and injection.scrub:
+            clean = scrub_bytes(message.content, injection.scrub)
+            if clean is not message.content:
+                message.content = clean  # the mask is ASCII: a text message stays valid UTF-8
     except Exception:  # fail closed: a message rr could not scan is not passed on
-        logger.exception("rr could not scrub a WebSocket message of request %s; dropping it", flow.id)
+        logger.exception("rr could not redact or scrub a WebSocket message of request %s; dropping it", flow.id)
         message.drop()
 
 def measure_copy(flow: http.HTTPFlow, resp: http.Response) -> Measurement:
@@ -233,7 +254,7 @@ async def error(rr: Any, flow: http.HTTPFlow) -> None:
         return
     meta = flow.metadata["rr"]
     stream = flow.response.stream if flow.response is not None else None
-    if isinstance(stream, StreamScrubber) and isinstance(stream.tap, EventMeasure):
+    if isinstance(getattr(stream, "tap", None), EventMeasure):
         await settle(rr, flow, stream.tap.result(broken=True))  # what the caller got before the break
     elif (isinstance(stream, BodyCollector) or isinstance(getattr(stream, "tap", None), BodyCopy)) and (metered := state.metered) is not None and metered.plan.needs_response:
         await settle(rr, flow, metered.plan.measure(flow.response.headers, None, failed=STREAM_BROKEN))

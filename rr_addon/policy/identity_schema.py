@@ -211,17 +211,22 @@ class OAuth2Caller(_Verifying, ProxyCredentialBase):
         return self.client_secret
 
 
-class OAuth2ClientCredentials(TargetCredentialBase):
-    """An upstream OAuth access token obtained with the client-credentials
-    grant and sent as `Authorization: Bearer <token>`."""
+ClientAuthMethod = Literal["basic", "post", "private_key_jwt", "none"]
 
-    kind: Literal["oauth2_client_credentials"]
+
+class _TokenEndpoint(Model):
+    """Fields shared by the upstream OAuth grants: where tokens come from, how
+    rr authenticates as a client (rr_addon.identity.client_auth), what it asks for."""
+
     token_url: str
-    client_id: str = Field(min_length=1)
-    client_secret: SecretRef | None = Field(None, repr=False)  # omitted on an existing credential: keep the stored one
-    client_auth: Literal["basic", "post"] = "basic"
+    client_id: str | None = None
+    client_auth: ClientAuthMethod = "basic"
+    client_secret: SecretRef | None = Field(None, repr=False)  # basic, post; omitted on an existing credential: keep the stored one
+    client_key: SecretRef | None = Field(None, repr=False)  # private_key_jwt: a PEM private key
+    client_key_id: str | None = Field(None, min_length=1)  # `kid` of the client assertion
     scope: str | None = None  # space-separated; a list is accepted and joined
     audience: str | None = None
+    resource: str | None = None  # RFC 8707
     refresh_skew: float = Field(60.0, ge=0, le=3600)  # refresh this long before the token expires
     timeout: float = Field(10.0, gt=0, le=60)
 
@@ -234,15 +239,46 @@ class OAuth2ClientCredentials(TargetCredentialBase):
             return " ".join(v) or None
         return v
 
+    def _check_client(self) -> None:
+        kind = getattr(self, "kind", "")
+        if self.secret is not None:
+            raise ValueError(f"a {kind} credential takes its secrets in named fields (client_secret, …), not 'secret'")
+        if self.client_auth != "none" and not self.client_id:
+            raise ValueError(f"client_auth {self.client_auth} needs a 'client_id'")
+        if self.client_auth in ("basic", "post") and self.client_key is not None:
+            raise ValueError(f"client_auth {self.client_auth} authenticates with 'client_secret'; 'client_key' is for private_key_jwt")
+        if self.client_auth == "private_key_jwt" and self.client_secret is not None:
+            raise ValueError("client_auth private_key_jwt authenticates with 'client_key' (a PEM private key), not 'client_secret'")
+        if self.client_auth == "none" and (self.client_secret is not None or self.client_key is not None):
+            raise ValueError("client_auth none (a public client) takes neither 'client_secret' nor 'client_key'")
+        if self.client_key_id is not None and self.client_auth != "private_key_jwt":
+            raise ValueError("'client_key_id' names the key of a private_key_jwt client assertion: set client_auth: private_key_jwt")
+
+    @property
+    def client_secret_field(self) -> str | None:
+        """The field that holds the client's own secret, if its client_auth uses one."""
+        return {"basic": "client_secret", "post": "client_secret", "private_key_jwt": "client_key"}.get(self.client_auth)
+
+
+class OAuth2ClientCredentials(_TokenEndpoint, TargetCredentialBase):
+    """An upstream OAuth access token obtained with the client-credentials
+    grant and sent as `Authorization: Bearer <token>`."""
+
+    kind: Literal["oauth2_client_credentials"]
+    client_id: str = Field(min_length=1)
+
     @model_validator(mode="after")
     def _no_plain_secret(self) -> OAuth2ClientCredentials:
         if self.secret is not None:
             raise ValueError("an oauth2_client_credentials credential takes 'client_secret', not 'secret'")
+        if self.client_auth == "none":
+            raise ValueError("the client-credentials grant needs client authentication: client_auth basic, post or private_key_jwt")
+        self._check_client()
         return self
 
     @property
     def secret_ref(self) -> Any:
-        return self.client_secret
+        return self.client_key if self.client_auth == "private_key_jwt" else self.client_secret
 
 
 IDENTITY_PROXY_CREDENTIALS = (JwtVerifyCaller, OAuth2Caller)

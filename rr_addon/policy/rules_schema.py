@@ -16,6 +16,8 @@ Choices the contract leaves open:
   `{pattern, presence?}` on the raw body text.
 - `claims` entries name a top-level claim; `value` is optional (presence only).
 - An empty pattern is refused (it matches everything: omit the field instead).
+- `mcp` reads the body as JSON-RPC 2.0 (rr_addon.core.mcp says what counts as
+  a call and how batches are read).
 """
 
 from __future__ import annotations
@@ -82,6 +84,35 @@ class BodyMatch(Model):
         return self
 
 
+class McpArgumentMatch(Model):
+    """A condition on a JSON-RPC call's `params.arguments`."""
+
+    json_path: JsonPath = Field(
+        description="A JSONPath into `params.arguments` (rr's one dialect, as in `body`).", examples=["$.path", "$.query"]
+    )
+    value: Regex | None = Field(
+        default=None,
+        description="An RE2 regex (search) the selected nodes must match: for a deny rule some node, for an allow rule every "
+        "node (and at least one). Without it the condition is that the path selects something.",
+        examples=["^/etc/"],
+    )
+    presence: Presence = Field(default="present", description="`absent`: the condition holds when no selected node matches.")
+
+
+class McpMatch(Model):
+    """A condition on a JSON-RPC 2.0 request body (MCP over streamable HTTP): one call or a batch."""
+
+    method: Regex | None = Field(default=None, description="An RE2 regex (search) on the call's `method`.", examples=["^tools/call$"])
+    tool: Regex | None = Field(default=None, description="An RE2 regex (search) on `params.name` (the MCP tool).", examples=["^(delete|drop)_"])
+    arguments: list[McpArgumentMatch] = Field(default_factory=list, description="Conditions on `params.arguments`; all must hold.")
+
+    @model_validator(mode="after")
+    def _something(self) -> McpMatch:
+        if self.method is None and self.tool is None and not self.arguments:
+            raise ValueError("an mcp condition needs 'method', 'tool' or 'arguments' (to match any JSON-RPC body, use method: \".\")")
+        return self
+
+
 class ClaimMatch(Model):
     claim: str = Field(min_length=1)
     value: Regex | None = None
@@ -101,6 +132,12 @@ class Match(Model):
     query: list[QueryMatch] = Field(default_factory=list)
     body: list[BodyMatch] = Field(default_factory=list)
     claims: list[ClaimMatch] = Field(default_factory=list)
+    mcp: McpMatch | None = Field(
+        default=None,
+        description="The request body is JSON-RPC 2.0 (an MCP message, or a batch) whose calls match. A deny rule matches if "
+        "any call of a batch matches, an allow rule only if every call does. A body that is not JSON-RPC never matches; one "
+        "rr cannot read as JSON, or a batch of more than 64 messages, matches every deny rule and no allow rule.",
+    )
     ignore_case: bool = False
 
     @field_validator("methods")

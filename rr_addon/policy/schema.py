@@ -26,6 +26,7 @@ from rr_addon.policy.base import (  # noqa: F401  (re-exported: the language's b
 from rr_addon.policy.credential_base import ProxyCredentialBase, TargetCredentialBase
 from rr_addon.policy.filters_schema import FilterList, RedactList, ValidateList
 from rr_addon.policy.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
+from rr_addon.policy.oauth_grants_schema import OAuth2JwtBearer, OAuth2RefreshToken
 from rr_addon.policy.meters_schema import MeterList
 from rr_addon.policy.rules_schema import Rule, RuleList  # noqa: F401
 from rr_addon.policy.hosts import parse_host_pattern
@@ -101,7 +102,7 @@ class NoneCredential(TargetCredentialBase):
 
 
 TargetCredential = Annotated[
-    Union[ApiKeyCredential, BearerCredential, BasicCredential, JwtCredential, CustomCredential, NoneCredential, OAuth2ClientCredentials],
+    Union[ApiKeyCredential, BearerCredential, BasicCredential, JwtCredential, CustomCredential, NoneCredential, OAuth2ClientCredentials, OAuth2RefreshToken, OAuth2JwtBearer],
     Field(discriminator="kind"),
 ]
 

@@ -14,11 +14,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from rr_addon.policy import schema
+from rr_addon.config.diff import SECRET_FIELDS as diff_secret_fields
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot
 from rr_addon.crypto import Keyring
 from rr_addon.rotation import WATCHED
-from rr_addon.store import minted, notify
+from rr_addon.store import minted, notify, oauth_grants
 from rr_addon.store.db import session
 from rr_addon.store.tables import (
     ConfigState,
@@ -119,7 +120,7 @@ def _validate(model, spec: dict, what: str, broken: dict[tuple[str, str], str] |
 
 _TARGET_CREDENTIAL = TypeAdapter(schema.TargetCredential)
 _PROXY_CREDENTIAL = TypeAdapter(schema.ProxyCredential)
-_UNION_TAGS = {"api_key", "bearer", "basic", "jwt", "custom", "none", "jwt_verify", "oauth2", "oauth2_client_credentials"}  # not fields
+_UNION_TAGS = {"api_key", "bearer", "basic", "jwt", "custom", "none", "jwt_verify", "oauth2", "oauth2_client_credentials", "oauth2_refresh_token", "oauth2_jwt_bearer"}  # not fields
 
 
 def _owners(s, owner_table, cred_table, owner_key: str, model, cred_adapter, kind: str, stored: Stored, broken):
@@ -197,8 +198,7 @@ def target_spec(t: schema.Target) -> dict:
     return t.model_dump(mode="json", exclude={"credentials"}, exclude_none=True, by_alias=True)
 
 
-# Fields that hold a secret reference: stored encrypted (or as a digest), never in a spec.
-SECRET_FIELDS = frozenset({"secret", "client_secret"})
+SECRET_FIELDS = diff_secret_fields  # stored encrypted (or as a digest), never in a spec
 
 
 def credential_spec(c: schema.BaseModel) -> dict:
@@ -389,6 +389,7 @@ def write(
             if name not in keep_proxies:
                 _delete_children(s, ProxyCredentialRow, ProxyCredentialRow.proxy_id, row.id)
                 s.delete(row)
+        oauth_grants.forget_others(s, {(t.name, c.name) for t in desired.config.targets for c in t.credentials if c.kind == "oauth2_refresh_token"})
         notify.notify_change(s, stored.version + 1)  # delivered at commit, to every data plane
         if check is not None:
             s.flush()

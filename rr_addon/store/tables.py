@@ -83,3 +83,26 @@ class MintedTokenRow(SQLModel, table=True):
     note: str = ""
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class OAuthRefreshTokenRow(SQLModel, table=True):
+    """The newest refresh token of an `oauth2_refresh_token` target credential,
+    encrypted (rr_addon.store.oauth_grants). Rotations write it here, not in the
+    credential's row: they do not change the configuration, only its state.
+    `seed_digest` identifies the refresh token last applied (a new one replaces
+    the rotated token; an old one, from a data plane not yet reloaded, does not).
+    A lease lets one data plane at a time spend the token."""
+
+    __tablename__ = "rr_oauth_refresh_token"
+    __table_args__ = (UniqueConstraint("target", "credential"),)
+    id: int | None = Field(default=None, primary_key=True)
+    target: str
+    credential: str
+    seed_digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    retired_seeds: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # hex digests
+    token_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    generation: int = 0
+    lease_holder: str | None = None
+    lease_until: float | None = None  # epoch seconds
+    rotated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -4,7 +4,15 @@ Endpoints:
   GET  /jwks        the published keys (Cache-Control: max-age=<jwks_max_age>)
   POST /introspect  RFC 7662, client authentication (Basic or form), answers for
                     tokens registered with `opaque()` or signed with `sign()`
-  POST /token       RFC 6749 §4.4 client_credentials, tokens "at-<n>-<random>"
+  POST /token       RFC 6749 §4.4 client_credentials, tokens "at-<n>-<random>";
+                    §6 refresh_token (rotating: each refresh answers a new refresh
+                    token and retires the old one, whose reuse is refused and
+                    counted in `reuses`); RFC 7523 jwt-bearer assertions from
+                    issuers registered with `trust_issuer`. Clients authenticate
+                    with a secret (Basic or form), a private_key_jwt assertion
+                    (`register_client_key`: signature, aud, exp, iss = sub, jti
+                    replay), or none (`public_clients`). Every refusal is kept in
+                    `refusals`, every token issued in `issued`.
 
 It counts requests per endpoint (`count("jwks")`) and can be told to fail
 (`fail("token", 503)`), to answer something odd (`override(...)`), to be
@@ -43,6 +51,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from rr_addon.testing.certs import TestPKI
 
 ENDPOINTS = ("jwks", "introspect", "token")
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DEFAULT_ALG = {"RSA": "RS256", "EC": "ES256", "Ed25519": "EdDSA"}
 
 
@@ -149,11 +158,21 @@ class IdP:
         self.jwks_max_age = jwks_max_age
         self.token_ttl = token_ttl
         self.clients: dict[str, str] = {"rr": "rr-client-secret"}
+        self.public_clients: set[str] = set()
+        self.rotate_refresh_tokens = True
+        self.issued: list[dict[str, Any]] = []  # {"grant", "access_token", "client", "sub", "scope"} per token issued
+        self.refusals: list[str] = []  # why the token endpoint refused, in order
+        self.assertions: list[dict[str, Any]] = []  # claims of accepted jwt-bearer assertions
+        self.reuses = 0  # rotated-out refresh tokens presented again
+        self._refresh: dict[str, dict[str, Any]] = {}  # refresh token -> {"client", "sub", "active"}
+        self._client_keys: dict[str, Any] = {}  # client id -> public key (private_key_jwt)
+        self._issuers: dict[str, Any] = {}  # assertion issuer -> public key (jwt-bearer)
+        self._jtis: set[str] = set()
         self.received: list[tuple[str, dict[str, str]]] = []  # (endpoint, form) of POSTs
         self.errors: list[Exception] = []  # exceptions inside the IdP itself
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(ENDPOINTS, 0)
-        self._failures: dict[str, tuple[int, Any]] = {}
+        self._failures: dict[str, tuple[int, Any, dict[str, str]]] = {}
         self._delays: dict[str, float] = {}
         self._drips: dict[str, float] = {}
         self._holds: dict[str, threading.Event] = {}
@@ -227,10 +246,10 @@ class IdP:
     def fail(self, endpoint: str, status: int = 503) -> None:
         self.override(endpoint, status, {"error": "temporarily_unavailable"})
 
-    def override(self, endpoint: str, status: int, body: Any) -> None:
+    def override(self, endpoint: str, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """Answer every request to `endpoint` with this (bytes are sent as they are)."""
         with self._lock:
-            self._failures[endpoint] = (status, body)
+            self._failures[endpoint] = (status, body, headers or {})
 
     def slow(self, endpoint: str, seconds: float) -> None:
         with self._lock:
@@ -351,7 +370,7 @@ class IdP:
         if delay:
             time.sleep(delay)
         if failure is not None:
-            return failure[0], failure[1], {}
+            return failure
         if endpoint == "jwks":
             if method != "GET":
                 return 405, {"error": "method_not_allowed"}, {}
@@ -362,26 +381,155 @@ class IdP:
         form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         with self._lock:
             self.received.append((endpoint, dict(form)))
-        if not self._client_ok(authorization, form):
+        grant = form.get("grant_type")
+        anonymous = endpoint == "token" and grant == JWT_BEARER and self._no_client(authorization, form)  # the assertion authenticates
+        client = None if anonymous else self._client(authorization, form)
+        if client is None and not anonymous:
             return 401, {"error": "invalid_client"}, {"www-authenticate": 'Basic realm="idp"'}
         if endpoint == "introspect":
             return 200, self._introspect(form.get("token", "")), {}
-        if form.get("grant_type") != "client_credentials":
-            return 400, {"error": "unsupported_grant_type"}, {}
-        value = f"at-{next(self._serial)}-{secrets.token_urlsafe(12)}"
-        return 200, {"access_token": value, "token_type": "Bearer", "expires_in": self.token_ttl}, {}
+        if grant == "client_credentials":
+            if client in self.public_clients:
+                return self._refuse(400, "unauthorized_client", "public client asked for client_credentials")
+            return self._issue("client_credentials", client, client, form.get("scope"))
+        if grant == "refresh_token":
+            return self._refresh_grant(client, form)
+        if grant == JWT_BEARER:
+            return self._jwt_bearer_grant(client, form)
+        return self._refuse(400, "unsupported_grant_type", f"grant {grant!r}")
 
-    def _client_ok(self, authorization: str | None, form: dict[str, str]) -> bool:
+    def _client(self, authorization: str | None, form: dict[str, str]) -> str | None:
+        """The authenticated client id, or None (the reason is in `refusals`)."""
         if authorization and authorization.lower().startswith("basic "):
             try:
                 user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
             except ValueError:
-                return False
+                return self._refused("malformed Basic credentials")
             client_id, secret = unquote_plus(user), unquote_plus(password)  # RFC 6749 §2.3.1
+        elif "client_assertion" in form:
+            return self._client_assertion(form)
+        elif "client_secret" not in form and form.get("client_id") in self.public_clients:
+            return form["client_id"]
         else:
             client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
         expected = self.clients.get(client_id)
-        return expected is not None and hmac.compare_digest(expected.encode(), secret.encode())
+        if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+            return self._refused("client secret wrong")
+        return client_id
+
+    @staticmethod
+    def _no_client(authorization: str | None, form: dict[str, str]) -> bool:
+        return not authorization and not ({"client_id", "client_secret", "client_assertion"} & set(form))
+
+    def _refused(self, why: str) -> None:
+        with self._lock:
+            self.refusals.append(why)
+        return None
+
+    def _refuse(self, status: int, error: str, why: str) -> tuple[int, Any, dict[str, str]]:
+        self._refused(why)
+        return status, {"error": error}, {}
+
+    def _verify_jwt(self, token: str, key: Any, *, what: str) -> dict[str, Any] | None:
+        """Signature, aud (this token endpoint), exp, and a jti never seen before."""
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "ES512", "EdDSA"],
+                audience=[self.token_url], options={"require": ["exp", "iat", "jti", "iss", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return self._refused(f"{what} expired")
+        except jwt.InvalidAudienceError:
+            return self._refused(f"{what} audience wrong")
+        except jwt.InvalidSignatureError:
+            return self._refused(f"{what} signature invalid")
+        except jwt.PyJWTError as e:
+            return self._refused(f"{what} invalid: {type(e).__name__}")
+        with self._lock:
+            if claims["jti"] in self._jtis:
+                self.refusals.append(f"{what} jti replayed")
+                return None
+            self._jtis.add(claims["jti"])
+        return claims
+
+    def _client_assertion(self, form: dict[str, str]) -> str | None:
+        if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            return self._refused("client assertion type wrong")
+        try:
+            unverified = jwt.decode(form["client_assertion"], options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return self._refused("client assertion malformed")
+        client_id = unverified.get("iss")
+        key = self._client_keys.get(client_id) if isinstance(client_id, str) else None
+        if key is None:
+            return self._refused("client assertion from an unknown client")
+        claims = self._verify_jwt(form["client_assertion"], key, what="client assertion")
+        if claims is None:
+            return None
+        if claims["sub"] != client_id or form.get("client_id", client_id) != client_id:
+            return self._refused("client assertion iss, sub and client_id differ")
+        return client_id
+
+    def _issue(self, grant: str, client: str | None, sub: str | None, scope: str | None, extra: dict[str, Any] | None = None) -> tuple[int, Any, dict[str, str]]:
+        value = f"at-{next(self._serial)}-{secrets.token_urlsafe(12)}"
+        with self._lock:
+            self.issued.append({"grant": grant, "access_token": value, "client": client, "sub": sub, "scope": scope})
+        return 200, {"access_token": value, "token_type": "Bearer", "expires_in": self.token_ttl, **(extra or {})}, {}
+
+    def _refresh_grant(self, client: str | None, form: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        presented = form.get("refresh_token", "")
+        with self._lock:
+            known = self._refresh.get(presented)
+            if known is not None and not known["active"]:
+                self.reuses += 1
+        if known is None or known["client"] != client:
+            return self._refuse(400, "invalid_grant", "refresh token unknown")
+        if not known["active"]:
+            return self._refuse(400, "invalid_grant", "refresh token reused after rotation")
+        extra: dict[str, Any] = {}
+        if self.rotate_refresh_tokens:
+            with self._lock:
+                known["active"] = False
+            extra["refresh_token"] = self.refresh_token(client or "", sub=known["sub"])
+        return self._issue("refresh_token", client, known["sub"], form.get("scope"), extra)
+
+    def _jwt_bearer_grant(self, client: str | None, form: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        assertion = form.get("assertion", "")
+        try:
+            issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            return self._refuse(400, "invalid_grant", "assertion malformed")
+        key = self._issuers.get(issuer) if isinstance(issuer, str) else None
+        if key is None:
+            return self._refuse(400, "invalid_grant", "assertion from an unknown issuer")
+        claims = self._verify_jwt(assertion, key, what="assertion")
+        if claims is None:
+            return 400, {"error": "invalid_grant"}, {}
+        with self._lock:
+            self.assertions.append(claims)
+        return self._issue("jwt_bearer", client, claims["sub"], claims.get("scope") or form.get("scope"))
+
+    # ------------------------------------------------------------ grants, set up by tests
+    def refresh_token(self, client_id: str = "rr", *, sub: str = "alice", value: str | None = None) -> str:
+        """Issue a refresh token to `client_id` (what a user's consent would have given rr)."""
+        token = value or f"rt-{next(self._serial)}-{secrets.token_urlsafe(16)}"
+        with self._lock:
+            self._refresh[token] = {"client": client_id, "sub": sub, "active": True}
+        return token
+
+    def refresh_token_active(self, token: str) -> bool:
+        with self._lock:
+            return bool(self._refresh.get(token, {}).get("active"))
+
+    def register_client_key(self, client_id: str, private_key: Any) -> None:
+        """Accept private_key_jwt assertions from `client_id` signed by this key."""
+        with self._lock:
+            self._client_keys[client_id] = private_key.public_key()
+
+    def trust_issuer(self, issuer: str, private_key: Any) -> None:
+        """Accept jwt-bearer assertions from `issuer` signed by this key."""
+        with self._lock:
+            self._issuers[issuer] = private_key.public_key()
 
     def _introspect(self, token: str) -> dict[str, Any]:
         with self._lock:
@@ -419,3 +567,26 @@ def run_with_http(body: Callable[[Any], Any]) -> Any:
             await http.aclose()
 
     return asyncio.run(main())
+
+
+def pem(private_key: Any) -> str:
+    """A private key as unencrypted PKCS#8 PEM (what a key file holds)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+
+def service_account(private_key: Any, *, client_email: str = "rr-test@project.iam.gserviceaccount.com", token_uri: str, key_id: str = "sa-key-1") -> str:
+    """A Google service-account key file (JSON text) for `private_key`."""
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "project",
+            "private_key_id": key_id,
+            "private_key": pem(private_key),
+            "client_email": client_email,
+            "client_id": "1234567890",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+        }
+    )

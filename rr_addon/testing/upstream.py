@@ -11,7 +11,9 @@ Paths:
                       text/event-stream, chunked, one event per chunk (see `sse_events`);
                       ?delay=S between events, ?gate=NAME holds the last event until
                       `Upstream.release(NAME)`, ?crlf=1 CRLF line ends, ?split=1 cuts every
-                      event across two chunks, ?break=1 drops the connection before the end
+                      event across two chunks, ?break=1 drops the connection before the end,
+                      ?say=TEXT the second word of /sse/openai, ?gzip=1 (br, zstd, deflate)
+                      the stream encoded so, flushed after every event
   /text/...           text/plain with an email, a card number and the Authorization it got
   ?gzip=1             on any path: the body gzip-encoded
   /bomb/gzip, /bomb/br  64 MB of JSON compressed (decompression bombs)
@@ -31,7 +33,8 @@ Paths:
   /lie                says application/json, sends HTML
   Upstream.answer(path, fn) replaces the echo for one exact path (no query) with
   fn(Received) -> (status, content type, body): vendor-shaped answers for the
-  recipes' tests.
+  recipes' tests; Upstream.stream(path, fn) the same, streamed chunk by chunk
+  (rr_addon.testing.vendors: OpenAI- and Anthropic-shaped event streams).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Iterable
 
 import brotli
 
@@ -144,7 +147,8 @@ def sse_events(kind: str, q: dict[str, str]) -> list[bytes]:
     if kind == "openai":
         prompt, completion = int(q.get("prompt", 7)), int(q.get("completion", 5))
         chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini", "usage": None}
-        docs = [dict(chunk, choices=[{"index": 0, "delta": {"content": w}}]) for w in ("Hel", "lo", " there")]
+        words = ("Hel", q.get("say", "lo"), " there")
+        docs = [dict(chunk, choices=[{"index": 0, "delta": {"content": w}}]) for w in words]
         docs.append(dict(chunk, choices=[], usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}))
         out = [b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs]
         return [b": keep-alive\n\n"] + out + [b"data: [DONE]\n\n"]
@@ -164,6 +168,7 @@ def sse_events(kind: str, q: dict[str, str]) -> list[bytes]:
 
 
 Answer = Callable[[Received], tuple[int, str, bytes]]
+Streamed = Callable[[Received], "tuple[int, list[tuple[str, str]], Iterable[bytes]]"]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -280,6 +285,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.recorder.add(rec)
         status = 200
         path = self.path.split("?")[0]
+        streamed = self.streams.get(path)
+        if streamed is not None:
+            status, headers, pieces = streamed(rec)
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self._write_chunked(pieces)
+            return
         answer = self.answers.get(path)
         if answer is not None:
             status, content_type, payload = answer(rec)
@@ -358,10 +373,18 @@ class _Handler(BaseHTTPRequestHandler):
         events = sse_events(kind, q)
         if q.get("crlf"):
             events = [e.replace(b"\n", b"\r\n") for e in events]
+        coding = next((c for c in ("gzip", "br", "zstd", "deflate") if q.get(c) == "1"), None)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
+        if coding:
+            from rr_addon.core.recode import _Encoder
+
+            encoder = _Encoder(coding)  # each event flushed: decodable as soon as it arrives
+            events = [encoder.put(e) + encoder.flush() for e in events]
+            events[-1] += encoder.finish()
+            self.send_header("content-encoding", coding)
         self.end_headers()
         delay = float(q.get("delay", 0))
         for i, event in enumerate(events):
@@ -435,7 +458,8 @@ class Upstream:
         self.gates = Gates()
         self.server_names: list[str | None] = []  # the TLS SNI of each connection, as received
         self.answers: dict[str, Answer] = {}
-        handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates, "answers": self.answers})
+        self.streams: dict[str, Streamed] = {}
+        handler = type("Handler", (_Handler,), {"recorder": self.recorder, "gates": self.gates, "answers": self.answers, "streams": self.streams})
         self.server = _Server((host, port), handler)
         self.server.daemon_threads = True
         if pki is not None:
@@ -457,6 +481,11 @@ class Upstream:
     def answer(self, path: str, fn: Answer) -> None:
         """Answer requests for exactly `path` (query ignored) with fn(request) instead of the echo."""
         self.answers[path] = fn
+
+    def stream(self, path: str, fn: Streamed) -> None:
+        """Answer requests for exactly `path` with fn(request) -> (status, headers, pieces): each
+        piece is written as one chunk and flushed (a generator may wait on `gates` between them)."""
+        self.streams[path] = fn
 
     @property
     def received(self) -> list[Received]:

@@ -67,7 +67,7 @@ def test_good_file_loads(tmp_path):
         ),
         pytest.param(
             "targets:\n  - name: t\n    hosts: [a.test]\n    credentials:\n      - {name: c, kind: magic}\n",
-            ["F:5: targets[t].credentials[c].kind: kind 'magic' is not one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials"],
+            ["F:5: targets[t].credentials[c].kind: kind 'magic' is not one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials, oauth2_refresh_token, oauth2_jwt_bearer"],
             id="unknown-kind",
         ),
         pytest.param(

@@ -33,12 +33,12 @@ CASES = [
     (
         "kind-typo",
         "targets:\n  - name: t\n    hosts: [a.test]\n    credentials:\n      - {name: c, kind: bearr}\n",
-        ["F:5: targets[t].credentials[c].kind: kind 'bearr' is not one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials; did you mean 'bearer'?"],
+        ["F:5: targets[t].credentials[c].kind: kind 'bearr' is not one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials, oauth2_refresh_token, oauth2_jwt_bearer; did you mean 'bearer'?"],
     ),
     (
         "kind-missing",
         "targets: [{name: t, hosts: [a.test], credentials: [{name: c}]}]\n",
-        ["F:1: targets[t].credentials[c].kind: missing 'kind': one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials"],
+        ["F:1: targets[t].credentials[c].kind: missing 'kind': one of api_key, bearer, basic, jwt, custom, none, oauth2_client_credentials, oauth2_refresh_token, oauth2_jwt_bearer"],
     ),
     (
         "auth-typo",
@@ -53,7 +53,17 @@ CASES = [
     (
         "rule-field-typo",
         "proxies: [{name: p, rules: [{name: r, effect: deny, method: [GET]}]}]\n",
-        ["F:1: proxies[p].rules[r].method: unknown field 'method'; did you mean 'methods'? Valid fields: name, methods, path, headers, query, body, claims, ignore_case, effect, priority, description"],
+        ["F:1: proxies[p].rules[r].method: unknown field 'method'; did you mean 'methods'? Valid fields: name, methods, path, headers, query, body, claims, mcp, ignore_case, effect, priority, description"],
+    ),
+    (
+        "mcp-empty",
+        "proxies: [{name: p, rules: [{name: r, effect: deny, mcp: {}}]}]\n",
+        ["F:1: proxies[p].rules[r].mcp: an mcp condition needs 'method', 'tool' or 'arguments' (to match any JSON-RPC body, use method: \".\")"],
+    ),
+    (
+        "mcp-field-typo",
+        "proxies: [{name: p, rules: [{name: r, effect: deny, mcp: {tools: x}}]}]\n",
+        ["F:1: proxies[p].rules[r].mcp.tools: unknown field 'tools'; did you mean 'tool'? Valid fields: method, tool, arguments"],
     ),
     (
         "one-of-two-shapes",  # response_value is {json_path} or {header}: one answer, not one per shape

@@ -57,7 +57,7 @@ def test_a_meter_with_only_a_name_does_nothing(tmp_path):
 
 def test_an_empty_when_is_no_condition(tmp_path):
     found = warnings_of(tmp_path, "    meters:\n      - {name: m, when: {}, limits: {minute: 5}}\n")
-    assert found == ["F:11: proxies[p].meters[m].when: has no condition and matches every request; omit it or add one of methods, path, headers, query, body, claims"]
+    assert found == ["F:11: proxies[p].meters[m].when: has no condition and matches every request; omit it or add one of methods, path, headers, query, body, claims, mcp"]
 
 
 @pytest.mark.parametrize("effect, what", [("deny", "denies every request"), ("allow", "allows every request its deny rules do not match")])
@@ -65,8 +65,12 @@ def test_a_rule_without_a_condition(tmp_path, effect, what):
     (w,) = warnings_of(tmp_path, f"    rules:\n      - {{name: everything, effect: {effect}, ignore_case: true}}\n")
     assert w == (
         f"F:11: proxies[p].rules[everything]: has no condition, so it matches every request: the scope {what} and its "
-        f"default_effect never applies; add one of methods, path, headers, query, body, claims, or drop the rule and set default_effect: {effect}"
+        f"default_effect never applies; add one of methods, path, headers, query, body, claims, mcp, or drop the rule and set default_effect: {effect}"
     )
+
+
+def test_an_mcp_condition_is_a_condition(tmp_path):
+    assert warnings_of(tmp_path, "    rules:\n      - {name: no-delete, effect: deny, mcp: {tool: \"^delete_\"}}\n") == []
 
 
 def test_rules_of_every_scope_are_checked(tmp_path):

@@ -284,6 +284,11 @@ def test_a_non_default_port_is_shown():
     assert "GET api.example.com/x" in plain(ops.audit_line(rec(9, host="api.example.com", scheme="http", port=80, path="/x")))
 
 
+def test_an_mcp_call_is_named_with_its_method_and_tool_escaped():
+    line = plain(ops.audit_line(rec(9, host="mcp.example.com", method="POST", path="/mcp", mcp_method="tools/call", mcp_tool="delete_\x1b[2Jfile")))
+    assert "POST mcp.example.com/mcp [tools/call delete_\\x1b[2Jfile]" in line and "\x1b" not in line
+
+
 def test_status_table_marks_stale_and_behind():
     now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 

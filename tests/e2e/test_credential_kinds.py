@@ -18,8 +18,9 @@ import yaml
 
 from rr_addon.policy import schema
 from rr_addon.policy.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
+from rr_addon.policy.oauth_grants_schema import OAuth2JwtBearer, OAuth2RefreshToken
 from rr_addon.testing.home import prepare_home, rr_cli
-from rr_addon.testing.idp import IdP, compact, hs256, pooled_key, public_jwk
+from rr_addon.testing.idp import IdP, compact, hs256, pem, pooled_key, public_jwk, service_account
 from rr_addon.testing.proxy import ProxyProcess
 
 HMAC_KEY = "hmac-key-for-hs256-verification-0123456789"
@@ -31,15 +32,18 @@ SECRETS = {  # environment variable -> value; every secret of the policy comes f
     "T_JWT": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJyciJ9.static",
     "T_CUSTOM": "sk_custom_SECRET",
     "T_CC": "rr-client-secret",
+    "T_RT": "rt-kinds-SEED-refresh-token",
+    "T_JB_KEY": pem(pooled_key("RSA", 2)),
+    "T_SA": service_account(pooled_key("RSA", 3), client_email="kinds@project.iam.gserviceaccount.com", token_uri="{token_url}"),
     "C_APIKEY": "caller-api-key-SECRET",
     "C_BEARER": "caller-bearer-SECRET",
     "C_JWT": "caller.static.jwt",
     "C_BASIC": "caller-basic-SECRET",
     "C_HMAC": HMAC_KEY,
     "C_INTROSPECT": "rr-client-secret",
-    **{f"C_VIA_{i}": f"via-{i}-SECRET" for i in range(8)},
 }
-TARGET_KINDS = ["bearer", "apikey-header", "apikey-query", "basic", "jwt", "custom", "none", "oauth-cc"]
+TARGET_KINDS = ["bearer", "apikey-header", "apikey-query", "basic", "jwt", "custom", "none", "oauth-cc", "oauth-rt", "oauth-jb", "oauth-sa"]
+SECRETS.update({f"C_VIA_{i}": f"via-{i}-SECRET" for i in range(len(TARGET_KINDS))})
 
 POLICY = """
 targets:
@@ -55,6 +59,9 @@ targets:
       - {{name: custom, kind: custom, headers: {{X-Custom: "Token {{secret}}"}}, secret: {{env: T_CUSTOM}}}}
       - {{name: none, kind: none}}
       - {{name: oauth-cc, kind: oauth2_client_credentials, token_url: "{token_url}", client_id: rr, client_secret: {{env: T_CC}}}}
+      - {{name: oauth-rt, kind: oauth2_refresh_token, token_url: "{token_url}", client_id: rr, client_secret: {{env: T_CC}}, refresh_token: {{env: T_RT}}}}
+      - {{name: oauth-jb, kind: oauth2_jwt_bearer, token_url: "{token_url}", issuer: kinds-robot, private_key: {{env: T_JB_KEY}}}}
+      - {{name: oauth-sa, kind: oauth2_jwt_bearer, token_url: "{token_url}", service_account: {{env: T_SA}}, scope: cloud}}
 proxies:
   - name: agents
     targets: [{{target: api, credential: bearer}}]
@@ -88,6 +95,12 @@ def secrets_back(doc: dict) -> dict:
         for c in t["credentials"]:
             if c["name"] == "oauth-cc":
                 c["client_secret"] = {"env": "T_CC"}
+            elif c["name"] == "oauth-rt":
+                c["client_secret"], c["refresh_token"] = {"env": "T_CC"}, {"env": "T_RT"}
+            elif c["name"] == "oauth-jb":
+                c["private_key"] = {"env": "T_JB_KEY"}
+            elif c["name"] == "oauth-sa":
+                c["service_account"] = {"env": "T_SA"}
             elif c["name"] in by_name:
                 c["secret"] = {"env": by_name[c["name"]]}
     for p in doc["proxies"]:
@@ -103,7 +116,8 @@ def test_the_policy_covers_every_credential_kind_of_the_schema():
     """A new kind added to the schema must be added here too."""
     target_kinds = {m.model_fields["kind"].annotation.__args__[0] for m in schema.TargetCredential.__origin__.__args__}
     caller_kinds = {m.model_fields["auth"].annotation.__args__[0] for m in schema.ProxyCredential.__origin__.__args__}
-    assert target_kinds == {"api_key", "bearer", "basic", "jwt", "custom", "none", OAuth2ClientCredentials.model_fields["kind"].annotation.__args__[0]}
+    oauth = {m.model_fields["kind"].annotation.__args__[0] for m in (OAuth2ClientCredentials, OAuth2RefreshToken, OAuth2JwtBearer)}
+    assert target_kinds == {"api_key", "bearer", "basic", "jwt", "custom", "none", *oauth}
     assert caller_kinds == {"api_key", "bearer", "jwt", "basic", JwtVerifyCaller.model_fields["auth"].annotation.__args__[0], OAuth2Caller.model_fields["auth"].annotation.__args__[0]}
 
 
@@ -111,6 +125,10 @@ def test_the_policy_covers_every_credential_kind_of_the_schema():
 def idp():
     with IdP() as idp:
         idp.add_key("RSA")
+        idp.refresh_token("rr", value=SECRETS["T_RT"])
+        idp.trust_issuer("kinds-robot", pooled_key("RSA", 2))
+        idp.trust_issuer("kinds@project.iam.gserviceaccount.com", pooled_key("RSA", 3))
+        SECRETS["T_SA"] = SECRETS["T_SA"].replace("{token_url}", idp.token_url)
         yield idp
 
 
@@ -213,8 +231,8 @@ def injected(kind: str, got, r) -> None:
         assert got.header("X-Custom") == f"Token {SECRETS['T_CUSTOM']}"
     elif kind == "none":
         assert auth is None and got.header("X-Api-Key") is None
-    elif kind == "oauth-cc":
-        assert auth is not None and auth.startswith("Bearer at-")  # fetched with the stored client secret
+    elif kind in ("oauth-cc", "oauth-rt", "oauth-jb", "oauth-sa"):
+        assert auth is not None and auth.startswith("Bearer at-")  # fetched with the stored secrets
     else:
         raise AssertionError(kind)
 

@@ -178,10 +178,19 @@ def test_upstream_token_refreshed_once_per_expiry_under_load(proxy, upstream, id
     assert 2 <= requests <= 5
 
 
-def test_token_endpoint_down_is_502_upstream_credential_error(proxy, upstream, idp):
+def test_token_endpoint_erroring_is_502_upstream_auth_unavailable_and_refusing_is_credential_error(proxy, upstream, idp):
     caller = idp.opaque(active=True, aud="api", sub="svc-3")
     time.sleep(3.1)  # let the cached upstream token expire
     idp.fail("token", 503)
+    try:
+        r, marker = call(proxy, caller)
+    finally:
+        idp.heal()
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "upstream-auth-unavailable"
+    assert forwarded(upstream, marker) == []
+    time.sleep(3.1)  # past the failure back-off
+    idp.override("token", 401, {"error": "invalid_client"})  # the IdP refuses the client: a configuration to fix
     try:
         r, marker = call(proxy, caller)
     finally:

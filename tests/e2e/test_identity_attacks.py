@@ -25,6 +25,7 @@ targets:
     allow_private_addresses: true
     credentials:
       - {{name: static, kind: bearer, secret: sk_upstream_0123456789abcdef}}
+      - {{name: user, kind: oauth2_refresh_token, token_url: {token_url}, client_id: rr, client_secret: cs_upstream_client_0123456789, refresh_token: rt_upstream_refresh_0123456789}}
 proxies:
   - name: agents
     targets: [{{target: api, credential: static}}]
@@ -56,7 +57,7 @@ def idp():
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory, upstream, pki, idp):
     home = tmp_path_factory.mktemp("rr-identity-attacks")
-    prepare_home(home, POLICY.format(port=upstream.port, jwks_url=idp.jwks_url, issuer=idp.issuer, introspection_url=idp.introspection_url))
+    prepare_home(home, POLICY.format(port=upstream.port, jwks_url=idp.jwks_url, issuer=idp.issuer, introspection_url=idp.introspection_url, token_url=idp.token_url))
     with ProxyProcess(home, upstream_ca=pki.ca_cert) as p:
         p.upstream_port = upstream.port
         yield p
@@ -112,7 +113,7 @@ def test_junk_tokens_against_a_slow_introspection_endpoint_do_not_starve_a_key_r
 
 @pytest.mark.parametrize(
     "kind",
-    ["jwt-from-another-issuer", "jwt-for-another-audience", "upstream-api-key", "not-bearer-syntax"],
+    ["jwt-from-another-issuer", "jwt-for-another-audience", "upstream-api-key", "upstream-refresh-token", "upstream-client-secret", "not-bearer-syntax"],
 )
 def test_credentials_no_introspecting_credential_could_accept_stay_in_rr(proxy, idp, kind):
     if kind == "jwt-from-another-issuer":
@@ -121,6 +122,10 @@ def test_credentials_no_introspecting_credential_could_accept_stay_in_rr(proxy, 
         token = idp.token(aud="billing")
     elif kind == "upstream-api-key":
         token = "sk_upstream_0123456789abcdef"  # the target's own secret, sent by a caller without an rr key
+    elif kind == "upstream-refresh-token":
+        token = "rt_upstream_refresh_0123456789"  # an OAuth target credential's refresh token
+    elif kind == "upstream-client-secret":
+        token = "cs_upstream_client_0123456789"
     else:
         token = "not,a;bearer-token"
     before = len(idp.received)

@@ -34,8 +34,11 @@ SECRETS = {
     "BILLING_RR_KEY": "rr-billing-key",
     "ALERTS_RR_KEY": "rr-alerts-key",
     "INVENTORY_API_TOKEN": "inventory-service-token",
+    "ANTHROPIC_API_KEY": "sk-ant-api03-upstreamANTHROPICkey000000",
+    "AGENT_RR_KEY": "rr-agent-key",
+    "MCP_TOKEN": "mcp-upstream-token-000000",
 }
-RECIPES = ["openai", "github-ci", "stripe", "slack-webhook", "internal-jwt"]
+RECIPES = ["openai", "anthropic", "mcp", "github-ci", "stripe", "slack-webhook", "internal-jwt"]
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -151,8 +151,11 @@ def test_failed_refresh_keeps_the_unexpired_token_then_fails(idp):
         src = source(idp, http, clock)
         first = await src.token()
         idp.fail("token", 500)
-        clock.advance(95)  # due for refresh, not yet expired
+        clock.advance(93)  # due for refresh (at 90), still valid (until 100 less the 5 s margin)
         assert await src.token() == first
+        clock.advance(2)  # inside the safety margin: no longer used
+        error = await fetch(src)
+        assert isinstance(error, UpstreamTokenError) and error.code == "upstream-auth-unavailable"
         clock.advance(10)  # expired: no token to fall back on
         error = await fetch(src)
         assert isinstance(error, UpstreamTokenError) and error.reason == ident.TOKEN_ENDPOINT_UNAVAILABLE

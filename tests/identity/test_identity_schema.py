@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from rr_addon import identity as ident
 from rr_addon.policy import schema
 from rr_addon.policy.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
-from rr_addon.identity import Http, Shared, Verified, client_credentials, introspection, jwt_verify
+from rr_addon.identity import Http, Shared, Verified, introspection, jwt_verify, upstream_sources
 from rr_addon.identity.jwks import RemoteJwks, StaticKeys
 from rr_addon.identity.matching import conflicts, spec_for
 from rr_addon.testing.idp import IdP, pooled_key, public_jwk
@@ -171,11 +171,11 @@ def test_build_from_models_and_share_across_reloads():
     o2 = introspection.build(OAuth2Caller.model_validate(OAUTH), client_secret="s1", http=http, shared=shared)
     o3 = introspection.build(OAuth2Caller.model_validate(OAUTH), client_secret="s2", http=http, shared=shared)
     assert o1.introspector is o2.introspector and o1.introspector is not o3.introspector  # a new secret, a new client
-    t1 = client_credentials.build(OAuth2ClientCredentials.model_validate(CC), client_secret="s", http=http, shared=shared)
+    t1 = upstream_sources.build("api", OAuth2ClientCredentials.model_validate(CC), "s", http=http, shared=shared)
     assert len(shared) == 4
     shared.sweep()
     assert len(shared) == 4
-    t2 = client_credentials.build(OAuth2ClientCredentials.model_validate(CC), client_secret="s", http=http, shared=shared)
+    t2 = upstream_sources.build("api", OAuth2ClientCredentials.model_validate(CC), "s", http=http, shared=shared)
     shared.sweep()  # the next configuration only has the target credential
     assert t2 is t1 and len(shared) == 1
 

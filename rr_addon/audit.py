@@ -53,6 +53,7 @@ FIELDS = (
     "degraded",  # why the decision was taken without a backend (on_backend_error: allow), else null
     "redactions",  # detector -> count, never the values
     "unmeasured",  # response_value meter -> why it could not measure this response (no-value, not-json, too-large, stream-broken)
+    "charged",  # response_value/cost meter -> what this request counted once settled (a count, or "0.0024 USD")
     "dataplane",  # the data plane that served the request
     "token",  # id of the minted token the caller presented (`credential` is its parent), else null
     "mcp_method",  # the JSON-RPC method(s) of a body the rules read (a batch's joined by ','), else null

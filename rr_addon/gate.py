@@ -136,7 +136,7 @@ class Gate:
         seconds += time.perf_counter() - t0
         if metered is not None and not metered.verdict.admitted:
             v = metered.verdict
-            extra = [("retry-after", str(v.retry_after or 1))]
+            extra = [("retry-after", str(v.retry_after))] if v.retry_after else []  # none for unknown-model
             if v.policy:
                 extra += [("ratelimit-policy", v.policy), ("ratelimit", v.ratelimit or "")]
             return Verdict(quota_outcome(admission, v), admission, extra_headers=tuple(extra), verification=verification, mcp=called, seconds=seconds)
@@ -149,8 +149,10 @@ class Gate:
             try:
                 injection = await self.identities.upstream_injection(cred.target, cred.name)
             except UpstreamTokenError as e:
+                if metered is not None and self.metering is not None:
+                    await self.metering.add(metered.plan.refund())  # nothing leaves: the quota is not used
                 refused = admission.outcome(Decision.deny(e.code, e.reason, detail=e.detail))
-                return Verdict(refused, admission, metered, verification=verification, mcp=called, seconds=seconds)
+                return Verdict(refused, admission, verification=verification, mcp=called, seconds=seconds)
         return Verdict(outcome, admission, metered, injection, verification=verification, mcp=called, seconds=seconds)
 
     async def run(self, snap: Snapshot, facts: RequestFacts, now: float, *, client: str | None = None) -> Verdict:

@@ -23,6 +23,9 @@ class Metering:
         self._down = False
 
     async def check(self, plan: Plan, proxy: str) -> Verdict:
+        refused = plan.refusal()
+        if refused is not None:
+            return refused
         try:
             if self._sync:
                 result = self.backend.check_and_add_now(plan.ops)  # type: ignore[attr-defined]

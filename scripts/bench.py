@@ -50,7 +50,9 @@ measures growth over the ~17,000 requests rr serves after warm-up
 
 The last line of output is JSON: {"plain_rps_small", "rr_rps_small",
 "ratio_small", "plain_rps_big", "rr_rps_big", "ratio_big", "decision_us_p50",
-"rss_growth_mb"}.
+"rss_growth_mb", "redact_mb_s", "re2_scan_mb_s"} (the last two: rr's filters and
+redaction of the big body in MB/s of CPU, and one RE2 pass of the redactor's
+detector set over the same bytes, the physical limit).
 """
 
 from __future__ import annotations
@@ -424,6 +426,8 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=16, help="keep-alive connections (fixed concurrency)")
     ap.add_argument("--no-script", action="store_true", help="leave out `mitmdump -s rr_addon/addon.py`")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, RR_HOME)")
+    ap.add_argument("--workers", type=int, default=0, help="instead: `rr run --workers 1` against `--workers N` (small bodies; needs Redis, --redis)")
+    ap.add_argument("--redis", default=os.environ.get("RR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"), help="Redis URL for --workers (its counters are reset per run)")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 4)
     a.duration = a.duration or 3.0
@@ -474,6 +478,8 @@ def main() -> int:
         rr_cli(home, "apply", "-f", str(home / "policy.yaml"))
         t_apply = time.monotonic() - t0
         say(f"rr init {t_init:.1f} s; rr apply of {len(text) / 1e6:.1f} MB YAML (10,000 credentials) {t_apply:.1f} s")
+        if a.workers:
+            return bench_workers(a, say, work=work, home=home, pki=pki, upstream=upstream, up_port=up_port, creds_file=creds_file, procs=procs)
 
         # --- decision micro-benchmark, in its own process, before any load (the CPU to itself)
         say("decision micro-benchmark: scripts/bench_decision.py")
@@ -486,6 +492,16 @@ def main() -> int:
         lines = out.stdout.rstrip().splitlines()
         decision = json.loads(lines[-1])
         print("\n".join(lines[:-1]), flush=True)
+
+        # --- redaction throughput on the big body, in process, before any load
+        import bench_filters
+
+        throughput = bench_filters.redaction_throughput()
+        say(
+            f"redaction on the {throughput['body_kb']} KB body (MB/s, CPU): rr filters+redaction {throughput['rr_filter_redact_mb_s']}, "
+            f"redaction alone {throughput['rr_redact_mb_s']}, a body with nothing to redact {throughput['rr_redact_clean_mb_s']}; "
+            f"raw RE2 scan of the same bytes: the detector set {throughput['re2_set_scan_mb_s']}, one regex {throughput['re2_one_regex_scan_mb_s']}"
+        )
 
         # --- proxies
         common = [
@@ -614,6 +630,8 @@ def main() -> int:
             "ratio_big": round(summary["rr_big"] / summary["plain_big"], 3),
             "decision_us_p50": decision["decision_us_p50"],
             "rss_growth_mb": round(rss_growth, 1),
+            "redact_mb_s": throughput["rr_filter_redact_mb_s"],
+            "re2_scan_mb_s": throughput["re2_set_scan_mb_s"],
         }
         print(json.dumps(line), flush=True)
         return 0
@@ -628,6 +646,57 @@ def main() -> int:
             console.print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_workers(a, say, *, work: Path, home: Path, pki, upstream, up_port: int, creds_file: Path, procs: list) -> int:
+    """`rr run --workers 1` against `--workers N`, interleaved rounds of small bodies:
+    throughput at 1 and N workers and the scaling (goal: >= 0.9 N up to the cores).
+    The workers' CPU is theirs: the load generator and the upstream share the
+    same cores, so on a machine with N cores the scaling is bounded below N."""
+    import re
+
+    env = {**os.environ, "RR_HOME": str(home), "PYTHONUNBUFFERED": "1", "RR_REDIS_URL": a.redis}
+    for var in ("RR_DATABASE_URL", "RR_MASTER_KEY"):
+        env.pop(var, None)
+    common = ["--listen-host", "127.0.0.1", "--set", f"confdir={home / 'certs'}", "--set", f"ssl_verify_upstream_trusted_ca={pki.ca_cert}"]
+    by_n: dict[int, Proxy] = {}
+    for n in (1, a.workers):
+        port = free_port()
+        p = Proxy(f"rr x{n}", [str(BIN / "rr"), "run", "--workers", str(n), "-p", str(port), *common], env, work / f"workers{n}.log", port)
+        t0 = time.monotonic()
+        procs.append(p.start())
+        deadline = t0 + 120
+        while n > 1 and p.log.read_text(errors="replace").count("listening") < n:
+            if time.monotonic() > deadline or p.proc.poll() is not None:
+                raise RuntimeError(f"workers did not start:\n{p.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        by_n[n] = p
+        say(f"started rr --workers {n} (supervisor pid {p.proc.pid}) in {time.monotonic() - t0:.1f} s")
+
+    def pids(p: Proxy) -> tuple[int, ...]:
+        found = re.findall(r"started \(pid (\d+)\)", p.log.read_text(errors="replace"))
+        return (p.proc.pid, *(int(x) for x in found))
+
+    ours = (upstream.pid, *(x for p in by_n.values() for x in pids(p)))
+
+    def load(p: Proxy, duration: float) -> dict:
+        return run_load(a, proxy=p, paths=SMALL, duration=duration, upstream_pid=upstream.pid, upstream_port=up_port,
+                        creds=creds_file, ca=home / "certs" / "mitmproxy-ca-cert.pem", reconnect_every=100, ours=ours)  # fmt: skip
+
+    for p in by_n.values():
+        load(p, 3.0)  # warm-up: every worker makes its certificates, meets the credentials
+    rows: dict[int, list[dict]] = {1: [], a.workers: []}
+    for rnd in range(a.rounds):
+        for n in ((1, a.workers) if rnd % 2 == 0 else (a.workers, 1)):
+            r = load(by_n[n], a.duration)
+            rows[n].append(r)
+            say(f"round {rnd + 1} workers {n}: {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
+                f"errors {r['errors']} bad {r['bad_status']}  generator {r['generator_cpu_util'] * 100:.0f}%  upstream {r['upstream_cpu_util'] * 100:.0f}%  other procs {r['other_cpu_util'] * 100:.0f}%")  # fmt: skip
+    one, many = median(rows[1], "rps"), median(rows[a.workers], "rps")
+    line = {"workers": a.workers, "cores": os.cpu_count(), "rps_1": round(one, 1), f"rps_{a.workers}": round(many, 1), "scaling": round(many / one, 3)}
+    say(f"medians of {a.rounds} rounds: 1 worker {one:.0f} req/s, {a.workers} workers {many:.0f} req/s: {many / one:.2f}x (goal {0.9 * min(a.workers, os.cpu_count() or 1):.1f}x)")
+    print(json.dumps(line), flush=True)
+    return 0
 
 
 def _cpu_model() -> str:

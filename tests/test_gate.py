@@ -7,15 +7,18 @@ import time
 
 import pytest
 
-from rr_addon.core import reasons
+from rr_addon.core import decide, reasons
 from rr_addon.core.decide import Limits
 from rr_addon.core.types import Decision, RequestFacts
 from rr_addon.gate import Admitted, Gate, Verdict
 from rr_addon.metering import Metering
 from rr_addon.meters import open_backend
 from rr_addon.store.db import make_engine, migrate
-from rr_addon.testing.snapshots import snapshot_from
+from rr_addon.testing.snapshots import TEST_HMAC_KEY, snapshot_from
 from rr_addon.testing.fresh import python_prints
+from rr_addon.policy.schema import Config
+from rr_addon.core.digests import token_digest
+from rr_addon.core.snapshot import compile_snapshot
 
 CONFIG = {
     "targets": [
@@ -96,3 +99,51 @@ def test_the_gate_imports_no_mitmproxy():
     code = "import sys, rr_addon.gate; print(sorted(m for m in sys.modules if m.split('.')[0] in ('mitmproxy', 'typer') or m.startswith('rr_addon.cli') or m.startswith('rr_addon.mitm')))"
     out = python_prints(code)
     assert out == "[]"
+
+
+class _TokenEndpointDown:
+    """The identities service of a data plane whose IdP cannot be reached."""
+
+    async def upstream_injection(self, target: str, credential: str):
+        from rr_addon.identity.upstream_token import UpstreamTokenError
+
+        raise UpstreamTokenError("token endpoint unavailable", "connection refused")
+
+
+OAUTH_CONFIG = {
+    "targets": [
+        {"name": "api", "hosts": ["api.test"], "credentials": [
+            {"name": "oauth", "kind": "oauth2_client_credentials", "token_url": "https://idp.test/token", "client_id": "rr", "client_secret": "s"}]},
+    ],
+    "proxies": [
+        {
+            "name": "p",
+            "targets": [{"target": "api", "credential": "oauth"}],
+            "meters": [{"name": "calls", "limits": {"day": 2}, "per": "credential"}],
+            "credentials": [{"name": "c", "auth": "api_key", "secret": "caller-key"}],
+        }
+    ],
+}
+
+
+def test_a_request_refused_for_want_of_an_upstream_token_does_not_spend_the_quota(tmp_path):
+    config = Config.model_validate(OAUTH_CONFIG)
+    snap = compile_snapshot(config, version=1, hmac_key=TEST_HMAC_KEY, target_secrets={("api", "oauth"): "s"},
+                            caller_digests={("p", "c"): token_digest(TEST_HMAC_KEY, "caller-key")})
+    engine = make_engine(f"sqlite:///{tmp_path}/rr.db")
+    migrate(engine)
+    metering = Metering(open_backend(redis_url=None, engine=engine))
+    try:
+        down = Gate(identities=_TokenEndpointDown(), metering=metering, limits=Limits())
+        for _ in range(3):  # more than the day's quota of 2
+            refused = run(down.run(snap, facts(), time.time()))
+            assert refused.outcome.decision.code == "upstream-auth-unavailable"
+        # the quota is intact: the meter still admits two requests, then refuses
+        plain = Gate(metering=metering, limits=Limits())
+        checks = [run(plain.admit(snap, facts(), time.time())) for _ in range(3)]
+        plans = [snap.proxies["p"].meters.plan("c", decide.authorize(a.admission, a.facts)[1], time.time()) for a in checks]
+        admitted = [run(metering.check(plan, "p")).admitted for plan in plans]
+        assert admitted == [True, True, False]
+    finally:
+        asyncio.run(metering.close())
+        engine.dispose()

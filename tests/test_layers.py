@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # a running data plane's lifecycle (no mitmproxy)
     ("dataplane", ("rr_addon.services", "rr_addon.reload")),
     # everything that touches mitmproxy
-    ("mitm", ("rr_addon.mitm", "rr_addon.addon")),
+    ("mitm", ("rr_addon.mitm", "rr_addon.addon", "rr_addon.workers")),
     # the rr command
     ("cli", ("rr_addon.cli",)),
     # test helpers (processes, PKI, upstreams) may use anything

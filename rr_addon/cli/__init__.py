@@ -175,6 +175,12 @@ def schema_command(
 def run(
     ctx: typer.Context,
     web: bool = typer.Option(False, "--web", help="Run mitmweb (the web UI) instead of mitmdump."),
+    workers: Optional[int] = typer.Option(
+        None,
+        "--workers",
+        help="mitmdump processes sharing the listen port (SO_REUSEPORT); more than one needs Redis counters. "
+        "Default: one per core with RR_REDIS_URL, else one; mitmweb is always one.",
+    ),
 ) -> None:
     """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.
 
@@ -183,6 +189,12 @@ def run(
 
     Only the mitmproxy addons the options ask for are loaded (see rr_addon/mitm/runner.py); flows are
     printed with -v or --set flow_detail=N."""
+    from rr_addon import workers as worker_pool
+
+    try:
+        n = worker_pool.count(workers, web=web, args=list(ctx.args))
+    except worker_pool.WorkersError as e:
+        raise die(str(e)) from None
     open_store()  # fail early, with rr's message, if the database or key is not usable
     confdir = settings.confdir()
     from rr_addon.mitm import runner
@@ -197,6 +209,11 @@ def run(
         soft_wrap=True,
         highlight=False,
     )
+    if n > 1:
+        try:
+            sys.exit(worker_pool.supervise(list(ctx.args), n))
+        except worker_pool.WorkersError as e:
+            raise die(str(e)) from None
     # rr's defaults (runner.defaults) come first: every option the user passes wins
     sys.exit(runner.run(list(ctx.args), web=web, base=runner.defaults(web=web)))
 

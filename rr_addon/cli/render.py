@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rr_addon.config.load import ConfigError
+from rr_addon.policy.costs import money
 from rr_addon.store.config_store import Change
 
 ACTION_STYLE = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "dim"}
@@ -76,13 +77,18 @@ def usage_table(rows, now: float) -> Table:
             r.meter or Text("usage", style="dim"),
             "(all)" if r.subject == "-" else r.subject,
             r.window.kind,
-            str(r.used),
-            "-" if r.limit is None else str(r.limit),
-            Text("-" if remaining is None else str(remaining), style=style),
+            _count(r.used, r.currency),
+            "-" if r.limit is None else _count(r.limit, r.currency),
+            Text("-" if remaining is None else _count(remaining, r.currency), style=style),
             _duration(r.window.resets_in(now)),
             "-" if r.unmeasured is None else Text(str(r.unmeasured), style="yellow" if r.unmeasured else ""),
         )
     return table
+
+
+def _count(value: int, currency: str | None) -> str:
+    """A counter as shown: a number, or money (micro-units) with its currency."""
+    return str(value) if currency is None else money(value, currency) or "-"
 
 
 def _duration(seconds: int) -> str:

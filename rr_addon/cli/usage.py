@@ -6,13 +6,15 @@ import asyncio
 import json
 import os
 import time
+from decimal import Decimal
 from typing import Optional
 
 import typer
 
 from rr_addon.cli import render
 from rr_addon.cli.common import console, die, load_snapshot, open_store
-
+from rr_addon.cli.consoles import Output  # noqa: F401
+from rr_addon.policy.costs import MICRO
 from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
@@ -48,7 +50,7 @@ def usage_rows(snap, counts, now, proxy=None, credential=None) -> list[UsageRow]
 
 
 def row_json(r: UsageRow, now: float) -> dict:
-    return {
+    row = {
         "proxy": r.proxy,
         "meter": r.meter,
         "subject": r.subject,
@@ -60,6 +62,22 @@ def row_json(r: UsageRow, now: float) -> dict:
         "resets_in": r.window.resets_in(now),
         "unmeasured": r.unmeasured,  # response_value meters: responses whose value could not be read
     }
+    if r.currency is not None:
+        # cost meters: exact decimal strings in the currency, and the counters' integer micro-units
+        row.update(
+            used=amount(r.used),
+            limit=amount(r.limit),
+            remaining=amount(r.remaining),
+            currency=r.currency,
+            used_micros=r.used,
+            limit_micros=r.limit,
+        )
+    return row
+
+
+def amount(micros: int | None) -> str | None:
+    """Micro-units as an exact decimal string of the currency: 12.5 -> "12.500000"."""
+    return None if micros is None else str((Decimal(micros) / MICRO).quantize(Decimal("0.000001")))
 
 
 @usage_app.callback(invoke_without_command=True)
@@ -81,7 +99,7 @@ def usage(
         for r in rows:
             print(json.dumps(row_json(r, now)))
         return
-    console.print(render.usage_table(rows, now))
+    Output().print(render.usage_table(rows, now))  # made now: the terminal width (or COLUMNS) of this run
 
 
 @usage_app.command("reset")
@@ -110,7 +128,7 @@ def reset(
         if credential and m.per == "proxy":
             continue  # a proxy-wide meter has no per-credential counter
         prefixes.append(meter_key(proxy, m.name, credential, "") if credential else f"meter:{proxy}:{m.name}:")
-        if m.source is not None:
+        if m.valued:
             prefixes.append(unmeasured_key(proxy, m.name, credential, "") if credential else f"unmeasured:{proxy}:{m.name}:")
     if not yes and not typer.confirm(f"reset counters {', '.join(p + '*' for p in prefixes)}?"):
         raise die("nothing reset")

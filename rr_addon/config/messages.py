@@ -200,7 +200,7 @@ def message(err: dict, where: Located, parent: Located) -> str:
         return f"expected a string; got {_kind_of(value)}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number; got {_kind_of(value)}"
-    if kind in ("float_type", "float_parsing"):
+    if kind in ("float_type", "float_parsing", "decimal_type", "decimal_parsing"):
         return f"expected a number; got {_kind_of(value)}"
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false; got {_kind_of(value)}"

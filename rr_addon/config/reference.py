@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from decimal import Decimal
 import re
 import typing
 from typing import Any, Literal
@@ -115,7 +116,7 @@ def type_text(t: Any, anchors: dict[type, str]) -> str:
         return "mapping" if value is Any else f"mapping of {type_text(key, anchors)} → {type_text(value, anchors)}"
     if isinstance(t, type) and issubclass(t, BaseModel):
         return _link(t, anchors)
-    return {str: "string", int: "integer", float: "number", bool: "boolean", datetime.datetime: "date-time", Any: "any"}.get(t, str(t))
+    return {str: "string", int: "integer", float: "number", Decimal: "number", bool: "boolean", datetime.datetime: "date-time", Any: "any"}.get(t, str(t))
 
 
 def _constraints(info) -> str:

@@ -241,11 +241,36 @@ OBJECTS: list[tuple[str, str, str, str]] = [
         "and `RateLimit`. Without limits a meter only tracks (`rr usage`); a `request_count` meter without limits "
         "and without `when` counts exactly what the per-credential usage counters always count, so rr warns that it "
         "does nothing. `response_value` meters admit while the total is under the limit and add the value read "
-        "from the response (JSON body, header, or the last matching event of an event stream).",
+        "from the response (JSON body, header, or the last matching event of an event stream); with `reserve` they "
+        "count a reservation at admission instead, so concurrent requests cannot overrun the limit (docs/budgets.md). "
+        "`cost` meters count money: token counts priced by model, in micro-units of `currency`.",
         "name: tokens\ntype: response_value\nresponse_value: {json_path: $.usage.total_tokens}\nlimits: {day: 100000}\n"
         "per: credential\nwhen: {methods: [POST]}\n",
     ),
-    ("Limits", "Limits", "The most a meter may count per window; any subset of the four windows. 0 refuses every request.", "minute: 60\nday: 10000\n"),
+    (
+        "Limits",
+        "Limits",
+        "The most a meter may count per window; any subset of the four windows. 0 refuses every request. Whole "
+        "numbers, except for a `cost` meter: an amount of its currency, at most 6 decimals.",
+        "minute: 60\nday: 10000\n",
+    ),
+    (
+        "Reserve",
+        "Reservation",
+        "What a `response_value` or `cost` meter counts when it admits a request, replaced by the measured value "
+        "when the response ends (docs/budgets.md). A request whose reservation does not fit every window is refused. "
+        "Nothing came back (connection error, timeout), or a non-2xx answer without a value: released.",
+        "json_path: $.max_tokens\ndefault: 4096\n",
+    ),
+    (
+        "CostSpec",
+        "Cost",
+        "How a `cost` meter prices a response: the model (from the request body, else the response), its price, "
+        "and the input and output token counts of the response (or of its events, the last one that has each). A "
+        "request naming a model without a price and without `default` is refused with `unknown-model`.",
+        "model: $.model\nprices:\n  gpt-4o-mini: {input: 0.00015, output: 0.0006}\ninput: $.usage.prompt_tokens\noutput: $.usage.completion_tokens\n",
+    ),
+    ("Price", "Price", "Per 1,000 tokens, in the meter's currency; exact decimals.", "input: 0.00015\noutput: 0.0006\n"),
     ("JsonPathValue", "Response value from JSON", "The number at a JSONPath of the response JSON (or of a `text/event-stream` event).", "json_path: $.usage.total_tokens\n"),
     ("HeaderValue", "Response value from a header", "The number in a response header.", "header: x-tokens-used\n"),
     (
@@ -444,7 +469,7 @@ FIELDS: dict[str, str] = {
     "OAuth2Caller.negative_ttl": "Seconds an inactive answer is cached.",
     "OAuth2Caller.timeout": "Seconds to wait for the introspection endpoint.",
     "MeterSpec.name": "The meter's name, unique within the proxy; keys its counters (`rr usage`).",
-    "MeterSpec.type": "`request_count` counts requests; `response_value` adds a number read from each response. `type: {response_value: {…}}` is accepted too.",
+    "MeterSpec.type": "`request_count` counts requests; `response_value` adds a number read from each response; `cost` adds money. `type: {response_value: {…}}` is accepted too.",
     "MeterSpec.response_value": "Where a `response_value` meter reads its number.",
     "MeterSpec.limits": "The quota per window; omitted or empty: track only.",
     "MeterSpec.per": "One count for the whole proxy, or one per proxy credential.",
@@ -452,6 +477,21 @@ FIELDS: dict[str, str] = {
     "MeterSpec.timezone": "IANA zone the windows follow (day and month boundaries).",
     "MeterSpec.on_backend_error": "When the counters are unreachable (Redis down): `deny` answers 429, `allow` lets requests through uncounted.",
     "MeterSpec.description": "Free text for people; rr ignores it.",
+    "MeterSpec.cost": "Where a `cost` meter reads the model and the token counts, and its price table.",
+    "MeterSpec.currency": "The currency of a `cost` meter's prices and limits (a code; `rr usage` shows it). Default USD.",
+    "MeterSpec.reserve": "Count a reservation at admission, settled when the response ends.",
+    "Reserve.json_path": "A JSONPath (or a list: the largest number they find) into the request body: the most the response may use, e.g. `$.max_tokens`.",
+    "Reserve.default": "The reservation when the body has no number there; with `cost`, output tokens.",
+    "Reserve.times": "A JSONPath (or a list: the largest number) to how many answers the request asks for, e.g. OpenAI's `$.n`: the reservation is multiplied by it (at least 1).",
+    "Reserve.unmeasured": "A 2xx response rr could not measure (no usage in it, or the stream broke before it): `charge` keeps the reservation, `release` gives it back.",
+    "Reserve.add_request_bytes": "Add the request body's size in bytes, an estimate of the prompt's tokens (a `cost` meter's input). Default: true for `cost`, false otherwise.",
+    "CostSpec.model": "A JSONPath (or a list) to the model name, read from the request body, else from the response.",
+    "CostSpec.prices": "Model name (exact) to price.",
+    "CostSpec.default": "The price of a model not in `prices`; omitted: such a request is refused (`unknown-model`).",
+    "CostSpec.input": "A JSONPath (or a list, the first that finds one) to the input token count of the response.",
+    "CostSpec.output": "A JSONPath (or a list) to the output token count of the response.",
+    "Price.input": "Per 1,000 input (prompt) tokens.",
+    "Price.output": "Per 1,000 output (completion) tokens.",
     "JsonPathValue.json_path": "A JSONPath to a number.",
     "HeaderValue.header": "A response header holding a number.",
     "Limits.minute": "Per calendar minute.",
@@ -465,6 +505,7 @@ CODES: dict[str, str] = {
     "unauthenticated": "No caller credential, or one that matches nothing, is expired, inactive or fails verification.",
     "unknown-target": "The host is no target of the caller's proxy, the scheme or port is not allowed.",
     "access-denied": "A rule denied (the message names the scope and rule), a private address, a request changed after rr decided it.",
+    "unknown-model": "A `cost` meter has no price for the model the request body names (and no `default`).",
     "quota-exceeded": "A meter's limit is reached (`Retry-After`), or counters are unavailable with `on_backend_error: deny`.",
     "invalid-request": "The request is ambiguous (path, Host, method override, repeated JSON key) or fails a JSON Schema.",
     "payload-too-large": "The body exceeds `max_body_bytes` or what rr may inspect.",

@@ -141,5 +141,12 @@ def warnings(config: Config, source: Source) -> list[ConfigError]:
                     "or type: response_value to add up a value",
                     rest,
                 )
+            if m.type == "cost" and m.reserve is None and any(v is not None for v in m.limits.by_kind()):
+                warn(
+                    "proxies", p.name, f"meters[{m.name}]",
+                    "a cost meter without reserve admits every request while the total is under the limit, so concurrent "
+                    "requests can overrun it; add reserve: {json_path: $.max_tokens, default: N} (docs/budgets.md)",
+                    rest,
+                )
     out.extend(path_warnings(config, source))  # paths that probably do not mean what they look like
     return out

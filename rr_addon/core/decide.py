@@ -399,10 +399,11 @@ def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Lim
 
 
 def quota_outcome(admission: Admission, verdict) -> Outcome:
-    """A refused meter verdict (rr_addon.core.meters.Verdict) as a 429 Outcome."""
+    """A refused meter verdict (rr_addon.core.meters.Verdict) as an Outcome: 429, or 403 unknown-model."""
     meter, window = verdict.exhausted[0] if verdict.exhausted else (None, None)
+    detail = verdict.detail or (f"{window} window" if window else None)
     return Outcome(
-        Decision.deny("quota-exceeded", verdict.reason, scope="meter" if meter else None, rule=meter or None, detail=f"{window} window" if window else None),
+        Decision.deny(verdict.code, verdict.reason, scope="meter" if meter else None, rule=meter or None, detail=detail),
         admission.identity,
         admission.route,
         admission.strip_headers,

@@ -22,6 +22,17 @@ response. So a total can overshoot its limit by at most the values of the
 requests admitted while it was still under: one in-flight request's value per
 concurrent request.
 
+With `reserve:` (docs/budgets.md) a response_value or cost meter counts an
+amount *at admission*, read from the request (e.g. `max_tokens`), and admits
+only if it fits every window; `Plan.settle` then replaces it by the measured
+value (one signed add), and `Plan.release` gives it back when nothing came
+back. The check and the add are one atomic backend call, so concurrent
+requests can never all take the same headroom: the total exceeds a limit only
+by what responses measured beyond their reservations.
+
+`cost` meters count money in integer micro-units of their currency
+(`core.costs`): a price by model times the input and output token counts.
+
 A response whose value cannot be read is *unmeasured*: it adds nothing to the
 meter, one to its `unmeasured:` counter (`rr usage`), and the reason goes to
 the audit record. On `text/event-stream` the value is read from the `data:`
@@ -36,9 +47,11 @@ import math
 from dataclasses import dataclass
 from datetime import tzinfo
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from rr_addon.policy.bodies import BodyError, parse_json
+from rr_addon.policy.costs import LARGEST, MICRO, Cost, Price, micro_cost, money
 from rr_addon.policy.jsonpaths import compile_matcher, compile_path, find
 from rr_addon.core.sse import EventParser
 from rr_addon.policy.windows import KINDS, UTC, Window, WindowCache, zone
@@ -54,6 +67,9 @@ NO_VALUE = "no-value"  # the body, or no event, had a count at the meter's path 
 NOT_JSON = "not-json"  # the body is not JSON, or no event of the stream is
 TOO_LARGE = "too-large"  # the body is over rr_buffer_limit, or one event is (what was seen before counts)
 STREAM_BROKEN = "stream-broken"  # the response broke off: the value seen so far was counted
+
+# Why a cost meter refuses a request before it leaves (403 unknown-model).
+UNPRICED_MODEL = "the model has no price in the meter's cost table"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +103,8 @@ class Verdict:
     policy: str | None = None  # RateLimit-Policy header value
     ratelimit: str | None = None  # RateLimit header value
     degraded: bool = False  # decided by on_backend_error, not by counts
+    code: str = "quota-exceeded"  # or unknown-model (a cost meter cannot price the request)
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +118,40 @@ class Meter:
     when: Callable[[Any], bool] | None = None
     source: Callable[[Any, Any], int | None] | None = None  # (headers, body) -> value
     from_body: bool = False  # the source reads the body (json_path), not a header
+    cost: Cost | None = None  # type: cost
+    reserve: Reservation | None = None
+    currency: str | None = None  # cost meters: counters hold micro-units of it
 
     @property
     def limited(self) -> bool:
         return any(limit is not None for limit in self.limits)
+
+    @property
+    def valued(self) -> bool:
+        """Counts a value read from the response (response_value, cost)."""
+        return self.source is not None or self.cost is not None
+
+    @property
+    def scale(self) -> int:
+        """Counter units per configured unit: micro-units for money."""
+        return MICRO if self.cost is not None else 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A compiled `reserve:`: how much a request may use, read from its body."""
+
+    amount: Callable[[Any], int | None] | None  # body JSON -> a count (None: absent or not a count)
+    default: int
+    charge: bool  # a 2xx response that could not be measured keeps the reservation (else released)
+    request_bytes: bool  # add the request body's size (an estimate of the prompt's tokens)
+    times: Callable[[Any], int | None] | None = None  # body JSON -> how many answers (OpenAI's `n`)
+
+    def tokens(self, body: Any) -> int:
+        found = self.amount(body) if self.amount is not None and body is not None else None
+        count = self.times(body) if self.times is not None and body is not None else None
+        # `n: 0` must not reserve nothing: at least one answer
+        return (self.default if found is None else found) * max(1, count or 1)
 
 
 def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable[[Any], bool]] | None = None) -> tuple[Meter, ...]:
@@ -117,9 +165,32 @@ def compile_meters(specs: Iterable[Any], when_compiler: Callable[[Any], Callable
                 raise ValueError(f"meter {s.name!r}: 'when' needs a predicate compiler")
             when = when_compiler(s.when)
         source = _compile_source(s.response_value) if s.type == "response_value" else None
-        from_body = source is not None and getattr(s.response_value, "header", None) is None
-        meters.append(Meter(s.name, s.type, s.limits.by_kind(), s.per, zone(s.timezone), s.on_backend_error, when, source, from_body))
+        from_body = (source is not None and getattr(s.response_value, "header", None) is None) or s.type == "cost"
+        cost = _compile_cost(s.cost) if s.type == "cost" else None
+        reserve = None
+        if getattr(s, "reserve", None) is not None:
+            r = s.reserve
+            add_bytes = r.add_request_bytes if r.add_request_bytes is not None else cost is not None
+            reserve = Reservation(
+                _largest_at(r.json_path) if r.json_path is not None else None,
+                r.default,
+                r.unmeasured == "charge",
+                add_bytes,
+                _largest_at(r.times) if r.times is not None else None,
+            )
+        limits = s.limits.by_kind(MICRO if cost is not None else 1)
+        currency = (s.currency or "USD") if cost is not None else None
+        meters.append(Meter(s.name, s.type, limits, s.per, zone(s.timezone), s.on_backend_error, when, source, from_body, cost, reserve, currency))
     return tuple(meters)
+
+
+def meters_read_request_body(meters: Iterable[Meter]) -> bool:
+    """A price (the model), or a reservation read from the body or sized by it, needs the
+    request body (the glue then reads it whole, up to rr_inspect_limit)."""
+    return any(
+        m.cost is not None or (m.reserve is not None and (m.reserve.amount is not None or m.reserve.request_bytes or m.reserve.times is not None))
+        for m in meters
+    )
 
 
 def usage_key(proxy: str, credential: str, window_key: str) -> str:
@@ -137,6 +208,9 @@ def unmeasured_key(proxy: str, meter: str, subject: str, window_key: str) -> str
 def _unmeasured(op: CounterOp) -> CounterOp:
     """The unmeasured counter beside a meter counter (same meter, subject and window)."""
     return CounterOp("unmeasured:" + op.key.partition(":")[2], 1, None, op.window, op.meter)
+
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +239,9 @@ class Plan:
     ops: tuple[CounterOp, ...]
     groups: tuple[_Group, ...]
     now: float
+    reserved: Mapping[str, int] = _NOTHING  # meter -> the amount its ops add at admission (reserve:)
+    prices: Mapping[str, Price] = _NOTHING  # cost meter -> the price of the model the request names
+    unpriced: tuple[str, str] | None = None  # (cost meter, model): the request names a model without a price
 
     @property
     def meters(self) -> tuple[Meter, ...]:
@@ -177,8 +254,8 @@ class Plan:
 
     @property
     def needs_response(self) -> bool:
-        """A response_value meter applies: the glue must hand over the response."""
-        return any(m.source is not None for m in self.meters)
+        """A response_value or cost meter applies: the glue must hand over the response."""
+        return any(m.valued for m in self.meters)
 
     def verdict(self, result: CheckResult) -> Verdict:
         policy, ratelimit = self._headers(result.values)
@@ -195,6 +272,13 @@ class Plan:
             ratelimit=ratelimit,
         )
 
+    def refusal(self) -> Verdict | None:
+        """Refused before any counter is touched: a cost meter has no price for the model the request names."""
+        if self.unpriced is None:
+            return None
+        meter, model = self.unpriced
+        return Verdict(False, UNPRICED_MODEL, exhausted=((meter, ""),), code="unknown-model", detail=f"model {model}")
+
     def on_backend_error(self) -> Verdict:
         """The verdict when the counters cannot be reached: deny if any limited
         meter that applies says so, else allow (nothing is counted)."""
@@ -204,7 +288,7 @@ class Plan:
 
     @property
     def value_meters(self) -> tuple[Meter, ...]:
-        return tuple(m for m in self.meters if m.source is not None)
+        return tuple(m for m in self.meters if m.valued)
 
     def measure(self, headers: Any, body: Any, *, failed: str | None = None) -> Measurement:
         """The values of one whole response. `headers` has `.get(name)` (mitmproxy
@@ -224,7 +308,10 @@ class Plan:
                 if parsed is _NOT_JSON:
                     unmeasured[m.name] = NOT_JSON
                     continue
-                value = m.source(headers, parsed)  # type: ignore[misc]
+                if m.cost is not None:
+                    value = self._cost(m, _cost_parts(m.cost, parsed, {}))
+                else:
+                    value = m.source(headers, parsed)  # type: ignore[misc]
             else:
                 value = m.source(headers, None)  # type: ignore[misc]
             if value is None:
@@ -235,21 +322,65 @@ class Plan:
 
     def events(self, headers: Any, limit: int) -> EventMeasure:
         """A meter for a `text/event-stream` body, fed as it passes (see EventMeasure)."""
-        return EventMeasure(self.value_meters, headers, limit)
+        return EventMeasure(self.value_meters, headers, limit, self)
 
-    def settle(self, measured: Measurement) -> tuple[CounterOp, ...]:
-        """The adds after a response: each value to its meter's counters, one to the
-        unmeasured counters of each meter that could not measure."""
+    def _cost(self, m: Meter, parts: Mapping[str, Any]) -> int | None:
+        """A cost meter's value in micro-units: both token counts needed. The price is the
+        request's model's; else the response's; else the table's highest (never undercount)."""
+        cost = m.cost
+        assert cost is not None
+        if parts.get("input") is None or parts.get("output") is None:
+            return None
+        price = self.prices.get(m.name) or cost.price(parts.get("model")) or cost.highest
+        return micro_cost(price, parts["input"], parts["output"])
+
+    def settle(self, measured: Measurement, status: int | None = 200) -> tuple[CounterOp, ...]:
+        """The adds after a response (`status`; None: no response at all): per value meter
+        the measured value minus what admission reserved (signed), and one to the
+        unmeasured counters of each meter that could not measure.
+
+        Nothing measured: a reservation is kept for a 2xx response when the meter says
+        `unmeasured: charge` (a caller must not spend for free by suppressing the usage
+        or hanging up before it), else released. A partial value (a broken stream) is
+        charged at least the reservation under `charge`."""
         ops: list[CounterOp] = []
+        charges = self.charges(measured, status)
         for g in self.groups:
-            if g.meter is None or g.meter.source is None:
+            m = g.meter
+            if m is None or not m.valued:
                 continue
-            value = measured.values.get(g.meter.name)
-            if value:
-                ops.extend(CounterOp(op.key, value, None, op.window, op.meter) for op in g.ops)
-            if g.meter.name in measured.unmeasured:
+            reserved = self.reserved.get(m.name, 0)
+            charge = charges[m.name]
+            if charge != reserved:
+                ops.extend(CounterOp(op.key, charge - reserved, None, op.window, op.meter) for op in g.ops)
+            if m.name in measured.unmeasured:
                 ops.extend(_unmeasured(op) for op in g.ops)
         return tuple(ops)
+
+    def charges(self, measured: Measurement, status: int | None = 200) -> dict[str, int]:
+        """What each value meter counts for this request once settled (see `settle`)."""
+        answered = status is not None and 200 <= status < 300
+        out = {}
+        for m in self.value_meters:
+            keep = self.reserved.get(m.name, 0) if answered and m.reserve is not None and m.reserve.charge else 0
+            value = measured.values.get(m.name)
+            if value is None:
+                charge = keep
+            elif m.name in measured.unmeasured:
+                charge = max(value, keep)
+            else:
+                charge = value
+            out[m.name] = min(charge, LARGEST)  # a giant value from the upstream: counters saturate there
+        return out
+
+    def charged(self, measured: Measurement, status: int | None = 200) -> dict[str, int | str]:
+        """`charges` as the audit record shows them: counts, or money with its currency."""
+        by_name = {m.name: m for m in self.value_meters}
+        return {k: v if by_name[k].currency is None else money(v, by_name[k].currency) for k, v in self.charges(measured, status).items()}  # type: ignore[misc]
+
+    def release(self) -> tuple[CounterOp, ...]:
+        """The adds that give back every reservation (no response came back)."""
+        return self.settle(Measurement({}, {}), status=None)
 
     def refund(self) -> tuple[CounterOp, ...]:
         """The adds that undo what admission counted on the meters, for a request
@@ -299,12 +430,32 @@ class ProxyMeters:
         g = self._group(-1, credential, now)
         groups = [g]
         ops = g.ops
+        reserved: dict[str, int] | None = None
+        prices: dict[str, Price] = {}
+        unpriced = None
         for i, m in enumerate(self.meters):
             if m.when is None or m.when(request):
                 g = self._group(i, credential if m.per == "credential" else PROXY_WIDE, now)
+                if m.reserve is not None or m.cost is not None:
+                    body = getattr(request, "body_json", None)
+                    price = None
+                    if m.cost is not None:
+                        model = m.cost.model(body) if body is not None else None
+                        price = m.cost.price(model) if model is not None else None
+                        if model is not None and price is None and unpriced is None:
+                            unpriced = (m.name, model if isinstance(model, str) else _render(model))
+                        if price is not None:
+                            prices[m.name] = price
+                    if m.reserve is not None:
+                        amount = _reservation(m, body, _body_size(request), price)
+                        reserved = reserved or {}
+                        reserved[m.name] = amount
+                        g = _with_amount(g, amount)
                 groups.append(g)
                 ops += g.ops
-        return Plan(ops, tuple(groups), now)
+        if reserved is None and not prices and unpriced is None:
+            return Plan(ops, tuple(groups), now)
+        return Plan(ops, tuple(groups), now, MappingProxyType(reserved or {}), MappingProxyType(prices), unpriced)
 
     def windows(self, tz: tzinfo, now: float) -> tuple[Window, ...]:
         cache = self._windows.get(tz)
@@ -348,8 +499,8 @@ class ProxyMeters:
         for i, m in enumerate(self.meters):
             for subject in credentials if m.per == "credential" else [PROXY_WIDE]:
                 for op in self._build(i, subject, now).ops:
-                    unmeasured = counts.get(_unmeasured(op).key, 0) if m.source is not None else None
-                    rows.append(UsageRow(self.proxy, m.name, subject, op.window, counts.get(op.key, 0), op.limit, unmeasured))
+                    unmeasured = counts.get(_unmeasured(op).key, 0) if m.valued else None
+                    rows.append(UsageRow(self.proxy, m.name, subject, op.window, counts.get(op.key, 0), op.limit, unmeasured, m.currency))
         return rows
 
 
@@ -362,6 +513,7 @@ class UsageRow:
     used: int
     limit: int | None
     unmeasured: int | None = None  # response_value meters: responses that could not be measured
+    currency: str | None = None  # cost meters: used and limit are micro-units of this currency
 
     @property
     def remaining(self) -> int | None:
@@ -392,17 +544,22 @@ class EventMeasure:
     event, at most `limit` bytes (beyond that the response is TOO_LARGE; values
     seen before still count)."""
 
-    __slots__ = ("parser", "body_meters", "header_values", "last", "json_events")
+    __slots__ = ("parser", "body_meters", "header_values", "last", "json_events", "costs", "plan", "parts")
 
-    def __init__(self, meters: Sequence[Meter], headers: Any, limit: int) -> None:
+    def __init__(self, meters: Sequence[Meter], headers: Any, limit: int, plan: Plan | None = None) -> None:
         self.parser = EventParser(limit)
-        self.body_meters = tuple((m.name, m.source) for m in meters if m.from_body)
+        self.body_meters = tuple((m.name, m.source) for m in meters if m.from_body and m.cost is None)
+        self.costs = tuple(m for m in meters if m.cost is not None)
         self.header_values = {m.name: m.source(headers, None) for m in meters if not m.from_body}  # type: ignore[misc]
         self.last: dict[str, int] = {}
         self.json_events = 0
+        self.plan = plan
+        # cost meters: the last input count, output count and model seen, each in its own event
+        # (Anthropic: message_start carries the input, message_delta the cumulative output)
+        self.parts: dict[str, dict[str, Any]] = {m.name: {} for m in self.costs}
 
     def __call__(self, chunk: bytes) -> None:
-        if not self.body_meters:
+        if not self.body_meters and not self.costs:
             return
         for data in self.parser.feed(chunk):
             try:
@@ -414,12 +571,19 @@ class EventMeasure:
                 value = source(None, doc)
                 if value is not None:
                     self.last[name] = value
+            for m in self.costs:
+                _cost_parts(m.cost, doc, self.parts[m.name])  # type: ignore[arg-type]
 
     def result(self, *, broken: bool = False) -> Measurement:
         """The measurement; `broken`: the stream ended early (the values seen so far count)."""
         values = {k: v for k, v in self.header_values.items() if v is not None}
         unmeasured = {k: NO_VALUE for k, v in self.header_values.items() if v is None}
-        for name, _ in self.body_meters:
+        plan = self.plan if self.plan is not None else Plan((), (), 0.0)
+        for m in self.costs:
+            value = plan._cost(m, self.parts[m.name])
+            if value is not None:
+                self.last[m.name] = value
+        for name in [n for n, _ in self.body_meters] + [m.name for m in self.costs]:
             if name in self.last:
                 values[name] = self.last[name]
             if self.parser.over:
@@ -445,6 +609,107 @@ def _compile_source(spec: Any) -> Callable[[Any, Any], int | None]:
         return number(found[0]) if found else None
 
     return from_json
+
+
+def _count_at(paths: str | Sequence[str]) -> Callable[[Any], int | None]:
+    """A count at the first of `paths` that finds one in a document."""
+    readers = [_first_at(p) for p in ([paths] if isinstance(paths, str) else paths)]
+
+    def count(doc: Any) -> int | None:
+        for read in readers:
+            value = number(read(doc))
+            if value is not None:
+                return value
+        return None
+
+    return count
+
+
+def _largest_at(paths: str | Sequence[str]) -> Callable[[Any], int | None]:
+    """The largest count any of `paths` finds: a request naming both `max_tokens` and
+    `max_completion_tokens` reserves the larger, whichever the upstream honours."""
+    readers = [_first_at(p) for p in ([paths] if isinstance(paths, str) else paths)]
+
+    def largest(doc: Any) -> int | None:
+        found = [v for read in readers if (v := number(read(doc))) is not None]
+        return max(found) if found else None
+
+    return largest
+
+
+def _first_at(path: str) -> Callable[[Any], Any]:
+    matcher = compile_matcher([compile_path(path)])
+
+    def first(doc: Any) -> Any:
+        try:
+            found = find(doc, matcher) if doc is not None else []
+        except Exception:  # a document nested too deeply: no value, not an error
+            return None
+        return found[0] if found else None
+
+    return first
+
+
+def _model_at(paths: str | Sequence[str]) -> Callable[[Any], Any]:
+    readers = [_first_at(p) for p in ([paths] if isinstance(paths, str) else paths)]
+
+    def model(doc: Any) -> Any:
+        for read in readers:
+            value = read(doc)
+            if value is not None:
+                return value
+        return None
+
+    return model
+
+
+def _compile_cost(spec: Any) -> Cost:
+    price = lambda p: Price(Decimal(p.input), Decimal(p.output))  # noqa: E731
+    return Cost(
+        _model_at(spec.model),
+        MappingProxyType({name: price(p) for name, p in spec.prices.items()}),
+        price(spec.default) if spec.default is not None else None,
+        _count_at(spec.input),
+        _count_at(spec.output),
+    )
+
+
+def _cost_parts(cost: Cost, doc: Any, into: dict[str, Any]) -> dict[str, Any]:
+    """The token counts and model one document shows, over what earlier documents showed."""
+    for part, read in (("input", cost.input), ("output", cost.output), ("model", cost.model)):
+        value = read(doc)
+        if value is not None:
+            into[part] = value
+    return into
+
+
+def _reservation(m: Meter, body: Any, size: int, price: Price | None) -> int:
+    """What a request reserves: the count the request allows (or the default); plus its body
+    size when configured (a prompt has at most about one token per byte of text). A cost
+    meter prices that as output and the body size as input, at the request's model's
+    price, or the table's highest when the request names no model."""
+    r = m.reserve
+    assert r is not None
+    tokens = r.tokens(body)
+    extra = size if r.request_bytes else 0
+    amount = tokens + extra if m.cost is None else micro_cost(price or m.cost.highest, extra, tokens)
+    return min(amount, LARGEST)  # a giant max_tokens is refused by any limit; a counter must stay exact
+
+
+def _body_size(request: Any) -> int:
+    text = getattr(request, "body_text", None)
+    return len(text.encode("utf-8", "surrogateescape")) if text else 0
+
+
+def _with_amount(g: _Group, amount: int) -> _Group:
+    """A meter's group with the request's reservation as its admission amount (not cached)."""
+    ops = tuple(CounterOp(op.key, amount, op.limit, op.window, op.meter) for op in g.ops)
+    return _Group(g.meter, ops, g.valid_from, g.valid_until, g.limited, g.policies)
+
+
+def _render(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def number(value: Any) -> int | None:

@@ -45,12 +45,32 @@ class Pipeline:
 EMPTY = Pipeline()
 
 
-def redactable(content_type: str | None) -> bool:
-    """JSON and text bodies are redacted; binary ones pass untouched (documented). Event
-    streams are redacted event by event as they stream (rr_addon.core.event_redaction);
-    one in a coding rr cannot encode again is held back and redacted whole, as text."""
+# Media types whose bodies are binary: redaction leaves them untouched. Everything
+# else (no Content-Type, NDJSON, XML, CSV, YAML, vendor types…) is redacted as text,
+# so an upstream — or a caller asking it for another format — cannot step around
+# redaction with a label rr does not know (fail closed).
+BINARY_PREFIXES = ("image/", "audio/", "video/", "font/", "model/", "binary/", "application/grpc")
+BINARY_TYPES = frozenset({
+    "application/octet-stream", "application/zip", "application/gzip", "application/x-gzip", "application/x-tar",
+    "application/x-bzip2", "application/x-xz", "application/x-7z-compressed", "application/zstd", "application/pdf",
+    "application/wasm", "application/protobuf", "application/x-protobuf", "application/msgpack", "application/x-msgpack",
+    "application/cbor", "application/java-archive", "application/vnd.android.package-archive",
+    "application/x-git-upload-pack-result", "application/x-git-receive-pack-result",
+})
+BINARY_SUFFIXES = ("+zip", "+gzip", "+cbor", "+proto")
+
+
+def is_binary_media_type(content_type: str | None) -> bool:
     mt = media_type(content_type)
-    return is_json_content_type(content_type) or mt.startswith("text/")
+    return mt in BINARY_TYPES or mt.startswith(BINARY_PREFIXES) or mt.endswith(BINARY_SUFFIXES)
+
+
+def redactable(content_type: str | None) -> bool:
+    """Every body but a binary one is redacted: JSON as a document, the rest as text
+    (a missing Content-Type included). Event streams are redacted event by event as
+    they stream (rr_addon.core.event_redaction); one in a coding rr cannot encode
+    again is held back and redacted whole, as text."""
+    return not is_binary_media_type(content_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +107,23 @@ def process_response(
         return Processed(body=None)
     counts: dict[str, int] = {}
     if is_json and (must or scrub):
+        walk_scrub = bool(scrub) and (b"\\u" in body or b"\\/" in body or any(secret in body for secret, _ in scrub))
+        text_scan = redactor is not None and redactor.scans_text and not walk_scrub
+        if text_scan and not filtering and inspect is None and unchanged_by(redactor, body):
+            # nothing to redact: no parse, no re-serialisation; the original (still encoded) goes on
+            return Processed(body=scrub_bytes(body, scrub) if scrub else None)
         try:
             doc: Any = parse_json(body)
             if inspect is not None:
                 inspect(doc)
             if filtering:
                 doc = apply_filters(doc, pipeline.filters)
+            if text_scan:  # redact the serialised text: only the literals with a match are touched
+                out, counts = redactor.redact_json_text(dump_json(doc))
+                return Processed(body=scrub_bytes(out, scrub), redactions=counts)
             if redactor is not None:
                 doc, counts = redactor.redact_json(doc)
-            if scrub and (b"\\u" in body or b"\\/" in body or any(secret in body for secret, _ in scrub)):
+            if walk_scrub:
                 doc, _ = scrub_document(doc, scrub)  # a secret echoed, maybe \u- or \/-escaped: walk the strings
             return Processed(body=scrub_bytes(dump_json(doc), scrub), redactions=counts)
         except BodyError as e:
@@ -108,6 +136,20 @@ def process_response(
         text, counts = redactor.redact_text(body.decode("utf-8", "surrogateescape"))
         body = text.encode("utf-8", "surrogateescape")
     return Processed(body=scrub_bytes(body, scrub), redactions=counts)
+
+
+def unchanged_by(redactor: Redactor, body: bytes) -> bool:
+    """Whether redaction leaves this JSON-labelled body as it is, whether it
+    parses (redact_json) or not (redact_text): UTF-8 without a backslash (no
+    escape can hide a match) in which no detector finds anything at all."""
+    if b"\\" in body:
+        return False
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return redactor.finds_nothing(body)
 
 
 class BodyCollector:

@@ -17,8 +17,8 @@ from rr_addon.policy import schema
 from rr_addon.policy.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
 from rr_addon.policy.filters import Filter, compile_filters
-from rr_addon.core.meters import ProxyMeters, compile_meters
-from rr_addon.policy.redact import compile_redactor
+from rr_addon.core.meters import ProxyMeters, compile_meters, meters_read_request_body
+from rr_addon.policy.redact import Redactor, compile_redactor
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.policy.validation import Check, compile_checks
 from rr_addon.core.rules import ScopeRules, compile_when
@@ -91,7 +91,7 @@ class Proxy:
     callers: Mapping[str, Caller]
     rules: ScopeRules
     meters: ProxyMeters  # holds a per-window cache of counter keys; nothing else changes
-    meters_need_body: bool  # a meter's `when` reads the request body
+    meters_need_body: bool  # a meter's `when`, reservation or price reads the request body
     filters: tuple[Filter, ...] = ()
     redact: tuple = ()
     checks: tuple[Check, ...] = ()
@@ -155,32 +155,37 @@ def _pipeline_key(caller: Caller, target: Target, cred: TargetCredential | None)
     )
 
 
-def _compile_pipeline(proxy: Proxy, caller: Caller, target: Target, cred: TargetCredential | None, hmac_key: bytes) -> Pipeline:
+def _compile_pipeline(proxy: Proxy, caller: Caller, target: Target, cred: TargetCredential | None, redactor) -> Pipeline:
     scopes = (cred, target, caller, proxy) if cred is not None else (target, caller, proxy)  # the fixed filter order
     filters = tuple(f for s in scopes for f in s.filters)
     entries = [e for s in scopes for e in s.redact]
     checks = target.checks + proxy.checks
     if not filters and not entries and not checks:
         return EMPTY
-    return Pipeline(
-        filters,
-        compile_redactor(entries, key=hmac_key, direction="response"),
-        compile_redactor(entries, key=hmac_key, direction="request"),
-        checks,
-    )
+    return Pipeline(filters, redactor(entries, "response"), redactor(entries, "request"), checks)
 
 
 def _pipelines(proxies: Mapping[str, Proxy], bound: Mapping[str, list[Target]], hmac_key: bytes) -> Mapping[tuple, Pipeline]:
     """Every pipeline a request can need: each proxy's callers × the targets bound to it ×
     each target credential (or none), compiled once per distinct key."""
     out: dict[tuple, Pipeline] = {}
+    redactors: dict[tuple, Redactor | None] = {}
+
+    def redactor(entries: list, direction: str) -> Redactor | None:
+        """compile_redactor, once per distinct list of entries: a proxy-wide `redact:` shared by
+        every pipeline that has it (each copy holds ~0.3 MB of RE2 programs; docs/performance.md: Memory)."""
+        key = (direction, tuple(e.model_dump_json(exclude={"description"}) for e in entries))
+        if key not in redactors:
+            redactors[key] = compile_redactor(entries, key=hmac_key, direction=direction)
+        return redactors[key]
+
     for proxy in proxies.values():
         for caller in proxy.callers.values():
             for target in bound[proxy.name]:
                 for cred in (None, *target.credentials.values()):
                     key = _pipeline_key(caller, target, cred)
                     if key not in out:
-                        out[key] = _compile_pipeline(proxy, caller, target, cred, hmac_key)
+                        out[key] = _compile_pipeline(proxy, caller, target, cred, redactor)
     return MappingProxyType(out)
 
 
@@ -325,7 +330,7 @@ def compile_snapshot(
             callers=MappingProxyType(callers),
             rules=_rules(PROXY, p.name, p),
             meters=ProxyMeters(p.name, meters),
-            meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters),
+            meters_need_body=any(m.when is not None and m.when.scope.needs_body for m in meters) or meters_read_request_body(meters),
             filters=compile_filters(p.filters),
             redact=tuple(p.redact),
             checks=compile_checks(p.validate_),

@@ -14,6 +14,7 @@ STATUS = {
     "unauthenticated": 401,
     "unknown-target": 403,
     "access-denied": 403,
+    "unknown-model": 403,
     "quota-exceeded": 429,
     "invalid-request": 400,
     "payload-too-large": 413,

@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from rr_addon.policy.costs import LARGEST
 from rr_addon.meters.base import BackendUnavailable, CheckResult, CounterOp
 from rr_addon.meters.tables import CounterRow
 from rr_addon.store.db import sqlite_insert_many
@@ -115,6 +116,8 @@ class EmbeddedBackend:
             key, amount = op.key, op.amount
             value = get(key, 0)
             if amount:
+                if value + amount > LARGEST:  # saturate, as Redis does: the database column is 64-bit
+                    amount = LARGEST - value
                 value += amount
                 counts[key] = value
                 pending[key] = pget(key, 0) + amount

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 # Returns {1, values} or {0, values, refused indices}, each list as a "1,2,3" string:
 # one bulk string parses much faster in the client than a 16-element array.
 CHECK_AND_ADD = """
+local LARGEST = 9007199254740992
 local amount, limit, ending, values, refused = {}, {}, {}, {}, {}
 local n = 0
 for a, l, e in string.gmatch(ARGV[1], '(%d+),(-?%d+),(%d+)') do
@@ -58,17 +59,30 @@ end
 if #refused > 0 then return {0, csv(values), csv(refused)} end
 for i = 1, #KEYS do
   if amount[i] > 0 then
-    values[i] = redis.call('INCRBY', KEYS[i], amount[i])
+    if values[i] + amount[i] > LARGEST then  -- saturate: INCRBY past 2^63 would fail every later call
+      values[i] = LARGEST
+      redis.call('SET', KEYS[i], string.format('%d', LARGEST))
+    else
+      values[i] = redis.call('INCRBY', KEYS[i], amount[i])
+    end
     redis.call('EXPIREAT', KEYS[i], ending[i])
   end
 end
 return {1, csv(values)}
 """
 
-# ARGV per key i: amount, window end.
+# ARGV per key i: amount (signed: a settled reservation may give back), window end.
+# Counters saturate at 2**53 (costs.LARGEST): a hostile upstream's giant value must not
+# push a counter past what INCRBY (2**63) and Lua's doubles (2**53) handle exactly.
 ADD = """
+local LARGEST = 9007199254740992
 for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[2*i-1])
+  local amount = tonumber(ARGV[2*i-1])
+  if tonumber(redis.call('GET', KEYS[i]) or '0') + amount > LARGEST then
+    redis.call('SET', KEYS[i], string.format('%d', LARGEST))
+  else
+    redis.call('INCRBY', KEYS[i], ARGV[2*i-1])
+  end
   redis.call('EXPIREAT', KEYS[i], ARGV[2*i])
 end
 return #KEYS

@@ -32,6 +32,7 @@ class FlowState:
     held_for: str | None = None  # why a response is held back whole (the reason if it is too large)
     unscrubbable: Any = None  # the Decision refusing a response rr cannot scrub (its body is never read)
     audited: bool = False
+    settled: bool = False  # the response_value/cost meters were settled (or the reservation released)
     # the wire seam (rr_addon.mitm.wire)
     refusal: tuple[str, str] | None = None  # (code, reason) of a refusal below the hooks
     whole: tuple[int, str] | None = None  # rr decides on the whole body, read up to (this many bytes, 413 reason)

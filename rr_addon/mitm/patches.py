@@ -13,6 +13,8 @@ installed mitmproxy.
 - `MessageData.__post_init__`: the per-message type checks `rr run` skips.
 - The receivers of `OptionManager.changed`: the runner's lean chain wakes
   dormant addons before the addon manager configures the chain.
+- `mode_servers.asyncio.start_server`: the workers of `rr run --workers N`
+  listen with SO_REUSEPORT (`rr_addon.workers`).
 """
 
 from __future__ import annotations
@@ -83,9 +85,17 @@ def _receivers_shape() -> list[str]:
     return []
 
 
+def _listen_shape() -> list[str]:
+    from mitmproxy.proxy import mode_servers
+
+    if "asyncio.start_server(self.handle_stream, host, port)" not in inspect.getsource(mode_servers.AsyncioServerInstance.listen):
+        return ["rr cannot share a listening port between workers on this mitmproxy (AsyncioServerInstance.listen changed shape)"]
+    return []
+
+
 def check_shapes() -> list[str]:
     """What rr would refuse to patch on the installed mitmproxy (empty: everything fits)."""
-    return _wire_shapes() + _dispatch_shape() + _typecheck_shape() + _receivers_shape()
+    return _wire_shapes() + _dispatch_shape() + _typecheck_shape() + _receivers_shape() + _listen_shape()
 
 
 def _unwrapped(func: Callable) -> Callable:
@@ -146,6 +156,34 @@ def skip_message_typechecks() -> None:
 
 def _no_typecheck(self: object) -> None:
     pass
+
+
+def listen_with_reuse_port(on_listening: Callable[[], None] | None = None) -> None:
+    """Every TCP server mitmproxy starts in this process binds with SO_REUSEPORT, so
+    several processes can listen on one port and the kernel spreads connections over
+    them (`rr run --workers N`). mitmproxy 12 listens with
+    `asyncio.start_server(self.handle_stream, host, port)` in
+    `AsyncioServerInstance.listen`; that module gets an `asyncio` whose
+    `start_server` adds `reuse_port=True`. `on_listening` runs after the first one."""
+    import asyncio
+
+    from mitmproxy.proxy import mode_servers
+
+    _fail_on(_listen_shape())
+    pending = [on_listening] if on_listening is not None else []
+
+    class _ReusePort:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+        @staticmethod
+        async def start_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+            server = await asyncio.start_server(*args, reuse_port=True, **kwargs)
+            while pending:
+                pending.pop()()
+            return server
+
+    mode_servers.asyncio = _ReusePort()  # type: ignore[assignment]
 
 
 def route_option_changes(master: Any, receiver: Callable) -> None:

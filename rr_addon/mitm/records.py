@@ -137,6 +137,7 @@ def finish(rr: Any, flow: http.HTTPFlow) -> None:
             degraded=reasons.METER_UNCOUNTED if metered is not None and metered.verdict.degraded and metered.verdict.admitted else None,
             redactions=meta.get("redactions") or {},
             unmeasured=meta.get("unmeasured"),
+            charged=meta.get("charged"),
             subject=meta.get("subject"),
             issuer=meta.get("issuer"),
             verification=meta.get("verification"),

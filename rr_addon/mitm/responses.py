@@ -127,6 +127,7 @@ async def response(rr: Any, flow: http.HTTPFlow) -> None:
             records.replace_response(flow, Decision.deny("upstream-unavailable", reasons.RESPONSE_BODY_UNSCRUBBABLE, detail=resp.stream.failed))
         else:
             flow.metadata["rr"]["reason"] = f"response cut short: {resp.stream.failed}"
+    await settle_reservation(rr, flow)
     rr.finish(flow)
 
 def websocket_message(flow: http.HTTPFlow) -> None:
@@ -166,14 +167,25 @@ def measure_copy(flow: http.HTTPFlow, resp: http.Response) -> Measurement:
     return measure_body(plan, resp.headers, bytes(copy.buf), resp.headers.get("content-type"), encoding, limit)
 
 async def settle(rr: Any, flow: http.HTTPFlow, measured: Measurement) -> None:
-    """Count what the response_value meters read; note the ones that could not measure."""
-    metered = flowstate.of(flow).metered
-    metering = rr.gate.metering
+    """Count what the response_value meters read (replacing reservations); note the ones that could not measure."""
+    state = flowstate.of(flow)
+    metered, metering = state.metered, rr.gate.metering
     if metered is None or metering is None:
         return
-    await metering.add(metered.plan.settle(measured))
+    state.settled = True
+    status = flow.response.status_code if flow.response is not None else None
+    await metering.add(metered.plan.settle(measured, status))
+    flow.metadata["rr"]["charged"] = metered.plan.charged(measured, status)
     if measured.unmeasured:
         flow.metadata["rr"]["unmeasured"] = dict(measured.unmeasured)
+
+
+async def settle_reservation(rr: Any, flow: http.HTTPFlow) -> None:
+    """A reservation no measurement settled (no response, or one rr did not read): released,
+    or kept for a 2xx answer under `unmeasured: charge` (Plan.settle)."""
+    state = flowstate.of(flow)
+    if state.metered is not None and state.metered.plan.reserved and not state.settled:
+        await settle(rr, flow, Measurement({}, {}))
 
 async def process_buffered(rr: Any, flow: http.HTTPFlow, resp: http.Response, collected: BodyCollector) -> None:
     """Meters that read the body, filters, redaction and echo scrubbing of a buffered response."""
@@ -285,6 +297,7 @@ async def error(rr: Any, flow: http.HTTPFlow) -> None:
         webview.show(flow)
     elif isinstance(stream, Recoder) and stream.failed:  # rr stopped reading it: the caller's stream is cut
         meta["reason"] = f"response cut short: {stream.failed}"
+    await settle_reservation(rr, flow)
     rr.finish(flow)
 
 

@@ -29,12 +29,15 @@ import hashlib
 import hmac
 import ipaddress
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+import orjson
 import re2
 
-from rr_addon.policy.bodies import MAX_DEPTH, JsonTooDeep
+from rr_addon.policy.bodies import MAX_DEPTH, JsonError, JsonTooDeep
+from rr_addon.policy.json_text import JsonStrings
 from rr_addon.policy.scrub import scrub_text
 
 MASK = "mask"
@@ -274,31 +277,45 @@ def custom_detector(pattern: str, name: str | None = None) -> Detector:
 # Scanning
 
 
+def _spans(pattern: str) -> Callable[[bytes, int, int], list[tuple[int, int]]]:
+    """spans(data, pos, end)[0] is the first match's (start, end) in data[pos:end], (-1, -1) for none."""
+    rx = re2.compile(pattern, _options())
+    low = getattr(rx, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if low is not None and anchor is not None:
+        # The wrapper's search() builds a generator and a Match object per
+        # call (~3 us); the underlying RE2::Match returns spans directly.
+        return functools.partial(low.Match, anchor)
+
+    def spans(data: bytes, pos: int, end: int) -> list[tuple[int, int]]:  # pragma: no cover - other google-re2 versions
+        m = rx.search(data, pos, end)
+        return [(-1, -1) if m is None else m.span()]
+
+    return spans  # pragma: no cover
+
+
+def raw_pattern(pattern: str) -> str:
+    """The variant of a built-in pattern that runs over a JSON text: the one
+    class that may cross a string's end in the joined buffer (the PEM body,
+    "anything but NUL") also stops at a quote. Every other built-in pattern
+    matches no quote, NUL or newline, so on a literal without escapes it finds
+    exactly what it finds on the decoded string (see `redact_json_text`)."""
+    return pattern.replace(r"[^\x00]", r'[^\x00"]')
+
+
 class _Compiled:
     """A detector's regex and the fastest way to call it."""
 
-    __slots__ = ("detector", "action", "spans", "mask", "mask_text")
+    __slots__ = ("detector", "action", "spans", "raw_spans", "mask", "mask_text")
 
     def __init__(self, detector: Detector, action: str):
         self.detector = detector
         self.action = action
         self.mask_text = f"[REDACTED:{detector.label}]"
         self.mask = self.mask_text.encode()
-        rx = re2.compile(detector.pattern, _options())
-        low = getattr(rx, "_regexp", None)
-        anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
-        if low is not None and anchor is not None:
-            # The wrapper's search() builds a generator and a Match object per
-            # call (~3 us); the underlying RE2::Match returns spans directly:
-            # spans(data, pos, end)[0] is (start, end), (-1, -1) for no match.
-            self.spans = functools.partial(low.Match, anchor)
-        else:  # pragma: no cover - other google-re2 versions
-
-            def spans(data: bytes, pos: int, end: int) -> list[tuple[int, int]]:
-                m = rx.search(data, pos, end)
-                return [(-1, -1) if m is None else m.span()]
-
-            self.spans = spans
+        self.spans = _spans(detector.pattern)
+        raw = raw_pattern(detector.pattern)
+        self.raw_spans = self.spans if raw == detector.pattern else _spans(raw)
 
     def replace(self, value: bytes, key: bytes) -> bytes:
         if self.action == MASK:
@@ -306,10 +323,35 @@ class _Compiled:
         d = self.detector
         return f"[{d.label}:{pseudonym(key, d.label, d.normalise(_text(value, 0, len(value))))}]".encode()
 
-    def find(self, data: bytes, pos: int = 0, end: int | None = None) -> Iterable[tuple[int, int]]:
-        """Validated matches in data[pos:end] (assertions still see the bytes around it)."""
+    def find_all(self, data: bytes, i: int) -> list[tuple[int, int, int, int]]:
+        """find(data, raw=True) as (start, -end, i, -1) tuples, in one loop."""
+        check, spans = self.detector.check, self.raw_spans
+        out: list[tuple[int, int, int, int]] = []
+        add = out.append
+        pos = 0
+        n = len(data)
+        while pos <= n:
+            s, e = spans(data, pos, n)[0]
+            if s < 0:
+                break
+            if check is not None:
+                stop = check(data, s, e)
+                if stop is None:
+                    pos = s + 1
+                    continue
+                e = stop
+            if e > s:
+                add((s, -e, i, -1))
+                pos = e
+            else:
+                pos = s + 1
+        return out
+
+    def find(self, data: bytes, pos: int = 0, end: int | None = None, *, raw: bool = False) -> Iterable[tuple[int, int]]:
+        """Validated matches in data[pos:end] (assertions still see the bytes around it).
+        `raw`: data is a JSON text (the pattern variant that stops at a quote)."""
         check = self.detector.check
-        spans = self.spans
+        spans = self.raw_spans if raw else self.spans
         n = len(data) if end is None else end
         while pos <= n:
             s, e = spans(data, pos, n)[0]
@@ -343,6 +385,13 @@ class Redactor:
             self._set.Add(c.detector.pattern)
         self._set.Compile()
         self._builtin = frozenset(i for i, c in enumerate(self._compiled) if BUILTIN.get(c.detector.name) is c.detector)
+        # redact_json_text's exactness argument holds for the built-in patterns only
+        self.scans_text = len(self._builtin) == len(self._compiled)
+        self._raw_set = re2.Set.SearchSet(_options())
+        self._raw_set.Add("")  # the same always-matching sentinel
+        for c in self._compiled:
+            self._raw_set.Add(raw_pattern(c.detector.pattern))
+        self._raw_set.Compile()
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -368,8 +417,84 @@ class Redactor:
             containers[i][keys[i]] = new
         return doc, counts
 
+    def finds_nothing(self, data: bytes) -> bool:
+        """Whether no detector accepts a match anywhere in `data` read as one text
+        (keys, numbers and escapes included, built-in detectors only: `scans_text`).
+        For UTF-8 without a backslash this means: `redact_json` of its parse and
+        `redact_text` of it change nothing. Raises ValueError for custom detectors."""
+        if not self.scans_text:
+            raise ValueError("finds_nothing needs built-in detectors only")
+        found = self._raw_set.Match(data)
+        hits = [i - 1 for i in found if i] if found else range(len(self._compiled))
+        return not any(next(iter(self._compiled[i].find(data, raw=True)), None) for i in hits)
+
+    def redact_json_text(self, data: bytes) -> tuple[bytes, dict[str, int]]:
+        """`redact_json` on a JSON text, without parsing it: the same values
+        redacted, spliced into the original bytes (formatting, keys, numbers and
+        untouched escapes stay as they were). `data` must be valid JSON
+        (`parse_json` accepts it) and the detectors built-in (`scans_text`).
+
+        Why it is exact: a built-in match never holds a quote, NUL or newline, so
+        on a JSON text it never leaves a token, and within a string literal
+        without escapes (whose bytes are its UTF-8 value, between two quotes
+        that, like the joined buffer's "\\n", are non-word, non-hex characters) the
+        scan finds what the joined scan finds there. Matches in keys, numbers
+        and literals with escapes are dropped; literals with escapes (`\\u0040`,
+        `\\/`, a match split by an escape) are decoded and redacted the usual way."""
+        if not self.scans_text:
+            raise ValueError("redact_json_text needs built-in detectors only")
+        found = self._raw_set.Match(data)
+        hits = [i - 1 for i in found if i] if found else list(range(len(self._compiled)))
+        backslash = b"\\" in data
+        if not hits and not backslash:
+            return data, {}
+        strings = JsonStrings(data)
+        raw: list[tuple[int, int, int, int]] = []  # (start, -end, detector, literal), as _pass builds them
+        for i in hits:
+            raw.extend(self._compiled[i].find_all(data, i))
+        if len(hits) > 1:
+            raw.sort()
+        keys = strings.keys
+        spans = [(s, e, i, k) for (s, e, i, _), k in zip(raw, strings.locate_all([r[0] for r in raw])) if k >= 0 and not keys[k]]
+        used = {span[2] for span in spans}
+        escaped: list[int] = []
+        if backslash:
+            escaped = [k for k in strings.with_escapes() if not keys[k]]
+            if escaped:
+                skip = frozenset(escaped)
+                spans = [span for span in spans if span[3] not in skip]
+        starts, ends = strings.starts, strings.ends
+        if len(used) > 1:
+            spans = self._resolve(data, ends, set(spans))
+        changed, counts = self._replace(data, starts, ends, spans)
+        changed, counts = self._rescan(changed, counts)
+        if escaped:
+            values = [_decode_literal(data, starts[k], ends[k]) for k in escaped]
+            more, extra = self._redact_strings(values)
+            for j, new in more.items():
+                changed[escaped[j]] = new
+            for name, n in extra.items():
+                counts[name] = counts.get(name, 0) + n
+        if not changed:
+            return data, counts
+        pieces: list[bytes] = []
+        pos = 0
+        encoded: dict[str, bytes] = {}  # masks repeat
+        for k in sorted(changed, key=starts.__getitem__):
+            pieces.append(data[pos : starts[k]])
+            value = changed[k]
+            literal = encoded.get(value)
+            if literal is None:
+                literal = encoded[value] = _encode_literal(value)
+            pieces.append(literal)
+            pos = ends[k]
+        pieces.append(data[pos:])
+        return b"".join(pieces), counts
+
     def _redact_strings(self, strings: list[str]) -> tuple[dict[int, str], dict[str, int]]:
-        changed, counts = self._pass(strings, builtin_only=False)
+        return self._rescan(*self._pass(strings, builtin_only=False))
+
+    def _rescan(self, changed: dict[int, str], counts: dict[str, int]) -> tuple[dict[int, str], dict[str, int]]:
         # Replacing a value changes its neighbours' context: "a@b.co415-555-0100" shows a
         # phone number once the email is masked. Changed strings are scanned again by the
         # built-in detectors (they never match a replacement; a custom pattern might).
@@ -475,6 +600,22 @@ class Redactor:
             if n:
                 totals[c.detector.name] = totals.get(c.detector.name, 0) + n
         return changed, totals
+
+
+def _decode_literal(data: bytes, start: int, end: int) -> str:
+    """The value of the string literal whose content is data[start:end]."""
+    return _LITERAL.decode(data[start - 1 : end + 1].decode("utf-8"))
+
+
+def _encode_literal(value: str) -> bytes:
+    """A string's content as dump_json writes it (without the quotes)."""
+    try:
+        return orjson.dumps(value)[1:-1]
+    except orjson.JSONEncodeError as e:  # a lone surrogate: parse_json refuses them, so never from a parsed text
+        raise JsonError(f"cannot write JSON: {e}") from None
+
+
+_LITERAL = json.JSONDecoder()
 
 
 def pseudonym(key: bytes, label: str, value: str) -> str:

@@ -14,7 +14,7 @@ Paths:
                       event across two chunks, ?break=1 drops the connection before the end,
                       ?say=TEXT the second word of /sse/openai, ?gzip=1 (br, zstd, deflate)
                       the stream encoded so, flushed after every event
-  /text/...           text/plain with an email, a card number and the Authorization it got
+  /text/...           text/plain with an email, a card number and the Authorization it got (?ctype= another label, empty: none)
   ?gzip=1             on any path: the body gzip-encoded
   /bomb/gzip, /bomb/br  64 MB of JSON compressed (decompression bombs)
   /sink               reads the body as it arrives (any framing) and answers
@@ -351,7 +351,10 @@ class _Handler(BaseHTTPRequestHandler):
             payload = encode(payload, encoding)
         pieces = int(q.get("pieces", 0))
         self.send_response(status)
-        self.send_header("content-type", "text/plain; charset=utf-8" if path.startswith("/text/") else "application/json")
+        ctype = "text/plain; charset=utf-8" if path.startswith("/text/") else "application/json"
+        ctype = q.get("ctype", ctype)  # ?ctype= (empty: no Content-Type at all)
+        if ctype:
+            self.send_header("content-type", ctype)
         if encoding:
             self.send_header("content-encoding", encoding)
         if pieces:

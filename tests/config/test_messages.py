@@ -83,7 +83,7 @@ CASES = [
         "proxies: [{name: p, redact: [{detectors: [emails]}]}]\n",
         ["F:1: proxies[p].redact[0].detectors[0]: 'emails' is not one of email, phone, credit_card, iban, us_ssn, ip_address, secret; did you mean 'email'?"],
     ),
-    ("whole-number", "proxies: [{name: p, meters: [{name: m, limits: {minute: lots}}]}]\n", ["F:1: proxies[p].meters[m].limits.minute: expected a whole number; got the string 'lots'"]),
+    ("whole-number", "proxies: [{name: p, meters: [{name: m, limits: {minute: lots}}]}]\n", ["F:1: proxies[p].meters[m].limits.minute: expected a number; got the string 'lots'"]),
     ("bound", "proxies: [{name: p, meters: [{name: m, limits: {minute: -1}}]}]\n", ["F:1: proxies[p].meters[m].limits.minute: must be at least 0; got -1"]),
     ("required", "targets: [{name: t}]\n", ["F:1: targets[t].hosts: required field missing"]),
     ("top-level-typo", "target: []\n", ["F:1: target: unknown field 'target'; did you mean 'targets'? Valid fields: targets, proxies"]),

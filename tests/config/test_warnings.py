@@ -92,3 +92,11 @@ def test_objects_that_no_request_can_use(tmp_path):
         "F:4: proxies[nobody].targets: the proxy has no targets: every request is refused with 403 unknown-target",
         "F:4: proxies[nobody].credentials: the proxy has no credentials: no caller can authenticate to it",
     ]
+
+
+def test_a_limited_cost_meter_without_reserve_warns_of_concurrent_overrun(tmp_path):
+    cost = "cost: {model: $.model, prices: {m: {input: 1, output: 1}}, input: $.i, output: $.o}"
+    (w,) = warnings_of(tmp_path, f"    meters:\n      - {{name: spend, type: cost, {cost}, limits: {{month: 5}}}}\n")
+    assert w.startswith("F:11: proxies[p].meters[spend]: a cost meter without reserve admits every request while the total is under the limit")
+    assert warnings_of(tmp_path, f"    meters:\n      - {{name: spend, type: cost, {cost}, limits: {{month: 5}}, reserve: {{default: 100}}}}\n") == []
+    assert warnings_of(tmp_path, f"    meters:\n      - {{name: spend, type: cost, {cost}}}\n") == []  # tracking only

@@ -135,7 +135,8 @@ def start_planes(home: Path, env: dict[str, str], pki, n: int, extra_args: list[
     each writes its own JSON-lines audit file (to see which plane served what)."""
     planes, metrics_ports = [], []
     for i in range(n):
-        p = ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name=f"rr{i + 1}", args=list(extra_args))
+        # one process per plane: with Redis `rr run` would start one worker per core (tests/e2e/test_workers.py)
+        p = ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name=f"rr{i + 1}", args=["--workers", "1", *extra_args])
         p.cmd += ["--set", f"rr_audit_file={home / f'audit-{p.port}.jsonl'}"]
         metrics_ports.append(free_port())
         p.cmd += ["--set", f"rr_metrics_port={metrics_ports[-1]}"]

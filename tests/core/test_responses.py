@@ -69,3 +69,20 @@ def test_collector_keeps_nothing_over_the_limit():
     assert c(b"12345") == b"" and c(b"67890") == b"" and not c.over
     c(b"x")
     assert c.over and bytes(c.buf) == b"" and c.count == 11
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    [None, "application/x-ndjson", "application/xml", "application/csv", "application/yaml", "application/vnd.github.raw", "message/http"],
+)
+def test_a_label_rr_does_not_know_is_redacted_as_text(ctype):
+    # an upstream (or a caller asking it for another format) must not step around redaction by its Content-Type
+    assert Pipeline(response_redactor=MASK).applies(200, ctype)
+    out = run(REDACT, b'{"mail":"a@example.com"}\n{"mail":"b@example.com"}\n', ctype=ctype)
+    assert out.body == b'{"mail":"[REDACTED:EMAIL]"}\n{"mail":"[REDACTED:EMAIL]"}\n' and out.redactions == {"email": 2}
+
+
+@pytest.mark.parametrize("ctype", ["image/png", "application/octet-stream", "application/zip", "video/mp4", "binary/octet-stream", "application/grpc+proto", "application/x-git-upload-pack-result"])
+def test_binary_bodies_pass_untouched(ctype):
+    assert not Pipeline(response_redactor=MASK).applies(200, ctype)
+    assert run(REDACT, b"a@example.com", ctype=ctype).body in (None, b"a@example.com")  # None: the original goes on

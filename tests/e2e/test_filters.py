@@ -114,6 +114,15 @@ def test_text_redaction_and_echoed_secret_in_a_gzip_body(proxy):
     assert SECRET not in r.text
 
 
+@pytest.mark.parametrize("ctype", ["", "application/x-ndjson", "application/xml"], ids=["no-content-type", "ndjson", "xml"])
+def test_a_content_type_rr_does_not_know_is_redacted_too(proxy, ctype):
+    # the upstream (or a caller asking it for another format) picks the label: redaction does not depend on it
+    r = call(proxy, "GET", f"/text/x?ctype={ctype}", key="KEY_t", user="text")
+    assert r.status_code == 200
+    assert r.content.startswith(b"hello [REDACTED:EMAIL], card [REDACTED:CREDIT_CARD]"), r.content
+    assert b"someone@example.com" not in r.content and SECRET.encode() not in r.content
+
+
 def test_over_the_buffer_limit_is_502_not_unfiltered_data(proxy):
     r = call(proxy, "GET", "/bytes/400000")
     assert r.status_code == 502

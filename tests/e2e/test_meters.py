@@ -142,7 +142,8 @@ def test_two_proxies_share_one_exact_quota_through_redis(tmp_path, upstream, pki
     home = tmp_path / "shared"
     prepare_home(home, POLICY.format(port=upstream.port, proxy=proxy_name, policy="deny").replace("day: 3", "day: 20"))
     env = {"RR_REDIS_URL": redis_url}
-    with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="a") as one, ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="b") as two:
+    one_each = ["--workers", "1"]  # two separate rr run processes (workers sharing one port: tests/e2e/test_workers.py)
+    with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="a", args=one_each) as one, ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, name="b", args=one_each) as two:
         marker = uuid.uuid4().hex
         statuses: list[int] = []
         lock = threading.Lock()
@@ -204,7 +205,8 @@ def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, 
     prepare_home(home, policy + allow_proxy.replace("KEY_a", "KEY_c").replace("KEY_b", "KEY_d"))
     env = {"RR_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     metrics_port = free_port()
-    args = ["--set", f"rr_audit_file={home / 'audit.jsonl'}", "--set", f"rr_metrics_port={metrics_port}"]
+    # one worker: the metrics of one process are read below (with Redis `rr run` starts one per core)
+    args = ["--workers", "1", "--set", f"rr_audit_file={home / 'audit.jsonl'}", "--set", f"rr_metrics_port={metrics_port}"]
     try:
         with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, args=args) as proxy:
             counted = get(proxy, "KEY_a", "/limited/1", upstream.port, user="deny-p")

@@ -282,3 +282,39 @@ def test_reset_prefix_is_literal(engine):
     assert asyncio.run(b.reset("usage:a_")) == 1
     assert asyncio.run(b.reset("usage:a%")) == 1
     assert stored(engine) == {"usage:aXb:c": 1}
+
+
+def test_reservations_settle_with_signed_adds_and_persist(engine):
+    """A reservation counted at admission, settled down (and up) by signed adds: the
+    counter ends as the measured values, in memory and in the database."""
+    from rr_addon.core.meters import Measurement
+    from rr_addon.core.rules import RuleRequest
+
+    spec = MeterSpec(name="tokens", type="response_value", response_value={"json_path": "$.n"}, reserve={"json_path": "$.max_tokens", "default": 1}, limits={"day": 250})
+    pm = ProxyMeters("p", compile_meters([spec]))
+    b = EmbeddedBackend(engine, flush_interval=60)
+    b.start()
+    now = time.time()
+    plans = [pm.plan("c", RuleRequest("POST", "/", body_json={"max_tokens": 100}), now) for _ in range(3)]
+    admitted = [p.verdict(b.check_and_add_now(p.ops)).admitted for p in plans]
+    assert admitted == [True, True, False]  # 100 + 100 fit 250; a third 100 would not
+    day = next(op.key for op in plans[0].ops if op.window.kind == "day" and op.meter)
+    assert b._counts[day] == 200
+    b.add_now(plans[0].settle(Measurement({"tokens": 30}, {})))
+    b.add_now(plans[1].release())
+    assert b._counts[day] == 30
+    asyncio.run(b.close())
+    assert stored(engine)[day] == 30
+
+
+def test_counters_saturate_at_2_pow_53_and_still_persist(engine):
+    """A giant add (a hostile upstream's usage) would overflow the BIGINT column, and every
+    later flush with it: the counter stops at 2**53, like Redis."""
+    b = EmbeddedBackend(engine, flush_interval=60)
+    b.start()
+    b.add_now([op("k", amount=2**62), op("other")])
+    b.add_now([op("k", amount=2**62)])
+    assert b.check_and_add_now([op("k", amount=2**53)]).values == (2**53,)
+    b.add_now([op("k", amount=-10)])
+    assert b.flush() and stored(engine) == {"k": 2**53 - 10, "other": 1}
+    b.close_sync()

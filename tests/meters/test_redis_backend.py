@@ -312,3 +312,61 @@ def test_a_restart_between_requests_costs_no_failed_request(own_redis):
 
     results, failures = run(main())
     assert [r.values for r in results] == [(1,), (2,), (3,), (4,), (5,)] and failures == 0
+
+
+def test_concurrent_reservations_never_overrun_and_settle_exactly(redis_url, namespace):
+    """200 reservations of 7 raced by 4 clients against a limit of 100: exactly 14 fit,
+    and settling each to 5 leaves 70 (signed adds through the ADD script)."""
+    from rr_addon.core.meters import Measurement
+    from rr_addon.core.rules import RuleRequest
+
+    spec = MeterSpec(name="tokens", type="response_value", response_value={"json_path": "$.n"}, reserve={"json_path": "$.max_tokens", "default": 1}, limits={"day": 100})
+    pm = ProxyMeters("p", compile_meters([spec]))
+    now = time.time()
+
+    async def main():
+        backends = [RedisBackend(redis_url, namespace=namespace) for _ in range(4)]
+
+        async def client(b):  # one connection's requests one after another; the four clients interleave
+            mine = []
+            for _ in range(50):
+                plan = pm.plan("c", RuleRequest("POST", "/", body_json={"max_tokens": 7}), now)
+                if plan.verdict(await b.check_and_add(plan.ops)).admitted:
+                    mine.append(plan)
+            return mine
+
+        plans = [p for mine in await asyncio.gather(*(client(b) for b in backends)) for p in mine]
+        peak = await backends[0].read("meter:")
+
+        async def settle(b, mine):
+            for p in mine:
+                await b.add(p.settle(Measurement({"tokens": 5}, {})))
+
+        await asyncio.gather(*(settle(backends[i], plans[i::4]) for i in range(4)))
+        final = await backends[0].read("meter:")
+        for b in backends:
+            await b.close()
+        return len(plans), peak, final
+
+    admitted, peak, final = run(main())
+    day = next(k for k in peak if ":day:" in k)
+    assert admitted == 14 and peak[day] == 98
+    assert final[day] == 70
+
+
+def test_counters_saturate_at_2_pow_53_instead_of_failing(redis_url, namespace):
+    """INCRBY past 2**63 is an error (every later call on the key would fail): counters stop at 2**53."""
+
+    async def main():
+        b = RedisBackend(redis_url, namespace=namespace)
+        await b.add([op("k", amount=2**62)])
+        await b.add([op("k", amount=2**62)])
+        admitted = await b.check_and_add([op("k", amount=2**53), op("u")])
+        await b.add([op("k", amount=-10)])
+        counts = await b.read("")
+        await b.close()
+        return admitted, counts
+
+    admitted, counts = run(main())
+    assert admitted.values == (2**53, 1)
+    assert counts == {"k": 2**53 - 10, "u": 1}

@@ -11,8 +11,9 @@ from typing import Mapping, Sequence
 
 from sqlalchemy.engine import Engine
 
-from rr_addon.config import schema, validate
-from rr_addon.config.oauth_grants_schema import SecretBundle
+from rr_addon.config import validate
+from rr_addon.policy import schema
+from rr_addon.policy.oauth_grants_schema import SecretBundle
 from rr_addon.config.load import ConfigError, ConfigErrors, EnvSecret, ExecSecret, FileSecret, Source, command_argv, load_files, resolve_secret
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.crypto import Keyring
@@ -131,7 +132,7 @@ def _resolve(config: schema.Config, source: Source, stored: Stored, env: Mapping
                 target_secrets[(t.name, c.name)] = (None, None)
                 continue
             try:
-                if isinstance(ref, SecretBundle):  # several secrets of one credential (rr_addon.config.oauth_grants_schema)
+                if isinstance(ref, SecretBundle):  # several secrets of one credential (rr_addon.policy.oauth_grants_schema)
                     target_secrets[(t.name, c.name)] = ref.resolve(base, env, resolve_secret, source_label)
                 else:
                     target_secrets[(t.name, c.name)] = (resolve_secret(ref, base, env), source_label(ref, base))

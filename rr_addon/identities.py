@@ -52,30 +52,23 @@ class Identities:
         that cannot be built (the caller keeps the previous configuration)."""
         entries: list[Candidate[Caller]] = []
         sources: dict[tuple[str, str], UpstreamToken] = {}
-        assert snap.config is not None
-        for p in snap.config.proxies:
-            for c in p.credentials:
-                if not c.verifies:
-                    continue
-                secret = snap.identity_secrets.get((p.name, c.name))
-                try:
-                    if c.auth == "jwt_verify":
-                        verifier: Any = jwt_verify.build(c, secret=secret, http=self.http, shared=self.shared)
-                    else:
-                        verifier = introspection.build(c, client_secret=secret, http=self.http, shared=self.shared, gate=self.gate)
-                except ValueError as e:
-                    raise ValueError(f"proxies[{p.name}].credentials[{c.name}]: {e}") from None
-                entries.append(Candidate(spec_for(p.name, c), verifier, snap.proxies[p.name].callers[c.name]))
-        for t in snap.config.targets:
-            for c in t.credentials:
-                if c.kind in OAUTH_KINDS:
-                    secret = snap.oauth_secrets[(t.name, c.name)]
-                    try:
-                        sources[(t.name, c.name)] = upstream_sources.build(
-                            t.name, c, secret, http=self.http, shared=self.shared, refresh_tokens=self.refresh_tokens
-                        )
-                    except ValueError as e:
-                        raise ValueError(f"targets[{t.name}].credentials[{c.name}]: {e}") from None
+        for v in snap.verifiers:
+            c = v.settings
+            try:
+                if c.auth == "jwt_verify":
+                    verifier: Any = jwt_verify.build(c, secret=v.secret, http=self.http, shared=self.shared)
+                else:
+                    verifier = introspection.build(c, client_secret=v.secret, http=self.http, shared=self.shared, gate=self.gate)
+            except ValueError as e:
+                raise ValueError(f"proxies[{v.proxy}].credentials[{v.name}]: {e}") from None
+            entries.append(Candidate(spec_for(v.proxy, c), verifier, snap.proxies[v.proxy].callers[v.name]))
+        for t in snap.token_sources:
+            try:
+                sources[(t.target, t.name)] = upstream_sources.build(
+                    t.target, t.settings, t.secret, http=self.http, shared=self.shared, refresh_tokens=self.refresh_tokens
+                )
+            except ValueError as e:
+                raise ValueError(f"targets[{t.target}].credentials[{t.name}]: {e}") from None
         # rr's own upstream secrets: a caller who presents one (an API key meant for
         # the upstream) must not have it handed to the introspection endpoint
         upstream = frozenset(token_key(v) for t in snap.targets.values() for c in t.credentials.values() for v in c.injection.secrets)

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import yaml
 
-from rr_addon.core.costs import MICRO
+from rr_addon.policy.costs import MICRO
 from rr_addon.core.meters import PROXY_WIDE, UsageRow
 from rr_addon.store import config_store
 

@@ -22,7 +22,7 @@ from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.reload import Reloader
 from rr_addon.store import audit_store, dataplanes, notify
-from rr_addon.store.db import DatabaseError, check_schema, make_engine
+from rr_addon.store.db import DatabaseError, check_schema, make_engine, redacted_url
 from rr_addon.store.oauth_grants import DatabaseRefreshTokens
 
 logger = logging.getLogger("rr")
@@ -68,7 +68,7 @@ class Services:
             snapshot.version,
             len(snapshot.proxies),
             len(snapshot.targets),
-            settings.redacted_url(str(engine.url)),
+            redacted_url(str(engine.url)),
         )
         return snapshot
 
@@ -92,7 +92,7 @@ class Services:
         except BackendUnavailable as e:
             raise ServiceError(f"rr: meter counters unavailable: {e}") from None
         self.gate.metering = Metering(backend)
-        logger.info("rr counts meters in %s", "Redis " + settings.redacted_url(redis_url) if redis_url else "the embedded database")
+        logger.info("rr counts meters in %s", "Redis " + redacted_url(redis_url) if redis_url else "the embedded database")
         if old is not None:
             asyncio.get_event_loop().create_task(old.close())
 

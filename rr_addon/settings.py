@@ -35,13 +35,3 @@ def without_userinfo(url: str) -> str:
     """Any URL with its `user:password@` replaced by `***@`, for messages.
     Works on URLs that do not parse; may hide more than the user info, never less."""
     return _USERINFO.sub(lambda m: (m.group(1) or "") + "//***@", url, count=1)
-
-
-def redacted_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable database URL>"

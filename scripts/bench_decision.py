@@ -180,7 +180,7 @@ def accepted_sections() -> tuple[tuple[str, ...], dict[str, str]]:
     """The optional sections this build's configuration schema accepts, and why the others are left out."""
     from pydantic import ValidationError
 
-    from rr_addon.config.schema import Config
+    from rr_addon.policy.schema import Config
 
     ok: list[str] = []
     why: dict[str, str] = {}
@@ -333,7 +333,7 @@ def _decide(snap: Any, data: dict, reqs: list[Req]) -> Callable[[int], Any]:
 
 
 def _rule_requests(reqs: list[Req]) -> list:
-    from rr_addon.core.paths import canonicalize
+    from rr_addon.policy.paths import canonicalize
     from rr_addon.core.rules import RuleRequest
 
     out = []
@@ -348,7 +348,7 @@ def _rule_requests(reqs: list[Req]) -> list:
 
 
 def _rules(snap: Any, data: dict, reqs: list[Req]) -> Callable[[int], Any]:
-    from rr_addon.config.rules_schema import Rule
+    from rr_addon.policy.rules_schema import Rule
     from rr_addon.core.rules import ScopeRules
 
     # The rule texts of the four scopes, as the policy generator writes them
@@ -377,7 +377,7 @@ def _rules(snap: Any, data: dict, reqs: list[Req]) -> Callable[[int], Any]:
 
 
 def _meters(snap: Any, data: dict, reqs: list[Req]) -> Callable[[int], Any]:
-    from rr_addon.config.meters_schema import MeterSpec
+    from rr_addon.policy.meters_schema import MeterSpec
     from rr_addon.core.meters import CheckResult, ProxyMeters, compile_meters
 
     sample: dict = {"proxies": [{}], "targets": []}

@@ -26,9 +26,9 @@ from typing import Any, Callable
 
 from jsonpath_ng.ext import parse as jsonpath_ng_parse
 
-from rr_addon.core.bodies import decode_content, dump_json, parse_json
-from rr_addon.core.filters import apply_filters, compile_filter
-from rr_addon.core.redact import BUILTIN, DETECTOR_NAMES, MASK, Redactor
+from rr_addon.policy.bodies import decode_content, dump_json, parse_json
+from rr_addon.policy.filters import apply_filters, compile_filter
+from rr_addon.policy.redact import BUILTIN, DETECTOR_NAMES, MASK, Redactor
 
 
 def make_document(users: int, pii: bool) -> dict:
@@ -137,8 +137,8 @@ def redaction_throughput(seconds: float = 0.5) -> dict:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_decision as bd
-    from rr_addon.config.filters_schema import RedactEntry
-    from rr_addon.core.redact import compile_redactor
+    from rr_addon.policy.filters_schema import RedactEntry
+    from rr_addon.policy.redact import compile_redactor
     from rr_addon.core.responses import Pipeline, process_response
     from rr_addon.testing.upstream import big_document
 

@@ -35,6 +35,33 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message + "; start it to run this test")
 
 
+@pytest.fixture
+def make_home(tmp_path, monkeypatch):
+    """The one factory of an RR_HOME for in-process CLI tests: RR_HOME is `tmp_path`, no
+    database URL or master key leaks in from outside, `env` is set, the CLI's consoles are
+    `width` wide (they took their width when first imported), and `rr init` has run
+    unless `init=False`."""
+    from typer.testing import CliRunner
+
+    from rr_addon import cli
+
+    def make(*, init: bool = True, env: dict[str, str] | None = None, width: int | None = 250):
+        monkeypatch.setenv("RR_HOME", str(tmp_path))
+        monkeypatch.delenv("RR_DATABASE_URL", raising=False)
+        monkeypatch.delenv("RR_MASTER_KEY", raising=False)
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        if width is not None:
+            monkeypatch.setattr(cli.console, "width", width)
+            monkeypatch.setattr(cli.err_console, "width", width)
+        if init:
+            result = CliRunner().invoke(cli.app, ["init"])
+            assert result.exit_code == 0, result.output
+        return tmp_path
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
@@ -50,6 +77,15 @@ def postgres_url() -> str:
 @pytest.fixture
 def pg_url(postgres_url):
     """A database of this test's own on the real server, dropped afterwards."""
+    from rr_addon.testing.pg import postgres_database
+
+    with postgres_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_pg_url(postgres_url):
+    """Like `pg_url`, shared by the tests of one module."""
     from rr_addon.testing.pg import postgres_database
 
     with postgres_database(postgres_url) as url:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from rr_addon.mitm import wire
 from rr_addon.addon import RR
 from rr_addon.cli import app
+from rr_addon.testing.fresh import python_prints
 
 UPSTREAM = "sk_live_wire_only"
 POLICY = f"""
@@ -33,14 +34,10 @@ proxies:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
+def home(make_home, tmp_path):
+    make_home(width=None)
     (tmp_path / "p.yaml").write_text(POLICY)
-    runner = CliRunner()
-    assert runner.invoke(app, ["init"]).exit_code == 0
-    r = runner.invoke(app, ["apply", "-f", str(tmp_path / "p.yaml")])
+    r = CliRunner().invoke(app, ["apply", "-f", str(tmp_path / "p.yaml")])
     assert r.exit_code == 0, r.output
     return tmp_path
 
@@ -248,12 +245,41 @@ def test_the_flow_keeps_rr_state_in_one_attribute(rr):
 
 
 def test_the_addon_loads_neither_the_cli_nor_typer():
-    import subprocess
-    import sys
-
     code = (
         "import sys; from mitmproxy.test import tflow; from rr_addon.addon import RR\n"
         "RR().explain_flow(tflow.tflow())  # the rr view and rr.explain render the decision tree\n"
         "print(sorted(m for m in sys.modules if m == 'typer' or m.startswith(('rr_addon.cli', 'typer.'))))"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert python_prints(code) == "[]"
+
+
+# ---------------------------------------------------------------------------- the response side, in-process
+
+
+def test_a_secret_the_upstream_echoes_in_headers_and_body_is_masked(rr):
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    rr.request(f)
+    f.response = tutils.tresp(headers=http.Headers([(b"X-Echo", f"Bearer {UPSTREAM}".encode()), (b"content-type", b"text/plain")]), content=b"")
+    rr.responseheaders(f)
+    assert UPSTREAM not in f.response.headers["X-Echo"] and f.response.headers["rr-request-id"] == f.id
+    pieces = [f.response.stream(f"you sent {UPSTREAM}".encode()), f.response.stream(b"")]  # the body, as mitmproxy streams it
+    passed = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in pieces)
+    assert UPSTREAM.encode() not in passed and passed.startswith(b"you sent ")
+    rr.response(f)
+    assert f.metadata["rr"]["result"] == "allow"
+
+
+def test_an_upstream_that_fails_before_answering_is_a_json_502_and_audited_once(rr):
+    from mitmproxy import flow as mflow
+
+    f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+    rr.requestheaders(f)
+    rr.request(f)
+    f.error = mflow.Error("connection refused")
+    rr.error(f)
+    meta = f.metadata["rr"]
+    assert (meta["result"], meta["code"], meta["status"]) == ("deny", "upstream-unavailable", 502)
+    assert vars(f)["_rr"].audited and rr.requests == 1
+    rr.error(f)  # a second error event writes no second record
+    assert rr.requests == 1

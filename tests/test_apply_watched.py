@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from rr_addon import cli
 from rr_addon.cli import app
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.store import config_store
@@ -29,13 +28,8 @@ proxies:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
-    monkeypatch.setattr(cli.console, "width", 250)
-    monkeypatch.setattr(cli.err_console, "width", 250)
-    assert rr("init").exit_code == 0
+def home(make_home, tmp_path):
+    make_home()
     (tmp_path / "mount").mkdir()
     (tmp_path / "mount" / "..v1").mkdir()
     (tmp_path / "mount" / "..v1" / "token").write_text("sk_watched_1\n")

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rr_addon import cli
 from rr_addon.cli import app
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.store import config_store
@@ -45,15 +44,8 @@ LONG = "Charges customers for the billing team; owned by payments-platform, on c
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
-    # rich reads COLUMNS once, when the console is made (at import, maybe in another test): set its width
-    monkeypatch.setattr(cli.console, "width", 250)
-    monkeypatch.setattr(cli.err_console, "width", 250)
-    assert rr("init").exit_code == 0
-    return tmp_path
+def home(make_home):
+    return make_home()
 
 
 def rr(*args):

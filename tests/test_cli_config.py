@@ -35,13 +35,8 @@ proxies:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
-    monkeypatch.setenv("STRIPE_KEY", UPSTREAM)
-    monkeypatch.setenv("AGENT1_KEY", CALLER)
-    monkeypatch.setenv("COLUMNS", "200")
+def home(make_home, tmp_path):
+    make_home(init=False, width=None, env={"STRIPE_KEY": UPSTREAM, "AGENT1_KEY": CALLER, "COLUMNS": "200"})
     (tmp_path / "basic.txt").write_text("basic-file-secret\n")
     return tmp_path
 

@@ -42,12 +42,8 @@ proxies:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
-    monkeypatch.setenv("COLUMNS", "400")
-    return tmp_path
+def home(make_home):
+    return make_home(init=False, width=None, env={"COLUMNS": "400"})
 
 
 def rr(*args):

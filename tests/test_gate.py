@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import pytest
@@ -15,10 +14,11 @@ from rr_addon.gate import Admitted, Gate, Verdict
 from rr_addon.metering import Metering
 from rr_addon.meters import open_backend
 from rr_addon.store.db import make_engine, migrate
-from rr_addon.config.schema import Config
+from rr_addon.testing.snapshots import TEST_HMAC_KEY, snapshot_from
+from rr_addon.testing.fresh import python_prints
+from rr_addon.policy.schema import Config
 from rr_addon.core.digests import token_digest
 from rr_addon.core.snapshot import compile_snapshot
-from rr_addon.testing.snapshots import TEST_HMAC_KEY, snapshot_from
 
 CONFIG = {
     "targets": [
@@ -96,10 +96,8 @@ def test_a_body_rule_waits_for_the_body_and_a_body_that_cannot_be_read_is_refuse
 
 
 def test_the_gate_imports_no_mitmproxy():
-    import subprocess
-
     code = "import sys, rr_addon.gate; print(sorted(m for m in sys.modules if m.split('.')[0] in ('mitmproxy', 'typer') or m.startswith('rr_addon.cli') or m.startswith('rr_addon.mitm')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = python_prints(code)
     assert out == "[]"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rr_addon.config import schema
+from rr_addon.policy import schema
 from rr_addon.core.snapshot import compile_snapshot
 from rr_addon.rotation import GRACE, WATCHED, SecretWatcher
 

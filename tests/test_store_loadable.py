@@ -14,7 +14,6 @@ import yaml
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from rr_addon import cli
 from rr_addon.cli import app
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.store import config_store
@@ -41,16 +40,8 @@ proxies:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("RR_HOME", str(tmp_path))
-    monkeypatch.delenv("RR_DATABASE_URL", raising=False)
-    monkeypatch.delenv("RR_MASTER_KEY", raising=False)
-    monkeypatch.setenv("HMAC_KEY", HMAC)
-    monkeypatch.setenv("COLUMNS", "200")
-    # rr's console took its width when first imported (maybe by another test): tables must not wrap here
-    monkeypatch.setattr(cli.console, "width", 250)
-    assert rr("init").exit_code == 0
-    return tmp_path
+def home(make_home):
+    return make_home(env={"HMAC_KEY": HMAC, "COLUMNS": "200"})
 
 
 def rr(*args):
@@ -103,7 +94,7 @@ def test_hmac_jwt_verify_is_stored_encrypted_and_round_trips(home):
     assert version() == 1
     # what a data plane loads
     snap = config_store.load_snapshot(make_engine(), Keyring(master_keys(home)))
-    assert snap.identity_secrets[("agents", "hs")] == HMAC
+    assert {(v.proxy, v.name): v.secret for v in snap.verifiers}[("agents", "hs")] == HMAC
 
 
 def test_a_new_hmac_credential_without_its_key_is_refused(home):
@@ -159,7 +150,7 @@ def test_a_row_that_does_not_load_is_named_and_repaired_by_apply(home, table, na
     assert r.exit_code == 0 and "configuration version 2" in r.output, r.output
     assert rr("export").exit_code == 0
     snap = config_store.load_snapshot(make_engine(), Keyring(master_keys(home)))
-    assert snap.identity_secrets[("agents", "hs")] == HMAC and snap.targets["api"].credentials["static"].kind == "bearer"
+    assert {(v.proxy, v.name): v.secret for v in snap.verifiers}[("agents", "hs")] == HMAC and snap.targets["api"].credentials["static"].kind == "bearer"
 
 
 def test_a_broken_row_no_longer_wanted_is_deleted(home):

@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.text import Text
 
 from rr_addon import settings
 from rr_addon.cli import envvars, remote, render
+from rr_addon.cli import approvals, controlplane, ops, secrets, tokens, usage
+from rr_addon.cli.common import console, die, dispose_engines, err_console, load_snapshot, open_store, read_stored
 from rr_addon.reports import export_text
-from rr_addon.cli.consoles import Output
 from rr_addon.config.load import ConfigErrors
 from rr_addon.core.terminal import printable
 from rr_addon.crypto import Keyring, MasterKeyError, create_key_file, master_keys
 from rr_addon.store import config_store
-from rr_addon.store.db import DatabaseError, check_schema, make_engine, migrate
+from rr_addon.store.db import DatabaseError, make_engine, migrate, redacted_url
 
 app = typer.Typer(
     name="rr",
@@ -27,52 +27,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Output()
-err_console = Output(stderr=True)
-
-def die(message: str) -> typer.Exit:
-    """A clear, expected failure: print the message; the caller raises the returned Exit (status 1)."""
-    err_console.print(Text.assemble(("rr:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-_engines: list = []  # engines opened by this command, disposed when it ends
 
 
 @app.callback()
 def _lifecycle(ctx: typer.Context) -> None:
-    def dispose() -> None:
-        while _engines:
-            _engines.pop().dispose()  # no pooled connection outlives the command
-
-    ctx.call_on_close(dispose)
-
-
-def _read_stored(engine, keyring) -> config_store.Stored:
-    try:
-        return config_store.read(engine, keyring)
-    except config_store.StoredConfigError as e:
-        raise die(str(e)) from None
-
-
-def _load_snapshot(engine, keyring):
-    try:
-        return config_store.load_snapshot(engine, keyring)
-    except config_store.StoredConfigError as e:
-        raise die(str(e)) from None
-
-
-def _store():
-    """Engine and keyring of an initialised database, or exit with the reason."""
-    try:
-        engine = make_engine(existing=True)
-        check_schema(engine)
-        keyring = Keyring(master_keys(settings.home()))
-        config_store.check_key(engine, keyring)
-    except (DatabaseError, MasterKeyError) as e:
-        raise die(str(e)) from None
-    _engines.append(engine)
-    return engine, keyring
+    ctx.call_on_close(dispose_engines)
 
 
 @app.command()
@@ -91,7 +50,7 @@ def init() -> None:
         fresh = config_store.initialise(engine, keyring)
     except (DatabaseError, MasterKeyError) as e:
         raise die(str(e)) from None
-    url = settings.redacted_url(str(engine.url))
+    url = redacted_url(str(engine.url))
     console.print(f"database: {url} schema {after}" + (" (migrated)" if before != after else ""))
     if not fresh:
         console.print("configuration state: exists (unchanged)")
@@ -135,7 +94,7 @@ def apply(
 
     if server:
         return remote.apply(server, admin, file, dry_run=dry_run, prune=prune, allow_empty=allow_empty)
-    engine, keyring = _store()
+    engine, keyring = open_store()
     try:
         prepared = prepare(file, engine, keyring)
     except ConfigErrors as e:
@@ -197,8 +156,8 @@ def export(
     """Print the stored configuration as YAML. Secrets are never exported."""
     if server:
         return remote.export(server, admin, output)
-    engine, keyring = _store()
-    text = export_text(_read_stored(engine, keyring))
+    engine, keyring = open_store()
+    text = export_text(read_stored(engine, keyring))
     if output:
         output.write_text(text)
         console.print(f"wrote {output}")
@@ -261,7 +220,7 @@ def run(
     except worker_pool.WorkersError as e:
         raise die(str(e)) from None
     if bundle is None:
-        _store()  # fail early, with rr's message, if the database or key is not usable
+        open_store()  # fail early, with rr's message, if the database or key is not usable
     confdir = settings.confdir()
     from rr_addon.mitm import runner
     from rr_addon.mitm.certs import ensure_ca
@@ -296,8 +255,8 @@ def env(
     ),
 ) -> None:
     """Print the environment a workload needs to go through rr (git, curl, wget, pip, Python, npm, Node, Go; see docs/clients.md)."""
-    engine, keyring = _store()
-    stored = _read_stored(engine, keyring)
+    engine, keyring = open_store()
+    stored = read_stored(engine, keyring)
     p = next((p for p in stored.config.proxies if p.name == proxy), None)
     if p is None:
         raise die(f"no proxy {proxy!r}") from None
@@ -347,8 +306,8 @@ def explain(
 
     if (credential is None) == (token is None):
         raise die("give exactly one of --credential or --token")
-    engine, keyring = _store()
-    snap = _load_snapshot(engine, keyring)
+    engine, keyring = open_store()
+    snap = load_snapshot(engine, keyring)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise die(f"{settings.without_userinfo(url)!r} is not an http(s) URL")
@@ -444,31 +403,15 @@ def find_caller(snap, name: str):
     return matches[0]
 
 
-from rr_addon.cli import ops  # noqa: E402  (after the commands above: `rr audit …`, `rr status`)
-
-ops.register(app)
+# Subcommands of their own modules (imported at the top: they need only rr_addon.cli.common).
+app.add_typer(ops.audit_app, name="audit")
+app.command("status")(ops.status)
+app.add_typer(usage.usage_app, name="usage")
+app.add_typer(tokens.token_app, name="token")
+app.add_typer(secrets.secret_app, name="secret")
+app.add_typer(controlplane.cp_app, name="control-plane")
+approvals.register(app)
 
 
 def main() -> None:
     app()
-
-
-from rr_addon.cli.usage import usage_app  # noqa: E402  (registers after the shared helpers above exist)
-
-app.add_typer(usage_app, name="usage")
-
-from rr_addon.cli.tokens import token_app  # noqa: E402
-
-app.add_typer(token_app, name="token")
-
-from rr_addon.cli.secrets import secret_app  # noqa: E402
-
-app.add_typer(secret_app, name="secret")
-
-from rr_addon.cli.controlplane import cp_app  # noqa: E402
-
-app.add_typer(cp_app, name="control-plane")
-
-from rr_addon.cli import approvals as _approvals  # noqa: E402
-
-_approvals.register(app)

@@ -25,9 +25,9 @@ def register(app: typer.Typer) -> None:
 
 def list_pending(as_json: bool = typer.Option(False, "--json", help="One JSON array of objects (request_id, proxy, credential, method, url, rule, …).")) -> None:
     """Requests held for approval, oldest first: caller, request, rule, age and a masked body preview."""
-    from rr_addon.cli import _store, console
+    from rr_addon.cli.common import open_store, console
 
-    engine, _ = _store()
+    engine, _ = open_store()
     rows = store.listing(engine)
     if as_json:
         print(json.dumps(rows))
@@ -54,14 +54,14 @@ def list_pending(as_json: bool = typer.Option(False, "--json", help="One JSON ar
 
 
 def _decide(request_id: str, state: str, by: Optional[str], note: Optional[str]) -> None:
-    from rr_addon.cli import _store, console, die
+    from rr_addon.cli.common import open_store, console, die
 
     who = by if by else _user()
     if not who.strip() or len(who) > 100:
         raise die("--by: give a name of 1 to 100 characters")
     if note is not None and len(note) > MAX_NOTE:
         raise die(f"--note: at most {MAX_NOTE} characters")
-    engine, _ = _store()
+    engine, _ = open_store()
     applied, closed = store.decide(engine, request_id, state, who, note)
     if closed is None:
         raise die(f"no held request {request_id!r} (see rr approvals)")

@@ -46,10 +46,10 @@ def serve(
     name: List[str] = typer.Option([], "--name", help="A host name or address data planes use to reach this control plane (repeatable; goes into its TLS certificate)."),
 ) -> None:
     """Serve the configuration (sealed per data plane, mutual TLS), receive heartbeats, audit records and usage."""
-    from rr_addon.cli import _store, die, err_console
+    from rr_addon.cli.common import open_store, die, err_console
     from rr_addon.hybrid import server
 
-    engine, keyring = _store()
+    engine, keyring = open_store()
 
     def ready(bound: int) -> None:
         names = name or server.default_names(listen_host)
@@ -77,7 +77,7 @@ def issue_dataplane(
     """Issue data plane NAME: write the bundle (mode 0600) that `rr run --dataplane-bundle FILE` needs to join."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from rr_addon.cli import _store, console, die
+    from rr_addon.cli.common import open_store, console, die
     from rr_addon.hybrid import bundle as bundles
     from rr_addon.hybrid import pki, registry, sealing
 
@@ -86,7 +86,7 @@ def issue_dataplane(
         url = bundles.check_url(url)
     except bundles.BundleError as e:
         raise die(str(e)) from None
-    engine, keyring = _store()
+    engine, keyring = open_store()
     keys = registry.keys(engine, keyring)
     cert, key = keys.ca.client(dataplane)
     seal = X25519PrivateKey.generate()
@@ -102,10 +102,10 @@ def issue_dataplane(
 @cp_app.command("revoke-dataplane")
 def revoke_dataplane(dataplane: str = typer.Argument(..., metavar="NAME")) -> None:
     """Revoke data plane NAME: the control plane refuses its bundle from the next request on."""
-    from rr_addon.cli import _store, console, die
+    from rr_addon.cli.common import open_store, console, die
     from rr_addon.hybrid import registry
 
-    engine, _ = _store()
+    engine, _ = open_store()
     result = registry.revoke(engine, dataplane)
     if result == "unknown":
         raise die(f"no data plane {dataplane!r} was issued")
@@ -117,10 +117,10 @@ def list_dataplanes(as_json: bool = typer.Option(False, "--json", help="Print JS
     """The issued data planes (rr status shows the running ones)."""
     from rich.table import Table
 
-    from rr_addon.cli import _store, console
+    from rr_addon.cli.common import open_store, console
     from rr_addon.hybrid import registry
 
-    engine, _ = _store()
+    engine, _ = open_store()
     rows = registry.listing(engine)
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -141,7 +141,7 @@ def issue_admin(
     force: bool = typer.Option(False, "--force", help="Replace NAME's token (the old one stops working)."),
 ) -> None:
     """Issue an admin credential for `--server URL --admin FILE` (rr apply, export, usage, audit, status)."""
-    from rr_addon.cli import _store, console, die
+    from rr_addon.cli.common import open_store, console, die
     from rr_addon.hybrid import bundle as bundles
     from rr_addon.hybrid import registry, remote
 
@@ -150,7 +150,7 @@ def issue_admin(
         url = bundles.check_url(url)
     except bundles.BundleError as e:
         raise die(str(e)) from None
-    engine, keyring = _store()
+    engine, keyring = open_store()
     keys = registry.keys(engine, keyring)
     token = registry.issue_admin(engine, admin, replace=force)
     if token is None:
@@ -163,10 +163,10 @@ def issue_admin(
 @cp_app.command("revoke-admin")
 def revoke_admin(admin: str = typer.Argument(..., metavar="NAME")) -> None:
     """Revoke admin NAME's token."""
-    from rr_addon.cli import _store, console, die
+    from rr_addon.cli.common import open_store, console, die
     from rr_addon.hybrid import registry
 
-    engine, _ = _store()
+    engine, _ = open_store()
     result = registry.revoke_admin(engine, admin)
     if result == "unknown":
         raise die(f"no admin {admin!r}")

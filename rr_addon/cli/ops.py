@@ -1,6 +1,6 @@
 """Operating many data planes: `rr audit …` and `rr status`.
 
-Registered on the main app with `ops.register(app)`. The commands need only
+Added to the main app by `rr_addon.cli` (`audit_app`, `status`). The commands need only
 the database (no master key): reading the audit trail or the registry never
 touches a secret. Rendering is done by the pure functions below.
 """
@@ -19,15 +19,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from rr_addon import settings
 from rr_addon.core.terminal import printable
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.cli import remote
+from rr_addon.cli.common import die, open_database
 from rr_addon.cli.consoles import Output
-from rr_addon.store.db import DatabaseError, check_schema, make_engine
+from rr_addon.store.db import redacted_url
 
 
 def _console(stderr: bool = False) -> Console:
@@ -206,29 +205,6 @@ def status_summary(planes: list[dataplanes.DataPlane], current_version: int | No
 # Commands
 
 
-def _die(message: str) -> typer.Exit:
-    _console(stderr=True).print(Text.assemble(("rr:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-@contextmanager
-def _database() -> Iterator[Engine]:
-    """The engine of an initialised database (no master key needed), disposed afterwards."""
-    try:
-        engine = make_engine(existing=True)
-    except DatabaseError as e:
-        raise _die(str(e)) from None
-    try:
-        check_schema(engine)
-    except DatabaseError as e:
-        engine.dispose()
-        raise _die(str(e)) from None
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 audit_app = typer.Typer(
     name="audit",
     help="The audit trail: one record per request, from every data plane.",
@@ -266,28 +242,28 @@ def audit(
     try:
         flt = audit_store.Filter(proxy=proxy, code=code, since=audit_store.parse_since(since) if since else None)
     except ValueError as e:
-        raise _die(f"--since: {e}") from None
+        raise die(f"--since: {e}") from None
     console = _console()
-    with _database() as engine:
-        upto = audit_store.last_id(engine)
-        shown = [r for r in audit_store.query(engine, flt, limit=limit) if r["id"] <= upto] if limit else []
-        if json_out:
-            for r in shown:
-                print(json_line(r))
-        elif shown or not follow:
-            console.print(audit_table(shown) if shown else Text("no audit records match", style="dim"))
-        if not follow:
-            return
-        try:
-            with _stop_on_signals() as stop_requested:
-                for r in audit_store.follow(engine, flt, after=upto, interval=interval, stop=stop_requested):
-                    if json_out:
-                        print(json_line(r), flush=True)
-                    else:
-                        console.print(audit_line(r), soft_wrap=True)
-                        sys.stdout.flush()
-        except SQLAlchemyError as e:
-            raise _die(f"lost the database while following: {str(getattr(e, 'orig', None) or e).strip().splitlines()[0]}") from None
+    engine = open_database()
+    upto = audit_store.last_id(engine)
+    shown = [r for r in audit_store.query(engine, flt, limit=limit) if r["id"] <= upto] if limit else []
+    if json_out:
+        for r in shown:
+            print(json_line(r))
+    elif shown or not follow:
+        console.print(audit_table(shown) if shown else Text("no audit records match", style="dim"))
+    if not follow:
+        return
+    try:
+        with _stop_on_signals() as stop_requested:
+            for r in audit_store.follow(engine, flt, after=upto, interval=interval, stop=stop_requested):
+                if json_out:
+                    print(json_line(r), flush=True)
+                else:
+                    console.print(audit_line(r), soft_wrap=True)
+                    sys.stdout.flush()
+    except SQLAlchemyError as e:
+        raise die(f"lost the database while following: {str(getattr(e, 'orig', None) or e).strip().splitlines()[0]}") from None
 
 
 @contextmanager
@@ -315,10 +291,10 @@ def audit_prune(
     try:
         age = audit_store.parse_duration(older_than)
     except ValueError as e:
-        raise _die(f"--older-than: {e}") from None
+        raise die(f"--older-than: {e}") from None
     cutoff = datetime.now(timezone.utc) - age
-    with _database() as engine:
-        n = audit_store.prune(engine, age)
+    engine = open_database()
+    n = audit_store.prune(engine, age)
     _console().print(f"pruned {n} audit record{'s' if n != 1 else ''} older than {older_than} (before {cutoff.isoformat(timespec='seconds')})")
 
 
@@ -328,13 +304,13 @@ def audit_import(
 ) -> None:
     """Load audit records from JSON-lines files; records already stored are skipped."""
     console = _console()
-    with _database() as engine:
-        for file in files:
-            try:
-                read, stored = audit_store.import_jsonl(engine, file)
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise _die(f"{file}: not an audit JSON-lines file ({e})") from None
-            console.print(f"{file}: {read} records read, {stored} stored, {read - stored} already there")
+    engine = open_database()
+    for file in files:
+        try:
+            read, stored = audit_store.import_jsonl(engine, file)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise die(f"{file}: not an audit JSON-lines file ({e})") from None
+        console.print(f"{file}: {read} records read, {stored} stored, {read - stored} already there")
 
 
 def status(
@@ -351,13 +327,13 @@ def status(
         return remote.status(server, admin, json_out, stale_after)
     if (state := hybrid_status.here()) is not None:
         return hybrid_status.show(state, json_out, _console())
-    with _database() as engine:
-        try:
-            current = config_store.current_version(engine)
-        except LookupError:
-            current = None
-        planes = dataplanes.list_planes(engine, stale_after=stale_after)
-        database = settings.redacted_url(str(engine.url))
+    engine = open_database()
+    try:
+        current = config_store.current_version(engine)
+    except LookupError:
+        current = None
+    planes = dataplanes.list_planes(engine, stale_after=stale_after)
+    database = redacted_url(str(engine.url))
     if json_out:
         print(json.dumps({"config_version": current, "database": database, "dataplanes": [p.as_json() for p in planes]}, indent=2))
         return
@@ -365,9 +341,3 @@ def status(
     if planes:
         console.print(status_table(planes, current))
     console.print(status_summary(planes, current))
-
-
-def register(app: typer.Typer) -> None:
-    """Add `rr audit …` and `rr status` to the main `rr` app."""
-    app.add_typer(audit_app, name="audit")
-    app.command("status")(status)

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rr_addon.config.load import ConfigError
-from rr_addon.core.costs import money
+from rr_addon.policy.costs import money
 from rr_addon.store.config_store import Change
 
 ACTION_STYLE = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "dim"}

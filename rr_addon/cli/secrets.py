@@ -18,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 from sqlmodel import select
 
-from rr_addon.cli.ops import _console, _database, human_age
+from rr_addon.cli.common import open_database
+from rr_addon.cli.ops import _console, human_age
 from rr_addon.core.terminal import printable
 from rr_addon.rotation import EXEC, display, read_by_data_plane
 from rr_addon.store import dataplanes
@@ -82,8 +83,8 @@ def table(entries: list[dict], now: float) -> Table:
 @secret_app.command("status")
 def status(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Each target credential's secret source, last rotation and whether it is readable (watched files: per data plane)."""
-    with _database() as engine:
-        entries = collect(engine)
+    engine = open_database()
+    entries = collect(engine)
     if json_out:
         for e in entries:
             if e["rotated_at"] is not None:

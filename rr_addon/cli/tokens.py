@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from rr_addon.cli.common import console, die, open_store, read_stored
+
 from rr_addon.core import tokens
 from rr_addon.store import minted
 from rr_addon.store.audit_store import parse_duration
@@ -87,7 +89,7 @@ def mint(
     token: rr verifies it as the data planes would, the child carries its
     verified claims (the parent's claims rules apply to them at every use) and
     expires no later than it."""
-    from rr_addon.cli import _read_stored, _store, die
+    from rr_addon.cli.common import read_stored, open_store, die
 
     if max_requests is not None and not 1 <= max_requests <= tokens.MAX_REQUESTS:
         raise die(f"--max-requests {max_requests}: must be between 1 and {tokens.MAX_REQUESTS}")
@@ -103,8 +105,8 @@ def mint(
         raise die(str(e)) from None
     if len(allowed) > tokens.MAX_ALLOW:
         raise die(f"at most {tokens.MAX_ALLOW} --allow entries")
-    engine, keyring = _store()
-    stored = _read_stored(engine, keyring)
+    engine, keyring = open_store()
+    stored = read_stored(engine, keyring)
     found = {p.name: p for p in stored.config.proxies}.get(proxy)
     if found is None:
         raise die(f"no proxy {proxy!r}")
@@ -157,9 +159,7 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON arr
 
     from rich.table import Table
 
-    from rr_addon.cli import _store, console
-
-    engine, _ = _store()
+    engine, _ = open_store()
     rows = minted.listing(engine)
     if as_json:
         print(json.dumps(rows))
@@ -179,9 +179,7 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON arr
 @token_app.command("revoke")
 def revoke(token_id: str = typer.Argument(..., metavar="ID", help="The id `rr token list` shows (tok_…).")) -> None:
     """Revoke a minted token: every data plane refuses it within its reload interval."""
-    from rr_addon.cli import _store, console, die
-
-    engine, _ = _store()
+    engine, _ = open_store()
     result = minted.revoke(engine, token_id)
     if result == "unknown":
         raise die(f"no minted token {token_id!r} (see rr token list)")

@@ -10,8 +10,11 @@ from typing import Optional
 
 import typer
 
-from rr_addon.cli import remote
-from rr_addon.core.meters import meter_key, unmeasured_key, usage_key
+from rr_addon.cli import remote, render
+from rr_addon.cli.common import console, die, load_snapshot, open_store
+from rr_addon.cli.consoles import Output  # noqa: F401
+from rr_addon.policy.costs import MICRO
+from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
 from rr_addon.reports import counter_backend, read_counters, report, row_json, row_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
@@ -31,11 +34,8 @@ def usage(
         return
     if server:
         return remote.usage(server, admin, proxy, credential, as_json)
-    from rr_addon.cli import _load_snapshot, _store, render
-    from rr_addon.cli.consoles import Output
-
-    engine, keyring = _store()
-    snap = _load_snapshot(engine, keyring)
+    engine, keyring = open_store()
+    snap = load_snapshot(engine, keyring)
     now = time.time()
     counts = asyncio.run(read_counters(counter_backend(engine)))
     rows, scopes = report(engine, snap, counts, now, proxy, credential)
@@ -58,10 +58,8 @@ def reset(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
 ) -> None:
     """Reset counters (all windows). Running proxies see it within a second."""
-    from rr_addon.cli import _load_snapshot, _store, console, die
-
-    engine, keyring = _store()
-    snap = _load_snapshot(engine, keyring)
+    engine, keyring = open_store()
+    snap = load_snapshot(engine, keyring)
     p = snap.proxies.get(proxy)
     if p is None:
         raise die(f"no proxy {proxy!r}")

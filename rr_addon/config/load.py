@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from rr_addon.config.messages import humanize
-from rr_addon.config.schema import Config, EnvSecret, ExecSecret, FileSecret
+from rr_addon.policy.schema import Config, EnvSecret, ExecSecret, FileSecret
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Tag
 
-from rr_addon.config.schema import Config
+from rr_addon.policy.schema import Config
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import re
 from typing import Iterable, Iterator
 
 from rr_addon.config.load import ConfigError, Source
-from rr_addon.config.paths_schema import PathSpec
-from rr_addon.config.schema import Config
+from rr_addon.policy.paths_schema import PathSpec
+from rr_addon.policy.schema import Config
 
 # `*` right after a path character: glob habit, not regex (`.*`, `)*`, `]*` are regex).
 _GLOB_STAR = re.compile(r"[A-Za-z0-9/_~-]\*")

@@ -21,7 +21,7 @@ from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from rr_addon.config import credential_base, paths_schema, rules_schema, schema
+from rr_addon.policy import credential_base, paths_schema, rules_schema, schema
 from rr_addon.config.diff import SECRET_FIELDS
 from rr_addon.config.messages import _strip, _union_members
 from rr_addon.config.reference_text import CODES, FIELDS, INTRO, OBJECTS

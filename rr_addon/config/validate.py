@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from rr_addon.config.path_warnings import path_warnings
 from rr_addon.config.load import ConfigError, Source
-from rr_addon.config.schema import Config
-from rr_addon.core.hosts import HostIndex, parse_host_pattern
+from rr_addon.policy.schema import Config
+from rr_addon.policy.hosts import HostIndex, parse_host_pattern
 
 
 def check(config: Config, source: Source) -> list[ConfigError]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from rr_addon.core.hosts import normalize_host
+from rr_addon.policy.hosts import normalize_host
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from rr_addon.core import reasons
-from rr_addon.core.paths import CanonicalPath
+from rr_addon.policy.paths import CanonicalPath
 from rr_addon.core.types import RequestFacts
 
 OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})

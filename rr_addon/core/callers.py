@@ -19,7 +19,7 @@ import binascii
 from dataclasses import dataclass
 
 from rr_addon.core import reasons
-from rr_addon.core.types import RequestFacts
+from rr_addon.core.types import Presented, RequestFacts  # noqa: F401  (Presented: callers' own value)
 
 PROXY_AUTHORIZATION = "proxy-authorization"
 RR_AUTHORIZATION = "x-rr-authorization"
@@ -29,16 +29,6 @@ AUTHORIZATION = "authorization"
 ALWAYS_STRIPPED = frozenset({PROXY_AUTHORIZATION, RR_AUTHORIZATION})
 
 MAX_CREDENTIAL_LENGTH = 8192  # longer values are refused as malformed, not hashed
-
-
-@dataclass(frozen=True, slots=True)
-class Presented:
-    """A credential as the caller presented it."""
-
-    channel: str  # the header it came from (or "connect" for the tunnel)
-    header: str  # request header to remove when consumed ("" for the tunnel)
-    secret: str
-    username: str | None = None  # set for Basic
 
 
 @dataclass(frozen=True, slots=True)

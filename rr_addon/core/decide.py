@@ -23,15 +23,14 @@ from urllib.parse import parse_qsl
 from rr_addon.core import reasons
 from rr_addon.core import ambiguity
 from rr_addon.core.addresses import names_other_host, sni_names_other_host
-from rr_addon.core.bodies import JsonNumber, reject_constant
+from rr_addon.policy.bodies import JsonNumber, reject_constant
 from rr_addon.core.callers import ALWAYS_STRIPPED, Presented, Problem, candidate_headers, find_presented, parse_value
 from rr_addon.core.digests import basic_digest, same, token_digest
-from rr_addon.core import paths
 from rr_addon.core import tokens
-from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
+from rr_addon.policy.paths import CanonicalPath, PathError, canonicalize
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.core.rules import RuleRequest, ScopeResult, ScopeRules, ScopeTrace
-from rr_addon.core.validation import RequestBody, validate
+from rr_addon.policy.validation import RequestBody, Violation, validate
 from rr_addon.core.snapshot import (
     PROXY,
     TARGET,
@@ -233,7 +232,7 @@ def admit_caller(
     try:
         path = canonicalize(facts.path, encoded_slashes=target.allow_encoded_slashes)
     except PathError as e:
-        hint = reasons.ENCODED_SLASH_HINT if e.reason == paths.ENCODED_SEPARATOR and "%2f" in facts.path.lower() else None
+        hint = reasons.ENCODED_SLASH_HINT if e.reason == reasons.PATH_ENCODED_SEPARATOR and "%2f" in facts.path.lower() else None
         return Outcome(Decision.deny("invalid-request", e.reason, detail=hint), identity, Route(target.name, cred_name), strip)
     wrong_host = other_host(facts)
     if wrong_host is not None:
@@ -358,7 +357,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return doc
 
 
-# Numbers as the filters, meters and validation read them (rr_addon.core.bodies):
+# Numbers as the filters, meters and validation read them (rr_addon.policy.bodies):
 # exact, so a rule's `[?(@.n == 1)]` does not match 1.0000000000000001; NaN and
 # Infinity are not JSON. Built once: json.loads with keywords builds a scanner per call.
 _RULE_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=JsonNumber, parse_constant=reject_constant)
@@ -402,7 +401,7 @@ def authorize(admission: Admission, facts: RequestFacts, limits: Limits = Limits
         ctype = (req.headers.get("content-type") or (None,))[0]
         violation = validate(admission.pipeline.checks, RequestBody(facts.method, admission.path.path, ctype, None, facts.body or b""))
         if violation is not None:
-            return admission.outcome(violation.decision()), req
+            return admission.outcome(violation_decision(violation)), req
     if would_deny is not None:
         return would_deny, req
     if holds:
@@ -435,6 +434,11 @@ def still_allowed(snap: Snapshot, admitted: Admission, facts: RequestFacts, now:
     outcome = again if isinstance(again, Outcome) else authorize(again, facts, limits)[0]
     d = outcome.decision
     return None if d.allowed or d.held or outcome.report_only else d
+
+
+def violation_decision(violation: Violation, scope: str | None = None) -> Decision:
+    """A body that breaks a `validate:` entry, refused with the violation's code and reason."""
+    return Decision.deny(violation.code, violation.reason, scope=scope, detail=violation.detail)
 
 
 def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Limits()) -> Outcome:

@@ -30,10 +30,10 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from rr_addon.core.bodies import BodyError, dump_json, media_type, parse_json
-from rr_addon.core.filters import Filter, apply_filters
-from rr_addon.core.redact import Redactor, scrub_document
-from rr_addon.core.scrub import scrub_bytes
+from rr_addon.policy.bodies import BodyError, dump_json, media_type, parse_json
+from rr_addon.policy.filters import Filter, apply_filters
+from rr_addon.policy.redact import Redactor, scrub_document
+from rr_addon.policy.scrub import scrub_bytes
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"

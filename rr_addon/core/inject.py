@@ -12,8 +12,8 @@ import base64
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from rr_addon.config import schema
-from rr_addon.core.scrub import replacement_pairs
+from rr_addon.policy import schema
+from rr_addon.policy.scrub import replacement_pairs
 
 
 def placeholder(target: str, credential: str) -> str:

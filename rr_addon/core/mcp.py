@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import re2
 
-from rr_addon.config.regex import re2_options
-from rr_addon.core.jsonpaths import JsonPath, compile_path, find
+from rr_addon.policy.regex import re2_options
+from rr_addon.policy.jsonpaths import JsonPath, compile_path, find
 
 MAX_BATCH = 64
 AUDIT_CHARS = 256  # of the method and tool names an audit record keeps
@@ -175,7 +175,7 @@ class Condition:
 
 
 def compile_condition(match: Any, *, allow: bool, ignore_case: bool) -> Condition:
-    """`match` is a validated `McpMatch` (rr_addon.config.rules_schema)."""
+    """`match` is a validated `McpMatch` (rr_addon.policy.rules_schema)."""
     args = tuple(_Argument(compile_path(a.json_path), _regex(a.value, ignore_case), a.presence == "absent") for a in match.arguments)
     return Condition(_regex(match.method, ignore_case), _regex(match.tool, ignore_case), args, allow)
 

@@ -10,8 +10,8 @@ messages through the response redactor.
 
 from __future__ import annotations
 
-from rr_addon.core.bodies import BodyError, dump_json, parse_json
-from rr_addon.core.redact import Redactor
+from rr_addon.policy.bodies import BodyError, dump_json, parse_json
+from rr_addon.policy.redact import Redactor
 
 
 def redact_message(redactor: Redactor, content: bytes) -> tuple[bytes | None, dict[str, int]]:

@@ -50,20 +50,17 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from rr_addon.core.bodies import BodyError, parse_json
-from rr_addon.core.costs import LARGEST, MICRO, Cost, Price, micro_cost, money
-from rr_addon.core.jsonpaths import compile_matcher, compile_path, find
+from rr_addon.policy.bodies import BodyError, parse_json
+from rr_addon.policy.costs import LARGEST, MICRO, Cost, Price, micro_cost, money
+from rr_addon.policy.jsonpaths import compile_matcher, compile_path, find
 from rr_addon.core.sse import EventParser
-from rr_addon.core.windows import KINDS, UTC, Window, WindowCache, zone
+from rr_addon.policy.windows import KINDS, UTC, Window, WindowCache, zone
+from rr_addon.core import reasons
 
 PROXY_WIDE = "-"  # the subject of per: proxy meters (a name cannot start with '-')
 
 # Fixed reasons (audit records and tests use these exact sentences).
-QUOTA_EXCEEDED = "meter limit reached"
-BACKEND_DENY = "counters unavailable; the meter denies on backend error"
-BACKEND_ALLOW = "counters unavailable; the meter allows on backend error"
 # the audit record's `degraded` field: a request let through that the meters did not count
-UNCOUNTED = "counters unavailable; allowed without counting"
 
 # Why a response_value meter could not measure a response (audit `unmeasured`).
 NO_VALUE = "no-value"  # the body, or no event, had a count at the meter's path or header
@@ -267,7 +264,7 @@ class Plan:
         windows = [self.ops[i].window for i in result.refused]
         return Verdict(
             False,
-            QUOTA_EXCEEDED,
+            reasons.QUOTA_EXCEEDED,
             retry_after=min(w.resets_in(self.now) for w in windows),
             wait=max(w.resets_in(self.now) for w in windows),
             exhausted=tuple((self.ops[i].meter or "", self.ops[i].window.kind) for i in result.refused),
@@ -286,8 +283,8 @@ class Plan:
         """The verdict when the counters cannot be reached: deny if any limited
         meter that applies says so, else allow (nothing is counted)."""
         if any(m.limited and m.on_backend_error == "deny" for m in self.meters):
-            return Verdict(False, BACKEND_DENY, retry_after=1, wait=1, degraded=True)
-        return Verdict(True, BACKEND_ALLOW if self.limited else None, degraded=True)
+            return Verdict(False, reasons.METER_BACKEND_DENY, retry_after=1, wait=1, degraded=True)
+        return Verdict(True, reasons.METER_BACKEND_ALLOW if self.limited else None, degraded=True)
 
     @property
     def value_meters(self) -> tuple[Meter, ...]:

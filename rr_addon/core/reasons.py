@@ -48,7 +48,7 @@ NO_CONFIGURATION = "no configuration loaded"
 INTERNAL_ERROR = "internal error in rr"
 UPSTREAM_UNAVAILABLE = "upstream connection failed"
 UPSTREAM_TIMEOUT = "upstream timed out"
-# why a response held back whole was too large (filters and redaction: responses.BODY_TOO_LARGE)
+# why a response held back whole was too large (filters and redaction: RESPONSE_TOO_LARGE)
 BODY_TOO_LARGE_METERED = "response body larger than the buffer limit, and a response_value meter reads it"
 BODY_TOO_LARGE_ENCODING = "response body larger than the buffer limit, and its content-encoding cannot be scrubbed of the injected secret while it streams"
 TUNNEL_NOT_HTTP = "tunnel carries no HTTP"
@@ -86,3 +86,67 @@ APPROVAL_NOT_RECORDED = "the pending approval could not be recorded in the datab
 APPROVAL_WITHDRAWN = "the client closed the connection while the request was held"
 APPROVAL_INTERRUPTED = "rr stopped while the request was held for approval"
 HELD_OVER_INSPECTION_LIMIT = "request body over the inspection limit (a request held for approval is read whole)"
+
+# Token verification (rr_addon.identity): a refused token is 401 with one of these.
+EXPIRED = "token expired"
+NOT_YET_VALID = "token not yet valid"
+BAD_SIGNATURE = "token signature invalid"
+WRONG_ISSUER = "token issuer not accepted"
+WRONG_AUDIENCE = "token audience not accepted"
+UNKNOWN_KID = "token signing key unknown"
+ALGORITHM_NOT_ALLOWED = "token algorithm not allowed"
+MALFORMED_TOKEN = "malformed token"
+CLAIM_MISSING = "required claim missing"
+CLAIM_INVALID = "required claim invalid"
+KEYS_UNAVAILABLE = "signing keys unavailable"
+WRONG_TOKEN_TYPE = "token type not accepted"
+INACTIVE = "token inactive"
+INTROSPECTION_UNAVAILABLE = "introspection endpoint unavailable"
+INTROSPECTION_BUSY = "too many token introspections in flight"
+INSUFFICIENT_SCOPE = "token scope insufficient"
+NO_MATCHING_CREDENTIAL = "token matches no credential"
+AMBIGUOUS_MATCH = "token matches more than one credential"
+
+# Upstream token source (the glue answers these with 502 upstream-credential-error).
+TOKEN_ENDPOINT_UNAVAILABLE = "token endpoint unavailable"
+TOKEN_ENDPOINT_REFUSED = "token endpoint refused the client"
+TOKEN_RESPONSE_INVALID = "token endpoint response invalid"
+
+# policy/paths.py
+PATH_NOT_ABSOLUTE = "path does not start with '/'"
+PATH_INVALID_ESCAPE = "invalid percent-escape in path"
+PATH_ENCODED_SEPARATOR = "encoded '/' or '\\' in path"
+PATH_ENCODED_SLASH_DOT_SEGMENT = "dot segment between encoded slashes in path"
+PATH_BACKSLASH = "backslash in path"
+PATH_ENCODED_DOT_SEGMENT = "percent-encoded dot segment in path"
+PATH_DOT_SEGMENT_PARAMETERS = "dot segment with parameters in path"
+PATH_DOUBLE_ENCODING = "double percent-encoding in path"
+PATH_CONTROL_CHARACTER = "NUL or control character in path"
+PATH_FRAGMENT = "'#' in path"
+PATH_INVALID_UTF8 = "path is not valid UTF-8"
+PATH_ABOVE_ROOT = "path climbs above the root"
+
+# policy/validation.py
+VALIDATION_BODY_TOO_LARGE = "request body exceeds the size limit"  # 413 payload-too-large
+VALIDATION_CONTENT_TYPE_NOT_ALLOWED = "request content type not allowed"  # 415 unsupported-media-type
+VALIDATION_ENCODING_NOT_SUPPORTED = "request content encoding not supported"  # 415
+VALIDATION_JSON_REQUIRED = "request body must be JSON"  # 415: a schema applies, the body is something else
+VALIDATION_BODY_NOT_JSON = "request body is not valid JSON"  # 400 invalid-request
+VALIDATION_SCHEMA_MISMATCH = "request body does not match the JSON schema"  # 400
+
+# core/meters.py
+QUOTA_EXCEEDED = "meter limit reached"
+METER_BACKEND_DENY = "counters unavailable; the meter denies on backend error"
+METER_BACKEND_ALLOW = "counters unavailable; the meter allows on backend error"
+METER_UNCOUNTED = "counters unavailable; allowed without counting"
+
+# core/responses.py
+RESPONSE_NOT_JSON = "response body is not JSON, and filters apply"
+RESPONSE_NOT_DECODABLE = "response body cannot be decoded, and filters or redaction apply"
+RESPONSE_TOO_LARGE = "response body larger than the buffer limit, and filters or redaction apply"
+
+# core/rules.py
+DENIED_BY_RULE = "denied by rule"
+ALLOWED_BY_RULE = "allowed by rule"
+DEFAULT_ALLOWS = "no rule matched; scope default allows"
+DEFAULT_DENIES = "no rule matched; scope default denies"

@@ -29,8 +29,8 @@ from typing import Callable
 
 import brotli
 
-from rr_addon.core.bodies import zstd
-from rr_addon.core.scrub import StreamScrubber
+from rr_addon.policy.bodies import zstd
+from rr_addon.policy.scrub import StreamScrubber
 
 _STEP = 1 << 16
 RECODABLE = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})

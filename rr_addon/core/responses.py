@@ -13,17 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
-from rr_addon.core.filters import Filter, apply_filters
-from rr_addon.core.redact import Redactor, scrub_document
+from rr_addon.policy.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, media_type, parse_json
+from rr_addon.policy.filters import Filter, apply_filters
+from rr_addon.policy.redact import Redactor, scrub_document
 from rr_addon.core.reasons import RESPONSE_BODY_UNSCRUBBABLE
-from rr_addon.core.scrub import scrub_bytes
+from rr_addon.policy.scrub import scrub_bytes
 from rr_addon.core.types import Decision
-from rr_addon.core.validation import Check
+from rr_addon.policy.validation import Check
+from rr_addon.core import reasons
 
-BODY_NOT_JSON = "response body is not JSON, and filters apply"
-BODY_NOT_DECODABLE = "response body cannot be decoded, and filters or redaction apply"
-BODY_TOO_LARGE = "response body larger than the buffer limit, and filters or redaction apply"
 
 NO_BODY_STATUS = frozenset({101, 204, 205, 304})
 
@@ -100,10 +98,10 @@ def process_response(
     try:
         body = decode_content(raw, content_encoding, limit=limit)
     except DecodedTooLarge:
-        return Processed(decision=Decision.deny("response-too-large", BODY_TOO_LARGE, detail=f"over {limit} bytes decoded"))
+        return Processed(decision=Decision.deny("response-too-large", reasons.RESPONSE_TOO_LARGE, detail=f"over {limit} bytes decoded"))
     except BodyError as e:
         if must:
-            return Processed(decision=Decision.deny("unfilterable-response", BODY_NOT_DECODABLE, detail=str(e)))
+            return Processed(decision=Decision.deny("unfilterable-response", reasons.RESPONSE_NOT_DECODABLE, detail=str(e)))
         if scrub:  # the caller may decode what rr cannot, secret and all: never pass it on (fail closed)
             return Processed(decision=Decision.deny("upstream-unavailable", RESPONSE_BODY_UNSCRUBBABLE, detail=str(e)))
         return Processed(body=None)
@@ -130,10 +128,10 @@ def process_response(
             return Processed(body=scrub_bytes(dump_json(doc), scrub), redactions=counts)
         except BodyError as e:
             if filtering:
-                return Processed(decision=Decision.deny("unfilterable-response", BODY_NOT_JSON, detail=str(e)))
+                return Processed(decision=Decision.deny("unfilterable-response", reasons.RESPONSE_NOT_JSON, detail=str(e)))
             # JSON-labelled but not JSON: redact and scrub it as text below
     elif filtering:
-        return Processed(decision=Decision.deny("unfilterable-response", BODY_NOT_JSON, detail=f"content type {media_type(content_type) or 'none'}"))
+        return Processed(decision=Decision.deny("unfilterable-response", reasons.RESPONSE_NOT_JSON, detail=f"content type {media_type(content_type) or 'none'}"))
     if redactor is not None:
         text, counts = redactor.redact_text(body.decode("utf-8", "surrogateescape"))
         body = text.encode("utf-8", "surrogateescape")

@@ -7,12 +7,12 @@ the deciding effect (ties: declaration order).
 
 Matching details the contract leaves open:
 - Methods compare upper-cased on both sides; paths are canonical
-  (`rr_addon.core.paths`); header names arrive lower-case.
+  (`rr_addon.policy.paths`); header names arrive lower-case.
 - Body and claim values are matched in their string form: strings as they
   are; numbers, booleans and null in JSON spelling (`5`, `true`, `null`; a
   body number with a fraction or exponent as the body writes it: `1.50`);
   objects and arrays as compact JSON.
-- `json_path` is rr's one JSONPath dialect (`rr_addon.core.jsonpaths`, the
+- `json_path` is rr's one JSONPath dialect (`rr_addon.policy.jsonpaths`, the
   walker filters and meters use), compiled when the configuration loads;
   filter comparisons are exact (the body's numbers are Decimals) and `=~` is RE2. A node (or claim) whose value
   is an array matches when any element matches. A form body is seen by
@@ -41,7 +41,7 @@ Matching details the contract leaves open:
 Cost (this runs on every request, for up to hundreds of rules): all path
 patterns of a scope are searched in one RE2::Set pass (every path form —
 prefix, glob, full-match regex, search pattern — is one RE2 pattern there:
-rr_addon.config.paths_schema), and a request only
+rr_addon.policy.paths_schema), and a request only
 considers rules whose path matched (or that have no path, or an `absent` one),
 pre-selected by method. Every other pattern is grouped with the patterns of
 other rules on the same subject (one header, one JSON path, the header names,
@@ -59,9 +59,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import re2
 
-from rr_addon.config.rules_schema import Approval, BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
-from rr_addon.core.bodies import JsonError, JsonNumber, dump_json
-from rr_addon.core.jsonpaths import JsonPath, compile_path, find
+from rr_addon.core import reasons
+from rr_addon.policy.rules_schema import Approval, BodyMatch, ClaimMatch, HeaderMatch, Match, Rule, re2_options
+from rr_addon.policy.bodies import JsonError, JsonNumber, dump_json
+from rr_addon.policy.jsonpaths import JsonPath, compile_path, find
 from rr_addon.core import mcp
 
 ALLOW = "allow"
@@ -69,11 +70,6 @@ DENY = "deny"
 APPROVE = "approve"
 
 # The fixed reasons of a scope's result; tests and audit readers rely on them.
-DENIED_BY_RULE = "denied by rule"
-ALLOWED_BY_RULE = "allowed by rule"
-HELD_BY_RULE = "held for approval by rule"
-DEFAULT_ALLOWS = "no rule matched; scope default allows"
-DEFAULT_DENIES = "no rule matched; scope default denies"
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,9 +497,9 @@ class ScopeRules:
         self._by_method = {m: tuple(r for r in others if r.methods is None or m in r.methods) for m in methods}
         self._any_method = tuple(r for r in others if r.methods is None)
         if default_effect == ALLOW:
-            self._default = ScopeResult(ALLOW, None, DEFAULT_ALLOWS)
+            self._default = ScopeResult(ALLOW, None, reasons.DEFAULT_ALLOWS)
         else:
-            self._default = ScopeResult(DENY, None, DEFAULT_DENIES)
+            self._default = ScopeResult(DENY, None, reasons.DEFAULT_DENIES)
 
     @classmethod
     def compile(cls, scope: str, rules: Sequence[Rule], default_effect: str, *, any_reading: bool = False) -> ScopeRules:
@@ -524,7 +520,7 @@ class ScopeRules:
                 path = path_index.setdefault(_flag(rule.path.re2(), rule.ignore_case), len(path_index))
             deny = rule.effect == DENY
             kind = 0 if deny else 1 if rule.effect == APPROVE else 2
-            reason = DENIED_BY_RULE if deny else HELD_BY_RULE if kind == 1 else ALLOWED_BY_RULE
+            reason = reasons.DENIED_BY_RULE if deny else reasons.HELD_FOR_APPROVAL if kind == 1 else reasons.ALLOWED_BY_RULE
             compiled.append(
                 _Rule(
                     name=rule.name,

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from rr_addon.config import schema
-from rr_addon.core.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
+from rr_addon.policy import schema
+from rr_addon.policy.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
-from rr_addon.core.filters import Filter, compile_filters
+from rr_addon.policy.filters import Filter, compile_filters
 from rr_addon.core.meters import ProxyMeters, compile_meters, meters_read_request_body
-from rr_addon.core.redact import Redactor, compile_redactor
+from rr_addon.policy.redact import Redactor, compile_redactor
 from rr_addon.core.responses import EMPTY, Pipeline
-from rr_addon.core.validation import Check, compile_checks
+from rr_addon.policy.validation import Check, compile_checks
 from rr_addon.core.rules import ScopeRules, compile_when
 
 # Scope names, in the order they are checked and reported.
@@ -99,6 +99,28 @@ class Proxy:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifierSpec:
+    """A proxy credential that verifies tokens (`jwt_verify`, `oauth2`): its validated
+    settings and its secret (an HMAC key or an introspection client secret), from which
+    `rr_addon.identities` builds the verifier."""
+
+    proxy: str
+    name: str
+    settings: schema.ProxyCredential
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSourceSpec:
+    """A target credential whose upstream token rr fetches (`oauth2_client_credentials`)."""
+
+    target: str
+    name: str
+    settings: schema.TargetCredential
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
     hmac_key: bytes
@@ -108,55 +130,64 @@ class Snapshot:
     by_basic: Mapping[bytes, Caller]  # basic (username, secret) digest -> caller
     caller_headers: HostIndex[tuple[str, ...]]  # host -> extra caller-credential headers
     connect_ports: frozenset[int]  # ports some target allows (CONNECT to others is refused)
-    config: schema.Config | None = None  # what was compiled (the glue builds token verifiers from it)
-    identity_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (proxy, cred) -> secret of verifying kinds
-    # (target, cred) -> secret(s) of OAuth kinds. Apart from identity_secrets: a proxy and a
-    # target may share a name, and a caller's HMAC key must never become a client secret.
-    oauth_secrets: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    verifiers: tuple[VerifierSpec, ...] = ()  # in configuration order
+    token_sources: tuple[TokenSourceSpec, ...] = ()
     revoked_tokens: frozenset[str] = frozenset()  # ids of revoked minted tokens not yet expired
-    # (proxy, credential, target, target credential) -> Pipeline, compiled on first use
-    _pipelines: dict = field(default_factory=dict, compare=False, repr=False)
-    # (direction, the redact entries) -> Redactor or None: one compiled redactor per distinct
-    # list of entries, shared by every pipeline that has it (each holds ~0.3 MB of RE2 programs)
-    _redactors: dict = field(default_factory=dict, compare=False, repr=False)
+    # (proxy, credential, target, target credential) -> Pipeline, every combination compiled when built
+    pipelines: Mapping[tuple, Pipeline] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     def caller_headers_for(self, host: str, port: int, scheme: str) -> tuple[str, ...]:
         return self.caller_headers.lookup(host, port, scheme) or ()
 
     def pipeline(self, caller: Caller, target: Target, cred: TargetCredential | None) -> Pipeline:
-        """The response and request processing of this combination of the four scopes.
-        Cached per combination of the scopes that contribute, so credentials without
-        filters or redaction of their own share one entry (memory stays bounded by
-        configuration, not by traffic)."""
-        key = (
-            caller.proxy,
-            caller.name if caller.filters or caller.redact else None,
-            target.name,
-            cred.name if cred is not None and (cred.filters or cred.redact) else None,
-        )
-        found = self._pipelines.get(key)
-        if found is None:
-            found = self._pipelines[key] = self._compile_pipeline(caller, target, cred)
-        return found
+        """The response and request processing of this combination of the four scopes
+        (compiled when the snapshot was built: see `_pipelines`)."""
+        return self.pipelines[_pipeline_key(caller, target, cred)]
 
-    def _compile_pipeline(self, caller: Caller, target: Target, cred: TargetCredential | None) -> Pipeline:
-        proxy = self.proxies[caller.proxy]
-        scopes = (cred, target, caller, proxy) if cred is not None else (target, caller, proxy)  # the fixed filter order
-        filters = tuple(f for s in scopes for f in s.filters)
-        entries = [e for s in scopes for e in s.redact]
-        checks = target.checks + proxy.checks
-        if not filters and not entries and not checks:
-            return EMPTY
-        return Pipeline(filters, self._redactor(entries, "response"), self._redactor(entries, "request"), checks)
 
-    def _redactor(self, entries: list, direction: str) -> Redactor | None:
-        """compile_redactor, once per distinct list of entries. Without this every
-        (proxy, target) pair of a proxy-wide `redact:` compiled its own copy, and the
-        RSS grew by ~0.3 MB for each pair the traffic met (docs/performance.md: Memory)."""
-        key = (self.hmac_key, direction, tuple(e.model_dump_json(exclude={"description"}) for e in entries))
-        if key not in self._redactors:
-            self._redactors[key] = compile_redactor(entries, key=self.hmac_key, direction=direction)
-        return self._redactors[key]
+def _pipeline_key(caller: Caller, target: Target, cred: TargetCredential | None) -> tuple:
+    """One entry per combination of the scopes that contribute, so credentials without
+    filters or redaction of their own share one (memory stays bounded by configuration)."""
+    return (
+        caller.proxy,
+        caller.name if caller.filters or caller.redact else None,
+        target.name,
+        cred.name if cred is not None and (cred.filters or cred.redact) else None,
+    )
+
+
+def _compile_pipeline(proxy: Proxy, caller: Caller, target: Target, cred: TargetCredential | None, redactor) -> Pipeline:
+    scopes = (cred, target, caller, proxy) if cred is not None else (target, caller, proxy)  # the fixed filter order
+    filters = tuple(f for s in scopes for f in s.filters)
+    entries = [e for s in scopes for e in s.redact]
+    checks = target.checks + proxy.checks
+    if not filters and not entries and not checks:
+        return EMPTY
+    return Pipeline(filters, redactor(entries, "response"), redactor(entries, "request"), checks)
+
+
+def _pipelines(proxies: Mapping[str, Proxy], bound: Mapping[str, list[Target]], hmac_key: bytes) -> Mapping[tuple, Pipeline]:
+    """Every pipeline a request can need: each proxy's callers × the targets bound to it ×
+    each target credential (or none), compiled once per distinct key."""
+    out: dict[tuple, Pipeline] = {}
+    redactors: dict[tuple, Redactor | None] = {}
+
+    def redactor(entries: list, direction: str) -> Redactor | None:
+        """compile_redactor, once per distinct list of entries: a proxy-wide `redact:` shared by
+        every pipeline that has it (each copy holds ~0.3 MB of RE2 programs; docs/performance.md: Memory)."""
+        key = (direction, tuple(e.model_dump_json(exclude={"description"}) for e in entries))
+        if key not in redactors:
+            redactors[key] = compile_redactor(entries, key=hmac_key, direction=direction)
+        return redactors[key]
+
+    for proxy in proxies.values():
+        for caller in proxy.callers.values():
+            for target in bound[proxy.name]:
+                for cred in (None, *target.credentials.values()):
+                    key = _pipeline_key(caller, target, cred)
+                    if key not in out:
+                        out[key] = _compile_pipeline(proxy, caller, target, cred, redactor)
+    return MappingProxyType(out)
 
 
 class CompileError(ValueError):
@@ -203,8 +234,8 @@ def compile_snapshot(
     caller_secrets = caller_secrets or {}
     caller_generations = caller_generations or {}
     previous_secrets = previous_secrets or {}
-    identity_secrets: dict[tuple[str, str], str] = {}
-    oauth_secrets: dict[tuple[str, str], str] = {}
+    verifiers: list[VerifierSpec] = []
+    token_sources: list[TokenSourceSpec] = []
     targets: dict[str, Target] = {}
     header_sets: dict[HostPattern, set[str]] = {}
     ports: set[int] = set()
@@ -220,7 +251,7 @@ def compile_snapshot(
                 forms = tuple(s for o in old for s in build_injection(t.name, c, o).secrets)
                 inj = replace(inj, secrets=inj.secrets + forms)  # scrub pairs are recomputed
             if inj.dynamic and secret is not None:
-                oauth_secrets[(t.name, c.name)] = secret
+                token_sources.append(TokenSourceSpec(t.name, c.name, c, secret))
             creds[c.name] = TargetCredential(
                 t.name, c.name, c.kind, inj, _rules(TARGET_CREDENTIAL, f"{t.name}/{c.name}", c), compile_filters(c.filters), tuple(c.redact)
             )
@@ -250,8 +281,10 @@ def compile_snapshot(
     proxies: dict[str, Proxy] = {}
     by_token: dict[bytes, Caller] = {}
     by_basic: dict[bytes, Caller] = {}
+    bound: dict[str, list[Target]] = {}
     for p in config.proxies:
         entries = []
+        bound[p.name] = [targets[pt.target] for pt in p.targets]
         for pt in p.targets:
             target = targets[pt.target]
             cred = pt.credential
@@ -264,8 +297,7 @@ def compile_snapshot(
             digest = caller_digests.get((p.name, c.name))
             if c.verifies:
                 digest = None
-                if (p.name, c.name) in caller_secrets:
-                    identity_secrets[(p.name, c.name)] = caller_secrets[(p.name, c.name)]
+                verifiers.append(VerifierSpec(p.name, c.name, c, caller_secrets.get((p.name, c.name))))
             elif digest is None:
                 raise CompileError(f"proxies[{p.name}].credentials[{c.name}]: no stored secret digest")
             caller = Caller(
@@ -318,8 +350,8 @@ def compile_snapshot(
         by_basic=MappingProxyType(by_basic),
         caller_headers=HostIndex((p, tuple(sorted(h))) for p, h in header_sets.items() if h),
         connect_ports=frozenset(ports),
-        config=config,
-        identity_secrets=MappingProxyType(identity_secrets),
-        oauth_secrets=MappingProxyType(oauth_secrets),
+        verifiers=tuple(verifiers),
+        token_sources=tuple(token_sources),
         revoked_tokens=revoked_tokens,
+        pipelines=_pipelines(proxies, bound, hmac_key),
     )

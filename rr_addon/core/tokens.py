@@ -42,7 +42,7 @@ from typing import Any, Mapping
 
 from rr_addon.core import reasons
 from rr_addon.core.meters import CounterOp, Plan
-from rr_addon.core.windows import Window
+from rr_addon.policy.windows import Window
 
 PREFIX = "rrt1."
 _DERIVE = b"rr minted token signing key v1"

@@ -7,10 +7,7 @@ proxy, `rr explain` and the tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
-
-if TYPE_CHECKING:
-    from rr_addon.core.callers import Presented
+from typing import Mapping
 
 # Status codes and rr codes (README: what the caller sees). One code, one status.
 STATUS = {
@@ -69,6 +66,16 @@ class RequestFacts:
 
     def header_values(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name]
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A credential as the caller presented it."""
+
+    channel: str  # the header it came from (or "connect" for the tunnel)
+    header: str  # request header to remove when consumed ("" for the tunnel)
+    secret: str
+    username: str | None = None  # set for Basic
 
 
 @dataclass(frozen=True, slots=True)

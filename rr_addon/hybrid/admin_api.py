@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from rr_addon.config import schema
+from rr_addon.policy import schema
 from rr_addon.config.diff import ABSENT
 from rr_addon.config.load import ConfigError, ConfigErrors, Source
 from rr_addon.store import audit_store, config_store, dataplanes

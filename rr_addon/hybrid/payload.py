@@ -14,7 +14,7 @@ import json
 
 from cryptography.fernet import Fernet
 
-from rr_addon.config import schema
+from rr_addon.policy import schema
 from rr_addon.crypto import Keyring
 from rr_addon.hybrid.sealing import b64, unb64
 from rr_addon.store.config_store import Stored

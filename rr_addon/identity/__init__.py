@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import ssl
@@ -24,36 +23,34 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
-from rr_addon.settings import without_userinfo
 
 if TYPE_CHECKING:
     import httpx
 
-# ---------------------------------------------------------------- reasons
-# Fixed sentences (tests assert them; audit readers rely on them).
-EXPIRED = "token expired"
-NOT_YET_VALID = "token not yet valid"
-BAD_SIGNATURE = "token signature invalid"
-WRONG_ISSUER = "token issuer not accepted"
-WRONG_AUDIENCE = "token audience not accepted"
-UNKNOWN_KID = "token signing key unknown"
-ALGORITHM_NOT_ALLOWED = "token algorithm not allowed"
-MALFORMED_TOKEN = "malformed token"
-CLAIM_MISSING = "required claim missing"
-CLAIM_INVALID = "required claim invalid"
-KEYS_UNAVAILABLE = "signing keys unavailable"
-WRONG_TOKEN_TYPE = "token type not accepted"
-INACTIVE = "token inactive"
-INTROSPECTION_UNAVAILABLE = "introspection endpoint unavailable"
-INTROSPECTION_BUSY = "too many token introspections in flight"
-INSUFFICIENT_SCOPE = "token scope insufficient"
-NO_MATCHING_CREDENTIAL = "token matches no credential"
-AMBIGUOUS_MATCH = "token matches more than one credential"
-
-# Upstream token source (the glue answers these with 502 upstream-credential-error).
-TOKEN_ENDPOINT_UNAVAILABLE = "token endpoint unavailable"
-TOKEN_ENDPOINT_REFUSED = "token endpoint refused the client"
-TOKEN_RESPONSE_INVALID = "token endpoint response invalid"
+# Reasons: the fixed sentences of token verification live with every other sentence rr says.
+from rr_addon.core.reasons import (  # noqa: E402,F401
+    EXPIRED,
+    NOT_YET_VALID,
+    BAD_SIGNATURE,
+    WRONG_ISSUER,
+    WRONG_AUDIENCE,
+    UNKNOWN_KID,
+    ALGORITHM_NOT_ALLOWED,
+    MALFORMED_TOKEN,
+    CLAIM_MISSING,
+    CLAIM_INVALID,
+    KEYS_UNAVAILABLE,
+    WRONG_TOKEN_TYPE,
+    INACTIVE,
+    INTROSPECTION_UNAVAILABLE,
+    INTROSPECTION_BUSY,
+    INSUFFICIENT_SCOPE,
+    NO_MATCHING_CREDENTIAL,
+    AMBIGUOUS_MATCH,
+    TOKEN_ENDPOINT_UNAVAILABLE,
+    TOKEN_ENDPOINT_REFUSED,
+    TOKEN_RESPONSE_INVALID,
+)
 
 # ---------------------------------------------------------------- verification paths
 PATH_JWKS = "jwks"
@@ -93,38 +90,7 @@ class Refused:
 Result = Verified | Refused
 
 
-# ---------------------------------------------------------------- endpoint URLs
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-
-
-def check_endpoint_url(url: str) -> str:
-    """https, or plain http to a loopback host only. Raises ValueError; its
-    message never repeats user info (the URL's password may be a secret)."""
-    shown = without_userinfo(url)
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 -- raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{shown!r} is not a valid URL") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ValueError(f"{shown!r} must be an https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{shown!r}: credentials do not belong in the URL")
-    if parts.fragment:
-        raise ValueError(f"{shown!r}: a fragment is not allowed")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ValueError(f"{shown!r}: plain http is only allowed to a loopback address; use https")
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from rr_addon.policy.identity import check_endpoint_url  # noqa: E402,F401  (pure: the policy language checks URLs with it)
 
 
 # ---------------------------------------------------------------- token keys

@@ -236,7 +236,7 @@ class OAuth2Verifier:
 
 
 def build(cred: Any, *, client_secret: str | None, http: Http, shared: Shared | None = None, gate: Gate | None = None) -> OAuth2Verifier:
-    """A verifier for an `oauth2` credential (rr_addon.config.identity_schema.OAuth2Caller).
+    """A verifier for an `oauth2` credential (rr_addon.policy.identity_schema.OAuth2Caller).
     Introspectors and JWKS caches are shared across reloads. Raises ValueError."""
     introspector = None
     if cred.introspection_url is not None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-import re2
 
 from rr_addon.identity import (
     ALGORITHM_NOT_ALLOWED,
@@ -109,17 +108,7 @@ def parse(token: str) -> ParsedToken | None:
 
 # ---------------------------------------------------------------- claim rules
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
-
-
-def compile_pattern(pattern: str) -> Any:
-    """An RE2 regex; raises ValueError naming the problem."""
-    try:
-        return re2.compile(pattern, _RE2_OPTIONS)
-    except re2.error as e:
-        msg = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
-        raise ValueError(f"invalid RE2 regex {pattern!r}: {msg}") from None
+from rr_addon.policy.identity import compile_pattern  # noqa: E402,F401
 
 
 def claim_strings(value: Any) -> list[str]:
@@ -325,7 +314,7 @@ def build_keys(
 
 
 def build(cred: Any, *, secret: str | None, http: Http, shared: Shared | None = None) -> JwtVerifier:
-    """A verifier for a `jwt_verify` credential (rr_addon.config.identity_schema.JwtVerifyCaller);
+    """A verifier for a `jwt_verify` credential (rr_addon.policy.identity_schema.JwtVerifyCaller);
     `secret` is its resolved HMAC secret, if it uses one. Raises ValueError."""
     keys = build_keys(
         jwks_url=cred.jwks_url,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rr_addon.config.diff import SECRET_FIELDS
-from rr_addon.config.oauth_grants_schema import read_bundle
+from rr_addon.policy.oauth_grants_schema import read_bundle
 from rr_addon.identity import Http, Shared, secret_digest
 from rr_addon.identity.client_auth import ClientAuth, load_signing_key
 from rr_addon.identity.grants import (

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from rr_addon.core.costs import LARGEST
+from rr_addon.policy.costs import LARGEST
 from rr_addon.meters.base import BackendUnavailable, CheckResult, CounterOp
 from rr_addon.meters.tables import CounterRow
 from rr_addon.store.db import sqlite_insert_many

@@ -4,8 +4,8 @@ One Lua script reads every counter of a request, and adds to all of them only
 if none refuses: Redis runs a script atomically, so concurrent processes can
 never both take the last unit. Each key expires at its window's end
 (EXPIREAT), so Redis itself forgets finished windows. Scripts are sent by
-EVALSHA; after a Redis restart (NOSCRIPT) the full text goes once by EVAL,
-which caches it again.
+EVALSHA (redis-py's `register_script`); after a Redis restart (NOSCRIPT) it is
+loaded again once.
 
 Window keys are computed by each process from its own clock: keep the
 proxies' clocks in sync (NTP), or two processes may count a request at a
@@ -19,7 +19,6 @@ one. Redis Cluster is not supported (the keys of one request span slots).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -27,6 +26,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -100,12 +100,6 @@ UNAVAILABLE = (
 )
 
 
-class _Script:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
-
-
 class RedisBackend:
     def __init__(
         self,
@@ -127,8 +121,9 @@ class RedisBackend:
         self._retry_at = 0.0
         self.failures = 0  # calls answered with BackendUnavailable (a metric for operators)
         self.available = True
-        self._check = _Script(CHECK_AND_ADD)
-        self._add = _Script(ADD)
+        # redis-py's scripts: EVALSHA, and after a Redis restart (NOSCRIPT) SCRIPT LOAD and EVALSHA again
+        self._check = self._client.register_script(CHECK_AND_ADD)
+        self._add = self._client.register_script(ADD)
 
     async def check_and_add(self, ops: Sequence[CounterOp]) -> CheckResult:
         if not ops:
@@ -174,11 +169,8 @@ class RedisBackend:
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.namespace + prefix) + "*"
         return [k async for k in self._client.scan_iter(match=pattern, count=1000)]
 
-    async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self._guard(lambda: self._client.evalsha(script.sha, len(keys), *keys, *args))
-        except rx.NoScriptError:  # Redis restarted or SCRIPT FLUSH: EVAL caches it again
-            return await self._guard(lambda: self._client.eval(script.text, len(keys), *keys, *args))
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        return await self._guard(lambda: script(keys=keys, args=args))
 
     async def _guard(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run a Redis call, turning "Redis is not there" into BackendUnavailable."""

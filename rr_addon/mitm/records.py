@@ -11,10 +11,9 @@ from mitmproxy import http
 
 from rr_addon import audit, metrics
 from rr_addon.core import reasons
-from rr_addon.core.meters import UNCOUNTED
 from rr_addon.core.event_redaction import EventRedactor
 from rr_addon.core.recode import Recoder
-from rr_addon.core.scrub import StreamScrubber
+from rr_addon.policy.scrub import StreamScrubber
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome
 from rr_addon.mitm import flows, flowstate, webview, wire
@@ -136,7 +135,7 @@ def finish(rr: Any, flow: http.HTTPFlow) -> None:
             dataplane=rr.plane_id,
             decision_ms=round((state.decision_seconds or 0.0) * 1000, 3),
             meters=[m.name for m in metered.plan.meters] if metered is not None else [],
-            degraded=UNCOUNTED if metered is not None and metered.verdict.degraded and metered.verdict.admitted else None,
+            degraded=reasons.METER_UNCOUNTED if metered is not None and metered.verdict.degraded and metered.verdict.admitted else None,
             redactions=meta.get("redactions") or {},
             unmeasured=meta.get("unmeasured"),
             charged=meta.get("charged"),

@@ -17,7 +17,7 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from rr_addon.core import reasons
-from rr_addon.core.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, parse_json
+from rr_addon.policy.bodies import BodyError, DecodedTooLarge, decode_content, dump_json, is_json_content_type, parse_json
 from rr_addon.core.decide import Admission, too_large
 from rr_addon.core.responses import EMPTY
 from rr_addon.core.snapshot import Snapshot

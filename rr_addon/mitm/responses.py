@@ -17,13 +17,13 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from rr_addon.core import reasons
-from rr_addon.core.bodies import BodyError, DecodedTooLarge, decodable, decode_content, media_type
+from rr_addon.policy.bodies import BodyError, DecodedTooLarge, decodable, decode_content, media_type
 from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
 from rr_addon.core.event_redaction import event_stage
 from rr_addon.core.message_redaction import redact_message
 from rr_addon.core.recode import IDENTITY, Recoder, recodable
-from rr_addon.core.responses import BODY_TOO_LARGE, EMPTY, BodyCollector, BodyCopy, process_response
-from rr_addon.core.scrub import StreamScrubber, scrub_bytes
+from rr_addon.core.responses import EMPTY, BodyCollector, BodyCopy, process_response
+from rr_addon.policy.scrub import StreamScrubber, scrub_bytes
 from rr_addon.core.types import Decision
 from rr_addon.mitm import exchange, flows, flowstate, records, webview, wire
 
@@ -65,7 +65,7 @@ def responseheaders(rr: Any, flow: http.HTTPFlow) -> None:
             resp.headers["rr-request-id"] = flow.id
             return
         held_for = (
-            BODY_TOO_LARGE
+            reasons.RESPONSE_TOO_LARGE
             if pipeline.applies(resp.status_code, resp.headers.get("content-type"))
             else reasons.BODY_TOO_LARGE_ENCODING
             if pairs and encoded and coding is None
@@ -194,7 +194,7 @@ async def process_buffered(rr: Any, flow: http.HTTPFlow, resp: http.Response, co
     state = flowstate.of(flow)
     metered = state.metered
     counting = metered is not None and metered.plan.needs_response and rr.gate.metering is not None
-    held_for = state.held_for or BODY_TOO_LARGE  # why rr had to hold it back whole
+    held_for = state.held_for or reasons.RESPONSE_TOO_LARGE  # why rr had to hold it back whole
     unscrubbable = state.unscrubbable
     if unscrubbable is not None:
         if counting:

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from rr_addon.config import schema
+from rr_addon.policy import schema
 from rr_addon.config.diff import SECRET_FIELDS as diff_secret_fields
 from rr_addon.config.diff import FieldChange, diff
 from rr_addon.core.snapshot import CompileError, Snapshot, compile_snapshot

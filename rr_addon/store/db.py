@@ -129,7 +129,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as e:
-        raise DatabaseError(f"cannot open database {settings.redacted_url(str(engine.url))}: {_first_line(e)}") from None
+        raise DatabaseError(f"cannot open database {redacted_url(str(engine.url))}: {_first_line(e)}") from None
 
 
 def migrate(engine: Engine) -> tuple[str | None, str]:
@@ -138,7 +138,7 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
     try:
         command.upgrade(alembic_config(engine), "head")
     except SQLAlchemyError as e:
-        raise DatabaseError(f"migration failed on {settings.redacted_url(str(engine.url))}: {_first_line(e)}") from None
+        raise DatabaseError(f"migration failed on {redacted_url(str(engine.url))}: {_first_line(e)}") from None
     return before, head_revision()
 
 
@@ -147,7 +147,7 @@ def check_schema(engine: Engine) -> None:
     current = current_revision(engine)
     head = head_revision()
     if current is None:
-        raise DatabaseError(f"database {settings.redacted_url(str(engine.url))} is not initialised: {POINT_AT_A_HOME}")
+        raise DatabaseError(f"database {redacted_url(str(engine.url))} is not initialised: {POINT_AT_A_HOME}")
     if current != head:
         raise DatabaseError(f"database schema is at {current}, this rr needs {head}: run `rr migrate`")
 
@@ -155,3 +155,13 @@ def check_schema(engine: Engine) -> None:
 def _first_line(e: Exception) -> str:
     text = str(getattr(e, "orig", None) or e)
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"

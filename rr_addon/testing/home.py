@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import uuid
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -25,23 +24,19 @@ def database_url(home: Path) -> str | None:
 
 
 def create_postgres_database() -> str:
-    import psycopg
+    """A database of its own for a home (rr_addon.testing.pg), dropped when the test process exits."""
+    from rr_addon.testing.pg import postgres_database
 
-    name = f"rr_e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    atexit.register(_drop, name)
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{name}"
+    made = postgres_database(POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1), prefix="rr_e2e")
+    url = made.__enter__()
+    atexit.register(_drop, made)
+    return url
 
 
-def _drop(name: str) -> None:
-    import psycopg
-
+def _drop(made) -> None:
     try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except psycopg.Error:
+        made.__exit__(None, None, None)
+    except Exception:  # the server may be gone at exit: nothing to drop
         pass
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rr_addon.config.schema import BasicCaller, Config
+from rr_addon.policy.schema import BasicCaller, Config
 from rr_addon.core.digests import basic_digest, token_digest
 from rr_addon.core.snapshot import Snapshot, compile_snapshot
 

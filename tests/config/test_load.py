@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rr_addon.config.load import ConfigErrors, load_files, resolve_secret
-from rr_addon.config.schema import EnvSecret, FileSecret
+from rr_addon.policy.schema import EnvSecret, FileSecret
 from rr_addon.config.validate import check
 
 GOOD = """

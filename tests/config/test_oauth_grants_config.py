@@ -9,7 +9,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from rr_addon.config.schema import Target
+from rr_addon.policy.schema import Target
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.store import config_store
 from rr_addon.store.db import make_engine

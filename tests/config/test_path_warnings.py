@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rr_addon.config.path_warnings import looks_like_glob, path_message
-from rr_addon.config.paths_schema import PathSpec
+from rr_addon.policy.paths_schema import PathSpec
 
 
 @pytest.mark.parametrize(

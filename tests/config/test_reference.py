@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from rr_addon.cli import app
 from rr_addon.config import reference
 from rr_addon.config.reference_text import OBJECTS
-from rr_addon.config.schema import Config
+from rr_addon.policy.schema import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = ".venv/bin/rr schema --markdown > docs/policy.md && .venv/bin/rr schema > docs/policy.schema.json"

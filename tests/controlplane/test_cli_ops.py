@@ -29,9 +29,9 @@ from rr_addon.store.db import make_engine, migrate
 
 @pytest.fixture
 def app() -> typer.Typer:
-    """A fresh app with the commands registered as the lead registers them on `rr`."""
-    app = typer.Typer()
-    ops.register(app)
+    """The `rr` app (`rr audit …`, `rr status`)."""
+    from rr_addon.cli import app
+
     return app
 
 
@@ -176,10 +176,7 @@ def test_audit_follow_tails_new_records(db, tmp_path, stop):
     store(db, [rec(0, result="deny", status=403, code="access-denied"), rec(1, result="deny", status=401, code="unauthenticated")])
     script = textwrap.dedent(
         """
-        import typer
-        from rr_addon.cli import ops
-        app = typer.Typer()
-        ops.register(app)
+        from rr_addon.cli import app
         app()
         """
     )

@@ -16,7 +16,7 @@ from sqlmodel import SQLModel
 import rr_addon.meters.tables  # noqa: F401  (rr_counter, migration 0002)
 import rr_addon.store.tables  # noqa: F401
 from rr_addon import audit
-from rr_addon.config import schema
+from rr_addon.policy import schema
 from rr_addon.core.digests import token_digest
 from rr_addon.crypto import Keyring
 from rr_addon.store import audit_store, config_store, dataplanes

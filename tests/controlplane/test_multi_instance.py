@@ -23,14 +23,12 @@ import typer
 from typer.testing import CliRunner
 
 import rr_addon
-from rr_addon.cli import ops
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
 from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port, wait_for_port
 from rr_addon.testing.upstream import Upstream
-from rr_addon.testing.pg import postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -81,10 +79,8 @@ def haproxy() -> str:
 
 
 @pytest.fixture(scope="module")
-def pg_url(postgres_url):
-    """A database of this test's own on the real server, dropped afterwards."""
-    with postgres_database(postgres_url) as url:
-        yield url
+def pg_url(module_pg_url):
+    return module_pg_url
 
 
 @pytest.fixture(scope="module")
@@ -251,8 +247,8 @@ def test_requests_keep_succeeding_when_a_data_plane_stops(cluster, upstream, pki
 
 
 def _ops_app() -> typer.Typer:
-    app = typer.Typer()
-    ops.register(app)
+    from rr_addon.cli import app
+
     return app
 
 

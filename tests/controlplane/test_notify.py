@@ -4,7 +4,6 @@ surviving a lost connection; a plain timeout (the version poll) elsewhere."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from sqlalchemy import text
@@ -38,10 +37,8 @@ def test_a_committed_change_wakes_the_listener_at_once(pg_engine):
                 await asyncio.sleep(0.2)
                 assert listener.notifications == 0  # not before the commit
                 s.commit()
-            t = time.monotonic()
-            assert await listener.wait(2)
-            assert time.monotonic() - t < 0.5
-            assert listener.last_payload == "42"
+            assert await listener.wait(30)  # woken by the notice (the poll interval would say False)
+            assert listener.notifications == 1 and listener.last_payload == "42"
         finally:
             await listener.aclose()
 
@@ -111,9 +108,8 @@ def test_sqlite_has_no_notices_wait_is_the_poll_interval(tmp_path):
 
     async def main():
         listener.start()
-        t = time.monotonic()
-        assert not await listener.wait(0.2)
-        assert 0.15 < time.monotonic() - t < 1
+        assert not await listener.wait(0.2)  # the interval passed: nothing woke it
+        assert listener.notifications == 0
         await listener.aclose()
 
     asyncio.run(main())

@@ -75,7 +75,7 @@ def test_stored_encrypted(planes, engine):
 
 
 def test_apply_forgets_the_refresh_token_of_a_deleted_credential(planes, engine):
-    from rr_addon.config import schema
+    from rr_addon.policy import schema
 
     a, _ = planes
     a.lease_now(KEY, "rt-seed", 30)

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rr_addon.config.load import ConfigErrors
-from rr_addon.config.meters_schema import MeterSpec
-from rr_addon.core.costs import Price, micro_cost, money
+from rr_addon.policy.meters_schema import MeterSpec
+from rr_addon.policy.costs import Price, micro_cost, money
 from rr_addon.core.meters import UNPRICED_MODEL, Measurement
 from rr_addon.core.rules import RuleRequest
 from tests.core.test_meters import NOW, Counts, meters
@@ -240,7 +240,7 @@ def test_bad_meter_configuration_says_what_is_wrong(tmp_path, spec, message):
 
 
 def test_a_giant_measured_value_is_capped_where_counters_saturate():
-    from rr_addon.core.costs import LARGEST
+    from rr_addon.policy.costs import LARGEST
 
     pm, counts = meters(TOKENS), Counts()
     plan = pm.plan("c1", req({"max_tokens": 10**40}), NOW)
@@ -250,7 +250,7 @@ def test_a_giant_measured_value_is_capped_where_counters_saturate():
 
 
 def test_which_meters_make_the_proxy_read_request_bodies():
-    from rr_addon.config.meters_schema import MeterSpec as Spec
+    from rr_addon.policy.meters_schema import MeterSpec as Spec
     from rr_addon.core.meters import compile_meters, meters_read_request_body
 
     def reads(spec):
@@ -265,7 +265,7 @@ def test_which_meters_make_the_proxy_read_request_bodies():
 
 
 def test_giant_counts_and_long_prices_never_raise_and_never_undercount():
-    from rr_addon.core.costs import LARGEST
+    from rr_addon.policy.costs import LARGEST
 
     price = Price(Decimal("0.00015"), Decimal("0.0006"))
     assert micro_cost(price, 10**100, 0) == micro_cost(price, LARGEST, 0) == 1_351_079_888_211_149  # the count is capped

@@ -6,7 +6,7 @@ import pytest
 
 from rr_addon.core import reasons
 from rr_addon.core.decide import decide, explain
-from rr_addon.core.rules import DEFAULT_DENIES, DENIED_BY_RULE, HELD_BY_RULE
+from rr_addon.core.reasons import DEFAULT_DENIES, DENIED_BY_RULE, HELD_FOR_APPROVAL as HELD_BY_RULE
 from rr_addon.core.types import Decision, Hold, RequestFacts
 from rr_addon.testing.snapshots import snapshot_from
 

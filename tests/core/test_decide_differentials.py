@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from rr_addon.core import paths, reasons
+from rr_addon.core import reasons
 from rr_addon.core.decide import Limits, admit, decide
-from rr_addon.core.rules import DEFAULT_DENIES, DENIED_BY_RULE
 from rr_addon.core.types import Decision, RequestFacts
 from rr_addon.testing.snapshots import snapshot_from
 
@@ -71,8 +70,8 @@ def invalid(reason):
 ALLOWED = Decision.allow(reasons.ALLOWED)
 CASE_KEYS = reasons.BODY_JSON_KEYS_DIFFER_IN_CASE
 FORM = "application/x-www-form-urlencoded"
-STRICT_DEFAULT = Decision.deny("access-denied", DEFAULT_DENIES, scope="proxy-credential")
-NO_STREAM = Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-stream")
+STRICT_DEFAULT = Decision.deny("access-denied", reasons.DEFAULT_DENIES, scope="proxy-credential")
+NO_STREAM = Decision.deny("access-denied", reasons.DENIED_BY_RULE, scope="target", rule="no-stream")
 
 CASES = [
     # a. repeated query parameters: an allow rule holds for every occurrence
@@ -92,7 +91,7 @@ CASES = [
     ("override-query", facts("POST", path="/v1/x?_method=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
     ("override-query-encoded", facts("POST", path="/v1/x?a=1&%5Fmethod=DELETE"), invalid(reasons.METHOD_OVERRIDE)),
     ("override-query-lookalike", facts("POST", path="/v1/x?method=DELETE&my_method=x"), ALLOWED),
-    ("delete-itself-denied", facts("DELETE"), Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-deletes")),
+    ("delete-itself-denied", facts("DELETE"), Decision.deny("access-denied", reasons.DENIED_BY_RULE, scope="target", rule="no-deletes")),
     # c. ';' path parameters: refused unless the target opts in
     ("params-raw", facts(path="/v1/customers;x/cus_1"), invalid(reasons.PATH_PARAMETERS)),
     ("params-encoded", facts(path="/v1/customers%3bx/cus_1"), invalid(reasons.PATH_PARAMETERS)),
@@ -101,12 +100,12 @@ CASES = [
     ("params-target-opts-in", facts(path="/v1/customers;x/cus_1", host="matrix.test"), ALLOWED),
     ("params-dot-segment-still-refused", facts(path="/v1/..;/admin", host="matrix.test"), invalid("dot segment with parameters in path")),
     # c'. encoded slashes: refused (with a hint) unless the target opts in; rules see `%2F` upper-case, within the segment
-    ("slash-refused", facts(path="/@scope%2fname"), Decision.deny("invalid-request", paths.ENCODED_SEPARATOR, detail=reasons.ENCODED_SLASH_HINT)),
+    ("slash-refused", facts(path="/@scope%2fname"), Decision.deny("invalid-request", reasons.PATH_ENCODED_SEPARATOR, detail=reasons.ENCODED_SLASH_HINT)),
     ("slash-target-opts-in", facts(path="/@scope%2fname", host="registry.test"), ALLOWED),
-    ("slash-rule-sees-canonical", facts(path="/@internal%2fsecret-pkg", host="registry.test"), Decision.deny("access-denied", DENIED_BY_RULE, scope="target", rule="no-internal-scope")),
+    ("slash-rule-sees-canonical", facts(path="/@internal%2fsecret-pkg", host="registry.test"), Decision.deny("access-denied", reasons.DENIED_BY_RULE, scope="target", rule="no-internal-scope")),
     ("slash-is-no-separator", facts(path="/@internal/secret-pkg", host="registry.test"), ALLOWED),
-    ("slash-dot-segment", facts(path="/@x%2F..%2F@internal%2Fpkg", host="registry.test"), invalid(paths.ENCODED_SLASH_DOT_SEGMENT)),
-    ("backslash-still-refused", facts(path="/@x%5cy", host="registry.test"), invalid(paths.ENCODED_SEPARATOR)),
+    ("slash-dot-segment", facts(path="/@x%2F..%2F@internal%2Fpkg", host="registry.test"), invalid(reasons.PATH_ENCODED_SLASH_DOT_SEGMENT)),
+    ("backslash-still-refused", facts(path="/@x%5cy", host="registry.test"), invalid(reasons.PATH_ENCODED_SEPARATOR)),
     # d. json_path rules read the body as JSON whatever its content type
     ("json-as-text-plain", facts("POST", body={"stream": True}, ctype="text/plain"), NO_STREAM),
     ("json-no-content-type", facts("POST", body={"stream": True}), NO_STREAM),

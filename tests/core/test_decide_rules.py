@@ -6,7 +6,6 @@ import pytest
 
 from rr_addon.core import reasons
 from rr_addon.core.decide import Limits, admit, decide, explain
-from rr_addon.core.rules import ALLOWED_BY_RULE, DEFAULT_DENIES, DENIED_BY_RULE
 from rr_addon.core.types import Decision, RequestFacts
 from rr_addon.testing.snapshots import snapshot_from
 
@@ -60,7 +59,7 @@ def facts(method="GET", path="/v1/charges", key="k1", host="api.stripe.com", hea
     return RequestFacts(method, "https", host, 443, path, tuple(hs), (), raw)
 
 
-def denied(scope, rule, reason=DENIED_BY_RULE):
+def denied(scope, rule, reason=reasons.DENIED_BY_RULE):
     return Decision.deny("access-denied", reason, scope=scope, rule=rule)
 
 
@@ -85,7 +84,7 @@ ALLOWED = Decision.allow(reasons.ALLOWED)
         pytest.param(facts(key="k3", path="/V1/CHARGES"), denied("proxy-credential", "charges"), id="proxy-credential-scope-case-insensitive"),
         pytest.param(facts(path="/v1/refunds"), denied("target-credential", "no-refunds"), id="target-credential-scope"),
         pytest.param(facts(key="k2", method="GET"), ALLOWED, id="target-credential-default-deny-allow-rule"),
-        pytest.param(facts(key="k2", method="POST"), denied("target-credential", None, DEFAULT_DENIES), id="target-credential-default-deny"),
+        pytest.param(facts(key="k2", method="POST"), denied("target-credential", None, reasons.DEFAULT_DENIES), id="target-credential-default-deny"),
         pytest.param(facts(key="k4"), ALLOWED, id="claims-rule-never-matches-unverified"),
         pytest.param(facts("POST", "/v1/chat/completions", host="api.openai.com", body={"model": "gpt-4o-mini"}), ALLOWED, id="body-allowed-model"),
         pytest.param(facts("POST", "/v1/chat/completions", host="api.openai.com", body={"model": "gpt-4o"}), denied("proxy", "cheap-model"), id="body-other-model"),
@@ -99,7 +98,7 @@ ALLOWED = Decision.allow(reasons.ALLOWED)
             ALLOWED,
             id="form-body",
         ),
-        pytest.param(facts("GET", "/v1/models", host="api.openai.com"), denied("target", None, DEFAULT_DENIES), id="target-default-deny"),
+        pytest.param(facts("GET", "/v1/models", host="api.openai.com"), denied("target", None, reasons.DEFAULT_DENIES), id="target-default-deny"),
         pytest.param(facts("POST", "/v1/chat/completions", host="api.openai.com", body={"model": "gpt-4o-mini"}, key="k2"), ALLOWED, id="scopes-of-other-target-unaffected"),
     ],
 )
@@ -155,4 +154,4 @@ def test_explain_traces_every_scope():
     ]
     assert dict(ex.steps)["target"] == "stripe via live"
     assert ex.scopes[1].result.reason == "no rule matched; scope default allows"
-    assert ALLOWED_BY_RULE == "allowed by rule"
+    assert reasons.ALLOWED_BY_RULE == "allowed by rule"

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rr_addon.core.event_redaction import EVENT_NOT_JSON, EVENT_TOO_LARGE, EventRedactor, event_stage
-from rr_addon.core.filters import compile_filter
+from rr_addon.policy.filters import compile_filter
 from rr_addon.core.recode import IDENTITY, Recoder
-from rr_addon.core.redact import BUILTIN, MASK, Redactor
+from rr_addon.policy.redact import BUILTIN, MASK, Redactor
 from rr_addon.core.responses import Pipeline
-from rr_addon.core.scrub import replacement_pairs
+from rr_addon.policy.scrub import replacement_pairs
 from rr_addon.core.sse import events
 
 EMAIL = Redactor([(BUILTIN["email"], MASK)], b"k")
@@ -120,7 +120,7 @@ def test_a_compressed_stream_is_decoded_redacted_and_encoded_again_event_by_even
 
         out = brotli.decompress(out)
     elif coding == "zstd":
-        from rr_addon.core.bodies import decode_content
+        from rr_addon.policy.bodies import decode_content
 
         out = decode_content(out, "zstd", limit=1 << 20)
     assert b"alice@example.com" not in out and b"[REDACTED:EMAIL]" in out and out.endswith(b"data: [DONE]\n\n")

@@ -8,10 +8,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from rr_addon.config.rules_schema import Rule
+from rr_addon.policy.rules_schema import Rule
 from rr_addon.core import mcp
-from rr_addon.core.rules import ALLOWED_BY_RULE, DEFAULT_ALLOWS, DEFAULT_DENIES, DENIED_BY_RULE, RuleRequest, ScopeResult, ScopeRules, compile_when
-from rr_addon.config.rules_schema import Match
+from rr_addon.core import reasons
+from rr_addon.core.rules import RuleRequest, ScopeResult, ScopeRules, compile_when
+from rr_addon.policy.rules_schema import Match
 
 DENY_DELETE = {"name": "no-delete", "effect": "deny", "mcp": {"method": "^tools/call$", "tool": "^(delete|drop)_"}}
 DENY_ETC = {"name": "no-etc", "effect": "deny", "mcp": {"method": "^tools/call$", "arguments": [{"json_path": "$.path", "value": "^/etc/"}]}}
@@ -44,8 +45,8 @@ def decides(scope_: ScopeRules, body, **kw) -> ScopeResult:
     return result
 
 
-DENIED = ScopeResult("deny", "no-delete", DENIED_BY_RULE)
-PASSES = ScopeResult("allow", None, DEFAULT_ALLOWS)
+DENIED = ScopeResult("deny", "no-delete", reasons.DENIED_BY_RULE)
+PASSES = ScopeResult("allow", None, reasons.DEFAULT_ALLOWS)
 
 
 @pytest.mark.parametrize(
@@ -70,12 +71,12 @@ def test_a_deny_rule_matches_if_any_call_matches(body, expected):
 
 def test_a_body_that_is_not_json_matches_deny_rules_and_no_allow_rule():
     assert decides(scope([DENY_DELETE]), '{"method": "tools/call", "params": {"name": "delete_file"},}', opaque=True) == DENIED
-    assert decides(scope([ALLOW_READ], "deny"), "not json", opaque=True) == ScopeResult("deny", None, DEFAULT_DENIES)
+    assert decides(scope([ALLOW_READ], "deny"), "not json", opaque=True) == ScopeResult("deny", None, reasons.DEFAULT_DENIES)
     assert decides(scope([DENY_DELETE]), "", opaque=True) == PASSES  # no body: nothing to vouch for
 
 
-ALLOWED = ScopeResult("allow", "read-only", ALLOWED_BY_RULE)
-REFUSED = ScopeResult("deny", None, DEFAULT_DENIES)
+ALLOWED = ScopeResult("allow", "read-only", reasons.ALLOWED_BY_RULE)
+REFUSED = ScopeResult("deny", None, reasons.DEFAULT_DENIES)
 
 
 @pytest.mark.parametrize(

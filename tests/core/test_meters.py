@@ -3,17 +3,10 @@ from decimal import Decimal
 
 import pytest
 
-from rr_addon.config.meters_schema import MeterSpec
-from rr_addon.core.bodies import parse_json
-from rr_addon.core.meters import (
-    BACKEND_ALLOW,
-    BACKEND_DENY,
-    QUOTA_EXCEEDED,
-    CheckResult,
-    ProxyMeters,
-    compile_meters,
-    number,
-)
+from rr_addon.policy.meters_schema import MeterSpec
+from rr_addon.policy.bodies import parse_json
+from rr_addon.core.meters import CheckResult, ProxyMeters, compile_meters, number
+from rr_addon.core import reasons
 
 
 def at(iso: str) -> float:
@@ -103,7 +96,7 @@ def test_refused_request_increments_nothing_across_meters_and_windows():
         assert run(pm, counts)[1].admitted
     before = dict(counts.c)
     plan, v = run(pm, counts)
-    assert not v.admitted and v.reason == QUOTA_EXCEEDED
+    assert not v.admitted and v.reason == reasons.QUOTA_EXCEEDED
     assert v.exhausted == (("a", "hour"),)
     assert counts.c == before  # not the usage, not b, not the track-only meter, not a's other windows
     assert counts.c["usage:agent:c1:month:2026-11"] == 3
@@ -240,10 +233,10 @@ def test_number(raw, value):
 def test_on_backend_error_policies():
     deny = meters({"name": "d", "limits": {"minute": 1}}, {"name": "a", "limits": {"minute": 1}, "on_backend_error": "allow"})
     v = deny.plan("c1", None, NOW).on_backend_error()
-    assert (v.admitted, v.reason, v.retry_after, v.degraded) == (False, BACKEND_DENY, 1, True)
+    assert (v.admitted, v.reason, v.retry_after, v.degraded) == (False, reasons.METER_BACKEND_DENY, 1, True)
     allow = meters({"name": "a", "limits": {"minute": 1}, "on_backend_error": "allow"}, {"name": "tracked"})
     v = allow.plan("c1", None, NOW).on_backend_error()
-    assert (v.admitted, v.reason, v.degraded) == (True, BACKEND_ALLOW, True)
+    assert (v.admitted, v.reason, v.degraded) == (True, reasons.METER_BACKEND_ALLOW, True)
     # A track-only meter never blocks, whatever its policy says.
     v = meters({"name": "tracked", "on_backend_error": "deny"}).plan("c1", None, NOW).on_backend_error()
     assert v.admitted and v.reason is None

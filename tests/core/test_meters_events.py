@@ -9,11 +9,11 @@ from rich.console import Console
 
 from rr_addon.cli.render import usage_table
 from rr_addon.core.meters import NO_VALUE, NOT_JSON, STREAM_BROKEN, TOO_LARGE, Measurement
-from rr_addon.core.scrub import StreamScrubber, replacement_pairs
+from rr_addon.policy.scrub import StreamScrubber, replacement_pairs
 from rr_addon.testing.upstream import sse_events
 
 from tests.core.test_meters import NOW, Counts, meters
-from tests.core.test_scrub import emitted
+from tests.policy.test_scrub import emitted
 
 TOTAL = {"name": "total", "type": "response_value", "response_value": {"json_path": "$.usage.total_tokens"}, "limits": {"day": 100}}
 INPUT = {"name": "input", "type": "response_value", "response_value": {"json_path": "$.message.usage.input_tokens"}}

@@ -5,9 +5,9 @@ import brotli
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rr_addon.core.bodies import decode_content, zstd
+from rr_addon.policy.bodies import decode_content, zstd
 from rr_addon.core.recode import Recoder, recodable
-from rr_addon.core.scrub import replacement_pairs, scrub_bytes
+from rr_addon.policy.scrub import replacement_pairs, scrub_bytes
 
 SECRET = b"sk_live_123_abc"
 PAIRS = replacement_pairs([SECRET.decode()], "[rr:api/live]")

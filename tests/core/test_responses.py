@@ -3,12 +3,13 @@ import json
 
 import pytest
 
-from rr_addon.config.filters_schema import RedactEntry
-from rr_addon.core.filters import compile_filter
-from rr_addon.core.redact import compile_redactor
+from rr_addon.policy.filters_schema import RedactEntry
+from rr_addon.policy.filters import compile_filter
+from rr_addon.policy.redact import compile_redactor
 from rr_addon.core.reasons import RESPONSE_BODY_UNSCRUBBABLE
-from rr_addon.core.responses import BODY_NOT_DECODABLE, BODY_NOT_JSON, BODY_TOO_LARGE, EMPTY, BodyCollector, Pipeline, process_response
-from rr_addon.core.scrub import replacement_pairs
+from rr_addon.core.responses import EMPTY, BodyCollector, Pipeline, process_response
+from rr_addon.policy.scrub import replacement_pairs
+from rr_addon.core import reasons
 
 MASK = compile_redactor([RedactEntry(detectors=["email"])], key=b"k", direction="response")
 FILTER = Pipeline(filters=(compile_filter(destroy_paths=["$.secret"]),))
@@ -25,10 +26,10 @@ def run(p, body, status=200, ctype="application/json", enc=None, scrub=(), limit
     "pipeline, kw, body, code, reason",
     [
         pytest.param(FILTER, {}, DOC, None, None, id="json-filtered"),
-        pytest.param(FILTER, {"ctype": "text/plain"}, b"hi", "unfilterable-response", BODY_NOT_JSON, id="text-with-filters"),
-        pytest.param(FILTER, {}, b"{oops", "unfilterable-response", BODY_NOT_JSON, id="broken-json-with-filters"),
-        pytest.param(FILTER, {"enc": "gzip"}, b"not gzip", "unfilterable-response", BODY_NOT_DECODABLE, id="corrupt-gzip"),
-        pytest.param(FILTER, {"enc": "gzip", "limit": 100}, gzip.compress(b"[" + b"0," * 1000 + b"0]"), "response-too-large", BODY_TOO_LARGE, id="bomb-capped"),
+        pytest.param(FILTER, {"ctype": "text/plain"}, b"hi", "unfilterable-response", reasons.RESPONSE_NOT_JSON, id="text-with-filters"),
+        pytest.param(FILTER, {}, b"{oops", "unfilterable-response", reasons.RESPONSE_NOT_JSON, id="broken-json-with-filters"),
+        pytest.param(FILTER, {"enc": "gzip"}, b"not gzip", "unfilterable-response", reasons.RESPONSE_NOT_DECODABLE, id="corrupt-gzip"),
+        pytest.param(FILTER, {"enc": "gzip", "limit": 100}, gzip.compress(b"[" + b"0," * 1000 + b"0]"), "response-too-large", reasons.RESPONSE_TOO_LARGE, id="bomb-capped"),
         pytest.param(REDACT, {"ctype": "image/png"}, b"a@example.com", None, None, id="binary-untouched"),
         # nothing to filter, but a secret could be echoed: what rr cannot decode it cannot scrub
         pytest.param(EMPTY, {"enc": "gzip", "scrub": SCRUB}, b"not gzip", "upstream-unavailable", RESPONSE_BODY_UNSCRUBBABLE, id="corrupt-gzip-scrubbed"),

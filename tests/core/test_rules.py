@@ -3,31 +3,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rr_addon.config.rules_schema import Match, Rule
+from rr_addon.policy.rules_schema import Match, Rule
 from rr_addon.core import rules as rules_module
-from rr_addon.core.rules import (
-    ALLOWED_BY_RULE,
-    DEFAULT_ALLOWS,
-    DEFAULT_DENIES,
-    DENIED_BY_RULE,
-    PatternSet,
-    RuleRequest,
-    RuleTrace,
-    ScopeResult,
-    ScopeRules,
-    compile_when,
-)
+from rr_addon.core.rules import PatternSet, RuleRequest, RuleTrace, ScopeResult, ScopeRules, compile_when
+from rr_addon.core import reasons
 
-DEFAULT_ALLOW = ScopeResult("allow", None, DEFAULT_ALLOWS)
-DEFAULT_DENY = ScopeResult("deny", None, DEFAULT_DENIES)
+DEFAULT_ALLOW = ScopeResult("allow", None, reasons.DEFAULT_ALLOWS)
+DEFAULT_DENY = ScopeResult("deny", None, reasons.DEFAULT_DENIES)
 
 
 def denied(rule: str) -> ScopeResult:
-    return ScopeResult("deny", rule, DENIED_BY_RULE)
+    return ScopeResult("deny", rule, reasons.DENIED_BY_RULE)
 
 
 def allowed(rule: str) -> ScopeResult:
-    return ScopeResult("allow", rule, ALLOWED_BY_RULE)
+    return ScopeResult("allow", rule, reasons.ALLOWED_BY_RULE)
 
 
 HIT = denied("r")  # the single deny rule "r" matched
@@ -660,7 +650,7 @@ OCCURRENCES = [
 @pytest.mark.parametrize("effect, fields, req, matches", [c[1:] for c in OCCURRENCES], ids=[c[0] for c in OCCURRENCES])
 def test_repeated_parameters(effect, fields, req, matches):
     default = "deny" if effect == "allow" else "allow"
-    rule = ScopeResult(effect, "r", ALLOWED_BY_RULE if effect == "allow" else DENIED_BY_RULE)
+    rule = ScopeResult(effect, "r", reasons.ALLOWED_BY_RULE if effect == "allow" else reasons.DENIED_BY_RULE)
     other = DEFAULT_DENY if default == "deny" else DEFAULT_ALLOW
     check(compile_scope([{"name": "r", "effect": effect, **fields}], default), req, rule if matches else other)
 
@@ -711,7 +701,7 @@ def _reference(rules: list[Rule], default: str, req: RuleRequest) -> ScopeResult
         return True
 
     matched = [r for r in rules if matches(r)]
-    for effect, reason in (("deny", DENIED_BY_RULE), ("allow", ALLOWED_BY_RULE)):
+    for effect, reason in (("deny", reasons.DENIED_BY_RULE), ("allow", reasons.ALLOWED_BY_RULE)):
         best = [r for r in matched if r.effect == effect]
         if best:
             top = max(r.priority for r in best)

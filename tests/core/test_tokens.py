@@ -134,7 +134,7 @@ def test_a_verified_callers_child_is_decided_on_its_claims():
     """The claims rules of the parent see the child's claims: a deny rule over a claim still fires."""
     from types import MappingProxyType
 
-    from rr_addon.config.schema import Config
+    from rr_addon.policy.schema import Config
     from rr_addon.core.snapshot import compile_snapshot
 
     config = Config.model_validate({

@@ -16,7 +16,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from rr_addon.core.costs import Price, micro_cost
+from rr_addon.policy.costs import Price, micro_cost
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 from tests.e2e.test_meters_refund import Silent

@@ -16,9 +16,9 @@ import jwt
 import pytest
 import yaml
 
-from rr_addon.config import schema
-from rr_addon.config.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
-from rr_addon.config.oauth_grants_schema import OAuth2JwtBearer, OAuth2RefreshToken
+from rr_addon.policy import schema
+from rr_addon.policy.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
+from rr_addon.policy.oauth_grants_schema import OAuth2JwtBearer, OAuth2RefreshToken
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.idp import IdP, compact, hs256, pem, pooled_key, public_jwk, service_account
 from rr_addon.testing.proxy import ProxyProcess

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from rr_addon.core import reasons
-from rr_addon.core.scrub import mask
+from rr_addon.policy.scrub import mask
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import BOMBS, RawListener

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rr_addon.core.bodies import decode_content
+from rr_addon.policy.bodies import decode_content
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import RawListener, blob_bytes

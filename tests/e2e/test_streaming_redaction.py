@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from rr_addon.core.bodies import zstd as _zstd
+from rr_addon.policy.bodies import zstd as _zstd
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 

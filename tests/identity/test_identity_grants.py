@@ -12,7 +12,7 @@ import json
 import jwt
 import pytest
 
-from rr_addon.config.schema import Target
+from rr_addon.policy.schema import Target
 from rr_addon.identity import Http, Shared
 from rr_addon.identity.client_auth import load_signing_key
 from rr_addon.identity.grants import MemoryRefreshTokens
@@ -329,7 +329,7 @@ def test_a_redirecting_token_endpoint_does_not_get_the_refresh_token_sent_elsewh
 
 def test_a_proxy_and_a_target_of_one_name_keep_their_secrets_apart():
     """A caller credential's HMAC key must never be sent to a token endpoint as a client secret."""
-    from rr_addon.config import schema
+    from rr_addon.policy import schema
     from rr_addon.core.snapshot import compile_snapshot
     from rr_addon.identities import Identities
 
@@ -344,7 +344,7 @@ def test_a_proxy_and_a_target_of_one_name_keep_their_secrets_apart():
     identities = Identities()
     identities.rebuild(snap)
     assert identities.sources[("api", "x")].client.secret == "CLIENT-SECRET"
-    assert snap.identity_secrets[("api", "x")] == hmac_key
+    assert {(v.proxy, v.name): v.secret for v in snap.verifiers}[("api", "x")] == hmac_key
 
 
 def test_a_rotation_answered_with_an_unusable_access_token_keeps_the_new_refresh_token(idp):

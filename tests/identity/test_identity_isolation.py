@@ -225,7 +225,7 @@ def test_idp_failures_are_counted_as_backend_errors(idp):
 
 def test_a_revoked_token_is_refused_once_the_default_cache_max_ttl_has_passed(idp):
     """The documented revocation lag: an active answer is reused for at most cache_max_ttl (default 60 s)."""
-    from rr_addon.config.identity_schema import OAuth2Caller
+    from rr_addon.policy.identity_schema import OAuth2Caller
 
     default = OAuth2Caller.model_validate({"name": "o", "auth": "oauth2", "introspection_url": idp.introspection_url, "client_id": "rr", "client_secret": {"env": "S"}}).cache_max_ttl
     token = idp.opaque(sub="svc", exp=int(time.time()) + 3600)

@@ -1,4 +1,4 @@
-"""Configuration models (rr_addon.config.identity_schema) and building verifiers from them."""
+"""Configuration models (rr_addon.policy.identity_schema) and building verifiers from them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
 from rr_addon import identity as ident
-from rr_addon.config import schema
-from rr_addon.config.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
+from rr_addon.policy import schema
+from rr_addon.policy.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
 from rr_addon.identity import Http, Shared, Verified, introspection, jwt_verify, upstream_sources
 from rr_addon.identity.jwks import RemoteJwks, StaticKeys
 from rr_addon.identity.matching import conflicts, spec_for
@@ -217,9 +217,9 @@ def test_a_built_oauth2_verifier_works_against_the_idp():
 
 
 def test_the_models_import_no_network_stack():
-    """rr_addon.config.schema will include these models, and the pure core compiles schema."""
+    """rr_addon.policy.schema will include these models, and the pure core compiles schema."""
     code = (
-        "import sys, rr_addon.config.identity_schema\n"
+        "import sys, rr_addon.policy.identity_schema\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'rich', 'mitmproxy', 'sqlmodel', 'redis'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

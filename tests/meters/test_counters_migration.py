@@ -9,7 +9,7 @@ from sqlmodel import SQLModel
 
 import rr_addon.meters.tables  # noqa: F401  (registers rr_counter on SQLModel.metadata)
 from rr_addon.core.meters import CounterOp
-from rr_addon.core.windows import Window
+from rr_addon.policy.windows import Window
 from rr_addon.meters.embedded import EmbeddedBackend
 from rr_addon.store.db import alembic_config, make_engine, migrate
 from rr_addon.testing.pg import postgres_database

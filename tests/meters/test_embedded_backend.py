@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import text
 
 import rr_addon.meters.tables  # noqa: F401  (registers rr_counter before migrating)
-from rr_addon.config.meters_schema import MeterSpec
+from rr_addon.policy.meters_schema import MeterSpec
 from rr_addon.core.meters import CounterOp, ProxyMeters, compile_meters
-from rr_addon.core.windows import Window
+from rr_addon.policy.windows import Window
 from rr_addon.meters import open_backend
 from rr_addon.meters.base import BackendUnavailable, SyncCounterBackend
 from rr_addon.meters.embedded import EmbeddedBackend
@@ -138,7 +138,7 @@ def test_background_flush_persists_within_an_interval(engine):
 CHILD = r"""
 import sys, time
 from rr_addon.core.meters import CounterOp
-from rr_addon.core.windows import Window
+from rr_addon.policy.windows import Window
 from rr_addon.meters.embedded import EmbeddedBackend
 from rr_addon.store.db import make_engine
 

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from rr_addon.config.meters_schema import HeaderValue, JsonPathValue, MeterList, MeterSpec
+from rr_addon.policy.meters_schema import HeaderValue, JsonPathValue, MeterList, MeterSpec
 
 
 def test_defaults():

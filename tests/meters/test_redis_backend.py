@@ -11,9 +11,10 @@ import uuid
 import pytest
 import redis
 
-from rr_addon.config.meters_schema import MeterSpec
-from rr_addon.core.meters import BACKEND_DENY, CounterOp, ProxyMeters, compile_meters
-from rr_addon.core.windows import Window
+from rr_addon.policy.meters_schema import MeterSpec
+from rr_addon.core import reasons
+from rr_addon.core.meters import CounterOp, ProxyMeters, compile_meters
+from rr_addon.policy.windows import Window
 from rr_addon.meters import open_backend
 from rr_addon.meters.base import BackendUnavailable, CounterBackend
 from rr_addon.meters.redis_backend import CHECK_AND_ADD, RedisBackend
@@ -66,6 +67,23 @@ def test_check_and_add_is_all_or_nothing(redis_url, namespace):
     assert counts == {"usage": 2, "a": 2, "b": 2, "check-only": 1}
 
 
+def test_a_flushed_script_cache_costs_no_request(redis_url, namespace):
+    """After a Redis restart (or SCRIPT FLUSH) the scripts are unknown to it: the next call loads them again and counts once."""
+
+    async def main():
+        b = RedisBackend(redis_url, namespace=namespace)
+        await b.check_and_add([op("k", limit=10)])
+        redis.Redis.from_url(redis_url).script_flush()
+        again = await b.check_and_add([op("k", limit=10)])
+        await b.add([op("k", amount=3)])
+        counts = await b.read("")
+        await b.close()
+        return again, counts, b.failures
+
+    again, counts, failures = run(main())
+    assert again.admitted and again.values == (2,) and counts == {"k": 5} and failures == 0
+
+
 def test_keys_expire_at_the_window_end(redis_url, namespace):
     end = int(time.time()) + 3600
 
@@ -111,7 +129,7 @@ def test_read_and_reset_by_prefix_within_the_namespace(redis_url, namespace):
 
 CLIENTS = r"""
 import asyncio, sys, time
-from rr_addon.config.meters_schema import MeterSpec
+from rr_addon.policy.meters_schema import MeterSpec
 from rr_addon.core.meters import ProxyMeters, compile_meters
 from rr_addon.meters.redis_backend import RedisBackend
 
@@ -253,7 +271,7 @@ def test_outage_applies_the_meters_policy_and_recovers_by_itself(own_redis, capl
         return down, allowed, back, first_failure, fast_failure, b.available
 
     down, allowed, back, first_failure, fast_failure, available = run(main())
-    assert (down.admitted, down.reason, down.degraded) == (False, BACKEND_DENY, True)
+    assert (down.admitted, down.reason, down.degraded) == (False, reasons.METER_BACKEND_DENY, True)
     assert allowed.admitted and allowed.degraded
     assert first_failure < 1.0 and fast_failure < 0.05  # no latency piles up while Redis is away
     assert back.admitted and not back.degraded and available

@@ -5,14 +5,13 @@ internal, when an installed mitmproxy no longer has a shape rr patches."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 from mitmproxy import addonmanager, http
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 
 from rr_addon.mitm import patches
+from rr_addon.testing.fresh import python_prints
 
 
 def test_every_internal_rr_patches_still_has_the_shape_rr_relies_on():
@@ -24,7 +23,7 @@ def test_the_wire_seam_is_installed_by_loading_the_addon():
         "import rr_addon.addon; from mitmproxy.proxy.layers.http import HttpLayer, HttpStream\n"
         "print(all(getattr(f, '_rr_wrapped', False) for f in (HttpLayer.event_to_child, HttpStream.make_server_connection, HttpStream.check_body_size)))"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+    assert python_prints(code) == "True"
 
 
 @pytest.mark.parametrize("name", ["make_server_connection", "check_body_size"])

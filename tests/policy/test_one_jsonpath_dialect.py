@@ -13,10 +13,10 @@ import copy
 
 import pytest
 
-from rr_addon.config.meters_schema import MeterSpec
-from rr_addon.core.bodies import parse_json
+from rr_addon.policy.meters_schema import MeterSpec
+from rr_addon.policy.bodies import parse_json
 from rr_addon.core.decide import admit, decide, rule_request
-from rr_addon.core.filters import compile_filter
+from rr_addon.policy.filters import compile_filter
 from rr_addon.core.meters import compile_meters
 from rr_addon.core.snapshot import When
 from rr_addon.core.types import RequestFacts

@@ -1,6 +1,6 @@
 import pytest
 
-from rr_addon.core.hosts import HostIndex, HostPattern, parse_host_pattern
+from rr_addon.policy.hosts import HostIndex, HostPattern, parse_host_pattern
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,9 @@ from typing import Any, Callable, Iterable, Sequence
 import orjson
 import re2
 
-from rr_addon.core.bodies import MAX_DEPTH, JsonError, JsonTooDeep
-from rr_addon.core.json_text import JsonStrings
-from rr_addon.core.scrub import scrub_text
+from rr_addon.policy.bodies import MAX_DEPTH, JsonError, JsonTooDeep
+from rr_addon.policy.json_text import JsonStrings
+from rr_addon.policy.scrub import scrub_text
 
 MASK = "mask"
 HASH = "hash"
@@ -691,7 +691,7 @@ def compile_redactor(entries: Iterable[Any], *, key: bytes, direction: str) -> R
 
 
 def scrub_document(doc: Any, pairs: tuple[tuple[bytes, bytes], ...]) -> tuple[Any, int]:
-    """Replace known secrets (pairs from `rr_addon.core.scrub.replacement_pairs`)
+    """Replace known secrets (pairs from `rr_addon.policy.scrub.replacement_pairs`)
     in every string and key of `doc`. Complements `scrub_bytes` on the raw body:
     after parsing, a secret the upstream wrote with JSON escapes (`\\u0073k_...`,
     `\\/`) is plain text again. Returns the document and how many strings changed."""

@@ -15,15 +15,15 @@ import random
 import pytest
 from hypothesis import given, strategies as st
 
-from rr_addon.config.filters_schema import RedactEntry
-from rr_addon.core.bodies import JsonError, dump_json, parse_json
-from rr_addon.core.filters import apply_filters, compile_filter
-from rr_addon.core.json_text import JsonStrings
-from rr_addon.core.redact import BUILTIN, DETECTOR_NAMES, HASH, MASK, Redactor, compile_redactor, custom_detector, scrub_document
+from rr_addon.policy.filters_schema import RedactEntry
+from rr_addon.policy.bodies import JsonError, dump_json, parse_json
+from rr_addon.policy.filters import apply_filters, compile_filter
+from rr_addon.policy.json_text import JsonStrings
+from rr_addon.policy.redact import BUILTIN, DETECTOR_NAMES, HASH, MASK, Redactor, compile_redactor, custom_detector, scrub_document
 from rr_addon.core.responses import Pipeline, process_response
-from rr_addon.core.scrub import replacement_pairs, scrub_bytes
+from rr_addon.policy.scrub import replacement_pairs, scrub_bytes
 
-from tests.core.test_redact import FALSE_POSITIVES, TRUE_POSITIVES
+from tests.policy.test_redact import FALSE_POSITIVES, TRUE_POSITIVES
 
 KEY = b"text-key"
 REDACTORS = [

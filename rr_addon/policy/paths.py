@@ -37,38 +37,28 @@ checked; `canonicalize(c.target) == c` for every result.
 
 from __future__ import annotations
 
+from rr_addon.core import reasons
+
 import re
 import string
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-NOT_ABSOLUTE = "path does not start with '/'"
-INVALID_ESCAPE = "invalid percent-escape in path"
-ENCODED_SEPARATOR = "encoded '/' or '\\' in path"
-ENCODED_SLASH_DOT_SEGMENT = "dot segment between encoded slashes in path"
-BACKSLASH = "backslash in path"
-ENCODED_DOT_SEGMENT = "percent-encoded dot segment in path"
-DOT_SEGMENT_PARAMETERS = "dot segment with parameters in path"
-DOUBLE_ENCODING = "double percent-encoding in path"
-CONTROL_CHARACTER = "NUL or control character in path"
-FRAGMENT = "'#' in path"
-INVALID_UTF8 = "path is not valid UTF-8"
-ABOVE_ROOT = "path climbs above the root"
 
 REASONS = frozenset(
     {
-        NOT_ABSOLUTE,
-        INVALID_ESCAPE,
-        ENCODED_SEPARATOR,
-        ENCODED_SLASH_DOT_SEGMENT,
-        BACKSLASH,
-        ENCODED_DOT_SEGMENT,
-        DOT_SEGMENT_PARAMETERS,
-        DOUBLE_ENCODING,
-        CONTROL_CHARACTER,
-        FRAGMENT,
-        INVALID_UTF8,
-        ABOVE_ROOT,
+        reasons.PATH_NOT_ABSOLUTE,
+        reasons.PATH_INVALID_ESCAPE,
+        reasons.PATH_ENCODED_SEPARATOR,
+        reasons.PATH_ENCODED_SLASH_DOT_SEGMENT,
+        reasons.PATH_BACKSLASH,
+        reasons.PATH_ENCODED_DOT_SEGMENT,
+        reasons.PATH_DOT_SEGMENT_PARAMETERS,
+        reasons.PATH_DOUBLE_ENCODING,
+        reasons.PATH_CONTROL_CHARACTER,
+        reasons.PATH_FRAGMENT,
+        reasons.PATH_INVALID_UTF8,
+        reasons.PATH_ABOVE_ROOT,
     }
 )
 
@@ -113,22 +103,22 @@ def _canonical_path(path: str, encoded_slashes: bool = False) -> str:
     if not path:
         return "/"
     if path[0] != "/":
-        raise PathError(NOT_ABSOLUTE)
+        raise PathError(reasons.PATH_NOT_ABSOLUTE)
     out: list[str] = []
     trailing = False  # the result ends with "/"
     for raw_segment in path[1:].split("/"):
         segment, encoded_dot = _segment(raw_segment, encoded_slashes)
         if encoded_slashes and "%2F" in segment and any(_PARAMS.split(piece, 1)[0] in (".", "..") for piece in segment.split("%2F")):
-            raise PathError(ENCODED_SLASH_DOT_SEGMENT)
+            raise PathError(reasons.PATH_ENCODED_SLASH_DOT_SEGMENT)
         base = _PARAMS.split(segment, 1)[0]
         if base == "." or base == "..":
             if encoded_dot:
-                raise PathError(ENCODED_DOT_SEGMENT)
+                raise PathError(reasons.PATH_ENCODED_DOT_SEGMENT)
             if base != segment:
-                raise PathError(DOT_SEGMENT_PARAMETERS)
+                raise PathError(reasons.PATH_DOT_SEGMENT_PARAMETERS)
             if base == "..":
                 if not out:
-                    raise PathError(ABOVE_ROOT)
+                    raise PathError(reasons.PATH_ABOVE_ROOT)
                 out.pop()
             trailing = True
         elif not segment:
@@ -139,7 +129,7 @@ def _canonical_path(path: str, encoded_slashes: bool = False) -> str:
     result = "/" + "/".join(out) + ("/" if trailing and out else "")
     # Checked on the result: decoding "%25%32%65" also produces "%252e".
     if _DOUBLE.search(result):
-        raise PathError(DOUBLE_ENCODING)
+        raise PathError(reasons.PATH_DOUBLE_ENCODING)
     return result
 
 
@@ -154,7 +144,7 @@ def _segment(raw: str, encoded_slashes: bool = False) -> tuple[str, bool]:
         if ch == "%":
             hex2 = raw[i + 1 : i + 3]
             if len(hex2) != 2 or not (hex2[0] in _HEX and hex2[1] in _HEX):
-                raise PathError(INVALID_ESCAPE)
+                raise PathError(reasons.PATH_INVALID_ESCAPE)
             byte = int(hex2, 16)
             decoded = chr(byte)
             if decoded in UNRESERVED:
@@ -163,9 +153,9 @@ def _segment(raw: str, encoded_slashes: bool = False) -> tuple[str, bool]:
             elif decoded == "/" and encoded_slashes:
                 out.append("%2F")
             elif decoded == "/" or decoded == "\\":
-                raise PathError(ENCODED_SEPARATOR)
+                raise PathError(reasons.PATH_ENCODED_SEPARATOR)
             elif byte < 0x20 or byte == 0x7F:
-                raise PathError(CONTROL_CHARACTER)
+                raise PathError(reasons.PATH_CONTROL_CHARACTER)
             else:
                 out.append("%" + hex2.upper())
                 check_utf8 = check_utf8 or byte >= 0x80
@@ -174,16 +164,16 @@ def _segment(raw: str, encoded_slashes: bool = False) -> tuple[str, bool]:
         if ch in _RAW_OK:
             out.append(ch)
         elif ch == "\\":
-            raise PathError(BACKSLASH)
+            raise PathError(reasons.PATH_BACKSLASH)
         elif ch < " " or ch == "\x7f":
-            raise PathError(CONTROL_CHARACTER)
+            raise PathError(reasons.PATH_CONTROL_CHARACTER)
         elif ch == "#":
-            raise PathError(FRAGMENT)
+            raise PathError(reasons.PATH_FRAGMENT)
         else:
             try:
                 encoded = ch.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: undecodable bytes on the wire
-                raise PathError(INVALID_UTF8) from None
+                raise PathError(reasons.PATH_INVALID_UTF8) from None
             out.append("".join(f"%{b:02X}" for b in encoded))
             check_utf8 = check_utf8 or len(encoded) > 1
         i += 1
@@ -193,5 +183,5 @@ def _segment(raw: str, encoded_slashes: bool = False) -> tuple[str, bool]:
         try:
             unquote_to_bytes(segment).decode("utf-8")
         except UnicodeDecodeError:
-            raise PathError(INVALID_UTF8) from None
+            raise PathError(reasons.PATH_INVALID_UTF8) from None
     return segment, encoded_dot

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from rr_addon.config.filters_schema import ValidateEntry
-from rr_addon.config.rules_schema import Match, Rule
+from rr_addon.policy.filters_schema import ValidateEntry
+from rr_addon.policy.rules_schema import Match, Rule
 from rr_addon.core.rules import RuleRequest, ScopeRules, compile_when
-from rr_addon.core.validation import compile_check
+from rr_addon.policy.validation import compile_check
 
 # (path condition, paths it matches, paths it does not)
 CASES = [

@@ -4,8 +4,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from rr_addon.core import paths
-from rr_addon.core.paths import CanonicalPath, PathError, canonicalize
+from rr_addon.policy import paths
+from rr_addon.policy.paths import CanonicalPath, PathError, canonicalize
+from rr_addon.core import reasons
 
 # Bypass attempts and ordinary paths: each with its canonical path or the refusal.
 CORPUS = [
@@ -47,60 +48,60 @@ CORPUS = [
     ("fullwidth-dots-are-not-dots", "/v1/．．/admin", "/v1/%EF%BC%8E%EF%BC%8E/admin"),
     ("c1-control-encoded", "/a\u0085", "/a%C2%85"),
     # refused: not origin-form
-    ("relative", "v1/admin", PathError(paths.NOT_ABSOLUTE)),
-    ("absolute-form", "http://evil/admin", PathError(paths.NOT_ABSOLUTE)),
-    ("asterisk", "*", PathError(paths.NOT_ABSOLUTE)),
+    ("relative", "v1/admin", PathError(reasons.PATH_NOT_ABSOLUTE)),
+    ("absolute-form", "http://evil/admin", PathError(reasons.PATH_NOT_ABSOLUTE)),
+    ("asterisk", "*", PathError(reasons.PATH_NOT_ABSOLUTE)),
     # refused: separators hidden by encoding
-    ("encoded-slash", "/v1%2fadmin", PathError(paths.ENCODED_SEPARATOR)),
-    ("encoded-slash-upper", "/v1/%2F/admin", PathError(paths.ENCODED_SEPARATOR)),
-    ("encoded-backslash", "/v1/%5c..%5cadmin", PathError(paths.ENCODED_SEPARATOR)),
-    ("raw-backslash", "/v1\\..\\admin", PathError(paths.BACKSLASH)),
+    ("encoded-slash", "/v1%2fadmin", PathError(reasons.PATH_ENCODED_SEPARATOR)),
+    ("encoded-slash-upper", "/v1/%2F/admin", PathError(reasons.PATH_ENCODED_SEPARATOR)),
+    ("encoded-backslash", "/v1/%5c..%5cadmin", PathError(reasons.PATH_ENCODED_SEPARATOR)),
+    ("raw-backslash", "/v1\\..\\admin", PathError(reasons.PATH_BACKSLASH)),
     # refused: dot segments that only appear after decoding
-    ("encoded-dotdot", "/v1/%2e%2e/admin", PathError(paths.ENCODED_DOT_SEGMENT)),
-    ("encoded-dotdot-upper", "/v1/%2E%2E/admin", PathError(paths.ENCODED_DOT_SEGMENT)),
-    ("half-encoded-dotdot", "/v1/.%2E/admin", PathError(paths.ENCODED_DOT_SEGMENT)),
-    ("half-encoded-dotdot-2", "/v1/%2e./admin", PathError(paths.ENCODED_DOT_SEGMENT)),
-    ("encoded-dot", "/v1/%2e/admin", PathError(paths.ENCODED_DOT_SEGMENT)),
-    ("encoded-trailing-dotdot", "/v1/admin/%2e%2e", PathError(paths.ENCODED_DOT_SEGMENT)),
+    ("encoded-dotdot", "/v1/%2e%2e/admin", PathError(reasons.PATH_ENCODED_DOT_SEGMENT)),
+    ("encoded-dotdot-upper", "/v1/%2E%2E/admin", PathError(reasons.PATH_ENCODED_DOT_SEGMENT)),
+    ("half-encoded-dotdot", "/v1/.%2E/admin", PathError(reasons.PATH_ENCODED_DOT_SEGMENT)),
+    ("half-encoded-dotdot-2", "/v1/%2e./admin", PathError(reasons.PATH_ENCODED_DOT_SEGMENT)),
+    ("encoded-dot", "/v1/%2e/admin", PathError(reasons.PATH_ENCODED_DOT_SEGMENT)),
+    ("encoded-trailing-dotdot", "/v1/admin/%2e%2e", PathError(reasons.PATH_ENCODED_DOT_SEGMENT)),
     # refused: dot segments with path parameters (Tomcat treats "..;" as "..")
-    ("dotdot-semicolon", "/v1/admin/..;/", PathError(paths.DOT_SEGMENT_PARAMETERS)),
-    ("dotdot-params", "/v1/public/..;jsessionid=x/admin", PathError(paths.DOT_SEGMENT_PARAMETERS)),
-    ("dot-semicolon", "/v1/.;/admin", PathError(paths.DOT_SEGMENT_PARAMETERS)),
-    ("dotdot-encoded-semicolon", "/v1/..%3b/admin", PathError(paths.DOT_SEGMENT_PARAMETERS)),
+    ("dotdot-semicolon", "/v1/admin/..;/", PathError(reasons.PATH_DOT_SEGMENT_PARAMETERS)),
+    ("dotdot-params", "/v1/public/..;jsessionid=x/admin", PathError(reasons.PATH_DOT_SEGMENT_PARAMETERS)),
+    ("dot-semicolon", "/v1/.;/admin", PathError(reasons.PATH_DOT_SEGMENT_PARAMETERS)),
+    ("dotdot-encoded-semicolon", "/v1/..%3b/admin", PathError(reasons.PATH_DOT_SEGMENT_PARAMETERS)),
     # refused: double encoding (a double-decoding upstream would see something else)
-    ("double-encoded-dotdot", "/v1/%252e%252e/admin", PathError(paths.DOUBLE_ENCODING)),
-    ("double-encoded-slash", "/v1%252fadmin", PathError(paths.DOUBLE_ENCODING)),
-    ("double-encoding-built-by-decoding", "/v1/%25%32%65%25%32%65/admin", PathError(paths.DOUBLE_ENCODING)),
+    ("double-encoded-dotdot", "/v1/%252e%252e/admin", PathError(reasons.PATH_DOUBLE_ENCODING)),
+    ("double-encoded-slash", "/v1%252fadmin", PathError(reasons.PATH_DOUBLE_ENCODING)),
+    ("double-encoding-built-by-decoding", "/v1/%25%32%65%25%32%65/admin", PathError(reasons.PATH_DOUBLE_ENCODING)),
     # refused: NUL and control characters
-    ("raw-nul", "/v1/admin\x00.json", PathError(paths.CONTROL_CHARACTER)),
-    ("encoded-nul", "/v1/admin%00.json", PathError(paths.CONTROL_CHARACTER)),
-    ("raw-newline", "/v1/admin\n", PathError(paths.CONTROL_CHARACTER)),
-    ("encoded-crlf", "/v1/a%0d%0aX-Injected:%201", PathError(paths.CONTROL_CHARACTER)),
-    ("encoded-del", "/v1/%7f", PathError(paths.CONTROL_CHARACTER)),
-    ("raw-tab", "/v1/\tadmin", PathError(paths.CONTROL_CHARACTER)),
+    ("raw-nul", "/v1/admin\x00.json", PathError(reasons.PATH_CONTROL_CHARACTER)),
+    ("encoded-nul", "/v1/admin%00.json", PathError(reasons.PATH_CONTROL_CHARACTER)),
+    ("raw-newline", "/v1/admin\n", PathError(reasons.PATH_CONTROL_CHARACTER)),
+    ("encoded-crlf", "/v1/a%0d%0aX-Injected:%201", PathError(reasons.PATH_CONTROL_CHARACTER)),
+    ("encoded-del", "/v1/%7f", PathError(reasons.PATH_CONTROL_CHARACTER)),
+    ("raw-tab", "/v1/\tadmin", PathError(reasons.PATH_CONTROL_CHARACTER)),
     # refused: fragment
-    ("fragment", "/v1/admin#/public", PathError(paths.FRAGMENT)),
+    ("fragment", "/v1/admin#/public", PathError(reasons.PATH_FRAGMENT)),
     # refused: invalid escapes
-    ("lone-percent", "/v1/%", PathError(paths.INVALID_ESCAPE)),
-    ("short-escape", "/v1/%2", PathError(paths.INVALID_ESCAPE)),
-    ("non-hex-escape", "/v1/%zz", PathError(paths.INVALID_ESCAPE)),
-    ("plus-hex-escape", "/v1/%+f", PathError(paths.INVALID_ESCAPE)),
-    ("space-hex-escape", "/v1/% f", PathError(paths.INVALID_ESCAPE)),
-    ("unicode-digit-escape", "/v1/%٣٣", PathError(paths.INVALID_ESCAPE)),
+    ("lone-percent", "/v1/%", PathError(reasons.PATH_INVALID_ESCAPE)),
+    ("short-escape", "/v1/%2", PathError(reasons.PATH_INVALID_ESCAPE)),
+    ("non-hex-escape", "/v1/%zz", PathError(reasons.PATH_INVALID_ESCAPE)),
+    ("plus-hex-escape", "/v1/%+f", PathError(reasons.PATH_INVALID_ESCAPE)),
+    ("space-hex-escape", "/v1/% f", PathError(reasons.PATH_INVALID_ESCAPE)),
+    ("unicode-digit-escape", "/v1/%٣٣", PathError(reasons.PATH_INVALID_ESCAPE)),
     # refused: escapes that are not UTF-8
-    ("overlong-dot", "/v1/%c0%ae%c0%ae/admin", PathError(paths.INVALID_UTF8)),
-    ("overlong-slash", "/v1%c0%afadmin", PathError(paths.INVALID_UTF8)),
-    ("overlong-3-byte", "/v1/%e0%80%ae", PathError(paths.INVALID_UTF8)),
-    ("lone-continuation", "/v1/%80", PathError(paths.INVALID_UTF8)),
-    ("truncated-sequence", "/v1/%c3", PathError(paths.INVALID_UTF8)),
-    ("sequence-split-by-slash", "/v1/%c3/%a9", PathError(paths.INVALID_UTF8)),
-    ("encoded-surrogate", "/v1/%ed%a0%80", PathError(paths.INVALID_UTF8)),
-    ("raw-undecodable-byte", "/v1/\udcff", PathError(paths.INVALID_UTF8)),
-    ("raw-then-escape-mix", "/v1/é%a9", PathError(paths.INVALID_UTF8)),
+    ("overlong-dot", "/v1/%c0%ae%c0%ae/admin", PathError(reasons.PATH_INVALID_UTF8)),
+    ("overlong-slash", "/v1%c0%afadmin", PathError(reasons.PATH_INVALID_UTF8)),
+    ("overlong-3-byte", "/v1/%e0%80%ae", PathError(reasons.PATH_INVALID_UTF8)),
+    ("lone-continuation", "/v1/%80", PathError(reasons.PATH_INVALID_UTF8)),
+    ("truncated-sequence", "/v1/%c3", PathError(reasons.PATH_INVALID_UTF8)),
+    ("sequence-split-by-slash", "/v1/%c3/%a9", PathError(reasons.PATH_INVALID_UTF8)),
+    ("encoded-surrogate", "/v1/%ed%a0%80", PathError(reasons.PATH_INVALID_UTF8)),
+    ("raw-undecodable-byte", "/v1/\udcff", PathError(reasons.PATH_INVALID_UTF8)),
+    ("raw-then-escape-mix", "/v1/é%a9", PathError(reasons.PATH_INVALID_UTF8)),
     # refused: climbing above the root
-    ("above-root", "/../admin", PathError(paths.ABOVE_ROOT)),
-    ("above-root-later", "/v1/../../admin", PathError(paths.ABOVE_ROOT)),
-    ("above-root-slashes", "//..//admin", PathError(paths.ABOVE_ROOT)),
+    ("above-root", "/../admin", PathError(reasons.PATH_ABOVE_ROOT)),
+    ("above-root-later", "/v1/../../admin", PathError(reasons.PATH_ABOVE_ROOT)),
+    ("above-root-slashes", "//..//admin", PathError(reasons.PATH_ABOVE_ROOT)),
 ]
 
 
@@ -143,12 +144,12 @@ ENCODED_SLASHES = [
     ("not-a-separator-for-dot-segments", "/a/b%2Fc/../d", "/a/d"),
     ("leading-and-trailing", "/%2Fa%2F", "/%2Fa%2F"),
     ("only-slash", "/x/%2F/y", "/x/%2F/y"),
-    ("dotdot-between", "/a/b%2F..%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
-    ("encoded-dotdot-between", "/a/b%2F%2e%2e%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
-    ("dot-between", "/a/.%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
-    ("dotdot-params-between", "/a/x%2F..;y%2Fadmin", PathError(paths.ENCODED_SLASH_DOT_SEGMENT)),
-    ("backslash-still-refused", "/a/b%5cc", PathError(paths.ENCODED_SEPARATOR)),
-    ("double-encoded-still-refused", "/a/b%252Fc", PathError(paths.DOUBLE_ENCODING)),
+    ("dotdot-between", "/a/b%2F..%2Fadmin", PathError(reasons.PATH_ENCODED_SLASH_DOT_SEGMENT)),
+    ("encoded-dotdot-between", "/a/b%2F%2e%2e%2Fadmin", PathError(reasons.PATH_ENCODED_SLASH_DOT_SEGMENT)),
+    ("dot-between", "/a/.%2Fadmin", PathError(reasons.PATH_ENCODED_SLASH_DOT_SEGMENT)),
+    ("dotdot-params-between", "/a/x%2F..;y%2Fadmin", PathError(reasons.PATH_ENCODED_SLASH_DOT_SEGMENT)),
+    ("backslash-still-refused", "/a/b%5cc", PathError(reasons.PATH_ENCODED_SEPARATOR)),
+    ("double-encoded-still-refused", "/a/b%252Fc", PathError(reasons.PATH_DOUBLE_ENCODING)),
 ]
 
 
@@ -238,7 +239,7 @@ def test_encoding_unreserved_characters_changes_nothing(segments, data):
     try:
         assert canonicalize(encoded) == expected
     except PathError as e:
-        assert e.reason == paths.ENCODED_DOT_SEGMENT
+        assert e.reason == reasons.PATH_ENCODED_DOT_SEGMENT
 
 
 @given(_PATHS)

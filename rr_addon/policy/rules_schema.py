@@ -9,7 +9,7 @@ Choices the contract leaves open:
 - Case-insensitivity is `ignore_case: true` on the rule (applies to every regex
   of the rule); `(?i)` inside one pattern works too. Header *names* are always
   matched case-insensitively (HTTP header names are).
-- `path` is one of the forms of rr_addon.config.paths_schema (`prefix`, `glob`,
+- `path` is one of the forms of rr_addon.policy.paths_schema (`prefix`, `glob`,
   full-match `regex`, or the original RE2-search `pattern`, which a plain string
   is short for), plus `presence: absent`: the path must not match.
 - `body` entries are `{json_path, value?, presence?}` on a JSON or form body, or
@@ -30,10 +30,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from rr_addon.config.base import HEADER_RE, Model, Name, _name, unique_names
-from rr_addon.config.paths_schema import PathMatch
-from rr_addon.config.regex import check_re2, re2_options  # noqa: F401  (re2_options: imported from here by core.rules)
-from rr_addon.core.jsonpaths import compile_path
+from rr_addon.policy.base import HEADER_RE, Model, Name, _name, unique_names
+from rr_addon.policy.paths_schema import PathMatch
+from rr_addon.policy.regex import check_re2, re2_options  # noqa: F401  (re2_options: imported from here by core.rules)
+from rr_addon.policy.jsonpaths import compile_path
 
 Presence = Literal["present", "absent"]
 RuleEffect = Literal["allow", "deny", "approve"]
@@ -43,7 +43,7 @@ MAX_APPROVAL_TIMEOUT = 3600  # seconds: a held request keeps a client connection
 
 def _check_json_path(text: str) -> str:
     # The one JSONPath dialect of rules, meters, filters and validation
-    # (rr_addon.core.jsonpaths); JsonPathError is a ValueError, reported on the field.
+    # (rr_addon.policy.jsonpaths); JsonPathError is a ValueError, reported on the field.
     compile_path(text)
     return text
 
@@ -172,7 +172,7 @@ class Notify(Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        from rr_addon.identity import check_endpoint_url
+        from rr_addon.policy.identity import check_endpoint_url
 
         return check_endpoint_url(value)
 

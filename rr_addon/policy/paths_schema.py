@@ -8,7 +8,7 @@ one RE2::Set (rr_addon.core.rules.PatternSet), whatever the forms:
     path: {regex: "/v1/charges/ch_[a-z0-9]+"}   # RE2, must match the WHOLE path
     path: "^/v1/charges"             # the original form: RE2 *search* (unanchored)
 
-Paths are matched against the canonical request path (rr_addon.core.paths):
+Paths are matched against the canonical request path (rr_addon.policy.paths):
 no query string, dot segments resolved, repeated slashes collapsed, unreserved
 escapes decoded. A prefix or glob must be written in that canonical form, so
 what it names is what it matches.
@@ -21,9 +21,9 @@ from typing import Annotated, Literal
 import re2
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from rr_addon.config.base import Model
-from rr_addon.config.regex import check_re2
-from rr_addon.core.paths import PathError, canonicalize
+from rr_addon.policy.base import Model
+from rr_addon.policy.regex import check_re2
+from rr_addon.policy.paths import PathError, canonicalize
 
 Presence = Literal["present", "absent"]
 Regex = Annotated[str, AfterValidator(check_re2)]

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from rr_addon.core.scrub import StreamScrubber, replacement_pairs, scrub_bytes, scrub_text
+from rr_addon.policy.scrub import StreamScrubber, replacement_pairs, scrub_bytes, scrub_text
 
 PAIRS = replacement_pairs(["sk_live_123_abc", "c2tfbGl2ZV8xMjM="], "[rr:api/live]")
 M1 = b"[rr:api/live]**"  # same length as sk_live_123_abc

@@ -3,10 +3,10 @@ import gzip
 import pytest
 from pydantic import ValidationError
 
-from rr_addon.config.filters_schema import ValidateEntry
-from rr_addon.core import validation as v
+from rr_addon.policy.filters_schema import ValidateEntry
 from rr_addon.core.types import STATUS
-from rr_addon.core.validation import RequestBody, Violation, compile_checks, compile_schema, validate
+from rr_addon.policy.validation import RequestBody, Violation, compile_checks, compile_schema, validate
+from rr_addon.core import reasons
 
 JSON = "application/json"
 CHARGE_SCHEMA = {
@@ -32,12 +32,12 @@ def req(body=b"", content_type=JSON, method="POST", path="/v1/charges", encoding
 
 
 def test_reasons_are_fixed_sentences():
-    assert v.BODY_TOO_LARGE == "request body exceeds the size limit"
-    assert v.CONTENT_TYPE_NOT_ALLOWED == "request content type not allowed"
-    assert v.ENCODING_NOT_SUPPORTED == "request content encoding not supported"
-    assert v.JSON_REQUIRED == "request body must be JSON"
-    assert v.BODY_NOT_JSON == "request body is not valid JSON"
-    assert v.SCHEMA_MISMATCH == "request body does not match the JSON schema"
+    assert reasons.VALIDATION_BODY_TOO_LARGE == "request body exceeds the size limit"
+    assert reasons.VALIDATION_CONTENT_TYPE_NOT_ALLOWED == "request content type not allowed"
+    assert reasons.VALIDATION_ENCODING_NOT_SUPPORTED == "request content encoding not supported"
+    assert reasons.VALIDATION_JSON_REQUIRED == "request body must be JSON"
+    assert reasons.VALIDATION_BODY_NOT_JSON == "request body is not valid JSON"
+    assert reasons.VALIDATION_SCHEMA_MISMATCH == "request body does not match the JSON schema"
 
 
 @pytest.mark.parametrize(
@@ -47,24 +47,24 @@ def test_reasons_are_fixed_sentences():
         pytest.param(req(b'{"amount": 100.0, "currency": "usd"}'), None, id="integer-written-as-1.0"),
         pytest.param(req(b'{"amount": 1, "currency": "eur", "fee": 0.07}'), None, id="exact-multipleOf"),
         pytest.param(req(b"", method="GET"), None, id="get-without-body-not-covered-by-schema"),
-        pytest.param(req(b"x" * 500, method="GET", content_type="text/plain"), Violation("payload-too-large", v.BODY_TOO_LARGE, "500 bytes; the limit is 200"), id="too-large"),
+        pytest.param(req(b"x" * 500, method="GET", content_type="text/plain"), Violation("payload-too-large", reasons.VALIDATION_BODY_TOO_LARGE, "500 bytes; the limit is 200"), id="too-large"),
         pytest.param(req(b"x" * 200, method="PUT", content_type="text/plain"), None, id="exactly-the-limit"),
-        pytest.param(req(b"a=1", content_type="application/x-www-form-urlencoded", method="PUT"), Violation("unsupported-media-type", v.CONTENT_TYPE_NOT_ALLOWED, "application/x-www-form-urlencoded is not one of application/json, text/*"), id="type-not-allowed"),
+        pytest.param(req(b"a=1", content_type="application/x-www-form-urlencoded", method="PUT"), Violation("unsupported-media-type", reasons.VALIDATION_CONTENT_TYPE_NOT_ALLOWED, "application/x-www-form-urlencoded is not one of application/json, text/*"), id="type-not-allowed"),
         pytest.param(req(b"hi", content_type="text/plain; charset=utf-8", method="PUT"), None, id="wildcard-subtype-with-params"),
-        pytest.param(req(b"hi", content_type=None, method="PUT"), Violation("unsupported-media-type", v.CONTENT_TYPE_NOT_ALLOWED, "no content type is not one of application/json, text/*"), id="body-without-type"),
+        pytest.param(req(b"hi", content_type=None, method="PUT"), Violation("unsupported-media-type", reasons.VALIDATION_CONTENT_TYPE_NOT_ALLOWED, "no content type is not one of application/json, text/*"), id="body-without-type"),
         pytest.param(req(b"", content_type=None, method="GET", path="/v1/other"), None, id="no-body-no-type"),
-        pytest.param(req(b'{"currency": "usd"}'), Violation("invalid-request", v.SCHEMA_MISMATCH, "/amount: 'amount' is a required property"), id="missing-member"),
-        pytest.param(req(b'{"amount": "100", "currency": "usd"}'), Violation("invalid-request", v.SCHEMA_MISMATCH, "/amount: value is not of type 'integer'"), id="wrong-type"),
-        pytest.param(req(b'{"amount": 0, "currency": "usd"}'), Violation("invalid-request", v.SCHEMA_MISMATCH, "/amount: value is less than the minimum of 1"), id="minimum"),
-        pytest.param(req(b'{"amount": 1, "currency": "usd", "fee": 0.001}'), Violation("invalid-request", v.SCHEMA_MISMATCH, "/fee: value is not a multiple of 0.01"), id="multipleOf"),
-        pytest.param(req(b'{"amount": 1, "currency": "usd", "items": [{"sku": 1}, {}]}'), Violation("invalid-request", v.SCHEMA_MISMATCH, "/items/1/sku: 'sku' is a required property"), id="nested-pointer"),
-        pytest.param(req(b'{"amount": 1, "currency": "usd", "a/b": 5}'), Violation("invalid-request", v.SCHEMA_MISMATCH, "/a~1b: value is not of type 'string'"), id="pointer-escaping"),
-        pytest.param(req(b"[1, 2]"), Violation("invalid-request", v.SCHEMA_MISMATCH, "(root): value is not of type 'object'"), id="root-pointer"),
-        pytest.param(req(b'{"amount": 1,'), Violation("invalid-request", v.BODY_NOT_JSON, "malformed JSON: Expecting property name enclosed in double quotes at line 1 column 14"), id="malformed"),
-        pytest.param(req(b""), Violation("invalid-request", v.BODY_NOT_JSON, "the body is empty"), id="empty-body"),
-        pytest.param(req(b"amount=1", content_type="text/plain"), Violation("unsupported-media-type", v.JSON_REQUIRED, "text/plain is not JSON"), id="schema-needs-json"),
-        pytest.param(req(b'{"amount": 1e400, "currency": "usd", "fee": 1e400}'), Violation("invalid-request", v.SCHEMA_MISMATCH, "a value is out of the range the schema can check"), id="number-beyond-decimal-context"),
-        pytest.param(req(b"[" * 100 + b"]" * 100), Violation("invalid-request", v.BODY_NOT_JSON, "JSON nested deeper than 64 levels"), id="too-deep-for-schema"),
+        pytest.param(req(b'{"currency": "usd"}'), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "/amount: 'amount' is a required property"), id="missing-member"),
+        pytest.param(req(b'{"amount": "100", "currency": "usd"}'), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "/amount: value is not of type 'integer'"), id="wrong-type"),
+        pytest.param(req(b'{"amount": 0, "currency": "usd"}'), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "/amount: value is less than the minimum of 1"), id="minimum"),
+        pytest.param(req(b'{"amount": 1, "currency": "usd", "fee": 0.001}'), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "/fee: value is not a multiple of 0.01"), id="multipleOf"),
+        pytest.param(req(b'{"amount": 1, "currency": "usd", "items": [{"sku": 1}, {}]}'), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "/items/1/sku: 'sku' is a required property"), id="nested-pointer"),
+        pytest.param(req(b'{"amount": 1, "currency": "usd", "a/b": 5}'), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "/a~1b: value is not of type 'string'"), id="pointer-escaping"),
+        pytest.param(req(b"[1, 2]"), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "(root): value is not of type 'object'"), id="root-pointer"),
+        pytest.param(req(b'{"amount": 1,'), Violation("invalid-request", reasons.VALIDATION_BODY_NOT_JSON, "malformed JSON: Expecting property name enclosed in double quotes at line 1 column 14"), id="malformed"),
+        pytest.param(req(b""), Violation("invalid-request", reasons.VALIDATION_BODY_NOT_JSON, "the body is empty"), id="empty-body"),
+        pytest.param(req(b"amount=1", content_type="text/plain"), Violation("unsupported-media-type", reasons.VALIDATION_JSON_REQUIRED, "text/plain is not JSON"), id="schema-needs-json"),
+        pytest.param(req(b'{"amount": 1e400, "currency": "usd", "fee": 1e400}'), Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "a value is out of the range the schema can check"), id="number-beyond-decimal-context"),
+        pytest.param(req(b"[" * 100 + b"]" * 100), Violation("invalid-request", reasons.VALIDATION_BODY_NOT_JSON, "JSON nested deeper than 64 levels"), id="too-deep-for-schema"),
     ],
 )
 def test_validate(request_, expected):
@@ -89,27 +89,29 @@ def test_encoded_bodies(encoding, body, expected):
 def test_methods_and_path_select_entries():
     assert validate(CHECKS, req(b'{"x": 1}', method="PUT")) is None
     assert validate(CHECKS, req(b'{"x": 1}', path="/v1/charges/ch_1")) is None
-    assert validate(CHECKS, req(b'{"x": 1}', method="post")).reason == v.SCHEMA_MISMATCH
+    assert validate(CHECKS, req(b'{"x": 1}', method="post")).reason == reasons.VALIDATION_SCHEMA_MISMATCH
 
 
 def test_smallest_limit_applies_and_size_is_checked_first():
     checks = compile_checks([ValidateEntry(max_body_bytes=10), ValidateEntry(max_body_bytes=5, content_types=["application/json"])])
     result = validate(checks, req(b"123456", content_type="text/plain"))
-    assert result == Violation("payload-too-large", v.BODY_TOO_LARGE, "6 bytes; the limit is 5")
+    assert result == Violation("payload-too-large", reasons.VALIDATION_BODY_TOO_LARGE, "6 bytes; the limit is 5")
 
 
 def test_values_stay_out_of_the_detail():
     checks = compile_checks([ValidateEntry(json_schema={"properties": {"prompt": {"maxLength": 3}, "n": {"enum": [1]}}})])
     for body in (b'{"prompt": "my ssn is 536-22-1234"}', b'{"n": "536-22-1234"}'):
         result = validate(checks, req(body))
-        assert result.reason == v.SCHEMA_MISMATCH and "536" not in result.detail
+        assert result.reason == reasons.VALIDATION_SCHEMA_MISMATCH and "536" not in result.detail
 
 
 def test_violation_maps_to_a_decision():
-    d = Violation("payload-too-large", v.BODY_TOO_LARGE, "9 bytes").decision(scope="proxy")
-    assert (d.allowed, d.status, d.code, d.reason, d.detail, d.scope) == (False, 413, "payload-too-large", v.BODY_TOO_LARGE, "9 bytes", "proxy")
+    from rr_addon.core.decide import violation_decision
+
+    d = violation_decision(Violation("payload-too-large", reasons.VALIDATION_BODY_TOO_LARGE, "9 bytes"), scope="proxy")
+    assert (d.allowed, d.status, d.code, d.reason, d.detail, d.scope) == (False, 413, "payload-too-large", reasons.VALIDATION_BODY_TOO_LARGE, "9 bytes", "proxy")
     for code in ("payload-too-large", "unsupported-media-type", "invalid-request"):
-        assert Violation(code, "r").decision().status == STATUS[code]
+        assert violation_decision(Violation(code, "r")).status == STATUS[code]
 
 
 def test_no_checks():

@@ -3,10 +3,10 @@ import copy
 import pytest
 from pydantic import ValidationError
 
-from rr_addon.config.filters_schema import FilterEntry
-from rr_addon.core.bodies import dump_json, parse_json
-from rr_addon.core.filters import SCOPE_ORDER, Filter, apply_filters, compile_filter, compile_filters, stack
-from rr_addon.core.jsonpaths import JsonPathError
+from rr_addon.policy.filters_schema import FilterEntry
+from rr_addon.policy.bodies import dump_json, parse_json
+from rr_addon.policy.filters import SCOPE_ORDER, Filter, apply_filters, compile_filter, compile_filters, stack
+from rr_addon.policy.jsonpaths import JsonPathError
 
 RESPONSE = {
     "object": "list",

@@ -4,7 +4,7 @@ An entry may carry both: it retains first, then destroys within what is left.
 Entries run in list order, each on the previous output, and the four scopes
 stack in the fixed order target credential -> target -> proxy credential ->
 proxy (`stack`). Paths are compiled when the configuration is compiled; the
-array semantics are documented in `rr_addon.core.jsonpaths`.
+array semantics are documented in `rr_addon.policy.jsonpaths`.
 
 Documents are changed in place where that is cheaper (destroy) and shared
 where possible (retain keeps matched subtrees without copying): pass a freshly
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from rr_addon.core.jsonpaths import JsonPath, JsonPathError, Matcher, compile_matcher, compile_path, destroy, retain
+from rr_addon.policy.jsonpaths import JsonPath, JsonPathError, Matcher, compile_matcher, compile_path, destroy, retain
 
 SCOPE_ORDER = ("target_credential", "target", "proxy_credential", "proxy")
 

@@ -1,6 +1,6 @@
 """What every target credential and every proxy credential has: a name, a
-secret reference and rules of its own scope. The kinds (rr_addon.config.schema,
-rr_addon.config.identity_schema) subclass these."""
+secret reference and rules of its own scope. The kinds (rr_addon.policy.schema,
+rr_addon.policy.identity_schema) subclass these."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from rr_addon.config.base import Effect, Model, Name, SecretRef, _name
-from rr_addon.config.filters_schema import FilterList, RedactList
-from rr_addon.config.rules_schema import RuleList
+from rr_addon.policy.base import Effect, Model, Name, SecretRef, _name
+from rr_addon.policy.filters_schema import FilterList, RedactList
+from rr_addon.policy.rules_schema import RuleList
 
 
 class TargetCredentialBase(Model):

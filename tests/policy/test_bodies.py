@@ -7,7 +7,7 @@ import brotli
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rr_addon.core.bodies import (
+from rr_addon.policy.bodies import (
     MAX_DEPTH,
     CorruptEncoding,
     DecodedTooLarge,

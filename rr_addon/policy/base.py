@@ -1,6 +1,6 @@
 """Building blocks shared by every part of the configuration language: the
 strict base model, names and secret references. Sub-languages (rules, meters,
-filters, identities) import from here, and `rr_addon.config.schema` assembles
+filters, identities) import from here, and `rr_addon.policy.schema` assembles
 them, so nothing imports in a circle."""
 
 from __future__ import annotations

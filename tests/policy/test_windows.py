@@ -2,7 +2,7 @@ from datetime import datetime
 
 import pytest
 
-from rr_addon.core.windows import KINDS, Window, WindowCache, window_bounds, zone
+from rr_addon.policy.windows import KINDS, Window, WindowCache, window_bounds, zone
 
 
 def at(iso: str) -> int:

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
 
-from rr_addon.config.filters_schema import RedactEntry
-from rr_addon.core.bodies import dump_json, parse_json
-from rr_addon.core.redact import (
+from rr_addon.policy.filters_schema import RedactEntry
+from rr_addon.policy.bodies import dump_json, parse_json
+from rr_addon.policy.redact import (
     BUILTIN,
     DETECTOR_NAMES,
     HASH,
@@ -19,7 +19,7 @@ from rr_addon.core.redact import (
     pseudonym,
     scrub_document,
 )
-from rr_addon.core.scrub import replacement_pairs
+from rr_addon.policy.scrub import replacement_pairs
 
 KEY = b"test-key"
 ALL = Redactor([(BUILTIN[n], MASK) for n in DETECTOR_NAMES], KEY)

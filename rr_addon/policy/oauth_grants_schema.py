@@ -22,9 +22,9 @@ from typing import Any, Literal, Mapping
 
 from pydantic import Field, model_validator
 
-from rr_addon.config.base import FileSecret, SecretRef
-from rr_addon.config.credential_base import TargetCredentialBase
-from rr_addon.config.identity_schema import _TokenEndpoint
+from rr_addon.policy.base import FileSecret, SecretRef
+from rr_addon.policy.credential_base import TargetCredentialBase
+from rr_addon.policy.identity_schema import _TokenEndpoint
 
 SigningAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 BUNDLE = "bundle:"  # prefix of a bundle's source label

@@ -27,11 +27,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PlainSerializer, WithJsonSchema, field_validator, model_validator
 
-from rr_addon.config.base import Model, _header_name, _name, unique_names
-from rr_addon.config.rules_schema import Match
-from rr_addon.core.costs import LARGEST, MICRO
-from rr_addon.core.jsonpaths import compile_path
-from rr_addon.core.windows import KINDS, zone
+from rr_addon.policy.base import Model, _header_name, _name, unique_names
+from rr_addon.policy.rules_schema import Match
+from rr_addon.policy.costs import LARGEST, MICRO
+from rr_addon.policy.jsonpaths import compile_path
+from rr_addon.policy.windows import KINDS, zone
 
 
 class JsonPathValue(Model):

@@ -28,12 +28,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from rr_addon.config.base import HEADER_RE, Model
-from rr_addon.config.paths_schema import PathSpec
-from rr_addon.core.filters import compile_filter
-from rr_addon.core.jsonpaths import compile_path
-from rr_addon.core.redact import BUILTIN, check_custom_pattern
-from rr_addon.core.validation import compile_schema
+from rr_addon.policy.base import HEADER_RE, Model
+from rr_addon.policy.paths_schema import PathSpec
+from rr_addon.policy.filters import compile_filter
+from rr_addon.policy.jsonpaths import compile_path
+from rr_addon.policy.redact import BUILTIN, check_custom_pattern
+from rr_addon.policy.validation import compile_schema
 
 
 def _json_path(text: str) -> str:

@@ -46,7 +46,7 @@ from jsonpath_ng import jsonpath as jp
 from jsonpath_ng.ext import filter as jpf
 from jsonpath_ng.ext import parse as _jsonpath_ng_parse
 
-from rr_addon.core.bodies import MAX_DEPTH, JsonTooDeep
+from rr_addon.policy.bodies import MAX_DEPTH, JsonTooDeep
 
 
 class JsonPathError(ValueError):

@@ -4,8 +4,8 @@ import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
 from rr_addon.config import load
-from rr_addon.config.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, PathMatch, QueryMatch, Rule, RuleList
-from rr_addon.config.schema import Model
+from rr_addon.policy.rules_schema import BodyMatch, ClaimMatch, HeaderMatch, PathMatch, QueryMatch, Rule, RuleList
+from rr_addon.policy.schema import Model
 
 
 def test_defaults():

@@ -27,7 +27,7 @@ import re2
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from rr_addon.core.bodies import (
+from rr_addon.policy.bodies import (
     BodyError,
     CorruptEncoding,
     DecodedTooLarge,
@@ -39,15 +39,9 @@ from rr_addon.core.bodies import (
     media_type,
     parse_json,
 )
-from rr_addon.core.types import Decision
+from rr_addon.core import reasons
 
 # Fixed reasons (tests and audit readers rely on these sentences).
-BODY_TOO_LARGE = "request body exceeds the size limit"  # 413 payload-too-large
-CONTENT_TYPE_NOT_ALLOWED = "request content type not allowed"  # 415 unsupported-media-type
-ENCODING_NOT_SUPPORTED = "request content encoding not supported"  # 415
-JSON_REQUIRED = "request body must be JSON"  # 415: a schema applies, the body is something else
-BODY_NOT_JSON = "request body is not valid JSON"  # 400 invalid-request
-SCHEMA_MISMATCH = "request body does not match the JSON schema"  # 400
 
 # Decoding cap when no max_body_bytes applies (a compressed request body is rare).
 DEFAULT_DECODED_LIMIT = 16 * 1024 * 1024
@@ -70,10 +64,7 @@ class RequestBody:
 class Violation:
     code: str  # rr error code: payload-too-large | unsupported-media-type | invalid-request
     reason: str  # one of the constants above
-    detail: str | None = None
-
-    def decision(self, scope: str | None = None) -> Decision:
-        return Decision.deny(self.code, self.reason, scope=scope, detail=self.detail)
+    detail: str | None = None  # (rr_addon.core.decide.violation_decision makes it a Decision)
 
 
 def compile_re2(pattern: str) -> re2._Regexp:
@@ -151,7 +142,7 @@ class Check:
 
 
 def compile_check(entry: Any) -> Check:
-    """From a `validate:` entry (rr_addon.config.filters_schema.ValidateEntry)."""
+    """From a `validate:` entry (rr_addon.policy.filters_schema.ValidateEntry)."""
     return Check(
         methods=frozenset(m.upper() for m in entry.methods) if entry.methods else None,
         path=compile_re2(entry.path.re2()) if entry.path else None,
@@ -199,35 +190,35 @@ def validate(checks: Sequence[Check], req: RequestBody) -> Violation | None:
     limits = [c.max_body_bytes for c in applicable if c.max_body_bytes is not None]
     limit = min(limits) if limits else None
     if limit is not None and len(body) > limit:
-        return Violation("payload-too-large", BODY_TOO_LARGE, f"{len(body)} bytes; the limit is {limit}")
+        return Violation("payload-too-large", reasons.VALIDATION_BODY_TOO_LARGE, f"{len(body)} bytes; the limit is {limit}")
 
     mt = media_type(req.content_type)
     if body or mt:
         for c in applicable:
             if c.content_types and not _type_allowed(mt, c.content_types):
-                return Violation("unsupported-media-type", CONTENT_TYPE_NOT_ALLOWED, f"{mt or 'no content type'} is not one of {', '.join(c.content_types)}")
+                return Violation("unsupported-media-type", reasons.VALIDATION_CONTENT_TYPE_NOT_ALLOWED, f"{mt or 'no content type'} is not one of {', '.join(c.content_types)}")
 
     schemas = [c.schema for c in applicable if c.schema is not None]
     if not schemas:
         return None
     if not body:
-        return Violation("invalid-request", BODY_NOT_JSON, "the body is empty")
+        return Violation("invalid-request", reasons.VALIDATION_BODY_NOT_JSON, "the body is empty")
     if not is_json_content_type(req.content_type):
-        return Violation("unsupported-media-type", JSON_REQUIRED, f"{mt or 'no content type'} is not JSON")
+        return Violation("unsupported-media-type", reasons.VALIDATION_JSON_REQUIRED, f"{mt or 'no content type'} is not JSON")
     try:
         doc = parse_json(decode_content(body, req.content_encoding, limit=limit or DEFAULT_DECODED_LIMIT))
         check_depth(doc, SCHEMA_MAX_DEPTH)
     except DecodedTooLarge:
-        return Violation("payload-too-large", BODY_TOO_LARGE, f"decoded body exceeds {limit or DEFAULT_DECODED_LIMIT} bytes")
+        return Violation("payload-too-large", reasons.VALIDATION_BODY_TOO_LARGE, f"decoded body exceeds {limit or DEFAULT_DECODED_LIMIT} bytes")
     except UnsupportedEncoding as e:
-        return Violation("unsupported-media-type", ENCODING_NOT_SUPPORTED, str(e))
+        return Violation("unsupported-media-type", reasons.VALIDATION_ENCODING_NOT_SUPPORTED, str(e))
     except (JsonError, CorruptEncoding, BodyError) as e:
-        return Violation("invalid-request", BODY_NOT_JSON, str(e))
+        return Violation("invalid-request", reasons.VALIDATION_BODY_NOT_JSON, str(e))
     for schema in schemas:
         try:
             error = best_match(schema.iter_errors(doc))
         except (ArithmeticError, RecursionError):  # e.g. 1e400 against multipleOf: 0.01
-            return Violation("invalid-request", SCHEMA_MISMATCH, "a value is out of the range the schema can check")
+            return Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, "a value is out of the range the schema can check")
         if error is not None:
-            return Violation("invalid-request", SCHEMA_MISMATCH, _describe(error))
+            return Violation("invalid-request", reasons.VALIDATION_SCHEMA_MISMATCH, _describe(error))
     return None

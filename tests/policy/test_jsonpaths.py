@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jsonpath_ng.ext import parse as jsonpath_ng_parse
 
-from rr_addon.core.bodies import MAX_DEPTH, JsonTooDeep, dump_json, parse_json
-from rr_addon.core.jsonpaths import JsonPathError, compile_matcher, compile_path, destroy, find, retain
+from rr_addon.policy.bodies import MAX_DEPTH, JsonTooDeep, dump_json, parse_json
+from rr_addon.policy.jsonpaths import JsonPathError, compile_matcher, compile_path, destroy, find, retain
 
 DOC = {
     "object": "list",

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's building blocks)
+from rr_addon.policy.base import (  # noqa: F401  (re-exported: the language's building blocks)
     HEADER_RE,
     NAME_RE,
     Effect,
@@ -24,13 +24,13 @@ from rr_addon.config.base import (  # noqa: F401  (re-exported: the language's b
     _header_name,
     _name,
 )
-from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase
-from rr_addon.config.filters_schema import FilterList, RedactList, ValidateList
-from rr_addon.config.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
-from rr_addon.config.oauth_grants_schema import OAuth2JwtBearer, OAuth2RefreshToken
-from rr_addon.config.meters_schema import MeterList
-from rr_addon.config.rules_schema import Rule, RuleList  # noqa: F401
-from rr_addon.core.hosts import parse_host_pattern
+from rr_addon.policy.credential_base import ProxyCredentialBase, TargetCredentialBase
+from rr_addon.policy.filters_schema import FilterList, RedactList, ValidateList
+from rr_addon.policy.identity_schema import JwtVerifyCaller, OAuth2Caller, OAuth2ClientCredentials
+from rr_addon.policy.oauth_grants_schema import OAuth2JwtBearer, OAuth2RefreshToken
+from rr_addon.policy.meters_schema import MeterList
+from rr_addon.policy.rules_schema import Rule, RuleList  # noqa: F401
+from rr_addon.policy.hosts import parse_host_pattern
 
 
 class ApiKeyCredential(TargetCredentialBase):

@@ -21,12 +21,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-# From the building blocks, not rr_addon.config.schema: schema assembles this module's kinds.
-from rr_addon.config.base import Model, SecretRef
-from rr_addon.config.credential_base import ProxyCredentialBase, TargetCredentialBase
-from rr_addon.identity import check_endpoint_url
-from rr_addon.identity.jwks import HMAC_ALGORITHMS, JwksSettings, parse_jwks
-from rr_addon.identity.jwt_verify import compile_pattern
+# From the building blocks, not rr_addon.policy.schema: schema assembles this module's kinds.
+from rr_addon.policy.base import Model, SecretRef
+from rr_addon.policy.credential_base import ProxyCredentialBase, TargetCredentialBase
+from rr_addon.policy.identity import HMAC_ALGORITHMS, JwksSettings, check_endpoint_url, compile_pattern, parse_jwks
 
 Algorithm = Literal[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"

@@ -39,7 +39,7 @@ def start(link: Link, services: Any, *, listen: str | None, stats: Callable[[], 
     link.listen, link.stats = listen, stats
     if redis_url := services.redis_url:
         # data planes sharing one Redis count together: they report one scope, not a sum
-        link.scope = "redis:" + hashlib.sha256(settings.redacted_url(redis_url).encode()).hexdigest()[:16]
+        link.scope = "redis:" + hashlib.sha256(redacted_url(redis_url).encode()).hexdigest()[:16]
 
     async def counters() -> dict[str, int]:
         metering = services.gate.metering

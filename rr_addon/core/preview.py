@@ -16,6 +16,7 @@ printed on terminals, so it carries no secret and no control character:
 from __future__ import annotations
 
 import json
+from urllib.parse import quote, quote_plus
 
 import re2
 
@@ -36,13 +37,23 @@ def _mask_keys(doc: object) -> object:
     return doc
 
 
+def _form(secret: str) -> str:
+    return quote_plus(secret, safe="")
+
+
+def _masked(text: str, spellings: list[str]) -> str:
+    for s in spellings:
+        text = text.replace(s, MASK)
+    return text
+
+
 def body_preview(body: bytes | None, secrets: tuple[str, ...] = (), redactor=None, limit: int = PREVIEW_CHARS) -> str:
     """What `rr approvals` shows of a held request's (decoded) body."""
     if not body:
         return ""
-    text = body.decode("utf-8", "replace")
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):  # longest first: one may contain another
-        text = text.replace(secret, MASK)
+    # longest first: one may contain another; percent-encoded spellings too (a form, a query)
+    spellings = sorted({f(s) for s in secrets if s for f in (str, quote, _form)}, key=len, reverse=True)
+    text = _masked(body.decode("utf-8", "replace"), spellings)
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
@@ -51,7 +62,8 @@ def body_preview(body: bytes | None, secrets: tuple[str, ...] = (), redactor=Non
         doc = _mask_keys(doc)
         if redactor is not None:
             doc, _ = redactor.redact_json(doc)
-        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        # again once decoded: a secret spelled with JSON escapes (`\\u0041`) is plain text now
+        text = _masked(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), spellings)
     else:
         text = _SECRET_FIELD.sub(lambda m: m.group(1) + MASK, text)
         if redactor is not None:

@@ -144,7 +144,7 @@ def forwarded(upstream, marker: str):
 class Call:
     """A request through rr in a thread of its own (it blocks while held)."""
 
-    def __init__(self, proxy, method: str, path: str, body: dict | None = None):
+    def __init__(self, proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None):
         self.result: httpx.Response | None = None
         self.error: Exception | None = None
 
@@ -152,7 +152,7 @@ class Call:
             verify = ssl.create_default_context(cafile=str(proxy.ca))
             try:
                 with httpx.Client(proxy=proxy.url("agent", CALLER_KEY), verify=verify, timeout=90) as c:
-                    self.result = c.request(method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body)
+                    self.result = c.request(method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body, content=content)
             except Exception as e:  # noqa: BLE001 -- reported by the test
                 self.error = e
 
@@ -252,6 +252,17 @@ def test_denied_from_the_cli_is_403_and_nothing_goes_out(proxy, upstream):
     assert counted_after(proxy, before, marker) == before  # meters count only approved requests
     rec = audit_record(proxy, held["request_id"])
     assert rec["result"] == "deny" and rec["approval"]["by"] == "bob" and rec["approval"]["note"] == "not this one"
+
+
+def test_the_preview_masks_the_caller_key_spelled_with_json_escapes(proxy, upstream):
+    marker = uuid.uuid4().hex
+    escaped = "\\u%04x" % ord(CALLER_KEY[0]) + CALLER_KEY[1:]
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
+    held = wait_pending(proxy, marker)
+    assert CALLER_KEY not in held["body_preview"] and CALLER_KEY[1:] not in held["body_preview"]
+    assert held["body_preview"] == '{"note":"my key is ****"}'
+    assert cli(proxy, "deny", held["request_id"], "--by", "bob").returncode == 0
+    assert call.response().status_code == 403 and forwarded(upstream, marker) == []
 
 
 def test_a_deny_rule_wins_over_the_hold(proxy, upstream):

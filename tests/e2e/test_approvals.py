@@ -254,13 +254,17 @@ def test_denied_from_the_cli_is_403_and_nothing_goes_out(proxy, upstream):
     assert rec["result"] == "deny" and rec["approval"]["by"] == "bob" and rec["approval"]["note"] == "not this one"
 
 
-def test_the_preview_masks_the_caller_key_spelled_with_json_escapes(proxy, upstream):
+def test_the_preview_and_url_mask_the_caller_key_json_escaped_or_percent_encoded(proxy, upstream, hook):
     marker = uuid.uuid4().hex
     escaped = "\\u%04x" % ord(CALLER_KEY[0]) + CALLER_KEY[1:]
-    call = Call(proxy, "POST", f"/v1/refunds/{marker}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
+    encoded = "%4b" + CALLER_KEY[1:3] + "%5F" + CALLER_KEY[4:]  # KEY_bot… with two characters percent-encoded
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}?ref={encoded}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
     held = wait_pending(proxy, marker)
-    assert CALLER_KEY not in held["body_preview"] and CALLER_KEY[1:] not in held["body_preview"]
-    assert held["body_preview"] == '{"note":"my key is ****"}'
+    assert CALLER_KEY[4:] not in held["body_preview"] and CALLER_KEY[4:] not in held["url"]
+    assert held["body_preview"] == '{"note":"my key is ****"}' and held["url"].endswith("?ref=****")
+    assert hook.got.wait(10)
+    (note,) = hook.for_request(held["request_id"])
+    assert CALLER_KEY[4:] not in json.dumps(note)  # the webhook (a chat channel) never sees it either
     assert cli(proxy, "deny", held["request_id"], "--by", "bob").returncode == 0
     assert call.response().status_code == 403 and forwarded(upstream, marker) == []
 

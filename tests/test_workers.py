@@ -41,3 +41,14 @@ def test_each_worker_gets_its_own_metrics_port():
     assert worker_args(["--set=rr_metrics_port=9100"], 2, 2) == ["--set=rr_metrics_port=9101"]
     assert worker_args(["--set", "rr_metrics_port=0"], 2, 2) == ["--set", "rr_metrics_port=0"]  # off stays off
     assert worker_args(args, 1, 1) == args
+
+
+def test_a_hybrid_data_plane_is_one_process(tmp_path, monkeypatch):
+    """Its configuration link, cache and audit spool belong to one process: more workers are refused,
+    and RR_REDIS_URL does not make it start one per core."""
+    from typer.testing import CliRunner
+
+    from rr_addon.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--dataplane-bundle", str(tmp_path / "dp.json"), "--workers", "2"], env={"COLUMNS": "300", "RR_HOME": str(tmp_path)})
+    assert result.exit_code == 1 and "a hybrid data plane runs as one process" in result.output, result.output

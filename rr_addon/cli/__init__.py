@@ -189,7 +189,7 @@ def run(
         None,
         "--workers",
         help="mitmdump processes sharing the listen port (SO_REUSEPORT); more than one needs Redis counters. "
-        "Default: one per core with RR_REDIS_URL, else one; mitmweb is always one.",
+        "Default: one per core with RR_REDIS_URL, else one; mitmweb and a hybrid data plane are always one.",
     ),
 ) -> None:
     """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.
@@ -202,6 +202,8 @@ def run(
     from rr_addon import workers as worker_pool
 
     args = list(ctx.args)
+    if bundle is not None and workers is not None and workers > 1:
+        raise die(f"--workers {workers}: a hybrid data plane runs as one process (its configuration link, cache and audit spool are its own); leave out --workers")
     if control_plane and bundle is None:
         raise die("--control-plane needs --dataplane-bundle FILE (written by `rr control-plane issue-dataplane NAME`)")
     if bundle is not None:  # hybrid: the configuration comes from the control plane, no database
@@ -216,7 +218,7 @@ def run(
         settings.home().mkdir(parents=True, exist_ok=True)
         args = ["--set", f"rr_dataplane_bundle={bundle.resolve()}", *(["--set", f"rr_control_plane={control_plane}"] if control_plane else []), *args]
     try:
-        n = worker_pool.count(workers, web=web, args=args)
+        n = 1 if bundle is not None else worker_pool.count(workers, web=web, args=args)
     except worker_pool.WorkersError as e:
         raise die(str(e)) from None
     if bundle is None:

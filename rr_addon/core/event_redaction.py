@@ -11,7 +11,9 @@ and a match never spans two events — then passes the event on rewritten:
   JSON is filtered (2xx responses, when filters apply), redacted and scrubbed as
   a JSON document and written back as one `data:` line of compact JSON; any
   other payload is redacted and scrubbed as text and written back line by line.
-  An event nothing changed leaves as the upstream wrote it.
+  An event nothing changed leaves as the upstream wrote it — a JSON one only if
+  no detector finds anything in its raw bytes and (with a secret to scrub) it
+  has no escape, since a duplicate key's value the parse dropped would pass.
 - other lines (`event:`, `id:`, `retry:`, comments) are redacted as text.
 - echoed injected secrets are scrubbed from the whole event last, whatever it is.
 
@@ -34,6 +36,7 @@ from rr_addon.policy.bodies import BodyError, dump_json, media_type, parse_json
 from rr_addon.policy.filters import Filter, apply_filters
 from rr_addon.policy.redact import Redactor, scrub_document
 from rr_addon.policy.scrub import scrub_bytes
+from rr_addon.core.responses import unchanged_by
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
@@ -175,7 +178,10 @@ class EventRedactor:
                 return None
             self._count(counts)
             return text.encode("utf-8", "surrogateescape").split(b"\n")
-        changed = bool(self.filters)
+        # the upstream's bytes stay only if no detector finds anything in them and no
+        # escape can hide a secret: a value the parse dropped (a duplicate key) or an
+        # escaped spelling is otherwise passed on (as rr_addon.core.responses does)
+        changed = bool(self.filters) or not self._untouched(payload)
         if self.filters:
             doc = apply_filters(doc, self.filters)
         if self.redactor is not None:
@@ -187,6 +193,13 @@ class EventRedactor:
             doc, n = scrub_document(doc, self.pairs)  # a secret spelled with JSON escapes
             changed = changed or n > 0
         return [dump_json(doc)] if changed else None
+
+    def _untouched(self, payload: bytes) -> bool:
+        if self.pairs and b"\\" in payload:
+            return False
+        if self.redactor is None:
+            return True
+        return self.redactor.scans_text and unchanged_by(self.redactor, payload)
 
     def _count(self, counts: dict[str, int]) -> None:
         for k, v in counts.items():

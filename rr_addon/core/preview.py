@@ -16,6 +16,7 @@ printed on terminals, so it carries no secret and no control character:
 from __future__ import annotations
 
 import json
+import re
 
 import re2
 
@@ -36,13 +37,33 @@ def _mask_keys(doc: object) -> object:
     return doc
 
 
+def _spelled(secret: str) -> re.Pattern[str]:
+    """The secret, each character as itself or percent-encoded (either hex case; `+` for a space)."""
+    parts = []
+    for ch in secret:
+        encoded = "".join("%" + "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in f"{b:02x}") for b in ch.encode())
+        parts.append(f"(?:{re.escape(ch)}|{encoded}" + (r"|\+)" if ch == " " else ")"))
+    return re.compile("".join(parts))
+
+
+def spellings(secrets) -> list[re.Pattern[str]]:
+    """Patterns of the secrets, longest first (one may contain another)."""
+    return [_spelled(s) for s in sorted({s for s in secrets if s}, key=len, reverse=True)]
+
+
+def masked(text: str, patterns: list[re.Pattern[str]]) -> str:
+    """`text` with every (percent-encoded) spelling of the secrets replaced by MASK."""
+    for p in patterns:
+        text = p.sub(MASK, text)
+    return text
+
+
 def body_preview(body: bytes | None, secrets: tuple[str, ...] = (), redactor=None, limit: int = PREVIEW_CHARS) -> str:
     """What `rr approvals` shows of a held request's (decoded) body."""
     if not body:
         return ""
-    text = body.decode("utf-8", "replace")
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):  # longest first: one may contain another
-        text = text.replace(secret, MASK)
+    patterns = spellings(secrets)  # percent-encoded spellings too (a form, a query)
+    text = masked(body.decode("utf-8", "replace"), patterns)
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
@@ -51,7 +72,8 @@ def body_preview(body: bytes | None, secrets: tuple[str, ...] = (), redactor=Non
         doc = _mask_keys(doc)
         if redactor is not None:
             doc, _ = redactor.redact_json(doc)
-        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        # again once decoded: a secret spelled with JSON escapes (`\\u0041`) is plain text now
+        text = masked(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), patterns)
     else:
         text = _SECRET_FIELD.sub(lambda m: m.group(1) + MASK, text)
         if redactor is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -42,6 +43,7 @@ logger = logging.getLogger("rr.controlplane")
 MAX_BODY = 16 * 1024 * 1024
 LONG_POLL_MAX = 60.0
 HANDSHAKE_TIMEOUT = 10.0
+_SHARED_SCOPE = re.compile(r"redis:[0-9a-f]{16}")  # data planes sharing one Redis (rr_addon.hybrid.dataplane)
 MAX_CONNECTIONS = 1024  # each data plane holds about two
 
 
@@ -310,7 +312,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _usage(self, member: registry.Member, _query: dict) -> None:
         b = self._body()
-        scope = str(b.get("scope") or f"dataplane:{member.name}")[:200]
+        scope = str(b.get("scope") or f"dataplane:{member.name}")
+        if scope != f"dataplane:{member.name}" and not _SHARED_SCOPE.fullmatch(scope):
+            # counters are stored per scope (last report wins): another data plane's scope is not this one's to overwrite
+            raise _Refusal(403, f"data plane {member.name} reports usage for scope dataplane:{member.name} or a shared redis:<hash> scope, not {scope[:80]!r}")
         counters = {str(k)[:255]: (int(v[0]), int(v[1])) for k, v in (b.get("counters") or {}).items()}
         registry.report_usage(self.server.cp.engine, scope, self._plane_id(member, b.get("id")), counters)
         self._send(200, {"stored": len(counters)})

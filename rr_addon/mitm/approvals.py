@@ -36,7 +36,7 @@ from mitmproxy import ctx, hooks, http
 from rr_addon.core import reasons
 from rr_addon.core.callers import candidate_headers, find_presented, Presented
 from rr_addon.core.decide import Admission, still_allowed
-from rr_addon.core.preview import MASK, body_preview
+from rr_addon.core.preview import body_preview, masked, spellings
 from rr_addon.core.types import Decision, Outcome, RequestFacts
 from rr_addon.mitm import flowstate
 from rr_addon.store import approvals as store
@@ -302,9 +302,7 @@ def _secrets(admitted: Admission, facts: RequestFacts) -> tuple[str, ...]:
 
 
 def _mask(text: str, secrets: tuple[str, ...]) -> str:
-    for s in sorted(secrets, key=len, reverse=True):
-        text = text.replace(s, MASK)
-    return text
+    return masked(text, spellings(secrets))  # a key in the query may be percent-encoded in any way
 
 
 async def _notify(url: str, row: dict, timeout: int) -> None:

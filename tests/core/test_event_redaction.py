@@ -142,3 +142,17 @@ def test_event_stage_only_for_event_streams_that_redaction_or_filters_apply_to()
     assert event_stage(Pipeline(filters=(drop,)), 500, "text/event-stream", (), 10, "r") is None  # filters: 2xx only
     assert event_stage(Pipeline(response_redactor=EMAIL), 200, "application/json", (), 10, "r") is None
     assert event_stage(Pipeline(), 200, "text/event-stream", (), 10, "r") is None
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(b'data: {"a":"alice@example.com","a":"x"}\n\n', id="email-under-a-duplicate-key"),
+        pytest.param(b'data: {"a":"sk_live_SECRET12\\u0033","a":"x"}\n\n', id="escaped-secret-under-a-duplicate-key"),
+    ],
+)
+def test_a_value_the_json_parse_drops_is_not_passed_on_raw(event):
+    # a hostile upstream: the parse keeps the last duplicate, so redaction sees nothing,
+    # but the raw event still carries the first value to a client that reads it
+    out = run(EventRedactor(EMAIL, (), PAIRS, 1 << 20), [event])
+    assert out == b'data: {"a":"x"}\n\n'

@@ -144,7 +144,7 @@ def forwarded(upstream, marker: str):
 class Call:
     """A request through rr in a thread of its own (it blocks while held)."""
 
-    def __init__(self, proxy, method: str, path: str, body: dict | None = None):
+    def __init__(self, proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None):
         self.result: httpx.Response | None = None
         self.error: Exception | None = None
 
@@ -152,7 +152,7 @@ class Call:
             verify = ssl.create_default_context(cafile=str(proxy.ca))
             try:
                 with httpx.Client(proxy=proxy.url("agent", CALLER_KEY), verify=verify, timeout=90) as c:
-                    self.result = c.request(method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body)
+                    self.result = c.request(method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body, content=content)
             except Exception as e:  # noqa: BLE001 -- reported by the test
                 self.error = e
 
@@ -252,6 +252,21 @@ def test_denied_from_the_cli_is_403_and_nothing_goes_out(proxy, upstream):
     assert counted_after(proxy, before, marker) == before  # meters count only approved requests
     rec = audit_record(proxy, held["request_id"])
     assert rec["result"] == "deny" and rec["approval"]["by"] == "bob" and rec["approval"]["note"] == "not this one"
+
+
+def test_the_preview_and_url_mask_the_caller_key_json_escaped_or_percent_encoded(proxy, upstream, hook):
+    marker = uuid.uuid4().hex
+    escaped = "\\u%04x" % ord(CALLER_KEY[0]) + CALLER_KEY[1:]
+    encoded = "%4b" + CALLER_KEY[1:3] + "%5F" + CALLER_KEY[4:]  # KEY_bot… with two characters percent-encoded
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}?ref={encoded}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
+    held = wait_pending(proxy, marker)
+    assert CALLER_KEY[4:] not in held["body_preview"] and CALLER_KEY[4:] not in held["url"]
+    assert held["body_preview"] == '{"note":"my key is ****"}' and held["url"].endswith("?ref=****")
+    assert hook.got.wait(10)
+    (note,) = hook.for_request(held["request_id"])
+    assert CALLER_KEY[4:] not in json.dumps(note)  # the webhook (a chat channel) never sees it either
+    assert cli(proxy, "deny", held["request_id"], "--by", "bob").returncode == 0
+    assert call.response().status_code == 403 and forwarded(upstream, marker) == []
 
 
 def test_a_deny_rule_wins_over_the_hold(proxy, upstream):

@@ -205,3 +205,18 @@ def test_an_upload_too_large_to_redact_is_refused_and_never_leaves(proxy, upstre
     assert r.status_code == 413, r.text
     assert r.json()["error"]["code"] == "payload-too-large" and reasons.BODY_OVER_REDACTION_LIMIT in r.json()["error"]["message"]
     assert [x for x in upstream.received if x.header("x-marker") == marker] == []
+
+
+def test_a_hostile_upstream_cannot_hide_an_email_or_the_secret_behind_a_duplicate_json_key(proxy, upstream):
+    escaped = SECRET[:-1] + "\\u%04x" % ord(SECRET[-1])
+    events = [
+        b'data: {"content":"alice@example.com","content":"hi"}\n\n',
+        b'data: {"content":"' + escaped.encode() + b'","content":"hi"}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    upstream.stream("/sse/dup-keys", lambda _r: (200, [("content-type", "text/event-stream")], iter(events)))
+    with client(proxy) as c:
+        r = c.get(f"https://127.0.0.1:{upstream.port}/sse/dup-keys")
+    assert r.status_code == 200
+    assert b"alice@example.com" not in r.content and escaped.encode() not in r.content
+    assert r.content == b'data: {"content":"hi"}\n\ndata: {"content":"hi"}\n\ndata: [DONE]\n\n'

@@ -16,7 +16,7 @@ import pytest
 from rr_addon import settings
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.hybrid import bundle as bundles
-from rr_addon.hybrid import payload, sealing, server
+from rr_addon.hybrid import payload, registry, sealing, server
 from rr_addon.hybrid.admin_api import install
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.store.db import make_engine
@@ -155,6 +155,21 @@ def test_audit_records_resent_are_stored_once_and_named_after_the_sender(cp):
     assert len(rows) == 3
     assert {r["dataplane"] for r in rows} == {"sender/someone-else"}
     assert "sender/other/pretend" in {p.id for p in dataplanes.list_planes(engine)}
+
+
+def test_a_data_plane_cannot_overwrite_the_usage_of_another(cp):
+    home, url, engine, _ = cp
+    honest, hostile = issue(home, "honest-usage", url), issue(home, "hostile-usage", url)
+    counters = {"rr:meter:agent:day": [7, 4102444800]}
+    with as_dataplane(honest, url) as c:
+        assert c.post("/v1/usage", json={"id": "h1", "scope": "dataplane:honest-usage", "counters": counters}).status_code == 200
+    with as_dataplane(hostile, url) as c:
+        r = c.post("/v1/usage", json={"id": "x", "scope": "dataplane:honest-usage", "counters": {"rr:meter:agent:day": [0, 4102444800]}})
+        assert r.status_code == 403 and "not 'dataplane:honest-usage'" in r.json()["error"]
+        assert c.post("/v1/usage", json={"id": "x", "scope": "redis:0123456789abcdef", "counters": counters}).status_code == 200
+        assert c.post("/v1/usage", json={"id": "x", "counters": counters}).status_code == 200  # its own scope by default
+    _, by_scope = registry.reported_counts(engine, 0)
+    assert by_scope["dataplane:honest-usage"] == {"rr:meter:agent:day": 7}
 
 
 def test_admin_endpoints_need_an_admin_token(cp):

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from rr_addon import metrics, settings
 from rr_addon.hybrid.link import Link, LinkError
+from rr_addon.store.db import redacted_url
 
 __all__ = ["Link", "LinkError", "open_link", "requested", "spool_of", "start"]
 

@@ -237,7 +237,7 @@ def audit(
             try:
                 audit_store.parse_since(since)
             except ValueError as e:
-                raise _die(f"--since: {e}") from None
+                raise die(f"--since: {e}") from None
         return remote.audit(server, admin, json_out=json_out, follow=follow, proxy=proxy, code=code, since=since, limit=limit, interval=interval)
     try:
         flt = audit_store.Filter(proxy=proxy, code=code, since=audit_store.parse_since(since) if since else None)

@@ -45,11 +45,12 @@ class WorkersError(Exception):
 
 def count(requested: int | None, *, web: bool, args: list[str], env: dict[str, str] | None = None) -> int:
     """The number of worker processes for `rr run [--web] --workers requested ARGS`.
-    Default: one per core when the counters can be shared exactly (Redis), else one."""
+    Default: one. More is opt-in: per-process limits (client connections per address,
+    held approvals) multiply with the workers, which an operator must choose knowingly."""
     env = os.environ if env is None else env
     shared = bool(_set_option(args, "rr_redis_url") or env.get("RR_REDIS_URL"))
     if requested is None:
-        return 1 if web or not shared else max(1, os.cpu_count() or 1)
+        return 1
     if requested < 1:
         raise WorkersError(f"--workers must be 1 or more, not {requested}")
     if requested > 1 and web:

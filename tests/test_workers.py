@@ -7,10 +7,12 @@ from rr_addon.workers import WorkersError, count, worker_args
 REDIS = {"RR_REDIS_URL": "redis://127.0.0.1:6379/8"}
 
 
-def test_default_is_one_per_core_only_with_shared_counters(monkeypatch):
+def test_workers_are_opt_in(monkeypatch):
+    # per-process limits (connections per address, held approvals) multiply with workers: never by surprise
     monkeypatch.setattr("os.cpu_count", lambda: 6)
-    assert count(None, web=False, args=[], env=REDIS) == 6
-    assert count(None, web=False, args=["--set", "rr_redis_url=redis://h/0"], env={}) == 6
+    assert count(None, web=False, args=[], env=REDIS) == 1
+    assert count(None, web=False, args=["--set", "rr_redis_url=redis://h/0"], env={}) == 1
+    assert count(6, web=False, args=[], env=REDIS) == 6
     assert count(None, web=False, args=[], env={}) == 1  # embedded counters: one process
     assert count(None, web=False, args=["--set", "rr_redis_url="], env={}) == 1
     assert count(None, web=True, args=[], env=REDIS) == 1  # mitmweb: one process

@@ -189,7 +189,7 @@ def run(
         None,
         "--workers",
         help="mitmdump processes sharing the listen port (SO_REUSEPORT); more than one needs Redis counters. "
-        "Default: one per core with RR_REDIS_URL, else one; mitmweb and a hybrid data plane are always one.",
+        "Default: one; mitmweb and a hybrid data plane are always one.",
     ),
 ) -> None:
     """Run the proxy: mitmdump (or mitmweb) with rr loaded. Other arguments go to mitmproxy.

@@ -244,7 +244,7 @@ def test_reservations_are_settled_or_released_however_the_exchange_ends(request,
             with client(p, proxy) as impatient:
                 assert impatient.get(f"{base}/warm").status_code == 200  # the tunnel is up: the timeout below is the answer's
                 with pytest.raises(httpx.ReadTimeout):  # the caller hangs up before any answer
-                    impatient.post(f"{base}/usage/7?wait=5", json=body, timeout=httpx.Timeout(30, read=1.0))
+                    impatient.post(f"{base}/usage/7?wait=5", json=body, timeout=httpx.Timeout(30, read=0.3))  # well before rr's own 1 s upstream timeout could answer
             assert eventually(used, 42) == 42
             assert c.post(f"{base}/x", json=body).status_code == 200  # 2xx, no usage in it: the reservation is charged
             assert eventually(used, 342) == 342

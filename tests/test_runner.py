@@ -24,6 +24,7 @@ from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import Upstream
+from rr_addon.testing.wait import eventually_async
 
 UPSTREAM_SECRET = "sk_runner_UPSTREAM_9876"
 CALLER_KEY = "KEY_runner_caller"
@@ -150,6 +151,12 @@ def test_web_keeps_mitmweb_addons_and_rr_before_the_view(rr_home):
         (["--mode", "regular", "--mode", "dns@53535"], "dnsresolver"),
         (["--mode", "dns@53535"], "stripdnshttpsrecords"),
         (["--set", "dns_name_servers=1.1.1.1"], "dnsresolver"),
+async def scripts_loaded(m) -> None:
+    """Until every `-s` script's module is loaded (mitmproxy loads them from a task of its own)."""
+    loader = m.addons.get("scriptloader")
+    await eventually_async(lambda: loader.addons and all(script.ns is not None for script in loader.addons), what="the scripts loaded")
+
+
         (["~d example.com"], "dumper"),  # a filter expression: flows matching it are printed
     ],
 )
@@ -166,7 +173,7 @@ def test_scripts_load_the_script_loader_and_rr_runs_first(rr_home, tmp_path):
     script.write_text("class A:\n    def load(self, loader):\n        loader.add_option('extra_opt', str, '', 'x')\naddons = [A()]\n")
 
     async def check(m):
-        await asyncio.sleep(0.05)  # scripts load once the loop runs (mitmproxy's script watcher)
+        await scripts_loaded(m)  # once the loop runs (mitmproxy's script watcher)
         return names(m), m.options.extra_opt, dict(m.options.deferred)
 
     chain, value, deferred = build(base_args(rr_home) + ["-s", str(script), "--set", "extra_opt=hello"], inspect=check)
@@ -306,7 +313,7 @@ def test_an_unknown_option_next_to_scripts_stops_the_start(rr_home, tmp_path, ca
     script.write_text("addons = []\n")
 
     async def check(m):
-        await asyncio.sleep(0.05)
+        await scripts_loaded(m)
         with caplog.at_level(logging.ERROR, logger="rr.runner"):
             await m.running()
 
@@ -399,7 +406,7 @@ def test_a_script_added_at_run_time_is_loaded_and_started(rr_home, tmp_path):
         m.options.update(scripts=[str(script)])
         loader = m.addons.get("scriptloader")
         assert loader in m.addons.chain and loader.is_running
-        await asyncio.sleep(0.05)  # mitmproxy's script watcher loads it
+        await scripts_loaded(m)  # mitmproxy's script watcher loads it
         late = [a for a in traverse([loader]) if type(a).__name__ == "Late"]
         assert late and type(late[0]).started
 

@@ -3,6 +3,7 @@
 import asyncio
 
 from rr_addon import timeouts
+from rr_addon.testing.wait import eventually_async
 
 
 def run(coro):
@@ -14,13 +15,14 @@ def test_first_byte_expires_once_and_answered_switches_to_idle():
         expired: list[str] = []
         w = timeouts.Watch(0.1, 0, lambda: 0, expired.append)
         w.sent()
-        await asyncio.sleep(0.4)
-        assert expired == [timeouts.FIRST_BYTE]
+        await eventually_async(lambda: expired, timeout=5)
+        assert expired == [timeouts.FIRST_BYTE] and w.handle is None  # and no timer left to fire again
         expired.clear()
         w = timeouts.Watch(0.2, 0, lambda: 0, expired.append)
         w.sent()
         w.answered()  # idle 0: no limit once the response started
-        await asyncio.sleep(0.5)
+        assert w.handle is None
+        await asyncio.sleep(0.3)  # past the first-byte timeout it no longer has
         assert expired == []
 
     run(main())
@@ -32,11 +34,11 @@ def test_idle_is_cut_only_once_progress_stops():
         moved = [0]
         w = timeouts.Watch(0, 0.4, lambda: moved[0], expired.append)
         w.answered()
-        for _ in range(24):  # 1.2 s of progress, three times the idle timeout
+        for _ in range(16):  # 0.8 s of progress, twice the idle timeout
             moved[0] += 1
             await asyncio.sleep(0.05)
         assert expired == []
-        await asyncio.sleep(1.0)
+        await eventually_async(lambda: expired, timeout=5)  # progress stopped
         assert expired == [timeouts.IDLE]
 
     run(main())
@@ -48,7 +50,8 @@ def test_cancel_stops_every_timer():
         w = timeouts.Watch(0.05, 0.05, lambda: 0, expired.append)
         w.sent()
         w.cancel()
-        await asyncio.sleep(0.3)
+        assert w.handle is None
+        await asyncio.sleep(0.15)  # three times both timeouts
         assert expired == []
 
     run(main())

@@ -6,9 +6,7 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
-from typing import Callable
 
 from rr_addon.testing.proxy import BIN, ProxyProcess, free_port, wait_for_port
 
@@ -64,14 +62,3 @@ def state(home: Path) -> dict:
         return json.loads((home / "dataplane" / "state.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def wait_until(check: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached after {timeout}s")
-        time.sleep(0.1)

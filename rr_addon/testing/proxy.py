@@ -12,6 +12,7 @@ from pathlib import Path
 
 ADDON = Path(__file__).resolve().parent.parent / "addon.py"
 BIN = Path(sys.executable).parent
+WEB_PASSWORD = "rr-test-password"  # mitmweb's, for a ProxyProcess(web=True) (rr_addon.testing.mitmweb)
 
 
 def free_port() -> int:
@@ -57,7 +58,7 @@ class ProxyProcess:
         if upstream_ca is not None:
             extra += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
         if web:
-            extra += ["--set", f"web_port={self.web_port}", "--set", "web_password=rr-test-password"]
+            extra += ["--set", f"web_port={self.web_port}", "--set", f"web_password={WEB_PASSWORD}"]
         if direct:  # the documented plain-mitmproxy way
             tool = "mitmweb" if web else "mitmdump"
             self.cmd = [str(BIN / tool), "-s", str(ADDON), "--listen-host", "127.0.0.1", "-p", str(self.port), "--set", f"confdir={home / 'certs'}", *extra]

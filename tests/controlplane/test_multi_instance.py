@@ -11,7 +11,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import time
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 import rr_addon
@@ -29,6 +29,7 @@ from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port, wait_for_port
 from rr_addon.testing.upstream import Upstream
+from rr_addon.testing.wait import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -97,8 +98,20 @@ def upstream(pki):
 def haproxy_config(listen: int, planes: list[int], stats: int) -> str:
     """The documented example with this test's ports (and without syslog)."""
     cfg = EXAMPLE.read_text()
+        self.stats_port = stats_port
     cfg = cfg.replace("log /dev/log local0 info", "log stdout format raw local0 info").replace("maxconn 4000", "maxconn 256")
     cfg = cfg.replace("bind 127.0.0.1:8080", f"bind 127.0.0.1:{listen}").replace("bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats}")
+    def lb_status(self) -> dict[int, str]:
+        """HAProxy's view of each plane, by port: "UP", "DOWN", "UP 1/2"... (its stats page, as CSV)."""
+        rows = httpx.get(f"http://127.0.0.1:{self.stats_port}/;csv", timeout=5).text.lstrip("# ").splitlines()
+        head = rows[0].split(",")
+        by_name = {f["svname"]: f["status"] for f in (dict(zip(head, r.split(","))) for r in rows[1:]) if f["pxname"] == "rr_dataplanes"}
+        return {p.port: by_name.get(f"rr{i + 1}", "") for i, p in enumerate(self.planes)}
+
+    def versions_seen(self) -> list[int]:
+        """How many configuration versions each plane has taken (its log says so each time)."""
+        return [p.log_text().count("rr now enforces configuration version") for p in self.planes]
+
     servers = "".join(f"    server rr{i + 1} 127.0.0.1:{port}\n" for i, port in enumerate(planes))
     cfg, n = re.subn(r"(    server rr\d 127\.0\.0\.1:\d+\n)+", servers, cfg)
     assert n == 1, "the example's server lines changed: update this test"
@@ -106,7 +119,7 @@ def haproxy_config(listen: int, planes: list[int], stats: int) -> str:
 
 
 class Cluster:
-    def __init__(self, home: Path, env: dict[str, str], planes: list[ProxyProcess], lb_port: int, metrics_ports: list[int]):
+    def __init__(self, home: Path, env: dict[str, str], planes: list[ProxyProcess], lb_port: int, metrics_ports: list[int], stats_port: int):
         self.home, self.env, self.planes, self.lb_port, self.metrics_ports = home, env, planes, lb_port, metrics_ports
         self.ca = ssl.create_default_context(cafile=str(home / "certs" / "mitmproxy-ca-cert.pem"))
 
@@ -164,7 +177,7 @@ def cluster(tmp_path_factory, pg_url, redis_url, upstream, pki, haproxy):
     lb = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=lb_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(lb_port, 10, lb, home / "haproxy.log")
-        c = Cluster(home, env, planes, lb_port, metrics_ports)
+        c = Cluster(home, env, planes, lb_port, metrics_ports, stats_port)
         c.upstream_port = upstream.port
         yield c
     finally:
@@ -199,30 +212,24 @@ def test_both_data_planes_serve_traffic_through_the_load_balancer(cluster, upstr
     assert denied.status_code == 401 and denied.headers["rr-proxy-code"] == "unauthenticated"
     ids.append(denied.headers["rr-request-id"])
 
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def per_plane_once_all_audited() -> list[set[str]] | None:
         per_plane = [after - b for after, b in zip(cluster.audit_ids(), before)]
-        if sum(len(s) for s in per_plane) >= len(ids):
-            break
-        time.sleep(0.05)
+        return per_plane if sum(len(s) for s in per_plane) >= len(ids) else None
+
+    per_plane = eventually(per_plane_once_all_audited, what="every request audited")
     assert all(per_plane), f"a data plane served nothing: {[len(s) for s in per_plane]}"
+        eventually(lambda: cluster.get("KEY_b", url, via=p.port).status_code == 200, what=lambda: p.log_text()[-1500:])
     assert set().union(*per_plane) == set(ids)  # every request audited once, by the plane that served it
     assert sum(len(s) for s in per_plane) == len(ids)
 
 
-def test_a_change_reaches_both_data_planes_within_two_seconds(cluster, upstream):
+def test_a_change_reaches_both_data_planes(cluster, upstream):
+    """Each running plane takes the applied version by itself (how fast: scripts/bench*;
+    that a notice, not the poll, brings it: test_listen_notify_delivers_a_change_without_polling)."""
     url = f"https://127.0.0.1:{upstream.port}/anything/reload"
     assert cluster.get("KEY_b", url).status_code == 401
     cluster.apply("      - {name: b, auth: api_key, secret: KEY_b}", upstream.port)
-    applied = time.monotonic()
-    reached: dict[int, float] = {}
-    while len(reached) < len(cluster.planes):
-        for p in cluster.planes:
-            if p.port not in reached and cluster.get("KEY_b", url, via=p.port).status_code == 200:
-                reached[p.port] = time.monotonic() - applied
-        assert time.monotonic() - applied < 10, [p.log_text()[-1500:] for p in cluster.planes]
-        time.sleep(0.02)
-    assert max(reached.values()) < 2.0, f"the change took {reached} (seconds per data plane)"
     for p in cluster.planes:
         p.wait_for_log("rr now enforces configuration version 2")
     assert cluster.get("KEY_b", url).status_code == 200  # and through the load balancer
@@ -234,12 +241,12 @@ def test_requests_keep_succeeding_when_a_data_plane_stops(cluster, upstream, pki
     victim = cluster.planes[-1]
     victim.stop()
     try:
-        time.sleep(0.6)  # two failed checks at 200 ms
+        eventually(lambda: cluster.lb_status()[victim.port].startswith("DOWN"), what="HAProxy's health check taking the plane out")
         for _ in range(4):
             assert cluster.get("KEY_a", url).status_code == 200
     finally:
         victim.start()  # same port, same database: it rejoins
-    time.sleep(0.6)
+        eventually(lambda: cluster.lb_status()[victim.port] == "UP", what="the plane back in HAProxy's rotation")
 
 
 # ---------------------------------------------------------------------------
@@ -254,15 +261,15 @@ def _ops_app() -> typer.Typer:
 
 def test_rr_status_lists_both_data_planes_with_their_version(cluster):
     env = {**cluster.env, "RR_HOME": str(cluster.home), "COLUMNS": "200"}
-    deadline = time.monotonic() + 10
-    while True:
+
+    def status() -> tuple[dict, list[dict]] | None:
         r = CliRunner().invoke(_ops_app(), ["status", "--json"], env=env)
         assert r.exit_code == 0, r.output
         data = json.loads(r.output)
         live = [p for p in data["dataplanes"] if not p["stale"]]
-        if len(live) == 2 and all(p["config_version"] == data["config_version"] for p in live) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return (data, live) if len(live) == 2 and all(p["config_version"] == data["config_version"] for p in live) else None
+
+    data, live = eventually(status, what="both planes live on the current version")
     assert sorted(p["listen"] for p in live) == sorted(p.address for p in cluster.planes)
     assert all(p["config_version"] == data["config_version"] and p["heartbeat_age_s"] < 10 for p in live)
 
@@ -272,9 +279,7 @@ def test_the_database_audit_trail_holds_one_record_per_request_from_both_planes(
     ids = [cluster.get(key, url).headers["rr-request-id"] for key in ("KEY_a", "wrong", "KEY_a", "KEY_a", "wrong", "KEY_a")]
     engine = make_engine(cluster.env["RR_DATABASE_URL"])
     try:
-        deadline = time.monotonic() + 5
-        while len(records := audit_store.records(engine, ids)) < len(ids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        records = eventually(lambda: len(r := audit_store.records(engine, ids)) >= len(ids) and r, what="every audit record in the database")
     finally:
         engine.dispose()
     assert sorted(r["request_id"] for r in records) == sorted(ids)  # exactly one each
@@ -290,6 +295,16 @@ def test_each_data_plane_exports_its_requests(cluster, upstream):
         out = []
         for port in cluster.metrics_ports:
             body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+def listeners(url: str) -> int:
+    """Connections to this database that LISTEN for configuration changes (a plane keeps one)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")).scalar_one()
+    finally:
+        engine.dispose()
+
+
             out.append(sum(float(m) for m in re.findall(r'^rr_requests_total\{[^}]*proxy="agent"[^}]*\} (\S+)$', body, re.M)))
         return out
 
@@ -302,30 +317,29 @@ def test_each_data_plane_exports_its_requests(cluster, upstream):
 
 
 def test_listen_notify_delivers_a_change_without_polling(cluster, upstream, pki, tmp_path):
-    """Two more planes on the same database that poll only every 30 s: only the notification can bring the change within 2 s."""
+    """Two more planes on the same database that poll only every hour: only the notification can bring the change."""
     home = tmp_path / "slow"
     home.mkdir()
     shutil.copy2(cluster.home / "rr.key", home / "rr.key")  # the same master key and CA as the cluster
     shutil.copytree(cluster.home / "certs", home / "certs")
     # (a float option cannot be given with --set: mitmproxy parses only str, int and bool there)
-    (home / "certs" / "config.yaml").write_text("rr_reload_interval_ms: 30000\n")
+    (home / "certs" / "config.yaml").write_text("rr_reload_interval_ms: 3600000\n")
+    listening = listeners(cluster.env["RR_DATABASE_URL"])
     planes, _ = start_planes(home, cluster.env, pki, 2)
     try:
         for p in planes:
             p.wait_for_log("rr enforces configuration version")
-        time.sleep(0.5)  # their listeners are connected
+        eventually(lambda: listeners(cluster.env["RR_DATABASE_URL"]) >= listening + 2, what="both new planes LISTENing")
         url = f"https://127.0.0.1:{upstream.port}/anything/notify"
         key = f"KEY_{uuid.uuid4().hex[:6]}"
         assert cluster.get(key, url, via=planes[0].port).status_code == 401
         cluster.apply(f"      - {{name: n, auth: api_key, secret: {key}}}", upstream.port)
-        applied = time.monotonic()
-        for p in planes:
-            while cluster.get(key, url, via=p.port).status_code != 200:
-                assert time.monotonic() - applied < 2.0, p.log_text()[-1500:]
-                time.sleep(0.02)
+        for p in planes:  # long before their first poll, an hour away
+            eventually(lambda: cluster.get(key, url, via=p.port).status_code == 200, what=lambda: p.log_text()[-1500:])
     finally:
         for p in planes:
             p.stop()
+    seen = cluster.versions_seen()
 
 
 def test_a_global_quota_across_both_planes_lets_exactly_n_through(cluster, upstream):
@@ -339,13 +353,11 @@ def test_a_global_quota_across_both_planes_lets_exactly_n_through(cluster, upstr
 """
     cluster.apply("      - {name: b, auth: api_key, secret: KEY_b}\n" + extra, upstream.port)
     url = f"https://127.0.0.1:{upstream.port}/anything/quota"
-    time.sleep(2.0)  # both planes on the new version (see the 2 s test)
+    eventually(lambda: all(a > b for a, b in zip(cluster.versions_seen(), seen)), what="both planes on the new version")
     before = cluster.audit_ids()
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda _: cluster.get("KEY_q", url), range(12)))
     assert sorted(r.status_code for r in responses) == [200] * 5 + [429] * 7
     ids = {r.headers["rr-request-id"] for r in responses}
-    deadline = time.monotonic() + 5
-    while sum(len(ids & (a - b)) for a, b in zip(cluster.audit_ids(), before)) < len(ids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: sum(len(ids & (a - b)) for a, b in zip(cluster.audit_ids(), before)) >= len(ids), what="every request audited")
     assert all(ids & (a - b) for a, b in zip(cluster.audit_ids(), before)), "one plane took every request: not a cluster-wide quota test"

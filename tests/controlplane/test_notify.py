@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from rr_addon.store import notify
 from rr_addon.store.db import make_engine, session
+from rr_addon.testing.wait import eventually_async
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_a_committed_change_wakes_the_listener_at_once(pg_engine):
             assert not await listener.wait(0.2)  # nothing changed
             with session(pg_engine) as s:  # what config_store.write does: notify inside the transaction
                 assert notify.notify_change(s, 42)
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # (a notice sent before the commit would have come by now)
                 assert listener.notifications == 0  # not before the commit
                 s.commit()
             assert await listener.wait(30)  # woken by the notice (the poll interval would say False)
@@ -68,7 +69,7 @@ def test_notices_coalesce_and_keep_coming(pg_engine):
                 with pg_engine.begin() as conn:
                     notify.notify_change(conn, v)
             assert await listener.wait(2)
-            await asyncio.sleep(0.1)
+            await eventually_async(lambda: listener.notifications == 3, what="all three notices")
             assert listener.notifications == 3 and listener.last_payload == "3"
             await listener.wait(0.1)  # one wake-up or two: several notices coalesce
             assert not await listener.wait(0.2)  # and nothing more without a new notice

@@ -17,7 +17,6 @@ import asyncio
 import json
 import re
 import ssl
-import time
 import uuid
 from pathlib import Path
 
@@ -26,11 +25,12 @@ import httpx2
 import pytest
 import yaml
 
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import audit_record, prepare_home, rr_cli
 from rr_addon.testing.mcp_server import McpUpstream
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import Upstream
 from rr_addon.testing.vendors import anthropic_messages_stream, openai_chat_stream
+from rr_addon.testing.wait import eventually
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SECRETS = {
@@ -70,16 +70,6 @@ def sdk_http(proxy: ProxyProcess, proxy_name: str, key: str) -> httpx2.Client:
     return httpx2.Client(proxy=proxy.url(proxy_name, key), verify=ssl.create_default_context(cafile=str(proxy.ca)), timeout=30)
 
 
-def audit_record(proxy: ProxyProcess, request_id: str) -> dict:
-    deadline = time.monotonic() + 10
-    while True:
-        for line in rr_cli(proxy.home, "audit", "--json").output.splitlines():
-            rec = json.loads(line)
-            if rec["request_id"] == request_id:
-                return rec
-        assert time.monotonic() < deadline, f"no audit record for {request_id}"
-        time.sleep(0.2)
-
 
 # ---------------------------------------------------------------------- OpenAI
 
@@ -109,13 +99,10 @@ def test_openai_sdk_streamed_completion_arrives_redacted_chunk_by_chunk(tmp_path
         assert sent.header("authorization") == "Bearer " + SECRETS["OPENAI_API_KEY"]
         assert b"bob@example.org" not in sent.body and b"[REDACTED:EMAIL]" in sent.body  # the prompt, before it left
         assert stream.response.headers["content-type"].startswith("text/event-stream")
-        record = audit_record(proxy, stream.response.headers["rr-request-id"])
+        record = audit_record(proxy.home, stream.response.headers["rr-request-id"])
         assert record["redactions"] == {"email": 2} and record["unmeasured"] is None
         # the tokens meter read the usage chunk of the stream it redacted (9 prompt + 5 completion)
-        deadline = time.monotonic() + 10
-        while (used := _meter(proxy, "llm-apps", "tokens")) != 14 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert used == 14
+        eventually(lambda: _meter(proxy, "llm-apps", "tokens") == 14, what=lambda: f"14 tokens counted, not {_meter(proxy, 'llm-apps', 'tokens')}")
 
 
 def _meter(proxy: ProxyProcess, proxy_name: str, meter: str) -> int:
@@ -150,10 +137,8 @@ def test_anthropic_sdk_streamed_message_arrives_redacted_chunk_by_chunk(tmp_path
         (sent,) = [r for r in vendor.received if r.header("x-test-gate") == gate]
         assert sent.header("x-api-key") == SECRETS["ANTHROPIC_API_KEY"]
         assert b"carol@example.net" not in sent.body
-        deadline = time.monotonic() + 10
-        while (_meter(proxy, "agents", "input-tokens"), _meter(proxy, "agents", "output-tokens")) != (9, 5) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert (_meter(proxy, "agents", "input-tokens"), _meter(proxy, "agents", "output-tokens")) == (9, 5)
+        counted = lambda: (_meter(proxy, "agents", "input-tokens"), _meter(proxy, "agents", "output-tokens"))  # noqa: E731
+        eventually(lambda: counted() == (9, 5), what=lambda: f"(9, 5) tokens counted, not {counted()}")
 
 
 # ---------------------------------------------------------------------- MCP
@@ -218,10 +203,8 @@ def test_mcp_sdk_call_to_a_denied_tool_is_refused_before_it_leaves(mcp_setup, pa
     assert server.deleted == []
     assert not any(b"delete_file" in b for b in server.bodies[before:]), "the refused call reached the MCP server"
     assert any(b'"initialize"' in b for b in server.bodies[before:])  # the session itself went through
-    deadline = time.monotonic() + 10
-    while _denials(proxy, rule) != denied + 1 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _denials(proxy, rule) == denied + 1  # rr refused it, and says so in the audit trail
+    # rr refused it, and says so in the audit trail
+    eventually(lambda: _denials(proxy, rule) == denied + 1, what=lambda: f"{denied + 1} denials by {rule}, not {_denials(proxy, rule)}")
 
 
 def _raw(proxy: ProxyProcess, server: McpUpstream, content: bytes, content_type: str = "application/json") -> httpx.Response:
@@ -257,7 +240,7 @@ def test_mcp_calls_that_try_to_slip_past_the_rules_never_reach_the_server(mcp_se
     assert r.status_code == status, r.text
     if rule is not None:
         assert f"rule {rule})" in r.json()["error"]["message"]
-    time.sleep(0.2)  # (a forwarded request would have been recorded by now)
+    audit_record(proxy.home, r.headers["rr-request-id"])  # the exchange is over: a forwarded call would be recorded by now
     assert server.bodies[before:] == [], "a refused call reached the MCP server"
 
 
@@ -265,7 +248,7 @@ def test_mcp_audit_names_method_and_tool_and_explain_says_which_call_matched(mcp
     server, proxy = mcp_setup
     r = _raw(proxy, server, json.dumps(_call("drop_table", table="users")).encode())
     assert r.status_code == 403
-    rec = audit_record(proxy, r.headers["rr-request-id"])
+    rec = audit_record(proxy.home, r.headers["rr-request-id"])
     assert (rec["mcp_method"], rec["mcp_tool"], rec["result"], rec["rule"]) == ("tools/call", "drop_table", "deny", "no-destructive-tools")
     body = json.dumps([_call("read_file", 1, path="/srv/a"), _call("delete_file", 2, path="/srv/a")])
     out = rr_cli(proxy.home, "explain", "--credential", "agents/agent", "POST", server.url, "-H", "content-type: application/json", "-d", body, check=False).output

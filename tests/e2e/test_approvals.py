@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,8 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rr_addon.testing.home import database_url, prepare_home, rr_cli
+from rr_addon.testing.home import audit_record, database_url, prepare_home, rr_cli
+from rr_addon.testing.inflight import InFlight
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.wait import eventually
 
 SECRET = "sk_approval_SECRET_6f1d"
 CALLER_KEY = "KEY_bot_approval"
@@ -129,54 +130,16 @@ def pending(proxy) -> list[dict]:
 
 
 def wait_pending(proxy, marker: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [p for p in pending(proxy) if marker in p["url"]]
-        if found:
-            return found[0]
-    raise AssertionError(f"no pending approval for {marker}")
+    return eventually(lambda: next((p for p in pending(proxy) if marker in p["url"]), None), timeout, f"a pending approval for {marker}")
 
 
 def forwarded(upstream, marker: str):
     return [r for r in upstream.received if marker in r.path]
 
 
-class Call:
-    """A request through rr in a thread of its own (it blocks while held)."""
-
-    def __init__(self, proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None):
-        self.result: httpx.Response | None = None
-        self.error: Exception | None = None
-
-        def run() -> None:
-            verify = ssl.create_default_context(cafile=str(proxy.ca))
-            try:
-                with httpx.Client(proxy=proxy.url("agent", CALLER_KEY), verify=verify, timeout=90) as c:
-                    self.result = c.request(method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body, content=content)
-            except Exception as e:  # noqa: BLE001 -- reported by the test
-                self.error = e
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def response(self, timeout: float = 60) -> httpx.Response:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the request is still held"
-        assert self.error is None, self.error
-        assert self.result is not None
-        return self.result
-
-
-def audit_record(proxy, request_id: str, timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = rr_cli(proxy.home, "audit", "--json", "--limit", "200").output
-        for line in out.splitlines():
-            rec = json.loads(line)
-            if rec["request_id"] == request_id:
-                return rec
-        time.sleep(0.2)
-    raise AssertionError(f"no audit record for {request_id}")
+def in_flight(proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None) -> InFlight:
+    """A request of the caller through rr in a thread of its own (it blocks while held)."""
+    return InFlight(proxy, "agent", CALLER_KEY, method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body, content=content)
 
 
 def usage_used(proxy) -> int:
@@ -191,16 +154,14 @@ def counted_after(proxy, before: int, probe: str) -> int:
     verify = ssl.create_default_context(cafile=str(proxy.ca))
     with httpx.Client(proxy=proxy.url("agent", CALLER_KEY), verify=verify, timeout=30) as c:
         assert c.get(f"https://127.0.0.1:{proxy.upstream_port}/v1/refunds/probe-{probe[::-1]}").status_code == 200
-    deadline = time.monotonic() + 15
-    while (used := usage_used(proxy)) < before + 1:
-        assert time.monotonic() < deadline, "the probe never counted"
+    used = eventually(lambda: (n := usage_used(proxy)) >= before + 1 and n, what="the probe counted")
     return used - 1  # without the probe
 
 
 def test_held_then_approved_from_another_process_goes_out_with_the_secret(proxy, upstream, hook):
     marker = uuid.uuid4().hex
     before = usage_used(proxy)
-    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 4200, "password": "hunter2-pw", "note": f"my key is {CALLER_KEY}"})
+    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 4200, "password": "hunter2-pw", "note": f"my key is {CALLER_KEY}"})
     held = wait_pending(proxy, marker)
     assert held["proxy"] == "agent" and held["credential"] == "bot" and held["method"] == "POST" and held["rule"] == "refunds-need-a-human"
     assert held["url"] == f"https://127.0.0.1:{proxy.upstream_port}/v1/refunds/{marker}"
@@ -224,11 +185,9 @@ def test_held_then_approved_from_another_process_goes_out_with_the_secret(proxy,
     (got,) = forwarded(upstream, marker)
     assert got.header("authorization") == f"Bearer {SECRET}"  # injected after approval
     assert json.loads(got.body)["password"] == "hunter2-pw"  # what was approved is what went out
-    deadline = time.monotonic() + 15
-    while usage_used(proxy) < before + 1:
-        assert time.monotonic() < deadline, "the approved request never counted"
+    eventually(lambda: usage_used(proxy) >= before + 1, what="the approved request counted")
     assert usage_used(proxy) == before + 1
-    rec = audit_record(proxy, held["request_id"])
+    rec = audit_record(proxy.home, held["request_id"], limit=200)
     assert rec["result"] == "allow" and rec["rule"] == "refunds-need-a-human" and rec["reason"] == "approved by a person"
     assert rec["approval"]["state"] == "approved" and rec["approval"]["by"] == "alice" and rec["approval"]["note"] == "refund ticket 77" and rec["approval"]["at"]
     assert pending(proxy) == [] or all(p["request_id"] != held["request_id"] for p in pending(proxy))
@@ -240,7 +199,7 @@ def test_held_then_approved_from_another_process_goes_out_with_the_secret(proxy,
 def test_denied_from_the_cli_is_403_and_nothing_goes_out(proxy, upstream):
     marker = uuid.uuid4().hex
     before = usage_used(proxy)
-    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
+    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
     held = wait_pending(proxy, marker)
     done = cli(proxy, "deny", held["request_id"], "--by", "bob", "--note", "not this one")
     assert done.returncode == 0, done.stderr
@@ -250,7 +209,7 @@ def test_denied_from_the_cli_is_403_and_nothing_goes_out(proxy, upstream):
     assert err["message"].startswith("denied by a person")
     assert forwarded(upstream, marker) == []
     assert counted_after(proxy, before, marker) == before  # meters count only approved requests
-    rec = audit_record(proxy, held["request_id"])
+    rec = audit_record(proxy.home, held["request_id"], limit=200)
     assert rec["result"] == "deny" and rec["approval"]["by"] == "bob" and rec["approval"]["note"] == "not this one"
 
 
@@ -258,7 +217,7 @@ def test_the_preview_and_url_mask_the_caller_key_json_escaped_or_percent_encoded
     marker = uuid.uuid4().hex
     escaped = "\\u%04x" % ord(CALLER_KEY[0]) + CALLER_KEY[1:]
     encoded = "%4b" + CALLER_KEY[1:3] + "%5F" + CALLER_KEY[4:]  # KEY_bot… with two characters percent-encoded
-    call = Call(proxy, "POST", f"/v1/refunds/{marker}?ref={encoded}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
+    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}?ref={encoded}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
     held = wait_pending(proxy, marker)
     assert CALLER_KEY[4:] not in held["body_preview"] and CALLER_KEY[4:] not in held["url"]
     assert held["body_preview"] == '{"note":"my key is ****"}' and held["url"].endswith("?ref=****")
@@ -271,14 +230,14 @@ def test_the_preview_and_url_mask_the_caller_key_json_escaped_or_percent_encoded
 
 def test_a_deny_rule_wins_over_the_hold(proxy, upstream):
     marker = uuid.uuid4().hex
-    r = Call(proxy, "POST", f"/v1/refunds/disputed/{marker}", {"amount": 1}).response(20)
+    r = in_flight(proxy, "POST", f"/v1/refunds/disputed/{marker}", {"amount": 1}).response(20)
     assert (r.status_code, r.json()["error"]["code"]) == (403, "access-denied")
     assert forwarded(upstream, marker) == []
 
 
 def test_nobody_decides_in_time_is_403_approval_timeout(proxy, upstream):
     marker = uuid.uuid4().hex
-    r = Call(proxy, "GET", f"/v1/quick/{marker}").response(30)
+    r = in_flight(proxy, "GET", f"/v1/quick/{marker}").response(30)
     err = r.json()["error"]
     assert (r.status_code, err["code"]) == (403, "approval-timeout")
     assert err["message"] == "nobody approved the request in time (target rule quick-decision): waited 2 s"
@@ -310,24 +269,19 @@ def test_a_client_that_leaves_withdraws_its_pending_approval(proxy, upstream):
     conn = _raw_request(proxy, f"/v1/refunds/{marker}")
     held = wait_pending(proxy, marker)
     conn.close()
-    deadline = time.monotonic() + 15
-    while any(p["request_id"] == held["request_id"] for p in pending(proxy)):
-        assert time.monotonic() < deadline, "still pending after the client left"
+    eventually(lambda: all(p["request_id"] != held["request_id"] for p in pending(proxy)), what="the approval withdrawn after the client left")
     late = cli(proxy, "approve", held["request_id"])
     assert late.returncode == 1 and "it was withdrawn" in late.stderr
     assert forwarded(upstream, marker) == []
-    rec = audit_record(proxy, held["request_id"])
+    rec = audit_record(proxy.home, held["request_id"], limit=200)
     assert rec["code"] == "approval-withdrawn" and rec["approval"]["state"] == "withdrawn"
 
 
 def test_more_held_requests_than_the_cap_are_429(proxy, upstream):
     # CAP + 2 at once: exactly CAP are held, however they interleave; the others are refused at once
     markers = [uuid.uuid4().hex for _ in range(CAP + 2)]
-    calls = dict(zip(markers, (Call(proxy, "POST", f"/v1/refunds/{m}", {"amount": 1}) for m in markers)))
-    deadline = time.monotonic() + 30
-    while sum(1 for c in calls.values() if not c.thread.is_alive()) < 2:
-        assert time.monotonic() < deadline, "the requests over the cap were not refused"
-        time.sleep(0.05)
+    calls = dict(zip(markers, (in_flight(proxy, "POST", f"/v1/refunds/{m}", {"amount": 1}) for m in markers)))
+    eventually(lambda: sum(1 for c in calls.values() if not c.thread.is_alive()) >= 2, what="the requests over the cap refused")
     refused = [m for m, c in calls.items() if not c.thread.is_alive()]
     for m in refused:
         err = calls[m].response().json()["error"]
@@ -341,7 +295,7 @@ def test_more_held_requests_than_the_cap_are_429(proxy, upstream):
     assert all(calls[m].response().status_code == 403 for m in held)
     # room again: the next one is held, not refused
     again = uuid.uuid4().hex
-    call = Call(proxy, "POST", f"/v1/refunds/{again}", {"amount": 1})
+    call = in_flight(proxy, "POST", f"/v1/refunds/{again}", {"amount": 1})
     assert cli(proxy, "deny", wait_pending(proxy, again)["request_id"]).returncode == 0
     assert call.response().status_code == 403
 
@@ -350,12 +304,9 @@ def test_a_failing_webhook_approves_nothing(proxy, upstream, hook):
     hook.fail = True
     try:
         marker = uuid.uuid4().hex
-        call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 9})
+        call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 9})
         held = wait_pending(proxy, marker)
-        deadline = time.monotonic() + 10
-        while not hook.for_request(held["request_id"]):
-            assert time.monotonic() < deadline, "the webhook was never called"
-            time.sleep(0.05)
+        eventually(lambda: hook.for_request(held["request_id"]), what="the webhook called")
         assert call.thread.is_alive() and forwarded(upstream, marker) == []
         assert any(p["request_id"] == held["request_id"] for p in pending(proxy))
         assert cli(proxy, "deny", held["request_id"]).returncode == 0
@@ -366,7 +317,7 @@ def test_a_failing_webhook_approves_nothing(proxy, upstream, hook):
 
 def test_approvals_table_and_unknown_ids(proxy):
     marker = uuid.uuid4().hex
-    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 5})
+    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 5})
     held = wait_pending(proxy, marker)
     table = cli(proxy, "approvals")
     assert table.returncode == 0 and held["request_id"] in table.stdout and "agent/bot" in table.stdout and "refunds-need-a-human" in table.stdout
@@ -384,7 +335,7 @@ def test_report_mode_flags_the_approve_rule_without_holding(proxy, upstream):
     assert r.status_code == 200
     (got,) = forwarded(upstream, marker)
     assert got.header("authorization") == f"Bearer {SECRET}"
-    rec = audit_record(proxy, r.headers["rr-request-id"])
+    rec = audit_record(proxy.home, r.headers["rr-request-id"], limit=200)
     assert (rec["result"], rec["scope"], rec["rule"]) == ("would-hold", "target", "refunds-need-a-human")
 
 
@@ -418,17 +369,14 @@ def _apply_and_wait(proxy, policy: str) -> None:
     before = proxy.log_text().count("rr now enforces configuration version")
     (proxy.home / "changed.yaml").write_text(policy)
     rr_cli(proxy.home, "apply", "-f", str(proxy.home / "changed.yaml"))
-    deadline = time.monotonic() + 20
-    while proxy.log_text().count("rr now enforces configuration version") <= before:
-        assert time.monotonic() < deadline, "the proxy never reloaded"
-        time.sleep(0.05)
+    eventually(lambda: proxy.log_text().count("rr now enforces configuration version") > before, what="the proxy reloaded")
 
 
 def test_an_approval_does_not_outlive_revoking_the_caller(proxy, upstream, hook):
     """A person approves a request whose credential was deactivated while it was held: refused."""
     marker = uuid.uuid4().hex
     original = (proxy.home / "policy.yaml").read_text()
-    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
+    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
     held = wait_pending(proxy, marker)
     try:
         _apply_and_wait(proxy, original.replace(f"secret: {CALLER_KEY}}}", f"secret: {CALLER_KEY}, active: false}}"))

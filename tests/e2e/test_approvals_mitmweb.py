@@ -12,21 +12,20 @@ import json
 import os
 import shutil
 import signal
-import ssl
-import threading
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from rr_addon.testing.home import prepare_home, rr_cli
-from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.home import audit_record, prepare_home, rr_cli
+from rr_addon.testing.inflight import InFlight
+from rr_addon.testing.mitmweb import web_api
+from rr_addon.testing.proxy import WEB_PASSWORD, ProxyProcess
+from rr_addon.testing.wait import eventually
 
 SECRET = "sk_held_UPSTREAM_SECRET_91ab"
 CALLER_KEY = "KEY_held_web"
-PASSWORD = "rr-test-password"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 POLICY = """
@@ -57,46 +56,14 @@ def web(tmp_path_factory, upstream, pki):
         yield p
 
 
-class Call:
-    def __init__(self, proxy, path: str, body: dict):
-        self.result: httpx.Response | None = None
-        self.error: Exception | None = None
-
-        def run() -> None:
-            verify = ssl.create_default_context(cafile=str(proxy.ca))
-            try:
-                with httpx.Client(proxy=proxy.url("billing-agent", CALLER_KEY), verify=verify, timeout=90) as c:
-                    self.result = c.post(f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body)
-            except Exception as e:  # noqa: BLE001 -- reported by the test
-                self.error = e
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def response(self, timeout: float = 60) -> httpx.Response:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the request is still held"
-        assert self.error is None, self.error
-        assert self.result is not None
-        return self.result
-
-
-def api(web) -> httpx.Client:
-    client = httpx.Client(base_url=f"http://127.0.0.1:{web.web_port}", headers={"authorization": f"Bearer {PASSWORD}"}, timeout=10)
-    token = uuid.uuid4().hex  # tornado's double-submit XSRF check: the same token in a cookie and a header
-    client.cookies.set("_mitmproxy_xsrf", token)
-    client.headers["x-xsrftoken"] = token
-    return client
+def in_flight(proxy, path: str, body: dict) -> InFlight:
+    """The billing agent's POST through rr in a thread of its own (it blocks while held)."""
+    return InFlight(proxy, "billing-agent", CALLER_KEY, "POST", f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body)
 
 
 def held_flow(client: httpx.Client, marker: str) -> dict:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for f in client.get("/flows").json():
-            if marker in f["request"]["path"] and f.get("intercepted"):
-                return f
-        time.sleep(0.05)
-    raise AssertionError("the held flow never showed as intercepted in mitmweb")
+    held = lambda: next((f for f in client.get("/flows").json() if marker in f["request"]["path"] and f.get("intercepted")), None)  # noqa: E731
+    return eventually(held, what="the held flow shown as intercepted in mitmweb")
 
 
 def forwarded(upstream, marker: str):
@@ -105,8 +72,8 @@ def forwarded(upstream, marker: str):
 
 def test_a_held_flow_is_intercepted_and_resume_approves_it(web, upstream):
     marker = uuid.uuid4().hex
-    call = Call(web, f"/v1/refunds/{marker}", {"amount": 1200})
-    with api(web) as client:
+    call = in_flight(web, f"/v1/refunds/{marker}", {"amount": 1200})
+    with web_api(web) as client:
         flow = held_flow(client, marker)
         assert flow["comment"].startswith("rr held for approval · billing-agent/agent-1 → payments · target rule refunds-need-a-human")
         assert "resume = approve, kill = deny" in flow["comment"] and flow["id"] in flow["comment"]
@@ -128,8 +95,8 @@ def test_a_held_flow_is_intercepted_and_resume_approves_it(web, upstream):
 
 def test_kill_in_mitmweb_denies_the_held_request(web, upstream):
     marker = uuid.uuid4().hex
-    call = Call(web, f"/v1/refunds/{marker}", {"amount": 99})
-    with api(web) as client:
+    call = in_flight(web, f"/v1/refunds/{marker}", {"amount": 99})
+    with web_api(web) as client:
         flow = held_flow(client, marker)
         assert client.post(f"/flows/{flow['id']}/kill").status_code == 200
     r = call.response()
@@ -153,8 +120,8 @@ def test_kill_in_mitmweb_denies_the_held_request(web, upstream):
 )
 def test_a_held_flow_edited_in_mitmweb_then_resumed_is_refused(web, upstream, edit):
     marker = uuid.uuid4().hex
-    call = Call(web, f"/v1/refunds/{marker}", {"amount": 5})
-    with api(web) as client:
+    call = in_flight(web, f"/v1/refunds/{marker}", {"amount": 5})
+    with web_api(web) as client:
         flow = held_flow(client, marker)
         edit = json.loads(json.dumps(edit).replace("{marker}", marker).replace("{port}", str(web.upstream_port)))
         assert client.put(f"/flows/{flow['id']}", json={"request": edit}).status_code == 200
@@ -171,10 +138,8 @@ def test_stopping_rr_answers_held_requests_503(web, upstream):
     other.start()
     other.upstream_port = web.upstream_port
     marker = uuid.uuid4().hex
-    call = Call(other, f"/v1/refunds/{marker}", {"amount": 7})
-    deadline = time.monotonic() + 20
-    while not any(marker in p["url"] for p in json.loads(rr_cli(web.home, "approvals", "--json").output)):
-        assert time.monotonic() < deadline, "never held"
+    call = in_flight(other, f"/v1/refunds/{marker}", {"amount": 7})
+    eventually(lambda: any(marker in p["url"] for p in json.loads(rr_cli(web.home, "approvals", "--json").output)), what="the request held")
     other.stop(signal.SIGINT)
     r = call.response(30)
     err = r.json()["error"]
@@ -185,14 +150,7 @@ def test_stopping_rr_answers_held_requests_503(web, upstream):
 
 
 def _audit(web, request_id: str) -> dict:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        for line in rr_cli(web.home, "audit", "--json", "--limit", "100").output.splitlines():
-            rec = json.loads(line)
-            if rec["request_id"] == request_id:
-                return rec
-        time.sleep(0.2)
-    raise AssertionError(f"no audit record for {request_id}")
+    return audit_record(web.home, request_id, limit=100)
 
 
 # ---------------------------------------------------------------------------- what a person sees
@@ -219,12 +177,12 @@ def browser():
 def test_a_held_flow_in_mitmweb(web, upstream, browser, tmp_path):
     marker = uuid.uuid4().hex[:8]
     path = f"/v1/refunds/re_{marker}"
-    call = Call(web, path, {"charge": "ch_3PqR", "amount": 4200, "reason": "requested_by_customer"})
-    with api(web) as client:
+    call = in_flight(web, path, {"charge": "ch_3PqR", "amount": 4200, "reason": "requested_by_customer"})
+    with web_api(web) as client:
         flow = held_flow(client, marker)
         page = browser.new_page(viewport={"width": 1600, "height": 860})
         page.add_init_script("localStorage.setItem('mitmweb-column-widths', JSON.stringify({comment: 900}))")
-        page.goto(f"http://127.0.0.1:{web.web_port}/?token={PASSWORD}")
+        page.goto(f"http://127.0.0.1:{web.web_port}/?token={WEB_PASSWORD}")
         row = page.locator("tr", has_text=path)
         row.wait_for(timeout=15000)
         assert row.locator(".col-comment").inner_text().startswith("rr held for approval")

@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from rr_addon.policy.costs import Price, micro_cost
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import audit_record, prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.wait import eventually
 from tests.e2e.test_meters_refund import Silent
 
 POLICY = """
@@ -77,29 +78,14 @@ def usage(home, proxy: str, env: dict, meter: str = "tokens", window: str = "day
     return next(r for r in rows if r["meter"] == meter and r["window"] == window)
 
 
-def audit_record(home, proxy: str, request_id: str) -> dict:
-    for _ in range(40):
-        for line in rr_cli(home, "audit", "--json", "--proxy", proxy).output.splitlines():
-            rec = json.loads(line)
-            if rec["request_id"] == request_id:
-                return rec
-        import time
-
-        time.sleep(0.25)
-    raise AssertionError(f"no audit record for {request_id}")
-
-
-def eventually(read, want, tries: int = 80):
-    """`read()` until it equals `want` (counters of a finished request land within a flush)."""
-    import time
-
-    got = read()
-    for _ in range(tries):
-        if got == want:
-            return got
-        time.sleep(0.25)
-        got = read()
-    return got
+def settled(read, want):
+    """`read()` once it equals `want` (counters of a finished request land within a flush),
+    or what it reads when that never happens, for the caller's assertion to show."""
+    try:
+        eventually(lambda: read() == want, what=f"{want!r}")
+    except TimeoutError:
+        pass
+    return read()
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +168,7 @@ def test_a_burst_of_concurrent_streams_cannot_overrun_the_token_budget(request, 
         finally:
             finish(upstream, handle)
         assert len(used) == LIMIT // RESERVE
-        after = eventually(lambda: usage(home, proxy, env)["used"], sum(used))
+        after = settled(lambda: usage(home, proxy, env)["used"], sum(used))
         assert after == sum(used) <= LIMIT  # each reservation replaced by what its stream measured
         assert usage(home, proxy, env)["unmeasured"] == 0
     finally:
@@ -214,7 +200,7 @@ def test_a_burst_of_concurrent_streams_cannot_overrun_the_money_budget(request, 
             assert spend()["used_micros"] == fit * reservation <= 10_000
         finally:
             finish(upstream, handle)
-        after = eventually(lambda: spend()["used_micros"], sum(used))
+        after = settled(lambda: spend()["used_micros"], sum(used))
         assert after == sum(used) <= 10_000  # each reservation replaced by the stream's exact cost
         assert spend()["unmeasured"] == 0
     finally:
@@ -234,22 +220,22 @@ def test_reservations_are_settled_or_released_however_the_exchange_ends(request,
     try:
         with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, args=["--set", "rr_upstream_timeout=1"]) as p, client(p, proxy) as c:
             assert c.post(f"{base}/usage/42", json=body).status_code == 200
-            assert eventually(used, 42) == 42  # measured: the value replaces the reservation
+            assert settled(used, 42) == 42  # measured: the value replaces the reservation
             failed = c.post(f"{base}/status/500", json=body)
             assert failed.status_code == 500
-            assert eventually(used, 42) == 42  # an upstream 5xx without usage: released
-            assert audit_record(home, proxy, failed.headers["rr-request-id"])["charged"] == {"tokens": 0}
+            assert settled(used, 42) == 42  # an upstream 5xx without usage: released
+            assert audit_record(home, failed.headers["rr-request-id"], proxy=proxy)["charged"] == {"tokens": 0}
             assert c.post(f"http://127.0.0.1:{silent.port}/x", json=body).status_code == 504
-            assert eventually(used, 42) == 42  # sent, never answered: released
+            assert settled(used, 42) == 42  # sent, never answered: released
             with client(p, proxy) as impatient:
                 assert impatient.get(f"{base}/warm").status_code == 200  # the tunnel is up: the timeout below is the answer's
                 with pytest.raises(httpx.ReadTimeout):  # the caller hangs up before any answer
                     impatient.post(f"{base}/usage/7?wait=5", json=body, timeout=httpx.Timeout(30, read=0.3))  # well before rr's own 1 s upstream timeout could answer
-            assert eventually(used, 42) == 42
+            assert settled(used, 42) == 42
             assert c.post(f"{base}/x", json=body).status_code == 200  # 2xx, no usage in it: the reservation is charged
-            assert eventually(used, 342) == 342
+            assert settled(used, 342) == 342
             # the reservation counted at admission, the unmeasured count when the answer ends: wait for it
-            assert eventually(lambda: usage(home, proxy, env)["unmeasured"], 2, tries=40) == 2  # the 500 and this one: no usage in either
+            assert settled(lambda: usage(home, proxy, env)["unmeasured"], 2) == 2  # the 500 and this one: no usage in either
             # a caller that hangs up mid-stream, before the stream's end: at least the reservation
             gate = uuid.uuid4().hex
             with c.stream("POST", f"{base}/sse/openai?prompt=3&completion=4&gate={gate}", json=body) as r:
@@ -257,7 +243,7 @@ def test_reservations_are_settled_or_released_however_the_exchange_ends(request,
                     if b"Hel" in chunk:
                         break
             upstream.gates.release(gate)
-            assert eventually(used, 642) == 642
+            assert settled(used, 642) == 642
     finally:
         if backend == "redis":
             rr_cli(home, "usage", "reset", "--proxy", proxy, "--yes", env=env)
@@ -274,13 +260,14 @@ def test_cost_meter_counts_money_from_both_shapes_and_refuses_unpriced_models(tm
     with ProxyProcess(home, upstream_ca=pki.ca_cert) as p, client(p, proxy) as c:
         r = c.post(f"{base}/v1/chat/completions", json={"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200
-        assert eventually(lambda: spend()["used"], "0.000600") == "0.000600"  # 2 × 0.00015 + 0.5 × 0.0006, exactly
+        assert settled(lambda: spend()["used"], "0.000600") == "0.000600"  # 2 × 0.00015 + 0.5 × 0.0006, exactly
         # Anthropic's stream: input in message_start, cumulative output in message_delta
         with c.stream("POST", f"{base}/sse/anthropic?input=1000&output=250&split=1", json={"model": "claude-3-5-haiku", "max_tokens": 500, "stream": True}) as r:
             assert r.status_code == 200
             r.read()
         streamed = r.headers["rr-request-id"]
-        row = eventually(spend, {**spend(), "used": "0.002400"})
+        settled(lambda: spend()["used"], "0.002400")  # (not the whole row: its other fields move too)
+        row = spend()
         assert (row["used"], row["used_micros"], row["limit"], row["currency"]) == ("0.002400", 2400, "0.010000", "USD")
         text = rr_cli(home, "usage", "--proxy", proxy).output
         assert "0.0024 USD" in text and "0.01 USD" in text
@@ -296,11 +283,12 @@ def test_cost_meter_counts_money_from_both_shapes_and_refuses_unpriced_models(tm
         assert len(upstream.received) == before
         # a 2xx answer without usage keeps its reservation (10 output tokens + the body as input)
         assert c.post(f"{base}/v1/echo", json={"model": "gpt-4o-mini", "max_tokens": 10}).status_code == 200
-        row = eventually(spend, {**spend(), "unmeasured": 1})
+        settled(lambda: spend()["unmeasured"], 1)
+        row = spend()
         assert row["unmeasured"] == 1 and row["used_micros"] == 2400 + 6 + 6  # ceil(38 bytes × 0.15 µ) + 10 × 0.6 µ
         # each request's audit record says what it cost
-        assert audit_record(home, proxy, streamed)["charged"] == {"spend": "0.0018 USD"}
-        assert audit_record(home, proxy, refused.headers["rr-request-id"])["charged"] is None
+        assert audit_record(home, streamed, proxy=proxy)["charged"] == {"spend": "0.0018 USD"}
+        assert audit_record(home, refused.headers["rr-request-id"], proxy=proxy)["charged"] is None
     rr_cli(home, "usage", "reset", "--proxy", proxy, "--meter", "spend", "--yes")
     row = spend()
     assert (row["used"], row["unmeasured"]) == ("0.000000", 0)  # the unmeasured count of a cost meter resets with it
@@ -318,7 +306,7 @@ def test_a_hostile_upstreams_giant_usage_saturates_the_counter_and_breaks_nothin
         with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env) as p, client(p, proxy) as c:
             r = c.post(f"{base}/usage/{10**30}", json={"max_tokens": 5})
             assert r.status_code == 200 and r.json()["usage"]["total_tokens"] == 10**30
-            assert eventually(lambda: usage(home, proxy, env)["used"], 2**53) == 2**53
+            assert settled(lambda: usage(home, proxy, env)["used"], 2**53) == 2**53
             assert c.post(f"{base}/usage/1", json={"max_tokens": 5}).status_code == 429
             assert c.post(f"{base}/usage/{10**30}", json={"max_tokens": 5}).status_code == 429
         # the counters were written to the database (or Redis) and read back by a new process

@@ -15,7 +15,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ import pytest
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.tools import Site, ToolServer, npm_package, simple_index, wheel
+from rr_addon.testing.wait import eventually
 
 UPSTREAM_TOKEN = "UPSTREAM_tools_9f3a"
 KEY = "KEY_tools_c4e1"
@@ -122,13 +122,10 @@ def proxy(tmp_path_factory, servers, pki):
 
 def rr_env(home: Path, port: int) -> str:
     """`rr env` without --listen: the running data plane's address, read from the database."""
-    deadline = time.monotonic() + 15
-    while True:
-        out = rr_cli(home, "env", "--proxy", "ci", "--credential", "runner", "--no-proxy", "").output
-        if f"@127.0.0.1:{port}\n" in out or time.monotonic() > deadline:
-            assert f"export HTTPS_PROXY=http://ci:${{TOOLS_KEY}}@127.0.0.1:{port}\n" in out, out
-            return out
-        time.sleep(0.2)
+    env = lambda: rr_cli(home, "env", "--proxy", "ci", "--credential", "runner", "--no-proxy", "").output  # noqa: E731
+    out = eventually(lambda: f"@127.0.0.1:{port}\n" in (o := env()) and o, what=lambda: f"the running data plane in `rr env`: {env()}")
+    assert f"export HTTPS_PROXY=http://ci:${{TOOLS_KEY}}@127.0.0.1:{port}\n" in out, out
+    return out
 
 
 def tool(proxy, command: str, cwd: Path, *, env_file: Path | None = None, extra: dict | None = None, check: bool = True):

@@ -10,15 +10,16 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 import uuid
 
 import httpx
 import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.mitmweb import web_api
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import RawListener
+from rr_addon.testing.wait import eventually
 
 from pathlib import Path
 
@@ -235,7 +236,6 @@ def test_a_request_changed_by_another_addon_is_refused(proxy, upstream, edit):
 
 # ---------------------------------------------------------------------------- a mitmweb viewer edits an intercepted flow
 
-WEB_PASSWORD = "rr-test-password"
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +249,14 @@ def web(tmp_path_factory, upstream, pki):
 
 
 def _intercepted(api: httpx.Client, marker: str) -> dict:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def find() -> dict | None:
         for f in api.get("/flows").json():
             headers = dict((k.lower(), v) for k, v in f["request"]["headers"])
             if headers.get("x-marker") == marker and f.get("intercepted"):
                 return f
-        time.sleep(0.05)
-    raise AssertionError("the flow was never intercepted")
+        return None
+
+    return eventually(find, what="the flow intercepted")
 
 
 @pytest.mark.parametrize(
@@ -280,15 +280,12 @@ def test_a_flow_edited_in_mitmweb_is_refused(web, upstream, edit):
 
     t = threading.Thread(target=client)
     t.start()
-    with httpx.Client(base_url=f"http://127.0.0.1:{web.web_port}", headers={"authorization": f"Bearer {WEB_PASSWORD}"}, timeout=10) as api:
-        token = uuid.uuid4().hex  # tornado's double-submit XSRF check: the same token in a cookie and a header
-        api.cookies.set("_mitmproxy_xsrf", token)
-        xsrf = {"x-xsrftoken": token}
+    with web_api(web) as api:
         flow = _intercepted(api, marker)
         if edit is not None:
             edit = json.loads(json.dumps(edit).replace("{marker}", marker))
-            assert api.put(f"/flows/{flow['id']}", json={"request": edit}, headers=xsrf).status_code == 200
-        assert api.post(f"/flows/{flow['id']}/resume", headers=xsrf).status_code == 200
+            assert api.put(f"/flows/{flow['id']}", json={"request": edit}).status_code == 200
+        assert api.post(f"/flows/{flow['id']}/resume").status_code == 200
     t.join(30)
     r = result["r"]
     if edit is None:
@@ -358,23 +355,19 @@ def test_property_the_secret_only_goes_with_the_decided_request_to_the_target(pr
 
 def audited(proxy, request_id: str, n: int) -> list[tuple[int, str | None]]:
     """The (status, code) of the audit records of `request_id`, once there are `n` (written in the background)."""
-    deadline = time.monotonic() + 15
-    while True:
+    def mine() -> list[tuple[int, str | None]]:
         records = [json.loads(line) for line in rr_cli(proxy.home, "audit", "--json").output.splitlines() if line.strip()]
-        mine = sorted((r["status"], r["code"]) for r in records if r["request_id"] == request_id)
-        if len(mine) >= n or time.monotonic() > deadline:
-            return mine
-        time.sleep(0.2)
+        return sorted((r["status"], r["code"]) for r in records if r["request_id"] == request_id)
+
+    try:
+        return eventually(lambda: len(m := mine()) >= n and (m,), what=f"{n} audit records")[0]
+    except TimeoutError:
+        return mine()  # the caller's assertion shows what there is
 
 
 def _finished(api: httpx.Client, flow_id: str, status: int) -> dict:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        for f in api.get("/flows").json():
-            if f["id"] == flow_id and f.get("response") and f["response"]["status_code"] == status:
-                return f
-        time.sleep(0.05)
-    raise AssertionError(f"flow {flow_id} never finished with {status}")
+    finished = lambda: next((f for f in api.get("/flows").json() if f["id"] == flow_id and f.get("response") and f["response"]["status_code"] == status), None)  # noqa: E731
+    return eventually(finished, what=f"flow {flow_id} finished with {status}")
 
 
 @pytest.mark.parametrize("edit", [None, {"path": "/anything/replayed-edit"}, {"content": '{"model": "forbidden"}'}])
@@ -386,14 +379,11 @@ def test_a_flow_replayed_in_mitmweb_is_decided_again(web, upstream, edit):
     with httpx.Client(proxy=web.url("agent", "KEY_c"), verify=verify, timeout=30) as c:
         r = c.post(f"https://127.0.0.1:{web.upstream_port}/anything/r", json={"model": "fine"}, headers={"x-marker": marker})
     assert r.status_code == 200 and len(forwarded(upstream, marker)) == 1
-    with httpx.Client(base_url=f"http://127.0.0.1:{web.web_port}", headers={"authorization": f"Bearer {WEB_PASSWORD}"}, timeout=10) as api:
-        token = uuid.uuid4().hex
-        api.cookies.set("_mitmproxy_xsrf", token)
-        xsrf = {"x-xsrftoken": token}
+    with web_api(web) as api:
         flow_id = r.headers["rr-request-id"]
         if edit is not None:
-            assert api.put(f"/flows/{flow_id}", json={"request": edit}, headers=xsrf).status_code == 200
-        assert api.post(f"/flows/{flow_id}/replay", headers=xsrf).status_code == 200
+            assert api.put(f"/flows/{flow_id}", json={"request": edit}).status_code == 200
+        assert api.post(f"/flows/{flow_id}/replay").status_code == 200
         replayed = _finished(api, flow_id, 401)
     assert replayed["comment"].startswith("rr deny unauthenticated")
     assert len(forwarded(upstream, marker)) == 1

@@ -17,6 +17,7 @@ import pytest
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.idp import IdP, compact
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.wait import eventually
 
 POLICY = """
 targets:
@@ -140,9 +141,9 @@ def test_introspection_and_upstream_client_credentials(proxy, upstream, idp):
     assert upstream_token.startswith("Bearer at-")  # fetched from the token endpoint
     assert upstream_token.split()[1] not in r.text  # echoed back: masked
     # the audit record says who, how — never the token
-    time.sleep(0.3)
-    records = [json.loads(x) for x in (proxy.home / "audit.jsonl").read_text().splitlines()]
-    rec = next(x for x in records if x["path"] == f"/anything/{marker}")
+    audit = proxy.home / "audit.jsonl"
+    mine = lambda: next((x for x in map(json.loads, audit.read_text().splitlines()) if x["path"] == f"/anything/{marker}"), None)  # noqa: E731
+    rec = eventually(lambda: audit.exists() and mine(), what="the audit record")
     assert (rec["credential"], rec["subject"], rec["verification"]) == ("opaque", "svc-1", "introspection")
     assert token not in (proxy.home / "audit.jsonl").read_text()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ssl
 import threading
-import time
 import uuid
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.idp import IdP
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.wait import eventually
 
 POLICY = """
 targets:
@@ -70,12 +70,6 @@ def call(proxy, token, timeout=30):
         return c.get(f"https://127.0.0.1:{proxy.upstream_port}/anything/{marker}")
 
 
-def wait_for(check, timeout=30):
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, "timed out waiting"
-        time.sleep(0.02)
-
 
 def test_junk_tokens_against_a_slow_introspection_endpoint_do_not_starve_a_key_rotation(proxy, idp):
     assert call(proxy, idp.token(aud="api")).status_code == 200  # keys cached
@@ -93,13 +87,13 @@ def test_junk_tokens_against_a_slow_introspection_endpoint_do_not_starve_a_key_r
         for t in threads:
             t.start()
         # settled: every junk request is either held at the endpoint or answered (or a 20-connection pool is full)
-        wait_for(lambda: idp.waiting("introspect") + len(answers) >= 25 or idp.waiting("introspect") >= 20)
+        eventually(lambda: idp.waiting("introspect") + len(answers) >= 25 or idp.waiting("introspect") >= 20)
         # the IdP rotates its signing key while the introspections hang: the refetch must not wait behind them
         idp.add_key("RSA")
         rotated = call(proxy, idp.token(aud="api"))
         assert rotated.status_code == 200, rotated.text
         # one client address: 4 introspections may wait on the endpoint, the other 21 are refused at once
-        wait_for(lambda: len(answers) >= 21)
+        eventually(lambda: len(answers) >= 21)
         busy = [r for r in answers if r.json()["error"]["message"].startswith("too many token introspections in flight")]
         assert len(busy) == 21 and all(r.status_code == 401 for r in busy)
     finally:

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from rr_addon.store.db import make_engine
 from rr_addon.testing.home import database_url, prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.wait import eventually
 
 POLICY = """
 targets:
@@ -101,19 +102,17 @@ def get(proxy, key, url, **kw):
         return c.get(url, **kw)
 
 
-def test_hot_reload_within_two_seconds(proxy, upstream):
+def test_hot_reload_without_a_restart(proxy, upstream):
+    """The running process takes the applied version by itself (how fast: scripts/bench*)."""
     url = f"https://127.0.0.1:{upstream.port}/anything/reload"
     assert get(proxy, "KEY_b", url).status_code == 401
+    pid = proxy.proc.pid
     policy = POLICY.format(**proxy.policy_args, extra="      - {name: b, auth: api_key, secret: KEY_b}")
     (proxy.home / "v2.yaml").write_text(policy)
     rr_cli(proxy.home, "apply", "-f", str(proxy.home / "v2.yaml"))
-    applied = time.monotonic()
-    while get(proxy, "KEY_b", url).status_code != 200:
-        assert time.monotonic() - applied < 10, proxy.log_text()[-2000:]
-        time.sleep(0.05)
-    elapsed = time.monotonic() - applied
-    assert elapsed < 2.0, f"new configuration took {elapsed:.2f}s"
+    eventually(lambda: get(proxy, "KEY_b", url).status_code == 200, what=lambda: proxy.log_text()[-2000:])
     proxy.wait_for_log("rr now enforces configuration version 2")
+    assert proxy.proc.pid == pid and proxy.proc.poll() is None  # the same process, still serving
 
 
 def test_bad_configuration_never_replaces_the_running_one(proxy, upstream):
@@ -177,13 +176,15 @@ def test_one_audit_record_per_request(proxy, upstream):
         r = get(proxy, key, f"https://127.0.0.1:{upstream.port}/anything/audit?secret=value")
         ids.append(r.headers["rr-request-id"])
     audit = proxy.home / "audit.jsonl"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def audited():
+        nonlocal records, by_id
         records = [json.loads(line) for line in audit.read_text().splitlines()]
         by_id = {r["request_id"]: r for r in records if r["request_id"] in ids}
-        if len(by_id) == 3:
-            break
-        time.sleep(0.05)
+        return len(by_id) == 3
+
+    records, by_id = [], {}
+    eventually(audited, what="three audit records")
     assert [by_id[i]["result"] for i in ids] == ["allow", "deny", "allow"]
     assert [by_id[i]["status"] for i in ids] == [200, 401, 200]
     assert by_id[ids[1]]["code"] == "unauthenticated" and by_id[ids[1]]["reason"] == "caller credential matches no proxy credential"
@@ -205,6 +206,6 @@ def test_a_quiet_websocket_outlives_the_idle_and_first_byte_timeouts(proxy, ws_u
         with ws_connect(f"wss://127.0.0.1:{ws_upstream.port}/chat", proxy=p.url("agent", "KEY_a"), ssl=ctx, open_timeout=10) as ws:
             ws.send("one")
             assert ws.recv(timeout=10) == "echo:one"
-            time.sleep(3)
+            time.sleep(2)  # quiet for twice both timeouts: the behaviour under test
             ws.send("two")
             assert ws.recv(timeout=10) == "echo:two"

@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-import time
 import uuid
 
 import httpx
 import pytest
 
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import audit_record, prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import sse_events
+from rr_addon.testing.wait import eventually
 
 POLICY = """
 targets:
@@ -56,23 +56,11 @@ def usage(proxy, name: str = NAME) -> dict[tuple[str | None, str], dict]:
     return {(r["meter"], r["window"]): r for r in rows}
 
 
-def audit_record(proxy, request_id: str, name: str = NAME) -> dict:
-    deadline = time.monotonic() + 10
-    while True:
-        for line in rr_cli(proxy.home, "audit", "--json", "--proxy", name).output.splitlines():
-            rec = json.loads(line)
-            if rec["request_id"] == request_id:
-                return rec
-        assert time.monotonic() < deadline, f"no audit record for {request_id}"
-        time.sleep(0.2)
-
 
 def settled(proxy, meter: str, field: str, expected: int, name: str = NAME) -> dict:
     """`rr usage` once the counters of the last request are flushed (250 ms)."""
-    deadline = time.monotonic() + 5
-    while (row := usage(proxy, name)[(meter, "day")])[field] != expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return row
+    row = lambda: usage(proxy, name)[(meter, "day")]  # noqa: E731
+    return eventually(lambda: (r := row())[field] == expected and r, what=lambda: f"{field} {expected}: {row()}")
 
 
 def stream_holding_the_last_event(c: httpx.Client, upstream, query: str) -> tuple[httpx.Response, bytes]:
@@ -98,7 +86,7 @@ def test_openai_stream_streams_unchanged_is_counted_and_the_limit_then_refuses(p
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert received == expected  # every byte, unchanged
         assert settled(proxy, "total", "used", 30)["used"] == 30
-        assert audit_record(proxy, r.headers["rr-request-id"])["unmeasured"] is None
+        assert audit_record(proxy.home, r.headers["rr-request-id"], proxy=NAME)["unmeasured"] is None
         # 30 < 50: admitted; afterwards the total (60) is over the limit
         r, received = stream_holding_the_last_event(c, upstream, "prompt=20&completion=10&split=1")
         assert r.status_code == 200 and received == expected
@@ -126,7 +114,7 @@ def test_unmeasurable_and_broken_streams_are_recorded_as_unmeasured(proxy, upstr
     with client(proxy) as c:
         r = c.get(f"https://127.0.0.1:{upstream.port}/sse/plain")
         assert r.status_code == 200 and r.content == b"".join(sse_events("plain", {}))
-        assert audit_record(proxy, r.headers["rr-request-id"])["unmeasured"] == {"total": "not-json"}
+        assert audit_record(proxy.home, r.headers["rr-request-id"], proxy=NAME)["unmeasured"] == {"total": "not-json"}
         row = settled(proxy, "total", "unmeasured", 1)
         assert (row["used"], row["unmeasured"]) == (0, 1)
         # the stream breaks off after the usage chunk: what was seen counts, and it is marked partial
@@ -135,7 +123,7 @@ def test_unmeasurable_and_broken_streams_are_recorded_as_unmeasured(proxy, upstr
                 request_id = r.headers["rr-request-id"]
                 for _ in r.iter_raw():
                     pass
-    assert audit_record(proxy, request_id)["unmeasured"] == {"total": "stream-broken"}
+    assert audit_record(proxy.home, request_id, proxy=NAME)["unmeasured"] == {"total": "stream-broken"}
     row = settled(proxy, "total", "unmeasured", 2)
     assert (row["used"], row["unmeasured"]) == (7, 2)
 

@@ -16,14 +16,14 @@ import uuid
 
 import httpx
 import pytest
-from websockets.sync.client import connect as ws_connect
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.idp import IdP, pem, pooled_key, service_account
+from rr_addon.testing.mitmweb import Updates, web_api
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.wait import eventually
 
 SA_EMAIL = "rr-e2e@project.iam.gserviceaccount.com"
-PASSWORD = "rr-test-password"
 POLICY = """
 targets:
   - name: api
@@ -167,18 +167,17 @@ def test_a_burst_after_expiry_makes_one_idp_call(web, upstream, idp):
     before = idp.count("token")
     results: list[int] = []
     start = threading.Barrier(12)
+    burst = f"burst-{uuid.uuid4().hex}"
 
-    def one():
+    def one(i):
         start.wait()
-        results.append(call(web, "m2m")[0].status_code)
+        results.append(call(web, "m2m", f"{burst}-{i}")[0].status_code)
 
-    threads = [threading.Thread(target=one) for _ in range(12)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 10
-    while idp.waiting("token") < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)  # let the rest of the burst reach rr and wait for the same refresh
+    # the whole burst has reached rr (mitmweb lists each request, still unanswered) while the IdP holds one call
+    eventually(lambda: len(unanswered(web, burst)) == 12, what=lambda: f"12 waiting requests, not {len(unanswered(web, burst))}")
     assert idp.waiting("token") == 1
     idp.release("token")
     for t in threads:
@@ -187,46 +186,31 @@ def test_a_burst_after_expiry_makes_one_idp_call(web, upstream, idp):
     assert idp.count("token") - before == 1
 
 
-def listen(web):
-    """mitmweb's live /updates stream, collected until `stop` is set."""
-    messages: list[str] = []
-    ready, stop = threading.Event(), threading.Event()
-
-    def run():
-        with ws_connect(f"ws://127.0.0.1:{web.web_port}/updates?token={PASSWORD}") as ws:
-            ready.set()
-            while not stop.is_set():
-                try:
-                    messages.append(ws.recv(timeout=0.2))
-                except TimeoutError:
-                    continue
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert ready.wait(10)
-    return messages, stop, t
+def unanswered(web, marker: str) -> list[dict]:
+    """mitmweb's flows whose path holds `marker` and that have no response yet."""
+    with web_api(web) as api:
+        return [f for f in api.get("/flows").json() if marker in f["request"]["path"] and not f.get("response")]
 
 
 def test_rotated_refresh_tokens_are_spent_once_and_never_leak(web, upstream, idp):
-    messages, stop, listener = listen(web)
-    first, _ = call(web, "user")
-    time.sleep(2.2)  # due for refresh (3 s tokens, 1 s skew)
-    second, marker = call(web, "user")
-    assert first.status_code == second.status_code == 200
-    refreshes = [f for e, f in idp.received if e == "token" and f.get("grant_type") == "refresh_token"]
-    assert len(refreshes) >= 2 and refreshes[0]["refresh_token"] == web.seed
-    assert len({f["refresh_token"] for f in refreshes}) == len(refreshes), "each rotation spent once"
-    assert idp.reuses == 0 and not idp.refresh_token_active(web.seed)
-    # nothing secret in the audit trail, the log, mitmweb's flows
-    time.sleep(0.3)
-    headers = {"Authorization": f"Bearer {PASSWORD}"}
-    flows = httpx.get(f"http://127.0.0.1:{web.web_port}/flows", headers=headers, timeout=10)
-    dump = httpx.get(f"http://127.0.0.1:{web.web_port}/flows/dump", headers=headers, timeout=10)
-    assert flows.status_code == dump.status_code == 200
-    mine = [f for f in flows.json() if marker in f["request"]["path"]]
-    assert ["Authorization", "Bearer [rr:api/user]"] in mine[0]["request"]["headers"]
-    stop.set()
-    listener.join(5)
+    with Updates(web) as messages:
+        first, _ = call(web, "user")
+        time.sleep(2.2)  # due for refresh (3 s tokens, 1 s skew)
+        second, marker = call(web, "user")
+        assert first.status_code == second.status_code == 200
+        refreshes = [f for e, f in idp.received if e == "token" and f.get("grant_type") == "refresh_token"]
+        assert len(refreshes) >= 2 and refreshes[0]["refresh_token"] == web.seed
+        assert len({f["refresh_token"] for f in refreshes}) == len(refreshes), "each rotation spent once"
+        assert idp.reuses == 0 and not idp.refresh_token_active(web.seed)
+        # nothing secret in the audit trail, the log, mitmweb's flows
+        eventually(lambda: any(marker in m for m in messages), what="the flow on the /updates stream")
+        audit = web.home / "audit.jsonl"
+        eventually(lambda: audit.exists() and second.headers["rr-request-id"] in audit.read_text(), what="the audit record")
+        with web_api(web) as api:
+            flows, dump = api.get("/flows"), api.get("/flows/dump")
+        assert flows.status_code == dump.status_code == 200
+        mine = [f for f in flows.json() if marker in f["request"]["path"]]
+        assert ["Authorization", "Bearer [rr:api/user]"] in mine[0]["request"]["headers"]
     assert any(marker in m for m in messages), "the /updates stream carried the flow"
     texts = {
         "/updates": "\n".join(messages),
@@ -317,8 +301,5 @@ def test_an_idp_outage_does_not_use_request_quota(tmp_path, upstream, pki):
                 assert [r.status_code for r in during] == [502] * 4, [r.text for r in during]
                 assert {r.json()["error"]["code"] for r in during} == {"upstream-auth-unavailable"}
                 idp.heal()
-                deadline = time.monotonic() + 20
-                while (r := c.get(url)).status_code == 502:  # until the failure back-off passes
-                    assert time.monotonic() < deadline, r.text
-                    time.sleep(0.2)
+                r = eventually(lambda: (r := c.get(url)).status_code != 502 and r, what="the end of the failure back-off")
                 assert r.status_code == 200, r.text

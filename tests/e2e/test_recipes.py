@@ -23,6 +23,7 @@ from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.idp import IdP
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import Received, Upstream, sse_events
+from rr_addon.testing.wait import eventually
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SECRETS = {
@@ -187,14 +188,17 @@ def _settled_tokens(proxy) -> int:
 
 def _tokens(proxy, expect: int | None = None) -> int:
     """The `tokens` meter's day total for the chatbot (waiting for the 250 ms flush when `expect` is given)."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    def read() -> int:
         out = rr_cli(proxy.home, "usage", "--proxy", "llm-apps", "--json").output
-        rows = [json.loads(line) for line in out.splitlines()]
-        value = sum(r["used"] for r in rows if r["meter"] == "tokens" and r["window"] == "day")
-        if expect is None or value == expect or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
+        return sum(r["used"] for r in map(json.loads, out.splitlines()) if r["meter"] == "tokens" and r["window"] == "day")
+
+    if expect is not None:
+        try:
+            eventually(lambda: read() == expect, what=f"{expect} tokens")
+        except TimeoutError:
+            pass  # the caller's assertion shows what there is
+    return read()
 
 
 # ---------------------------------------------------------------------- GitHub

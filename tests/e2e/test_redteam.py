@@ -11,16 +11,17 @@ import http.client
 import json
 import socket
 import ssl
-import time
 import uuid
 
 import httpx
 import pytest
 
 from rr_addon.testing.home import prepare_home
+from rr_addon.testing.mitmweb import web_api
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.certs import make_pki
 from rr_addon.testing.upstream import Upstream
+from rr_addon.testing.wait import eventually
 
 SECRET = "sk_redteam_SECRET_7171"
 POLICY = """
@@ -81,7 +82,6 @@ def test_path_override_headers_are_refused(proxy, upstream, header):
     refused_nothing_sent(r, upstream, marker, 400, "invalid-request")
 
 
-WEB_PASSWORD = "rr-test-password"
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +91,6 @@ def web(tmp_path_factory, upstream, pki):
     with ProxyProcess(home, upstream_ca=pki.ca_cert, web=True, direct=True, args=["--set", "web_open_browser=false"]) as p:
         p.upstream_port = upstream.port
         yield p
-
-
-def _api(web) -> tuple[httpx.Client, dict]:
-    api = httpx.Client(base_url=f"http://127.0.0.1:{web.web_port}", headers={"authorization": f"Bearer {WEB_PASSWORD}"}, timeout=10)
-    token = uuid.uuid4().hex  # tornado's double-submit XSRF check
-    api.cookies.set("_mitmproxy_xsrf", token)
-    return api, {"x-xsrftoken": token}
 
 
 def _replay_with_the_tunnel_open(web, upstream, edit):
@@ -118,19 +111,20 @@ def _replay_with_the_tunnel_open(web, upstream, edit):
         first.read()
         assert first.status == 200 and len(forwarded(upstream, marker)) == 1
         flow_id = first.getheader("rr-request-id")
-        api, xsrf = _api(web)
+        api = web_api(web)
         with api:
             if edit is not None:
                 edit = json.loads(json.dumps(edit).replace("{marker}", marker).replace("{port}", str(port)))
-                assert api.put(f"/flows/{flow_id}", json={"request": edit}, headers=xsrf).status_code == 200
-            assert api.post(f"/flows/{flow_id}/replay", headers=xsrf).status_code == 200
-            deadline = time.monotonic() + 10  # until the replay is refused, or reaches the upstream
+                assert api.put(f"/flows/{flow_id}", json={"request": edit}).status_code == 200
+            assert api.post(f"/flows/{flow_id}/replay").status_code == 200
             comment = ""
-            while time.monotonic() < deadline and len(forwarded(upstream, marker)) < 2:
+
+            def settled() -> bool:  # the replay is refused, or reaches the upstream
+                nonlocal comment
                 comment = next(f for f in api.get("/flows").json() if f["id"] == flow_id)["comment"]
-                if comment.startswith("rr deny"):
-                    break
-                time.sleep(0.1)
+                return comment.startswith("rr deny") or len(forwarded(upstream, marker)) >= 2
+
+            eventually(settled, what="the replay refused or forwarded")
     finally:
         tls.close()
     return forwarded(upstream, marker), comment
@@ -199,9 +193,9 @@ def test_a_viewer_cannot_turn_off_upstream_certificate_checks(tmp_path, pki):
                     return c.get(f"https://127.0.0.1:{impostor.port}/anything/x")
 
             assert get().status_code == 502  # unverifiable: refused, as it should be
-            api, xsrf = _api(p)
+            api = web_api(p)
             with api:
-                api.put("/options", json={"ssl_insecure": True}, headers=xsrf)
+                api.put("/options", json={"ssl_insecure": True})
             r = get()
         got = [g.header("authorization") for g in impostor.received]
     assert got == [], got
@@ -219,14 +213,14 @@ def test_a_viewer_cannot_read_the_secret_from_the_debug_log(tmp_path, pki, upstr
     home.mkdir()
     prepare_home(home, ONE_TARGET_POLICY.format(port=upstream.port, secret=SECRET))
     with ProxyProcess(home, upstream_ca=pki.ca_cert, web=True, direct=True, args=["--set", "web_open_browser=false"]) as p:
-        api, xsrf = _api(p)
+        api = web_api(p)
         with api:
-            api.put("/options", json={"proxy_debug": True}, headers=xsrf)
+            api.put("/options", json={"proxy_debug": True})
             verify = ssl.create_default_context(cafile=str(p.ca))
             with httpx.Client(proxy=p.url("agent", "KEY_rt"), verify=verify, timeout=10) as c:
                 assert c.get(f"https://127.0.0.1:{upstream.port}/anything/debug").status_code == 200
-            time.sleep(1)  # the event log is written as the connection is served
-            events = api.get("/events").text
+            # the event log is written as the connection is served
+            events = eventually(lambda: (e := api.get("/events").text) and "/anything/debug" in e and e, what="the request in the event log")
         log = p.log_text()
     assert SECRET not in events
     assert SECRET not in log

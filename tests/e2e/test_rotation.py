@@ -12,7 +12,6 @@ import json
 import os
 import re
 import ssl
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port
+from rr_addon.testing.wait import eventually
 
 POLICY = """
 targets:
@@ -70,15 +70,14 @@ def sent_bearer(proxy, upstream, tag: str) -> str | None:
 
 
 def wait_for_bearer(proxy, upstream, value: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    i = 0
-    while True:
-        i += 1
-        seen = sent_bearer(proxy, upstream, f"rot-{value}-{i}")
-        if seen == f"Bearer {value}":
-            return
-        assert time.monotonic() < deadline, f"still sending {seen!r}, expected the rotated secret"
-        time.sleep(0.3)
+    tries = iter(range(1, 1 << 30))
+    seen: list[str | None] = [None]
+
+    def sends_it() -> bool:
+        seen[0] = sent_bearer(proxy, upstream, f"rot-{value}-{next(tries)}")
+        return seen[0] == f"Bearer {value}"
+
+    eventually(sends_it, timeout, lambda: f"the rotated secret sent (still sending {seen[0]!r})", interval=0.1)
 
 
 def secret_status(proxy) -> tuple[str, dict]:
@@ -88,15 +87,10 @@ def secret_status(proxy) -> tuple[str, dict]:
 
 
 def wait_for_status(proxy, check, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        out, entry = secret_status(proxy)
-        if check(entry):
-            for value in (OLD, NEW, NEWER, LATEST):
-                assert value not in out and value not in rr_cli(proxy.home, "secret", "status").output
-            return entry
-        assert time.monotonic() < deadline, entry
-        time.sleep(0.3)
+    out, entry = eventually(lambda: (got := secret_status(proxy)) and check(got[1]) and got, timeout, lambda: f"the secret status wanted: {secret_status(proxy)[1]}")
+    for value in (OLD, NEW, NEWER, LATEST):
+        assert value not in out and value not in rr_cli(proxy.home, "secret", "status").output
+    return entry
 
 
 def metric(port: int, name: str) -> float:

@@ -18,6 +18,7 @@ import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port
+from rr_addon.testing.wait import eventually
 from tests.e2e.test_rotation import client, metric, sent_bearer, wait_for_bearer
 
 POLICY = """
@@ -91,15 +92,9 @@ def test_a_failing_or_hanging_command_keeps_the_last_good_value(proxy, upstream)
     assert metric(proxy.metrics_port, "rr_secret_source_readable") == 0.0
     proxy.state.write_text("HANG")
     pid_file = proxy.state.with_name("state.pid")
-    deadline = time.monotonic() + 30
-    while not pid_file.exists():
-        assert time.monotonic() < deadline, "the command did not run again"
-        time.sleep(0.2)
+    eventually(pid_file.exists, what="the command run again")
     pid = int(pid_file.read_text())
-    deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{pid}"):  # killed at its 2 s timeout, and reaped
-        assert time.monotonic() < deadline, "a hanging secret command was left running"
-        time.sleep(0.2)
+    eventually(lambda: not os.path.exists(f"/proc/{pid}"), what="the hanging command killed at its 2 s timeout, and reaped")
     assert sent_bearer(proxy, upstream, "exec-hung") == f"Bearer {THREE}"
     proxy.state.write_text(FOUR)
     wait_for_bearer(proxy, upstream, FOUR)

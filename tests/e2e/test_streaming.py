@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from rr_addon.policy.bodies import decode_content
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import audit_record, prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.upstream import RawListener, blob_bytes
+from rr_addon.testing.wait import eventually
 
 SECRET = "sk_stream_SECRET_0123456789"
 POLICY = """
@@ -264,17 +265,18 @@ def test_each_event_is_passed_on_before_the_next_is_sent(proxy, upstream, http2)
 
 
 def test_a_stream_that_keeps_moving_is_not_cut_off(quick, upstream):
-    """A byte every 0.5 s for 6 s: three times the idle timeout, never idle."""
-    started = time.monotonic()
-    with client(quick) as c:
-        r = c.get(f"{quick.upstream}/drip/12?every=0.5")
-    assert r.status_code == 200 and r.content == b"x" * 12
-    assert time.monotonic() - started >= 5.5
+    """A byte every 0.5 s for 4.5 s: more than twice the idle timeout, never idle."""
+    pieces = []
+    with client(quick) as c, c.stream("GET", f"{quick.upstream}/drip/10?every=0.5") as r:
+        assert r.status_code == 200
+        pieces = [chunk for chunk in r.iter_raw() if chunk]
+    assert b"".join(pieces) == b"x" * 10
+    assert len(pieces) > 1  # streamed as the upstream sent it (not one buffered answer at the end)
+    assert "idle timeout" not in quick.log_text()
 
 
 def test_an_idle_stream_is_cut_off(quick, upstream):
     """10 bytes, then silence: the caller has the headers and the 10 bytes, then the body breaks off."""
-    started = time.monotonic()
     received = b""
     with client(quick) as c, c.stream("GET", f"{quick.upstream}/stall/10") as r:
         assert r.status_code == 200
@@ -282,8 +284,7 @@ def test_an_idle_stream_is_cut_off(quick, upstream):
             for chunk in r.iter_raw():
                 received += chunk
     assert received == b"x" * 10
-    assert time.monotonic() - started < 20  # cut by rr, not by the upstream's 60 s
-    quick.wait_for_log("rr cuts off 127.0.0.1: idle timeout: rr_idle_timeout is 2 s")
+    quick.wait_for_log("rr cuts off 127.0.0.1: idle timeout: rr_idle_timeout is 2 s")  # rr, not the upstream's 60 s
 
 
 def test_no_response_headers_in_time_is_a_504_naming_the_timeout(quick, upstream):
@@ -295,13 +296,11 @@ def test_no_response_headers_in_time_is_a_504_naming_the_timeout(quick, upstream
 
 
 def test_a_connection_that_never_completes_its_handshake_is_a_504(quick, mute):
-    started = time.monotonic()
     with client(quick) as c:
         r = c.get(f"https://127.0.0.1:{mute.port}/x")
     assert r.status_code == 504
     err = r.json()["error"]
-    assert err["code"] == "upstream-timeout" and "rr_connect_timeout is 1 s" in err["message"]
-    assert time.monotonic() - started < 10
+    assert err["code"] == "upstream-timeout" and "rr_connect_timeout is 1 s" in err["message"]  # rr's timeout, not the listener's 30 s
 
 
 def test_the_old_option_still_works_and_says_what_replaces_it(home, upstream, pki):
@@ -355,15 +354,6 @@ def test_a_large_compressed_response_is_not_capped_and_memory_stays_flat(proxy, 
     assert mem.growth < FLAT, f"rr grew by {mem.growth / MB:.0f} MB"
 
 
-def audit_record(proxy, request_id: str) -> dict:
-    deadline = time.monotonic() + 10
-    while True:
-        for line in rr_cli(proxy.home, "audit", "--json", "--proxy", "agent").output.splitlines():
-            if (rec := json.loads(line))["request_id"] == request_id:
-                return rec
-        assert time.monotonic() < deadline, f"no audit record for {request_id}"
-        time.sleep(0.2)
-
 
 def test_a_response_a_meter_reads_streams_on_and_is_measured_from_a_copy(proxy, upstream):
     """A response_value meter reads the JSON after the response; the response is not held
@@ -371,17 +361,15 @@ def test_a_response_a_meter_reads_streams_on_and_is_measured_from_a_copy(proxy, 
     with client(proxy) as c:
         r = c.get(f"{proxy.upstream}/usage/7?gzip=1")  # compressed, from a target with a secret: read decoded
         assert r.status_code == 200 and r.headers["content-encoding"] == "gzip" and r.json() == {"usage": {"total_tokens": 7}}
-        rec = audit_record(proxy, r.headers["rr-request-id"])
+        rec = audit_record(proxy.home, r.headers["rr-request-id"], proxy="agent")
         assert rec["meters"] == ["tokens"] and rec["unmeasured"] is None
         with c.stream("GET", f"{proxy.upstream}/bytes/{20 * MB}") as big:
             n = sum(len(chunk) for chunk in big.iter_raw())
         assert big.status_code == 200 and n > 16 * MB
-    assert audit_record(proxy, big.headers["rr-request-id"])["unmeasured"] == {"tokens": "too-large"}
-    deadline = time.monotonic() + 5
-    while True:  # the embedded counters are flushed every 250 ms
+    assert audit_record(proxy.home, big.headers["rr-request-id"], proxy="agent")["unmeasured"] == {"tokens": "too-large"}
+
+    def day() -> dict | None:  # the embedded counters are flushed every 250 ms
         rows = [json.loads(line) for line in rr_cli(proxy.home, "usage", "--proxy", "agent", "--json").output.splitlines()]
-        day = next((r for r in rows if r["meter"] == "tokens" and r["window"] == "day"), None)
-        if (day and day["used"], day and day["unmeasured"]) == (7, 1) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert (day["used"], day["unmeasured"]) == (7, 1), rows
+        return next((r for r in rows if r["meter"] == "tokens" and r["window"] == "day"), None)
+
+    eventually(lambda: (d := day()) and (d["used"], d["unmeasured"]) == (7, 1), what=lambda: f"7 used, 1 unmeasured: {day()}")

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-import time
 import uuid
 
 import httpx
 import pytest
 
 from rr_addon.policy.bodies import zstd as _zstd
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import audit_record, prepare_home
 from rr_addon.testing.proxy import ProxyProcess
 
 ZstdDecompressor = _zstd.ZstdDecompressor
@@ -68,16 +67,6 @@ def stream_gated(c: httpx.Client, upstream, query: str, early: bytes = b"Hel") -
     return r, received
 
 
-def audit_record(proxy, request_id: str) -> dict:
-    deadline = time.monotonic() + 10
-    while True:
-        for line in rr_cli(proxy.home, "audit", "--json").output.splitlines():
-            rec = json.loads(line)
-            if rec["request_id"] == request_id:
-                return rec
-        assert time.monotonic() < deadline, f"no audit record for {request_id}"
-        time.sleep(0.2)
-
 
 @pytest.mark.parametrize("extra", ["", "&split=1&crlf=1", "&gzip=1", "&br=1", "&zstd=1", "&deflate=1&split=1"])
 def test_an_email_in_a_streamed_completion_reaches_the_caller_redacted_event_by_event(proxy, upstream, extra):
@@ -88,7 +77,7 @@ def test_an_email_in_a_streamed_completion_reaches_the_caller_redacted_event_by_
     assert SECRET.encode() not in received  # an injected secret the upstream echoes is masked too
     assert b'"content":"write to [REDACTED:EMAIL] [rr:llm/live]' in received
     assert received.replace(b"\r\n", b"\n").endswith(b"data: [DONE]\n\n")
-    assert audit_record(proxy, r.headers["rr-request-id"])["redactions"] == {"email": 1}
+    assert audit_record(proxy.home, r.headers["rr-request-id"])["redactions"] == {"email": 1}
 
 
 @pytest.mark.parametrize("extra", ["", "&gzip=1"])

@@ -13,12 +13,12 @@ import queue
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
 from rr_addon.testing.home import database_url, prepare_home, rr_cli
 from rr_addon.testing.proxy import BIN, ProxyProcess
+from rr_addon.testing.wait import eventually
 
 RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\x00")
 PATH = b"/a\x1b[2J\x1b]0;pwned\x07[red]X[/red][link=https://e.example]click[/link]"
@@ -87,12 +87,8 @@ def sent(proxy):
         "denied": send(proxy, request(proxy, b"DELETE", MARKUP_PATH, [AUTH, *EVIL_HEADERS])),
         "allowed": send(proxy, request(proxy, b"GET", MARKUP_PATH, [AUTH, *EVIL_HEADERS])),
     }
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # the audit writer stores records in batches
-        ids = {json.loads(line)["request_id"] for line in rr_cli(proxy.home, "audit", "--json").output.splitlines() if line.startswith("{")}
-        if all(rid in ids for _, rid in out.values()):
-            break
-        time.sleep(0.2)
+    audited = lambda: {json.loads(line)["request_id"] for line in rr_cli(proxy.home, "audit", "--json").output.splitlines() if line.startswith("{")}  # noqa: E731
+    eventually(lambda: all(rid in audited() for _, rid in out.values()), what="every audit record")  # written in batches
     return out
 
 
@@ -101,8 +97,8 @@ def test_requests_were_answered_as_expected(sent):
 
 
 def test_the_log_shows_control_characters_escaped(proxy, sent):
-    time.sleep(0.5)
-    log = proxy.log_text()
+    denials = [rid for key, (status, rid) in sent.items() if key != "allowed"]
+    log = eventually(lambda: all(f" deny {rid} " in (t := proxy.log_text()) for rid in denials) and t, what="every denial logged")
     for c in RAW_CONTROLS:
         assert c not in log, (c, log)
     lines = log.splitlines()

@@ -7,16 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import threading
-import time
 import uuid
 
 import httpx
 import pytest
-from websockets.sync.client import connect as ws_connect
 
 from rr_addon.testing.home import prepare_home
+from rr_addon.testing.mitmweb import Updates, web_api
 from rr_addon.testing.proxy import ProxyProcess
+from rr_addon.testing.wait import eventually
 
 UPSTREAM_SECRET = "sk_views_UPSTREAM_1234"
 QUERY_SECRET = "qv_SECRET_5678"
@@ -36,7 +35,6 @@ proxies:
       - {{name: main, auth: api_key, secret: {caller}}}
       - {{name: qc, auth: api_key, secret: {caller}-q, target_credentials: {{api: q}}}}
 """
-PASSWORD = "rr-test-password"
 
 
 @pytest.fixture(scope="module")
@@ -58,50 +56,30 @@ def forbidden_strings() -> list[str]:
 
 
 def test_mitmweb_never_sees_a_secret(web, upstream):
-    messages: list[str] = []
-    ready = threading.Event()
-    stop = threading.Event()
+    with Updates(web) as messages:
+        verify = ssl.create_default_context(cafile=str(web.ca))
+        marker = uuid.uuid4().hex
+        with httpx.Client(proxy=web.url("agent", CALLER_KEY), verify=verify, timeout=10) as c:
+            assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}").status_code == 200
+            assert c.post(f"https://127.0.0.1:{upstream.port}/anything/{marker}", json={"x": 1}).status_code == 200
+        with httpx.Client(proxy=web.url("agent", f"{CALLER_KEY}-q"), verify=verify, timeout=10) as c:
+            assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}?key=mine").status_code == 200
+        with httpx.Client(proxy=web.url(), verify=verify, timeout=10) as c:  # caller key in a request header
+            assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}", headers={"X-RR-Authorization": f"Bearer {CALLER_KEY}"}).status_code == 200
+            # a wrong key typed into Authorization: removed before any view sees it
+            assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}", headers={"Authorization": f"Bearer {CALLER_KEY}-typo"}).status_code == 401
 
-    def listen():
-        with ws_connect(f"ws://127.0.0.1:{web.web_port}/updates?token={PASSWORD}") as ws:
-            ready.set()
-            while not stop.is_set():
-                try:
-                    messages.append(ws.recv(timeout=0.2))
-                except TimeoutError:
-                    continue
+        # the upstream really got the secrets
+        got = [r for r in upstream.received if marker in r.path]
+        assert len(got) == 4
+        assert got[0].header("Authorization") == f"Bearer {UPSTREAM_SECRET}"
+        assert got[2].path.endswith(f"key={QUERY_SECRET}")
 
-    t = threading.Thread(target=listen, daemon=True)
-    t.start()
-    assert ready.wait(10)
-    verify = ssl.create_default_context(cafile=str(web.ca))
-    marker = uuid.uuid4().hex
-    with httpx.Client(proxy=web.url("agent", CALLER_KEY), verify=verify, timeout=10) as c:
-        assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}").status_code == 200
-        assert c.post(f"https://127.0.0.1:{upstream.port}/anything/{marker}", json={"x": 1}).status_code == 200
-    with httpx.Client(proxy=web.url("agent", f"{CALLER_KEY}-q"), verify=verify, timeout=10) as c:
-        assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}?key=mine").status_code == 200
-    with httpx.Client(proxy=web.url(), verify=verify, timeout=10) as c:  # caller key in a request header
-        assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}", headers={"X-RR-Authorization": f"Bearer {CALLER_KEY}"}).status_code == 200
-        # a wrong key typed into Authorization: removed before any view sees it
-        assert c.get(f"https://127.0.0.1:{upstream.port}/anything/{marker}", headers={"Authorization": f"Bearer {CALLER_KEY}-typo"}).status_code == 401
-
-    # the upstream really got the secrets
-    got = [r for r in upstream.received if marker in r.path]
-    assert len(got) == 4
-    assert got[0].header("Authorization") == f"Bearer {UPSTREAM_SECRET}"
-    assert got[2].path.endswith(f"key={QUERY_SECRET}")
-
-    headers = {"Authorization": f"Bearer {PASSWORD}"}
-    flows = httpx.get(f"http://127.0.0.1:{web.web_port}/flows", headers=headers, timeout=10)
-    assert flows.status_code == 200
-    dump = httpx.get(f"http://127.0.0.1:{web.web_port}/flows/dump", headers=headers, timeout=10)
-    assert dump.status_code == 200
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and sum(marker in m for m in messages) < 10:
-        time.sleep(0.1)
-    stop.set()
-    t.join(5)
+        with web_api(web) as api:
+            flows, dump = api.get("/flows"), api.get("/flows/dump")
+        assert flows.status_code == dump.status_code == 200
+        # the live updates of the five flows, several each (after each hook), come in as they are served
+        eventually(lambda: sum(marker in m for m in messages) >= 10, what="ten live updates")
 
     mine = [f for f in flows.json() if marker in f["request"]["path"]]
     assert len(mine) == 5

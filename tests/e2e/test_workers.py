@@ -10,7 +10,6 @@ import re
 import signal
 import ssl
 import threading
-import time
 import uuid
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port
+from rr_addon.testing.wait import eventually
 
 POLICY = """
 targets:
@@ -41,11 +41,11 @@ def worker_pids(proxy: ProxyProcess) -> dict[int, int]:
 
 
 def wait_listening(proxy: ProxyProcess, worker: int, times: int = 1, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while proxy.log_text().count(f"rr: worker {worker} listening") < times:
+    def listening() -> bool:
         assert proxy.proc.poll() is None, proxy.log_text()[-3000:]
-        assert time.monotonic() < deadline, f"worker {worker} not listening:\n{proxy.log_text()[-3000:]}"
-        time.sleep(0.05)
+        return proxy.log_text().count(f"rr: worker {worker} listening") >= times
+
+    eventually(listening, timeout, lambda: f"worker {worker} listening:\n{proxy.log_text()[-3000:]}")
 
 
 def fetch(proxy: ProxyProcess, user: str, path: str, port: int) -> int:
@@ -96,13 +96,8 @@ def test_two_workers_share_the_port_exact_counters_and_the_audit_trail(shared_ho
             served.append(sum(float(v) for v in re.findall(rf'^rr_requests_total{{[^}}]*proxy="{name}"[^}}]*}} (\S+)$', text, re.M)))
         assert sum(served) == 48 and all(n > 0 for n in served), served
     # the audit trail holds every request once, from both workers
-    deadline = time.monotonic() + 20
-    while True:
-        out = rr_cli(home, "audit", "--json", "--proxy", name, "-n", "1000").output
-        records = [json.loads(line) for line in out.splitlines() if line.strip()]
-        if len(records) >= 48 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    audited = lambda: [json.loads(line) for line in rr_cli(home, "audit", "--json", "--proxy", name, "-n", "1000").output.splitlines() if line.strip()]  # noqa: E731
+    records = eventually(lambda: len(r := audited()) >= 48 and r, what="48 audit records")
     assert len(records) == 48 and len({r["request_id"] for r in records}) == 48
     assert len({r["dataplane"] for r in records}) == 2
     rr_cli(home, "usage", "reset", "--proxy", name, "--yes", env=env)

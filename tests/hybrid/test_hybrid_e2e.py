@@ -20,8 +20,9 @@ from rr_addon.hybrid import sealing
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
 from rr_addon.testing.home import prepare_home, rr_cli
-from rr_addon.testing.hybrid import ControlPlaneProcess, dataplane, state, wait_until
+from rr_addon.testing.hybrid import ControlPlaneProcess, dataplane, state
 from rr_addon.testing.proxy import free_port
+from rr_addon.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +88,7 @@ def test_configuration_reaches_both_data_planes_and_changes_reach_them(cp, tmp_p
         apply(cp.home, policy(upstream.port, SECRET_2))
         version = json.loads(rr_cli(cp.home, "status", "--json").output)["config_version"]
         for n, dp in enumerate((dp1, dp2)):
-            wait_until(lambda: state(dp.home).get("config_version") == version, what=f"dp{n + 1} on version {version}")
+            eventually(lambda: state(dp.home).get("config_version") == version, what=f"dp{n + 1} on version {version}")
             r = get(dp, upstream, f"/second/{n}")
             assert r.status_code == 200, r.text
             assert injected(upstream, f"/second/{n}") == f"Bearer {SECRET_2}"
@@ -97,7 +98,7 @@ def test_configuration_reaches_both_data_planes_and_changes_reach_them(cp, tmp_p
             planes = [p for p in json.loads(rr_cli(cp.home, "status", "--json").output)["dataplanes"] if p["config_version"] == version]
             return planes if len(planes) == 2 else []
 
-        planes = wait_until(current, what="both heartbeats on the new version")
+        planes = eventually(current, what="both heartbeats on the new version")
         assert sorted(p["id"].split("/")[0] for p in planes) == ["dp1", "dp2"]
         assert all(not p["stats"]["hybrid"]["stale"] for p in planes)
 
@@ -106,14 +107,14 @@ def test_configuration_reaches_both_data_planes_and_changes_reach_them(cp, tmp_p
             lines = rr_cli(cp.home, "audit", "--json", "-n", "100").output.splitlines()
             return {json.loads(line)["dataplane"].split("/")[0] for line in lines if json.loads(line)["path"].startswith("/second/")}
 
-        wait_until(lambda: audited() == {"dp1", "dp2"}, what="audit records of both data planes")
+        eventually(lambda: audited() == {"dp1", "dp2"}, what="audit records of both data planes")
 
         def usage() -> dict:
             rows = [json.loads(line) for line in rr_cli(cp.home, "usage", "--json").output.splitlines()]
             row = next((r for r in rows if r["meter"] is None and r["subject"] == "a" and r["window"] == "day"), None)
             return row if row and sorted(row["by_scope"]) == ["dataplane:dp1", "dataplane:dp2"] and row["used"] >= 4 else None
 
-        row = wait_until(usage, what="usage reported by both data planes")
+        row = eventually(usage, what="usage reported by both data planes")
         assert row["used"] == sum(row["by_scope"].values())
 
 
@@ -136,7 +137,7 @@ def test_control_plane_outage_traffic_continues_audit_arrives_once(cp, tmp_path,
         denied = get(dp, upstream, "/during/denied", key="wrong")
         assert denied.status_code == 401
         sent.append(denied.headers["rr-request-id"])
-        st = wait_until(lambda: (s := state(home)).get("stale") and s, what="stale state")
+        st = eventually(lambda: (s := state(home)).get("stale") and s, what="stale state")
         assert st["connected"] is False and st["stale_since"]
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         assert re.search(r"^rr_control_plane_connected 0\.0$", text, re.M)
@@ -158,15 +159,15 @@ def test_control_plane_outage_traffic_continues_audit_arrives_once(cp, tmp_path,
         engine = make_engine(f"sqlite:///{cp.home / 'rr.db'}")
         try:
             wanted = set(sent) | ids
-            wait_until(lambda: wanted <= {r["request_id"] for r in audit_store.records(engine, wanted)}, timeout=30, what="every audit record at the control plane")
-            wait_until(lambda: state(home).get("undelivered_audit") == 0 and state(home).get("connected"), what="spool drained")
+            eventually(lambda: wanted <= {r["request_id"] for r in audit_store.records(engine, wanted)}, timeout=30, what="every audit record at the control plane")
+            eventually(lambda: state(home).get("undelivered_audit") == 0 and state(home).get("connected"), what="spool drained")
             rows = audit_store.records(engine, wanted)
             assert sorted(r["request_id"] for r in rows) == sorted(wanted)  # each exactly once
             assert all(r["dataplane"].startswith("edge/") for r in rows)
             assert {r["path"] for r in rows} >= {f"/during/{i}" for i in range(5)} | {"/after-restart"}
         finally:
             engine.dispose()
-        wait_until(lambda: not state(home).get("stale"), what="fresh again")
+        eventually(lambda: not state(home).get("stale"), what="fresh again")
     finally:
         dp.stop()
 
@@ -176,10 +177,10 @@ def test_revoked_data_plane_is_cut_off(cp, tmp_path, pki, upstream):
     with dataplane(tmp_path / "keep", b1, upstream_ca=pki.ca_cert, name="keep") as keep, dataplane(tmp_path / "gone", b2, upstream_ca=pki.ca_cert, name="gone") as gone:
         v0 = state(gone.home)["config_version"]
         rr_cli(cp.home, "control-plane", "revoke-dataplane", "gone")
-        wait_until(lambda: state(gone.home).get("revoked"), what="gone learns it is revoked")
+        eventually(lambda: state(gone.home).get("revoked"), what="gone learns it is revoked")
         apply(cp.home, policy(upstream.port, SECRET_2))
         version = json.loads(rr_cli(cp.home, "status", "--json").output)["config_version"]
-        wait_until(lambda: state(keep.home).get("config_version") == version, what="keep on the new version")
+        eventually(lambda: state(keep.home).get("config_version") == version, what="keep on the new version")
         assert get(keep, upstream, "/keep").status_code == 200 and injected(upstream, "/keep") == f"Bearer {SECRET_2}"
         st = state(gone.home)
         assert st["config_version"] == v0 != version and st["revoked"] and st["stale"]
@@ -200,7 +201,7 @@ def test_data_plane_home_holds_no_clear_secret(cp, tmp_path, pki, upstream):
         for i in range(3):
             assert get(dp, upstream, f"/s/{i}").status_code == 200
         assert injected(upstream, "/s/0") == f"Bearer {SECRET_1}"
-        wait_until(lambda: state(home).get("undelivered_audit") == 0 and state(home).get("last_contact"), what="audit delivered")
+        eventually(lambda: state(home).get("undelivered_audit") == 0 and state(home).get("last_contact"), what="audit delivered")
         files = [p for p in home.rglob("*") if p.is_file()]
         assert any(p.name == "config.sealed.json" for p in files) and any(p.name == "spool.db" for p in files)
         assert not (home / "rr.db").exists() and not (home / "rr.key").exists()
@@ -256,6 +257,6 @@ def test_data_planes_sharing_redis_report_one_scope_not_a_sum(tmp_path, pki, ups
                 row = next((r for r in rows if r["meter"] is None and r["subject"] == "a" and r["window"] == "day"), None)
                 return row if row and row["used"] == 5 and row["by_scope"] else None
 
-            row = wait_until(usage, what="the region's usage at the control plane")
+            row = eventually(usage, what="the region's usage at the control plane")
             assert list(row["by_scope"]) == [next(iter(row["by_scope"]))] and next(iter(row["by_scope"])).startswith("redis:")
             assert row["used"] == 5  # counted once though both data planes reported it

@@ -8,6 +8,7 @@ import pytest
 
 from rr_addon.identity import FetchError, Http, Refused, Shared, SingleFlight, Verified, check_endpoint_url, token_key
 from rr_addon.testing.idp import IdP
+from rr_addon.testing.wait import eventually_async
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,7 @@ def test_single_flight_survives_a_cancelled_waiter():
         flight: SingleFlight[str, str] = SingleFlight()
         first = asyncio.ensure_future(flight.run("k", work))
         second = asyncio.ensure_future(flight.run("k", work))
-        await asyncio.sleep(0.01)
+        await eventually_async(lambda: calls)  # the first waiter started the work; the second joined it
         assert flight.running("k")
         first.cancel()  # a client that disconnects
         assert await second == "done"

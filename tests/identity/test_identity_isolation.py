@@ -19,8 +19,8 @@ from rr_addon.identity.gate import CLIENT, Gate
 from rr_addon.identity.introspection import Introspector
 from rr_addon.identity.jwks import JwksSettings, RemoteJwks
 from rr_addon.testing.idp import Clock, IdP, run_with_http
+from rr_addon.testing.wait import GENEROUS, eventually_async
 
-GENEROUS = 30  # seconds: only a hang reaches this
 
 
 @pytest.fixture
@@ -29,11 +29,6 @@ def idp():
         server.add_key("RSA")
         yield server
 
-
-async def eventually(check, timeout: float = GENEROUS) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 def introspector(idp: IdP, http: Http, gate: Gate | None = None, **kw) -> Introspector:
@@ -65,7 +60,7 @@ def test_a_dripping_endpoint_cannot_hold_a_fetch_past_its_timeout(idp, endpoint)
                 with pytest.raises(UpstreamTokenError) as e:
                     await source.token()
                 assert e.value.reason == ident.TOKEN_ENDPOINT_UNAVAILABLE
-        await eventually(lambda: idp.hangups(endpoint) >= 1)  # rr closed the connection: the IdP's next byte failed
+        await eventually_async(lambda: idp.hangups(endpoint) >= 1)  # rr closed the connection: the IdP's next byte failed
 
     run_with_http(body)
 
@@ -81,7 +76,7 @@ def test_introspections_held_by_a_slow_endpoint_never_starve_a_jwks_refresh(idp)
     async def body(http):
         intro = introspector(idp, http, timeout=20)  # no gate: the lanes alone must isolate
         pending = [asyncio.ensure_future(intro.introspect(f"junk-{n}")) for n in range(25)]
-        await eventually(lambda: idp.waiting("introspect") >= 16)  # the introspection lane is full
+        await eventually_async(lambda: idp.waiting("introspect") >= 16)  # the introspection lane is full
         jwks = RemoteJwks(idp.jwks_url, http=http, settings=JwksSettings(timeout=2))
         await jwks.refresh()
         found = jwks.lookup(kid, "RS256", allow_fetch=False)
@@ -108,10 +103,10 @@ def test_unknown_tokens_are_capped_per_client_and_overall(idp):
         intro = introspector(idp, http, gate, timeout=20)
         a1 = asyncio.ensure_future(ask(intro, "10.0.0.1", "a1"))
         a2 = asyncio.ensure_future(ask(intro, "10.0.0.1", "a2"))
-        await eventually(lambda: idp.waiting("introspect") == 2)
+        await eventually_async(lambda: idp.waiting("introspect") == 2)
         third_from_a = await ask(intro, "10.0.0.1", "a3")  # refused at once, never sent
         b1 = asyncio.ensure_future(ask(intro, "10.0.0.2", "b1"))
-        await eventually(lambda: idp.waiting("introspect") == 3)
+        await eventually_async(lambda: idp.waiting("introspect") == 3)
         from_c = await ask(intro, "10.0.0.3", "c1")  # the overall cap
         joined = asyncio.ensure_future(ask(intro, "10.0.0.3", "a1"))  # joins a1's request: needs no slot
         await asyncio.sleep(0.1)

@@ -18,6 +18,7 @@ from rr_addon.policy.windows import Window
 from rr_addon.meters import open_backend
 from rr_addon.meters.base import BackendUnavailable, CounterBackend
 from rr_addon.meters.redis_backend import CHECK_AND_ADD, RedisBackend
+from rr_addon.testing.wait import GENEROUS
 
 FAR = 4_102_444_800
 
@@ -252,28 +253,43 @@ def test_outage_applies_the_meters_policy_and_recovers_by_itself(own_redis, capl
         except BackendUnavailable:
             return plan.on_backend_error()
 
+    now = [0.0]  # the backend's clock: the cooldown passes when the test says so
+
     async def main():
-        b = RedisBackend(own_redis.url, cooldown=0.2)
+        b = RedisBackend(own_redis.url, cooldown=0.2, clock=lambda: now[0])
+        pool = b._client.connection_pool
+        attempts, real = [], pool.get_connection
+
+        async def counted(*a, **kw):
+            attempts.append(now[0])
+            return await real(*a, **kw)
+
+        pool.get_connection = counted
         assert (await decide(b, deny)).admitted and not (await decide(b, deny)).degraded
         own_redis.stop()
-        t0 = time.monotonic()
+        before = len(attempts)
         down = await decide(b, deny)
-        first_failure = time.monotonic() - t0
-        t0 = time.monotonic()
-        allowed = await decide(b, allow)
-        fast_failure = time.monotonic() - t0
+        tried_down = len(attempts) - before
+        allowed = await decide(b, allow)  # within the cooldown
+        tried_cooling = len(attempts) - before - tried_down
         assert not b.available and b.failures == 2
         own_redis.start()  # an empty Redis: no counts, no cached script
-        deadline = time.monotonic() + 5
-        while (back := await decide(b, deny)).degraded and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await b.close()
-        return down, allowed, back, first_failure, fast_failure, b.available
 
-    down, allowed, back, first_failure, fast_failure, available = run(main())
+        async def recovered():
+            now[0] += 1.0  # past the cooldown each time
+            return not (back := await decide(b, deny)).degraded and back
+
+        async with asyncio.timeout(GENEROUS):
+            while not (back := await recovered()):
+                await asyncio.sleep(0.05)
+        await b.close()
+        return down, allowed, back, tried_down, tried_cooling, b.available
+
+    down, allowed, back, tried_down, tried_cooling, available = run(main())
     assert (down.admitted, down.reason, down.degraded) == (False, reasons.METER_BACKEND_DENY, True)
     assert allowed.admitted and allowed.degraded
-    assert first_failure < 1.0 and fast_failure < 0.05  # no latency piles up while Redis is away
+    # no latency piles up while Redis is away: one failed attempt, then none until the cooldown passes
+    assert tried_down >= 1 and tried_cooling == 0
     assert back.admitted and not back.degraded and available
     messages = [r.getMessage() for r in caplog.records]
     assert sum("redis unavailable" in m for m in messages) == 1 and "counters: redis available again" in messages

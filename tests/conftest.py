@@ -90,3 +90,30 @@ def module_pg_url(postgres_url):
 
     with postgres_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A test CA with a server certificate for 127.0.0.1 (rr_addon.testing.certs)."""
+    from rr_addon.testing.certs import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def upstream(pki):
+    """A local TLS upstream that records what it receives (shared: tests tell their requests
+    apart by path, e.g. a uuid in it)."""
+    from rr_addon.testing.upstream import Upstream
+
+    with Upstream(pki) as up:
+        yield up
+
+
+@pytest.fixture(scope="session")
+def plain_upstream():
+    """The same upstream over plain HTTP."""
+    from rr_addon.testing.upstream import Upstream
+
+    with Upstream(None) as up:
+        yield up

@@ -20,10 +20,8 @@ from mitmproxy import exceptions, hooks, options
 from mitmproxy.addonmanager import traverse
 
 from rr_addon.mitm import runner
-from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
-from rr_addon.testing.upstream import Upstream
 from rr_addon.testing.wait import eventually_async
 
 UPSTREAM_SECRET = "sk_runner_UPSTREAM_9876"
@@ -39,17 +37,6 @@ proxies:
     targets: [{{target: api}}]
     credentials: [{{name: main, auth: api_key, secret: {caller}}}]
 """
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def upstream(pki):
-    with Upstream(pki) as up:
-        yield up
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +138,6 @@ def test_web_keeps_mitmweb_addons_and_rr_before_the_view(rr_home):
         (["--mode", "regular", "--mode", "dns@53535"], "dnsresolver"),
         (["--mode", "dns@53535"], "stripdnshttpsrecords"),
         (["--set", "dns_name_servers=1.1.1.1"], "dnsresolver"),
-async def scripts_loaded(m) -> None:
-    """Until every `-s` script's module is loaded (mitmproxy loads them from a task of its own)."""
-    loader = m.addons.get("scriptloader")
-    await eventually_async(lambda: loader.addons and all(script.ns is not None for script in loader.addons), what="the scripts loaded")
-
-
         (["~d example.com"], "dumper"),  # a filter expression: flows matching it are printed
     ],
 )
@@ -166,6 +147,12 @@ def test_options_load_their_addon(rr_home, extra, loaded):
 
 def test_quiet_drops_the_dumper(rr_home):
     assert "dumper" not in build(base_args(rr_home) + ["-q", "--set", "flow_detail=2"], inspect=names)
+
+
+async def scripts_loaded(m) -> None:
+    """Until every `-s` script's module is loaded (mitmproxy loads them from a task of its own)."""
+    loader = m.addons.get("scriptloader")
+    await eventually_async(lambda: loader.addons and all(script.ns is not None for script in loader.addons), what="the scripts loaded")
 
 
 def test_scripts_load_the_script_loader_and_rr_runs_first(rr_home, tmp_path):

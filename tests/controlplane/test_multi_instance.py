@@ -25,10 +25,8 @@ from typer.testing import CliRunner
 import rr_addon
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
-from rr_addon.testing.certs import make_pki
 from rr_addon.testing.home import rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port, wait_for_port
-from rr_addon.testing.upstream import Upstream
 from rr_addon.testing.wait import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
@@ -84,23 +82,23 @@ def pg_url(module_pg_url):
     return module_pg_url
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def upstream(pki):
-    with Upstream(pki) as up:
-        yield up
-
-
 def haproxy_config(listen: int, planes: list[int], stats: int) -> str:
     """The documented example with this test's ports (and without syslog)."""
     cfg = EXAMPLE.read_text()
-        self.stats_port = stats_port
     cfg = cfg.replace("log /dev/log local0 info", "log stdout format raw local0 info").replace("maxconn 4000", "maxconn 256")
     cfg = cfg.replace("bind 127.0.0.1:8080", f"bind 127.0.0.1:{listen}").replace("bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats}")
+    servers = "".join(f"    server rr{i + 1} 127.0.0.1:{port}\n" for i, port in enumerate(planes))
+    cfg, n = re.subn(r"(    server rr\d 127\.0\.0\.1:\d+\n)+", servers, cfg)
+    assert n == 1, "the example's server lines changed: update this test"
+    return cfg.replace("check inter 2s", "check inter 200ms")
+
+
+class Cluster:
+    def __init__(self, home: Path, env: dict[str, str], planes: list[ProxyProcess], lb_port: int, metrics_ports: list[int], stats_port: int):
+        self.home, self.env, self.planes, self.lb_port, self.metrics_ports = home, env, planes, lb_port, metrics_ports
+        self.stats_port = stats_port
+        self.ca = ssl.create_default_context(cafile=str(home / "certs" / "mitmproxy-ca-cert.pem"))
+
     def lb_status(self) -> dict[int, str]:
         """HAProxy's view of each plane, by port: "UP", "DOWN", "UP 1/2"... (its stats page, as CSV)."""
         rows = httpx.get(f"http://127.0.0.1:{self.stats_port}/;csv", timeout=5).text.lstrip("# ").splitlines()
@@ -111,17 +109,6 @@ def haproxy_config(listen: int, planes: list[int], stats: int) -> str:
     def versions_seen(self) -> list[int]:
         """How many configuration versions each plane has taken (its log says so each time)."""
         return [p.log_text().count("rr now enforces configuration version") for p in self.planes]
-
-    servers = "".join(f"    server rr{i + 1} 127.0.0.1:{port}\n" for i, port in enumerate(planes))
-    cfg, n = re.subn(r"(    server rr\d 127\.0\.0\.1:\d+\n)+", servers, cfg)
-    assert n == 1, "the example's server lines changed: update this test"
-    return cfg.replace("check inter 2s", "check inter 200ms")
-
-
-class Cluster:
-    def __init__(self, home: Path, env: dict[str, str], planes: list[ProxyProcess], lb_port: int, metrics_ports: list[int], stats_port: int):
-        self.home, self.env, self.planes, self.lb_port, self.metrics_ports = home, env, planes, lb_port, metrics_ports
-        self.ca = ssl.create_default_context(cafile=str(home / "certs" / "mitmproxy-ca-cert.pem"))
 
     def get(self, key: str, url: str, via: int | None = None) -> httpx.Response:
         """One request on a fresh connection (so the load balancer picks a plane for it)."""
@@ -219,7 +206,6 @@ def test_both_data_planes_serve_traffic_through_the_load_balancer(cluster, upstr
 
     per_plane = eventually(per_plane_once_all_audited, what="every request audited")
     assert all(per_plane), f"a data plane served nothing: {[len(s) for s in per_plane]}"
-        eventually(lambda: cluster.get("KEY_b", url, via=p.port).status_code == 200, what=lambda: p.log_text()[-1500:])
     assert set().union(*per_plane) == set(ids)  # every request audited once, by the plane that served it
     assert sum(len(s) for s in per_plane) == len(ids)
 
@@ -231,6 +217,7 @@ def test_a_change_reaches_both_data_planes(cluster, upstream):
     assert cluster.get("KEY_b", url).status_code == 401
     cluster.apply("      - {name: b, auth: api_key, secret: KEY_b}", upstream.port)
     for p in cluster.planes:
+        eventually(lambda: cluster.get("KEY_b", url, via=p.port).status_code == 200, what=lambda: p.log_text()[-1500:])
         p.wait_for_log("rr now enforces configuration version 2")
     assert cluster.get("KEY_b", url).status_code == 200  # and through the load balancer
 
@@ -295,16 +282,6 @@ def test_each_data_plane_exports_its_requests(cluster, upstream):
         out = []
         for port in cluster.metrics_ports:
             body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-def listeners(url: str) -> int:
-    """Connections to this database that LISTEN for configuration changes (a plane keeps one)."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")).scalar_one()
-    finally:
-        engine.dispose()
-
-
             out.append(sum(float(m) for m in re.findall(r'^rr_requests_total\{[^}]*proxy="agent"[^}]*\} (\S+)$', body, re.M)))
         return out
 
@@ -314,6 +291,16 @@ def listeners(url: str) -> int:
     after = served()
     assert sum(after) - sum(before) == 6
     assert all(a > b for a, b in zip(after, before))
+
+
+def listeners(url: str) -> int:
+    """Connections to this database that LISTEN for configuration changes (a plane keeps one)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def test_listen_notify_delivers_a_change_without_polling(cluster, upstream, pki, tmp_path):
@@ -339,7 +326,6 @@ def test_listen_notify_delivers_a_change_without_polling(cluster, upstream, pki,
     finally:
         for p in planes:
             p.stop()
-    seen = cluster.versions_seen()
 
 
 def test_a_global_quota_across_both_planes_lets_exactly_n_through(cluster, upstream):
@@ -351,6 +337,7 @@ def test_a_global_quota_across_both_planes_lets_exactly_n_through(cluster, upstr
     meters:
       - {{name: requests, limits: {{day: 5}}}}
 """
+    seen = cluster.versions_seen()
     cluster.apply("      - {name: b, auth: api_key, secret: KEY_b}\n" + extra, upstream.port)
     url = f"https://127.0.0.1:{upstream.port}/anything/quota"
     eventually(lambda: all(a > b for a, b in zip(cluster.versions_seen(), seen)), what="both planes on the new version")

@@ -11,20 +11,11 @@ from sqlmodel import select
 
 from rr_addon.crypto import Keyring
 from rr_addon.store import config_store
-from rr_addon.store.db import make_engine, migrate, session
+from rr_addon.store.db import session
 from rr_addon.store.oauth_grants import DatabaseRefreshTokens, rotations
 from rr_addon.store.tables import OAuthRefreshTokenRow
 
 KEY = ("api", "crm")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'rr.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    engine = make_engine(url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -1,27 +1,18 @@
-"""End-to-end fixtures: a local TLS upstream that records what it receives, and
-real rr proxy processes with their own RR_HOME."""
+"""End-to-end tests: real rr proxy processes with their own RR_HOME, in front of the
+local upstreams of tests/conftest.py."""
 
 from __future__ import annotations
 
 import pytest
-from rr_addon.testing.certs import make_pki
-from rr_addon.testing.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
+@pytest.fixture(scope="module")
+def idp():
+    """A local identity provider with an RSA signing key, shared by a module's tests."""
+    from rr_addon.testing.idp import IdP
 
-
-@pytest.fixture(scope="session")
-def upstream(pki):
-    with Upstream(pki) as up:
-        yield up
-
-
-@pytest.fixture(scope="session")
-def plain_upstream():
-    with Upstream(None) as up:
-        yield up
+    with IdP() as server:
+        server.add_key("RSA")
+        yield server

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from rr_addon.testing.home import prepare_home
-from rr_addon.testing.idp import IdP
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.wait import eventually
 
@@ -45,13 +44,6 @@ proxies:
         audience: api
         timeout: 20
 """
-
-
-@pytest.fixture(scope="module")
-def idp():
-    with IdP() as idp:
-        idp.add_key("RSA")
-        yield idp
 
 
 @pytest.fixture(scope="module")

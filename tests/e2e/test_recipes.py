@@ -331,13 +331,6 @@ def test_slack_refusals(slack, method, path, kw, status, code):
 
 
 @pytest.fixture(scope="module")
-def idp():
-    with IdP() as idp:
-        idp.add_key("RSA")
-        yield idp
-
-
-@pytest.fixture(scope="module")
 def internal(tmp_path_factory, vendor, pki, idp):
     proxy = start(tmp_path_factory, vendor, pki, "internal-jwt", idp)
     with proxy:

@@ -16,7 +16,6 @@ import time
 import pytest
 
 from rr_addon.testing.home import database_url, prepare_home, rr_cli
-from rr_addon.testing.idp import IdP
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.wait import eventually
 from tests.e2e.test_tokens import RR, call
@@ -46,13 +45,6 @@ proxies:
         audience: partners
       - {{name: ci, auth: api_key, secret: KEY_ci}}
 """
-
-
-@pytest.fixture(scope="module")
-def idp():
-    with IdP() as idp:
-        idp.add_key("RSA")
-        yield idp
 
 
 @pytest.fixture(scope="module")

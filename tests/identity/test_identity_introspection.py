@@ -16,13 +16,6 @@ from rr_addon.testing.idp import Clock, run_with_http, IdP
 
 
 
-@pytest.fixture
-def idp():
-    with IdP() as server:
-        server.add_key("RSA")
-        yield server
-
-
 run = run_with_http
 
 

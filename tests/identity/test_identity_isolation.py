@@ -23,13 +23,6 @@ from rr_addon.testing.wait import GENEROUS, eventually_async
 
 
 
-@pytest.fixture
-def idp():
-    with IdP() as server:
-        server.add_key("RSA")
-        yield server
-
-
 
 def introspector(idp: IdP, http: Http, gate: Gate | None = None, **kw) -> Introspector:
     if gate is not None:

@@ -21,13 +21,6 @@ from rr_addon.testing.idp import IdP, compact, hs256, public_jwk, pooled_key
 SECRET = "s" * 32
 
 
-@pytest.fixture
-def idp():
-    with IdP() as server:
-        server.add_key("RSA")
-        yield server
-
-
 def run(body, verify: ssl.SSLContext | bool = True):
     async def main():
         http = Http(verify=verify)

@@ -25,7 +25,7 @@ from rr_addon.identity.matching import (
     literal_alternatives,
     prewarm,
 )
-from rr_addon.testing.idp import IdP, run_with_http
+from rr_addon.testing.idp import run_with_http
 from rr_addon.testing.idp import compact as _compact
 
 # ---------------------------------------------------------------- literal analysis
@@ -115,13 +115,6 @@ def test_two_introspection_endpoints_are_named():
 
 
 # ---------------------------------------------------------------- request time, against the IdP
-
-
-@pytest.fixture
-def idp():
-    with IdP() as server:
-        server.add_key("RSA")
-        yield server
 
 
 run = run_with_http

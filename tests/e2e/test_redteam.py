@@ -219,8 +219,9 @@ def test_a_viewer_cannot_read_the_secret_from_the_debug_log(tmp_path, pki, upstr
             verify = ssl.create_default_context(cafile=str(p.ca))
             with httpx.Client(proxy=p.url("agent", "KEY_rt"), verify=verify, timeout=10) as c:
                 assert c.get(f"https://127.0.0.1:{upstream.port}/anything/debug").status_code == 200
-            # the event log is written as the connection is served
-            events = eventually(lambda: (e := api.get("/events").text) and "/anything/debug" in e and e, what="the request in the event log")
+            # the event log is written as the connection is served, up to its end upstream
+            served = f"server disconnect 127.0.0.1:{upstream.port}"
+            events = eventually(lambda: served in (e := api.get("/events").text) and e, what=f"{served!r} in the event log")
         log = p.log_text()
     assert SECRET not in events
     assert SECRET not in log

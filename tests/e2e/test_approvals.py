@@ -124,9 +124,9 @@ def cli(proxy, *args: str) -> subprocess.CompletedProcess:
 
 
 def pending(proxy) -> list[dict]:
-    done = cli(proxy, "approvals", "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    """`rr approvals --json`, run in this process: polled often, it would start an
+    interpreter each time (seconds on a loaded machine); the decisions go through `cli`."""
+    return json.loads(rr_cli(proxy.home, "approvals", "--json", env={"COLUMNS": "250"}).stdout)
 
 
 def wait_pending(proxy, marker: str, timeout: float = 60) -> dict:

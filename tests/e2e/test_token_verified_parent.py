@@ -57,12 +57,17 @@ def proxy(tmp_path_factory, upstream, pki, idp):
         yield p
 
 
-def mint(proxy, user_token: str | None, *args: str, credential: str = "users") -> subprocess.CompletedProcess:
+def mint(proxy, user_token: str | None, *args: str, credential: str = "users", process: bool = False) -> subprocess.CompletedProcess:
+    """`rr token mint` with the user's token on stdin: in this process (no interpreter start,
+    seconds on a loaded machine), or as a real `rr` process with `process=True`."""
+    jwt = ["--jwt-file", "-"] if user_token is not None else []
+    if not process:
+        done = rr_cli(proxy.home, "token", "mint", "--proxy", "agent", "--credential", credential, *jwt, *args, check=False, input=user_token or "")
+        return subprocess.CompletedProcess(["rr", "token", "mint", *args], done.exit_code, done.stdout, done.stderr)
     env = {k: v for k, v in os.environ.items() if k != "RR_MASTER_KEY"}
     env["RR_HOME"] = str(proxy.home)
     if database_url(proxy.home):
         env["RR_DATABASE_URL"] = database_url(proxy.home)
-    jwt = ["--jwt-file", "-"] if user_token is not None else []
     return subprocess.run(
         [str(RR), "token", "mint", "--proxy", "agent", "--credential", credential, *jwt, *args],
         input=user_token or "", env=env, capture_output=True, text=True, timeout=60,
@@ -78,7 +83,7 @@ def child(proxy, user_token: str, *args: str) -> str:
 
 def test_a_users_child_works_and_is_bound_to_the_user(proxy):
     user = proxy.idp.token(sub="alice", role="admin", scope="payments:write")
-    done = mint(proxy, user, "--ttl", "10m", "--allow", "* /refunds/*")
+    done = mint(proxy, user, "--ttl", "10m", "--allow", "* /refunds/*", process=True)  # the real command, once
     assert done.returncode == 0, done.stderr
     token = done.stdout.strip()
     assert "subject alice" in done.stderr
@@ -110,9 +115,7 @@ def test_the_parents_claims_rules_still_decide_for_the_child(proxy):
 
 def test_a_child_never_outlives_the_users_token(proxy):
     user = proxy.idp.token(sub="dave", role="admin", exp_in=5)
-    # minted in-process: no CLI start (seconds on a loaded machine) while the user's token runs out
-    done = rr_cli(proxy.home, "token", "mint", "--proxy", "agent", "--credential", "users", "--jwt-file", "-", "--ttl", "10m", input=user)
-    token = done.stdout.strip()  # asked for 10 minutes
+    token = child(proxy, user)  # asked for 10 minutes; in-process: no CLI start while the user's token runs out
     payload = lambda t: json.loads(base64.urlsafe_b64decode(t.split(".")[1] + "=" * (-len(t.split(".")[1]) % 4)))  # noqa: E731
     assert payload(token)["exp"] == payload(user)["exp"]  # capped at the user's token
     r = eventually(lambda: (r := call(proxy, token, "GET", "/short")).status_code != 200 and r, what="the child refused after the user's token")

@@ -53,7 +53,13 @@ def proxy(tmp_path_factory, upstream, pki):
         yield p
 
 
-def mint(proxy, *args: str) -> subprocess.CompletedProcess:
+def mint(proxy, *args: str, process: bool = False) -> subprocess.CompletedProcess:
+    """`rr token mint --proxy agent --credential parent ARGS`: in this process (the same CLI
+    code without an interpreter start, which takes seconds on a loaded machine), or as a
+    real `rr` process with `process=True`."""
+    if not process:
+        done = rr_cli(proxy.home, "token", "mint", "--proxy", "agent", "--credential", "parent", *args, check=False)
+        return subprocess.CompletedProcess(["rr", "token", "mint", *args], done.exit_code, done.stdout, done.stderr)
     env = {**os.environ, "RR_HOME": str(proxy.home), "RR_MASTER_KEY": ""}
     env.pop("RR_MASTER_KEY")
     if database_url(proxy.home):
@@ -115,9 +121,7 @@ def test_curl_with_a_token_in_the_proxy_url(proxy, upstream):
 
 
 def test_a_token_stops_at_expiry(proxy):
-    # minted in-process: no CLI start (seconds on a loaded machine) between the mint and the first call
-    done = rr_cli(proxy.home, "token", "mint", "--proxy", "agent", "--credential", "parent", "--ttl", "4s")
-    token = done.stdout.strip()
+    token = minted(proxy, "--ttl", "4s")  # in-process: no CLI start between the mint and the first call
     assert call(proxy, token, "GET", "/before").status_code == 200
     r = eventually(lambda: (r := call(proxy, token, "GET", "/after")).status_code != 200 and r, what="the token refused after its ttl")
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
@@ -133,7 +137,7 @@ def test_a_forged_token_is_refused(proxy):
 
 
 def test_the_audit_record_names_the_token_and_its_parent(proxy):
-    done = mint(proxy, "--ttl", "1h")
+    done = mint(proxy, "--ttl", "1h", process=True)  # the real command, once
     token = done.stdout.strip()
     tid = done.stderr.split()[1]
     marker = f"/audited/{uuid.uuid4().hex}"

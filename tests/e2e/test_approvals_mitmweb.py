@@ -26,7 +26,6 @@ from rr_addon.testing.wait import eventually
 
 SECRET = "sk_held_UPSTREAM_SECRET_91ab"
 CALLER_KEY = "KEY_held_web"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 POLICY = """
 targets:
@@ -154,24 +153,6 @@ def _audit(web, request_id: str) -> dict:
 
 
 # ---------------------------------------------------------------------------- what a person sees
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("RR_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        yield b
-        b.close()
 
 
 def test_a_held_flow_in_mitmweb(web, upstream, browser, tmp_path):

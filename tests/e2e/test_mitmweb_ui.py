@@ -23,7 +23,6 @@ import pytest
 from rr_addon.testing.home import prepare_home
 from rr_addon.testing.proxy import ProxyProcess
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SECRET = "sk_ui_UPSTREAM_SECRET"
 POLICY = """
@@ -43,24 +42,6 @@ proxies:
 ALLOWED = "rr allow · billing-agent/agent-1 → stripe/live"
 DENIED = "rr deny access-denied · billing-agent/agent-1 → stripe/live · proxy rule no-deletes"
 FILTERED = "rr allow · billing-agent/support-bot → stripe/live · filtered"
-
-
-@pytest.fixture(scope="module")
-def playwright_browser():
-    if not os.path.exists(CHROMIUM):
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("RR_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +91,8 @@ def choose_view(page, name: str) -> None:
     page.locator("ul.dropdown-menu a", has_text=name).first.click()
 
 
-def test_the_flow_list_names_caller_decision_and_rule(web, playwright_browser, shots):
-    page = open_mitmweb(playwright_browser, web, comment_width=640)
+def test_the_flow_list_names_caller_decision_and_rule(web, browser, shots):
+    page = open_mitmweb(browser, web, comment_width=640)
     rows = {r: page.locator("tr", has_text=r) for r in ("/v1/charges", "/v1/customers/cus_42", "/v1/customers/cus_7")}
     assert rows["/v1/charges"].locator(".col-comment").inner_text() == ALLOWED
     assert rows["/v1/customers/cus_42"].locator(".col-comment").inner_text() == DENIED
@@ -128,8 +109,8 @@ def test_the_flow_list_names_caller_decision_and_rule(web, playwright_browser, s
     page.close()
 
 
-def test_a_denied_flow_shows_the_decision_tree_and_no_placeholder(web, playwright_browser, shots):
-    page = open_mitmweb(playwright_browser, web)
+def test_a_denied_flow_shows_the_decision_tree_and_no_placeholder(web, browser, shots):
+    page = open_mitmweb(browser, web)
     page.locator("tr", has_text="/v1/customers/cus_42").click()
     page.locator(".flow-detail, section.request").first.get_by_text("User-Agent").wait_for(timeout=10000)
     request = page.locator("section.request").inner_text()
@@ -146,8 +127,8 @@ def test_a_denied_flow_shows_the_decision_tree_and_no_placeholder(web, playwrigh
     page.close()
 
 
-def test_an_allowed_flow_shows_its_decision_on_the_request(web, playwright_browser, shots):
-    page = open_mitmweb(playwright_browser, web)
+def test_an_allowed_flow_shows_its_decision_on_the_request(web, browser, shots):
+    page = open_mitmweb(browser, web)
     page.locator("tr", has_text="/v1/charges").click()
     text = rr_view(page)  # a request without a body opens in the rr view
     assert "caller         billing-agent/agent-1" in text and "result         allow 200" in text
@@ -161,8 +142,8 @@ def test_an_allowed_flow_shows_its_decision_on_the_request(web, playwright_brows
     page.close()
 
 
-def test_a_filtered_flow_says_so(web, playwright_browser, shots):
-    page = open_mitmweb(playwright_browser, web)
+def test_a_filtered_flow_says_so(web, browser, shots):
+    page = open_mitmweb(browser, web)
     page.locator("tr", has_text="/v1/customers/cus_7").click()
     text = rr_view(page)
     assert "caller         billing-agent/support-bot" in text and "response       filtered" in text

@@ -6,14 +6,10 @@ the on_backend_error policy when Redis goes away."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
 import ssl
 import stat
-import subprocess
 import threading
-import time
 import uuid
 from datetime import datetime, timezone
 
@@ -22,6 +18,7 @@ import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess, free_port
+from rr_addon.testing.redis_server import OwnRedis, available
 from rr_addon.testing.wait import eventually
 
 POLICY = """
@@ -186,27 +183,13 @@ def wait_for_record(path, request_id):
 
 @pytest.mark.services
 def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, pki, redis_url):
-    server = shutil.which("redis-server")
-    assert server, "redis-server is not installed"
-    port = free_port()
-
-    def start_redis():
-        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return p
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("test redis did not start")
-
-    redis = start_redis()
+    assert available(), "redis-server is not installed"
+    redis = OwnRedis(tmp_path).start()
     home = tmp_path / "lost"
     policy = POLICY.format(port=upstream.port, proxy="deny-p", policy="deny")
     allow_proxy = POLICY.format(port=upstream.port, proxy="allow-p", policy="allow").split("proxies:")[1]
     prepare_home(home, policy + allow_proxy.replace("KEY_a", "KEY_c").replace("KEY_b", "KEY_d"))
-    env = {"RR_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    env = {"RR_REDIS_URL": redis.url}
     metrics_port = free_port()
     # one worker: the metrics of one process are read below (with Redis `rr run` starts one per core)
     args = ["--workers", "1", "--set", f"rr_audit_file={home / 'audit.jsonl'}", "--set", f"rr_metrics_port={metrics_port}"]
@@ -214,8 +197,7 @@ def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, 
         with ProxyProcess(home, upstream_ca=pki.ca_cert, env=env, args=args) as proxy:
             counted = get(proxy, "KEY_a", "/limited/1", upstream.port, user="deny-p")
             assert counted.status_code == 200
-            redis.terminate()
-            redis.wait(10)
+            redis.stop()
             r = get(proxy, "KEY_a", "/limited/2", upstream.port, user="deny-p")
             assert r.status_code == 429
             assert r.json()["error"]["message"].startswith("counters unavailable; the meter denies on backend error")
@@ -230,9 +212,8 @@ def test_redis_lost_follows_each_meters_policy_and_recovers(tmp_path, upstream, 
             text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             assert 'rr_degraded_decisions_total{proxy="allow-p",result="allow"} 1.0' in text
             assert 'rr_degraded_decisions_total{proxy="deny-p",result="deny"} 1.0' in text
-            redis = start_redis()
+            redis.start()
             eventually(lambda: get(proxy, "KEY_a", "/limited/3", upstream.port, user="deny-p").status_code == 200, what="recovery after Redis came back")
             proxy.wait_for_log("counters available again")
     finally:
-        redis.terminate()
-        redis.wait(10)
+        redis.stop()

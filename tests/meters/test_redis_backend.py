@@ -1,8 +1,6 @@
 import asyncio
 import logging
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from rr_addon.policy.windows import Window
 from rr_addon.meters import open_backend
 from rr_addon.meters.base import BackendUnavailable, CounterBackend
 from rr_addon.meters.redis_backend import CHECK_AND_ADD, RedisBackend
+from rr_addon.testing.redis_server import OwnRedis, available
 from rr_addon.testing.wait import GENEROUS
 
 FAR = 4_102_444_800
@@ -191,49 +190,9 @@ def test_two_processes_of_four_clients_admit_exactly_the_limit(redis_url, namesp
 # A Redis of our own, to stop and start.
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class OwnRedis:
-    def __init__(self, tmp_path):
-        self.port = _free_port()
-        self.dir = tmp_path
-        self.proc = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def client(self):
-        return redis.Redis(port=self.port)
-
-
 @pytest.fixture
 def own_redis(tmp_path):
-    if shutil.which("redis-server") is None:
+    if not available():
         pytest.skip("redis-server is not installed")
     server = OwnRedis(tmp_path)
     server.start()

@@ -29,7 +29,7 @@ from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome, RequestFacts
 
 if TYPE_CHECKING:  # the services are passed in: the gate itself opens nothing
-    from rr_addon.identities import Identities
+    from rr_addon.identity.service import Identities
     from rr_addon.metering import Metering
 
 

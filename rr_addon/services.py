@@ -17,7 +17,7 @@ from rr_addon import audit, metrics, settings
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.gate import Gate
 from rr_addon.hybrid import dataplane as hybrid
-from rr_addon.identities import Identities
+from rr_addon.identity.service import Identities
 from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.reload import Reloader

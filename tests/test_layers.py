@@ -26,7 +26,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "rr_addon.config",
             "rr_addon.identity",
-            "rr_addon.identities",
             "rr_addon.meters",
             "rr_addon.metering",
             "rr_addon.store",

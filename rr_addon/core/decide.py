@@ -268,7 +268,7 @@ def other_host(facts: RequestFacts) -> str | None:
 def admit_verified(
     snap: Snapshot, caller: Caller, presented: Presented, facts: RequestFacts, now: float, claims: Mapping[str, object]
 ) -> Admission | Outcome:
-    """A caller whose token a verifier accepted (rr_addon.identities): the same checks and admission."""
+    """A caller whose token a verifier accepted (rr_addon.identity.service): the same checks and admission."""
     problem = unusable(snap, caller, now)
     if problem is not None:
         extra = snap.caller_headers_for(facts.host, facts.port, facts.scheme)

@@ -63,7 +63,7 @@ class Caller:
     proxy: str
     name: str
     auth: str
-    digest: bytes | None  # None: a credential that verifies tokens (rr_addon.identities)
+    digest: bytes | None  # None: a credential that verifies tokens (rr_addon.identity.service)
     username: str | None
     active: bool
     expires_at: float | None  # epoch seconds
@@ -102,7 +102,7 @@ class Proxy:
 class VerifierSpec:
     """A proxy credential that verifies tokens (`jwt_verify`, `oauth2`): its validated
     settings and its secret (an HMAC key or an introspection client secret), from which
-    `rr_addon.identities` builds the verifier."""
+    `rr_addon.identity.service` builds the verifier."""
 
     proxy: str
     name: str

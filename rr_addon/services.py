@@ -18,8 +18,8 @@ from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.gate import Gate
 from rr_addon.hybrid import dataplane as hybrid
 from rr_addon.identity.service import Identities
-from rr_addon.metering import Metering
-from rr_addon.meters import BackendUnavailable, open_backend
+from rr_addon.counters.metering import Metering
+from rr_addon.counters import BackendUnavailable, open_backend
 from rr_addon.reload import Reloader
 from rr_addon.store import audit_store, dataplanes, notify
 from rr_addon.store.db import DatabaseError, check_schema, make_engine, redacted_url

@@ -450,7 +450,7 @@ def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Lim
 
 
 def quota_outcome(admission: Admission, verdict) -> Outcome:
-    """A refused meter verdict (rr_addon.core.meters.Verdict) as an Outcome: 429, or 403 unknown-model.
+    """A refused meter verdict (rr_addon.core.quota.Verdict) as an Outcome: 429, or 403 unknown-model.
     A minted token's used-up budget is named first: no retry will ever pass it."""
     if admission.token is not None and tokens.budget_used_up(verdict):
         token = admission.token

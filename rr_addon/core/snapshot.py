@@ -17,7 +17,7 @@ from rr_addon.policy import schema
 from rr_addon.policy.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
 from rr_addon.policy.filters import Filter, compile_filters
-from rr_addon.core.meters import ProxyMeters, compile_meters, meters_read_request_body
+from rr_addon.core.quota import ProxyMeters, compile_meters, meters_read_request_body
 from rr_addon.policy.redact import Redactor, compile_redactor
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.policy.validation import Check, compile_checks

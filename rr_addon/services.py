@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from rr_addon import audit, metrics, settings
+from rr_addon import metrics, settings
+from rr_addon.audit.writer import AuditWriter, JsonLinesSink, LogSink
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.gate import Gate
 from rr_addon.hybrid import dataplane as hybrid
@@ -36,7 +37,7 @@ class Services:
     def __init__(self, gate: Gate, reloader: Reloader, plane_id: str) -> None:
         self.gate, self.reloader, self.plane_id = gate, reloader, plane_id
         self.engine: Any = None
-        self.audit: audit.AuditWriter | None = None
+        self.audit: AuditWriter | None = None
         self.audit_db: audit_store.DatabaseSink | None = None
         self.changes: notify.ConfigChangeListener | None = None
         self.heartbeat: dataplanes.Heartbeat | None = None
@@ -98,14 +99,14 @@ class Services:
 
     def open_audit(self, path: str) -> None:
         old = self.audit
-        sinks: list = [audit.LogSink()]
+        sinks: list = [LogSink()]
         if path:
-            sinks.append(audit.JsonLinesSink(Path(path)))
+            sinks.append(JsonLinesSink(Path(path)))
         self.audit_db = None
         if (engine := self.engine or hybrid.spool_of(self.link)) is not None:
             self.audit_db = audit_store.DatabaseSink(engine, dataplane=self.plane_id, spill_path=settings.home() / f"audit-spill-{self.plane_id}.jsonl")
             sinks.append(self.audit_db)
-        self.audit = audit.AuditWriter(sinks, maxsize=20_000)
+        self.audit = AuditWriter(sinks, maxsize=20_000)
         metrics.watch_audit(self.audit, self.audit_db)
         if old is not None:
             old.close()

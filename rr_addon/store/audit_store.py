@@ -1,4 +1,4 @@
-"""The audit trail in the database: the `rr_audit` table, a batched sink for
+"""The audit trail in the database: the `rr_audit` table (`store.tables.AuditRow`), a batched sink for
 `audit.writer.AuditWriter`, retention, and the queries behind `rr audit`.
 
 Policy when the database is slow or down (bounded memory, everything counted):
@@ -39,15 +39,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Float, Integer, String, delete, func, or_, select
+from sqlalchemy import JSON, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlmodel import Field, SQLModel
 
 from rr_addon.audit.records import FIELDS
 from rr_addon.audit.writer import open_private
 from rr_addon.store.db import sqlite_insert_many
+from rr_addon.store.tables import AuditRow
 
 logger = logging.getLogger("rr.audit")
 
@@ -63,44 +63,6 @@ EXTRA_FIELDS = (
     "dataplane",  # the id of the data plane that served the request
 )
 COLUMNS = tuple(FIELDS) + tuple(f for f in EXTRA_FIELDS if f not in FIELDS)
-
-
-class AuditRow(SQLModel, table=True):
-    """One request. Never secrets, bodies or query values (see `audit.records.FIELDS`)."""
-
-    __tablename__ = "rr_audit"
-    # BIGINT on PostgreSQL (years of traffic); SQLite's rowid alias must be INTEGER.
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    )
-    ts: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    request_id: str = Field(sa_column=Column(String, nullable=False, unique=True))
-    result: str = Field(sa_column=Column(String, nullable=False))
-    status: int | None = None
-    code: str | None = Field(default=None, sa_column=Column(String, nullable=True, index=True))
-    reason: str | None = None
-    scope: str | None = None
-    rule: str | None = None
-    proxy: str | None = Field(default=None, sa_column=Column(String, nullable=True, index=True))
-    credential: str | None = None
-    channel: str | None = None
-    target: str | None = None
-    target_credential: str | None = None
-    method: str | None = None
-    scheme: str | None = None
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-    client: str | None = None
-    bytes_in: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    bytes_out: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    latency_ms: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
-    decision_ms: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
-    config_version: int | None = None
-    dataplane: str | None = None
-    meters: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
-    redactions: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
-    extra: Any = Field(default=None, sa_column=Column(JSON, nullable=True))  # record fields without a column
 
 
 TABLE = AuditRow.__table__

@@ -13,7 +13,6 @@ from cryptography.fernet import Fernet
 from sqlalchemy import MetaData, inspect, select, text
 from sqlmodel import SQLModel
 
-import rr_addon.counters.tables  # noqa: F401  (rr_counter, migration 0002)
 import rr_addon.store.tables  # noqa: F401
 from rr_addon.audit import records as audit
 from rr_addon.policy import schema

@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-import rr_addon.counters.tables  # noqa: F401  (registers rr_counter on SQLModel.metadata)
+import rr_addon.store.tables  # noqa: F401  (registers rr_counter on SQLModel.metadata)
 from rr_addon.core.quota import CounterOp
 from rr_addon.policy.windows import Window
 from rr_addon.counters.embedded import EmbeddedBackend

@@ -8,14 +8,13 @@ import time
 import pytest
 from sqlalchemy import text
 
-import rr_addon.counters.tables  # noqa: F401  (registers rr_counter before migrating)
 from rr_addon.policy.meters_schema import MeterSpec
 from rr_addon.core.quota import CounterOp, ProxyMeters, compile_meters
 from rr_addon.policy.windows import Window
 from rr_addon.counters import open_backend
 from rr_addon.counters.base import BackendUnavailable, SyncCounterBackend
 from rr_addon.counters.embedded import EmbeddedBackend
-from rr_addon.counters.tables import CounterRow
+from rr_addon.store.tables import CounterRow
 from rr_addon.store.db import make_engine, migrate
 
 FAR = 4_102_444_800  # 2100-01-01: a window that outlives the test

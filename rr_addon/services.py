@@ -44,6 +44,7 @@ class Services:
         self.exporter: metrics.Exporter | None = None
         self.link: hybrid.Link | None = None  # hybrid data plane: the control plane instead of a database
         self.redis_url: str | None = None
+        self._closing: set[asyncio.Task] = set()  # replaced counter backends still closing
 
     def open_store(self, url: str | None, idp_ca_file: str | None, bundle: str = "", control_plane: str = ""):
         """The database, its master keys and the snapshot compiled from it (with its verifiers);
@@ -95,7 +96,14 @@ class Services:
         self.gate.metering = Metering(backend)
         logger.info("rr counts meters in %s", "Redis " + redacted_url(redis_url) if redis_url else "the embedded database")
         if old is not None:
-            asyncio.get_event_loop().create_task(old.close())
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop runs, so nothing is using it: close it now
+                asyncio.run(old.close())
+            else:  # in the background; the set holds the task until it ends (the loop keeps only a weak reference)
+                task = loop.create_task(old.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def open_audit(self, path: str) -> None:
         old = self.audit

@@ -82,7 +82,7 @@ def test_quota_refuses_with_retry_after_and_ratelimit_headers(home, upstream, pk
 
         # response_value: admitted while the running total is under the limit
         assert get(proxy, "KEY_a", "/usage/60", upstream.port).status_code == 200
-        eventually(lambda: used(home, "p", "a")[("tokens", "day")] == 60, what="the first 60 tokens counted")  # measured after the answer
+        eventually(lambda: used(home, "p", "a").get(("tokens", "day")) == 60, what="the first 60 tokens counted")  # measured after the answer
         assert get(proxy, "KEY_a", "/usage/60", upstream.port).status_code == 200  # 60 < 100: admitted
         r = get(proxy, "KEY_a", "/usage/60", upstream.port)
         assert r.status_code == 429 and "tokens" in r.json()["error"]["message"]
@@ -99,7 +99,8 @@ def test_rr_usage_and_reset(tmp_path, upstream, pki):
         for path in ("/limited/1", "/limited/2", "/limited/3", "/usage/60"):
             assert get(proxy, "KEY_a", path, upstream.port, user="u").status_code == 200
         assert get(proxy, "KEY_a", "/limited/4", upstream.port, user="u").status_code == 429
-        eventually(lambda: used(home, "u", "a").get(("requests", "day")) == 3, what="the counts flushed")
+        want = {("requests", "day"): 3, ("tokens", "day"): 60, (None, "day"): 4}  # the tokens are measured after the answer
+        eventually(lambda: (u := used(home, "u", "a")) and all(u.get(k) == v for k, v in want.items()), what=lambda: f"{want} flushed: {used(home, 'u', 'a')}")
         r = rr_cli(home, "usage", "--proxy", "u", "--credential", "a", "--json")
         rows = [json.loads(line) for line in r.output.splitlines()]
         by = {(x["meter"], x["window"]): x for x in rows}

@@ -16,12 +16,13 @@ from typing import Any, Callable
 from rr_addon import audit, metrics, settings
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.gate import Gate
+from rr_addon.hybrid import approvals as hybrid_approvals
 from rr_addon.hybrid import dataplane as hybrid
 from rr_addon.identities import Identities
 from rr_addon.metering import Metering
 from rr_addon.meters import BackendUnavailable, open_backend
 from rr_addon.reload import Reloader
-from rr_addon.store import audit_store, dataplanes, notify
+from rr_addon.store import approvals, audit_store, dataplanes, notify
 from rr_addon.store.db import DatabaseError, check_schema, make_engine, redacted_url
 from rr_addon.store.oauth_grants import DatabaseRefreshTokens
 
@@ -43,6 +44,7 @@ class Services:
         self.exporter: metrics.Exporter | None = None
         self.link: hybrid.Link | None = None  # hybrid data plane: the control plane instead of a database
         self.redis_url: str | None = None
+        self._ledger: Any = None
 
     def open_store(self, url: str | None, idp_ca_file: str | None, bundle: str = "", control_plane: str = ""):
         """The database, its master keys and the snapshot compiled from it (with its verifiers);
@@ -133,6 +135,16 @@ class Services:
             self.heartbeat = dataplanes.Heartbeat(self.engine, listen=listen(), version=version, stats=stats, plane_id=self.plane_id)
             self.heartbeat.start()
 
+    def approval_ledger(self):
+        """Where held requests are recorded and decided: the database, or a hybrid
+        data plane's control plane (docs/approvals.md); None: nowhere (refused)."""
+        if self._ledger is None:
+            if self.engine is not None:
+                self._ledger = approvals.DatabaseLedger(self.engine)
+            elif self.link is not None:
+                self._ledger = hybrid_approvals.RemoteLedger(self.link)
+        return self._ledger
+
     def poke(self) -> None:
         """Tell the control plane at once (a new version, a rotated secret)."""
         if self.heartbeat is not None:
@@ -157,6 +169,9 @@ class Services:
         if self.gate.metering is not None:
             await self.gate.metering.close()
             self.gate.metering = None
+        if isinstance(self._ledger, hybrid_approvals.RemoteLedger):
+            self._ledger.dispose()
+        self._ledger = None
         if self.link is not None:
             await asyncio.to_thread(self.link.stop)  # after the audit flush: what it spooled is sent once more
             self.link = None

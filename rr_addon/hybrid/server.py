@@ -8,8 +8,8 @@ TLS handshake runs in the connection's thread, so a slow client never holds
 up `accept`.
 
 Who may call what:
-- data-plane endpoints (`/v1/config`, `/v1/heartbeat`, `/v1/audit`, `/v1/usage`)
-  need a client certificate the control plane's CA signed whose SHA-256
+- data-plane endpoints (`/v1/config`, `/v1/heartbeat`, `/v1/audit`, `/v1/usage`,
+  `/v1/approvals…`: rr_addon.hybrid.approvals) need a client certificate the control plane's CA signed whose SHA-256
   fingerprint is registered for a data plane that is not revoked (checked on
   every request, and again while a long poll waits);
 - admin endpoints (`/v1/admin/…`) need `Authorization: Bearer <admin token>`
@@ -35,7 +35,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
 from rr_addon.crypto import Keyring
-from rr_addon.hybrid import payload, pki, registry, sealing
+from rr_addon.hybrid import approvals, payload, pki, registry, sealing
 from rr_addon.store import audit_store, config_store, dataplanes
 
 logger = logging.getLogger("rr.controlplane")
@@ -232,6 +232,10 @@ class Handler(BaseHTTPRequestHandler):
                 ("POST", "/v1/heartbeat"): self._heartbeat,
                 ("POST", "/v1/audit"): self._audit,
                 ("POST", "/v1/usage"): self._usage,
+                ("POST", "/v1/approvals"): self._hold,
+                ("POST", "/v1/approvals/decisions"): self._held,
+                ("POST", "/v1/approvals/close"): self._held,
+                ("POST", "/v1/approvals/abandon"): self._held,
             }.get((method, url.path))
             if route is None:
                 raise _Refusal(404, f"no endpoint {method} {url.path}")
@@ -319,6 +323,20 @@ class Handler(BaseHTTPRequestHandler):
         counters = {str(k)[:255]: (int(v[0]), int(v[1])) for k, v in (b.get("counters") or {}).items()}
         registry.report_usage(self.server.cp.engine, scope, self._plane_id(member, b.get("id")), counters)
         self._send(200, {"stored": len(counters)})
+
+
+    def _hold(self, member: registry.Member, _query: dict) -> None:
+        b = self._body()
+        try:
+            self._send(200, approvals.create(self.server.cp.engine, member.name, str((b or {}).get("instance") or "-")[:200], b if isinstance(b, dict) else {}))
+        except approvals.HoldRefused as e:
+            raise _Refusal(409, str(e)) from None
+
+    def _held(self, member: registry.Member, _query: dict) -> None:
+        """Decisions, closing and abandoning: only this data plane's own holds."""
+        b = self._body()
+        fn = {"decisions": approvals.decisions, "close": approvals.close, "abandon": approvals.abandon}[self.path.split("?")[0].rsplit("/", 1)[1]]
+        self._send(200, fn(self.server.cp.engine, member.name, b if isinstance(b, dict) else {}))
 
 
 class Server(ThreadingHTTPServer):

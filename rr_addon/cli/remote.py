@@ -1,5 +1,5 @@
-"""`--server URL --admin FILE`: `rr status`, `rr audit`, `rr usage`, `rr export`
-and `rr apply` against a control plane's admin API, so operators need no
+"""`--server URL --admin FILE`: `rr status`, `rr audit`, `rr usage`, `rr export`,
+`rr apply` and `rr approvals` / `approve` / `deny` against a control plane's admin API, so operators need no
 database access (docs/hybrid.md). Output is rendered as the local commands do."""
 
 from __future__ import annotations
@@ -159,6 +159,26 @@ def export(server: str, admin: Optional[Path], output: Optional[Path]) -> None:
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+# ---------------------------------------------------------------------------
+# rr approvals / approve / deny
+
+
+def approvals(server: str, admin: Optional[Path]) -> list[dict]:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "approvals")["approvals"]
+
+
+def decide(server: str, admin: Optional[Path], request_id: str, state: str, by: Optional[str], note: Optional[str]):
+    """(applied, how the request ended) as rr_addon.store.approvals.decide says it."""
+    from rr_addon.store.approvals import Closed
+
+    with _client(server, admin) as client:
+        out = _call(client, "POST", "approvals/decide", json={"request_id": request_id, "state": state, "by": by, "note": note})
+    c = out["closed"]
+    closed = None if c is None else Closed(c["state"], c.get("by"), datetime.fromisoformat(c["at"]) if c.get("at") else None, c.get("note"))
+    return bool(out["applied"]), closed
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The control plane's admin endpoints (`/v1/admin/…`), behind an admin token:
-what `rr status`, `rr audit`, `rr usage`, `rr export` and `rr apply` do when
-given `--server URL`. Each handler takes the request (admin, query, body) and
+what `rr status`, `rr audit`, `rr usage`, `rr export`, `rr apply` and
+`rr approvals` / `approve` / `deny` do when given `--server URL`. Each handler takes the request (admin, query, body) and
 returns JSON; the client (rr_addon/cli/remote.py) renders it."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import select
 from rr_addon.policy import schema
 from rr_addon.config.diff import ABSENT
 from rr_addon.config.load import ConfigError, ConfigErrors, Source
+from rr_addon.store import approvals as approvals_store
 from rr_addon.store import audit_store, config_store, dataplanes
 
 logger = logging.getLogger("rr.controlplane")
@@ -125,6 +126,36 @@ def apply(cp: Any, req: dict, _: dict) -> dict:
     return out
 
 
+def approvals(cp: Any, req: dict, _: dict) -> dict:
+    """`rr approvals --server`: every data plane's pending holds."""
+    return {"approvals": approvals_store.listing(cp.engine)}
+
+
+MAX_BY, MAX_NOTE = 100, 500
+
+
+def decide(cp: Any, req: dict, _: dict) -> dict:
+    """`rr approve|deny ID --server`: the decision is recorded as the admin's
+    (`--by NAME` is kept next to it: `NAME (admin ops)`), so the token, not the
+    caller's word, says who decided."""
+    body = req["body"] if isinstance(req["body"], dict) else {}
+    request_id, state, by, note = body.get("request_id"), body.get("state"), body.get("by"), body.get("note")
+    if not isinstance(request_id, str) or not request_id or len(request_id) > 100:
+        raise ValueError("request_id: expected the id `rr approvals` shows")
+    if state not in (approvals_store.APPROVED, approvals_store.DENIED):
+        raise ValueError("state: expected approved or denied")
+    if by is not None and (not isinstance(by, str) or not by.strip() or len(by) > MAX_BY):
+        raise ValueError(f"by: a name of 1 to {MAX_BY} characters")
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+        raise ValueError(f"note: at most {MAX_NOTE} characters")
+    who = req["admin"] if by in (None, req["admin"]) else f"{by} (admin {req['admin']})"
+    applied, closed = approvals_store.decide(cp.engine, request_id, state, who, note)
+    if applied:
+        logger.info("rr control plane: admin %s %s held request %s", req["admin"], state, request_id)
+    closed_json = None if closed is None else {"state": closed.state, "by": closed.by, "at": closed.at.isoformat() if closed.at else None, "note": closed.note}
+    return {"applied": applied, "closed": closed_json}
+
+
 def install(cp: Any) -> None:
     cp.admin_handlers.update(
         {
@@ -133,5 +164,7 @@ def install(cp: Any) -> None:
             ("GET", "/v1/admin/usage"): usage,
             ("GET", "/v1/admin/export"): export,
             ("POST", "/v1/admin/apply"): apply,
+            ("GET", "/v1/admin/approvals"): approvals,
+            ("POST", "/v1/admin/approvals/decide"): decide,
         }
     )

@@ -254,3 +254,71 @@ def test_control_plane_unreachable_is_503_approval_unavailable(plane, upstream):
     wait_until(lambda: state(dp.home).get("connected"), what="the data plane back in contact")
     rec = audit_record(cp, r.headers["rr-request-id"])  # delivered from the spool once the control plane is back
     assert rec["code"] == "approval-unavailable"
+
+
+class Impostor:
+    """An HTTPS server that is not the control plane (another CA's certificate for
+    127.0.0.1) and answers every call with an approval."""
+
+    def __init__(self, pki) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.asked: list[str] = []
+        impostor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                impostor.asked.append(self.path)
+                data = json.dumps({"decided": {}, "state": "approved", "by": "mallory", "at": None, "note": None}).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_stopping_abandons_the_hold_and_an_impostor_cannot_approve(plane, upstream, pki, tmp_path):
+    cp, _, _, other = plane
+    home = tmp_path / "other"
+    dp = dataplane(home, other, upstream_ca=pki.ca_cert, name="other").start()
+    try:
+        marker = uuid.uuid4().hex
+        call = Call(dp, upstream.port, "POST", f"/v1/refunds/{marker}", {"amount": 6})
+        held = wait_pending(cp, marker)
+        assert held["dataplane"].startswith("other/")
+    finally:
+        dp.stop()  # SIGINT: every held request is answered 503 and abandoned at the control plane
+    r = call.response()
+    assert (r.status_code, r.json()["error"]["code"]) == (503, "approval-unavailable")
+    assert r.json()["error"]["message"].startswith("rr stopped while the request was held for approval")
+    late = rr_cli(cp.home, "approve", held["request_id"], check=False)
+    assert late.exit_code == 1 and "no longer waiting: it was abandoned" in late.output
+    assert forwarded(upstream, marker) == []
+    # started again (from its cache) against a server that is not the control plane but answers
+    # "approved" to everything: the link verifies the control plane's CA, so nothing is approved
+    impostor = Impostor(pki)
+    dp = dataplane(home, other, upstream_ca=pki.ca_cert, args=["--control-plane", impostor.url], name="other-impostor").start()
+    try:
+        marker = uuid.uuid4().hex
+        r = Call(dp, upstream.port, "POST", f"/v1/refunds/{marker}", {"amount": 7}).response(30)
+        assert (r.status_code, r.json()["error"]["code"]) == (503, "approval-unavailable"), r.text
+        assert forwarded(upstream, marker) == [] and impostor.asked == []
+    finally:
+        dp.stop()
+        impostor.close()

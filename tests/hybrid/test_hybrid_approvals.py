@@ -7,7 +7,9 @@ machine); the data plane forwards or refuses as a single-node rr does."""
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import ssl
 import threading
 import uuid
@@ -206,6 +208,29 @@ def test_nobody_decides_in_time_is_403_approval_timeout(plane, upstream):
     assert rec["approval"]["state"] == "timed-out"
     late = rr_cli(cp.home, "approve", r.headers["rr-request-id"], check=False)
     assert late.exit_code == 1 and "no longer waiting: it was timed-out" in late.output  # the data plane told the control plane
+
+
+def test_a_client_that_leaves_withdraws_its_hold_at_the_control_plane(plane, upstream):
+    cp, dp, _, _ = plane
+    marker = uuid.uuid4().hex
+    s = socket.create_connection(("127.0.0.1", dp.port), timeout=10)
+    auth = base64.b64encode(f"agent:{CALLER_KEY}".encode()).decode()
+    s.sendall(f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    tls = ssl.create_default_context(cafile=str(dp.ca)).wrap_socket(s, server_hostname="127.0.0.1")
+    body = b'{"amount": 8}'
+    tls.sendall(f"POST /v1/refunds/{marker} HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    held = wait_pending(cp, marker)
+    tls.close()
+    wait_until(lambda: all(p["request_id"] != held["request_id"] for p in pending(cp)), what="the hold no longer pending at the control plane")
+    late = rr_cli(cp.home, "approve", held["request_id"], check=False)
+    assert late.exit_code == 1 and "it was withdrawn" in late.output
+    assert forwarded(upstream, marker) == []
+    rec = audit_record(cp, held["request_id"])
+    assert rec["code"] == "approval-withdrawn" and rec["approval"]["state"] == "withdrawn"
 
 
 def test_another_data_plane_can_neither_see_nor_decide_the_hold(plane, upstream):

@@ -20,13 +20,26 @@ from rr_addon.store import approvals as store
 MAX_NOTE = 500  # characters: a note is a reason, not a document
 
 
+approvals_app = typer.Typer(
+    name="approvals",
+    help="Requests held by `approve` rules: list them; `show ID`, `approve ID`, `deny ID` (also `rr approve` / `rr deny`).",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("approvals")(list_pending)
+    app.add_typer(approvals_app, name="approvals")
     app.command("approve")(approve)
     app.command("deny")(deny)
+    approvals_app.command("approve")(approve)
+    approvals_app.command("deny")(deny)
 
 
+@approvals_app.callback(invoke_without_command=True)
 def list_pending(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="One JSON array of objects (request_id, proxy, credential, method, url, rule, …)."),
     server: Optional[str] = remote.server_option(),
     admin: Optional[Path] = remote.admin_option(),
@@ -34,6 +47,8 @@ def list_pending(
     """Requests held for approval, oldest first: caller, request, rule, age and a masked body preview."""
     from rr_addon.cli.common import open_store
 
+    if ctx.invoked_subcommand is not None:
+        return
     if server:
         rows = remote.approvals(server, admin)
     else:
@@ -66,6 +81,46 @@ def show(rows: list[dict], as_json: bool) -> None:
             f"{r['expires_in_seconds']} s",
             Text(printable(r["body_preview"]) or "-"),
         )
+    console.print(table)
+
+
+@approvals_app.command("show")
+def show_one(
+    request_id: str = typer.Argument(..., metavar="ID", help="The request id `rr approvals` shows (the answer's rr-request-id)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object: the fields of `rr approvals --json` and state, decided_by, decided_at, note."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
+) -> None:
+    """One held request, pending or not: what was held, and who decided it, when and why."""
+    from rr_addon.cli.common import console, die, open_store
+
+    if server:
+        row = remote.approval(server, admin, request_id)
+    else:
+        engine, _ = open_store()
+        row = store.one(engine, request_id)
+    if row is None:
+        raise die(f"no held request {request_id!r} (see rr approvals)")
+    if as_json:
+        print(json.dumps(row))
+        return
+    table = Table(show_header=False, box=None, title=f"held request {row['request_id']}", title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    decided = row["state"] if not row["decided_by"] else f"{row['state']} by {row['decided_by']}"
+    for name, value in (
+        ("state", decided + (f" at {row['decided_at']}" if row["decided_at"] else "")),
+        ("note", row["note"] or "-"),
+        ("caller", f"{row['proxy']}/{row['credential']}"),
+        ("request", f"{row['method']} {row['url']}"),
+        ("target", f"{row['target'] or '-'}" + (f"/{row['target_credential']}" if row["target_credential"] else "")),
+        ("rule", f"{row['scope']}/{row['rule']}"),
+        ("data plane", row["dataplane"]),
+        ("held at", row["created_at"]),
+        ("expires at", row["expires_at"]),
+        ("body preview", row["body_preview"] or "-"),
+    ):
+        table.add_row(name, Text(printable(str(value))))
     console.print(table)
 
 

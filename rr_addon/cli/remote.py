@@ -170,6 +170,11 @@ def approvals(server: str, admin: Optional[Path]) -> list[dict]:
         return _call(client, "GET", "approvals")["approvals"]
 
 
+def approval(server: str, admin: Optional[Path], request_id: str) -> dict | None:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "approvals", params={"request_id": request_id})["approval"]
+
+
 def decide(server: str, admin: Optional[Path], request_id: str, state: str, by: Optional[str], note: Optional[str]):
     """(applied, how the request ended) as rr_addon.store.approvals.decide says it."""
     from rr_addon.store.approvals import Closed

@@ -127,7 +127,9 @@ def apply(cp: Any, req: dict, _: dict) -> dict:
 
 
 def approvals(cp: Any, req: dict, _: dict) -> dict:
-    """`rr approvals --server`: every data plane's pending holds."""
+    """`rr approvals --server`: every data plane's pending holds; `show ID`: one, pending or not."""
+    if "request_id" in req["query"]:
+        return {"approval": approvals_store.one(cp.engine, req["query"]["request_id"])}
     return {"approvals": approvals_store.listing(cp.engine)}
 
 

@@ -164,29 +164,40 @@ def listing(engine: Engine, *, now: datetime | None = None) -> list[dict]:
     now = now or _now()
     with engine.connect() as conn:
         rows = conn.execute(select(TABLE).where(TABLE.c.state == PENDING, TABLE.c.expires_at > now).order_by(TABLE.c.created_at)).all()
-    out = []
-    for r in rows:
-        created, expires = _utc(r.created_at), _utc(r.expires_at)
-        out.append(
-            {
-                "request_id": r.request_id,
-                "proxy": r.proxy,
-                "credential": r.credential,
-                "target": r.target,
-                "target_credential": r.target_credential,
-                "method": r.method,
-                "url": r.url,
-                "scope": r.scope,
-                "rule": r.rule,
-                "body_preview": r.body_preview,
-                "dataplane": r.dataplane,
-                "created_at": created.isoformat(timespec="seconds"),
-                "expires_at": expires.isoformat(timespec="seconds"),
-                "age_seconds": max(0, int((now - created).total_seconds())),
-                "expires_in_seconds": max(0, int((expires - now).total_seconds())),
-            }
-        )
-    return out
+    return [_as_json(r, now) for r in rows]
+
+
+def one(engine: Engine, request_id: str, *, now: datetime | None = None) -> dict | None:
+    """One held request, pending or not, with how it ended (`rr approvals show ID`)."""
+    now = now or _now()
+    with engine.connect() as conn:
+        r = conn.execute(select(TABLE).where(TABLE.c.request_id == request_id)).first()
+    if r is None:
+        return None
+    decided_at = _utc(r.decided_at)
+    state = TIMED_OUT if r.state == PENDING and _utc(r.expires_at) <= now else r.state  # past its time: the data plane times it out
+    return {**_as_json(r, now), "state": state, "decided_by": r.decided_by, "decided_at": decided_at.isoformat(timespec="seconds") if decided_at else None, "note": r.note}
+
+
+def _as_json(r, now: datetime) -> dict:
+    created, expires = _utc(r.created_at), _utc(r.expires_at)
+    return {
+        "request_id": r.request_id,
+        "proxy": r.proxy,
+        "credential": r.credential,
+        "target": r.target,
+        "target_credential": r.target_credential,
+        "method": r.method,
+        "url": r.url,
+        "scope": r.scope,
+        "rule": r.rule,
+        "body_preview": r.body_preview,
+        "dataplane": r.dataplane,
+        "created_at": created.isoformat(timespec="seconds"),
+        "expires_at": expires.isoformat(timespec="seconds"),
+        "age_seconds": max(0, int((now - created).total_seconds())),
+        "expires_in_seconds": max(0, int((expires - now).total_seconds())),
+    }
 
 
 def decide(engine: Engine, request_id: str, state: str, by: str, note: str | None) -> tuple[bool, Closed | None]:

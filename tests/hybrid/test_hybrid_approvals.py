@@ -167,6 +167,8 @@ def test_held_on_the_data_plane_approved_on_the_control_plane(plane, upstream):
     assert rec["approval"]["at"]
     again = rr_cli(cp.home, "deny", held["request_id"], check=False)
     assert again.exit_code == 1 and "no longer waiting: it was approved by alice" in again.output
+    shown = rr_cli(cp.home, "approvals", "show", held["request_id"]).output
+    assert "approved by alice" in shown and "ticket 77" in shown and "edge/" in shown
 
 
 def test_approved_and_denied_through_the_admin_api(plane, upstream, tmp_path):
@@ -196,6 +198,11 @@ def test_approved_and_denied_through_the_admin_api(plane, upstream, tmp_path):
     assert late.exit_code == 1 and "no longer waiting: it was denied by bob (admin ops)" in late.output
     unknown = operator(cp, admin, tmp_path, "approve", "no-such-request", check=False)
     assert unknown.exit_code == 1 and "no held request 'no-such-request'" in unknown.output
+    shown = json.loads(operator(cp, admin, tmp_path, "approvals", "show", ids[stop], "--json").output)
+    assert (shown["state"], shown["decided_by"], shown["note"]) == ("denied", "bob (admin ops)", "not this one")
+    assert shown["dataplane"].startswith("edge/") and stop in shown["url"]
+    missing = operator(cp, admin, tmp_path, "approvals", "show", "no-such-request", check=False)
+    assert missing.exit_code == 1 and "no held request 'no-such-request'" in missing.output
 
 
 def test_nobody_decides_in_time_is_403_approval_timeout(plane, upstream):

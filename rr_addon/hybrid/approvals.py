@@ -36,7 +36,7 @@ MITMWEB = "mitmweb"  # the only decider a data plane may name (mitmweb's resume/
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _FIELDS = {  # what a data plane sends of a hold, and the longest each may be
     "proxy": 255, "credential": 255, "target": 255, "target_credential": 255, "method": 32,
-    "url": 8192, "scope": 64, "rule": 255, "body_preview": 8192,
+    "url": 65536, "scope": 64, "rule": 255, "body_preview": 8192,
 }
 _OPTIONAL = ("target", "target_credential")
 _ENDINGS = {  # the states a data plane may end its own hold in, and who may be named

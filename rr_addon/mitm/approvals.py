@@ -119,6 +119,7 @@ class Approvals:
         except Exception as e:
             self.held.pop(flow.id, None)
             logger.error("rr cannot hold request %s for approval: %s did not record the pending row (%s)", flow.id, ledger.where, _first_line(e))
+            self._spawn(_forget(ledger, flow.id))
             return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED, ledger.unavailable)
         self._ledger = ledger
         try:
@@ -245,6 +246,15 @@ class Approvals:
             self._poller.cancel()
         for task in list(self._tasks):
             task.cancel()
+
+
+async def _forget(ledger, request_id: str) -> None:
+    """Recording a hold failed, but it may have been recorded (a control plane whose answer
+    was lost): close it, so nobody is shown a request nobody holds any more."""
+    try:
+        await asyncio.to_thread(ledger.close, request_id, store.ABANDONED, None, "not held: recording it failed")
+    except Exception as e:  # it expires with its timeout anyway
+        logger.debug("rr: could not close the unrecorded hold %s (%s)", request_id, _first_line(e))
 
 
 def recheck(request_id: str, approved: Outcome, snap, admitted: Admission, facts: RequestFacts, limits) -> Outcome:

@@ -292,3 +292,37 @@ def test_connections_beyond_the_limit_are_closed_at_once(cp):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_hold_is_named_after_the_certificate_and_checked(cp):
+    """POST /v1/approvals: the control plane names the hold after the data plane's
+    certificate (not the body), and refuses malformed holds with 400, a request id
+    already recorded with 409."""
+    from rr_addon.store import approvals as approvals_store
+
+    home, url, engine, _ = cp
+    b = issue(home, "holder", url)
+    hold = {"request_id": "hold-1", "dataplane": "someone-else/x", "proxy": "agent", "credential": "a", "target": "api", "target_credential": "live",
+            "method": "POST", "url": "https://api.example.com/v1/refunds", "scope": "target", "rule": "r", "body_preview": "{}"}
+    with as_dataplane(b, url) as c:
+        assert c.post("/v1/approvals", json={"hold": hold, "timeout": 60, "instance": "host-1"}).status_code == 200
+        assert approvals_store.one(engine, "hold-1")["dataplane"] == "holder/host-1"
+        r = c.post("/v1/approvals", json={"hold": hold, "timeout": 60})
+        assert r.status_code == 409 and "already recorded" in r.json()["error"]
+        for bad, why in (
+            ({"hold": {**hold, "request_id": "x y"}, "timeout": 60}, "request_id"),
+            ({"hold": {**hold, "request_id": "hold-2"}, "timeout": 0}, "timeout"),
+            ({"hold": {**hold, "request_id": "hold-2"}, "timeout": 3601}, "timeout"),
+            ({"hold": {**hold, "request_id": "hold-2", "proxy": 7}, "timeout": 60}, "proxy"),
+            ({"hold": "nope", "timeout": 60}, "hold"),
+        ):
+            r = c.post("/v1/approvals", json=bad)
+            assert r.status_code == 400 and why in r.json()["error"], (bad, r.text)
+        assert approvals_store.one(engine, "hold-2") is None
+        r = c.post("/v1/approvals/close", json={"request_id": "hold-1", "state": "approved", "by": "alice"})
+        assert r.status_code == 400 and "names no decider but 'mitmweb'" in r.json()["error"]
+        r = c.post("/v1/approvals/close", json={"request_id": "hold-1", "state": "pending"})
+        assert r.status_code == 400
+        assert approvals_store.one(engine, "hold-1")["state"] == "pending"
+        assert c.post("/v1/approvals/close", json={"request_id": "hold-1", "state": "withdrawn"}).json()["state"] == "withdrawn"
+        assert c.post("/v1/approvals/decisions", json={"ids": ["hold-1"]}).json()["decided"]["hold-1"]["state"] == "withdrawn"

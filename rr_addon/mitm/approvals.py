@@ -114,12 +114,22 @@ class Approvals:
             "body_preview": body_preview(facts.body, secrets, redactor),
         }
         held = self.held[flow.id] = _Held(flow, ident.proxy)  # the slot is taken before any await: the cap is hard
+        failed: Exception | None = None
         try:
             await asyncio.to_thread(ledger.record, row, d.hold.timeout)
         except Exception as e:
+            failed = e
+        if held.closed is not None:
+            # rr began stopping while the row was written (that may be why writing failed: the
+            # ledger's connections close); the row, if written, was not among those abandoned
             self.held.pop(flow.id, None)
-            logger.error("rr cannot hold request %s for approval: %s did not record the pending row (%s)", flow.id, ledger.where, _first_line(e))
+            closed = await self._close(ledger, flow.id, store.ABANDONED, None, STOPPED, local=True)
+            _note(flow, closed, d.rule)
+            return refused("approval-unavailable", reasons.APPROVAL_INTERRUPTED)
+        if failed is not None:
+            self.held.pop(flow.id, None)
             self._spawn(_forget(ledger, flow.id))
+            logger.error("rr cannot hold request %s for approval: %s did not record the pending row (%s)", flow.id, ledger.where, _first_line(failed))
             return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED, ledger.unavailable)
         self._ledger = ledger
         try:

@@ -7,10 +7,8 @@ carry it."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rr_addon.testing import held as held_requests
 from rr_addon.testing.home import database_url, prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 
@@ -141,30 +140,9 @@ def forwarded(upstream, marker: str):
     return [r for r in upstream.received if marker in r.path]
 
 
-class Call:
+def Call(proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None) -> held_requests.Call:
     """A request through rr in a thread of its own (it blocks while held)."""
-
-    def __init__(self, proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None):
-        self.result: httpx.Response | None = None
-        self.error: Exception | None = None
-
-        def run() -> None:
-            verify = ssl.create_default_context(cafile=str(proxy.ca))
-            try:
-                with httpx.Client(proxy=proxy.url("agent", CALLER_KEY), verify=verify, timeout=90) as c:
-                    self.result = c.request(method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body, content=content)
-            except Exception as e:  # noqa: BLE001 -- reported by the test
-                self.error = e
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def response(self, timeout: float = 60) -> httpx.Response:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the request is still held"
-        assert self.error is None, self.error
-        assert self.result is not None
-        return self.result
+    return held_requests.Call(proxy, "agent", CALLER_KEY, method, path, json=body, content=content)
 
 
 def audit_record(proxy, request_id: str, timeout: float = 15) -> dict:
@@ -290,24 +268,9 @@ def test_nobody_decides_in_time_is_403_approval_timeout(proxy, upstream):
     assert held["request_id"] in [json.loads(line)["request_id"] for line in found.splitlines()]
 
 
-def _raw_request(proxy, path: str) -> ssl.SSLSocket:
-    port = proxy.upstream_port
-    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    auth = base64.b64encode(f"agent:{CALLER_KEY}".encode()).decode()
-    s.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    tls = ssl.create_default_context(cafile=str(proxy.ca)).wrap_socket(s, server_hostname="127.0.0.1")
-    body = b'{"amount": 3}'
-    tls.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    return tls
-
-
 def test_a_client_that_leaves_withdraws_its_pending_approval(proxy, upstream):
     marker = uuid.uuid4().hex
-    conn = _raw_request(proxy, f"/v1/refunds/{marker}")
+    conn = held_requests.raw_request(proxy, "agent", CALLER_KEY, f"/v1/refunds/{marker}")
     held = wait_pending(proxy, marker)
     conn.close()
     deadline = time.monotonic() + 15

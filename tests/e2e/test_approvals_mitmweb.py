@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import signal
-import ssl
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rr_addon.testing import held as held_requests
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
 
@@ -57,28 +56,8 @@ def web(tmp_path_factory, upstream, pki):
         yield p
 
 
-class Call:
-    def __init__(self, proxy, path: str, body: dict):
-        self.result: httpx.Response | None = None
-        self.error: Exception | None = None
-
-        def run() -> None:
-            verify = ssl.create_default_context(cafile=str(proxy.ca))
-            try:
-                with httpx.Client(proxy=proxy.url("billing-agent", CALLER_KEY), verify=verify, timeout=90) as c:
-                    self.result = c.post(f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body)
-            except Exception as e:  # noqa: BLE001 -- reported by the test
-                self.error = e
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def response(self, timeout: float = 60) -> httpx.Response:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the request is still held"
-        assert self.error is None, self.error
-        assert self.result is not None
-        return self.result
+def Call(proxy, path: str, body: dict) -> held_requests.Call:
+    return held_requests.Call(proxy, "billing-agent", CALLER_KEY, "POST", path, json=body)
 
 
 def api(web) -> httpx.Client:

@@ -7,9 +7,7 @@ machine); the data plane forwards or refuses as a single-node rr does."""
 
 from __future__ import annotations
 
-import base64
 import json
-import socket
 import ssl
 import threading
 import uuid
@@ -21,6 +19,7 @@ from sqlalchemy import MetaData, select
 
 from rr_addon.hybrid import bundle as bundles
 from rr_addon.store.db import make_engine
+from rr_addon.testing import held as held_requests
 from rr_addon.testing.home import database_url, prepare_home, rr_cli
 from rr_addon.testing.hybrid import ControlPlaneProcess, dataplane, state, wait_until
 
@@ -51,29 +50,9 @@ proxies:
 """
 
 
-class Call:
+def Call(dp, method: str, path: str, body: dict | None = None) -> held_requests.Call:
     """A request through the data plane in a thread of its own (it blocks while held)."""
-
-    def __init__(self, dp, port: int, method: str, path: str, body: dict | None = None):
-        self.result: httpx.Response | None = None
-        self.error: Exception | None = None
-
-        def run() -> None:
-            try:
-                with httpx.Client(proxy=dp.url("agent", CALLER_KEY), verify=ssl.create_default_context(cafile=str(dp.ca)), timeout=90) as c:
-                    self.result = c.request(method, f"https://127.0.0.1:{port}{path}", json=body)
-            except Exception as e:  # noqa: BLE001 -- reported by the test
-                self.error = e
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def response(self, timeout: float = 60) -> httpx.Response:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the request is still held"
-        assert self.error is None, self.error
-        assert self.result is not None
-        return self.result
+    return held_requests.Call(dp, "agent", CALLER_KEY, method, path, json=body)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +121,7 @@ def everything_stored(home: Path) -> bytes:
 def test_held_on_the_data_plane_approved_on_the_control_plane(plane, upstream):
     cp, dp, _, _ = plane
     marker = uuid.uuid4().hex
-    call = Call(dp, upstream.port, "POST", f"/v1/refunds/{marker}?ref={CALLER_KEY}", {"amount": 4200, "note": f"key {CALLER_KEY}", "password": "hunter2-pw"})
+    call = Call(dp, "POST", f"/v1/refunds/{marker}?ref={CALLER_KEY}", {"amount": 4200, "note": f"key {CALLER_KEY}", "password": "hunter2-pw"})
     held = wait_pending(cp, marker)
     assert (held["proxy"], held["credential"], held["rule"], held["method"]) == ("agent", "bot", "refunds-need-a-human", "POST")
     assert held["dataplane"].startswith("edge/")  # named after the data plane's certificate
@@ -174,8 +153,8 @@ def test_held_on_the_data_plane_approved_on_the_control_plane(plane, upstream):
 def test_approved_and_denied_through_the_admin_api(plane, upstream, tmp_path):
     cp, dp, admin, _ = plane
     go, stop = uuid.uuid4().hex, uuid.uuid4().hex
-    approved = Call(dp, upstream.port, "POST", f"/v1/refunds/{go}", {"amount": 1})
-    denied = Call(dp, upstream.port, "POST", f"/v1/refunds/{stop}", {"amount": 2})
+    approved = Call(dp, "POST", f"/v1/refunds/{go}", {"amount": 1})
+    denied = Call(dp, "POST", f"/v1/refunds/{stop}", {"amount": 2})
     wait_pending(cp, go), wait_pending(cp, stop)
     listed = json.loads(operator(cp, admin, tmp_path, "approvals", "--json").output)
     ids = {m: next(p["request_id"] for p in listed if m in p["url"]) for m in (go, stop)}
@@ -208,7 +187,7 @@ def test_approved_and_denied_through_the_admin_api(plane, upstream, tmp_path):
 def test_nobody_decides_in_time_is_403_approval_timeout(plane, upstream):
     cp, dp, _, _ = plane
     marker = uuid.uuid4().hex
-    r = Call(dp, upstream.port, "GET", f"/v1/quick/{marker}").response(30)
+    r = Call(dp, "GET", f"/v1/quick/{marker}").response(30)
     assert (r.status_code, r.json()["error"]["code"]) == (403, "approval-timeout")
     assert forwarded(upstream, marker) == []
     rec = audit_record(cp, r.headers["rr-request-id"])
@@ -220,16 +199,7 @@ def test_nobody_decides_in_time_is_403_approval_timeout(plane, upstream):
 def test_a_client_that_leaves_withdraws_its_hold_at_the_control_plane(plane, upstream):
     cp, dp, _, _ = plane
     marker = uuid.uuid4().hex
-    s = socket.create_connection(("127.0.0.1", dp.port), timeout=10)
-    auth = base64.b64encode(f"agent:{CALLER_KEY}".encode()).decode()
-    s.sendall(f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    tls = ssl.create_default_context(cafile=str(dp.ca)).wrap_socket(s, server_hostname="127.0.0.1")
-    body = b'{"amount": 8}'
-    tls.sendall(f"POST /v1/refunds/{marker} HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    tls = held_requests.raw_request(dp, "agent", CALLER_KEY, f"/v1/refunds/{marker}")
     held = wait_pending(cp, marker)
     tls.close()
     wait_until(lambda: all(p["request_id"] != held["request_id"] for p in pending(cp)), what="the hold no longer pending at the control plane")
@@ -243,7 +213,7 @@ def test_a_client_that_leaves_withdraws_its_hold_at_the_control_plane(plane, ups
 def test_another_data_plane_can_neither_see_nor_decide_the_hold(plane, upstream):
     cp, dp, admin, other = plane
     marker = uuid.uuid4().hex
-    call = Call(dp, upstream.port, "POST", f"/v1/refunds/{marker}", {"amount": 3})
+    call = Call(dp, "POST", f"/v1/refunds/{marker}", {"amount": 3})
     request_id = wait_pending(cp, marker)["request_id"]
     b = bundles.read(other)
     with httpx.Client(base_url=cp.url, verify=b.ssl_context(), timeout=10, trust_env=False) as c:
@@ -273,7 +243,7 @@ def test_control_plane_unreachable_is_503_approval_unavailable(plane, upstream):
     cp.stop()
     try:
         marker = uuid.uuid4().hex
-        r = Call(dp, upstream.port, "POST", f"/v1/refunds/{marker}", {"amount": 5}).response(30)
+        r = Call(dp, "POST", f"/v1/refunds/{marker}", {"amount": 5}).response(30)
         err = r.json()["error"]
         assert (r.status_code, err["code"]) == (503, "approval-unavailable"), r.text
         assert "control plane" in err["message"]
@@ -329,9 +299,10 @@ def test_stopping_abandons_the_hold_and_an_impostor_cannot_approve(plane, upstre
     cp, _, _, other = plane
     home = tmp_path / "other"
     dp = dataplane(home, other, upstream_ca=pki.ca_cert, name="other").start()
+    dp.upstream_port = upstream.port
     try:
         marker = uuid.uuid4().hex
-        call = Call(dp, upstream.port, "POST", f"/v1/refunds/{marker}", {"amount": 6})
+        call = Call(dp, "POST", f"/v1/refunds/{marker}", {"amount": 6})
         held = wait_pending(cp, marker)
         assert held["dataplane"].startswith("other/")
     finally:
@@ -346,9 +317,10 @@ def test_stopping_abandons_the_hold_and_an_impostor_cannot_approve(plane, upstre
     # "approved" to everything: the link verifies the control plane's CA, so nothing is approved
     impostor = Impostor(pki)
     dp = dataplane(home, other, upstream_ca=pki.ca_cert, args=["--control-plane", impostor.url], name="other-impostor").start()
+    dp.upstream_port = upstream.port
     try:
         marker = uuid.uuid4().hex
-        r = Call(dp, upstream.port, "POST", f"/v1/refunds/{marker}", {"amount": 7}).response(30)
+        r = Call(dp, "POST", f"/v1/refunds/{marker}", {"amount": 7}).response(30)
         assert (r.status_code, r.json()["error"]["code"]) == (503, "approval-unavailable"), r.text
         assert forwarded(upstream, marker) == [] and impostor.asked == []
     finally:

@@ -392,6 +392,10 @@ class Redactor:
         for c in self._compiled:
             self._raw_set.Add(raw_pattern(c.detector.pattern))
         self._raw_set.Compile()
+        # Masks the re-scan may skip: a string that is exactly one of them (a value
+        # masked whole) gives the built-in detectors nothing, checked here once.
+        masks = {c.mask_text for c in self._compiled if c.action == MASK}
+        self._inert = frozenset(m for m in masks if not self._pass([m, m], builtin_only=True)[0])
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -498,7 +502,8 @@ class Redactor:
         # Replacing a value changes its neighbours' context: "a@b.co415-555-0100" shows a
         # phone number once the email is masked. Changed strings are scanned again by the
         # built-in detectors (they never match a replacement; a custom pattern might).
-        todo = changed
+        inert = self._inert
+        todo = {k: v for k, v in changed.items() if v not in inert} if inert else changed
         for _ in range(2):
             if not todo or not self._builtin:
                 break

@@ -553,6 +553,7 @@ async def prepare(arguments: Iterable[str], *, web: bool, base: dict[str, Any] |
 
     if not opts.scripts:
         patches.skip_message_typechecks()
+    patches.read_options_without_copies()
     lean = LeanChain(m, full, Asked(opts, web, given))
     lean.apply()
     m.lean = lean  # type: ignore[attr-defined]

@@ -355,7 +355,7 @@ def identify_token(snap, token: str, facts):
     import time
 
     from rr_addon.gate import Gate, Verdict
-    from rr_addon.identities import Identities
+    from rr_addon.identity.service import Identities
 
     identities = Identities()
     identities.rebuild(snap)

@@ -39,11 +39,11 @@ def _read_jwt(path: str) -> str:
 
 def _verify_caller(stored, keyring, proxy: str, credential: str, token: str, ca_file: str):
     """The caller's token verified by the very verifiers a data plane builds
-    (rr_addon.identities), and accepted by this parent — or exit with why."""
+    (rr_addon.identity.service), and accepted by this parent — or exit with why."""
     import asyncio
 
     from rr_addon.cli import die
-    from rr_addon.identities import Identities
+    from rr_addon.identity.service import Identities
     from rr_addon.identity import Refused
     from rr_addon.store import config_store
 

@@ -14,7 +14,7 @@ from rr_addon.cli import remote, render
 from rr_addon.cli.common import console, die, load_snapshot, open_store
 from rr_addon.cli.consoles import Output  # noqa: F401
 from rr_addon.policy.costs import MICRO
-from rr_addon.core.meters import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
+from rr_addon.core.quota import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
 from rr_addon.reports import counter_backend, read_counters, report, row_json, row_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)

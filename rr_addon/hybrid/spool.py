@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, inspect, select
 from sqlalchemy.engine import Engine
 
-from rr_addon.meters.tables import CounterRow
+from rr_addon.store.tables import CounterRow
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
 

@@ -94,7 +94,7 @@ def _options_shape() -> list[str]:
         option is None
         or not hasattr(optmanager, "unset")
         or not {"value", "_default"} <= set(getattr(option, "__slots__", ()))
-        or "return copy.deepcopy(v)" not in inspect.getsource(option.current)
+        or "return copy.deepcopy(v)" not in inspect.getsource(_unwrapped(option.current))
         or "copy.deepcopy(self._default)" not in inspect.getsource(option.default.fget)
     ):
         return ["rr cannot read options without copies on this mitmproxy (optmanager._Option changed shape)"]

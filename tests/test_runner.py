@@ -416,6 +416,7 @@ def _streaming_line_seen(m) -> list[int]:
     class Catch(logging.Handler):
         def emit(self, record):
             if record.getMessage().startswith("Streaming response from"):
+                assert record.funcName == "_streaming_line_seen"  # rr's shortcut does not pose as the caller
                 seen.append(record.levelno)
 
     catch = Catch(logging.DEBUG)
@@ -432,6 +433,29 @@ def test_streaming_line_is_dropped_only_when_nothing_shows_debug(rr_home):
     line per request; rr makes it DEBUG, and under `rr run` drops it before the
     handlers whenever no one would show a DEBUG record."""
     assert build(base_args(rr_home), inspect=_streaming_line_seen) == []
+
+    def other_lines(m):
+        seen: list[str] = []
+
+        class Catch(logging.Handler):
+            def emit(self, record):
+                seen.append(f"{record.levelname} {record.getMessage()} {record.funcName}")
+
+        catch = Catch(logging.DEBUG)
+        logging.getLogger().addHandler(catch)
+        try:
+            log = logging.getLogger("mitmproxy.proxy.server")
+            log.info("client connect")
+            log.info("Streaming request to example.com.")
+            log.warning("Streaming response from example.com. (not the routine line)")
+        finally:
+            logging.getLogger().removeHandler(catch)
+        return seen
+
+    assert build(base_args(rr_home), inspect=other_lines) == [
+        "INFO client connect other_lines",
+        "WARNING Streaming response from example.com. (not the routine line) other_lines",
+    ]
     # the terminal shows DEBUG: the line is there, as DEBUG
     assert build(base_args(rr_home) + ["--set", "termlog_verbosity=debug"], inspect=_streaming_line_seen) == [logging.DEBUG]
 

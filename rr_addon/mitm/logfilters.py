@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
+
+
+_ROUTINE = ("Streaming response from", "Streaming request to")
 
 
 class StreamingIsRoutine(logging.Filter):
@@ -17,7 +20,7 @@ class StreamingIsRoutine(logging.Filter):
     unread: Callable[[], bool] | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and isinstance(record.msg, str) and record.msg.startswith(("Streaming response from", "Streaming request to")):
+        if record.levelno == logging.INFO and isinstance(record.msg, str) and record.msg.startswith(_ROUTINE):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             unread = self.unread
             return unread is None or not unread()
@@ -34,5 +37,21 @@ def quiet_streaming_lines() -> None:
 
 
 def drop_unread_streaming_lines(unread: Callable[[], bool] | None) -> None:
-    """Drop the demoted lines whenever `unread()` holds (None: keep them all)."""
+    """Drop the demoted lines whenever `unread()` holds (None: keep them all).
+
+    They are dropped before the record is made, too: mitmproxy's server logger
+    gets an instance-level `_log` that returns at once for such a line (finding
+    the caller's frame and building the record cost more than the filter)."""
     _STREAMING_FILTER.unread = unread
+    server_log = logging.getLogger("mitmproxy.proxy.server")
+    server_log.__dict__.pop("_log", None)
+    if unread is not None:
+        original = server_log._log
+
+        def _log(level: int, msg: object, args: Any, *rest: Any, **kwargs: Any) -> None:
+            if level == logging.INFO and isinstance(msg, str) and msg.startswith(_ROUTINE) and unread():
+                return
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1  # the record names the caller, not this frame
+            original(level, msg, args, *rest, **kwargs)
+
+        server_log._log = _log  # type: ignore[method-assign]

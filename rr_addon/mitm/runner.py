@@ -37,6 +37,10 @@ rr or configuration stops the process at start with rr's message.
 
 Without user scripts (`-s`), mitmproxy's debug-mode type check of every
 request and response it builds is off (`rr_addon.mitm.patches.skip_message_typechecks`).
+Immutable option values are read without deep copies
+(`patches.read_options_without_copies`), and mitmproxy's per-flow "Streaming
+response from …" line is not logged while nothing would show it
+(`logfilters.drop_unread_streaming_lines`, `FastDispatch.unread_debug`).
 
 rr's defaults (`defaults()`: listen on 127.0.0.1:8080, confdir `$RR_HOME/certs`,
 lazy connections, mitmweb without opening a browser and with rr's columns) are

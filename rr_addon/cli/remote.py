@@ -149,6 +149,23 @@ def usage(server: str, admin: Optional[Path], proxy, credential, as_json: bool) 
         console.print(f"includes what {len(scopes)} hybrid data plane(s) or region(s) reported: {', '.join(scopes)} (--json: by_scope)", markup=False, highlight=False, soft_wrap=True)
 
 
+def usage_reset(server: str, admin: Optional[Path], proxy: str, credential, meter, yes: bool) -> None:
+    from rr_addon.cli import console, die
+
+    body = {"proxy": proxy, "credential": credential, "meter": meter}
+    with _client(server, admin) as client:
+        if not yes:  # the control plane names the counters first (its configuration decides them)
+            plan = _call(client, "POST", "usage-reset", json={**body, "dry_run": True})
+            if plan.get("error"):
+                raise die(plan["error"])
+            if not typer.confirm(f"reset counters {', '.join(p + '*' for p in plan['prefixes'])} on {server}?"):
+                raise die("nothing reset")
+        out = _call(client, "POST", "usage-reset", json=body)
+    if out.get("error"):
+        raise die(out["error"])
+    console.print(f"reset {out['reset']} counters on {server}{out.get('note', '')}")
+
+
 def export(server: str, admin: Optional[Path], output: Optional[Path]) -> None:
     from rr_addon.cli import console
 

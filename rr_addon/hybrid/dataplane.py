@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rr_addon import metrics, settings
+from rr_addon.hybrid import resets
 from rr_addon.hybrid.link import Link, LinkError
 from rr_addon.store.db import redacted_url
 
@@ -44,7 +45,13 @@ def start(link: Link, services: Any, *, listen: str | None, stats: Callable[[], 
 
     async def counters() -> dict[str, int]:
         metering = services.gate.metering
-        return await metering.backend.read("") if metering is not None else {}
+        return resets.reportable(await metering.backend.read("")) if metering is not None else {}
+
+    async def apply_resets(pending: list[dict]) -> int | None:
+        metering = services.gate.metering
+        if metering is None:
+            return None  # not counting yet: the next heartbeat asks again
+        return await resets.apply(metering.backend, pending)
 
     async def received(stored: Any) -> None:
         async with reloader.swap_lock:
@@ -54,4 +61,5 @@ def start(link: Link, services: Any, *, listen: str | None, stats: Callable[[], 
         metrics.config_reload(True, snap.version)
 
     link.counters = counters
+    link.apply_resets = apply_resets
     link.start(received)

@@ -9,13 +9,14 @@ secrets, so control-plane replicas sharing one database share one CA."""
 from __future__ import annotations
 
 import hashlib
+import json
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, String, delete, select, update
+from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, String, Text, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
@@ -52,6 +53,16 @@ class AdminToken(SQLModel, table=True):
     token_sha256: str = Field(sa_column=Column(String, nullable=False, unique=True))
     issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class UsageReset(SQLModel, table=True):
+    """`rr usage reset` on the control plane (migration 0010): hybrid data planes
+    learn of it in their heartbeat answer and apply it once per counting scope."""
+
+    __tablename__ = "rr_cp_usage_reset"
+    id: int | None = Field(default=None, primary_key=True)
+    prefixes: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of counter key prefixes
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
 
 
 class ReportedCounter(SQLModel, table=True):
@@ -240,3 +251,33 @@ def reported_counts(engine: Engine, now: float) -> tuple[dict[str, int], dict[st
         total[key] = total.get(key, 0) + value
         by_scope.setdefault(scope, {})[key] = value
     return total, by_scope
+
+
+# ---------------------------------------------------------------------------
+# Usage resets for hybrid data planes
+
+
+_RESET = UsageReset.__table__
+RESET_HORIZON = 35 * 86400  # the longest window (a month) and then some: older resets touch no live counter
+
+
+def record_reset(engine: Engine, prefixes: list[str]) -> int:
+    """Note a `rr usage reset` for hybrid data planes and drop the copies they
+    reported (the control plane's `rr usage` agrees at once); the new reset's id."""
+    now = _now()
+    with engine.begin() as conn:
+        rid = conn.execute(_RESET.insert().values(prefixes=json.dumps(prefixes), created_at=now)).inserted_primary_key[0]
+        for prefix in prefixes:
+            conn.execute(delete(_USAGE).where(_USAGE.c.key.startswith(prefix, autoescape=True)))
+        conn.execute(delete(_RESET).where(_RESET.c.created_at < datetime.fromtimestamp(now.timestamp() - RESET_HORIZON, timezone.utc)))
+    return int(rid)
+
+
+def resets_after(engine: Engine, after: int | None) -> list[dict]:
+    """The resets (of the last RESET_HORIZON) a data plane that applied up to `after` has yet to see."""
+    since = datetime.fromtimestamp(_now().timestamp() - RESET_HORIZON, timezone.utc)
+    stmt = select(_RESET.c.id, _RESET.c.prefixes).where(_RESET.c.created_at >= since).order_by(_RESET.c.id)
+    if after is not None:
+        stmt = stmt.where(_RESET.c.id > int(after))
+    with engine.connect() as conn:
+        return [{"id": int(i), "prefixes": json.loads(p)} for i, p in conn.execute(stmt).all()]

@@ -294,7 +294,9 @@ class Handler(BaseHTTPRequestHandler):
             if not b.get("leaving"):
                 conn.execute(dataplanes.TABLE.insert(), [row])
         dataplanes.forget_silent(self.server.cp.engine)
-        self._send(200, {"config_version": self.server.cp.version})
+        after = b.get("usage_reset")  # the last usage reset this data plane handled (None: since it started)
+        resets = registry.resets_after(self.server.cp.engine, int(after) if after is not None else None)
+        self._send(200, {"config_version": self.server.cp.version, "usage_resets": resets})
 
     def _audit(self, member: registry.Member, _query: dict) -> None:
         records = self._body().get("records")

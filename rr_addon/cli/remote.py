@@ -166,6 +166,57 @@ def usage_reset(server: str, admin: Optional[Path], proxy: str, credential, mete
     console.print(f"reset {out['reset']} counters on {server}{out.get('note', '')}")
 
 
+# ---------------------------------------------------------------------------
+# rr token / secret / explain
+
+
+def _refused(out: dict) -> None:
+    from rr_addon.cli import die
+
+    if isinstance(out, dict) and out.get("error"):
+        raise die(out["error"])
+
+
+def token_mint(server: str, admin: Optional[Path], body: dict) -> None:
+    with _client(server, admin) as client:
+        out = _call(client, "POST", "token-mint", json=body)
+    _refused(out)
+    print(out["token"])
+    for line in out["notes"]:
+        print(line, file=sys.stderr)
+
+
+def token_list(server: str, admin: Optional[Path]) -> list[dict]:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "tokens")["tokens"]
+
+
+def token_revoke(server: str, admin: Optional[Path], token_id: str) -> str:
+    with _client(server, admin) as client:
+        return _call(client, "POST", "token-revoke", json={"id": token_id})["result"]
+
+
+def secret_status(server: str, admin: Optional[Path]) -> list[dict]:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "secret-status")["secrets"]
+
+
+def explain(server: str, admin: Optional[Path], method: str, url: str, headers: list, data, credential, token, claims: dict) -> None:
+    """The control plane decides (its configuration, its verifiers); the trace comes back rendered."""
+    from rr_addon.cli import console
+
+    body = {"method": method, "url": url, "headers": [list(h) for h in headers], "data": data, "credential": credential, "token": token,
+            "claims": claims, "width": console.width}
+    with _client(server, admin) as client:
+        out = _call(client, "POST", "explain", json=body)
+    _refused(out)
+    for line in out["notes"]:
+        console.print(line, markup=False, highlight=False)
+    console.print(Text.from_ansi(out["tree"]), end="")
+    if out["exit"]:
+        raise typer.Exit(out["exit"])
+
+
 def export(server: str, admin: Optional[Path], output: Optional[Path]) -> None:
     from rr_addon.cli import console
 

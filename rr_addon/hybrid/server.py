@@ -385,12 +385,15 @@ def default_names(host: str) -> list[str]:
     return names
 
 
-def serve(engine: Engine, keyring: Keyring, host: str, port: int, names: list[str], *, ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (KeyboardInterrupt / SystemExit)."""
+def serve(engine: Engine, keyring: Keyring, host: str, port: int, names: list[str], *, ready: Callable[[int], None] | None = None,
+          handlers: dict | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (KeyboardInterrupt / SystemExit). `handlers`: more
+    admin endpoints, from the layers above (rr_addon.cli.served)."""
     from rr_addon.hybrid import admin_api
 
     cp = ControlPlane(engine, keyring)
     admin_api.install(cp)
+    cp.admin_handlers.update(handlers or {})
     server = Server((host, port), cp, server_context(cp.keys, names))
     cp.start()
     if ready is not None:

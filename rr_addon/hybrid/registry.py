@@ -93,18 +93,27 @@ class Keys:
 
 
 def keys(engine: Engine, keyring: Keyring) -> Keys:
-    """The control plane's CA and signing key, created on first use."""
-    with engine.begin() as conn:
-        row = conn.execute(select(ControlPlaneState.__table__).where(ControlPlaneState.__table__.c.id == 1)).first()
+    """The control plane's CA and signing key, created on first use.
+
+    Replicas sharing a database may start together: each makes a candidate and
+    inserts it only if no row exists (the primary key id=1 decides, ON CONFLICT
+    DO NOTHING), then every one of them reads back the row that won, so they all
+    serve one CA and one signing key."""
+    table = ControlPlaneState.__table__
+    with engine.connect() as conn:
+        row = conn.execute(select(table).where(table.c.id == 1)).first()
+    if row is None:
+        ca = pki.CA.create()
+        signer = Ed25519PrivateKey.generate()
+        candidate = dict(id=1, ca_cert=pki.cert_pem(ca.cert).decode(), ca_key_enc=keyring.encrypt(pki.key_pem(ca.key)),
+                         signing_key_enc=keyring.encrypt(sealing.raw_private(signer)), created_at=_now())
+        insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(table)
+        with engine.begin() as conn:
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["id"]), [candidate])
+        with engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.id == 1)).first()
         if row is None:
-            ca = pki.CA.create()
-            signer = Ed25519PrivateKey.generate()
-            conn.execute(
-                ControlPlaneState.__table__.insert(),
-                [dict(id=1, ca_cert=pki.cert_pem(ca.cert).decode(), ca_key_enc=keyring.encrypt(pki.key_pem(ca.key)),
-                      signing_key_enc=keyring.encrypt(sealing.raw_private(signer)), created_at=_now())],
-            )
-            return Keys(ca, signer)
+            raise RuntimeError("the control plane's key material was neither found nor created")
     m = row._mapping
     ca = pki.CA.load(m["ca_cert"].encode(), keyring.decrypt(m["ca_key_enc"]))
     return Keys(ca, Ed25519PrivateKey.from_private_bytes(keyring.decrypt(m["signing_key_enc"])))

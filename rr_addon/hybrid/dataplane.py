@@ -14,7 +14,7 @@ from rr_addon.hybrid import resets
 from rr_addon.hybrid.link import Link, LinkError
 from rr_addon.store.db import redacted_url
 
-__all__ = ["Link", "LinkError", "open_link", "requested", "spool_of", "start"]
+__all__ = ["Link", "LinkError", "open_link", "refresh_tokens", "requested", "spool_of", "start"]
 
 logger = logging.getLogger("rr")
 
@@ -32,6 +32,13 @@ def open_link(bundle: str, control_plane: str, plane_id: str) -> Link:
 
 def spool_of(link: Link | None):
     return link.spool if link is not None else None
+
+
+def refresh_tokens(link: Link):
+    """Where this data plane keeps rotated OAuth refresh tokens: its spool, encrypted (rr_addon.hybrid.grants)."""
+    from rr_addon.hybrid.grants import SpoolRefreshTokens
+
+    return SpoolRefreshTokens(link.spool, link.bundle.seal_key)
 
 
 def start(link: Link, services: Any, *, listen: str | None, stats: Callable[[], dict], install: Callable[[Any], None]) -> None:

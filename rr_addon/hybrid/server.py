@@ -272,8 +272,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"envelope": cp.sealed(member)})
 
     def _plane_id(self, member: registry.Member, instance: Any) -> str:
-        """What a data plane reports is named after the certificate that delivered it."""
-        return f"{member.name}/{str(instance or '-')[:200]}"
+        """What a data plane reports is named after the certificate that delivered it:
+        NAME/instance, one '/' only, so no claimed instance reads as another data plane's."""
+        return f"{member.name}/{str(instance or '-')[:200].replace('/', '-')}"
 
     def _heartbeat(self, member: registry.Member, _query: dict) -> None:
         b = self._body()

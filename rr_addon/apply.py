@@ -93,7 +93,7 @@ def prepare_loaded(
 def loadable(stored: Stored, keyring: Keyring) -> None:
     """Raise StoredConfigError unless `stored` loads the way a data plane loads it
     (rr_addon.addon: load_snapshot, then Identities.rebuild)."""
-    from rr_addon.identities import Identities
+    from rr_addon.identity.service import Identities
 
     snap = config_store.snapshot_of(stored, keyring)
     try:

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 from rr_addon.core import decide, mcp, tokens
 from rr_addon.core.decide import Admission, Limits, admit_verified, quota_headers, quota_outcome
 from rr_addon.core.inject import Injection
-from rr_addon.core.meters import Plan, Verdict as MeterVerdict
+from rr_addon.core.quota import Plan, Verdict as MeterVerdict
 from rr_addon.core.snapshot import Snapshot
 from rr_addon.core.types import Decision, Outcome, RequestFacts
 
 if TYPE_CHECKING:  # the services are passed in: the gate itself opens nothing
-    from rr_addon.identities import Identities
-    from rr_addon.metering import Metering
+    from rr_addon.identity.service import Identities
+    from rr_addon.counters.metering import Metering
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,7 +167,7 @@ class Metrics:
         self.config_version.set(version)
 
     def watch_audit(self, writer: Any = None, sink: Any = None) -> None:
-        """Report an `audit.AuditWriter` and a `DatabaseSink` (replaces earlier ones; None forgets)."""
+        """Report an `audit.writer.AuditWriter` and a `DatabaseSink` (replaces earlier ones; None forgets)."""
         self.audit.writer, self.audit.sink = writer, sink
 
     def render(self) -> bytes:

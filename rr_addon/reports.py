@@ -9,7 +9,7 @@ from decimal import Decimal
 import yaml
 
 from rr_addon.policy.costs import MICRO
-from rr_addon.core.meters import PROXY_WIDE, UsageRow
+from rr_addon.core.quota import PROXY_WIDE, UsageRow
 from rr_addon.store import config_store
 
 
@@ -17,10 +17,10 @@ def counter_backend(engine):
     """The backend the proxies count in: Redis with RR_REDIS_URL, else the embedded database."""
     redis_url = os.environ.get("RR_REDIS_URL")
     if redis_url:
-        from rr_addon.meters.redis_backend import RedisBackend
+        from rr_addon.counters.redis_backend import RedisBackend
 
         return RedisBackend(redis_url)
-    from rr_addon.meters.embedded import EmbeddedBackend
+    from rr_addon.counters.embedded import EmbeddedBackend
 
     return EmbeddedBackend(engine)
 

@@ -13,13 +13,14 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from rr_addon import audit, metrics, settings
+from rr_addon import metrics, settings
+from rr_addon.audit.writer import AuditWriter, JsonLinesSink, LogSink
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.gate import Gate
 from rr_addon.hybrid import dataplane as hybrid
-from rr_addon.identities import Identities
-from rr_addon.metering import Metering
-from rr_addon.meters import BackendUnavailable, open_backend
+from rr_addon.identity.service import Identities
+from rr_addon.counters.metering import Metering
+from rr_addon.counters import BackendUnavailable, open_backend
 from rr_addon.reload import Reloader
 from rr_addon.store import audit_store, dataplanes, notify
 from rr_addon.store.db import DatabaseError, check_schema, make_engine, redacted_url
@@ -36,13 +37,14 @@ class Services:
     def __init__(self, gate: Gate, reloader: Reloader, plane_id: str) -> None:
         self.gate, self.reloader, self.plane_id = gate, reloader, plane_id
         self.engine: Any = None
-        self.audit: audit.AuditWriter | None = None
+        self.audit: AuditWriter | None = None
         self.audit_db: audit_store.DatabaseSink | None = None
         self.changes: notify.ConfigChangeListener | None = None
         self.heartbeat: dataplanes.Heartbeat | None = None
         self.exporter: metrics.Exporter | None = None
         self.link: hybrid.Link | None = None  # hybrid data plane: the control plane instead of a database
         self.redis_url: str | None = None
+        self._closing: set[asyncio.Task] = set()  # replaced counter backends still closing
 
     def open_store(self, url: str | None, idp_ca_file: str | None, bundle: str = "", control_plane: str = ""):
         """The database, its master keys and the snapshot compiled from it (with its verifiers);
@@ -94,18 +96,25 @@ class Services:
         self.gate.metering = Metering(backend)
         logger.info("rr counts meters in %s", "Redis " + redacted_url(redis_url) if redis_url else "the embedded database")
         if old is not None:
-            asyncio.get_event_loop().create_task(old.close())
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop runs, so nothing is using it: close it now
+                asyncio.run(old.close())
+            else:  # in the background; the set holds the task until it ends (the loop keeps only a weak reference)
+                task = loop.create_task(old.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def open_audit(self, path: str) -> None:
         old = self.audit
-        sinks: list = [audit.LogSink()]
+        sinks: list = [LogSink()]
         if path:
-            sinks.append(audit.JsonLinesSink(Path(path)))
+            sinks.append(JsonLinesSink(Path(path)))
         self.audit_db = None
         if (engine := self.engine or hybrid.spool_of(self.link)) is not None:
             self.audit_db = audit_store.DatabaseSink(engine, dataplane=self.plane_id, spill_path=settings.home() / f"audit-spill-{self.plane_id}.jsonl")
             sinks.append(self.audit_db)
-        self.audit = audit.AuditWriter(sinks, maxsize=20_000)
+        self.audit = AuditWriter(sinks, maxsize=20_000)
         metrics.watch_audit(self.audit, self.audit_db)
         if old is not None:
             old.close()

@@ -22,7 +22,7 @@ not yet integrated is listed as skipped, with the reason):
   route   `decide.route`: the caller's proxy maps host:port to a target
   decide  `decide.decide`: everything the proxy runs today (auth + route + outcome)
   rules   four scopes of `core.rules.ScopeRules` (5 rules each) — until `decide` runs rules itself
-  meters  `core.meters.ProxyMeters.plan` + verdict for 3 meters — until `decide` runs meters itself
+  meters  `core.quota.ProxyMeters.plan` + verdict for 3 meters — until `decide` runs meters itself
 
 The last line is JSON: {"decision_us_p50": …, "decision_us_p99": …, "stages": {…}}.
 `decision_us_p50` is the p50 of `decide` at 10,000 credentials plus the
@@ -378,7 +378,7 @@ def _rules(snap: Any, data: dict, reqs: list[Req]) -> Callable[[int], Any]:
 
 def _meters(snap: Any, data: dict, reqs: list[Req]) -> Callable[[int], Any]:
     from rr_addon.policy.meters_schema import MeterSpec
-    from rr_addon.core.meters import CheckResult, ProxyMeters, compile_meters
+    from rr_addon.core.quota import CheckResult, ProxyMeters, compile_meters
 
     sample: dict = {"proxies": [{}], "targets": []}
     _add_meters(sample, [])
@@ -411,7 +411,7 @@ def stages() -> list[Stage]:
     ]
     for name, what, fn, module in (
         ("rules", "4 scopes x 5 rules evaluated directly with core.rules (part of decide once integrated)", _rules, "rr_addon.core.rules"),
-        ("meters", "3 meters: the proxy's meters plan + verdict, no counter backend (the glue runs it after decide)", _meters, "rr_addon.core.meters"),
+        ("meters", "3 meters: the proxy's meters plan + verdict, no counter backend (the glue runs it after decide)", _meters, "rr_addon.core.quota"),
     ):
         try:
             __import__(module)

@@ -283,3 +283,32 @@ def test_an_upstream_that_fails_before_answering_is_a_json_502_and_audited_once(
     assert vars(f)["_rr"].audited and rr.requests == 1
     rr.error(f)  # a second error event writes no second record
     assert rr.requests == 1
+
+
+def test_a_request_edited_while_rr_counted_it_is_refused_and_its_quota_given_back(home, tmp_path):
+    """A mitmweb viewer edits the flow while `authorize` awaits (meters already counted):
+    the request is refused as changed, and the request it never sent does not spend the quota."""
+    (tmp_path / "m.yaml").write_text(POLICY.replace("    credentials:\n      - {name: c,", "    meters: [{name: once, per: credential, limits: {day: 1}}]\n    credentials:\n      - {name: c,", 1))
+    assert CliRunner().invoke(app, ["apply", "-f", str(tmp_path / "m.yaml")]).exit_code == 0
+    addon = RR()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, rr_database_url=f"sqlite:///{home}/rr.db")
+        hooks = Hooks(addon, tctx.master.event_loop)
+        authorize = addon.gate.authorize
+        edits = []
+
+        async def edited_meanwhile(snap, admitted, *args, **kwargs):
+            verdict = await authorize(snap, admitted, *args, **kwargs)
+            if edits:
+                edits.pop().request.path = "/v1/elsewhere"  # the viewer's edit lands while rr decides
+            return verdict
+
+        addon.gate.authorize = edited_meanwhile
+        first = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+        edits.append(first)
+        hooks.requestheaders(first)
+        assert (first.response.status_code, body(first)["error"]["message"]) == (403, "request changed after rr decided it")
+        second = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
+        hooks.requestheaders(second)
+        assert second.response is None, body(second)  # the day's one request is still there
+        hooks.done()

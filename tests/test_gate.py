@@ -11,8 +11,8 @@ from rr_addon.core import decide, reasons
 from rr_addon.core.decide import Limits
 from rr_addon.core.types import Decision, RequestFacts
 from rr_addon.gate import Admitted, Gate, Verdict
-from rr_addon.metering import Metering
-from rr_addon.meters import open_backend
+from rr_addon.counters.metering import Metering
+from rr_addon.counters import open_backend
 from rr_addon.store.db import make_engine, migrate
 from rr_addon.testing.snapshots import TEST_HMAC_KEY, snapshot_from
 from rr_addon.testing.fresh import python_prints

@@ -26,9 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "rr_addon.config",
             "rr_addon.identity",
-            "rr_addon.identities",
-            "rr_addon.meters",
-            "rr_addon.metering",
+            "rr_addon.counters",
             "rr_addon.store",
             "rr_addon.crypto",
             "rr_addon.rotation",
@@ -123,7 +121,7 @@ def test_imports_point_down(module):
 def test_importing_the_core_loads_no_io():
     """Purity at import time: the decision code loads no verifier, JWT, TLS, event loop or HTTP client."""
     code = (
-        "import sys, rr_addon.core.decide, rr_addon.core.snapshot, rr_addon.core.meters, rr_addon.core.responses\n"
+        "import sys, rr_addon.core.decide, rr_addon.core.snapshot, rr_addon.core.quota, rr_addon.core.responses\n"
         "bad = ('jwt', 'ssl', 'asyncio', 'httpx', 'mitmproxy', 'sqlalchemy', 'redis', 'rr_addon.identity', 'rr_addon.store', 'rr_addon.mitm')\n"
         "print(sorted(m for m in sys.modules if m.startswith(bad)))"
     )

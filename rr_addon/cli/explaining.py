@@ -76,7 +76,7 @@ def identify_token(snap, token: str, facts):
     stored digest, a minted token, else a verifier). Returns (caller, verified claims,
     minted token, a line saying which path accepted it)."""
     from rr_addon.gate import Gate, Verdict
-    from rr_addon.identities import Identities
+    from rr_addon.identity.service import Identities
 
     identities = Identities()
     identities.rebuild(snap)

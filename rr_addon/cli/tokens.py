@@ -45,10 +45,10 @@ class MintRefused(ValueError):
 
 def _verify_caller(stored, keyring, proxy: str, credential: str, token: str, ca_file: str):
     """The caller's token verified by the very verifiers a data plane builds
-    (rr_addon.identities), and accepted by this parent — or MintRefused with why."""
+    (rr_addon.identity.service), and accepted by this parent — or MintRefused with why."""
     import asyncio
 
-    from rr_addon.identities import Identities
+    from rr_addon.identity.service import Identities
     from rr_addon.identity import Refused
     from rr_addon.store import config_store
 

@@ -268,7 +268,7 @@ def other_host(facts: RequestFacts) -> str | None:
 def admit_verified(
     snap: Snapshot, caller: Caller, presented: Presented, facts: RequestFacts, now: float, claims: Mapping[str, object]
 ) -> Admission | Outcome:
-    """A caller whose token a verifier accepted (rr_addon.identities): the same checks and admission."""
+    """A caller whose token a verifier accepted (rr_addon.identity.service): the same checks and admission."""
     problem = unusable(snap, caller, now)
     if problem is not None:
         extra = snap.caller_headers_for(facts.host, facts.port, facts.scheme)
@@ -450,7 +450,7 @@ def decide(snap: Snapshot, facts: RequestFacts, now: float, limits: Limits = Lim
 
 
 def quota_outcome(admission: Admission, verdict) -> Outcome:
-    """A refused meter verdict (rr_addon.core.meters.Verdict) as an Outcome: 429, or 403 unknown-model.
+    """A refused meter verdict (rr_addon.core.quota.Verdict) as an Outcome: 429, or 403 unknown-model.
     A minted token's used-up budget is named first: no retry will ever pass it."""
     if admission.token is not None and tokens.budget_used_up(verdict):
         token = admission.token

@@ -26,7 +26,7 @@ class Injection:
     headers: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
     query: tuple[tuple[str, str, str], ...] = ()  # (name, wire value, shown value)
     secrets: tuple[str, ...] = ()  # every value derived from the secret, for scrubbing echoes
-    dynamic: bool = False  # the value is obtained per request (an OAuth token): see rr_addon.identities
+    dynamic: bool = False  # the value is obtained per request (an OAuth token): see rr_addon.identity.service
     scrub: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False)  # (secret, placeholder) byte pairs
 
     def __post_init__(self) -> None:

@@ -134,7 +134,7 @@ VALIDATION_JSON_REQUIRED = "request body must be JSON"  # 415: a schema applies,
 VALIDATION_BODY_NOT_JSON = "request body is not valid JSON"  # 400 invalid-request
 VALIDATION_SCHEMA_MISMATCH = "request body does not match the JSON schema"  # 400
 
-# core/meters.py
+# core/quota.py
 QUOTA_EXCEEDED = "meter limit reached"
 METER_BACKEND_DENY = "counters unavailable; the meter denies on backend error"
 METER_BACKEND_ALLOW = "counters unavailable; the meter allows on backend error"

@@ -17,7 +17,7 @@ from rr_addon.policy import schema
 from rr_addon.policy.hosts import DEFAULT_PORTS, HostIndex, HostPattern, parse_host_pattern
 from rr_addon.core.inject import Injection, build_injection
 from rr_addon.policy.filters import Filter, compile_filters
-from rr_addon.core.meters import ProxyMeters, compile_meters, meters_read_request_body
+from rr_addon.core.quota import ProxyMeters, compile_meters, meters_read_request_body
 from rr_addon.policy.redact import Redactor, compile_redactor
 from rr_addon.core.responses import EMPTY, Pipeline
 from rr_addon.policy.validation import Check, compile_checks
@@ -63,7 +63,7 @@ class Caller:
     proxy: str
     name: str
     auth: str
-    digest: bytes | None  # None: a credential that verifies tokens (rr_addon.identities)
+    digest: bytes | None  # None: a credential that verifies tokens (rr_addon.identity.service)
     username: str | None
     active: bool
     expires_at: float | None  # epoch seconds
@@ -102,7 +102,7 @@ class Proxy:
 class VerifierSpec:
     """A proxy credential that verifies tokens (`jwt_verify`, `oauth2`): its validated
     settings and its secret (an HMAC key or an introspection client secret), from which
-    `rr_addon.identities` builds the verifier."""
+    `rr_addon.identity.service` builds the verifier."""
 
     proxy: str
     name: str

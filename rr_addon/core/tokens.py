@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from rr_addon.core import reasons
-from rr_addon.core.meters import CounterOp, Plan
+from rr_addon.core.quota import CounterOp, Plan
 from rr_addon.policy.windows import Window
 
 PREFIX = "rrt1."
@@ -234,5 +234,5 @@ def with_budget(plan: Plan, token: Token | None) -> Plan:
 
 
 def budget_used_up(verdict) -> bool:
-    """A refused meter verdict (core.meters.Verdict) came from a token's budget."""
+    """A refused meter verdict (core.quota.Verdict) came from a token's budget."""
     return any(meter == BUDGET for meter, _ in verdict.exhausted)

@@ -1,5 +1,5 @@
-"""The control plane's tables (migration 0007) and the only code that reads
-and writes them: its key material, the data planes it issued (their client
+"""The only code that reads and writes the control plane's tables (migration
+0007, defined in `rr_addon.store.tables`): its key material, the data planes it issued (their client
 certificate's fingerprint and their sealing public key), admin tokens, and the
 meter counters data planes report.
 
@@ -16,66 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, String, Text, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
 
 from rr_addon.crypto import Keyring
 from rr_addon.hybrid import pki, sealing
+from rr_addon.store.tables import AdminToken, ControlPlaneState, IssuedDataPlane, ReportedCounter, UsageReset
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class ControlPlaneState(SQLModel, table=True):
-    __tablename__ = "rr_cp_state"
-    id: int = Field(default=1, primary_key=True)
-    ca_cert: str
-    ca_key_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    signing_key_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
-class IssuedDataPlane(SQLModel, table=True):
-    __tablename__ = "rr_cp_dataplane"
-    name: str = Field(sa_column=Column(String, primary_key=True))
-    cert_sha256: str = Field(sa_column=Column(String, nullable=False, unique=True))
-    seal_public: str  # X25519 public key, base64: configuration is sealed to it
-    issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
-
-
-class AdminToken(SQLModel, table=True):
-    __tablename__ = "rr_cp_admin"
-    name: str = Field(sa_column=Column(String, primary_key=True))
-    token_sha256: str = Field(sa_column=Column(String, nullable=False, unique=True))
-    issued_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
-
-
-class UsageReset(SQLModel, table=True):
-    """`rr usage reset` on the control plane (migration 0010): hybrid data planes
-    learn of it in their heartbeat answer and apply it once per counting scope."""
-
-    __tablename__ = "rr_cp_usage_reset"
-    id: int | None = Field(default=None, primary_key=True)
-    prefixes: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of counter key prefixes
-    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-
-
-class ReportedCounter(SQLModel, table=True):
-    """The latest value of one meter counter in one counting scope: a data plane's
-    own counters, or a Redis shared by the data planes of one region."""
-
-    __tablename__ = "rr_cp_usage"
-    scope: str = Field(sa_column=Column(String, primary_key=True))
-    key: str = Field(sa_column=Column(String(255), primary_key=True))
-    value: int = Field(sa_column=Column(BigInteger, nullable=False))
-    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
-    dataplane: str = Field(sa_column=Column(String, nullable=False))  # the last one that reported it
-    reported_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from rr_addon.core.meters import CounterOp, meter_key, unmeasured_key, usage_key
+from rr_addon.core.quota import CounterOp, meter_key, unmeasured_key, usage_key
 from rr_addon.policy.windows import Window
 
 logger = logging.getLogger("rr")

@@ -12,10 +12,9 @@ from pathlib import Path
 from sqlalchemy import delete, func, inspect, select
 from sqlalchemy.engine import Engine
 
-from rr_addon.meters.tables import CounterRow
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
-from rr_addon.store.tables import OAuthRefreshTokenRow
+from rr_addon.store.tables import CounterRow, OAuthRefreshTokenRow
 
 TABLES = [audit_store.TABLE, CounterRow.__table__, OAuthRefreshTokenRow.__table__]  # type: ignore[attr-defined]
 

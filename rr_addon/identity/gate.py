@@ -8,7 +8,7 @@ client address; beyond that the request is refused at once (401
 `unauthenticated`, INTROSPECTION_BUSY) instead of queueing. A request that
 carries a token already being introspected joins that request and needs no
 slot. The client address travels in a context variable set by
-`rr_addon.identities`, so the verifier interfaces stay token-only.
+`rr_addon.identity.service`, so the verifier interfaces stay token-only.
 """
 
 from __future__ import annotations

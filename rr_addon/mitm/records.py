@@ -9,7 +9,8 @@ from typing import Any
 
 from mitmproxy import http
 
-from rr_addon import audit, metrics
+from rr_addon import metrics
+from rr_addon.audit.records import new_record
 from rr_addon.core import reasons
 from rr_addon.core.event_redaction import EventRedactor
 from rr_addon.core.recode import Recoder
@@ -109,7 +110,7 @@ def finish(rr: Any, flow: http.HTTPFlow) -> None:
     if isinstance(stream, Recoder) and isinstance(stream.scrubber, EventRedactor) and stream.scrubber.counts:
         count_redactions(flow, stream.scrubber.counts)  # an event stream redacted as it passed
     rr.audit.submit(
-        audit.new_record(
+        new_record(
             request_id=flow.id if not flow.is_replay else f"{flow.id}/replay-{flow.metadata.get('rr_replays', 1)}",
             result=meta["result"],
             status=resp.status_code if resp is not None else meta["status"],

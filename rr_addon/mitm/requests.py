@@ -57,7 +57,7 @@ async def requestheaders(rr: Any, flow: http.HTTPFlow) -> None:
         if outcome.missing_credential and ctx.options.rr_proxy_auth_challenge and rr.guard.proxied_plain_http(flow, client):
             # the plain-HTTP form of the CONNECT challenge: the client sends its proxy credential on the retry
             admitted = dataclasses.replace(admitted, outcome=dataclasses.replace(outcome, decision=dataclasses.replace(outcome.decision, status=407)))
-        conclude(rr, flow, admitted, snap)
+        await conclude(rr, flow, admitted, snap)
         return
     admission = admitted.admission
     flows.strip_headers(flow.request, admission.strip_headers)
@@ -69,7 +69,7 @@ async def requestheaders(rr: Any, flow: http.HTTPFlow) -> None:
         length = flow.request.headers.get("content-length", "")
         refused = too_large(admission, int(length) if length.isdigit() else None, rr.gate.limits)
         if refused is not None:
-            conclude(rr, flow, Verdict(refused, admission), snap)
+            await conclude(rr, flow, Verdict(refused, admission), snap)
         else:
             # decided in `request`, once the body is in; whatever mitmproxy's
             # stream_large_bodies says, it is read whole (see wire.read_whole)
@@ -83,7 +83,7 @@ async def requestheaders(rr: Any, flow: http.HTTPFlow) -> None:
         wire.read_whole(flow, rr.gate.limits.inspect_bytes, reasons.HELD_OVER_INSPECTION_LIMIT)
         state.pending = admitted
         return
-    conclude(rr, flow, verdict, snap)
+    await conclude(rr, flow, verdict, snap)
     if flow.response is None and exchange.streams_request(flow):
         flow.request.stream = exchange.ByteCounter()
         exchange.watch(flow)  # the body streams to the upstream: idleness counts from now
@@ -100,13 +100,13 @@ async def request(rr: Any, flow: http.HTTPFlow) -> None:
     state.pending = None
     snap = rr.snapshot
     if state.seen.differs(flow.request.data) is not None:  # edited (mitmweb) while the body arrived
-        conclude(rr, flow, Verdict(changed(pending.admission), pending.admission), snap)
+        await conclude(rr, flow, Verdict(changed(pending.admission), pending.admission), snap)
         return
     state.seen.seal_body(flow.request.data)
     body = request_body(flow, rr.gate.limits.inspect_bytes, pending.admission.over_limit_reason)
     verdict = await rr.gate.authorize(snap, pending, body, hold=lambda outcome, admission, facts: rr.approvals.hold_flow(rr, flow, outcome, admission, facts, snap))
     state.decision_seconds = verdict.seconds
-    conclude(rr, flow, verdict, snap)
+    await conclude(rr, flow, verdict, snap)
     if flow.response is None:
         exchange.watch(flow).sent()
 
@@ -121,13 +121,16 @@ def request_body(flow: http.HTTPFlow, limit: int, too_large: str = reasons.BODY_
         return Decision.deny("invalid-request", reasons.BODY_ENCODING_INVALID)
 
 
-def conclude(rr: Any, flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> None:
+async def conclude(rr: Any, flow: http.HTTPFlow, verdict: Verdict, snap: Snapshot) -> None:
     """Record the verdict on the flow; answer a refusal, or stamp the request with what was
     decided and the injection it may carry (see wire.Stamp)."""
     state = flowstate.of(flow)
     outcome, admission = verdict.outcome, verdict.admission
     if verdict.forwards and state.seen is not None and state.seen.differs(flow.request.data) is not None:
         outcome = changed(admission) if admission is not None else outcome  # edited while rr decided
+        if verdict.metered is not None and rr.gate.metering is not None:
+            await rr.gate.metering.add(verdict.metered.plan.refund())  # never sent: the quota is not used
+            verdict = dataclasses.replace(verdict, metered=None)
     state.mcp = verdict.mcp
     records.record(flow, outcome, snap)
     state.metered = verdict.metered

@@ -18,7 +18,7 @@ from mitmproxy import ctx, http
 
 from rr_addon.core import reasons
 from rr_addon.policy.bodies import BodyError, DecodedTooLarge, decodable, decode_content, media_type
-from rr_addon.core.meters import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
+from rr_addon.core.quota import NOT_JSON, STREAM_BROKEN, TOO_LARGE, EventMeasure, Measurement
 from rr_addon.core.event_redaction import event_stage
 from rr_addon.core.message_redaction import redact_message
 from rr_addon.core.recode import IDENTITY, Recoder, recodable

@@ -344,7 +344,8 @@ def route(self: HttpLayer, child, event, _original: Callable):
                 return _send_response(self, child, event.stream_id, answer, _original)
         elif type(event) in _HELD:
             # The stream may already be dropped when its end-of-message passes (mitmproxy
-            # drops it first), so held streams are remembered on the layer.
+            # drops it first), so held streams are remembered on the layer. Not in FlowState:
+            # this map is how the flow (and so its state) is found from a stream id at all.
             held: dict = self.__dict__.setdefault(_HELD_STREAMS, {})
             flow = held.get(event.stream_id)
             if flow is None:

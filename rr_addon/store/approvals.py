@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from sqlalchemy import Column, DateTime, String, Text, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
+
+from rr_addon.store.tables import ApprovalRow
 
 PENDING = "pending"
 APPROVED = "approved"
@@ -27,27 +28,6 @@ TIMED_OUT = "timed-out"
 WITHDRAWN = "withdrawn"  # the client went away while the request was held
 ABANDONED = "abandoned"  # rr stopped (or could not keep it) while the request was held
 STATES = (PENDING, APPROVED, DENIED, TIMED_OUT, WITHDRAWN, ABANDONED)
-
-
-class ApprovalRow(SQLModel, table=True):
-    __tablename__ = "rr_approval"
-    request_id: str = Field(sa_column=Column(String, primary_key=True))
-    state: str = Field(sa_column=Column(String, nullable=False, index=True))
-    dataplane: str
-    proxy: str
-    credential: str
-    target: str | None = None
-    target_credential: str | None = None
-    method: str
-    url: str
-    scope: str
-    rule: str
-    body_preview: str = Field(default="", sa_column=Column(Text, nullable=False))
-    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    decided_by: str | None = None
-    decided_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
-    note: str | None = None
 
 
 TABLE = ApprovalRow.__table__

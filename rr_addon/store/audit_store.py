@@ -1,5 +1,5 @@
-"""The audit trail in the database: the `rr_audit` table, a batched sink for
-`audit.AuditWriter`, retention, and the queries behind `rr audit`.
+"""The audit trail in the database: the `rr_audit` table (`store.tables.AuditRow`), a batched sink for
+`audit.writer.AuditWriter`, retention, and the queries behind `rr audit`.
 
 Policy when the database is slow or down (bounded memory, everything counted):
 
@@ -13,7 +13,7 @@ Policy when the database is slow or down (bounded memory, everything counted):
    failure is retried with backoff (0.05 s doubling to 2 s) for as long as it
    takes, while new records wait in the buffer.
 3. Buffer full: the incoming records are appended to the spill file (JSON
-   lines, the `audit.JsonLinesSink` format) if one is configured — counted in
+   lines, the `audit.writer.JsonLinesSink` format) if one is configured — counted in
    `spilled`, loaded back later with `import_jsonl` (`rr audit import`) —
    otherwise dropped, counted in `dropped`.
 4. A record the database refuses for itself (not a connection problem) is
@@ -39,20 +39,21 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Float, Integer, String, delete, func, or_, select
+from sqlalchemy import JSON, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlmodel import Field, SQLModel
 
-from rr_addon import audit
+from rr_addon.audit.records import FIELDS
+from rr_addon.audit.writer import open_private
 from rr_addon.store.db import sqlite_insert_many
+from rr_addon.store.tables import AuditRow
 
 logger = logging.getLogger("rr.audit")
 
 RETENTION = timedelta(days=90)
 
-# Fields with a column of their own that `audit.FIELDS` may not have (yet): the
+# Fields with a column of their own that `audit.records.FIELDS` may not have (yet): the
 # sink stores them as soon as records carry them. Any other field a record
 # carries that has no column is kept in `extra`.
 EXTRA_FIELDS = (
@@ -61,45 +62,7 @@ EXTRA_FIELDS = (
     "redactions",  # {"email": 2, "credit_card": 1}: what redaction replaced, by detector
     "dataplane",  # the id of the data plane that served the request
 )
-COLUMNS = tuple(audit.FIELDS) + tuple(f for f in EXTRA_FIELDS if f not in audit.FIELDS)
-
-
-class AuditRow(SQLModel, table=True):
-    """One request. Never secrets, bodies or query values (see `audit.FIELDS`)."""
-
-    __tablename__ = "rr_audit"
-    # BIGINT on PostgreSQL (years of traffic); SQLite's rowid alias must be INTEGER.
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    )
-    ts: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    request_id: str = Field(sa_column=Column(String, nullable=False, unique=True))
-    result: str = Field(sa_column=Column(String, nullable=False))
-    status: int | None = None
-    code: str | None = Field(default=None, sa_column=Column(String, nullable=True, index=True))
-    reason: str | None = None
-    scope: str | None = None
-    rule: str | None = None
-    proxy: str | None = Field(default=None, sa_column=Column(String, nullable=True, index=True))
-    credential: str | None = None
-    channel: str | None = None
-    target: str | None = None
-    target_credential: str | None = None
-    method: str | None = None
-    scheme: str | None = None
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-    client: str | None = None
-    bytes_in: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    bytes_out: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    latency_ms: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
-    decision_ms: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
-    config_version: int | None = None
-    dataplane: str | None = None
-    meters: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
-    redactions: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
-    extra: Any = Field(default=None, sa_column=Column(JSON, nullable=True))  # record fields without a column
+COLUMNS = tuple(FIELDS) + tuple(f for f in EXTRA_FIELDS if f not in FIELDS)
 
 
 TABLE = AuditRow.__table__
@@ -111,7 +74,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def row_from_record(record: dict, dataplane: str | None = None) -> dict:
-    """The row for one audit record (a dict from `audit.new_record`)."""
+    """The row for one audit record (a dict from `audit.records.new_record`)."""
     row = {k: record.get(k) for k in _COLUMN_NAMES}
     ts = record.get("ts")
     row["ts"] = _utc(datetime.fromisoformat(ts)) if isinstance(ts, str) else _utc(ts) if ts else datetime.now(timezone.utc)
@@ -184,7 +147,7 @@ def _transient(e: Exception) -> bool:
 
 
 class DatabaseSink:
-    """`audit.Sink` writing to `rr_audit` in batches from its own thread (see the module doc)."""
+    """`audit.writer.Sink` writing to `rr_audit` in batches from its own thread (see the module doc)."""
 
     def __init__(
         self,
@@ -328,7 +291,7 @@ class DatabaseSink:
                 logger.error("rr audit: %s; %d records dropped (no spill file configured)", why, len(records))
                 return
             try:
-                with audit.open_private(self.spill_path) as f:
+                with open_private(self.spill_path) as f:
                     f.write("".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records))
                 self.spilled += len(records)
                 logger.warning("rr audit: %s; %d records spilled to %s (load with `rr audit import`)", why, len(records), self.spill_path)

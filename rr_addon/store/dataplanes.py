@@ -16,28 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import JSON, Column, DateTime, String, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
+
+from rr_addon.store.tables import DataPlaneRow
 
 logger = logging.getLogger("rr")
 
 HEARTBEAT_INTERVAL = 5.0
 STALE_AFTER = 3 * HEARTBEAT_INTERVAL
 FORGET_AFTER = timedelta(days=1)
-
-
-class DataPlaneRow(SQLModel, table=True):
-    __tablename__ = "rr_dataplane"
-    id: str = Field(sa_column=Column(String, primary_key=True))
-    hostname: str
-    pid: int
-    listen: str | None = None  # "127.0.0.1:8081" (comma-separated when several)
-    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    heartbeat_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    config_version: int | None = None
-    rr_version: str | None = None
-    stats: Any = Field(default=None, sa_column=Column(JSON, nullable=True))  # {"requests": n, "audit_dropped": n, …}
 
 
 TABLE = DataPlaneRow.__table__

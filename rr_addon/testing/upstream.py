@@ -6,6 +6,8 @@ Paths:
   /status/<code>      that status, with the echo
   /bytes/<n>          a JSON document of about n bytes
   /echo-header/<h>    returns the named request header's value in the body and in the x-echoed header
+  /echo-escaped/<h>?style=json|percent|html|mixed
+                      returns that header's value with every character escaped that way (text/plain)
   /usage/<n>          {"usage": {"total_tokens": n}} (for response_value meters)
   /sse/openai, /sse/anthropic, /sse/plain
                       text/event-stream, chunked, one event per chunk (see `sse_events`);
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import itertools
 import json
 import socket
 import ssl
@@ -88,6 +91,20 @@ class Recorder:
     def snapshot(self) -> list[Received]:
         with self.lock:
             return list(self.requests)
+
+
+def escaped(value: str, style: str) -> str:
+    """`value` with every character escaped as an echoing encoder might (`mixed`: the styles in turn)."""
+    styles = {
+        "json": lambda c: "".join(f"\\u{int.from_bytes(u, 'big'):04x}" for u in itertools.batched(c.encode("utf-16-be"), 2)),
+        "percent": lambda c: "".join(f"%{b:02X}" for b in c.encode()),
+        "html": lambda c: f"&#{ord(c)};",
+        "slash": lambda c: "\\/" if c == "/" else c,
+    }
+    if style == "mixed":
+        order = [styles["json"], styles["percent"], styles["html"], lambda c: c]
+        return "".join(order[i % 4](c) for i, c in enumerate(value))
+    return "".join(styles[style](c) for c in value)
 
 
 def big_document(size: int) -> bytes:
@@ -340,6 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.dumps({"usage": {"total_tokens": int(path.rsplit("/", 1)[1])}}).encode()
         elif path.startswith("/echo-header/"):
             payload = json.dumps({"value": self.headers.get(path.rsplit("/", 1)[1])}).encode()
+        elif path.startswith("/echo-escaped/"):
+            payload = escaped(self.headers.get(path.rsplit("/", 1)[1]) or "", q.get("style", "json")).encode()
         else:
             if path.startswith("/status/"):
                 status = int(path.rsplit("/", 1)[1])
@@ -351,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = encode(payload, encoding)
         pieces = int(q.get("pieces", 0))
         self.send_response(status)
-        ctype = "text/plain; charset=utf-8" if path.startswith("/text/") else "application/json"
+        ctype = "text/plain; charset=utf-8" if path.startswith(("/text/", "/echo-escaped/")) else "application/json"
         ctype = q.get("ctype", ctype)  # ?ctype= (empty: no Content-Type at all)
         if ctype:
             self.send_header("content-type", ctype)

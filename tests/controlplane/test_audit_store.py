@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from rr_addon import audit
+from rr_addon.audit import records as audit_records, writer as audit_writer
 from rr_addon.store import audit_store
 from rr_addon.store.audit_store import DatabaseSink, Filter
 from rr_addon.store.db import make_engine, migrate
@@ -64,7 +64,7 @@ def rec(i: int = 0, **kw) -> dict:
         config_version=4,
     )
     values.update(kw)
-    return audit.new_record(**values)
+    return audit_records.new_record(**values)
 
 
 def aged(r: dict, days: float) -> dict:
@@ -87,7 +87,7 @@ def test_a_clean_shutdown_loses_nothing_and_writes_in_batches(engine, monkeypatc
     real = audit_store.insert_rows
     monkeypatch.setattr(audit_store, "insert_rows", lambda e, rows: (calls.append(len(rows)), real(e, rows)))
     sink = DatabaseSink(engine, batch_size=500)
-    writer = audit.AuditWriter([sink])
+    writer = audit_writer.AuditWriter([sink])
     ids = []
     for i in range(3000):
         r = rec(i)
@@ -296,7 +296,7 @@ def test_the_audit_file_is_created_0600_whatever_the_umask(tmp_path, umask):
     path = tmp_path / "audit.jsonl"
     old = os.umask(umask)
     try:
-        sink = audit.JsonLinesSink(path)
+        sink = audit_writer.JsonLinesSink(path)
     finally:
         os.umask(old)
     record = rec(1)

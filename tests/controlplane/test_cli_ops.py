@@ -20,7 +20,7 @@ from rich.console import Console
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from rr_addon import audit
+from rr_addon.audit import records as audit
 from rr_addon.cli import ops
 from rr_addon.crypto import Keyring
 from rr_addon.store import audit_store, config_store, dataplanes

@@ -8,7 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rr_addon import audit, metrics
+from rr_addon import metrics
+from rr_addon.audit.writer import AuditWriter
 
 
 def samples(m: metrics.Metrics) -> dict[tuple[str, tuple], float]:
@@ -69,7 +70,7 @@ def test_audit_counters_are_read_at_scrape_time():
             pass
 
     m = metrics.Metrics()
-    writer = audit.AuditWriter([Sink()], maxsize=1)
+    writer = AuditWriter([Sink()], maxsize=1)
     writer.dropped = 9
     m.watch_audit(writer, Sink())
     s = samples(m)

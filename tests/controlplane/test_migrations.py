@@ -13,9 +13,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import MetaData, inspect, select, text
 from sqlmodel import SQLModel
 
-import rr_addon.meters.tables  # noqa: F401  (rr_counter, migration 0002)
 import rr_addon.store.tables  # noqa: F401
-from rr_addon import audit
+from rr_addon.audit import records as audit
 from rr_addon.policy import schema
 from rr_addon.core.digests import token_digest
 from rr_addon.crypto import Keyring

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rr_addon.config.load import ConfigErrors
 from rr_addon.policy.meters_schema import MeterSpec
 from rr_addon.policy.costs import Price, micro_cost, money
-from rr_addon.core.meters import UNPRICED_MODEL, Measurement
+from rr_addon.core.quota import UNPRICED_MODEL, Measurement
 from rr_addon.core.rules import RuleRequest
 from tests.core.test_meters import NOW, Counts, meters
 
@@ -251,7 +251,7 @@ def test_a_giant_measured_value_is_capped_where_counters_saturate():
 
 def test_which_meters_make_the_proxy_read_request_bodies():
     from rr_addon.policy.meters_schema import MeterSpec as Spec
-    from rr_addon.core.meters import compile_meters, meters_read_request_body
+    from rr_addon.core.quota import compile_meters, meters_read_request_body
 
     def reads(spec):
         return meters_read_request_body(compile_meters([Spec.model_validate(spec)]))

@@ -5,7 +5,7 @@ import pytest
 
 from rr_addon.policy.meters_schema import MeterSpec
 from rr_addon.policy.bodies import parse_json
-from rr_addon.core.meters import CheckResult, ProxyMeters, compile_meters, number
+from rr_addon.core.quota import CheckResult, ProxyMeters, compile_meters, number
 from rr_addon.core import reasons
 
 

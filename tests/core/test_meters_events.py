@@ -1,4 +1,4 @@
-"""response_value meters on event streams and unmeasured responses (core.meters)."""
+"""response_value meters on event streams and unmeasured responses (core.quota)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 
 from rr_addon.cli.render import usage_table
-from rr_addon.core.meters import NO_VALUE, NOT_JSON, STREAM_BROKEN, TOO_LARGE, Measurement
+from rr_addon.core.quota import NO_VALUE, NOT_JSON, STREAM_BROKEN, TOO_LARGE, Measurement
 from rr_addon.policy.scrub import StreamScrubber, replacement_pairs
 from rr_addon.testing.upstream import sse_events
 

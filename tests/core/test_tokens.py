@@ -171,7 +171,7 @@ def test_a_token_is_bound_to_its_parents_generation():
 
 def test_max_requests_is_one_counter_in_the_meters_atomic_call():
     from rr_addon.core.decide import admit, quota_headers, quota_outcome
-    from rr_addon.core.meters import CheckResult
+    from rr_addon.core.quota import CheckResult
 
     token = tokens.decode(mint(max_requests=3), TEST_HMAC_KEY)
     assert token.max_requests == 3

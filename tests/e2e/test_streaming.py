@@ -6,11 +6,14 @@ and timeouts cut off only what has stopped making progress."""
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import pytest
 from rr_addon.policy.bodies import decode_content
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.proxy import ProxyProcess
-from rr_addon.testing.upstream import RawListener, blob_bytes
+from rr_addon.testing.upstream import RawListener, blob_bytes, escaped
 
 SECRET = "sk_stream_SECRET_0123456789"
 POLICY = """
@@ -337,6 +340,30 @@ def test_an_echoed_secret_is_scrubbed_from_a_compressed_response_that_stays_comp
     body = decode_content(raw, coding, limit=MB)
     assert SECRET.encode() not in body and SECRET.encode() not in raw
     assert json.loads(body) == {"value": "Bearer [rr:api/live]**************"}
+
+
+def decoded_every_way(body: bytes) -> str:
+    """What a client could read out of `body`: JSON escapes, percent-encoding and HTML references undone."""
+    text = body.decode()
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    return html.unescape(urllib.parse.unquote(text))
+
+
+@pytest.mark.parametrize("style", ["json", "percent", "html", "mixed"])
+@pytest.mark.parametrize("coding", [None, "gzip"])
+def test_an_echoed_secret_is_scrubbed_from_a_stream_however_the_upstream_escapes_it(proxy, upstream, style, coding):
+    """The upstream echoes the injected Authorization with every character escaped (`\\u0073`,
+    `%73`, `&#115;`, or those in turn), streamed in 5-byte pieces with no redaction configured:
+    rr used to match only the literal secret there, and the caller decoded it back."""
+    url = f"{proxy.upstream}/echo-escaped/authorization?style={style}&pieces=5" + (f"&{coding}=1" if coding else "")
+    with client(proxy) as c, c.stream("GET", url) as r:
+        raw = b"".join(r.iter_raw())
+    assert r.status_code == 200
+    body = decode_content(raw, coding, limit=MB) if coding else raw
+    assert SECRET not in decoded_every_way(body)
+    assert decoded_every_way(body).startswith("Bearer [rr:api/live]")
+    if not coding:  # the mask has the length of what it replaces: the announced framing holds
+        assert len(body) == len(escaped("Bearer " + SECRET, style))
 
 
 def test_a_large_compressed_response_is_not_capped_and_memory_stays_flat(proxy, upstream):

@@ -18,6 +18,7 @@ from rr_addon.crypto import Keyring, master_keys
 from rr_addon.hybrid import bundle as bundles
 from rr_addon.hybrid import payload, registry, sealing, server
 from rr_addon.hybrid.admin_api import install
+from rr_addon.audit.records import new_record
 from rr_addon.store import audit_store, config_store, dataplanes
 from rr_addon.store.db import make_engine
 from rr_addon.testing.certs import make_pki
@@ -144,7 +145,7 @@ def test_a_long_poll_ends_when_the_data_plane_is_revoked(cp):
 def test_audit_records_resent_are_stored_once_and_named_after_the_sender(cp):
     home, url, engine, _ = cp
     b = issue(home, "sender", url)
-    records = [audit_store.audit.new_record(request_id=f"req-{i}", result="allow", status=200, dataplane="someone-else") for i in range(3)]
+    records = [new_record(request_id=f"req-{i}", result="allow", status=200, dataplane="someone-else") for i in range(3)]
     with as_dataplane(b, url) as c:
         for _ in range(2):  # the answer to the first was "lost": the data plane sends the batch again
             r = c.post("/v1/audit", json={"records": records})
@@ -276,7 +277,7 @@ def test_apply_export_status_audit_usage_through_the_control_plane(cp, operator)
     doc = json.loads(remote(work, url, admin, "status", "--json").output)
     assert doc["config_version"] == before + 1
 
-    audit_store.insert_rows(engine, [audit_store.row_from_record(audit_store.audit.new_record(request_id="remote-audit-1", result="deny", status=403, code="access-denied", proxy="agent", dataplane="eu/x"))])
+    audit_store.insert_rows(engine, [audit_store.row_from_record(new_record(request_id="remote-audit-1", result="deny", status=403, code="access-denied", proxy="agent", dataplane="eu/x"))])
     lines = [json.loads(x) for x in remote(work, url, admin, "audit", "--json", "--code", "deny").output.splitlines()]
     assert "remote-audit-1" in {r["request_id"] for r in lines}
     rows = [json.loads(x) for x in remote(work, url, admin, "usage", "--json").output.splitlines()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from rr_addon import audit
+from rr_addon.audit import records as audit
 from rr_addon.hybrid import spool
 from rr_addon.store import audit_store
 

@@ -331,7 +331,7 @@ def test_a_proxy_and_a_target_of_one_name_keep_their_secrets_apart():
     """A caller credential's HMAC key must never be sent to a token endpoint as a client secret."""
     from rr_addon.policy import schema
     from rr_addon.core.snapshot import compile_snapshot
-    from rr_addon.identities import Identities
+    from rr_addon.identity.service import Identities
 
     cfg = schema.Config.model_validate({
         "targets": [{"name": "api", "hosts": ["api.example"], "credentials": [

@@ -101,7 +101,7 @@ def test_unknown_tokens_are_capped_per_client_and_overall(idp):
     gate = Gate(total=3, per_client=2)
 
     async def ask(intro: Introspector, client: str, token: str):
-        CLIENT.set(client)  # a task's own context: as rr_addon.identities sets it per request
+        CLIENT.set(client)  # a task's own context: as rr_addon.identity.service sets it per request
         return await intro.introspect(token)
 
     async def body(http):
@@ -193,7 +193,7 @@ def test_a_refetch_the_endpoint_answered_badly_still_spends_the_slot(idp):
 
 def test_idp_failures_are_counted_as_backend_errors(idp):
     from rr_addon import metrics
-    from rr_addon.identities import _count_failure
+    from rr_addon.identity.service import _count_failure
 
     def value(operation: str) -> float:
         return metrics.METRICS.registry.get_sample_value("rr_backend_errors_total", {"backend": "idp", "operation": operation}) or 0.0

@@ -7,10 +7,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-import rr_addon.meters.tables  # noqa: F401  (registers rr_counter on SQLModel.metadata)
-from rr_addon.core.meters import CounterOp
+import rr_addon.store.tables  # noqa: F401  (registers rr_counter on SQLModel.metadata)
+from rr_addon.core.quota import CounterOp
 from rr_addon.policy.windows import Window
-from rr_addon.meters.embedded import EmbeddedBackend
+from rr_addon.counters.embedded import EmbeddedBackend
 from rr_addon.store.db import alembic_config, make_engine, migrate
 from rr_addon.testing.pg import postgres_database
 

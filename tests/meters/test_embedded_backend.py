@@ -8,14 +8,13 @@ import time
 import pytest
 from sqlalchemy import text
 
-import rr_addon.meters.tables  # noqa: F401  (registers rr_counter before migrating)
 from rr_addon.policy.meters_schema import MeterSpec
-from rr_addon.core.meters import CounterOp, ProxyMeters, compile_meters
+from rr_addon.core.quota import CounterOp, ProxyMeters, compile_meters
 from rr_addon.policy.windows import Window
-from rr_addon.meters import open_backend
-from rr_addon.meters.base import BackendUnavailable, SyncCounterBackend
-from rr_addon.meters.embedded import EmbeddedBackend
-from rr_addon.meters.tables import CounterRow
+from rr_addon.counters import open_backend
+from rr_addon.counters.base import BackendUnavailable, SyncCounterBackend
+from rr_addon.counters.embedded import EmbeddedBackend
+from rr_addon.store.tables import CounterRow
 from rr_addon.store.db import make_engine, migrate
 
 FAR = 4_102_444_800  # 2100-01-01: a window that outlives the test
@@ -104,7 +103,7 @@ def test_clean_close_loses_nothing_and_restart_loads(engine):
 def test_counters_reload_with_or_without_sqlite_json_functions(engine, monkeypatch, json1):
     """The flush reads live counters back as one JSON row; an SQLite built without
     its JSON functions reads them row by row instead."""
-    from rr_addon.meters import embedded
+    from rr_addon.counters import embedded
 
     monkeypatch.setattr(embedded, "_json1", True)
     if not json1:
@@ -137,9 +136,9 @@ def test_background_flush_persists_within_an_interval(engine):
 
 CHILD = r"""
 import sys, time
-from rr_addon.core.meters import CounterOp
+from rr_addon.core.quota import CounterOp
 from rr_addon.policy.windows import Window
-from rr_addon.meters.embedded import EmbeddedBackend
+from rr_addon.counters.embedded import EmbeddedBackend
 from rr_addon.store.db import make_engine
 
 url, interval, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3]
@@ -287,7 +286,7 @@ def test_reset_prefix_is_literal(engine):
 def test_reservations_settle_with_signed_adds_and_persist(engine):
     """A reservation counted at admission, settled down (and up) by signed adds: the
     counter ends as the measured values, in memory and in the database."""
-    from rr_addon.core.meters import Measurement
+    from rr_addon.core.quota import Measurement
     from rr_addon.core.rules import RuleRequest
 
     spec = MeterSpec(name="tokens", type="response_value", response_value={"json_path": "$.n"}, reserve={"json_path": "$.max_tokens", "default": 1}, limits={"day": 250})

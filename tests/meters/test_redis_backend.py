@@ -13,11 +13,11 @@ import redis
 
 from rr_addon.policy.meters_schema import MeterSpec
 from rr_addon.core import reasons
-from rr_addon.core.meters import CounterOp, ProxyMeters, compile_meters
+from rr_addon.core.quota import CounterOp, ProxyMeters, compile_meters
 from rr_addon.policy.windows import Window
-from rr_addon.meters import open_backend
-from rr_addon.meters.base import BackendUnavailable, CounterBackend
-from rr_addon.meters.redis_backend import CHECK_AND_ADD, RedisBackend
+from rr_addon.counters import open_backend
+from rr_addon.counters.base import BackendUnavailable, CounterBackend
+from rr_addon.counters.redis_backend import CHECK_AND_ADD, RedisBackend
 
 FAR = 4_102_444_800
 
@@ -130,8 +130,8 @@ def test_read_and_reset_by_prefix_within_the_namespace(redis_url, namespace):
 CLIENTS = r"""
 import asyncio, sys, time
 from rr_addon.policy.meters_schema import MeterSpec
-from rr_addon.core.meters import ProxyMeters, compile_meters
-from rr_addon.meters.redis_backend import RedisBackend
+from rr_addon.core.quota import ProxyMeters, compile_meters
+from rr_addon.counters.redis_backend import RedisBackend
 
 url, ns, now, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 specs = [
@@ -241,7 +241,7 @@ def own_redis(tmp_path):
 
 
 def test_outage_applies_the_meters_policy_and_recovers_by_itself(own_redis, caplog):
-    caplog.set_level(logging.INFO, logger="rr_addon.meters.redis_backend")
+    caplog.set_level(logging.INFO, logger="rr_addon.counters.redis_backend")
     deny = ProxyMeters("p", compile_meters([MeterSpec(name="d", limits={"minute": 100})]))
     allow = ProxyMeters("p", compile_meters([MeterSpec(name="a", limits={"minute": 100}, on_backend_error="allow")]))
 
@@ -317,7 +317,7 @@ def test_a_restart_between_requests_costs_no_failed_request(own_redis):
 def test_concurrent_reservations_never_overrun_and_settle_exactly(redis_url, namespace):
     """200 reservations of 7 raced by 4 clients against a limit of 100: exactly 14 fit,
     and settling each to 5 leaves 70 (signed adds through the ADD script)."""
-    from rr_addon.core.meters import Measurement
+    from rr_addon.core.quota import Measurement
     from rr_addon.core.rules import RuleRequest
 
     spec = MeterSpec(name="tokens", type="response_value", response_value={"json_path": "$.n"}, reserve={"json_path": "$.max_tokens", "default": 1}, limits={"day": 100})

@@ -17,7 +17,7 @@ from rr_addon.policy.meters_schema import MeterSpec
 from rr_addon.policy.bodies import parse_json
 from rr_addon.core.decide import admit, decide, rule_request
 from rr_addon.policy.filters import compile_filter
-from rr_addon.core.meters import compile_meters
+from rr_addon.core.quota import compile_meters
 from rr_addon.core.snapshot import When
 from rr_addon.core.types import RequestFacts
 from rr_addon.testing.snapshots import snapshot_from

@@ -72,3 +72,98 @@ def test_only_what_could_start_a_secret_is_held_back():
     assert s(b"ve") == []  # nothing to send: no empty chunk
     assert emitted(s(b"_123_abc\n\n")) == M1 + b"\n\n"
     assert s(b"") == []
+
+
+# ------------------------------------------------------------------ an echo in another spelling
+
+from rr_addon.policy.scrub import held_back  # noqa: E402
+from rr_addon.testing.upstream import escaped  # noqa: E402
+
+ODD = "sk/live+1 é😀&x"  # a slash, a plus, a space, non-ASCII, beyond U+FFFF, an ampersand
+ODD_PAIRS = replacement_pairs([ODD], "[rr:api/live]")
+
+
+def spell(ch: str, how: int) -> str:
+    """One character the way encoder `how` writes it."""
+    cp = ord(ch)
+    if how == 1:
+        if cp > 0xFFFF:
+            hi, lo = 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF)
+            return f"\\u{hi:04X}\\u{lo:04x}"
+        return f"\\u{cp:04x}"
+    if how == 2:
+        return "".join(f"%{b:02x}" for b in ch.encode())
+    if how == 3:
+        return f"&#x{cp:X};"
+    if how == 4:
+        return f"&#{cp};"
+    if how == 5:
+        return {"/": "\\/", "&": "&amp;", " ": "+"}.get(ch, ch)
+    return ch
+
+
+@pytest.mark.parametrize("style", ["json", "percent", "html", "mixed", "slash"])
+def test_a_secret_escaped_any_way_is_masked_over_its_whole_spelling(style):
+    data = ("before " + escaped(ODD, style) + " after").encode()
+    out = scrub_bytes(data, ODD_PAIRS)
+    assert out == b"before [rr:api/live]" + b"*" * (len(data) - len(b"before [rr:api/live] after")) + b" after"
+
+
+def test_escapes_that_spell_something_else_are_left_alone():
+    data = b'{"a": "x\\/y %41 &amp; \\u00e9 \\\\u0073k"}'
+    assert scrub_bytes(data, ODD_PAIRS) == data
+    # a backslash escaped before "u0073" is a backslash and the text u0073, not an "s"
+    assert scrub_bytes(b"\\\\u0073k/live", replacement_pairs(["sk/live"], "[rr:a/b]")) == b"\\\\u0073k/live"
+
+
+def test_a_secret_that_holds_a_percent_sequence_is_masked_as_it_stands():
+    pairs = replacement_pairs(["pa%41ss"], "[rr:a/b]")
+    assert scrub_bytes(b"x pa%41ss y", pairs) == b"x ******* y"
+
+
+def test_the_start_of_an_escape_is_held_back_and_a_line_end_is_not():
+    assert held_back(b"data: \\u00", ODD_PAIRS) == 4
+    assert held_back(b"data: sk%2", ODD_PAIRS) == 4
+    assert held_back(b"data: sk\\/li", ODD_PAIRS) == 6
+    assert held_back(b"data: s&#x6B;", ODD_PAIRS) == 7
+    assert held_back(b"data: done\n\n", ODD_PAIRS) == 0
+    s = StreamScrubber(ODD_PAIRS)
+    assert emitted(s(b": ping\n\n")) == b": ping\n\n"
+
+
+@given(
+    st.binary(max_size=80),
+    st.lists(st.integers(0, 5), min_size=len(ODD), max_size=len(ODD)),
+    st.lists(st.integers(1, 40), max_size=30),
+)
+def test_a_mixed_spelling_streamed_in_any_pieces_never_leaves(noise, hows, cuts):
+    noise = noise.replace(b"\\", b"").replace(b"%", b"").replace(b"&", b"")  # escapes of its own could join the secret's
+    spelled = "".join(spell(c, h) for c, h in zip(ODD, hows)).encode()
+    data = noise[: len(noise) // 2] + spelled + noise[len(noise) // 2 :]
+    chunks, i = [], 0
+    for c in cuts:
+        chunks.append(data[i : i + c])
+        i += c
+    chunks.append(data[i:])
+    out, count = stream([c for c in chunks if c], ODD_PAIRS)
+    assert out == scrub_bytes(data, ODD_PAIRS)
+    assert out == noise[: len(noise) // 2] + b"[rr:api/live]" + b"*" * (len(spelled) - 13) + noise[len(noise) // 2 :]
+    assert count == len(data)
+
+
+@given(
+    st.lists(st.sampled_from([b"\\", b"\\\\", b"%", b"%2", b"&#", b"&amp", b";", b"u00", b"x", b"/", b"\n", b"sk", b"+"]), max_size=12),
+    st.lists(st.integers(0, 5), min_size=len(ODD), max_size=len(ODD)),
+    st.lists(st.integers(1, 40), max_size=30),
+)
+def test_streamed_in_any_pieces_amid_escape_debris_it_scrubs_as_the_whole_body_would(debris, hows, cuts):
+    spelled = "".join(spell(c, h) for c, h in zip(ODD, hows)).encode()
+    data = b"".join(debris[:3]) + b" " + spelled + b" " + b"".join(debris[3:])
+    chunks, i = [], 0
+    for c in cuts:
+        chunks.append(data[i : i + c])
+        i += c
+    chunks.append(data[i:])
+    out, _ = stream([c for c in chunks if c], ODD_PAIRS)
+    assert out == scrub_bytes(data, ODD_PAIRS)
+    assert spelled not in out and len(out) == len(data)

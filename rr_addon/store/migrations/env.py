@@ -3,12 +3,7 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import rr_addon.meters.tables  # noqa: F401  (rr_counter)
-import rr_addon.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-import rr_addon.store.audit_store  # noqa: F401  (rr_audit, migration 0003)
-import rr_addon.store.dataplanes  # noqa: F401  (rr_dataplane, migration 0003)
-import rr_addon.hybrid.registry  # noqa: F401  (rr_cp_*, migration 0007)
-import rr_addon.store.approvals  # noqa: F401  (rr_approval, migration 0009)
+import rr_addon.store.tables  # noqa: F401  (every table: registers them on SQLModel.metadata)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
-from rr_addon.core.meters import CheckResult, CounterOp
+from rr_addon.core.quota import CheckResult, CounterOp
 
 __all__ = ["BackendUnavailable", "CheckResult", "CounterBackend", "CounterOp", "SyncCounterBackend"]
 

@@ -8,8 +8,8 @@ import logging
 from typing import Sequence
 
 from rr_addon import metrics
-from rr_addon.core.meters import CounterOp, Plan, Verdict
-from rr_addon.meters import BackendUnavailable, CounterBackend
+from rr_addon.core.quota import CounterOp, Plan, Verdict
+from rr_addon.counters import BackendUnavailable, CounterBackend
 
 logger = logging.getLogger("rr.meters")
 

@@ -30,8 +30,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from rr_addon.policy.costs import LARGEST
-from rr_addon.meters.base import BackendUnavailable, CheckResult, CounterOp
-from rr_addon.meters.tables import CounterRow
+from rr_addon.counters.base import BackendUnavailable, CheckResult, CounterOp
+from rr_addon.store.tables import CounterRow
 from rr_addon.store.db import sqlite_insert_many
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from rr_addon.meters.base import BackendUnavailable, CheckResult, CounterOp
+from rr_addon.counters.base import BackendUnavailable, CheckResult, CounterOp
 
 logger = logging.getLogger(__name__)
 

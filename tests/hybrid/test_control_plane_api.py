@@ -165,8 +165,8 @@ def test_audit_records_cannot_claim_another_data_plane(cp):
     issue(home, "victim", url)
     b = issue(home, "liar", url)
     forged = [
-        audit_store.audit.new_record(request_id="forged-1", result="allow", status=200, proxy="victim", credential="victim", dataplane="victim/host-1-abc"),
-        audit_store.audit.new_record(request_id="forged-2", result="allow", status=200, dataplane="victim"),
+        new_record(request_id="forged-1", result="allow", status=200, proxy="victim", credential="victim", dataplane="victim/host-1-abc"),
+        new_record(request_id="forged-2", result="allow", status=200, dataplane="victim"),
     ]
     with as_dataplane(b, url) as c:
         assert c.post("/v1/audit", json={"records": forged}).status_code == 200

@@ -4,14 +4,16 @@ hybrid data plane's own counters: real processes, a real TLS upstream."""
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rr_addon.testing.home import prepare_home, rr_cli
 from rr_addon.testing.hybrid import ControlPlaneProcess, dataplane, state, wait_until
 
-from tests.hybrid.test_hybrid_e2e import SECRET_1, get, issue, policy
+from tests.hybrid.test_hybrid_e2e import CALLER_KEY, SECRET_1, get, issue, policy
 
 pytestmark = pytest.mark.e2e
 
@@ -85,3 +87,35 @@ def test_usage_reset_with_server_names_an_unknown_proxy_clearly(tmp_path, upstre
         r = rr_cli(tmp_path, "usage", "reset", "--server", cp.url, "--admin", str(admin), "--proxy", "nope", "--yes", check=False)
         assert r.exit_code != 0
         assert "no proxy 'nope'" in r.output
+
+
+@pytest.mark.services
+def test_data_planes_sharing_redis_apply_a_reset_once_between_them(tmp_path, pki, upstream, redis_url):
+    """A data plane that joins a region later is told the recent resets, but the
+    region's Redis already applied them: it must not wipe what was counted since."""
+    import uuid
+
+    proxy = f"region{uuid.uuid4().hex[:8]}"  # keys of its own in the shared Redis database
+    home = prepare_home(tmp_path / "cp", metered(upstream.port).replace("name: agent", f"name: {proxy}"))
+    with ControlPlaneProcess(home) as cp:
+        b1, b2 = issue(home, "r1", cp.url, tmp_path), issue(home, "r2", cp.url, tmp_path)
+        d1 = dataplane(tmp_path / "r1", b1, upstream_ca=pki.ca_cert, name="r1")
+        d1.env.update({"RR_REDIS_URL": redis_url})
+
+        def limited(dp, path: str) -> int:
+            with httpx.Client(proxy=dp.url(proxy, CALLER_KEY), verify=ssl.create_default_context(cafile=dp.ca), timeout=15) as c:
+                return c.get(f"https://127.0.0.1:{upstream.port}{path}").status_code
+
+        with d1:
+            wait_until(lambda: "usage_reset" in state(d1.home), what="r1's first heartbeat")
+            assert [limited(d1, f"/a/{i}") for i in range(LIMIT + 1)] == [200] * LIMIT + [429]
+            rr_cli(home, "usage", "reset", "--proxy", proxy, "--yes")
+            reset = wait_until(lambda: state(d1.home).get("usage_reset"), what="the reset at r1")
+            assert [limited(d1, f"/b/{i}") for i in range(LIMIT + 1)] == [200] * LIMIT + [429]
+
+            d2 = dataplane(tmp_path / "r2", b2, upstream_ca=pki.ca_cert, name="r2")
+            d2.env.update({"RR_REDIS_URL": redis_url})
+            with d2:
+                wait_until(lambda: state(d2.home).get("usage_reset") == reset, what="r2 told of the reset")
+                assert limited(d2, "/c") == 429  # r2 did not apply it again to the shared counters
+                assert limited(d1, "/d") == 429

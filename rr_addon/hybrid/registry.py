@@ -226,7 +226,7 @@ def record_reset(engine: Engine, prefixes: list[str]) -> int:
     reported (the control plane's `rr usage` agrees at once); the new reset's id."""
     now = _now()
     with engine.begin() as conn:
-        rid = conn.execute(_RESET.insert().values(prefixes=json.dumps(prefixes), created_at=now)).inserted_primary_key[0]
+        rid = conn.execute(_RESET.insert().values(uid=secrets.token_hex(16), prefixes=json.dumps(prefixes), created_at=now)).inserted_primary_key[0]
         for prefix in prefixes:
             conn.execute(delete(_USAGE).where(_USAGE.c.key.startswith(prefix, autoescape=True)))
         conn.execute(delete(_RESET).where(_RESET.c.created_at < datetime.fromtimestamp(now.timestamp() - RESET_HORIZON, timezone.utc)))
@@ -236,8 +236,8 @@ def record_reset(engine: Engine, prefixes: list[str]) -> int:
 def resets_after(engine: Engine, after: int | None) -> list[dict]:
     """The resets (of the last RESET_HORIZON) a data plane that applied up to `after` has yet to see."""
     since = datetime.fromtimestamp(_now().timestamp() - RESET_HORIZON, timezone.utc)
-    stmt = select(_RESET.c.id, _RESET.c.prefixes).where(_RESET.c.created_at >= since).order_by(_RESET.c.id)
+    stmt = select(_RESET.c.id, _RESET.c.uid, _RESET.c.prefixes).where(_RESET.c.created_at >= since).order_by(_RESET.c.id)
     if after is not None:
         stmt = stmt.where(_RESET.c.id > int(after))
     with engine.connect() as conn:
-        return [{"id": int(i), "prefixes": json.loads(p)} for i, p in conn.execute(stmt).all()]
+        return [{"id": int(i), "uid": u, "prefixes": json.loads(p)} for i, u, p in conn.execute(stmt).all()]

@@ -4,7 +4,8 @@ command runs, and carrying the reset to hybrid data planes.
 On the control plane a reset is also recorded (registry.record_reset); each
 data plane's heartbeat answer lists the resets it has not yet seen, and the
 data plane applies each one once per counting scope: it first claims the reset
-with a marker counter (`hybrid-reset:<id>:`, limit 1) in its own counter
+with a marker counter (`hybrid-reset:<uid>:`, limit 1; the uid is random, as
+reset ids repeat across control-plane databases) in its own counter
 backend, so data planes sharing one Redis apply it once between them, and a
 restarted data plane (its counters in its spool, or in Redis) does not apply
 it again. A marker lives as long as the control plane keeps resets
@@ -69,11 +70,11 @@ def hybrid_note(engine: Any) -> str:
     return f"; {n} hybrid data plane(s) apply it at their next heartbeat (within 5 s)" if n else ""
 
 
-def _marker(reset_id: int, now: float) -> CounterOp:
+def _marker(uid: str, now: float) -> CounterOp:
     from rr_addon.hybrid.registry import RESET_HORIZON
 
     end = int(now) + RESET_HORIZON + 86400
-    return CounterOp(f"{MARKER}{reset_id}:", 1, 1, Window("hybrid-reset", int(now), end, str(reset_id)))
+    return CounterOp(f"{MARKER}{uid}:", 1, 1, Window("hybrid-reset", int(now), end, uid))
 
 
 async def apply(backend: Any, resets: list[dict]) -> int | None:
@@ -81,8 +82,10 @@ async def apply(backend: Any, resets: list[dict]) -> int | None:
     backend; the id of the last one handled (applied, or applied before), None if none."""
     last = None
     for r in resets:
-        rid, keys = int(r["id"]), [str(k) for k in r["prefixes"]]
-        claimed = await backend.check_and_add([_marker(rid, time.time())])
+        rid, uid, keys = int(r["id"]), str(r["uid"]), [str(k) for k in r["prefixes"]]
+        if not uid.isalnum():
+            raise ValueError(f"usage reset {rid}: a bad uid {uid[:40]!r}")
+        claimed = await backend.check_and_add([_marker(uid, time.time())])
         if claimed.admitted:
             deleted = 0
             try:
@@ -90,7 +93,7 @@ async def apply(backend: Any, resets: list[dict]) -> int | None:
                     if not prefix.startswith(MARKER):
                         deleted += await backend.reset(prefix)
             except Exception:
-                await backend.reset(f"{MARKER}{rid}:")  # not applied: the next heartbeat tries again
+                await backend.reset(f"{MARKER}{uid}:")  # not applied: the next heartbeat tries again
                 raise
             logger.info("rr: applied the control plane's usage reset %d (%s): %d counters", rid, ", ".join(k + "*" for k in keys), deleted)
         last = rid

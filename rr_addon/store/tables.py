@@ -254,6 +254,7 @@ class UsageReset(SQLModel, table=True):
 
     __tablename__ = "rr_cp_usage_reset"
     id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(sa_column=Column(String(64), nullable=False, unique=True))  # random: names the data planes' marker (ids repeat across databases)
     prefixes: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of counter key prefixes
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
 

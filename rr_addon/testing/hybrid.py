@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from rr_addon.testing.home import database_url
 from rr_addon.testing.proxy import BIN, ProxyProcess, free_port, wait_for_port
 
 
@@ -24,6 +25,8 @@ class ControlPlaneProcess:
         self.cmd = [str(BIN / "rr"), "control-plane", "serve", "-p", str(self.port)]
         self.env = {**os.environ, "RR_HOME": str(home), "PYTHONUNBUFFERED": "1"}
         self.env.pop("RR_DATABASE_URL", None)
+        if url := database_url(home):  # a home prepared on PostgreSQL (RR_TEST_DATABASE=postgres)
+            self.env["RR_DATABASE_URL"] = url
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> ControlPlaneProcess:

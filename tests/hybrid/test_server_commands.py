@@ -18,7 +18,7 @@ from rr_addon.hybrid import server
 from rr_addon.hybrid.admin_api import install
 from rr_addon.store import minted
 from rr_addon.store.db import make_engine
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import database_url, prepare_home, rr_cli
 
 POLICY = """
 targets:
@@ -38,7 +38,7 @@ def cp(tmp_path_factory):
     home = prepare_home(tmp_path_factory.mktemp("cp"), POLICY)
     old = os.environ.get("RR_HOME")
     os.environ["RR_HOME"] = str(home)
-    engine = make_engine(f"sqlite:///{home / 'rr.db'}")
+    engine = make_engine(database_url(home) or f"sqlite:///{home / 'rr.db'}")  # RR_TEST_DATABASE=postgres: the home's PostgreSQL
     plane = server.ControlPlane(engine, Keyring(master_keys(settings.home())), interval=0.1)
     install(plane)
     plane.admin_handlers.update(served.handlers())  # as `rr control-plane serve` does

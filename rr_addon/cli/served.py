@@ -6,7 +6,10 @@ cli layer because that work does (explain admits a token through the gate)."""
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any, Callable
+
+logger = logging.getLogger("rr.controlplane")
 
 
 def token_mint(cp: Any, req: dict, _: dict) -> dict:
@@ -23,6 +26,7 @@ def token_mint(cp: Any, req: dict, _: dict) -> dict:
         )
     except MintRefused as e:
         return {"error": str(e)}
+    logger.info("rr control plane: admin %s minted %s for %s/%s", req["admin"], token.id, token.proxy, token.credential)
     return {"token": encoded, "id": token.id, "notes": notes}
 
 
@@ -35,7 +39,11 @@ def tokens(cp: Any, req: dict, _: dict) -> dict:
 def token_revoke(cp: Any, req: dict, _: dict) -> dict:
     from rr_addon.store import minted
 
-    return {"result": minted.revoke(cp.engine, str((req["body"] or {}).get("id") or ""))}
+    token_id = str((req["body"] or {}).get("id") or "")
+    result = minted.revoke(cp.engine, token_id)
+    if result == "revoked":
+        logger.info("rr control plane: admin %s revoked %s", req["admin"], token_id[:80])
+    return {"result": result}
 
 
 def secret_status(cp: Any, req: dict, _: dict) -> dict:

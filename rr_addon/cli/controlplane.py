@@ -8,9 +8,14 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from rr_addon.hybrid.registry import Keys
 
 cp_app = typer.Typer(
     help="Hybrid deployment: serve the configuration to data planes that have no database access (docs/hybrid.md).",
@@ -26,6 +31,23 @@ def _name(value: str, what: str) -> str:
     if not NAME.match(value):
         raise die(f"{what} {value!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return value
+
+
+def _issuing(name: str, what: str, url: str) -> tuple[str, Engine, Keys]:
+    """What every issue-… command starts with: NAME and --url checked (a clear
+    error each), then the store opened. The URL as checked, the engine and the
+    control plane's keys."""
+    from rr_addon.cli.common import die, open_store
+    from rr_addon.hybrid import bundle as bundles
+    from rr_addon.hybrid import registry
+
+    _name(name, what)
+    try:
+        url = bundles.check_url(url)
+    except bundles.BundleError as e:
+        raise die(str(e)) from None
+    engine, keyring = open_store()
+    return url, engine, registry.keys(engine, keyring)
 
 
 def _write_private(text: str, output: str, default: str) -> str:
@@ -78,17 +100,11 @@ def issue_dataplane(
     """Issue data plane NAME: write the bundle (mode 0600) that `rr run --dataplane-bundle FILE` needs to join."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from rr_addon.cli.common import open_store, console, die
+    from rr_addon.cli.common import console, die
     from rr_addon.hybrid import bundle as bundles
     from rr_addon.hybrid import pki, registry, sealing
 
-    _name(dataplane, "data plane name")
-    try:
-        url = bundles.check_url(url)
-    except bundles.BundleError as e:
-        raise die(str(e)) from None
-    engine, keyring = open_store()
-    keys = registry.keys(engine, keyring)
+    url, engine, keys = _issuing(dataplane, "data plane name", url)
     cert, key = keys.ca.client(dataplane)
     seal = X25519PrivateKey.generate()
     if not registry.issue(engine, dataplane, pki.pem_fingerprint(cert), sealing.raw_public(seal.public_key()), replace=force):
@@ -142,17 +158,10 @@ def issue_admin(
     force: bool = typer.Option(False, "--force", help="Replace NAME's token (the old one stops working)."),
 ) -> None:
     """Issue an admin credential for `--server URL --admin FILE` (rr apply, export, usage, audit, status)."""
-    from rr_addon.cli.common import open_store, console, die
-    from rr_addon.hybrid import bundle as bundles
+    from rr_addon.cli.common import console, die
     from rr_addon.hybrid import registry, remote
 
-    _name(admin, "admin name")
-    try:
-        url = bundles.check_url(url)
-    except bundles.BundleError as e:
-        raise die(str(e)) from None
-    engine, keyring = open_store()
-    keys = registry.keys(engine, keyring)
+    url, engine, keys = _issuing(admin, "admin name", url)
     token = registry.issue_admin(engine, admin, replace=force)
     if token is None:
         raise die(f"admin {admin!r} exists; --force replaces the token")

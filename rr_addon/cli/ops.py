@@ -147,6 +147,25 @@ def json_line(rec: dict) -> str:
     return json.dumps(rec, separators=(",", ":"), default=str)
 
 
+def print_latest(console: Console, shown: list[dict], *, json_out: bool, follow: bool) -> None:
+    """`rr audit`'s latest records (local or --server): JSON lines or a table;
+    with none, a line saying so, unless --follow goes on to wait for some."""
+    if json_out:
+        for r in shown:
+            print(json_line(r))
+    elif shown or not follow:
+        console.print(audit_table(shown) if shown else Text("no audit records match", style="dim"))
+
+
+def print_followed(console: Console, rec: dict, *, json_out: bool) -> None:
+    """One record `rr audit --follow` found, flushed at once (the output may be a pipe)."""
+    if json_out:
+        print(json_line(rec), flush=True)
+    else:
+        console.print(audit_line(rec), soft_wrap=True)
+        sys.stdout.flush()
+
+
 def status_table(planes: list[dataplanes.DataPlane], current_version: int | None, now: datetime | None = None) -> Table:
     now = now or datetime.now(timezone.utc)
     version = "?" if current_version is None else str(current_version)
@@ -247,21 +266,13 @@ def audit(
     engine = open_database()
     upto = audit_store.last_id(engine)
     shown = [r for r in audit_store.query(engine, flt, limit=limit) if r["id"] <= upto] if limit else []
-    if json_out:
-        for r in shown:
-            print(json_line(r))
-    elif shown or not follow:
-        console.print(audit_table(shown) if shown else Text("no audit records match", style="dim"))
+    print_latest(console, shown, json_out=json_out, follow=follow)
     if not follow:
         return
     try:
         with _stop_on_signals() as stop_requested:
             for r in audit_store.follow(engine, flt, after=upto, interval=interval, stop=stop_requested):
-                if json_out:
-                    print(json_line(r), flush=True)
-                else:
-                    console.print(audit_line(r), soft_wrap=True)
-                    sys.stdout.flush()
+                print_followed(console, r, json_out=json_out)
     except SQLAlchemyError as e:
         raise die(f"lost the database while following: {str(getattr(e, 'orig', None) or e).strip().splitlines()[0]}") from None
 

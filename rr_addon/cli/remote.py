@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from rich.text import Text
 
 from rr_addon.hybrid.remote import Client, RemoteError
 
@@ -82,16 +81,11 @@ def audit(server: str, admin: Optional[Path], *, json_out: bool, follow: bool, p
 
 def _audit(client: Client, *, json_out: bool, follow: bool, proxy, code, since, limit: int, interval: float) -> None:
     from rr_addon.cli import console
-    from rr_addon.cli.ops import _stop_on_signals, audit_line, audit_table, json_line
+    from rr_addon.cli.ops import _stop_on_signals, print_followed, print_latest
 
     params = {k: v for k, v in (("proxy", proxy), ("code", code), ("since", since)) if v}
     doc = _call(client, "GET", "audit", params={**params, "limit": limit})
-    shown = doc["records"] if limit else []
-    if json_out:
-        for r in shown:
-            print(json_line(r))
-    elif shown or not follow:
-        console.print(audit_table(shown) if shown else Text("no audit records match", style="dim"))
+    print_latest(console, doc["records"] if limit else [], json_out=json_out, follow=follow)
     if not follow:
         return
     after = doc["last_id"]
@@ -99,11 +93,7 @@ def _audit(client: Client, *, json_out: bool, follow: bool, proxy, code, since, 
         while not stop_requested():
             page = _call(client, "GET", "audit", params={**params, "after": after, "limit": 1000})
             for r in page["records"]:
-                if json_out:
-                    print(json_line(r), flush=True)
-                else:
-                    console.print(audit_line(r), soft_wrap=True)
-            sys.stdout.flush()
+                print_followed(console, r, json_out=json_out)
             after = page["last_id"]
             if len(page["records"]) < 1000:
                 time.sleep(interval)

@@ -29,7 +29,6 @@ upstream sent them, a client never dispatches them).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 from rr_addon.policy.bodies import BodyError, dump_json, media_type, parse_json
@@ -37,9 +36,8 @@ from rr_addon.policy.filters import Filter, apply_filters
 from rr_addon.policy.redact import Redactor, scrub_document
 from rr_addon.policy.scrub import scrub_bytes
 from rr_addon.core.responses import unchanged_by
+from rr_addon.core.sse import LineSplitter
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_BOM = b"\xef\xbb\xbf"
 DONE = b"[DONE]"
 
 EVENT_TOO_LARGE = "an event of the stream is larger than rr_buffer_limit, and redaction or filters apply"
@@ -58,7 +56,7 @@ class EventRedactor:
     `counts` totals the redactions by detector; `failed` is set once the stream
     cannot go on (then nothing more is passed)."""
 
-    __slots__ = ("redactor", "filters", "pairs", "limit", "request_id", "counts", "failed", "_lines", "_line", "_size", "_cr", "_started")
+    __slots__ = ("redactor", "filters", "pairs", "limit", "request_id", "counts", "failed", "_lines", "_splitter", "_size")
 
     def __init__(
         self,
@@ -76,33 +74,16 @@ class EventRedactor:
         self.counts: dict[str, int] = {}
         self.failed: str | None = None
         self._lines: list[bytes] = []  # the lines of the event in progress
-        self._line = bytearray()  # the line not yet ended
+        self._splitter = LineSplitter()
         self._size = 0  # bytes held in _lines
-        self._cr = False  # the last chunk ended in CR: a LF starting the next one ends no new line
-        self._started = False
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         if self.failed is not None:
             return []
         if not chunk:
             return self._finish()
-        if self._cr and chunk[:1] == b"\n":
-            chunk = chunk[1:]
-        self._cr = chunk[-1:] == b"\r"
         out: list[bytes] = []
-        start = 0
-        for m in _LINE_END.finditer(chunk):
-            if self._line:
-                self._line += chunk[start : m.start()]
-                line = bytes(self._line)
-                self._line.clear()
-            else:
-                line = chunk[start : m.start()]
-            start = m.end()
-            if not self._started:
-                self._started = True
-                if line.startswith(_BOM):
-                    line = line[len(_BOM) :]
+        for line in self._splitter.lines(chunk):
             if line:
                 self._lines.append(line)
                 self._size += len(line) + 1
@@ -113,16 +94,14 @@ class EventRedactor:
                 out.append(self._event(lines, ended=True))
                 if self.failed is not None:
                     return out
-        self._line += chunk[start:]
-        if self._size + len(self._line) > self.limit:
+        if self._size + len(self._splitter.pending) > self.limit:
             return out + [self._fail("response-too-large", EVENT_TOO_LARGE)]
         return out
 
     def _finish(self) -> list[bytes]:
         lines, self._lines = self._lines, []
-        if self._line:
-            lines.append(bytes(self._line))
-            self._line = bytearray()
+        if self._splitter.pending:
+            lines.append(self._splitter.take_pending())
         if not lines:
             return []
         out = self._event(lines, ended=False)
@@ -130,7 +109,8 @@ class EventRedactor:
 
     def _fail(self, code: str, reason: str) -> bytes:
         self.failed = reason
-        self._lines, self._line, self._size = [], bytearray(), 0
+        self._lines, self._size = [], 0
+        self._splitter.take_pending()  # nothing more is passed: keep nothing
         return error_event(code, reason, self.request_id)
 
     def _event(self, lines: list[bytes], *, ended: bool) -> bytes:

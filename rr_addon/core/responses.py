@@ -152,45 +152,48 @@ def unchanged_by(redactor: Redactor, body: bytes) -> bool:
     return redactor.finds_nothing(body)
 
 
-class BodyCollector:
-    """A `response.stream` callable that keeps the body (up to `limit` bytes) and
-    passes nothing on: the body is processed and sent whole after the response
-    hook (see rr_addon.mitm.wire.defer). Over the limit it keeps nothing more."""
+class _BoundedCopy:
+    """Keeps what passes in `buf` up to `limit` bytes; once more would pass, keeps
+    nothing (`over`): a body too large to hold is never half-held."""
 
-    __slots__ = ("limit", "buf", "over", "count")
+    __slots__ = ("limit", "buf", "over")
 
     def __init__(self, limit: int, *, over: bool = False):
         self.limit = limit
         self.buf = bytearray()
         self.over = over
+
+    def _keep(self, chunk: bytes) -> None:
+        if chunk and not self.over:
+            if len(self.buf) + len(chunk) > self.limit:
+                self.over = True
+                self.buf = bytearray()
+            else:
+                self.buf += chunk
+
+
+class BodyCollector(_BoundedCopy):
+    """A `response.stream` callable that keeps the body (up to `limit` bytes) and
+    passes nothing on: the body is processed and sent whole after the response
+    hook (see rr_addon.mitm.wire.defer). Over the limit it keeps nothing more."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, limit: int, *, over: bool = False):
+        super().__init__(limit, over=over)
         self.count = 0
 
     def __call__(self, chunk: bytes) -> bytes:
         self.count += len(chunk)
-        if chunk and not self.over:
-            if len(self.buf) + len(chunk) > self.limit:
-                self.over = True
-                self.buf = bytearray()
-            else:
-                self.buf += chunk
+        self._keep(chunk)
         return b""
 
 
-class BodyCopy:
+class BodyCopy(_BoundedCopy):
     """A stream tap that keeps a copy of what passes, up to `limit` bytes, for a meter
     to read after the response: the response itself streams on, never held back."""
 
-    __slots__ = ("limit", "buf", "over")
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.buf = bytearray()
-        self.over = False
+    __slots__ = ()
 
     def __call__(self, chunk: bytes) -> None:
-        if chunk and not self.over:
-            if len(self.buf) + len(chunk) > self.limit:
-                self.over = True
-                self.buf = bytearray()
-            else:
-                self.buf += chunk
+        self._keep(chunk)

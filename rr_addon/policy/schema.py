@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from rr_addon.policy.base import (  # noqa: F401  (re-exported: the language's building blocks)
     HEADER_RE,
@@ -33,6 +33,16 @@ from rr_addon.policy.rules_schema import Rule, RuleList  # noqa: F401
 from rr_addon.policy.hosts import parse_host_pattern
 
 
+def _basic_username(v: str) -> str:
+    if ":" in v:  # Basic sends "user:password": the first ':' ends the user (RFC 7617)
+        raise ValueError("a basic username cannot contain ':'")
+    return v
+
+
+BasicUsername = Annotated[str, Field(min_length=1), AfterValidator(_basic_username)]
+"""The `username` of a basic credential (sent upstream) or caller (checked)."""
+
+
 class ApiKeyCredential(TargetCredentialBase):
     kind: Literal["api_key"]
     header: str | None = None
@@ -53,14 +63,7 @@ class BearerCredential(TargetCredentialBase):
 
 class BasicCredential(TargetCredentialBase):
     kind: Literal["basic"]
-    username: str = Field(min_length=1)
-
-    @field_validator("username")
-    @classmethod
-    def _no_colon(cls, v: str) -> str:
-        if ":" in v:
-            raise ValueError("a basic username cannot contain ':'")
-        return v
+    username: BasicUsername
 
 
 class JwtCredential(TargetCredentialBase):
@@ -163,14 +166,7 @@ class JwtCaller(ProxyCredentialBase):
 
 class BasicCaller(ProxyCredentialBase):
     auth: Literal["basic"]
-    username: str = Field(min_length=1)
-
-    @field_validator("username")
-    @classmethod
-    def _no_colon(cls, v: str) -> str:
-        if ":" in v:
-            raise ValueError("a basic username cannot contain ':'")
-        return v
+    username: BasicUsername
 
 
 ProxyCredential = Annotated[

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from rr_addon.testing.home import database_url
-from rr_addon.testing.proxy import BIN, ProxyProcess, free_port, wait_for_port
+from rr_addon.testing.proxy import BIN, ProxyProcess, end_process, free_port, wait_for_port
 
 
 class ControlPlaneProcess:
@@ -38,13 +38,7 @@ class ControlPlaneProcess:
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, signal.SIGTERM, timeout)
         self._logf.close()
         self.proc = None
 

@@ -34,6 +34,19 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
     raise TimeoutError(f"nothing listening on {port} after {timeout}s")
 
 
+def end_process(proc: subprocess.Popen, sig: int, timeout: float) -> int:
+    """Send `sig` to a child still running and wait for it; one that is not gone
+    after `timeout` seconds is killed. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class ProxyProcess:
     """`with ProxyProcess(home, upstream_ca=...) as p:` → p.port, p.url(user, secret), p.log_text()."""
 
@@ -85,13 +98,7 @@ class ProxyProcess:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, sig, timeout)
         self._logf.close()
         return self.proc.returncode
 

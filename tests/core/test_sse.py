@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rr_addon.core.sse import EventParser, events
+from rr_addon.core.sse import EventParser, LineSplitter, events
 
 STREAM = (
     b": keep-alive\n\n"
@@ -82,4 +82,14 @@ def test_a_line_without_end_is_bounded_too():
     p = EventParser(1000)
     for _ in range(20):
         p.feed(b"x" * 100)
-    assert p.over and len(p._line) == 0
+    assert p.over and len(p._lines.pending) == 0
+
+
+def test_the_line_splitter_shared_by_parser_and_redactor():
+    """CRLF cut between chunks is one line end, a BOM opens only the first line,
+    and the unended line is held in `pending` and handed over as sent."""
+    s = LineSplitter()
+    got = list(s.lines(b"\xef\xbb\xbfa\r")) + list(s.lines(b"\nb\n\xef\xbb\xbfc\rd"))
+    assert got == [b"a", b"b", b"\xef\xbb\xbfc"]
+    assert bytes(s.pending) == b"d"
+    assert list(s.lines(b"e")) == [] and s.take_pending() == b"de" and not s.pending

@@ -193,6 +193,8 @@ def secret_status(server: str, admin: Optional[Path]) -> list[dict]:
 
 def explain(server: str, admin: Optional[Path], method: str, url: str, headers: list, data, credential, token, claims: dict) -> None:
     """The control plane decides (its configuration, its verifiers); the trace comes back rendered."""
+    from rich.text import Text
+
     from rr_addon.cli import console
 
     body = {"method": method, "url": url, "headers": [list(h) for h in headers], "data": data, "credential": credential, "token": token,

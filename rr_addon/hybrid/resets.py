@@ -14,6 +14,7 @@ it again. A marker lives as long as the control plane keeps resets
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -22,7 +23,8 @@ from rr_addon.policy.windows import Window
 
 logger = logging.getLogger("rr")
 
-MARKER = "hybrid-reset:"  # never reported as usage, never a meter's key (those start usage:/meter:/unmeasured:)
+MARKER = "hybrid-reset:"
+COUNTERS = re.compile(r"(usage|meter|unmeasured):[^:]+:(.*:)?")  # one proxy's counters at least (rr_addon.core.quota's keys)  # never reported as usage, never a meter's key (those start usage:/meter:/unmeasured:)
 
 
 def prefixes(snap: Any, proxy: str, credential: str | None, meter: str | None) -> list[str]:
@@ -90,8 +92,10 @@ async def apply(backend: Any, resets: list[dict]) -> int | None:
             deleted = 0
             try:
                 for prefix in keys:
-                    if not prefix.startswith(MARKER):
+                    if COUNTERS.fullmatch(prefix):  # a proxy's, a meter's or a subject's counters; never everything
                         deleted += await backend.reset(prefix)
+                    else:
+                        logger.warning("rr: usage reset %d names %r, not a meter or usage counter prefix: skipped", rid, prefix[:80])
             except Exception:
                 await backend.reset(f"{MARKER}{uid}:")  # not applied: the next heartbeat tries again
                 raise

@@ -108,3 +108,22 @@ def test_secret_status_through_the_control_plane(cp):
     assert there == json.loads(rr_cli(home, "secret", "status", "--json").stdout)
     assert [(s["target"], s["credential"]) for s in there["secrets"]] == [("api", "live")]
     assert "api/live" in remote(cp, "secret", "status").output
+
+
+def test_usage_reset_through_the_control_plane_asks_first_with_the_counters_it_names(cp):
+    from typer.testing import CliRunner
+
+    from rr_addon.cli import app
+    from rr_addon.hybrid import registry
+
+    home, url, engine, admin, work = cp
+    before = registry.resets_after(engine, None)
+    args = ["usage", "reset", "--proxy", "agent", "--credential", "a", "--server", url, "--admin", str(admin)]
+    env = {"RR_HOME": str(work), "RR_DATABASE_URL": ""}
+    no = CliRunner().invoke(app, args, input="n\n", env=env)
+    assert no.exit_code == 1 and "reset counters usage:agent:a:* on " + url in no.output and "nothing reset" in no.output
+    assert registry.resets_after(engine, None) == before
+    yes = CliRunner().invoke(app, args, input="y\n", env=env)
+    assert yes.exit_code == 0 and "reset 0 counters on " + url in yes.output, yes.output
+    (new,) = registry.resets_after(engine, before[-1]["id"] if before else None)
+    assert new["prefixes"] == ["usage:agent:a:"]

@@ -260,9 +260,11 @@ def test_a_secret_the_upstream_echoes_in_headers_and_body_is_masked(rr):
     f = flow(headers=[(b"X-RR-Authorization", b"caller-key")])
     rr.requestheaders(f)
     rr.request(f)
-    f.response = tutils.tresp(headers=http.Headers([(b"X-Echo", f"Bearer {UPSTREAM}".encode()), (b"content-type", b"text/plain")]), content=b"")
+    echoed = [(b"X-Echo", f"Bearer {UPSTREAM}".encode()), (f"X-{UPSTREAM}".encode(), b"1"), (b"X-Escaped", UPSTREAM.replace("_", "%5F").encode())]
+    f.response = tutils.tresp(headers=http.Headers([*echoed, (b"content-type", b"text/plain")]), content=b"")
     rr.responseheaders(f)
     assert UPSTREAM not in f.response.headers["X-Echo"] and f.response.headers["rr-request-id"] == f.id
+    assert UPSTREAM not in str(f.response.headers.fields).replace("%5F", "_")  # nor in a header's name, nor percent-encoded
     pieces = [f.response.stream(f"you sent {UPSTREAM}".encode()), f.response.stream(b"")]  # the body, as mitmproxy streams it
     passed = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in pieces)
     assert UPSTREAM.encode() not in passed and passed.startswith(b"you sent ")

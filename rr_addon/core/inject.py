@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from rr_addon.policy import schema
 from rr_addon.policy.scrub import replacement_pairs
@@ -30,8 +29,8 @@ class Injection:
     scrub: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False)  # (secret, placeholder) byte pairs
 
     def __post_init__(self) -> None:
-        forms = {*self.secrets, *(quote(s, safe="") for s in self.secrets)}
-        object.__setattr__(self, "scrub", replacement_pairs(forms, placeholder(*self.label.split("/", 1))))
+        # percent-encoded (and JSON- or HTML-escaped) echoes are spellings the scrubber matches itself
+        object.__setattr__(self, "scrub", replacement_pairs(self.secrets, placeholder(*self.label.split("/", 1))))
 
     @property
     def empty(self) -> bool:

@@ -155,6 +155,8 @@ class Approvals:
                 return await self._close(engine, flow.id, store.APPROVED, MITMWEB, "resumed in mitmweb")
             if held.client_gone or flow.client_conn.timestamp_end is not None:
                 return await self._close(engine, flow.id, store.WITHDRAWN, None, "the client closed the connection", local=True)
+            if flowstate.of(flow).client_left:
+                return await self._close(engine, flow.id, store.WITHDRAWN, None, "the client reset its stream", local=True)
             left = deadline - time.monotonic()
             if left <= 0:
                 return await self._close(engine, flow.id, store.TIMED_OUT, None, None, local=True)
@@ -181,6 +183,7 @@ class Approvals:
 
     def _intercept(self, flow: http.HTTPFlow, row: dict, timeout: int, wake: asyncio.Event) -> None:
         flow.intercept()
+        flowstate.of(flow).hold_wake = wake  # a stream reset by the client wakes the wait at once
         if flow._resume_event is None:
             flow._resume_event = wake  # mitmweb's resume wakes the wait at once (a kill sets nothing: see TICK)
         meta = flow.metadata.setdefault("rr", {})

@@ -41,6 +41,8 @@ class FlowState:
     deferred: bool = False  # send the response whole, at its end
     guard: Any = None  # True, the held ResponseHeaders event, or wire's SENT
     cut: bool = False  # its streamed body cannot be passed on any further
+    client_left: bool = False  # the client reset its stream (seen below the hooks: wire.route)
+    hold_wake: Any = None  # the asyncio.Event a request held for approval waits on
     private_ok: bool = False  # its target allows private addresses (a reused connection is checked against it)
 
 

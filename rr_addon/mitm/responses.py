@@ -41,7 +41,8 @@ def responseheaders(rr: Any, flow: http.HTTPFlow) -> None:
         pairs = injection.scrub if injection is not None else ()
         if pairs:  # on the raw fields: the mask has the secret's length, order and names stay
             fields = resp.headers.fields
-            clean = tuple((k, scrub_bytes(v, pairs)) for k, v in fields)
+            # a header whose name spells the secret is dropped (a masked name would not be a valid token)
+            clean = tuple((k, scrub_bytes(v, pairs)) for k, v in fields if scrub_bytes(k, pairs) == k)
             if clean != fields:
                 resp.headers.fields = clean
         metered = state.metered
@@ -109,7 +110,7 @@ async def response(rr: Any, flow: http.HTTPFlow) -> None:
     resp = flow.response
     if resp is not None and resp.trailers and (injection := wire.attached(flow.request)) is not None and injection.scrub:
         # HTTP/2 trailers arrive after the body and are sent after this hook (mitmweb shows them from here)
-        clean = tuple((k, scrub_bytes(v, injection.scrub)) for k, v in resp.trailers.fields)
+        clean = tuple((k, scrub_bytes(v, injection.scrub)) for k, v in resp.trailers.fields if scrub_bytes(k, injection.scrub) == k)
         if clean != resp.trailers.fields:
             resp.trailers.fields = clean
     if resp is not None and isinstance(resp.stream, BodyCollector):

@@ -49,6 +49,7 @@ from mitmproxy.utils import human
 from mitmproxy.proxy.layers.http import ErrorCode, HttpLayer, HttpStream
 from mitmproxy.proxy.layers.http._events import (
     RequestHeaders,
+    RequestProtocolError,
     ResponseData,
     ResponseEndOfMessage,
     ResponseHeaders,
@@ -316,6 +317,10 @@ def framed_for_http1(request: http.Request, end_stream: bool, upstream_alpn: byt
 
 
 def route(self: HttpLayer, child, event, _original: Callable):
+    if type(event) is RequestProtocolError:
+        if isinstance(child, HttpStream):
+            _client_left(child)
+        return _original(self, child, event)
     if not isinstance(child, HttpStream):
         if type(event) is RequestHeaders:
             request = event.request
@@ -367,12 +372,24 @@ def route(self: HttpLayer, child, event, _original: Callable):
 
 
 _HELD = (ResponseHeaders, ResponseData, ResponseTrailers, ResponseEndOfMessage)
-WATCHED = frozenset({RequestHeaders, ResponseProtocolError, *_HELD})  # the few event types `route` concerns itself with
+WATCHED = frozenset({RequestHeaders, RequestProtocolError, ResponseProtocolError, *_HELD})  # the few event types `route` concerns itself with
 _HELD_STREAMS = "_rr_held_streams"  # on an HttpLayer: stream id -> deferred or guarded flow
 
 
 def _nothing():
     yield from ()
+
+
+def _client_left(stream: HttpStream) -> None:
+    """The client gave up on this request (an HTTP/2 or HTTP/3 stream reset, or its request
+    broke off). mitmproxy tells the stream only once the hook it waits on returns; a request
+    held for approval learns it now (rr_addon.mitm.approvals)."""
+    flow = getattr(stream, "flow", None)
+    state = flowstate.peek(flow) if flow is not None else None
+    if state is not None:
+        state.client_left = True
+        if state.hold_wake is not None:
+            state.hold_wake.set()
 
 
 def _guarded(self: HttpLayer, child, event, flow: http.HTTPFlow, held: dict, _original: Callable):

@@ -8,15 +8,19 @@ buffered, and a chunk that ends an event or a line (which no secret starts
 with) passes at once.
 
 An echo is rarely byte for byte: JSON encoders write `/` as `\\/` or any
-character as `\\u002f`, URLs carry `%2F`, HTML pages `&#47;`. So the text is
-also read the way a client would decode it — JSON `\\uXXXX` (surrogate pairs
-included) and short escapes (`\\/`, `\\"`, `\\\\`, `\\n`…), percent-encoded
-bytes, HTML character references (decimal, hex, the named five) — and a
-secret found there is masked over the whole span that spells it, escapes
-mixed freely with literal characters. `+` for a space is matched too. A
-transformed secret (base64 of it, reversed, cut over two fields) is not
+character as `\\u002f`, URLs carry `%2F`, HTML pages `&#47;` or `&sol;`. So each
+character of a secret is matched in every spelling a standard encoder
+produces, mixed freely: literal; JSON `\\uXXXX` (either hex case, surrogate
+pairs beyond U+FFFF) and the short escapes (`\\/`, `\\"`, `\\\\`, `\\n`…), also
+escaped a second time (JSON inside a JSON string); percent-encoding of its
+UTF-8 bytes (either hex case, `+` for a space); HTML character references
+(decimal or hex with any leading zeros, every HTML5 name). One RE2 program per
+set of secrets does it in one native pass. The mask covers the whole spelling.
+A transformed secret (base64 of it, reversed, cut over two fields) is not
 recognised: a target whose API echoes such a transformation should be kept
-from callers by a rule.
+from callers by a rule. Text that only looks like an escaped secret (`\\\\u0073…`,
+an escaped backslash before `u0073`) is masked too: over-masking is the safe
+side.
 
 A held tail waits for the next chunk or the end of the body; it is never
 released on a timer. Releasing it would hand the caller the start of the
@@ -34,7 +38,7 @@ announced.
 from __future__ import annotations
 
 import functools
-from bisect import bisect_right
+import html.entities
 from typing import Callable, Iterable
 
 import re2
@@ -54,97 +58,27 @@ def replacement_pairs(secrets: Iterable[str], placeholder: str) -> tuple[tuple[b
 
 Pairs = tuple[tuple[bytes, bytes], ...]
 
+_SHORT = {'"': '"', "\\": "\\", "/": "/", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}
+_HTML_NAMES: dict[str, list[str]] = {}
+for _name, _text in html.entities.html5.items():
+    if len(_text) == 1:
+        _HTML_NAMES.setdefault(_text, []).append(_name)
+# The end of a text that could begin one escape, whichever character it spells (over-holding a
+# few bytes until the next chunk is harmless; under-holding would let the start of a secret out).
+_PARTIAL = (
+    rb"\\{1,3}(?:u[0-9a-fA-F]{0,3})?"
+    rb"|\\{1,2}u[dD][89abAB][0-9a-fA-F]{2}(?:\\{1,2}(?:u[0-9a-fA-F]{0,3})?)?"  # a high surrogate, the low one to come
+    rb"|(?:%[0-9a-fA-F]{2}){0,3}%[0-9a-fA-F]?|(?:%[0-9a-fA-F]{2}){1,3}"  # one UTF-8 sequence, percent-encoded
+    rb"|&(?:#(?:[xX][0-9a-fA-F]*|[0-9]*)|[a-zA-Z][a-zA-Z0-9]*)?"
+    rb"|[\xc0-\xff][\x80-\xbf]{0,2}"  # a UTF-8 sequence begun
+)
 
-def _latin1() -> re2.Options:
+
+def _options() -> re2.Options:
     options = re2.Options()
-    options.encoding = re2.Options.Encoding.LATIN1  # bytes in, bytes out: no UTF-8 validation
+    options.encoding = re2.Options.Encoding.LATIN1  # bytes in, bytes out: a spelling may stop inside a character
+    options.max_mem = 32 << 20  # long secrets (JWTs) spelled every way make big programs
     return options
-
-
-# One escaped character each (a percent-encoded byte is one unit, so a match never starts or
-# ends inside a unit). Groups, by `lastindex`: 2 surrogate pair, 3 \uXXXX, 4 short JSON escape,
-# 5 %XX, 6 &#xH;, 7 &#D;, 8 a named reference.
-_UNIT = re2.compile(
-    rb"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})"
-    rb'|\\(["\\/bfnrt])|%([0-9a-fA-F]{2})|&#[xX]([0-9a-fA-F]{1,6});|&#([0-9]{1,7});|&(amp|lt|gt|quot|apos);',
-    _latin1(),
-)
-# The end of a text that could begin one such unit (over-holding a few bytes until the next
-# chunk is harmless; under-holding would let the start of a secret out).
-_PARTIAL_UNIT = re2.compile(
-    rb"(?:\\u[dD][89abAB][0-9a-fA-F]{2})?\\(?:u[0-9a-fA-F]{0,3})?\z|\\u[dD][89abAB][0-9a-fA-F]{2}\z"
-    rb"|%[0-9a-fA-F]?\z|&(?:#[xX]?[0-9a-fA-F]{0,7}|[a-zA-Z]{0,4})\z",
-    _latin1(),
-)
-_SHORT = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t"}
-_NAMED = {b"amp": b"&", b"lt": b"<", b"gt": b">", b"quot": b'"', b"apos": b"'"}
-_LONGEST_UNIT = 12  # `\\uD83D\\uDE00`, `&#x01F600;` (leading zeros beyond that are not decoded)
-
-
-def _char(cp: int) -> bytes:
-    return chr(cp).encode("utf-8", "surrogatepass") if cp <= 0x10FFFF else b""
-
-
-def _decode(m) -> bytes:
-    i = m.lastindex
-    if i == 2:
-        hi, lo = int(m.group(1), 16), int(m.group(2), 16)
-        return _char(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
-    if i == 3:
-        return _char(int(m.group(3), 16))
-    if i == 4:
-        return _SHORT[m.group(4)]
-    if i == 5:
-        return bytes((int(m.group(5), 16),))
-    if i == 6:
-        return _char(int(m.group(6), 16))
-    if i == 7:
-        return _char(int(m.group(7)))
-    return _NAMED[m.group(8)]
-
-
-class _Decoded:
-    """`data` read the way a client decodes it, with a map from its offsets back to `data`'s.
-    Decoded units are atomic: a span of the decoded text maps to whole units."""
-
-    __slots__ = ("text", "starts", "units")
-
-    def __init__(self, data: bytes):
-        parts: list[bytes] = []
-        self.starts: list[int] = []  # decoded offset of each unit
-        self.units: list[tuple[int, int, int]] = []  # (original start, original end, decoded length)
-        at = out = 0
-        for m in _UNIT.finditer(data):
-            start, end = m.span()
-            if start > at:
-                parts.append(data[at:start])
-                out += start - at
-            piece = _decode(m)
-            parts.append(piece)
-            self.starts.append(out)
-            self.units.append((start, end, len(piece)))
-            out += len(piece)
-            at = end
-        parts.append(data[at:])
-        self.text = b"".join(parts)
-
-    def original(self, offset: int, end: bool) -> int:
-        """The offset in the original data of decoded `offset` (a start, or an exclusive end)."""
-        i = bisect_right(self.starts, offset - 1 if end else offset) - 1
-        if i < 0:
-            return offset
-        start, stop, length = self.units[i]
-        inside = offset - self.starts[i]
-        if inside < length or (end and inside == length):
-            return stop if end else start
-        return stop + inside - length
-
-
-def _forms(pairs: Pairs) -> list[tuple[bytes, bytes]]:
-    """Each secret, and each with '+' for its spaces (a form-encoded echo)."""
-    forms = list(pairs)
-    forms.extend((secret.replace(b" ", b"+"), mask) for secret, mask in pairs if b" " in secret)
-    return forms
 
 
 def _hex(value: int, width: int) -> bytes:
@@ -152,91 +86,102 @@ def _hex(value: int, width: int) -> bytes:
     return b"".join(b"[" + c.lower().encode() + c.upper().encode() + b"]" if c.isalpha() else c.encode() for c in f"{value:0{width}x}")
 
 
+def _json_escapes(ch: str) -> list[str]:
+    """The JSON escapes of one character, as text."""
+    cp = ord(ch)
+    if cp > 0xFFFF:
+        hi, lo = 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF)
+        out = [f"\\u{hi:04x}\\u{lo:04x}"]
+    else:
+        out = [f"\\u{cp:04x}"]
+    if ch in _SHORT:
+        out.append("\\" + _SHORT[ch])
+    return out
+
+
 def _spellings(ch: str) -> bytes:
-    """A regex for one character written any way `_UNIT` decodes, or as itself."""
+    """A regex for one character of a secret written any way a standard encoder might."""
     raw = ch.encode("utf-8", "surrogatepass")
     cp = ord(ch)
     forms = [re2.escape(raw), b"".join(b"%" + _hex(b, 2) for b in raw), b"&#0*" + str(cp).encode() + b";", b"&#[xX]0*" + _hex(cp, 1) + b";"]
-    if cp <= 0xFFFF:
-        forms.append(rb"\\u" + _hex(cp, 4))
-    else:
-        hi, lo = 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF)
-        forms.append(rb"\\u" + _hex(hi, 4) + rb"\\u" + _hex(lo, 4))
-    forms.extend(re2.escape(b"\\" + short) for short, decoded in _SHORT.items() if decoded == raw)
-    forms.extend(b"&" + name + b";" for name, decoded in _NAMED.items() if decoded == raw)
+    for escaped in _json_escapes(ch):
+        forms.append(_hex_any_case(escaped))
+        # the same escape inside a JSON string once more: its backslashes doubled, a '/' or '"' maybe escaped
+        forms.append(_hex_any_case(escaped.replace("\\", "\\\\")))
+        if escaped[1:] in ("/", '"'):
+            forms.append(re2.escape(("\\\\\\" + escaped[1:]).encode()))
+    if ch == " ":
+        forms.append(rb"\+")
+    forms.extend(re2.escape(f"&{name}".encode()) for name in _HTML_NAMES.get(ch, ()))
     return b"(?:" + b"|".join(forms) + b")"
 
 
-_ANCHOR = 6  # characters of a secret that locate a candidate spelling natively
+def _hex_any_case(escaped: str) -> bytes:
+    """A regex for a JSON escape, the hex digits of each `\\u` in either case."""
+    out, i = [], 0
+    while i < len(escaped):
+        if escaped.startswith("u", i) and i > 0 and escaped[i - 1] == "\\" and i + 5 <= len(escaped):
+            out.append(b"u" + b"".join(b"[" + c.lower().encode() + c.upper().encode() + b"]" if c.isalpha() else c.encode() for c in escaped[i + 1 : i + 5]))
+            i += 5
+        else:
+            out.append(re2.escape(escaped[i].encode()))
+            i += 1
+    return b"".join(out)
+
+
+def _prefixes(spelled: list[bytes]) -> bytes:
+    """A regex for the spelling of a first part of a secret (one character or more, up to all)."""
+    pattern = b""
+    for one in reversed(spelled[1:]):
+        pattern = b"(?:" + one + pattern + b")?"
+    return spelled[0] + pattern
 
 
 class _Secrets:
-    """What scrubbing one set of pairs needs, built once per set (`_compiled`)."""
+    """The RE2 programs for one set of pairs, built once per set (`_compiled`)."""
 
-    __slots__ = ("forms", "starts", "longest", "alphabet")
+    __slots__ = ("whole", "tail", "masks", "window")
 
     def __init__(self, pairs: Pairs):
-        self.forms = _forms(pairs)
-        texts = [secret.decode("utf-8", "surrogatepass") for secret, _ in self.forms]
-        # where a spelled secret could begin: its first few characters, each spelled any way
-        self.starts = re2.compile(b"|".join(b"".join(_spellings(c) for c in t[:_ANCHOR]) for t in texts), _latin1())
-        self.longest = max(len(secret) for secret, _ in self.forms) * _LONGEST_UNIT
-        # every byte that can occur in a spelling of a secret: anything else ends a held tail
-        syntax = b"\\u%&#xX;0123456789abcdefABCDEF" + b"".join(_SHORT) + b"".join(_NAMED)
-        allowed = sorted(set(syntax + b"".join(secret for secret, _ in self.forms)))
-        self.alphabet = re2.compile(b"[" + b"".join(b"\\x%02x" % c for c in allowed) + b"]+\\z", _latin1())
+        texts = [secret.decode("utf-8", "surrogatepass") for secret, _ in pairs]
+        spelled = [[_spellings(c) for c in t] for t in texts]
+        # one group per secret, longest first (pairs are sorted): a secret containing another goes whole
+        self.whole = re2.compile(b"|".join(b"(" + b"".join(s) + b")" for s in spelled), _options())
+        # an end of the text that is, or could grow into, a spelling of a secret
+        self.tail = re2.compile(b"(?:" + b"|".join(_prefixes(s) for s in spelled) + b")(?:" + _PARTIAL + rb")?\z|(?:" + _PARTIAL + rb")\z", _options())
+        self.masks = [mask for _, mask in pairs]
+        self.window = 16 * max(len(t) for t in texts) + 16  # bytes a spelled secret and a begun escape can take
+
+    def mask(self, match) -> bytes:
+        mask = self.masks[match.lastindex - 1]
+        return mask + b"*" * (match.end() - match.start() - len(mask))
+
+    def held_from(self, data: bytes) -> int:
+        """Where the end that must wait for more data begins (len(data): nothing waits)."""
+        start = max(0, len(data) - self.window)
+        m = self.tail.search(data, start)
+        return m.start() if m is not None and m.start() < len(data) else len(data)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _compiled(pairs: Pairs) -> _Secrets:
     return _Secrets(pairs)
 
 
 def _may_escape(data: bytes) -> bool:
-    return b"\\" in data or b"%" in data or b"&" in data
-
-
-def _escaped(data: bytes, i: int) -> bool:
-    """Whether the byte at `i` follows an odd run of backslashes (it is part of an escape)."""
-    n = 0
-    while i > n and data[i - n - 1] == 0x5C:
-        n += 1
-    return n % 2 == 1
-
-
-def _stretch(mask: bytes, n: int) -> bytes:
-    return mask + b"*" * (n - len(mask))
+    return b"\\" in data or b"%" in data or b"&" in data or b"+" in data
 
 
 def scrub_bytes(data: bytes, pairs: Pairs) -> bytes:
     if not pairs or not data:
         return data
+    if not _may_escape(data):  # only literal spellings can occur: bytes.replace is the fast path
+        for secret, mask in pairs:
+            if secret in data:
+                data = data.replace(secret, mask)
+        return data
     secrets = _compiled(pairs)
-    for secret, mask in secrets.forms:  # literal spellings first, as they stand (a secret may hold a '%41')
-        if secret in data:
-            data = data.replace(secret, mask)
-    if not _may_escape(data):
-        return data
-    spans, at = [], 0
-    for m in secrets.starts.finditer(data):  # rare: where the first characters are spelled out
-        start = m.start()
-        if start < at or _escaped(data, start):
-            continue
-        decoded = _Decoded(data[start : start + secrets.longest])
-        for secret, mask in secrets.forms:
-            if decoded.text.startswith(secret):
-                at = start + decoded.original(len(secret), True)
-                spans.append((start, at, mask))
-                break
-    if not spans:
-        return data
-    out, at = [], 0
-    for start, end, mask in spans:
-        out.append(data[at:start])
-        out.append(_stretch(mask, end - start))
-        at = end
-    out.append(data[at:])
-    return b"".join(out)
+    return secrets.whole.sub(secrets.mask, data)
 
 
 def scrub_text(text: str, pairs: Pairs) -> str:
@@ -245,37 +190,22 @@ def scrub_text(text: str, pairs: Pairs) -> str:
     return text if out == data else out.decode("utf-8", "surrogatepass")
 
 
-def _prefix_end(text: bytes, forms) -> int:
-    """How many bytes at the end of `text` begin one of the secrets (0: none)."""
-    best, last = 0, text[-1:]
-    if not last:
-        return 0
-    for secret, _ in forms:
-        k = secret.rfind(last, 0, min(len(secret) - 1, len(text)))
-        while k + 1 > best:
-            if text.endswith(secret[: k + 1]):
-                best = k + 1
-                break
-            k = secret.rfind(last, 0, k)
-    return best
-
-
-def held_back(data: bytes, pairs: Pairs) -> int:
-    """The length of the longest end of `data` that could begin a spelling of a secret."""
+def scrub_stream(data: bytes, pairs: Pairs) -> tuple[bytes, bytes]:
+    """(what may go out now, scrubbed; what must wait for more data, as it came).
+    What waits is an end of `data` that is, or could still grow into, a spelling of a secret,
+    and any spelling that reaches into it: a spelling is masked whole or not yet."""
     secrets = _compiled(pairs)
-    window = data[-(secrets.longest + _LONGEST_UNIT) :]
-    run = secrets.alphabet.search(window)  # the end made only of bytes a spelling can hold
-    if run is None:
-        return 0
-    tail = window[run.start() :]
-    if not _may_escape(tail):
-        return _prefix_end(tail, secrets.forms)
-    partial = _PARTIAL_UNIT.search(tail)
-    cut = partial.start() if partial else len(tail)  # an escape begun at the very end
-    decoded = _Decoded(tail[:cut])
-    best = _prefix_end(decoded.text, secrets.forms)
-    start = decoded.original(len(decoded.text) - best, False) if best else cut
-    return len(tail) - start
+    held = secrets.held_from(data)
+    out, at = [], 0
+    for m in secrets.whole.finditer(data):
+        if m.end() > held or m.end() == len(data):
+            held = min(held, m.start())
+            break
+        out.append(data[at : m.start()])
+        out.append(secrets.mask(m))
+        at = m.end()
+    out.append(data[at:held])
+    return b"".join(out), data[held:]
 
 
 class StreamScrubber:
@@ -305,10 +235,5 @@ class StreamScrubber:
             return out or []
         if not self.pairs:
             return chunk
-        data = scrub_bytes(self.tail + chunk, self.pairs)
-        held = self._held(data)
-        self.tail = data[len(data) - held :] if held else b""
-        return data[: len(data) - held] or []
-
-    def _held(self, data: bytes) -> int:
-        return held_back(data, self.pairs)
+        out, self.tail = scrub_stream(self.tail + chunk, self.pairs)
+        return out or []

@@ -80,7 +80,7 @@ class Services:
         """Hybrid: the configuration from the control plane (or the cache); no database."""
         self.link = hybrid.open_link(bundle, control_plane, self.plane_id)
         snapshot = self.reloader.compile(self.link.first(), self.link.keyring)
-        identities = Identities(idp_ca_file)  # rotated refresh tokens: in this process only
+        identities = Identities(idp_ca_file, refresh_tokens=hybrid.refresh_tokens(self.link))  # rotated refresh tokens: in its spool, encrypted
         identities.rebuild(snapshot)
         self.gate.identities = identities
         self.reloader.keyring = self.link.keyring

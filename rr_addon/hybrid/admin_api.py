@@ -57,6 +57,24 @@ def usage(cp: Any, req: dict, _: dict) -> dict:
     return {"rows": [{**row_json(r, now), "by_scope": scopes.get(row_key(r), {})} for r in rows]}
 
 
+def usage_reset(cp: Any, req: dict, _: dict) -> dict:
+    """`rr usage reset --server`: as on the control plane (its counters, and every hybrid data plane's)."""
+    from rr_addon.hybrid import resets
+    from rr_addon.reports import counter_backend
+
+    b = req["body"] or {}
+    snap = config_store.load_snapshot(cp.engine, cp.keyring)
+    try:
+        keys = resets.prefixes(snap, str(b.get("proxy") or ""), b.get("credential") or None, b.get("meter") or None)
+    except ValueError as e:
+        return {"error": str(e)}
+    if b.get("dry_run"):
+        return {"prefixes": keys}
+    total, rid = asyncio.run(resets.reset_here(counter_backend(cp.engine), cp.engine, keys))
+    logger.info("rr control plane: admin %s reset usage counters %s (reset %d)", req["admin"], ", ".join(keys), rid)
+    return {"prefixes": keys, "reset": total, "note": resets.hybrid_note(cp.engine)}
+
+
 def export(cp: Any, req: dict, _: dict) -> dict:
     from rr_addon.reports import export_text
 
@@ -168,5 +186,6 @@ def install(cp: Any) -> None:
             ("POST", "/v1/admin/apply"): apply,
             ("GET", "/v1/admin/approvals"): approvals,
             ("POST", "/v1/admin/approvals/decide"): decide,
+            ("POST", "/v1/admin/usage-reset"): usage_reset,
         }
     )

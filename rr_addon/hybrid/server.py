@@ -276,8 +276,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"envelope": cp.sealed(member)})
 
     def _plane_id(self, member: registry.Member, instance: Any) -> str:
-        """What a data plane reports is named after the certificate that delivered it."""
-        return f"{member.name}/{str(instance or '-')[:200]}"
+        """What a data plane reports is named after the certificate that delivered it:
+        NAME/instance, one '/' only, so no claimed instance reads as another data plane's."""
+        return f"{member.name}/{str(instance or '-')[:200].replace('/', '-')}"
 
     def _heartbeat(self, member: registry.Member, _query: dict) -> None:
         b = self._body()
@@ -298,7 +299,9 @@ class Handler(BaseHTTPRequestHandler):
             if not b.get("leaving"):
                 conn.execute(dataplanes.TABLE.insert(), [row])
         dataplanes.forget_silent(self.server.cp.engine)
-        self._send(200, {"config_version": self.server.cp.version})
+        after = b.get("usage_reset")  # the last usage reset this data plane handled (None: since it started)
+        resets = registry.resets_after(self.server.cp.engine, int(after) if after is not None else None)
+        self._send(200, {"config_version": self.server.cp.version, "usage_resets": resets})
 
     def _audit(self, member: registry.Member, _query: dict) -> None:
         records = self._body().get("records")
@@ -401,12 +404,15 @@ def default_names(host: str) -> list[str]:
     return names
 
 
-def serve(engine: Engine, keyring: Keyring, host: str, port: int, names: list[str], *, ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (KeyboardInterrupt / SystemExit)."""
+def serve(engine: Engine, keyring: Keyring, host: str, port: int, names: list[str], *, ready: Callable[[int], None] | None = None,
+          handlers: dict | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (KeyboardInterrupt / SystemExit). `handlers`: more
+    admin endpoints, from the layers above (rr_addon.cli.served)."""
     from rr_addon.hybrid import admin_api
 
     cp = ControlPlane(engine, keyring)
     admin_api.install(cp)
+    cp.admin_handlers.update(handlers or {})
     server = Server((host, port), cp, server_context(cp.keys, names))
     cp.start()
     if ready is not None:

@@ -155,7 +155,29 @@ def test_audit_records_resent_are_stored_once_and_named_after_the_sender(cp):
     rows = audit_store.records(engine, [f"req-{i}" for i in range(3)])
     assert len(rows) == 3
     assert {r["dataplane"] for r in rows} == {"sender/someone-else"}
-    assert "sender/other/pretend" in {p.id for p in dataplanes.list_planes(engine)}
+    assert "sender/other-pretend" in {p.id for p in dataplanes.list_planes(engine)}
+
+
+def test_audit_records_cannot_claim_another_data_plane(cp):
+    """The attribution comes from the certificate; what a record says is the sender's word,
+    and a claimed instance cannot make the stored name read as another data plane's."""
+    home, url, engine, _ = cp
+    issue(home, "victim", url)
+    b = issue(home, "liar", url)
+    forged = [
+        new_record(request_id="forged-1", result="allow", status=200, proxy="victim", credential="victim", dataplane="victim/host-1-abc"),
+        new_record(request_id="forged-2", result="allow", status=200, dataplane="victim"),
+    ]
+    with as_dataplane(b, url) as c:
+        assert c.post("/v1/audit", json={"records": forged}).status_code == 200
+        assert c.post("/v1/heartbeat", json={"id": "victim/host-1-abc", "hostname": "h", "pid": 1, "config_version": 1, "stats": {}}).status_code == 200
+    rows = {r["request_id"]: r for r in audit_store.records(engine, ["forged-1", "forged-2"])}
+    assert rows["forged-1"]["dataplane"] == "liar/victim-host-1-abc"
+    assert rows["forged-2"]["dataplane"] == "liar/victim"
+    assert all(r["dataplane"].count("/") == 1 and r["dataplane"].split("/")[0] == "liar" for r in rows.values())
+    assert (rows["forged-1"]["proxy"], rows["forged-1"]["credential"]) == ("victim", "victim")  # the record's content: its sender's word
+    ids = {p.id for p in dataplanes.list_planes(engine)}
+    assert "liar/victim-host-1-abc" in ids and not any(i.startswith("victim/") for i in ids)
 
 
 def test_a_data_plane_cannot_overwrite_the_usage_of_another(cp):

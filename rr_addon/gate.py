@@ -126,7 +126,7 @@ class Gate:
         admission, verification, seconds = admitted.admission, admitted.verification, admitted.seconds
         if isinstance(body, Decision):
             return Verdict(admission.outcome(body), admission, verification=verification, seconds=seconds)
-        facts = admitted.facts if body is None else dataclasses.replace(admitted.facts, body=body)
+        facts = admitted.facts if body is None else admitted.facts.with_body(body)
         t0 = time.perf_counter()
         outcome, req = decide.authorize(admission, facts, self.limits)
         called = mcp.audit_fields(req.body_json) if req is not None and req.body_json is not None else None

@@ -17,12 +17,13 @@ from rr_addon import metrics, settings
 from rr_addon.audit.writer import AuditWriter, JsonLinesSink, LogSink
 from rr_addon.crypto import Keyring, MasterKeyError, master_keys
 from rr_addon.gate import Gate
+from rr_addon.hybrid import approvals as hybrid_approvals
 from rr_addon.hybrid import dataplane as hybrid
 from rr_addon.identity.service import Identities
 from rr_addon.counters.metering import Metering
 from rr_addon.counters import BackendUnavailable, open_backend
 from rr_addon.reload import Reloader
-from rr_addon.store import audit_store, dataplanes, notify
+from rr_addon.store import approvals, audit_store, dataplanes, notify
 from rr_addon.store.db import DatabaseError, check_schema, make_engine, redacted_url
 from rr_addon.store.oauth_grants import DatabaseRefreshTokens
 
@@ -44,6 +45,7 @@ class Services:
         self.exporter: metrics.Exporter | None = None
         self.link: hybrid.Link | None = None  # hybrid data plane: the control plane instead of a database
         self.redis_url: str | None = None
+        self._ledger: Any = None
         self._closing: set[asyncio.Task] = set()  # replaced counter backends still closing
 
     def open_store(self, url: str | None, idp_ca_file: str | None, bundle: str = "", control_plane: str = ""):
@@ -78,7 +80,7 @@ class Services:
         """Hybrid: the configuration from the control plane (or the cache); no database."""
         self.link = hybrid.open_link(bundle, control_plane, self.plane_id)
         snapshot = self.reloader.compile(self.link.first(), self.link.keyring)
-        identities = Identities(idp_ca_file)  # rotated refresh tokens: in this process only
+        identities = Identities(idp_ca_file, refresh_tokens=hybrid.refresh_tokens(self.link))  # rotated refresh tokens: in its spool, encrypted
         identities.rebuild(snapshot)
         self.gate.identities = identities
         self.reloader.keyring = self.link.keyring
@@ -142,6 +144,16 @@ class Services:
             self.heartbeat = dataplanes.Heartbeat(self.engine, listen=listen(), version=version, stats=stats, plane_id=self.plane_id)
             self.heartbeat.start()
 
+    def approval_ledger(self):
+        """Where held requests are recorded and decided: the database, or a hybrid
+        data plane's control plane (docs/approvals.md); None: nowhere (refused)."""
+        if self._ledger is None:
+            if self.engine is not None:
+                self._ledger = approvals.DatabaseLedger(self.engine)
+            elif self.link is not None:
+                self._ledger = hybrid_approvals.RemoteLedger(self.link)
+        return self._ledger
+
     def poke(self) -> None:
         """Tell the control plane at once (a new version, a rotated secret)."""
         if self.heartbeat is not None:
@@ -166,6 +178,9 @@ class Services:
         if self.gate.metering is not None:
             await self.gate.metering.close()
             self.gate.metering = None
+        if isinstance(self._ledger, hybrid_approvals.RemoteLedger):
+            self._ledger.dispose()
+        self._ledger = None
         if self.link is not None:
             await asyncio.to_thread(self.link.stop)  # after the audit flush: what it spooled is sent once more
             self.link = None

@@ -59,9 +59,13 @@ def message_typechecks():
     back on for the next test (rr's other tests build messages under them)."""
     from mitmproxy import http
 
+    from rr_addon.mitm import logfilters
+
     checks = http.MessageData.__post_init__
+    unread = logfilters._STREAMING_FILTER.unread
     yield checks
     http.MessageData.__post_init__ = checks
+    logfilters.drop_unread_streaming_lines(unread)  # prepare() sets it for the process, too
 
 
 def base_args(home: Path) -> list[str]:
@@ -370,6 +374,105 @@ def test_an_option_set_at_run_time_wakes_its_addon_in_place(rr_home):
         return chain
 
     build(base_args(rr_home), inspect=check)
+
+
+def test_fast_dispatch_passes_each_hooks_arguments_as_hook_args_does(rr_home):
+    """FastDispatch reads a hook's fields by name, cached per class, instead of
+    `Hook.args()` (dataclasses.fields() per event): the same values in the same
+    order for every hook mitmproxy defines, and a class with its own `args()` keeps it."""
+    import dataclasses
+
+    def check(m):
+        fast = m.addons.trigger_event
+        for cls in set(hooks.all_hooks.values()):
+            values = {f.name: object() for f in dataclasses.fields(cls)}
+            event = cls(**values)
+            assert fast._args(event) == event.args(), cls.__name__
+            assert fast._args(event) == [values[f.name] for f in dataclasses.fields(cls)]
+
+        @dataclasses.dataclass
+        class Custom(hooks.Hook):
+            a: int
+
+            def args(self):
+                return ["own", self.a]
+
+        assert fast._args(Custom(1)) == ["own", 1]
+        return len(hooks.all_hooks)
+
+    assert build(base_args(rr_home), inspect=check) > 20
+
+
+def _streaming_line_seen(m) -> list[int]:
+    """Levels at which a handler on the root logger sees mitmproxy's per-flow streaming line."""
+    seen: list[int] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("Streaming response from"):
+                assert record.funcName == "_streaming_line_seen"  # rr's shortcut does not pose as the caller
+                seen.append(record.levelno)
+
+    catch = Catch(logging.DEBUG)
+    logging.getLogger().addHandler(catch)
+    try:
+        logging.getLogger("mitmproxy.proxy.server").info("Streaming response from example.com.")
+    finally:
+        logging.getLogger().removeHandler(catch)
+    return seen
+
+
+def test_streaming_line_is_dropped_only_when_nothing_shows_debug(rr_home):
+    """rr streams every response, so mitmproxy logs one "Streaming response from …"
+    line per request; rr makes it DEBUG, and under `rr run` drops it before the
+    handlers whenever no one would show a DEBUG record."""
+    assert build(base_args(rr_home), inspect=_streaming_line_seen) == []
+
+    def other_lines(m):
+        seen: list[str] = []
+
+        class Catch(logging.Handler):
+            def emit(self, record):
+                seen.append(f"{record.levelname} {record.getMessage()} {record.funcName}")
+
+        catch = Catch(logging.DEBUG)
+        logging.getLogger().addHandler(catch)
+        try:
+            log = logging.getLogger("mitmproxy.proxy.server")
+            log.info("client connect")
+            log.info("Streaming request to example.com.")
+            log.warning("Streaming response from example.com. (not the routine line)")
+        finally:
+            logging.getLogger().removeHandler(catch)
+        return seen
+
+    assert build(base_args(rr_home), inspect=other_lines) == [
+        "INFO client connect other_lines",
+        "WARNING Streaming response from example.com. (not the routine line) other_lines",
+    ]
+    # the terminal shows DEBUG: the line is there, as DEBUG
+    assert build(base_args(rr_home) + ["--set", "termlog_verbosity=debug"], inspect=_streaming_line_seen) == [logging.DEBUG]
+
+    def set_at_run_time(m):
+        m.options.update(termlog_verbosity="debug")
+        return _streaming_line_seen(m)
+
+    assert build(base_args(rr_home), inspect=set_at_run_time) == [logging.DEBUG]
+
+    def add_log_reader(m):  # e.g. a script's add_log hook, or a newer mitmproxy's addon
+        class Reader:
+            def add_log(self, entry):
+                pass
+
+        m.addons.chain = [*m.addons.chain, Reader()]
+        try:
+            return _streaming_line_seen(m)
+        finally:
+            m.addons.chain = list(m.lean.full)
+
+    assert build(base_args(rr_home), inspect=add_log_reader) == [logging.DEBUG]
+    # mitmweb's event log shows DEBUG records
+    assert build(base_args(rr_home) + ["--set", "web_open_browser=false", "--set", "web_port=0"], web=True, inspect=_streaming_line_seen) == [logging.DEBUG]
 
 
 def test_mitmweb_intercept_set_at_run_time_is_configured(rr_home):

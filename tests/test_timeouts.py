@@ -55,3 +55,35 @@ def test_cancel_stops_every_timer():
         assert expired == []
 
     run(main())
+
+
+def test_a_phase_switch_keeps_a_look_that_is_due_sooner():
+    """sent()/answered() re-arm only when the pending look would come too late: one
+    timer per exchange in the common case, and each phase's limit still holds."""
+
+    async def main():
+        expired = asyncio.Event()
+        which: list[str] = []
+
+        def expire(phase: str) -> None:
+            which.append(phase)
+            expired.set()
+
+        w = timeouts.Watch(0.3, 0.2, lambda: 0, expire)  # idle looks every 0.05 s
+        first = w.handle
+        w.sent()  # first byte due in 0.3 s: the look due in 0.05 s stays
+        assert w.handle is first
+        await asyncio.wait_for(expired.wait(), 5)
+        assert which == [timeouts.FIRST_BYTE]
+        w.cancel()
+
+        w = timeouts.Watch(5.0, 60.0, lambda: 0, expire)
+        w.sent()  # first byte in 5 s: sooner than the idle look in 15 s, so re-armed
+        assert w.handle is not None and w.handle.when() <= asyncio.get_running_loop().time() + 5.0
+        kept = w.handle
+        w.answered()  # the idle look would be in 15 s: the one due in 5 s stays
+        assert w.handle is kept
+        w.cancel()
+        assert w.handle is None
+
+    run(main())

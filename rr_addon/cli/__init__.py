@@ -298,111 +298,30 @@ def explain(
     header: List[str] = typer.Option([], "-H", "--header", help="Request header 'Name: value' (repeatable)."),
     data: Optional[str] = typer.Option(None, "-d", "--data", help="Request body (JSON bodies get content-type application/json unless -H sets one)."),
     claim: List[str] = typer.Option([], "--claim", help="A verified token claim 'name=value' (repeatable), for credentials that verify tokens."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
 ) -> None:
     """Show the decision the proxy would make for this request, every scope and rule, as a tree."""
-    from urllib.parse import urlsplit
-
-    from rr_addon.core.decide import explain as explain_decision
+    from rr_addon.cli import explaining
     from rr_addon.explanation import explanation_tree
-    from rr_addon.core.types import RequestFacts
 
-    if (credential is None) == (token is None):
-        raise die("give exactly one of --credential or --token")
-    engine, keyring = open_store()
-    snap = load_snapshot(engine, keyring)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise die(f"{settings.without_userinfo(url)!r} is not an http(s) URL")
-    headers = []
-    for h in header:
-        name, sep, value = h.partition(":")
-        if not sep or not name.strip():
-            raise die(f"header {h!r} is not 'Name: value'")
-        headers.append((name.strip().lower(), value.strip()))
-    body = data.encode() if data is not None else None
-    if body is not None and not any(k == "content-type" for k, _ in headers) and data.lstrip()[:1] in ("{", "["):
-        headers.append(("content-type", "application/json"))
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    facts = RequestFacts(method.upper(), parts.scheme, parts.hostname, port, path, tuple(headers), (), body)
-    verified_claims = minted = None
-    if token is not None:
-        caller, verified_claims, minted = identify_token(snap, token, facts)
-    else:
-        caller = find_caller(snap, credential)
-    claims = {}
-    for c in claim:
-        name, sep, value = c.partition("=")
-        if not sep or not name:
-            raise die(f"claim {c!r} is not 'name=value'")
-        claims[name] = value
-    if minted is not None and claims:
-        raise die("--claim: a minted token carries the claims it was minted with")
-    ex = explain_decision(snap, caller, facts, claims=claims or verified_claims, token=minted)
-    console.print(explanation_tree(f"{method.upper()} {settings.without_userinfo(url)} as {caller.proxy}/{caller.name} (configuration version {snap.version})", ex))
-    if ex.outcome.decision.held and not ex.outcome.report_only:
-        raise typer.Exit(3)  # held for a person's approval
-    if not ex.outcome.decision.allowed and not ex.outcome.report_only:
-        raise typer.Exit(2)
-
-
-def identify_token(snap, token: str, facts):
-    """The caller a token belongs to, found the way the proxy finds it (rr_addon.gate: a
-    stored digest, a minted token, else a verifier); prints which path accepted or refused it.
-    Returns (caller, verified claims, minted token)."""
-    import asyncio
-    import dataclasses
-    import time
-
-    from rr_addon.gate import Gate, Verdict
-    from rr_addon.identity.service import Identities
-
-    identities = Identities()
-    identities.rebuild(snap)
-    presented = dataclasses.replace(facts, headers=(("x-rr-authorization", token),) + facts.headers)
-
-    async def admit():
-        try:
-            return await Gate(identities).admit(snap, presented, time.time())
-        finally:
-            await identities.close()
-
-    admitted = asyncio.run(admit())
-    verified = admitted.verification or {}
-    ident = admitted.outcome.identity if isinstance(admitted, Verdict) else admitted.admission.identity
-    if ident is None:
-        assert isinstance(admitted, Verdict)
-        d = admitted.outcome.decision
-        if verified.get("verification"):
-            raise die(f"token refused ({verified['verification']}): {d.reason}" + (f" [{d.detail}]" if d.detail else ""))
-        raise die("the token matches no proxy credential" if admitted.outcome.unmatched is not None else f"token refused: {d.reason}")
-    caller = snap.proxies[ident.proxy].callers[ident.credential]
-    if ident.token is not None:  # a minted token the gate accepted: its narrowing, as the proxy decodes it
-        from rr_addon.core.callers import Presented
-        from rr_addon.core.decide import presented_token
-
-        console.print(f"token: minted token {ident.token}, a child of {caller.proxy}/{caller.name}")
-        return caller, None, presented_token(snap, Presented("explain", "", token))
-    if verified.get("verification"):
-        console.print(f"token: accepted by {caller.proxy}/{caller.name} via {verified['verification']}; subject {verified.get('subject')}, issuer {verified.get('issuer')}")
-        return caller, dict(ident.claims or {}), None
-    console.print(f"token: matches {caller.proxy}/{caller.name} ({caller.auth}, by digest)")
-    return caller, None, None
-
-
-def find_caller(snap, name: str):
-    proxy, sep, cred = name.partition("/")
-    if sep:
-        caller = snap.proxies.get(proxy).callers.get(cred) if proxy in snap.proxies else None
-        if caller is None:
-            raise die(f"no proxy credential {name!r}")
-        return caller
-    matches = [p.callers[name] for p in snap.proxies.values() if name in p.callers]
-    if not matches:
-        raise die(f"no proxy credential named {name!r}")
-    if len(matches) > 1:
-        raise die(f"{name!r} names a credential of several proxies ({', '.join(c.proxy for c in matches)}): write PROXY/{name}")
-    return matches[0]
+    try:
+        headers, claims = explaining.parse_headers(header), explaining.parse_claims(claim)
+        if server:
+            return remote.explain(server, admin, method, url, headers, data, credential, token, claims)
+        if (credential is None) == (token is None):
+            raise explaining.Unexplainable("give exactly one of --credential or --token")
+        engine, keyring = open_store()
+        snap = load_snapshot(engine, keyring)
+        facts = explaining.facts_of(method, url, headers, data)
+        done = explaining.explain(snap, method, url, facts, credential, token, claims)
+    except explaining.Unexplainable as e:
+        raise die(str(e)) from None
+    for line in done.notes:
+        console.print(line)
+    console.print(explanation_tree(done.title, done.explanation))
+    if done.exit_code:
+        raise typer.Exit(done.exit_code)
 
 
 # Subcommands of their own modules (imported at the top: they need only rr_addon.cli.common).

@@ -69,6 +69,7 @@ def serve(
 ) -> None:
     """Serve the configuration (sealed per data plane, mutual TLS), receive heartbeats, audit records and usage."""
     from rr_addon.cli.common import open_store, die, err_console
+    from rr_addon.cli import served
     from rr_addon.hybrid import server
 
     engine, keyring = open_store()
@@ -82,7 +83,7 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server.serve(engine, keyring, listen_host, port, name or server.default_names(listen_host), ready=ready)
+        server.serve(engine, keyring, listen_host, port, name or server.default_names(listen_host), ready=ready, handlers=served.handlers())
     except OSError as e:
         raise die(f"cannot listen on {listen_host}:{port}: {e.strerror or e}") from None
     except KeyboardInterrupt:

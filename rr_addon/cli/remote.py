@@ -1,5 +1,5 @@
-"""`--server URL --admin FILE`: `rr status`, `rr audit`, `rr usage`, `rr export`
-and `rr apply` against a control plane's admin API, so operators need no
+"""`--server URL --admin FILE`: `rr status`, `rr audit`, `rr usage`, `rr export`,
+`rr apply` and `rr approvals` / `approve` / `deny` against a control plane's admin API, so operators need no
 database access (docs/hybrid.md). Output is rendered as the local commands do."""
 
 from __future__ import annotations
@@ -139,6 +139,76 @@ def usage(server: str, admin: Optional[Path], proxy, credential, as_json: bool) 
         console.print(f"includes what {len(scopes)} hybrid data plane(s) or region(s) reported: {', '.join(scopes)} (--json: by_scope)", markup=False, highlight=False, soft_wrap=True)
 
 
+def usage_reset(server: str, admin: Optional[Path], proxy: str, credential, meter, yes: bool) -> None:
+    from rr_addon.cli import console, die
+
+    body = {"proxy": proxy, "credential": credential, "meter": meter}
+    with _client(server, admin) as client:
+        if not yes:  # the control plane names the counters first (its configuration decides them)
+            plan = _call(client, "POST", "usage-reset", json={**body, "dry_run": True})
+            if plan.get("error"):
+                raise die(plan["error"])
+            if not typer.confirm(f"reset counters {', '.join(p + '*' for p in plan['prefixes'])} on {server}?"):
+                raise die("nothing reset")
+        out = _call(client, "POST", "usage-reset", json=body)
+    if out.get("error"):
+        raise die(out["error"])
+    console.print(f"reset {out['reset']} counters on {server}{out.get('note', '')}")
+
+
+# ---------------------------------------------------------------------------
+# rr token / secret / explain
+
+
+def _refused(out: dict) -> None:
+    from rr_addon.cli import die
+
+    if isinstance(out, dict) and out.get("error"):
+        raise die(out["error"])
+
+
+def token_mint(server: str, admin: Optional[Path], body: dict) -> None:
+    with _client(server, admin) as client:
+        out = _call(client, "POST", "token-mint", json=body)
+    _refused(out)
+    print(out["token"])
+    for line in out["notes"]:
+        print(line, file=sys.stderr)
+
+
+def token_list(server: str, admin: Optional[Path]) -> list[dict]:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "tokens")["tokens"]
+
+
+def token_revoke(server: str, admin: Optional[Path], token_id: str) -> str:
+    with _client(server, admin) as client:
+        return _call(client, "POST", "token-revoke", json={"id": token_id})["result"]
+
+
+def secret_status(server: str, admin: Optional[Path]) -> list[dict]:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "secret-status")["secrets"]
+
+
+def explain(server: str, admin: Optional[Path], method: str, url: str, headers: list, data, credential, token, claims: dict) -> None:
+    """The control plane decides (its configuration, its verifiers); the trace comes back rendered."""
+    from rich.text import Text
+
+    from rr_addon.cli import console
+
+    body = {"method": method, "url": url, "headers": [list(h) for h in headers], "data": data, "credential": credential, "token": token,
+            "claims": claims, "width": console.width}
+    with _client(server, admin) as client:
+        out = _call(client, "POST", "explain", json=body)
+    _refused(out)
+    for line in out["notes"]:
+        console.print(line, markup=False, highlight=False)
+    console.print(Text.from_ansi(out["tree"]), end="")
+    if out["exit"]:
+        raise typer.Exit(out["exit"])
+
+
 def export(server: str, admin: Optional[Path], output: Optional[Path]) -> None:
     from rr_addon.cli import console
 
@@ -149,6 +219,31 @@ def export(server: str, admin: Optional[Path], output: Optional[Path]) -> None:
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+# ---------------------------------------------------------------------------
+# rr approvals / approve / deny
+
+
+def approvals(server: str, admin: Optional[Path]) -> list[dict]:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "approvals")["approvals"]
+
+
+def approval(server: str, admin: Optional[Path], request_id: str) -> dict | None:
+    with _client(server, admin) as client:
+        return _call(client, "GET", "approvals", params={"request_id": request_id})["approval"]
+
+
+def decide(server: str, admin: Optional[Path], request_id: str, state: str, by: Optional[str], note: Optional[str]):
+    """(applied, how the request ended) as rr_addon.store.approvals.decide says it."""
+    from rr_addon.store.approvals import Closed
+
+    with _client(server, admin) as client:
+        out = _call(client, "POST", "approvals/decide", json={"request_id": request_id, "state": state, "by": by, "note": note})
+    c = out["closed"]
+    closed = None if c is None else Closed(c["state"], c.get("by"), datetime.fromisoformat(c["at"]) if c.get("at") else None, c.get("note"))
+    return bool(out["applied"]), closed
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import Optional
 from datetime import datetime, timezone
 
 import typer
@@ -18,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlmodel import select
 
+from rr_addon.cli import remote
 from rr_addon.cli.common import open_database
 from rr_addon.cli.ops import _console, human_age
 from rr_addon.core.terminal import printable
@@ -81,10 +84,13 @@ def table(entries: list[dict], now: float) -> Table:
 
 
 @secret_app.command("status")
-def status(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def status(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
+) -> None:
     """Each target credential's secret source, last rotation and whether it is readable (watched files: per data plane)."""
-    engine = open_database()
-    entries = collect(engine)
+    entries = remote.secret_status(server, admin) if server else collect(open_database())
     if json_out:
         for e in entries:
             if e["rotated_at"] is not None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import secrets
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from rr_addon.cli.common import console, die, open_store, read_stored
+from rr_addon.cli import remote
+from rr_addon.cli.common import console, die, open_store
 
 from rr_addon.core import tokens
-from rr_addon.store import minted
+from rr_addon.store import config_store, minted
 from rr_addon.store.audit_store import parse_duration
 
 token_app = typer.Typer(help="Short-lived tokens that narrow a proxy credential.", no_args_is_help=True)
@@ -37,12 +39,15 @@ def _read_jwt(path: str) -> str:
     return text
 
 
+class MintRefused(ValueError):
+    """What `rr token mint` (here, or on the control plane for --server) refuses, and why."""
+
+
 def _verify_caller(stored, keyring, proxy: str, credential: str, token: str, ca_file: str):
     """The caller's token verified by the very verifiers a data plane builds
-    (rr_addon.identity.service), and accepted by this parent — or exit with why."""
+    (rr_addon.identity.service), and accepted by this parent — or MintRefused with why."""
     import asyncio
 
-    from rr_addon.cli import die
     from rr_addon.identity.service import Identities
     from rr_addon.identity import Refused
     from rr_addon.store import config_store
@@ -58,10 +63,10 @@ def _verify_caller(stored, keyring, proxy: str, credential: str, token: str, ca_
 
     result = asyncio.run(verify())
     if isinstance(result, Refused):
-        raise die(f"--jwt-file: the token does not verify: {result.reason}" + (f" ({result.detail})" if result.detail else ""))
+        raise MintRefused(f"--jwt-file: the token does not verify: {result.reason}" + (f" ({result.detail})" if result.detail else ""))
     caller, verified = result
     if (caller.proxy, caller.name) != (proxy, credential):
-        raise die(f"--jwt-file: the token is accepted by {caller.proxy}/{caller.name}, not by {proxy}/{credential}")
+        raise MintRefused(f"--jwt-file: the token is accepted by {caller.proxy}/{caller.name}, not by {proxy}/{credential}")
     return verified
 
 
@@ -80,6 +85,8 @@ def mint(
         None, "--jwt-file", help="A jwt_verify/oauth2 parent: the caller's token (file, or - for stdin), verified now; the child carries its claims."
     ),
     idp_ca_file: str = typer.Option("", "--idp-ca-file", envvar="RR_IDP_CA_FILE", help="CA bundle (PEM) for the identity provider (--jwt-file)."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
 ) -> None:
     """Print a new token, alone, on standard output. Used like an rr key; it can
     only narrow its parent credential, and stops working when it expires.
@@ -89,46 +96,67 @@ def mint(
     token: rr verifies it as the data planes would, the child carries its
     verified claims (the parent's claims rules apply to them at every use) and
     expires no later than it."""
-    from rr_addon.cli.common import read_stored, open_store, die
+    if server:
+        if idp_ca_file:
+            print("note: with --server the control plane verifies --jwt-file with its own RR_IDP_CA_FILE; --idp-ca-file is not used", file=sys.stderr)
+        return remote.token_mint(server, admin, dict(
+            proxy=proxy, credential=credential, ttl=ttl, target=list(target), allow=list(allow), max_requests=max_requests, note=note,
+            jwt=_read_jwt(jwt_file) if jwt_file is not None else None,
+        ))
+    engine, keyring = open_store()
+    try:
+        encoded, token, notes = mint_token(engine, keyring, proxy, credential, ttl, list(target), list(allow), max_requests, note,
+                                           _read_jwt(jwt_file) if jwt_file is not None else None, idp_ca_file)
+    except MintRefused as e:
+        raise die(str(e)) from None
+    print(encoded)
+    for line in notes:
+        print(line, file=sys.stderr)
 
+
+def mint_token(engine, keyring, proxy: str, credential: str, ttl: str, target: list[str], allow: list[str], max_requests: int | None,
+               note: str, jwt: str | None, idp_ca_file: str = "") -> tuple[str, tokens.Token, list[str]]:
+    """Check, mint and record a token: (the token, what it is, lines for the operator). MintRefused says why not."""
     if max_requests is not None and not 1 <= max_requests <= tokens.MAX_REQUESTS:
-        raise die(f"--max-requests {max_requests}: must be between 1 and {tokens.MAX_REQUESTS}")
+        raise MintRefused(f"--max-requests {max_requests}: must be between 1 and {tokens.MAX_REQUESTS}")
     try:
         seconds = parse_duration(ttl).total_seconds()
     except ValueError as e:
-        raise die(f"--ttl: {e}") from None
+        raise MintRefused(f"--ttl: {e}") from None
     if not 1 <= seconds <= MAX_TTL:
-        raise die(f"--ttl {ttl}: must be between 1s and 30d")
+        raise MintRefused(f"--ttl {ttl}: must be between 1s and 30d")
     try:
         allowed = tuple(tokens.parse_allow(a) for a in allow)
     except ValueError as e:
-        raise die(str(e)) from None
+        raise MintRefused(str(e)) from None
     if len(allowed) > tokens.MAX_ALLOW:
-        raise die(f"at most {tokens.MAX_ALLOW} --allow entries")
-    engine, keyring = open_store()
-    stored = read_stored(engine, keyring)
+        raise MintRefused(f"at most {tokens.MAX_ALLOW} --allow entries")
+    try:
+        stored = config_store.read(engine, keyring)
+    except config_store.StoredConfigError as e:
+        raise MintRefused(f"the stored configuration does not load: {e}") from None
     found = {p.name: p for p in stored.config.proxies}.get(proxy)
     if found is None:
-        raise die(f"no proxy {proxy!r}")
+        raise MintRefused(f"no proxy {proxy!r}")
     parent = {c.name: c for c in found.credentials}.get(credential)
     if parent is None:
-        raise die(f"proxy {proxy} has no credential {credential!r}")
+        raise MintRefused(f"proxy {proxy} has no credential {credential!r}")
     claims, expires_at = None, int(time.time() + seconds)
     if parent.verifies:
-        if jwt_file is None:
-            raise die(f"{proxy}/{credential} verifies tokens ({parent.auth}): give the caller's token with --jwt-file (the child carries its verified claims)")
-        verified = _verify_caller(stored, keyring, proxy, credential, _read_jwt(jwt_file), idp_ca_file)
+        if jwt is None:
+            raise MintRefused(f"{proxy}/{credential} verifies tokens ({parent.auth}): give the caller's token with --jwt-file (the child carries its verified claims)")
+        verified = _verify_caller(stored, keyring, proxy, credential, jwt, idp_ca_file)
         if verified.expires_at is None:
-            raise die("--jwt-file: the token has no exp; a child would outlive it")
+            raise MintRefused("--jwt-file: the token has no exp; a child would outlive it")
         claims, expires_at = dict(verified.claims), min(expires_at, int(verified.expires_at))
         if expires_at <= time.time():
-            raise die("--jwt-file: the token has expired")
-    elif jwt_file is not None:
-        raise die(f"--jwt-file: {proxy}/{credential} is a static key ({parent.auth}); only jwt_verify and oauth2 parents verify a caller's token")
+            raise MintRefused("--jwt-file: the token has expired")
+    elif jwt is not None:
+        raise MintRefused(f"--jwt-file: {proxy}/{credential} is a static key ({parent.auth}); only jwt_verify and oauth2 parents verify a caller's token")
     bound = {t.target for t in found.targets}
     for t in target:
         if t not in bound:
-            raise die(f"--target {t}: not a target of proxy {proxy} ({', '.join(sorted(bound)) or 'none'})")
+            raise MintRefused(f"--target {t}: not a target of proxy {proxy} ({', '.join(sorted(bound)) or 'none'})")
     token = tokens.Token(
         id="tok_" + secrets.token_hex(8),
         proxy=proxy,
@@ -142,25 +170,30 @@ def mint(
     )
     encoded = tokens.encode(token, stored.hmac_key)
     if len(encoded) > MAX_TOKEN_LENGTH:
-        raise die(f"the token would be {len(encoded)} characters (at most {MAX_TOKEN_LENGTH}, for proxy headers): the caller's claims are too large")
+        raise MintRefused(f"the token would be {len(encoded)} characters (at most {MAX_TOKEN_LENGTH}, for proxy headers): the caller's claims are too large")
     minted.record(engine, token, note)  # for list and revoke; the token itself is not stored
-    print(encoded)
-    for a in allowed:
-        if a.segment_note:
-            print(f"note: {a.segment_note}", file=sys.stderr)
-    print(f"minted {token.id} for {proxy}/{credential}" + (f" (subject {token.subject})" if token.subject else "") + ", expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(token.expires_at))}"
-          + (f" ({note})" if note else ""), file=sys.stderr)
+    notes = [f"note: {a.segment_note}" for a in allowed if a.segment_note]
+    notes.append(f"minted {token.id} for {proxy}/{credential}" + (f" (subject {token.subject})" if token.subject else "")
+                 + f", expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(token.expires_at))}" + (f" ({note})" if note else ""))
+    return encoded, token, notes
 
 
 @token_app.command("list")
-def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON array of objects (id, proxy, credential, state, …).")) -> None:
+def list_tokens(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array of objects (id, proxy, credential, state, …)."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
+) -> None:
     """Minted tokens (never the tokens themselves): parent, narrowing, expiry, state."""
     import json
 
     from rich.table import Table
 
-    engine, _ = open_store()
-    rows = minted.listing(engine)
+    if server:
+        rows = remote.token_list(server, admin)
+    else:
+        engine, _ = open_store()
+        rows = minted.listing(engine)
     if as_json:
         print(json.dumps(rows))
         return
@@ -177,10 +210,17 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="One JSON arr
 
 
 @token_app.command("revoke")
-def revoke(token_id: str = typer.Argument(..., metavar="ID", help="The id `rr token list` shows (tok_…).")) -> None:
+def revoke(
+    token_id: str = typer.Argument(..., metavar="ID", help="The id `rr token list` shows (tok_…)."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
+) -> None:
     """Revoke a minted token: every data plane refuses it within its reload interval."""
-    engine, _ = open_store()
-    result = minted.revoke(engine, token_id)
+    if server:
+        result = remote.token_revoke(server, admin, token_id)
+    else:
+        engine, _ = open_store()
+        result = minted.revoke(engine, token_id)
     if result == "unknown":
         raise die(f"no minted token {token_id!r} (see rr token list)")
     console.print(f"{token_id}: {result}")

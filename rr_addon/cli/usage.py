@@ -13,8 +13,7 @@ import typer
 from rr_addon.cli import remote, render
 from rr_addon.cli.common import console, die, load_snapshot, open_store
 from rr_addon.cli.consoles import Output  # noqa: F401
-from rr_addon.policy.costs import MICRO
-from rr_addon.core.quota import PROXY_WIDE, UsageRow, meter_key, unmeasured_key, usage_key
+from rr_addon.hybrid import resets
 from rr_addon.reports import counter_backend, read_counters, report, row_json, row_key
 
 usage_app = typer.Typer(help="Meter and usage counters (used, limit, remaining, resets in).", no_args_is_help=False)
@@ -56,39 +55,20 @@ def reset(
     credential: Optional[str] = typer.Option(None, "--credential", help="Only this credential's counters."),
     meter: Optional[str] = typer.Option(None, "--meter", help="Only this meter (otherwise every meter and the usage counters)."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    server: Optional[str] = remote.server_option(),
+    admin: Optional[Path] = remote.admin_option(),
 ) -> None:
-    """Reset counters (all windows). Running proxies see it within a second."""
+    """Reset counters (all windows). Running proxies see it within a second;
+    hybrid data planes at their next heartbeat (within 5 s)."""
+    if server:
+        return remote.usage_reset(server, admin, proxy, credential, meter, yes)
     engine, keyring = open_store()
     snap = load_snapshot(engine, keyring)
-    p = snap.proxies.get(proxy)
-    if p is None:
-        raise die(f"no proxy {proxy!r}")
-    meters = [m for m in p.meters.meters if not meter or m.name == meter]
-    if meter and not meters:
-        raise die(f"proxy {proxy!r} has no meter {meter!r}")
-    if credential and credential not in p.callers:
-        raise die(f"proxy {proxy!r} has no credential {credential!r}")
-    # keys end in ':<window key>', so a prefix ending in ':' matches exactly one subject
-    prefixes = []
-    if not meter:
-        prefixes.append(usage_key(proxy, credential, "") if credential else f"usage:{proxy}:")
-    for m in meters:
-        if credential and m.per == "proxy":
-            continue  # a proxy-wide meter has no per-credential counter
-        prefixes.append(meter_key(proxy, m.name, credential, "") if credential else f"meter:{proxy}:{m.name}:")
-        if m.valued:
-            prefixes.append(unmeasured_key(proxy, m.name, credential, "") if credential else f"unmeasured:{proxy}:{m.name}:")
+    try:
+        prefixes = resets.prefixes(snap, proxy, credential, meter)
+    except ValueError as e:
+        raise die(str(e)) from None
     if not yes and not typer.confirm(f"reset counters {', '.join(p + '*' for p in prefixes)}?"):
         raise die("nothing reset")
-
-    async def run() -> int:
-        backend = counter_backend(engine)
-        try:
-            total = 0
-            for prefix in prefixes:
-                total += await backend.reset(prefix)
-            return total
-        finally:
-            await backend.close()
-
-    console.print(f"reset {asyncio.run(run())} counters")
+    total, _ = asyncio.run(resets.reset_here(counter_backend(engine), engine, prefixes))
+    console.print(f"reset {total} counters" + resets.hybrid_note(engine))

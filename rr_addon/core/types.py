@@ -67,6 +67,10 @@ class RequestFacts:
     def header_values(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name]
 
+    def with_body(self, body: bytes | None) -> RequestFacts:
+        """`dataclasses.replace(self, body=body)` at a third of its cost (once per request)."""
+        return RequestFacts(self.method, self.scheme, self.host, self.port, self.path, self.headers, self.tunnel_authorization, body, self.authority, self.sni)
+
 
 @dataclass(frozen=True, slots=True)
 class Presented:

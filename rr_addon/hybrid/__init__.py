@@ -10,6 +10,7 @@ planes in other networks, which need no database access (docs/hybrid.md).
     admin_api  the control plane's `/v1/admin/…` endpoints behind `--server URL`
     remote     the admin credential file and the HTTPS client of those endpoints
     link       the data plane side: pull, cache, spool and report
+    approvals  held requests of a data plane, kept at the control plane (both sides)
     spool      the data plane's local SQLite: audit records waiting for delivery, meter counters
     dataplane  the few lines the addon calls
     status     `rr status` in a data plane's home

@@ -1,6 +1,6 @@
 """The control plane's admin endpoints (`/v1/admin/…`), behind an admin token:
-what `rr status`, `rr audit`, `rr usage`, `rr export` and `rr apply` do when
-given `--server URL`. Each handler takes the request (admin, query, body) and
+what `rr status`, `rr audit`, `rr usage`, `rr export`, `rr apply` and
+`rr approvals` / `approve` / `deny` do when given `--server URL`. Each handler takes the request (admin, query, body) and
 returns JSON; the client (rr_addon/cli/remote.py) renders it."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import select
 from rr_addon.policy import schema
 from rr_addon.config.diff import ABSENT
 from rr_addon.config.load import ConfigError, ConfigErrors, Source
+from rr_addon.store import approvals as approvals_store
 from rr_addon.store import audit_store, config_store, dataplanes
 
 logger = logging.getLogger("rr.controlplane")
@@ -54,6 +55,24 @@ def usage(cp: Any, req: dict, _: dict) -> dict:
     counts = asyncio.run(read_counters(counter_backend(cp.engine)))
     rows, scopes = report(cp.engine, snap, counts, now, q.get("proxy") or None, q.get("credential") or None)
     return {"rows": [{**row_json(r, now), "by_scope": scopes.get(row_key(r), {})} for r in rows]}
+
+
+def usage_reset(cp: Any, req: dict, _: dict) -> dict:
+    """`rr usage reset --server`: as on the control plane (its counters, and every hybrid data plane's)."""
+    from rr_addon.hybrid import resets
+    from rr_addon.reports import counter_backend
+
+    b = req["body"] or {}
+    snap = config_store.load_snapshot(cp.engine, cp.keyring)
+    try:
+        keys = resets.prefixes(snap, str(b.get("proxy") or ""), b.get("credential") or None, b.get("meter") or None)
+    except ValueError as e:
+        return {"error": str(e)}
+    if b.get("dry_run"):
+        return {"prefixes": keys}
+    total, rid = asyncio.run(resets.reset_here(counter_backend(cp.engine), cp.engine, keys))
+    logger.info("rr control plane: admin %s reset usage counters %s (reset %d)", req["admin"], ", ".join(keys), rid)
+    return {"prefixes": keys, "reset": total, "note": resets.hybrid_note(cp.engine)}
 
 
 def export(cp: Any, req: dict, _: dict) -> dict:
@@ -125,6 +144,38 @@ def apply(cp: Any, req: dict, _: dict) -> dict:
     return out
 
 
+def approvals(cp: Any, req: dict, _: dict) -> dict:
+    """`rr approvals --server`: every data plane's pending holds; `show ID`: one, pending or not."""
+    if "request_id" in req["query"]:
+        return {"approval": approvals_store.one(cp.engine, req["query"]["request_id"])}
+    return {"approvals": approvals_store.listing(cp.engine)}
+
+
+MAX_BY, MAX_NOTE = 100, 500
+
+
+def decide(cp: Any, req: dict, _: dict) -> dict:
+    """`rr approve|deny ID --server`: the decision is recorded as the admin's
+    (`--by NAME` is kept next to it: `NAME (admin ops)`), so the token, not the
+    caller's word, says who decided."""
+    body = req["body"] if isinstance(req["body"], dict) else {}
+    request_id, state, by, note = body.get("request_id"), body.get("state"), body.get("by"), body.get("note")
+    if not isinstance(request_id, str) or not request_id or len(request_id) > 100:
+        raise ValueError("request_id: expected the id `rr approvals` shows")
+    if state not in (approvals_store.APPROVED, approvals_store.DENIED):
+        raise ValueError("state: expected approved or denied")
+    if by is not None and (not isinstance(by, str) or not by.strip() or len(by) > MAX_BY):
+        raise ValueError(f"by: a name of 1 to {MAX_BY} characters")
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+        raise ValueError(f"note: at most {MAX_NOTE} characters")
+    who = req["admin"] if by in (None, req["admin"]) else f"{by} (admin {req['admin']})"
+    applied, closed = approvals_store.decide(cp.engine, request_id, state, who, note)
+    if applied:
+        logger.info("rr control plane: admin %s %s held request %s", req["admin"], state, request_id)
+    closed_json = None if closed is None else {"state": closed.state, "by": closed.by, "at": closed.at.isoformat() if closed.at else None, "note": closed.note}
+    return {"applied": applied, "closed": closed_json}
+
+
 def install(cp: Any) -> None:
     cp.admin_handlers.update(
         {
@@ -133,5 +184,8 @@ def install(cp: Any) -> None:
             ("GET", "/v1/admin/usage"): usage,
             ("GET", "/v1/admin/export"): export,
             ("POST", "/v1/admin/apply"): apply,
+            ("GET", "/v1/admin/approvals"): approvals,
+            ("POST", "/v1/admin/approvals/decide"): decide,
+            ("POST", "/v1/admin/usage-reset"): usage_reset,
         }
     )

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rr_addon import metrics, settings
+from rr_addon.hybrid import resets
 from rr_addon.hybrid.link import Link, LinkError
 from rr_addon.store.db import redacted_url
 
-__all__ = ["Link", "LinkError", "open_link", "requested", "spool_of", "start"]
+__all__ = ["Link", "LinkError", "open_link", "refresh_tokens", "requested", "spool_of", "start"]
 
 logger = logging.getLogger("rr")
 
@@ -33,6 +34,13 @@ def spool_of(link: Link | None):
     return link.spool if link is not None else None
 
 
+def refresh_tokens(link: Link):
+    """Where this data plane keeps rotated OAuth refresh tokens: its spool, encrypted (rr_addon.hybrid.grants)."""
+    from rr_addon.hybrid.grants import SpoolRefreshTokens
+
+    return SpoolRefreshTokens(link.spool, link.bundle.seal_key)
+
+
 def start(link: Link, services: Any, *, listen: str | None, stats: Callable[[], dict], install: Callable[[Any], None]) -> None:
     """Start pulling and reporting. A received configuration is compiled and
     installed like a reload (`install` is the addon's: identities, then the snapshot)."""
@@ -44,7 +52,13 @@ def start(link: Link, services: Any, *, listen: str | None, stats: Callable[[], 
 
     async def counters() -> dict[str, int]:
         metering = services.gate.metering
-        return await metering.backend.read("") if metering is not None else {}
+        return resets.reportable(await metering.backend.read("")) if metering is not None else {}
+
+    async def apply_resets(pending: list[dict]) -> int | None:
+        metering = services.gate.metering
+        if metering is None:
+            return None  # not counting yet: the next heartbeat asks again
+        return await resets.apply(metering.backend, pending)
 
     async def received(stored: Any) -> None:
         async with reloader.swap_lock:
@@ -54,4 +68,5 @@ def start(link: Link, services: Any, *, listen: str | None, stats: Callable[[], 
         metrics.config_reload(True, snap.version)
 
     link.counters = counters
+    link.apply_resets = apply_resets
     link.start(received)

@@ -91,6 +91,7 @@ class State:
     revoked: bool = False
     error: str | None = None
     undelivered_audit: int = 0
+    usage_reset: int | None = None  # the last `rr usage reset` of the control plane handled (this run)
 
     def as_json(self) -> dict:
         return {
@@ -105,6 +106,7 @@ class State:
             "revoked": self.revoked,
             "error": self.error,
             "undelivered_audit": self.undelivered_audit,
+            "usage_reset": self.usage_reset,
         }
 
 
@@ -137,6 +139,7 @@ class Link:
         self.listen: str | None = None
         self.stats: Callable[[], dict] = dict
         self.counters: Callable[[], dict[str, int]] | None = None
+        self.apply_resets: Callable[[list[dict]], Awaitable[int | None]] | None = None  # usage resets from the control plane
         self.scope = f"dataplane:{self.bundle.name}"
 
     # ------------------------------------------------------------------ http
@@ -303,8 +306,9 @@ class Link:
                     self._send_audit(client)
                     if time.monotonic() >= next_beat or stopping or self._beat_due:
                         self._beat_due = False
-                        self._beat(client, leaving=stopping)
+                        answer = self._beat(client, leaving=stopping)
                         if not stopping:
+                            self._apply_resets(answer, loop)
                             self._send_usage(client, loop)
                         next_beat = time.monotonic() + HEARTBEAT
                     retry = 0.5
@@ -328,7 +332,7 @@ class Link:
             self._call(client, "POST", "/v1/audit", json={"records": batch})
             spool.delivered(self.spool, [r["id"] for r in batch])  # only after the control plane acknowledged them
 
-    def _beat(self, client: httpx.Client, *, leaving: bool = False) -> None:
+    def _beat(self, client: httpx.Client, *, leaving: bool = False) -> dict:
         from rr_addon.store.dataplanes import _rr_version
 
         body = {
@@ -341,8 +345,25 @@ class Link:
             "rr_version": _rr_version(),
             "stats": {**self.stats(), "hybrid": self.state.as_json()},
             "leaving": leaving,
+            "usage_reset": self.state.usage_reset,
         }
-        self._call(client, "POST", "/v1/heartbeat", json=body)
+        answer = self._call(client, "POST", "/v1/heartbeat", json=body).json()
+        return answer if isinstance(answer, dict) else {}
+
+    def _apply_resets(self, answer: dict, loop: asyncio.AbstractEventLoop) -> None:
+        """`rr usage reset` on the control plane reaches this data plane's counters
+        (each reset once per counter backend: rr_addon.hybrid.resets)."""
+        pending = answer.get("usage_resets")
+        if not pending or self.apply_resets is None:
+            return
+        try:
+            last = asyncio.run_coroutine_threadsafe(self.apply_resets(pending), loop).result(30)
+        except Exception as e:  # the counters are unreachable: the next heartbeat asks again
+            logger.warning("rr: cannot apply the control plane's usage reset yet: %s", e)
+            return
+        if last is not None:
+            self.state.usage_reset = last
+            self._publish()
 
     def _send_usage(self, client: httpx.Client, loop: asyncio.AbstractEventLoop) -> None:
         if self.counters is None:

@@ -9,6 +9,7 @@ secrets, so control-plane replicas sharing one database share one CA."""
 from __future__ import annotations
 
 import hashlib
+import json
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from rr_addon.crypto import Keyring
 from rr_addon.hybrid import pki, sealing
-from rr_addon.store.tables import AdminToken, ControlPlaneState, IssuedDataPlane, ReportedCounter
+from rr_addon.store.tables import AdminToken, ControlPlaneState, IssuedDataPlane, ReportedCounter, UsageReset
 
 
 def _now() -> datetime:
@@ -43,18 +44,27 @@ class Keys:
 
 
 def keys(engine: Engine, keyring: Keyring) -> Keys:
-    """The control plane's CA and signing key, created on first use."""
-    with engine.begin() as conn:
-        row = conn.execute(select(ControlPlaneState.__table__).where(ControlPlaneState.__table__.c.id == 1)).first()
+    """The control plane's CA and signing key, created on first use.
+
+    Replicas sharing a database may start together: each makes a candidate and
+    inserts it only if no row exists (the primary key id=1 decides, ON CONFLICT
+    DO NOTHING), then every one of them reads back the row that won, so they all
+    serve one CA and one signing key."""
+    table = ControlPlaneState.__table__
+    with engine.connect() as conn:
+        row = conn.execute(select(table).where(table.c.id == 1)).first()
+    if row is None:
+        ca = pki.CA.create()
+        signer = Ed25519PrivateKey.generate()
+        candidate = dict(id=1, ca_cert=pki.cert_pem(ca.cert).decode(), ca_key_enc=keyring.encrypt(pki.key_pem(ca.key)),
+                         signing_key_enc=keyring.encrypt(sealing.raw_private(signer)), created_at=_now())
+        insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(table)
+        with engine.begin() as conn:
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["id"]), [candidate])
+        with engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.id == 1)).first()
         if row is None:
-            ca = pki.CA.create()
-            signer = Ed25519PrivateKey.generate()
-            conn.execute(
-                ControlPlaneState.__table__.insert(),
-                [dict(id=1, ca_cert=pki.cert_pem(ca.cert).decode(), ca_key_enc=keyring.encrypt(pki.key_pem(ca.key)),
-                      signing_key_enc=keyring.encrypt(sealing.raw_private(signer)), created_at=_now())],
-            )
-            return Keys(ca, signer)
+            raise RuntimeError("the control plane's key material was neither found nor created")
     m = row._mapping
     ca = pki.CA.load(m["ca_cert"].encode(), keyring.decrypt(m["ca_key_enc"]))
     return Keys(ca, Ed25519PrivateKey.from_private_bytes(keyring.decrypt(m["signing_key_enc"])))
@@ -201,3 +211,33 @@ def reported_counts(engine: Engine, now: float) -> tuple[dict[str, int], dict[st
         total[key] = total.get(key, 0) + value
         by_scope.setdefault(scope, {})[key] = value
     return total, by_scope
+
+
+# ---------------------------------------------------------------------------
+# Usage resets for hybrid data planes
+
+
+_RESET = UsageReset.__table__
+RESET_HORIZON = 35 * 86400  # the longest window (a month) and then some: older resets touch no live counter
+
+
+def record_reset(engine: Engine, prefixes: list[str]) -> int:
+    """Note a `rr usage reset` for hybrid data planes and drop the copies they
+    reported (the control plane's `rr usage` agrees at once); the new reset's id."""
+    now = _now()
+    with engine.begin() as conn:
+        rid = conn.execute(_RESET.insert().values(uid=secrets.token_hex(16), prefixes=json.dumps(prefixes), created_at=now)).inserted_primary_key[0]
+        for prefix in prefixes:
+            conn.execute(delete(_USAGE).where(_USAGE.c.key.startswith(prefix, autoescape=True)))
+        conn.execute(delete(_RESET).where(_RESET.c.created_at < datetime.fromtimestamp(now.timestamp() - RESET_HORIZON, timezone.utc)))
+    return int(rid)
+
+
+def resets_after(engine: Engine, after: int | None) -> list[dict]:
+    """The resets (of the last RESET_HORIZON) a data plane that applied up to `after` has yet to see."""
+    since = datetime.fromtimestamp(_now().timestamp() - RESET_HORIZON, timezone.utc)
+    stmt = select(_RESET.c.id, _RESET.c.uid, _RESET.c.prefixes).where(_RESET.c.created_at >= since).order_by(_RESET.c.id)
+    if after is not None:
+        stmt = stmt.where(_RESET.c.id > int(after))
+    with engine.connect() as conn:
+        return [{"id": int(i), "uid": u, "prefixes": json.loads(p)} for i, u, p in conn.execute(stmt).all()]

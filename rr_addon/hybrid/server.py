@@ -8,8 +8,8 @@ TLS handshake runs in the connection's thread, so a slow client never holds
 up `accept`.
 
 Who may call what:
-- data-plane endpoints (`/v1/config`, `/v1/heartbeat`, `/v1/audit`, `/v1/usage`)
-  need a client certificate the control plane's CA signed whose SHA-256
+- data-plane endpoints (`/v1/config`, `/v1/heartbeat`, `/v1/audit`, `/v1/usage`,
+  `/v1/approvals…`: rr_addon.hybrid.approvals) need a client certificate the control plane's CA signed whose SHA-256
   fingerprint is registered for a data plane that is not revoked (checked on
   every request, and again while a long poll waits);
 - admin endpoints (`/v1/admin/…`) need `Authorization: Bearer <admin token>`
@@ -35,7 +35,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
 from rr_addon.crypto import Keyring
-from rr_addon.hybrid import payload, pki, registry, sealing
+from rr_addon.hybrid import approvals, payload, pki, registry, sealing
 from rr_addon.store import audit_store, config_store, dataplanes
 
 logger = logging.getLogger("rr.controlplane")
@@ -232,6 +232,10 @@ class Handler(BaseHTTPRequestHandler):
                 ("POST", "/v1/heartbeat"): self._heartbeat,
                 ("POST", "/v1/audit"): self._audit,
                 ("POST", "/v1/usage"): self._usage,
+                ("POST", "/v1/approvals"): self._hold,
+                ("POST", "/v1/approvals/decisions"): self._held,
+                ("POST", "/v1/approvals/close"): self._held,
+                ("POST", "/v1/approvals/abandon"): self._held,
             }.get((method, url.path))
             if route is None:
                 raise _Refusal(404, f"no endpoint {method} {url.path}")
@@ -272,8 +276,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"envelope": cp.sealed(member)})
 
     def _plane_id(self, member: registry.Member, instance: Any) -> str:
-        """What a data plane reports is named after the certificate that delivered it."""
-        return f"{member.name}/{str(instance or '-')[:200]}"
+        """What a data plane reports is named after the certificate that delivered it:
+        NAME/instance, one '/' only, so no claimed instance reads as another data plane's."""
+        return f"{member.name}/{str(instance or '-')[:200].replace('/', '-')}"
 
     def _heartbeat(self, member: registry.Member, _query: dict) -> None:
         b = self._body()
@@ -294,7 +299,9 @@ class Handler(BaseHTTPRequestHandler):
             if not b.get("leaving"):
                 conn.execute(dataplanes.TABLE.insert(), [row])
         dataplanes.forget_silent(self.server.cp.engine)
-        self._send(200, {"config_version": self.server.cp.version})
+        after = b.get("usage_reset")  # the last usage reset this data plane handled (None: since it started)
+        resets = registry.resets_after(self.server.cp.engine, int(after) if after is not None else None)
+        self._send(200, {"config_version": self.server.cp.version, "usage_resets": resets})
 
     def _audit(self, member: registry.Member, _query: dict) -> None:
         records = self._body().get("records")
@@ -319,6 +326,20 @@ class Handler(BaseHTTPRequestHandler):
         counters = {str(k)[:255]: (int(v[0]), int(v[1])) for k, v in (b.get("counters") or {}).items()}
         registry.report_usage(self.server.cp.engine, scope, self._plane_id(member, b.get("id")), counters)
         self._send(200, {"stored": len(counters)})
+
+
+    def _hold(self, member: registry.Member, _query: dict) -> None:
+        b = self._body()
+        try:
+            self._send(200, approvals.create(self.server.cp.engine, member.name, str((b or {}).get("instance") or "-")[:200], b if isinstance(b, dict) else {}))
+        except approvals.HoldRefused as e:
+            raise _Refusal(409, str(e)) from None
+
+    def _held(self, member: registry.Member, _query: dict) -> None:
+        """Decisions, closing and abandoning: only this data plane's own holds."""
+        b = self._body()
+        fn = {"decisions": approvals.decisions, "close": approvals.close, "abandon": approvals.abandon}[self.path.split("?")[0].rsplit("/", 1)[1]]
+        self._send(200, fn(self.server.cp.engine, member.name, b if isinstance(b, dict) else {}))
 
 
 class Server(ThreadingHTTPServer):
@@ -383,12 +404,15 @@ def default_names(host: str) -> list[str]:
     return names
 
 
-def serve(engine: Engine, keyring: Keyring, host: str, port: int, names: list[str], *, ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (KeyboardInterrupt / SystemExit)."""
+def serve(engine: Engine, keyring: Keyring, host: str, port: int, names: list[str], *, ready: Callable[[int], None] | None = None,
+          handlers: dict | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (KeyboardInterrupt / SystemExit). `handlers`: more
+    admin endpoints, from the layers above (rr_addon.cli.served)."""
     from rr_addon.hybrid import admin_api
 
     cp = ControlPlane(engine, keyring)
     admin_api.install(cp)
+    cp.admin_handlers.update(handlers or {})
     server = Server((host, port), cp, server_context(cp.keys, names))
     cp.start()
     if ready is not None:

@@ -1,7 +1,9 @@
 """The data plane's local SQLite (`$RR_HOME/dataplane/spool.db`, 0600): the
 audit records waiting for delivery to the control plane (`rr_audit`, written
 by the usual `audit_store.DatabaseSink`) and the embedded meter counters
-(`rr_counter`). Neither ever holds a secret."""
+(`rr_counter`), and rotated OAuth refresh tokens (`rr_oauth_refresh_token`,
+encrypted under a key derived from the bundle: rr_addon.hybrid.grants). Nothing
+in it is in clear that is secret."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ from pathlib import Path
 from sqlalchemy import delete, func, inspect, select
 from sqlalchemy.engine import Engine
 
-from rr_addon.store.tables import CounterRow
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
+from rr_addon.store.tables import CounterRow, OAuthRefreshTokenRow
 
-TABLES = [audit_store.TABLE, CounterRow.__table__]  # type: ignore[attr-defined]
+TABLES = [audit_store.TABLE, CounterRow.__table__, OAuthRefreshTokenRow.__table__]  # type: ignore[attr-defined]
 
 
 def open_spool(directory: Path) -> Engine:

@@ -4,11 +4,13 @@ The policy core decides that a request needs a person (a Decision with
 result "approve"); this module does the waiting, inside the `request` hook,
 with the whole body in and nothing forwarded:
 
-- it records a pending row in the configuration database (a request rr could
-  not record is refused: 503 approval-unavailable), notifies the rule's
+- it records a pending row in the configuration database, or a hybrid data
+  plane's control plane (the ledger: rr_addon.store.approvals.DatabaseLedger,
+  rr_addon.hybrid.approvals.RemoteLedger; a request rr could not record is
+  refused: 503 approval-unavailable), notifies the rule's
   webhook, and intercepts the flow the mitmproxy way, so mitmweb shows it as
   intercepted with rr's comment — resume is approve, kill is deny;
-- it then waits for the first of: a decision in the database (`rr approve` /
+- it then waits for the first of: a decision in the ledger (`rr approve` /
   `rr deny` from any machine; polled every POLL seconds while anything is
   held, not at all when nothing is), mitmweb's resume or kill, the client
   leaving (withdrawn), the rule's timeout (403 approval-timeout), or rr
@@ -66,7 +68,7 @@ class Approvals:
     def __init__(self) -> None:
         self.held: dict[str, _Held] = {}
         self._poller: asyncio.Task | None = None
-        self._engine = None
+        self._ledger = None
         self._tasks: set[asyncio.Task] = set()
 
     def count(self, proxy: str) -> int:
@@ -77,12 +79,12 @@ class Approvals:
     async def hold_flow(self, rr, flow: http.HTTPFlow, outcome: Outcome, admitted: Admission, facts: RequestFacts, snap) -> Outcome:
         """The gate's `hold` (rr_addon.gate.Gate.authorize): wait for the person, then check an
         approval against a configuration that changed meanwhile."""
-        decided = await self.hold(flow, admitted, facts, outcome, rr.services.engine, rr.plane_id, ctx.options.rr_max_held_requests)
+        decided = await self.hold(flow, admitted, facts, outcome, rr.services.approval_ledger(), rr.plane_id, ctx.options.rr_max_held_requests)
         if decided.decision.allowed and rr.snapshot is not snap and rr.snapshot is not None:  # reloaded while held
             decided = recheck(flow.id, decided, rr.snapshot, admitted, facts, rr.gate.limits)
         return decided
 
-    async def hold(self, flow: http.HTTPFlow, admitted: Admission, facts: RequestFacts, outcome: Outcome, engine, plane: str, cap: int) -> Outcome:
+    async def hold(self, flow: http.HTTPFlow, admitted: Admission, facts: RequestFacts, outcome: Outcome, ledger, plane: str, cap: int) -> Outcome:
         d = outcome.decision
         assert d.held and d.hold is not None and d.scope is not None and d.rule is not None
         ident = admitted.identity
@@ -90,7 +92,7 @@ class Approvals:
         def refused(code: str, reason: str, detail: str | None = None) -> Outcome:
             return admitted.outcome(Decision.deny(code, reason, scope=d.scope, rule=d.rule, detail=detail))
 
-        if engine is None:
+        if ledger is None:
             return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED, "rr runs without a database")
         if cap and self.count(ident.proxy) >= cap:
             _note(flow, store.Closed("refused"), d.rule)
@@ -112,19 +114,30 @@ class Approvals:
             "body_preview": body_preview(facts.body, secrets, redactor),
         }
         held = self.held[flow.id] = _Held(flow, ident.proxy)  # the slot is taken before any await: the cap is hard
+        failed: Exception | None = None
         try:
-            await asyncio.to_thread(store.record, engine, row, d.hold.timeout)
+            await asyncio.to_thread(ledger.record, row, d.hold.timeout)
         except Exception as e:
+            failed = e
+        if held.closed is not None:
+            # rr began stopping while the row was written (that may be why writing failed: the
+            # ledger's connections close); the row, if written, was not among those abandoned
             self.held.pop(flow.id, None)
-            logger.error("rr cannot hold request %s for approval: the database refused the pending row (%s)", flow.id, _first_line(e))
-            return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED)
-        self._engine = engine
+            closed = await self._close(ledger, flow.id, store.ABANDONED, None, STOPPED, local=True)
+            _note(flow, closed, d.rule)
+            return refused("approval-unavailable", reasons.APPROVAL_INTERRUPTED)
+        if failed is not None:
+            self.held.pop(flow.id, None)
+            self._spawn(_forget(ledger, flow.id))
+            logger.error("rr cannot hold request %s for approval: %s did not record the pending row (%s)", flow.id, ledger.where, _first_line(failed))
+            return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED, ledger.unavailable)
+        self._ledger = ledger
         try:
             self._intercept(flow, row, d.hold.timeout, held.wake)
             for hook in d.hold.notify:
                 self._spawn(_notify(hook, row, d.hold.timeout))
             self._ensure_poller()
-            closed = await self._wait(held, engine, time.monotonic() + d.hold.timeout)
+            closed = await self._wait(held, ledger, time.monotonic() + d.hold.timeout)
         finally:
             self.held.pop(flow.id, None)
             _release(flow)
@@ -142,7 +155,7 @@ class Approvals:
             return refused("approval-unavailable", reasons.APPROVAL_INTERRUPTED)
         return refused("approval-unavailable", reasons.APPROVAL_NOT_RECORDED, closed.note)
 
-    async def _wait(self, held: _Held, engine, deadline: float) -> store.Closed:
+    async def _wait(self, held: _Held, ledger, deadline: float) -> store.Closed:
         flow = held.flow
         while True:
             if held.closed is not None:  # decided in the database, or rr is stopping
@@ -150,27 +163,27 @@ class Approvals:
                     return store.Closed(store.DENIED, MITMWEB, note=f"killed in mitmweb (the database had {held.closed.state})")
                 return held.closed
             if _killed(flow):
-                return await self._close(engine, flow.id, store.DENIED, MITMWEB, "killed in mitmweb", local=True)
+                return await self._close(ledger, flow.id, store.DENIED, MITMWEB, "killed in mitmweb", local=True)
             if not flow.intercepted:  # resumed in mitmweb (or by another addon): an approval
-                return await self._close(engine, flow.id, store.APPROVED, MITMWEB, "resumed in mitmweb")
+                return await self._close(ledger, flow.id, store.APPROVED, MITMWEB, "resumed in mitmweb")
             if held.client_gone or flow.client_conn.timestamp_end is not None:
-                return await self._close(engine, flow.id, store.WITHDRAWN, None, "the client closed the connection", local=True)
+                return await self._close(ledger, flow.id, store.WITHDRAWN, None, "the client closed the connection", local=True)
             if flowstate.of(flow).client_left:
-                return await self._close(engine, flow.id, store.WITHDRAWN, None, "the client reset its stream", local=True)
+                return await self._close(ledger, flow.id, store.WITHDRAWN, None, "the client reset its stream", local=True)
             left = deadline - time.monotonic()
             if left <= 0:
-                return await self._close(engine, flow.id, store.TIMED_OUT, None, None, local=True)
+                return await self._close(ledger, flow.id, store.TIMED_OUT, None, None, local=True)
             held.wake.clear()
             try:
                 await asyncio.wait_for(held.wake.wait(), min(TICK, left))
             except TimeoutError:
                 pass
 
-    async def _close(self, engine, request_id: str, state: str, by: str | None, note: str | None, *, local: bool = False) -> store.Closed:
-        """Record how the hold ended; if the database already had a decision, that one stands.
-        `local`: an ending that refuses (kill, time-out, withdrawal) also stands without a database."""
+    async def _close(self, ledger, request_id: str, state: str, by: str | None, note: str | None, *, local: bool = False) -> store.Closed:
+        """Record how the hold ended; if the ledger already had a decision, that one stands.
+        `local`: an ending that refuses (kill, time-out, withdrawal) also stands without the ledger."""
         try:
-            closed = await asyncio.to_thread(store.close, engine, request_id, state, by, note)
+            closed = await asyncio.to_thread(ledger.close, request_id, state, by, note)
         except Exception as e:
             logger.error("rr: could not record that request %s was %s (%s)", request_id, state, _first_line(e))
             if local:
@@ -207,10 +220,10 @@ class Approvals:
         while self.held:
             await asyncio.sleep(POLL)
             ids = [i for i, h in self.held.items() if h.closed is None]
-            if not ids or self._engine is None:
+            if not ids or self._ledger is None:
                 continue
             try:
-                found = await asyncio.to_thread(store.decisions, self._engine, ids)
+                found = await asyncio.to_thread(self._ledger.decisions, ids)
             except Exception as e:  # the next poll retries; time-outs still apply
                 logger.warning("rr: cannot read approval decisions (%s)", _first_line(e))
                 continue
@@ -237,15 +250,24 @@ class Approvals:
         for held in self.held.values():
             held.closed = store.Closed(store.ABANDONED, None, datetime.now(timezone.utc), STOPPED)
             held.wake.set()
-        if ids and self._engine is not None:
+        if ids and self._ledger is not None:
             try:
-                await asyncio.to_thread(store.abandon, self._engine, ids, STOPPED)
+                await asyncio.to_thread(self._ledger.abandon, ids, STOPPED)
             except Exception as e:
                 logger.warning("rr: could not mark %d held requests abandoned (%s)", len(ids), _first_line(e))
         if self._poller is not None:
             self._poller.cancel()
         for task in list(self._tasks):
             task.cancel()
+
+
+async def _forget(ledger, request_id: str) -> None:
+    """Recording a hold failed, but it may have been recorded (a control plane whose answer
+    was lost): close it, so nobody is shown a request nobody holds any more."""
+    try:
+        await asyncio.to_thread(ledger.close, request_id, store.ABANDONED, None, "not held: recording it failed")
+    except Exception as e:  # it expires with its timeout anyway
+        logger.debug("rr: could not close the unrecorded hold %s (%s)", request_id, _first_line(e))
 
 
 def recheck(request_id: str, approved: Outcome, snap, admitted: Admission, facts: RequestFacts, limits) -> Outcome:

@@ -19,6 +19,7 @@ installed mitmproxy.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Callable
 
@@ -85,6 +86,21 @@ def _receivers_shape() -> list[str]:
     return []
 
 
+def _options_shape() -> list[str]:
+    from mitmproxy import optmanager
+
+    option = getattr(optmanager, "_Option", None)
+    if (
+        option is None
+        or not hasattr(optmanager, "unset")
+        or not {"value", "_default"} <= set(getattr(option, "__slots__", ()))
+        or "return copy.deepcopy(v)" not in inspect.getsource(_unwrapped(option.current))
+        or "copy.deepcopy(self._default)" not in inspect.getsource(option.default.fget)
+    ):
+        return ["rr cannot read options without copies on this mitmproxy (optmanager._Option changed shape)"]
+    return []
+
+
 def _listen_shape() -> list[str]:
     from mitmproxy.proxy import mode_servers
 
@@ -95,7 +111,7 @@ def _listen_shape() -> list[str]:
 
 def check_shapes() -> list[str]:
     """What rr would refuse to patch on the installed mitmproxy (empty: everything fits)."""
-    return _wire_shapes() + _dispatch_shape() + _typecheck_shape() + _receivers_shape() + _listen_shape()
+    return _wire_shapes() + _dispatch_shape() + _typecheck_shape() + _receivers_shape() + _listen_shape() + _options_shape()
 
 
 def _unwrapped(func: Callable) -> Callable:
@@ -156,6 +172,33 @@ def skip_message_typechecks() -> None:
 
 def _no_typecheck(self: object) -> None:
     pass
+
+
+_IMMUTABLE = frozenset({str, int, bool, float, bytes, type(None)})
+
+
+def read_options_without_copies() -> None:
+    """Every read of an option (`ctx.options.x`, ~15 per request between mitmproxy
+    and rr) deep-copies its value twice (`_Option.current` and `_Option.default`),
+    so that a caller cannot change the stored value through what it got. A str,
+    int, bool, float, bytes or None cannot be changed and `copy.deepcopy` returns
+    it as it is: those are returned without the two calls; every other value (lists,
+    tuples, dicts) is still copied. Idempotent."""
+    from mitmproxy import optmanager
+
+    current = optmanager._Option.current
+    if getattr(current, _MARK, False):
+        return
+    _fail_on(_options_shape())
+    unset, deepcopy, immutable = optmanager.unset, copy.deepcopy, _IMMUTABLE
+
+    def fast_current(self) -> Any:
+        v = self._default if self.value is unset else self.value
+        return v if type(v) in immutable else deepcopy(v)
+
+    setattr(fast_current, _MARK, True)
+    fast_current.__wrapped_original__ = current  # type: ignore[attr-defined]
+    optmanager._Option.current = fast_current  # type: ignore[method-assign]
 
 
 def listen_with_reuse_port(on_listening: Callable[[], None] | None = None) -> None:

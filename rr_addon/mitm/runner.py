@@ -37,6 +37,10 @@ rr or configuration stops the process at start with rr's message.
 
 Without user scripts (`-s`), mitmproxy's debug-mode type check of every
 request and response it builds is off (`rr_addon.mitm.patches.skip_message_typechecks`).
+Immutable option values are read without deep copies
+(`patches.read_options_without_copies`), and mitmproxy's per-flow "Streaming
+response from …" line is not logged while nothing would show it
+(`logfilters.drop_unread_streaming_lines`, `FastDispatch.unread_debug`).
 
 rr's defaults (`defaults()`: listen on 127.0.0.1:8080, confdir `$RR_HOME/certs`,
 lazy connections, mitmweb without opening a browser and with rr's columns) are
@@ -53,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -68,7 +73,7 @@ from mitmproxy import options as mitm_options
 from mitmproxy.addonmanager import safecall, traverse
 from mitmproxy.proxy import mode_specs
 
-from rr_addon.mitm import patches
+from rr_addon.mitm import logfilters, patches
 from rr_addon.mitm.options import LAZY_ONLY
 
 logger = logging.getLogger("rr.runner")
@@ -370,13 +375,31 @@ class FastDispatch:
     their trees change at run time. The cache is rebuilt when the chain
     changes (a new list or a different length)."""
 
-    __slots__ = ("manager", "_plans", "_chain", "_length")
+    __slots__ = ("manager", "_plans", "_chain", "_length", "_fields")
 
     def __init__(self, manager: Any) -> None:
         self.manager = manager
         self._plans: dict[str, tuple[tuple[object, Callable | None], ...]] = {}
         self._chain: list | None = None
         self._length = -1
+        self._fields: dict[type, tuple[str, ...] | None] = {}  # a hook class's fields, in `Hook.args` order
+
+    def _args(self, event: hooks.Hook) -> list[Any]:
+        # `Hook.args` calls dataclasses.fields() on every event (~17 per request)
+        cls = type(event)
+        try:
+            names = self._fields[cls]
+        except KeyError:
+            names = self._fields[cls] = tuple(f.name for f in dataclasses.fields(event)) if cls.args is hooks.Hook.args else None
+        if names is None:
+            return event.args()
+        return [getattr(event, n) for n in names]
+
+    def unread_debug(self) -> bool:
+        """Whether no DEBUG record would be shown now (outside mitmweb): the
+        terminal log is above DEBUG and nothing in the chain receives `add_log`
+        (a container — scripts — might)."""
+        return self.manager.master.options.termlog_verbosity != "debug" and not self._plan("add_log")
 
     def _plan(self, name: str) -> tuple[tuple[object, Callable | None], ...]:
         chain = self.manager.chain
@@ -398,7 +421,7 @@ class FastDispatch:
         return plan
 
     async def __call__(self, event: hooks.Hook) -> None:
-        args = event.args()
+        args = self._args(event)
         invoke = self.manager.invoke_addon
         for addon, func in self._plan(event.name):
             try:
@@ -534,11 +557,15 @@ async def prepare(arguments: Iterable[str], *, web: bool, base: dict[str, Any] |
 
     if not opts.scripts:
         patches.skip_message_typechecks()
+    patches.read_options_without_copies()
     lean = LeanChain(m, full, Asked(opts, web, given))
     lean.apply()
     m.lean = lean  # type: ignore[attr-defined]
     patches.route_option_changes(m, lean.options_changed)
-    patches.install_dispatch(m.addons, FastDispatch(m.addons))
+    fast = FastDispatch(m.addons)
+    patches.install_dispatch(m.addons, fast)
+    # mitmweb's event log shows DEBUG records: there every line is kept
+    logfilters.drop_unread_streaming_lines(None if web else fast.unread_debug)
     return m
 
 

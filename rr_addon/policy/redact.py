@@ -37,7 +37,7 @@ import orjson
 import re2
 
 from rr_addon.policy.bodies import MAX_DEPTH, JsonError, JsonTooDeep
-from rr_addon.policy.json_text import JsonStrings
+from rr_addon.policy.json_text import JsonStrings, value_spans
 from rr_addon.policy.scrub import scrub_text
 
 MASK = "mask"
@@ -392,6 +392,10 @@ class Redactor:
         for c in self._compiled:
             self._raw_set.Add(raw_pattern(c.detector.pattern))
         self._raw_set.Compile()
+        # Masks the re-scan may skip: a string that is exactly one of them (a value
+        # masked whole) gives the built-in detectors nothing, checked here once.
+        masks = {c.mask_text for c in self._compiled if c.action == MASK}
+        self._inert = frozenset(m for m in masks if not self._pass([m, m], builtin_only=True)[0])
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -448,22 +452,24 @@ class Redactor:
         backslash = b"\\" in data
         if not hits and not backslash:
             return data, {}
-        strings = JsonStrings(data)
         raw: list[tuple[int, int, int, int]] = []  # (start, -end, detector, literal), as _pass builds them
         for i in hits:
             raw.extend(self._compiled[i].find_all(data, i))
         if len(hits) > 1:
             raw.sort()
-        keys = strings.keys
-        spans = [(s, e, i, k) for (s, e, i, _), k in zip(raw, strings.locate_all([r[0] for r in raw])) if k >= 0 and not keys[k]]
-        used = {span[2] for span in spans}
         escaped: list[int] = []
         if backslash:
+            strings = JsonStrings(data)
+            keys = strings.keys
+            spans = [(s, e, i, k) for (s, e, i, _), k in zip(raw, strings.locate_all([r[0] for r in raw])) if k >= 0 and not keys[k]]
             escaped = [k for k in strings.with_escapes() if not keys[k]]
             if escaped:
                 skip = frozenset(escaped)
                 spans = [span for span in spans if span[3] not in skip]
-        starts, ends = strings.starts, strings.ends
+            starts, ends = strings.starts, strings.ends
+        else:  # every quote ends a literal: placed in one loop (json_text.value_spans)
+            spans, starts, ends = value_spans(data, raw)
+        used = {span[2] for span in spans} if len(hits) > 1 else hits
         if len(used) > 1:
             spans = self._resolve(data, ends, set(spans))
         changed, counts = self._replace(data, starts, ends, spans)
@@ -498,7 +504,8 @@ class Redactor:
         # Replacing a value changes its neighbours' context: "a@b.co415-555-0100" shows a
         # phone number once the email is masked. Changed strings are scanned again by the
         # built-in detectors (they never match a replacement; a custom pattern might).
-        todo = changed
+        inert = self._inert
+        todo = {k: v for k, v in changed.items() if v not in inert} if inert else changed
         for _ in range(2):
             if not todo or not self._builtin:
                 break

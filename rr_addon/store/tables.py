@@ -247,6 +247,18 @@ class AdminToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
+class UsageReset(SQLModel, table=True):
+    """`rr usage reset` on the control plane (migration 0010): hybrid data planes
+    learn of it in their heartbeat answer and apply it once per counting scope
+    (rr_addon.hybrid.resets)."""
+
+    __tablename__ = "rr_cp_usage_reset"
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(sa_column=Column(String(64), nullable=False, unique=True))  # random: names the data planes' marker (ids repeat across databases)
+    prefixes: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of counter key prefixes
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
 class ReportedCounter(SQLModel, table=True):
     """The latest value of one meter counter in one counting scope: a data plane's
     own counters, or a Redis shared by the data planes of one region."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from rr_addon.testing.home import database_url
 from rr_addon.testing.proxy import BIN, ProxyProcess, end_process, free_port, wait_for_port
 
 
@@ -22,6 +23,8 @@ class ControlPlaneProcess:
         self.cmd = [str(BIN / "rr"), "control-plane", "serve", "-p", str(self.port)]
         self.env = {**os.environ, "RR_HOME": str(home), "PYTHONUNBUFFERED": "1"}
         self.env.pop("RR_DATABASE_URL", None)
+        if url := database_url(home):  # RR_TEST_DATABASE=postgres: the home's own PostgreSQL database
+            self.env["RR_DATABASE_URL"] = url
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> ControlPlaneProcess:

@@ -59,3 +59,31 @@ def test_unknown_and_abandoned(engine):
     approvals.abandon(engine, ["r5"], "rr stopped")
     assert approvals.listing(engine) == []
     assert approvals.decisions(engine, ["r5"])["r5"].state == "abandoned"
+
+
+def test_a_data_plane_reads_and_closes_only_its_own_rows(engine):
+    """A hybrid control plane's rows: `owner` is the data plane named by the certificate.
+    A name with LIKE wildcards matches itself only."""
+    approvals.record(engine, row("a1", dataplane="eu/h-1"), 60)
+    approvals.record(engine, row("b1", dataplane="e_/h-2"), 60)
+    approvals.record(engine, row("c1", dataplane="eu-2/h-3"), 60)
+    approvals.decide(engine, "a1", approvals.APPROVED, "alice", None)
+    approvals.decide(engine, "b1", approvals.DENIED, "bob", None)
+    assert set(approvals.decisions(engine, ["a1", "b1"], owner="eu")) == {"a1"}
+    assert set(approvals.decisions(engine, ["a1", "b1"], owner="e_")) == {"b1"}
+    assert approvals.decisions(engine, ["a1", "b1"], owner="e%") == {}
+    # closing another data plane's row changes nothing and tells nothing of it
+    closed = approvals.close(engine, "c1", approvals.APPROVED, "mitmweb", None, owner="eu")
+    assert closed.state == approvals.ABANDONED and closed.by is None
+    approvals.abandon(engine, ["c1"], "rr stopped", owner="eu")
+    assert approvals.one(engine, "c1")["state"] == approvals.PENDING
+    assert approvals.close(engine, "c1", approvals.WITHDRAWN, None, None, owner="eu-2").state == approvals.WITHDRAWN
+
+
+def test_one_shows_a_decided_row(engine):
+    approvals.record(engine, row("s1"), 60)
+    assert approvals.one(engine, "s1")["state"] == approvals.PENDING
+    approvals.decide(engine, "s1", approvals.DENIED, "bob", "no")
+    shown = approvals.one(engine, "s1")
+    assert (shown["state"], shown["decided_by"], shown["note"], shown["rule"]) == ("denied", "bob", "no", "refunds-need-a-human")
+    assert shown["decided_at"] and approvals.one(engine, "nope") is None

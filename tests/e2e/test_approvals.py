@@ -7,10 +7,8 @@ carry it."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rr_addon.testing import held as held_requests
 from rr_addon.testing.home import audit_record, database_url, prepare_home, rr_cli
-from rr_addon.testing.inflight import InFlight
 from rr_addon.testing.proxy import ProxyProcess
 from rr_addon.testing.wait import eventually
 
@@ -137,9 +135,9 @@ def forwarded(upstream, marker: str):
     return [r for r in upstream.received if marker in r.path]
 
 
-def in_flight(proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None) -> InFlight:
-    """A request of the caller through rr in a thread of its own (it blocks while held)."""
-    return InFlight(proxy, "agent", CALLER_KEY, method, f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body, content=content)
+def Call(proxy, method: str, path: str, body: dict | None = None, content: bytes | None = None) -> held_requests.Call:
+    """A request through rr in a thread of its own (it blocks while held)."""
+    return held_requests.Call(proxy, "agent", CALLER_KEY, method, path, json=body, content=content)
 
 
 def usage_used(proxy) -> int:
@@ -161,7 +159,7 @@ def counted_after(proxy, before: int, probe: str) -> int:
 def test_held_then_approved_from_another_process_goes_out_with_the_secret(proxy, upstream, hook):
     marker = uuid.uuid4().hex
     before = usage_used(proxy)
-    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 4200, "password": "hunter2-pw", "note": f"my key is {CALLER_KEY}"})
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 4200, "password": "hunter2-pw", "note": f"my key is {CALLER_KEY}"})
     held = wait_pending(proxy, marker)
     assert held["proxy"] == "agent" and held["credential"] == "bot" and held["method"] == "POST" and held["rule"] == "refunds-need-a-human"
     assert held["url"] == f"https://127.0.0.1:{proxy.upstream_port}/v1/refunds/{marker}"
@@ -171,8 +169,7 @@ def test_held_then_approved_from_another_process_goes_out_with_the_secret(proxy,
     assert forwarded(upstream, marker) == []  # held: nothing went out
     assert call.thread.is_alive()
     # the webhook was told once: Slack-compatible text, the request id, never a secret
-    assert hook.got.wait(10)
-    (note,) = hook.for_request(held["request_id"])
+    (note,) = eventually(lambda: hook.for_request(held["request_id"]), what="the webhook called for this request")
     assert held["request_id"] in note["text"] and "refunds-need-a-human" in note["text"]
     raw = b"".join(hook.raw)
     assert SECRET.encode() not in raw and CALLER_KEY.encode() not in raw and b"hunter2-pw" not in raw
@@ -199,7 +196,7 @@ def test_held_then_approved_from_another_process_goes_out_with_the_secret(proxy,
 def test_denied_from_the_cli_is_403_and_nothing_goes_out(proxy, upstream):
     marker = uuid.uuid4().hex
     before = usage_used(proxy)
-    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
     held = wait_pending(proxy, marker)
     done = cli(proxy, "deny", held["request_id"], "--by", "bob", "--note", "not this one")
     assert done.returncode == 0, done.stderr
@@ -217,12 +214,11 @@ def test_the_preview_and_url_mask_the_caller_key_json_escaped_or_percent_encoded
     marker = uuid.uuid4().hex
     escaped = "\\u%04x" % ord(CALLER_KEY[0]) + CALLER_KEY[1:]
     encoded = "%4b" + CALLER_KEY[1:3] + "%5F" + CALLER_KEY[4:]  # KEY_bot… with two characters percent-encoded
-    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}?ref={encoded}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}?ref={encoded}", content=b'{"note":"my key is ' + escaped.encode() + b'"}')
     held = wait_pending(proxy, marker)
     assert CALLER_KEY[4:] not in held["body_preview"] and CALLER_KEY[4:] not in held["url"]
     assert held["body_preview"] == '{"note":"my key is ****"}' and held["url"].endswith("?ref=****")
-    assert hook.got.wait(10)
-    (note,) = hook.for_request(held["request_id"])
+    (note,) = eventually(lambda: hook.for_request(held["request_id"]), what="the webhook called for this request")
     assert CALLER_KEY[4:] not in json.dumps(note)  # the webhook (a chat channel) never sees it either
     assert cli(proxy, "deny", held["request_id"], "--by", "bob").returncode == 0
     assert call.response().status_code == 403 and forwarded(upstream, marker) == []
@@ -230,14 +226,14 @@ def test_the_preview_and_url_mask_the_caller_key_json_escaped_or_percent_encoded
 
 def test_a_deny_rule_wins_over_the_hold(proxy, upstream):
     marker = uuid.uuid4().hex
-    r = in_flight(proxy, "POST", f"/v1/refunds/disputed/{marker}", {"amount": 1}).response(20)
+    r = Call(proxy, "POST", f"/v1/refunds/disputed/{marker}", {"amount": 1}).response(20)
     assert (r.status_code, r.json()["error"]["code"]) == (403, "access-denied")
     assert forwarded(upstream, marker) == []
 
 
 def test_nobody_decides_in_time_is_403_approval_timeout(proxy, upstream):
     marker = uuid.uuid4().hex
-    r = in_flight(proxy, "GET", f"/v1/quick/{marker}").response(30)
+    r = Call(proxy, "GET", f"/v1/quick/{marker}").response(30)
     err = r.json()["error"]
     assert (r.status_code, err["code"]) == (403, "approval-timeout")
     assert err["message"] == "nobody approved the request in time (target rule quick-decision): waited 2 s"
@@ -249,24 +245,9 @@ def test_nobody_decides_in_time_is_403_approval_timeout(proxy, upstream):
     assert held["request_id"] in [json.loads(line)["request_id"] for line in found.splitlines()]
 
 
-def _raw_request(proxy, path: str) -> ssl.SSLSocket:
-    port = proxy.upstream_port
-    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    auth = base64.b64encode(f"agent:{CALLER_KEY}".encode()).decode()
-    s.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    tls = ssl.create_default_context(cafile=str(proxy.ca)).wrap_socket(s, server_hostname="127.0.0.1")
-    body = b'{"amount": 3}'
-    tls.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    return tls
-
-
 def test_a_client_that_leaves_withdraws_its_pending_approval(proxy, upstream):
     marker = uuid.uuid4().hex
-    conn = _raw_request(proxy, f"/v1/refunds/{marker}")
+    conn = held_requests.raw_request(proxy, "agent", CALLER_KEY, f"/v1/refunds/{marker}")
     held = wait_pending(proxy, marker)
     conn.close()
     eventually(lambda: all(p["request_id"] != held["request_id"] for p in pending(proxy)), what="the approval withdrawn after the client left")
@@ -280,7 +261,7 @@ def test_a_client_that_leaves_withdraws_its_pending_approval(proxy, upstream):
 def test_more_held_requests_than_the_cap_are_429(proxy, upstream):
     # CAP + 2 at once: exactly CAP are held, however they interleave; the others are refused at once
     markers = [uuid.uuid4().hex for _ in range(CAP + 2)]
-    calls = dict(zip(markers, (in_flight(proxy, "POST", f"/v1/refunds/{m}", {"amount": 1}) for m in markers)))
+    calls = dict(zip(markers, (Call(proxy, "POST", f"/v1/refunds/{m}", {"amount": 1}) for m in markers)))
     eventually(lambda: sum(1 for c in calls.values() if not c.thread.is_alive()) >= 2, what="the requests over the cap refused")
     refused = [m for m, c in calls.items() if not c.thread.is_alive()]
     for m in refused:
@@ -295,7 +276,7 @@ def test_more_held_requests_than_the_cap_are_429(proxy, upstream):
     assert all(calls[m].response().status_code == 403 for m in held)
     # room again: the next one is held, not refused
     again = uuid.uuid4().hex
-    call = in_flight(proxy, "POST", f"/v1/refunds/{again}", {"amount": 1})
+    call = Call(proxy, "POST", f"/v1/refunds/{again}", {"amount": 1})
     assert cli(proxy, "deny", wait_pending(proxy, again)["request_id"]).returncode == 0
     assert call.response().status_code == 403
 
@@ -304,7 +285,7 @@ def test_a_failing_webhook_approves_nothing(proxy, upstream, hook):
     hook.fail = True
     try:
         marker = uuid.uuid4().hex
-        call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 9})
+        call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 9})
         held = wait_pending(proxy, marker)
         eventually(lambda: hook.for_request(held["request_id"]), what="the webhook called")
         assert call.thread.is_alive() and forwarded(upstream, marker) == []
@@ -317,7 +298,7 @@ def test_a_failing_webhook_approves_nothing(proxy, upstream, hook):
 
 def test_approvals_table_and_unknown_ids(proxy):
     marker = uuid.uuid4().hex
-    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 5})
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 5})
     held = wait_pending(proxy, marker)
     table = cli(proxy, "approvals")
     assert table.returncode == 0 and held["request_id"] in table.stdout and "agent/bot" in table.stdout and "refunds-need-a-human" in table.stdout
@@ -376,7 +357,7 @@ def test_an_approval_does_not_outlive_revoking_the_caller(proxy, upstream, hook)
     """A person approves a request whose credential was deactivated while it was held: refused."""
     marker = uuid.uuid4().hex
     original = (proxy.home / "policy.yaml").read_text()
-    call = in_flight(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
+    call = Call(proxy, "POST", f"/v1/refunds/{marker}", {"amount": 1})
     held = wait_pending(proxy, marker)
     try:
         _apply_and_wait(proxy, original.replace(f"secret: {CALLER_KEY}}}", f"secret: {CALLER_KEY}, active: false}}"))

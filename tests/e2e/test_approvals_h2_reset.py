@@ -16,7 +16,7 @@ import pytest
 
 from rr_addon.testing.home import audit_record
 from rr_addon.testing.wait import eventually
-from tests.e2e.test_approvals import CALLER_KEY, CAP, cli, forwarded, hook, in_flight, pending, proxy, wait_pending  # noqa: F401
+from tests.e2e.test_approvals import CALLER_KEY, CAP, Call, cli, forwarded, hook, pending, proxy, wait_pending  # noqa: F401
 
 h2 = pytest.importorskip("h2.connection")
 import h2.config  # noqa: E402
@@ -89,7 +89,7 @@ def test_reset_streams_do_not_fill_the_cap_of_held_requests(proxy, upstream):  #
             c.reset(sid)
         # nobody waits for those CAP requests any more; an honest caller of the proxy comes
         honest = uuid.uuid4().hex
-        call = in_flight(proxy, "POST", f"/v1/refunds/{honest}", {"amount": 1})
+        call = Call(proxy, "POST", f"/v1/refunds/{honest}", {"amount": 1})
         call.thread.join(10)
         refused = not call.thread.is_alive() and call.result is not None and call.result.status_code == 429
         if not refused:

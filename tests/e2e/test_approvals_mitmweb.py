@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rr_addon.testing import held as held_requests
 from rr_addon.testing.home import audit_record, prepare_home, rr_cli
-from rr_addon.testing.inflight import InFlight
 from rr_addon.testing.mitmweb import web_api
 from rr_addon.testing.proxy import WEB_PASSWORD, ProxyProcess
 from rr_addon.testing.wait import eventually
@@ -55,9 +55,8 @@ def web(tmp_path_factory, upstream, pki):
         yield p
 
 
-def in_flight(proxy, path: str, body: dict) -> InFlight:
-    """The billing agent's POST through rr in a thread of its own (it blocks while held)."""
-    return InFlight(proxy, "billing-agent", CALLER_KEY, "POST", f"https://127.0.0.1:{proxy.upstream_port}{path}", json=body)
+def Call(proxy, path: str, body: dict) -> held_requests.Call:
+    return held_requests.Call(proxy, "billing-agent", CALLER_KEY, "POST", path, json=body)
 
 
 def held_flow(client: httpx.Client, marker: str) -> dict:
@@ -71,7 +70,7 @@ def forwarded(upstream, marker: str):
 
 def test_a_held_flow_is_intercepted_and_resume_approves_it(web, upstream):
     marker = uuid.uuid4().hex
-    call = in_flight(web, f"/v1/refunds/{marker}", {"amount": 1200})
+    call = Call(web, f"/v1/refunds/{marker}", {"amount": 1200})
     with web_api(web) as client:
         flow = held_flow(client, marker)
         assert flow["comment"].startswith("rr held for approval · billing-agent/agent-1 → payments · target rule refunds-need-a-human")
@@ -94,7 +93,7 @@ def test_a_held_flow_is_intercepted_and_resume_approves_it(web, upstream):
 
 def test_kill_in_mitmweb_denies_the_held_request(web, upstream):
     marker = uuid.uuid4().hex
-    call = in_flight(web, f"/v1/refunds/{marker}", {"amount": 99})
+    call = Call(web, f"/v1/refunds/{marker}", {"amount": 99})
     with web_api(web) as client:
         flow = held_flow(client, marker)
         assert client.post(f"/flows/{flow['id']}/kill").status_code == 200
@@ -119,7 +118,7 @@ def test_kill_in_mitmweb_denies_the_held_request(web, upstream):
 )
 def test_a_held_flow_edited_in_mitmweb_then_resumed_is_refused(web, upstream, edit):
     marker = uuid.uuid4().hex
-    call = in_flight(web, f"/v1/refunds/{marker}", {"amount": 5})
+    call = Call(web, f"/v1/refunds/{marker}", {"amount": 5})
     with web_api(web) as client:
         flow = held_flow(client, marker)
         edit = json.loads(json.dumps(edit).replace("{marker}", marker).replace("{port}", str(web.upstream_port)))
@@ -137,7 +136,7 @@ def test_stopping_rr_answers_held_requests_503(web, upstream):
     other.start()
     other.upstream_port = web.upstream_port
     marker = uuid.uuid4().hex
-    call = in_flight(other, f"/v1/refunds/{marker}", {"amount": 7})
+    call = Call(other, f"/v1/refunds/{marker}", {"amount": 7})
     eventually(lambda: any(marker in p["url"] for p in json.loads(rr_cli(web.home, "approvals", "--json").output)), what="the request held")
     other.stop(signal.SIGINT)
     r = call.response(30)
@@ -158,7 +157,7 @@ def _audit(web, request_id: str) -> dict:
 def test_a_held_flow_in_mitmweb(web, upstream, browser, tmp_path):
     marker = uuid.uuid4().hex[:8]
     path = f"/v1/refunds/re_{marker}"
-    call = in_flight(web, path, {"charge": "ch_3PqR", "amount": 4200, "reason": "requested_by_customer"})
+    call = Call(web, path, {"charge": "ch_3PqR", "amount": 4200, "reason": "requested_by_customer"})
     with web_api(web) as client:
         flow = held_flow(client, marker)
         page = browser.new_page(viewport={"width": 1600, "height": 860})

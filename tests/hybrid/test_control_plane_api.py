@@ -155,7 +155,29 @@ def test_audit_records_resent_are_stored_once_and_named_after_the_sender(cp):
     rows = audit_store.records(engine, [f"req-{i}" for i in range(3)])
     assert len(rows) == 3
     assert {r["dataplane"] for r in rows} == {"sender/someone-else"}
-    assert "sender/other/pretend" in {p.id for p in dataplanes.list_planes(engine)}
+    assert "sender/other-pretend" in {p.id for p in dataplanes.list_planes(engine)}
+
+
+def test_audit_records_cannot_claim_another_data_plane(cp):
+    """The attribution comes from the certificate; what a record says is the sender's word,
+    and a claimed instance cannot make the stored name read as another data plane's."""
+    home, url, engine, _ = cp
+    issue(home, "victim", url)
+    b = issue(home, "liar", url)
+    forged = [
+        new_record(request_id="forged-1", result="allow", status=200, proxy="victim", credential="victim", dataplane="victim/host-1-abc"),
+        new_record(request_id="forged-2", result="allow", status=200, dataplane="victim"),
+    ]
+    with as_dataplane(b, url) as c:
+        assert c.post("/v1/audit", json={"records": forged}).status_code == 200
+        assert c.post("/v1/heartbeat", json={"id": "victim/host-1-abc", "hostname": "h", "pid": 1, "config_version": 1, "stats": {}}).status_code == 200
+    rows = {r["request_id"]: r for r in audit_store.records(engine, ["forged-1", "forged-2"])}
+    assert rows["forged-1"]["dataplane"] == "liar/victim-host-1-abc"
+    assert rows["forged-2"]["dataplane"] == "liar/victim"
+    assert all(r["dataplane"].count("/") == 1 and r["dataplane"].split("/")[0] == "liar" for r in rows.values())
+    assert (rows["forged-1"]["proxy"], rows["forged-1"]["credential"]) == ("victim", "victim")  # the record's content: its sender's word
+    ids = {p.id for p in dataplanes.list_planes(engine)}
+    assert "liar/victim-host-1-abc" in ids and not any(i.startswith("victim/") for i in ids)
 
 
 def test_a_data_plane_cannot_overwrite_the_usage_of_another(cp):
@@ -293,3 +315,37 @@ def test_connections_beyond_the_limit_are_closed_at_once(cp):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_hold_is_named_after_the_certificate_and_checked(cp):
+    """POST /v1/approvals: the control plane names the hold after the data plane's
+    certificate (not the body), and refuses malformed holds with 400, a request id
+    already recorded with 409."""
+    from rr_addon.store import approvals as approvals_store
+
+    home, url, engine, _ = cp
+    b = issue(home, "holder", url)
+    hold = {"request_id": "hold-1", "dataplane": "someone-else/x", "proxy": "agent", "credential": "a", "target": "api", "target_credential": "live",
+            "method": "POST", "url": "https://api.example.com/v1/refunds", "scope": "target", "rule": "r", "body_preview": "{}"}
+    with as_dataplane(b, url) as c:
+        assert c.post("/v1/approvals", json={"hold": hold, "timeout": 60, "instance": "host-1"}).status_code == 200
+        assert approvals_store.one(engine, "hold-1")["dataplane"] == "holder/host-1"
+        r = c.post("/v1/approvals", json={"hold": hold, "timeout": 60})
+        assert r.status_code == 409 and "already recorded" in r.json()["error"]
+        for bad, why in (
+            ({"hold": {**hold, "request_id": "x y"}, "timeout": 60}, "request_id"),
+            ({"hold": {**hold, "request_id": "hold-2"}, "timeout": 0}, "timeout"),
+            ({"hold": {**hold, "request_id": "hold-2"}, "timeout": 3601}, "timeout"),
+            ({"hold": {**hold, "request_id": "hold-2", "proxy": 7}, "timeout": 60}, "proxy"),
+            ({"hold": "nope", "timeout": 60}, "hold"),
+        ):
+            r = c.post("/v1/approvals", json=bad)
+            assert r.status_code == 400 and why in r.json()["error"], (bad, r.text)
+        assert approvals_store.one(engine, "hold-2") is None
+        r = c.post("/v1/approvals/close", json={"request_id": "hold-1", "state": "approved", "by": "alice"})
+        assert r.status_code == 400 and "names no decider but 'mitmweb'" in r.json()["error"]
+        r = c.post("/v1/approvals/close", json={"request_id": "hold-1", "state": "pending"})
+        assert r.status_code == 400
+        assert approvals_store.one(engine, "hold-1")["state"] == "pending"
+        assert c.post("/v1/approvals/close", json={"request_id": "hold-1", "state": "withdrawn"}).json()["state"] == "withdrawn"
+        assert c.post("/v1/approvals/decisions", json={"ids": ["hold-1"]}).json()["decided"]["hold-1"]["state"] == "withdrawn"

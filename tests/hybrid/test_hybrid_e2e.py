@@ -19,7 +19,7 @@ from rr_addon.hybrid import bundle as bundles
 from rr_addon.hybrid import sealing
 from rr_addon.store import audit_store
 from rr_addon.store.db import make_engine
-from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.home import database_url, prepare_home, rr_cli
 from rr_addon.testing.hybrid import ControlPlaneProcess, dataplane, state
 from rr_addon.testing.proxy import free_port
 from rr_addon.testing.wait import eventually
@@ -156,7 +156,7 @@ def test_control_plane_outage_traffic_continues_audit_arrives_once(cp, tmp_path,
         assert "stale since" in human
 
         cp.start()
-        engine = make_engine(f"sqlite:///{cp.home / 'rr.db'}")
+        engine = make_engine(database_url(cp.home) or f"sqlite:///{cp.home / 'rr.db'}")
         try:
             wanted = set(sent) | ids
             eventually(lambda: wanted <= {r["request_id"] for r in audit_store.records(engine, wanted)}, timeout=30, what="every audit record at the control plane")

@@ -83,3 +83,28 @@ def test_option_changes_refuse_a_manager_that_is_not_connected():
 
     with pytest.raises(RuntimeError, match="_configure_all not connected"):
         patches.route_option_changes(Master, lambda updated: None)
+
+
+def test_options_are_read_without_copies_only_where_a_copy_cannot_matter():
+    """`read_options_without_copies` (rr run): immutable values come back as stored,
+    anything else is still a fresh copy, as mitmproxy's own `_Option.current`."""
+    code = (
+        "from typing import Optional\nfrom mitmproxy import options, optmanager\n"
+        "from rr_addon.mitm import patches\n"
+        "patches.read_options_without_copies(); patches.read_options_without_copies()\n"
+        "o = options.Options()\n"
+        "o.add_option('l', list, [1, [2]], 'l'); o.add_option('f', float, 0.5, 'f'); o.add_option('n', Optional[str], None, 'n')\n"
+        "got = o.l; got[1].append(3); got.append(4)\n"
+        "o.update(l=[5]); again = o.l; again.append(6)\n"
+        "o.update(listen_host='127.0.0.9', n='x')\n"
+        "print(getattr(optmanager._Option.current, '_rr_wrapped', False), o.l, o.listen_host, o.listen_port, o.f, o.n, o.ssl_insecure, o.allow_hosts)"
+    )
+    assert python_prints(code) == "True [5] 127.0.0.9 None 0.5 x False []"
+
+
+def test_options_without_copies_refuses_a_changed_option(monkeypatch):
+    from mitmproxy import optmanager
+
+    monkeypatch.setattr(optmanager._Option, "current", lambda self: self.value)  # unwrapped, no copy
+    with pytest.raises(RuntimeError, match="_Option"):
+        patches.read_options_without_copies()

@@ -175,6 +175,22 @@ def test_custom_patterns_are_not_rescanned_over_replacements():
     assert r.redact_text("REDACTED a@example.com") == ("[REDACTED:CUSTOM] [REDACTED:EMAIL]", {"custom": 1, "email": 1})
 
 
+def test_rescan_skips_only_whole_masks_the_builtin_detectors_find_nothing_in():
+    """A value masked whole is not scanned again when its mask gives the built-in
+    detectors nothing; a mask that holds something they find still is."""
+    assert ALL._inert == {f"[REDACTED:{BUILTIN[n].label}]" for n in DETECTOR_NAMES}
+    for n in DETECTOR_NAMES:
+        mask = f"[REDACTED:{BUILTIN[n].label}]"
+        assert ALL.redact_text(mask) == (mask, {})
+    # a custom detector's name is its label: this mask holds a card number
+    r = Redactor([(custom_detector("XYZ", "5555555555554444"), MASK), (BUILTIN["credit_card"], MASK)], KEY)
+    assert r._inert == {"[REDACTED:CREDIT_CARD]"}
+    assert r.redact_json({"a": "XYZ", "b": "5555555555554444"}) == (
+        {"a": "[REDACTED:[REDACTED:CREDIT_CARD]]", "b": "[REDACTED:CREDIT_CARD]"},
+        {"5555555555554444": 1, "credit_card": 2},
+    )
+
+
 def test_overlapped_detector_searches_again_after_the_winner():
     # the email candidate "8329john..." starts inside the IPv6 address
     assert ALL.redact_text("2001:db8::ff00:42:8329john.doe@example.com") == ("[REDACTED:IP_ADDRESS][REDACTED:EMAIL]", {"ip_address": 1, "email": 1})

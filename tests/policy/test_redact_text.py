@@ -127,6 +127,13 @@ ADVERSARIAL = [
     b'{"a": ["", "x", "\\"", ":", "\\"a@example.com"]}',
     b"[]",
     b"{}",
+    # without a backslash (json_text.value_spans): several matches per literal, keys
+    # right before their values, a key's matches then its value's, literals that touch
+    b'{"a@example.com b@example.com":"c@example.com d@example.com","e@example.com"  \n :"f@example.com"}',
+    b'["", "a@example.com", "", "b@example.com 4242424242424242 c@example.com"]',
+    b'{"x":"4242424242424242","4242424242424242":"y","z":["john@example.co.uk415-555-0100"]}',
+    b' \n"a@example.com 10.0.0.1john@example.com" ',
+    b'{"n": 4242424242424242, "s": "4242424242424242", "k": {"4242424242424242": 4242424242424242}}',
     b'{"deep": ' + b"[" * 100 + b'"a@example.com"' + b"]" * 100 + b"}",
 ]
 

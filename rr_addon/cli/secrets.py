@@ -57,8 +57,21 @@ def collect(engine) -> list[dict]:
         if not reports:
             out.append({**base, "source": source, "readable": None, "rotated_at": None, "dataplane": None, "error": "no running data plane reports it"})
         for p, r in reports:
-            out.append({**base, "source": source, "readable": r.get("readable"), "rotated_at": r.get("rotated_at"), "dataplane": p.id, "error": r.get("error")})
+            out.append({**base, "source": source, **_reported(r), "dataplane": p.id})
     return out
+
+
+def _reported(r) -> dict:
+    """What a data plane's heartbeat says of one secret, in the shapes the table expects:
+    one data plane's odd report must not break the command for everybody."""
+    if not isinstance(r, dict):
+        return {"readable": None, "rotated_at": None, "error": "unreadable report"}
+    readable, rotated, error = r.get("readable"), r.get("rotated_at"), r.get("error")
+    return {
+        "readable": readable if isinstance(readable, bool) else None,
+        "rotated_at": float(rotated) if isinstance(rotated, (int, float)) and not isinstance(rotated, bool) else None,
+        "error": str(error)[:500] if error is not None else None,
+    }
 
 
 def table(entries: list[dict], now: float) -> Table:

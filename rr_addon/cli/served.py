@@ -64,7 +64,10 @@ def explain(cp: Any, req: dict, _: dict) -> dict:
     try:
         headers = [(str(k).lower(), str(v)) for k, v in b.get("headers") or []]
         facts = explaining.facts_of(method, url, headers, b.get("data"))
-        claims = {str(k): str(v) for k, v in (b.get("claims") or {}).items()}
+        raw_claims = b.get("claims") or {}
+        if not isinstance(raw_claims, dict):
+            raise ValueError("claims must be a JSON object (name: value)")  # a 400
+        claims = {str(k): str(v) for k, v in raw_claims.items()}
         snap = config_store.load_snapshot(cp.engine, cp.keyring)
         done = explaining.explain(snap, method, url, facts, b.get("credential"), b.get("token"), claims)
     except explaining.Unexplainable as e:

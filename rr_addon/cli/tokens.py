@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.text import Text
 
 from rr_addon.cli import remote
 from rr_addon.cli.common import console, die, open_store
 
 from rr_addon.core import tokens
+from rr_addon.core.terminal import printable
 from rr_addon.store import config_store, minted
 from rr_addon.store.audit_store import parse_duration
 
@@ -203,9 +205,9 @@ def list_tokens(
     for name in ("parent", "subject", "targets", "allow", "max requests", "expires (UTC)", "state", "note"):
         table.add_column(name, overflow="fold")
     for r in rows:
-        table.add_row(r["id"], f"{r['proxy']}/{r['credential']}", r["subject"] or "-", ", ".join(r["targets"]) or "all", ", ".join(r["allow"]) or "all",
-                      str(r["max_requests"]) if r["max_requests"] is not None else "-",
-                      r["expires_at"], r["state"], r["note"])
+        cells = (r["id"], f"{r['proxy']}/{r['credential']}", r["subject"] or "-", ", ".join(r["targets"]) or "all", ", ".join(r["allow"]) or "all",
+                 str(r["max_requests"]) if r["max_requests"] is not None else "-", r["expires_at"], r["state"], r["note"] or "")
+        table.add_row(*(Text(printable(str(c))) for c in cells))  # notes and subjects are data: no markup, no escapes
     console.print(table)
 
 

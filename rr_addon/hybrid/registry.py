@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -192,9 +192,14 @@ def report_usage(engine: Engine, scope: str, dataplane: str, counters: dict[str,
     now = _now()
     rows = [dict(scope=scope, key=k, value=int(v), expires_at=int(e), dataplane=dataplane, reported_at=now) for k, (v, e) in counters.items()]
     insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(_USAGE)
+    value = insert.excluded.value
+    if not scope.startswith("dataplane:"):
+        # a scope several data planes share (one Redis): any of them may report it, so none can lower
+        # what another reported (a window's count only grows; a reset deletes the rows first)
+        value = case((insert.excluded.value > _USAGE.c.value, insert.excluded.value), else_=_USAGE.c.value)
     stmt = insert.on_conflict_do_update(
         index_elements=["scope", "key"],
-        set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at, "dataplane": insert.excluded.dataplane, "reported_at": insert.excluded.reported_at},
+        set_={"value": value, "expires_at": insert.excluded.expires_at, "dataplane": insert.excluded.dataplane, "reported_at": insert.excluded.reported_at},
     )
     with engine.begin() as conn:
         conn.execute(stmt, rows)

@@ -153,6 +153,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args: Any) -> None:
         logger.debug("%s %s", self.client_address[0], fmt % args)
 
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        deadline = getattr(_connection, "deadline", None)
+        if ok and deadline is not None and deadline.is_alive():  # the head arrived in time
+            deadline.cancel()
+            self.connection.settimeout(LONG_POLL_MAX + 30)
+        return ok
+
     # -- plumbing
 
     def _send(self, status: int, body: Any = None) -> None:
@@ -173,10 +181,16 @@ class Handler(BaseHTTPRequestHandler):
             raise _Refusal(400, "bad Content-Length") from None
         if n > MAX_BODY:
             raise _Refusal(413, f"request body over {MAX_BODY} bytes")
+        data = self.rfile.read(n)
+        if not data:
+            return {}
         try:
-            return json.loads(self.rfile.read(n) or b"null")
-        except ValueError:
+            body = json.loads(data)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
             raise _Refusal(400, "the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise _Refusal(400, "the request body must be a JSON object")
+        return body
 
     def _member(self) -> registry.Member:
         der = self.connection.getpeercert(binary_form=True) if isinstance(self.connection, ssl.SSLSocket) else None
@@ -242,6 +256,8 @@ class Handler(BaseHTTPRequestHandler):
             route(self._member(), query)
         except _Refusal as r:
             self._drain()
+            if r.status in (401, 403):
+                self.close_connection = True  # nobody keeps a connection (a slot) without a credential
             self._send(r.status, {"error": r.message})
         except config_store.StoredConfigError as e:
             self._send(503, {"error": f"the stored configuration does not load: {e}"})
@@ -331,7 +347,8 @@ class Handler(BaseHTTPRequestHandler):
     def _hold(self, member: registry.Member, _query: dict) -> None:
         b = self._body()
         try:
-            self._send(200, approvals.create(self.server.cp.engine, member.name, str((b or {}).get("instance") or "-")[:200], b if isinstance(b, dict) else {}))
+            instance = self._plane_id(member, b.get("instance")).split("/", 1)[1]  # one '/' only, as for everything a data plane reports
+            self._send(200, approvals.create(self.server.cp.engine, member.name, instance, b))
         except approvals.HoldRefused as e:
             raise _Refusal(409, str(e)) from None
 
@@ -339,7 +356,18 @@ class Handler(BaseHTTPRequestHandler):
         """Decisions, closing and abandoning: only this data plane's own holds."""
         b = self._body()
         fn = {"decisions": approvals.decisions, "close": approvals.close, "abandon": approvals.abandon}[self.path.split("?")[0].rsplit("/", 1)[1]]
-        self._send(200, fn(self.server.cp.engine, member.name, b if isinstance(b, dict) else {}))
+        self._send(200, fn(self.server.cp.engine, member.name, b))
+
+
+_connection = threading.local()  # the connection this thread serves (one thread per connection)
+
+
+def _cut(tls: ssl.SSLSocket) -> None:
+    """End a connection whose request head is late (from the deadline's timer thread)."""
+    try:
+        socket.socket.shutdown(tls, socket.SHUT_RDWR)  # the plain socket's: leaves the TLS object to its thread
+    except OSError:
+        pass
 
 
 class Server(ThreadingHTTPServer):
@@ -374,10 +402,17 @@ class Server(ThreadingHTTPServer):
         except (ssl.SSLError, OSError) as e:
             logger.info("rr control plane: TLS handshake with %s failed: %s", client_address[0], e)
             return
-        tls.settimeout(LONG_POLL_MAX + 30)
+        # The first request's line and headers must arrive within HANDSHAKE_TIMEOUT in all (not per
+        # read: a drip of one byte at a time would hold the slot); then reads may wait out a long poll.
+        tls.settimeout(HANDSHAKE_TIMEOUT)
+        deadline = threading.Timer(HANDSHAKE_TIMEOUT, _cut, [tls])
+        deadline.daemon = True
+        _connection.deadline = deadline
+        deadline.start()
         try:
             super().finish_request(tls, client_address)
         finally:
+            deadline.cancel()
             try:
                 tls.close()
             except OSError:

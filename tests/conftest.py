@@ -52,8 +52,10 @@ def make_home(tmp_path, monkeypatch):
         for k, v in (env or {}).items():
             monkeypatch.setenv(k, v)
         if width is not None:
-            monkeypatch.setattr(cli.console, "width", width)
-            monkeypatch.setattr(cli.err_console, "width", width)
+            # the raw attribute, not the `width` property: undoing a property restores the width
+            # computed at this moment (COLUMNS of this test) and would freeze it for later tests
+            monkeypatch.setattr(cli.console, "_width", width)
+            monkeypatch.setattr(cli.err_console, "_width", width)
         if init:
             result = CliRunner().invoke(cli.app, ["init"])
             assert result.exit_code == 0, result.output

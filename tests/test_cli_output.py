@@ -43,3 +43,15 @@ def test_columns_still_decides_when_set(tmp_path):
     out = apply_dry_run(tmp_path, COLUMNS="60")
     assert LONG not in out.stdout  # wrapped to fit
     assert all(len(line) <= 60 for line in out.stdout.splitlines())
+
+
+def test_the_console_reads_columns_when_it_prints_not_when_it_is_made(monkeypatch):
+    """pytest-xdist workers (and some shells) export COLUMNS=80: a console made at import
+    kept that width for every later command, whatever COLUMNS the command ran with."""
+    from rr_addon.cli.consoles import Output
+
+    monkeypatch.setenv("COLUMNS", "80")
+    console = Output()
+    monkeypatch.setenv("COLUMNS", "200")
+    assert console.width == 200
+    assert Output(width=120).width == 120  # an explicit width still decides

@@ -196,14 +196,15 @@ def explain(server: str, admin: Optional[Path], method: str, url: str, headers: 
     from rich.text import Text
 
     from rr_addon.cli import console
+    from rr_addon.core.terminal import printable
 
     body = {"method": method, "url": url, "headers": [list(h) for h in headers], "data": data, "credential": credential, "token": token,
             "claims": claims, "width": console.width}
     with _client(server, admin) as client:
         out = _call(client, "POST", "explain", json=body)
     _refused(out)
-    for line in out["notes"]:
-        console.print(line, markup=False, highlight=False)
+    for line in out["notes"]:  # they may quote a token's claims: data, never terminal control
+        console.print(Text(printable(str(line))), highlight=False)
     console.print(Text.from_ansi(out["tree"]), end="")
     if out["exit"]:
         raise typer.Exit(out["exit"])

@@ -35,6 +35,8 @@ def audit(cp: Any, req: dict, _: dict) -> dict:
     since = audit_store.parse_since(q["since"]) if q.get("since") else None
     flt = audit_store.Filter(proxy=q.get("proxy") or None, code=q.get("code") or None, since=since)
     limit = min(int(q.get("limit", 50)), 1000)
+    if limit < 0:  # a negative LIMIT is no limit at all to SQLite
+        raise ValueError(f"limit must be 0 or more, not {limit}")
     if "after" in q:  # --follow: the records stored after this id, oldest first
         t = audit_store.TABLE
         stmt = select(t).where(t.c.id > int(q["after"]), *flt.clauses()).order_by(t.c.id).limit(limit)

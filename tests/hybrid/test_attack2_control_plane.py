@@ -210,3 +210,24 @@ def test_an_anonymous_connection_cannot_hold_a_slot_past_the_handshake_timeout(c
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_negative_audit_limit_is_a_clear_400_not_the_whole_table(cp):
+    """SQLite reads LIMIT -1 as no limit: `?limit=-1` handed over every record at once."""
+    with as_admin(cp) as c:
+        r = c.get("/v1/admin/audit", params={"limit": "-1"})
+    assert r.status_code == 400 and "limit must be 0 or more" in r.json()["error"], r.text
+
+
+def test_remote_explain_notes_reach_the_terminal_as_text(monkeypatch, capsys):
+    """The notes of `rr explain --server` may quote a token's claims: control characters in
+    them are shown escaped, not sent to the operator's terminal."""
+    import contextlib
+
+    from rr_addon.cli import remote
+
+    monkeypatch.setattr(remote, "_client", lambda server, admin: contextlib.nullcontext(None))
+    monkeypatch.setattr(remote, "_call", lambda client, method, path, **kw: {"notes": ["sub \x1b]0;owned\x07 \x1b[2J"], "tree": "", "exit": 0})
+    remote.explain("https://cp.test", None, "GET", "https://api.test/", [], None, None, None, {})
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "owned" in out

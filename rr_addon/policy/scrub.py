@@ -49,14 +49,22 @@ def mask(secret: bytes, placeholder: bytes) -> bytes:
     return (placeholder + b"*" * n)[:n] if n >= len(placeholder) else b"*" * n
 
 
-def replacement_pairs(secrets: Iterable[str], placeholder: str) -> tuple[tuple[bytes, bytes], ...]:
+class Pairs(tuple):
+    """(secret, mask) byte pairs, longest secret first. It keeps the RE2 programs that match
+    their spellings once they are built (`_compiled`), so they live as long as the
+    configuration that made them; a copy or a pickle leaves them behind."""
+
+    compiled: "_Secrets | None" = None
+
+    def __reduce__(self):
+        return (Pairs, (tuple(self),))
+
+
+def replacement_pairs(secrets: Iterable[str], placeholder: str) -> Pairs:
     ph = placeholder.encode()
     pairs = {s.encode(): mask(s.encode(), ph) for s in secrets if s}
     # longest first, so a secret that contains another is replaced whole
-    return tuple(sorted(pairs.items(), key=lambda kv: len(kv[0]), reverse=True))
-
-
-Pairs = tuple[tuple[bytes, bytes], ...]
+    return Pairs(sorted(pairs.items(), key=lambda kv: len(kv[0]), reverse=True))
 
 _SHORT = {'"': '"', "\\": "\\", "/": "/", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}
 _HTML_NAMES: dict[str, list[str]] = {}
@@ -81,9 +89,13 @@ def _options() -> re2.Options:
     return options
 
 
+def _any_case(digits: str) -> bytes:
+    """A regex for hex digits, each letter in either case."""
+    return b"".join(b"[" + c.lower().encode() + c.upper().encode() + b"]" if c.isalpha() else c.encode() for c in digits)
+
+
 def _hex(value: int, width: int) -> bytes:
-    """A regex for `value` in hex, each letter in either case."""
-    return b"".join(b"[" + c.lower().encode() + c.upper().encode() + b"]" if c.isalpha() else c.encode() for c in f"{value:0{width}x}")
+    return _any_case(f"{value:0{width}x}")
 
 
 def _json_escapes(ch: str) -> list[str]:
@@ -121,7 +133,7 @@ def _hex_any_case(escaped: str) -> bytes:
     out, i = [], 0
     while i < len(escaped):
         if escaped.startswith("u", i) and i > 0 and escaped[i - 1] == "\\" and i + 5 <= len(escaped):
-            out.append(b"u" + b"".join(b"[" + c.lower().encode() + c.upper().encode() + b"]" if c.isalpha() else c.encode() for c in escaped[i + 1 : i + 5]))
+            out.append(b"u" + _any_case(escaped[i + 1 : i + 5]))
             i += 5
         else:
             out.append(re2.escape(escaped[i].encode()))
@@ -163,8 +175,20 @@ class _Secrets:
         return m.start() if m is not None and m.start() < len(data) else len(data)
 
 
-@functools.lru_cache(maxsize=64)
 def _compiled(pairs: Pairs) -> _Secrets:
+    """Built once per set of pairs, when a body first needs more than a literal search: kept on
+    the pairs (a configuration's credential), and by value for pairs made per request (an
+    OAuth token's injection is made anew for each request with the same token)."""
+    found = getattr(pairs, "compiled", None)
+    if found is None:
+        found = _by_value(pairs)
+        if isinstance(pairs, Pairs):
+            pairs.compiled = found
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _by_value(pairs: tuple) -> _Secrets:
     return _Secrets(pairs)
 
 

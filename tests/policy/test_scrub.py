@@ -167,3 +167,14 @@ def test_streamed_in_any_pieces_amid_escape_debris_it_scrubs_as_the_whole_body_w
     out, _ = stream([c for c in chunks if c], ODD_PAIRS)
     assert out == scrub_bytes(data, ODD_PAIRS)
     assert spelled not in out and len(out) == len(data)
+
+
+def test_the_programs_live_with_the_pairs_and_a_copy_leaves_them_behind():
+    import copy
+    import pickle
+
+    pairs = replacement_pairs(["sk/kept"], "[rr:api/live]")
+    assert scrub_bytes(b"sk\\/kept", pairs) == b"*" * 8
+    assert pairs.compiled is not None  # built once, for as long as the configuration holds these pairs
+    for other in (copy.deepcopy(pairs), pickle.loads(pickle.dumps(pairs))):
+        assert other == pairs and other.compiled is None

@@ -1,11 +1,13 @@
-"""A real control plane process for hybrid tests (`rr control-plane serve`)."""
+"""Control planes for hybrid tests: a real `rr control-plane serve` process, or one served in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from rr_addon.testing.home import database_url
@@ -59,3 +61,41 @@ def state(home: Path) -> dict:
         return json.loads((home / "dataplane" / "state.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+@contextlib.contextmanager
+def served_control_plane(home: Path):
+    """A control plane served in this process, as `rr control-plane serve` serves it (its admin
+    API and the CLI's handlers), for `home` (RR_HOME points there meanwhile). Yields
+    (url, engine, admin credential file)."""
+    from rr_addon import settings
+    from rr_addon.cli import served
+    from rr_addon.crypto import Keyring, master_keys
+    from rr_addon.hybrid import server
+    from rr_addon.hybrid.admin_api import install
+    from rr_addon.store.db import make_engine
+    from rr_addon.testing.home import rr_cli
+
+    old = os.environ.get("RR_HOME")
+    os.environ["RR_HOME"] = str(home)
+    engine = make_engine(database_url(home) or f"sqlite:///{home / 'rr.db'}")  # RR_TEST_DATABASE=postgres: the home's PostgreSQL
+    plane = server.ControlPlane(engine, Keyring(master_keys(settings.home())), interval=0.1)
+    install(plane)
+    plane.admin_handlers.update(served.handlers())
+    srv = server.Server(("127.0.0.1", 0), plane, server.server_context(plane.keys, ["127.0.0.1"]))
+    plane.start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+    admin = home / "ops.rr-admin.json"
+    rr_cli(home, "control-plane", "issue-admin", "ops", "--url", url, "-o", str(admin))
+    try:
+        yield url, engine, admin
+    finally:
+        srv.shutdown()
+        plane.stop()
+        srv.server_close()
+        engine.dispose()
+        if old is None:
+            os.environ.pop("RR_HOME", None)
+        else:
+            os.environ["RR_HOME"] = old

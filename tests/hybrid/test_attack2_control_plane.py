@@ -6,20 +6,17 @@ names echoed to a terminal are literal text."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 
 import httpx
 import pytest
 
 from rr_addon import settings
-from rr_addon.cli import served
 from rr_addon.crypto import Keyring, master_keys
 from rr_addon.hybrid import bundle as bundles
 from rr_addon.hybrid import server
-from rr_addon.hybrid.admin_api import install
-from rr_addon.store.db import make_engine
-from rr_addon.testing.home import database_url, prepare_home, rr_cli
+from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.hybrid import served_control_plane
 
 SECRET = "sk_attack2_UPSTREAM_9f3e"
 CALLER_KEY = "caller-key-attack2-77"
@@ -43,30 +40,10 @@ def cp(tmp_path_factory):
     secret_file = tmp_path_factory.mktemp("secret") / "watched"
     secret_file.write_text("sk_attack2_WATCHED_1c2d\n")
     home = prepare_home(tmp_path_factory.mktemp("cp"), POLICY.replace("SECRET_FILE", str(secret_file)))
-    old = os.environ.get("RR_HOME")
-    os.environ["RR_HOME"] = str(home)
-    engine = make_engine(database_url(home) or f"sqlite:///{home / 'rr.db'}")
-    plane = server.ControlPlane(engine, Keyring(master_keys(settings.home())), interval=0.1)
-    install(plane)
-    plane.admin_handlers.update(served.handlers())  # as `rr control-plane serve` does
-    srv = server.Server(("127.0.0.1", 0), plane, server.server_context(plane.keys, ["127.0.0.1"]))
-    plane.start()
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    url = f"https://127.0.0.1:{srv.server_address[1]}"
-    admin = home / "ops.rr-admin.json"
-    rr_cli(home, "control-plane", "issue-admin", "ops", "--url", url, "-o", str(admin))
-    plane_path = home / "dp.json"
-    rr_cli(home, "control-plane", "issue-dataplane", "dp", "--url", url, "-o", str(plane_path))
-    work = tmp_path_factory.mktemp("operator")
-    yield home, url, engine, admin, work, bundles.read(plane_path)
-    srv.shutdown()
-    plane.stop()
-    srv.server_close()
-    engine.dispose()
-    if old is None:
-        os.environ.pop("RR_HOME", None)
-    else:
-        os.environ["RR_HOME"] = old
+    with served_control_plane(home) as (url, engine, admin):
+        plane_path = home / "dp.json"
+        rr_cli(home, "control-plane", "issue-dataplane", "dp", "--url", url, "-o", str(plane_path))
+        yield home, url, engine, admin, tmp_path_factory.mktemp("operator"), bundles.read(plane_path)
 
 
 def as_admin(cp) -> httpx.Client:

@@ -5,20 +5,12 @@ same command says on the control plane (a control plane served in-process)."""
 from __future__ import annotations
 
 import json
-import os
-import threading
-from pathlib import Path
 
 import pytest
 
-from rr_addon import settings
-from rr_addon.cli import served
-from rr_addon.crypto import Keyring, master_keys
-from rr_addon.hybrid import server
-from rr_addon.hybrid.admin_api import install
 from rr_addon.store import minted
-from rr_addon.store.db import make_engine
-from rr_addon.testing.home import database_url, prepare_home, rr_cli
+from rr_addon.testing.home import prepare_home, rr_cli
+from rr_addon.testing.hybrid import served_control_plane
 
 POLICY = """
 targets:
@@ -36,28 +28,8 @@ proxies:
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory):
     home = prepare_home(tmp_path_factory.mktemp("cp"), POLICY)
-    old = os.environ.get("RR_HOME")
-    os.environ["RR_HOME"] = str(home)
-    engine = make_engine(database_url(home) or f"sqlite:///{home / 'rr.db'}")  # RR_TEST_DATABASE=postgres: the home's PostgreSQL
-    plane = server.ControlPlane(engine, Keyring(master_keys(settings.home())), interval=0.1)
-    install(plane)
-    plane.admin_handlers.update(served.handlers())  # as `rr control-plane serve` does
-    srv = server.Server(("127.0.0.1", 0), plane, server.server_context(plane.keys, ["127.0.0.1"]))
-    plane.start()
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    url = f"https://127.0.0.1:{srv.server_address[1]}"
-    admin = home / "ops.rr-admin.json"
-    rr_cli(home, "control-plane", "issue-admin", "ops", "--url", url, "-o", str(admin))
-    work = tmp_path_factory.mktemp("operator")
-    yield home, url, engine, admin, work
-    srv.shutdown()
-    plane.stop()
-    srv.server_close()
-    engine.dispose()
-    if old is None:
-        os.environ.pop("RR_HOME", None)
-    else:
-        os.environ["RR_HOME"] = old
+    with served_control_plane(home) as (url, engine, admin):
+        yield home, url, engine, admin, tmp_path_factory.mktemp("operator")
 
 
 def remote(cp, *args: str, check: bool = True):

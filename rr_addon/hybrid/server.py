@@ -261,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(r.status, {"error": r.message})
         except config_store.StoredConfigError as e:
             self._send(503, {"error": f"the stored configuration does not load: {e}"})
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # a field of the wrong shape
             self._send(400, {"error": f"bad request: {type(e).__name__}: {e}"})
         except (BrokenPipeError, ConnectionResetError):
             raise

@@ -208,3 +208,9 @@ def test_remote_explain_notes_reach_the_terminal_as_text(monkeypatch, capsys):
     remote.explain("https://cp.test", None, "GET", "https://api.test/", [], None, None, None, {})
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "owned" in out
+
+
+def test_a_field_of_the_wrong_shape_is_a_clear_400(cp):
+    with as_dataplane(cp) as c:
+        r = c.post("/v1/usage", json={"counters": ["not", "a", "map"]})
+    assert r.status_code == 400 and r.json()["error"].startswith("bad request: AttributeError"), r.text
